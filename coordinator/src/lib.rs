@@ -1,0 +1,7 @@
+//! The advsweep coordinator: sweep files, grid expansion, durable state and the gRPC services,
+//! plus the `advsweep` command line that drives them.
+//!
+//! Architecture invariant: this crate never links libtorch (tch). Prost types appear only in
+//! [`grpc`] and [`cli`]'s client calls; everything else speaks `advsweep_spec`.
+
+pub mod sweep;

@@ -1,0 +1,74 @@
+//! Content-hash identities.
+//!
+//! A run's id hashes its canonical parameters; a cell's id hashes its run id, attack and ε. The
+//! same experiment therefore has the same id in every sweep file and every submission, which is
+//! what lets the coordinator reuse finished work and refuse duplicates.
+
+use advsweep_spec::{Attack, DataSpec, Defense, Model, TrainingSpec};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+fn hash_hex(prefix: &str, value: &impl Serialize) -> String {
+    // Serializing our own plain data types to JSON cannot fail.
+    let bytes = serde_json::to_vec(value).unwrap_or_default();
+    let digest = Sha256::digest(&bytes);
+    let mut id = String::with_capacity(prefix.len() + 16);
+    id.push_str(prefix);
+    for byte in &digest[..8] {
+        id.push_str(&format!("{byte:02x}"));
+    }
+    id
+}
+
+#[derive(Serialize)]
+struct RunIdentity<'a> {
+    model: &'a Model,
+    defense: &'a Defense,
+    training: &'a TrainingSpec,
+    data: &'a DataSpec,
+    seed: u64,
+}
+
+pub fn run_id(
+    model: &Model,
+    defense: &Defense,
+    training: &TrainingSpec,
+    data: &DataSpec,
+    seed: u64,
+) -> String {
+    hash_hex(
+        "r-",
+        &RunIdentity {
+            model,
+            defense,
+            training,
+            data,
+            seed,
+        },
+    )
+}
+
+#[derive(Serialize)]
+struct CellIdentity<'a> {
+    run_id: &'a str,
+    attack: &'a Attack,
+    epsilon: f64,
+}
+
+pub fn cell_id(run_id: &str, attack: &Attack, epsilon: f64) -> String {
+    hash_hex(
+        "c-",
+        &CellIdentity {
+            run_id,
+            attack,
+            epsilon,
+        },
+    )
+}
+
+/// A sweep's id: its name and the set of its cells, in any order.
+pub fn sweep_id(name: &str, cell_ids: &[String]) -> String {
+    let mut sorted: Vec<&str> = cell_ids.iter().map(String::as_str).collect();
+    sorted.sort_unstable();
+    hash_hex("s-", &(name, sorted))
+}

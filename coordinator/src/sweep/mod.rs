@@ -1,0 +1,11 @@
+//! Sweep files and their expansion into runs and cells.
+//!
+//! `load` reads and validates a file; `expand` turns it into a [`Plan`]. Nothing here touches
+//! the network or the state directory, so `advsweep plan` and every error path write nothing.
+
+pub mod expand;
+pub mod file;
+pub mod ids;
+pub mod presets;
+
+pub use expand::{Plan, SweepError, expand, load_plan, parse_sweep};

@@ -1,0 +1,29 @@
+# shellcheck shell=bash
+# Sourced by the README's two commands (and by developers: `source scripts/env.sh`).
+#
+# Installs what advsweep needs on a fresh machine and exports the build environment:
+#   * libtorch, from PyPI's torch==2.13.0 (the exact version tch 0.26 binds), into a virtualenv
+#     cached OUTSIDE the clone (default ~/.cache/advsweep) so every clone and CI run reuses it;
+#   * LIBTORCH pointing at it, so torch-sys links it and the worker's build.rs embeds its rpath;
+#   * a shared cargo target dir in the same cache, so a fresh clone does not rebuild every crate.
+# Nothing is installed system-wide; the machine needs Rust, a C/C++ compiler and Python 3 with pip.
+set -euo pipefail
+
+ADVSWEEP_CACHE="${ADVSWEEP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/advsweep}"
+TORCH_VERSION="2.13.0"
+TORCH_VENV="$ADVSWEEP_CACHE/torch-$TORCH_VERSION"
+
+if [ -z "${LIBTORCH:-}" ]; then
+  if [ ! -f "$TORCH_VENV/.installed" ]; then
+    echo "advsweep: installing torch==$TORCH_VERSION (libtorch) into $TORCH_VENV (one time, ~5 GB)" >&2
+    mkdir -p "$ADVSWEEP_CACHE"
+    python3 -m venv "$TORCH_VENV"
+    "$TORCH_VENV/bin/pip" install --disable-pip-version-check -q "torch==$TORCH_VERSION"
+    touch "$TORCH_VENV/.installed"
+  fi
+  # Ask the venv where its packages live instead of importing torch (slow, and noisy without numpy).
+  LIBTORCH="$("$TORCH_VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/torch"
+  export LIBTORCH
+fi
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ADVSWEEP_CACHE/target}"
+export ADVSWEEP_TORCH_PYTHON="${ADVSWEEP_TORCH_PYTHON:-$TORCH_VENV/bin/python}"

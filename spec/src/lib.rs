@@ -1,0 +1,16 @@
+//! The resolved experiment vocabulary: what a run trains and what a cell evaluates, with every
+//! preset expanded and every default filled in.
+//!
+//! The coordinator produces these values from sweep files; the worker consumes them from the
+//! wire. Both sides share this one definition so the meaning of a field cannot drift between
+//! them, and [`wire`] is the single place where they meet prost types.
+
+pub mod experiment;
+pub mod results;
+pub mod wire;
+
+pub use experiment::{
+    Attack, CellSpec, DataSource, DataSpec, Defense, Model, Norm, Optimizer, RunSpec, StepSize,
+    TrainingSpec,
+};
+pub use results::{CellResult, EpochMetrics};

@@ -4,4 +4,9 @@
 //! Architecture invariant: this crate never links libtorch (tch). Prost types appear only in
 //! [`grpc`] and [`cli`]'s client calls; everything else speaks `advsweep_spec`.
 
+pub mod cli;
+pub mod grpc;
+pub mod report;
+pub mod store;
 pub mod sweep;
+pub mod telemetry;

@@ -1,1 +1,4 @@
-fn main() {}
+//! `advsweep`: see `advsweep --help` and the README.
+fn main() -> std::process::ExitCode {
+    advsweep_coordinator::cli::main()
+}

@@ -389,6 +389,16 @@ pub fn cell_result_from_wire(r: &pb::CellResult) -> Result<CellResult, WireError
             return Err(invalid(field, format!("{value} is not in [0, 1]")));
         }
     }
+    for (value, field) in [
+        (r.mean_linf, "result.mean_linf"),
+        (r.mean_l2, "result.mean_l2"),
+        (r.images_per_second, "result.images_per_second"),
+        (r.seconds, "result.seconds"),
+    ] {
+        if !(value.is_finite() && value >= 0.0) {
+            return Err(invalid(field, format!("{value} is not a finite non-negative number")));
+        }
+    }
     Ok(CellResult {
         accuracy: r.accuracy,
         attack_success_rate: r.attack_success_rate,

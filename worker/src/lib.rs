@@ -1,1 +1,21 @@
+//! advsweep worker: leases runs from the coordinator, trains and attacks models with libtorch
+//! (through `tch`), and reports per-epoch metrics and per-cell results.
+//!
+//! Layout, one concept per module:
+//! * [`agent`]: the gRPC loop (register, lease, heartbeat, report) — async, no libtorch;
+//! * [`job`]: one run executed synchronously on a blocking thread — no gRPC;
+//! * [`data`], [`models`], [`attacks`], [`train`], [`evaluate`]: the machine-learning parts;
+//! * [`device`], [`rng`], [`error`], [`cli`]: plumbing.
 
+pub mod agent;
+pub mod attacks;
+pub mod cli;
+pub mod data;
+pub mod device;
+pub mod error;
+pub mod evaluate;
+pub mod job;
+pub mod models;
+pub mod rng;
+pub mod selfcheck;
+pub mod train;

@@ -1,1 +1,96 @@
-fn main() {}
+//! `advsweep-worker`: see the library crate (`advsweep_worker`) for the modules.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use advsweep_worker::agent::{self, AgentConfig};
+use advsweep_worker::cli::{self, Cli};
+use advsweep_worker::{device, job, selfcheck};
+use clap::Parser as _;
+use tracing::{error, info, warn};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let threads = cli.threads.map_or_else(device::default_threads, |t| t as usize);
+    device::set_threads(threads);
+    let device = device::select(cli.device)?;
+    let label = device::label(device);
+
+    if cli.self_check {
+        let loss = selfcheck::run(device)?;
+        println!("advsweep-worker {} self-check: device {label}, loss {loss:.4}: ok", env!("CARGO_PKG_VERSION"));
+        return Ok(());
+    }
+
+    let hostname = cli::hostname();
+    let cfg = AgentConfig {
+        coordinator: cli.coordinator.clone(),
+        name: cli::worker_name(&cli, &hostname),
+        hostname,
+        device_label: label.clone(),
+        exit_when_idle: cli.exit_when_idle,
+    };
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        name = %cfg.name,
+        device = %label,
+        threads,
+        coordinator = %cfg.coordinator,
+        "advsweep-worker starting"
+    );
+    let executor = Arc::new(job::Executor::new(device, threads));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            warn!("signal received: stopping the current run and exiting (signal again to exit now)");
+            let _ = tx.send(true);
+            wait_for_signal().await;
+            warn!("second signal: exiting immediately");
+            std::process::exit(130);
+        });
+        agent::run(cfg, executor, rx).await
+    })
+}
+
+/// Ctrl-C or SIGTERM.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -8,4 +8,4 @@ pub mod file;
 pub mod ids;
 pub mod presets;
 
-pub use expand::{Plan, SweepError, expand, load_plan, parse_sweep};
+pub use expand::{Overrides, Plan, SweepError, expand, load_plan, parse_sweep};

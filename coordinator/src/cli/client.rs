@@ -1,0 +1,179 @@
+//! The client commands: `submit`, `status`, `watch`, `cancel`.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::ExitCode;
+
+use advsweep_proto::v1 as pb;
+use advsweep_proto::v1::sweep_service_client::SweepServiceClient;
+use anyhow::Context;
+use tonic::transport::Channel;
+
+use super::{BadInput, progress, rows};
+use crate::report::ResultsTable;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Target {
+    /// Coordinator address.
+    #[arg(long, default_value = "http://127.0.0.1:50051", env = "ADVSWEEP_COORDINATOR")]
+    pub coordinator: String,
+}
+
+pub async fn connect(url: &str) -> anyhow::Result<SweepServiceClient<Channel>> {
+    let client = SweepServiceClient::connect(url.to_owned())
+        .await
+        .with_context(|| format!("cannot reach the coordinator at {url}"))?;
+    Ok(client.max_decoding_message_size(64 << 20))
+}
+
+/// Maps a gRPC error to an error naming the call; `invalid_argument` counts as bad input.
+pub fn rpc_error(call: &str, status: tonic::Status) -> anyhow::Error {
+    if status.code() == tonic::Code::InvalidArgument || status.code() == tonic::Code::NotFound {
+        BadInput(status.message().to_owned()).into()
+    } else {
+        anyhow::anyhow!("{call} failed: {}: {}", status.code(), status.message())
+    }
+}
+
+pub fn submit_request(file: &Path, data_path: Option<String>) -> anyhow::Result<pb::SubmitSweepRequest> {
+    let sweep_toml = std::fs::read_to_string(file)
+        .map_err(|e| BadInput(format!("cannot read sweep file {}: {e}", file.display())))?;
+    let mut overrides = HashMap::new();
+    if let Some(path) = data_path {
+        overrides.insert("data.path".to_owned(), path);
+    }
+    Ok(pb::SubmitSweepRequest {
+        sweep_toml,
+        overrides,
+    })
+}
+
+pub async fn submit(target: &Target, file: &Path, data_path: Option<String>) -> anyhow::Result<ExitCode> {
+    let request = submit_request(file, data_path)?;
+    let mut client = connect(&target.coordinator).await?;
+    let r = client
+        .submit_sweep(request)
+        .await
+        .map_err(|s| rpc_error("SubmitSweep", s))?
+        .into_inner();
+    println!(
+        "submitted sweep {} ({}): {} runs, {} cells, {} already done",
+        r.name, r.sweep_id, r.runs, r.cells, r.cells_already_done
+    );
+    println!("follow it with: advsweep watch {}", r.sweep_id);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn counts(c: Option<&pb::StateCounts>) -> String {
+    let c = c.cloned().unwrap_or_default();
+    let total = c.pending + c.running + c.done + c.failed + c.cancelled;
+    let mut s = format!("{}/{} done", c.done, total);
+    for (n, label) in [
+        (c.running, "running"),
+        (c.pending, "pending"),
+        (c.failed, "failed"),
+        (c.cancelled, "cancelled"),
+    ] {
+        if n > 0 {
+            s.push_str(&format!(", {n} {label}"));
+        }
+    }
+    s
+}
+
+pub fn print_detail(detail: &pb::SweepDetail) {
+    if let Some(s) = &detail.summary {
+        println!("sweep {} ({}): {}", s.name, s.sweep_id, s.state);
+        println!("  runs:  {}", counts(s.runs.as_ref()));
+        println!("  cells: {}", counts(s.cells.as_ref()));
+    }
+    println!();
+    for run in &detail.runs {
+        let last = run.epochs.last();
+        println!(
+            "run {} {:<9} {}/{} seed={} attempt={}{}{}",
+            run.run_id,
+            run.state,
+            run.model,
+            run.defense_name,
+            run.seed,
+            run.attempt,
+            last.map(|e| format!(
+                " epoch={} loss={:.3} test_acc={:.1}%",
+                e.epoch,
+                e.train_loss,
+                100.0 * e.test_accuracy
+            ))
+            .unwrap_or_default(),
+            if run.error.is_empty() {
+                String::new()
+            } else {
+                format!("\n    error: {}", run.error)
+            }
+        );
+    }
+    for cell in detail.cells.iter().filter(|c| !c.error.is_empty()) {
+        println!("cell {} {}: {}", cell.cell_id, cell.state, cell.error);
+    }
+    println!();
+    print!("{}", ResultsTable::new(&rows::cell_rows(detail)).render());
+}
+
+pub async fn status(target: &Target, sweep: Option<&str>) -> anyhow::Result<ExitCode> {
+    let mut client = connect(&target.coordinator).await?;
+    match sweep {
+        None => {
+            let list = client
+                .list_sweeps(pb::ListSweepsRequest {})
+                .await
+                .map_err(|s| rpc_error("ListSweeps", s))?
+                .into_inner();
+            if list.sweeps.is_empty() {
+                println!("no sweeps");
+            }
+            for s in list.sweeps {
+                println!(
+                    "{}  {:<10} {:<24} cells: {}",
+                    s.sweep_id,
+                    s.state,
+                    s.name,
+                    counts(s.cells.as_ref())
+                );
+            }
+        }
+        Some(id) => {
+            let detail = client
+                .get_sweep(pb::GetSweepRequest {
+                    sweep_id: id.to_owned(),
+                })
+                .await
+                .map_err(|s| rpc_error("GetSweep", s))?
+                .into_inner();
+            print_detail(&detail);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn watch(target: &Target, sweep: &str) -> anyhow::Result<ExitCode> {
+    let mut client = connect(&target.coordinator).await?;
+    let last = progress::follow(&mut client, sweep).await?;
+    Ok(if last.state == "done" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub async fn cancel(target: &Target, sweep: &str) -> anyhow::Result<ExitCode> {
+    let mut client = connect(&target.coordinator).await?;
+    let r = client
+        .cancel_sweep(pb::CancelSweepRequest {
+            sweep_id: sweep.to_owned(),
+        })
+        .await
+        .map_err(|s| rpc_error("CancelSweep", s))?
+        .into_inner();
+    println!("cancelled sweep {sweep}: {} cells cancelled", r.cells_cancelled);
+    Ok(ExitCode::SUCCESS)
+}

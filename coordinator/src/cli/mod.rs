@@ -1,0 +1,125 @@
+//! The `advsweep` command line.
+//!
+//! `plan` and `run` work on a local sweep file; `coordinator` serves; `submit`, `status`,
+//! `watch` and `cancel` are gRPC clients of a running coordinator.
+
+mod client;
+mod plan;
+mod progress;
+mod rows;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub use run::RunArgs;
+
+/// Bad user input (a sweep file, a flag): exit code 2 instead of 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "advsweep",
+    version,
+    about = "Adversarial-robustness sweeps: model × defense × attack × ε on a GPU cluster"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the runs and cells a sweep file expands to, without running anything.
+    Plan {
+        file: PathBuf,
+        /// Replace the CIFAR-10 data path of the file.
+        #[arg(long, env = "ADVSWEEP_CIFAR10_DIR")]
+        data_path: Option<String>,
+    },
+    /// Run a sweep on this machine: embedded coordinator plus local worker processes.
+    Run(RunArgs),
+    /// Serve the coordinator (gRPC) on a state directory.
+    Coordinator {
+        #[arg(long, default_value = "127.0.0.1:50051", env = "ADVSWEEP_LISTEN")]
+        listen: String,
+        #[arg(long, default_value = "advsweep-state", env = "ADVSWEEP_STATE_DIR")]
+        state_dir: PathBuf,
+    },
+    /// Submit a sweep file to a running coordinator.
+    Submit {
+        file: PathBuf,
+        #[arg(long, env = "ADVSWEEP_CIFAR10_DIR")]
+        data_path: Option<String>,
+        #[command(flatten)]
+        target: client::Target,
+    },
+    /// Show all sweeps, or one sweep's runs, cells and results.
+    Status {
+        sweep: Option<String>,
+        #[command(flatten)]
+        target: client::Target,
+    },
+    /// Follow a sweep's progress until it ends.
+    Watch {
+        sweep: String,
+        #[command(flatten)]
+        target: client::Target,
+    },
+    /// Cancel a sweep's unfinished cells.
+    Cancel {
+        sweep: String,
+        #[command(flatten)]
+        target: client::Target,
+    },
+}
+
+/// Entry point of the `advsweep` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("advsweep: error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("advsweep: error: {e:#}");
+            if e.downcast_ref::<BadInput>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Plan { file, data_path } => {
+            plan::plan(&file, data_path)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run(args) => run::run(args).await,
+        Command::Coordinator { listen, state_dir } => {
+            crate::telemetry::init_stderr();
+            run::serve_forever(&listen, &state_dir).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Submit {
+            file,
+            data_path,
+            target,
+        } => client::submit(&target, &file, data_path).await,
+        Command::Status { sweep, target } => client::status(&target, sweep.as_deref()).await,
+        Command::Watch { sweep, target } => client::watch(&target, &sweep).await,
+        Command::Cancel { sweep, target } => client::cancel(&target, &sweep).await,
+    }
+}

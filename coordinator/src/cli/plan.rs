@@ -1,0 +1,56 @@
+//! `advsweep plan FILE`: the expansion, printed; nothing is written anywhere.
+
+use std::path::Path;
+
+use advsweep_spec::{Attack, Defense};
+
+use super::BadInput;
+use crate::report::epsilon;
+use crate::sweep::{Overrides, load_plan};
+
+pub fn defense_label(name: &str, defense: &Defense) -> String {
+    match defense.epsilon() {
+        Some(e) => format!("{name} (ε={})", epsilon::label(e)),
+        None => name.to_owned(),
+    }
+}
+
+pub fn attack_label(attack: &Attack) -> &'static str {
+    match attack {
+        Attack::None => "clean",
+        Attack::Fgsm { .. } => "fgsm",
+        Attack::Pgd { .. } => "pgd",
+    }
+}
+
+pub fn plan(file: &Path, data_path: Option<String>) -> anyhow::Result<()> {
+    let plan = load_plan(file, &Overrides { data_path }).map_err(|e| BadInput(e.to_string()))?;
+    println!("sweep {} ({})", plan.name, plan.sweep_id);
+    if !plan.description.is_empty() {
+        println!("  {}", plan.description.trim());
+    }
+    println!("{} runs (training jobs), {} cells (evaluations)", plan.runs.len(), plan.cells.len());
+    println!();
+    for run in &plan.runs {
+        let cells: Vec<_> = plan.cells_of(&run.id).collect();
+        println!(
+            "run {}  model={} defense={} seed={} epochs={}  ({} cells)",
+            run.id,
+            run.model.name,
+            defense_label(&run.defense_name, &run.defense),
+            run.seed,
+            run.training.epochs,
+            cells.len()
+        );
+        for cell in cells {
+            println!(
+                "  cell {}  {} ({}) ε={}",
+                cell.id,
+                cell.attack_name,
+                attack_label(&cell.attack),
+                epsilon::label(cell.epsilon)
+            );
+        }
+    }
+    Ok(())
+}

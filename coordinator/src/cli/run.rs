@@ -1,0 +1,253 @@
+//! `advsweep run FILE`: the one-machine mode. An embedded coordinator on 127.0.0.1 (real gRPC
+//! over TCP), `--workers` local `advsweep-worker` processes, a progress bar, and the results
+//! table at the end. `advsweep coordinator` (serve forever) shares the start-up path.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use advsweep_proto::v1 as pb;
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+
+use super::{BadInput, client, progress, rows};
+use crate::grpc::{Coordinator, serve};
+use crate::report::ResultsTable;
+use crate::store::{LeaseSettings, Store};
+use crate::sweep::{Overrides, load_plan};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// The sweep file (TOML).
+    pub file: PathBuf,
+    /// Local worker processes (default: one per core, at most 4).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Intra-op threads per worker (default: cores / workers).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Device for the workers: cpu, cuda or auto.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Durable state; finished cells found here are reused, not recomputed.
+    #[arg(long, default_value = "advsweep-state", env = "ADVSWEEP_STATE_DIR")]
+    pub state_dir: PathBuf,
+    /// Replace the CIFAR-10 data path of the file.
+    #[arg(long, env = "ADVSWEEP_CIFAR10_DIR")]
+    pub data_path: Option<String>,
+    /// The worker binary (default: `advsweep-worker` next to this binary, then on PATH).
+    #[arg(long, env = "ADVSWEEP_WORKER_BIN")]
+    pub worker_bin: Option<PathBuf>,
+}
+
+async fn start(state_dir: &Path, listen: &str) -> anyhow::Result<(Coordinator, TcpListener)> {
+    let store = Store::open(state_dir, LeaseSettings::default())
+        .with_context(|| format!("cannot open the state directory {}", state_dir.display()))?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    Ok((Coordinator::new(Arc::new(store)), listener))
+}
+
+pub async fn serve_forever(listen: &str, state_dir: &Path) -> anyhow::Result<()> {
+    let (coordinator, listener) = start(state_dir, listen).await?;
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("interrupted; shutting down");
+    };
+    serve(coordinator, listener, shutdown).await
+}
+
+fn find_worker_bin(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = explicit {
+        anyhow::ensure!(path.is_file(), BadInput(format!("worker binary {} does not exist", path.display())));
+        return Ok(path);
+    }
+    if let Ok(me) = std::env::current_exe()
+        && let Some(dir) = me.parent()
+    {
+        let sibling = dir.join("advsweep-worker");
+        if sibling.is_file() {
+            return Ok(sibling);
+        }
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let candidate = dir.join("advsweep-worker");
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+        }
+    }
+    Err(BadInput(
+        "cannot find the advsweep-worker binary next to advsweep or on PATH; build it \
+         (cargo build -p advsweep-worker) or pass --worker-bin"
+            .into(),
+    )
+    .into())
+}
+
+fn spawn_worker(
+    bin: &Path,
+    url: &str,
+    index: usize,
+    threads: usize,
+    device: &str,
+    log_path: &Path,
+) -> anyhow::Result<Child> {
+    let log = std::fs::File::create(log_path)
+        .with_context(|| format!("cannot create {}", log_path.display()))?;
+    let log_err = log.try_clone()?;
+    Command::new(bin)
+        .arg("--coordinator")
+        .arg(url)
+        .arg("--name")
+        .arg(format!("local-{index}"))
+        .arg("--threads")
+        .arg(threads.to_string())
+        .arg("--device")
+        .arg(device)
+        .arg("--exit-when-idle")
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))
+}
+
+/// Last lines of a worker log, for error messages.
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    // Validate everything before touching the state directory: a bad file writes nothing.
+    let overrides = Overrides {
+        data_path: args.data_path.clone(),
+    };
+    let plan = load_plan(&args.file, &overrides).map_err(|e| BadInput(e.to_string()))?;
+    let worker_bin = find_worker_bin(args.worker_bin.clone())?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = args
+        .workers
+        .unwrap_or_else(|| cores.min(4))
+        .clamp(1, 64)
+        .min(plan.runs.len().max(1));
+    let threads = args.threads.unwrap_or((cores / workers).max(1));
+
+    let logs = args.state_dir.join("logs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
+    crate::telemetry::init_file(&logs.join("coordinator.log"));
+    let (coordinator, listener) = start(&args.state_dir, "127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let url = format!("http://{addr}");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(coordinator, listener, async move {
+        let _ = stop_rx.await;
+    }));
+
+    let mut client = client::connect(&url).await?;
+    let submitted = client
+        .submit_sweep(client::submit_request(&args.file, args.data_path.clone())?)
+        .await
+        .map_err(|s| client::rpc_error("SubmitSweep", s))?
+        .into_inner();
+    eprintln!(
+        "advsweep: sweep {} ({}): {} runs, {} cells{}; {} worker(s) × {} thread(s); state in {}",
+        submitted.name,
+        submitted.sweep_id,
+        submitted.runs,
+        submitted.cells,
+        if submitted.cells_already_done > 0 {
+            format!(" ({} already done, reused)", submitted.cells_already_done)
+        } else {
+            String::new()
+        },
+        workers,
+        threads,
+        args.state_dir.display()
+    );
+
+    let mut children = Vec::new();
+    for i in 0..workers {
+        let log = logs.join(format!("worker-{i}.log"));
+        children.push((spawn_worker(&worker_bin, &url, i, threads, &args.device, &log)?, log));
+    }
+
+    // Follow progress while watching the workers: if every worker dies before the sweep ends,
+    // stop and say why instead of waiting forever.
+    let mut watch_client = client.clone();
+    let follow = progress::follow(&mut watch_client, &submitted.sweep_id);
+    tokio::pin!(follow);
+    let mut alive = children.len();
+    let mut worker_failures = Vec::new();
+    let outcome = loop {
+        tokio::select! {
+            result = &mut follow => break result,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                for (child, log) in &mut children {
+                    if let Ok(Some(status)) = child.try_wait()
+                        && !worker_failures.iter().any(|(l, _): &(PathBuf, _)| l == log)
+                    {
+                        alive -= 1;
+                        worker_failures.push((log.clone(), status));
+                    }
+                }
+                if alive == 0 {
+                    break Err(anyhow::anyhow!("all workers exited before the sweep finished"));
+                }
+            }
+        }
+    };
+
+    // Workers exit by themselves once idle; give them a moment, then stop them.
+    for (child, _) in &mut children {
+        if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
+            let _ = child.kill().await;
+        }
+    }
+    let detail = client
+        .get_sweep(pb::GetSweepRequest {
+            sweep_id: submitted.sweep_id.clone(),
+        })
+        .await
+        .map_err(|s| client::rpc_error("GetSweep", s));
+    let _ = stop_tx.send(());
+    let _ = server.await;
+
+    let summary = match outcome {
+        Ok(summary) => summary,
+        Err(e) => {
+            for (log, status) in &worker_failures {
+                eprintln!("advsweep: worker exited ({status}); last lines of {}:\n{}", log.display(), tail(log, 15));
+            }
+            return Err(e);
+        }
+    };
+    let detail = detail?.into_inner();
+    println!();
+    print!("{}", ResultsTable::new(&rows::cell_rows(&detail)).render());
+    println!();
+    let cells = summary.cells.unwrap_or_default();
+    println!(
+        "sweep {}: {} ({} cells done, {} failed); logs in {}",
+        summary.sweep_id,
+        summary.state,
+        cells.done,
+        cells.failed,
+        logs.display()
+    );
+    for run in detail.runs.iter().filter(|r| !r.error.is_empty()) {
+        println!("  run {} {}: {}", run.run_id, run.state, run.error);
+    }
+    Ok(if summary.state == "done" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

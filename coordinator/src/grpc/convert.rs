@@ -1,0 +1,62 @@
+//! Store views → v1 messages.
+
+use advsweep_proto::v1 as pb;
+use advsweep_spec::wire;
+
+use crate::store::{CellStatus, RunStatus, StateCounts, SweepDetail, SweepSummary};
+
+pub fn counts(c: &StateCounts) -> pb::StateCounts {
+    pb::StateCounts {
+        pending: c.pending,
+        running: c.running,
+        done: c.done,
+        failed: c.failed,
+        cancelled: c.cancelled,
+    }
+}
+
+pub fn summary(s: &SweepSummary) -> pb::SweepSummary {
+    pb::SweepSummary {
+        sweep_id: s.sweep_id.clone(),
+        name: s.name.clone(),
+        state: s.state.as_str().to_owned(),
+        runs: Some(counts(&s.runs)),
+        cells: Some(counts(&s.cells)),
+        created_unix_ms: s.created_ms,
+    }
+}
+
+fn run(r: &RunStatus) -> pb::RunStatus {
+    pb::RunStatus {
+        run_id: r.run_id.clone(),
+        model: r.model.clone(),
+        defense_name: r.defense_name.clone(),
+        defense_epsilon: r.defense_epsilon.unwrap_or(0.0),
+        seed: r.seed,
+        state: r.state.clone(),
+        attempt: r.attempt,
+        worker_id: r.worker_id.clone().unwrap_or_default(),
+        error: r.error.clone().unwrap_or_default(),
+        epochs: r.epochs.iter().map(wire::epoch_to_wire).collect(),
+    }
+}
+
+fn cell(c: &CellStatus) -> pb::CellStatus {
+    pb::CellStatus {
+        cell_id: c.cell_id.clone(),
+        run_id: c.run_id.clone(),
+        attack_name: c.attack_name.clone(),
+        epsilon: c.epsilon,
+        state: c.state.clone(),
+        result: c.result.as_ref().map(wire::cell_result_to_wire),
+        error: c.error.clone().unwrap_or_default(),
+    }
+}
+
+pub fn detail(d: &SweepDetail) -> pb::SweepDetail {
+    pb::SweepDetail {
+        summary: Some(summary(&d.summary)),
+        runs: d.runs.iter().map(run).collect(),
+        cells: d.cells.iter().map(cell).collect(),
+    }
+}

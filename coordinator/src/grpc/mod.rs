@@ -1,0 +1,87 @@
+//! The tonic glue: the two v1 services over the [`Store`], plus health and reflection.
+//!
+//! Handlers only translate: decode and validate the request, run the store call on a blocking
+//! thread (SQLite fsyncs must not stall the async runtime), map the outcome to a status, and
+//! wake the watchers.
+
+mod convert;
+mod server;
+mod sweep_service;
+mod worker_service;
+
+use std::sync::Arc;
+
+use tonic::Status;
+
+use crate::store::{Store, StoreError};
+
+pub use server::{Coordinator, serve};
+pub use sweep_service::SweepApi;
+pub use worker_service::WorkerApi;
+
+/// Wakes `WatchSweep` streams after every state change.
+#[derive(Debug, Clone)]
+pub struct ChangeNotifier {
+    tx: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Default for ChangeNotifier {
+    fn default() -> Self {
+        ChangeNotifier {
+            tx: Arc::new(tokio::sync::watch::channel(0).0),
+        }
+    }
+}
+
+impl ChangeNotifier {
+    pub fn notify(&self) {
+        self.tx.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.tx.subscribe()
+    }
+}
+
+/// Maps store errors to gRPC statuses: the caller's mistakes are `invalid_argument` /
+/// `not_found` / `failed_precondition`; only our own failures are `internal`.
+pub fn status_of(error: StoreError) -> Status {
+    match &error {
+        StoreError::SweepNotFound(_) => Status::not_found(error.to_string()),
+        StoreError::UnknownWorker(_) => Status::unauthenticated(error.to_string()),
+        StoreError::LeaseLost { .. } => Status::failed_precondition(error.to_string()),
+        StoreError::NoSuchCell { .. } | StoreError::Invalid(_) => {
+            Status::invalid_argument(error.to_string())
+        }
+        StoreError::Io { .. } | StoreError::Sqlite(_) | StoreError::Corrupt(_) => {
+            tracing::error!(%error, "store failure");
+            Status::internal(error.to_string())
+        }
+    }
+}
+
+/// Runs a store call on the blocking pool.
+pub async fn blocking<T, F>(store: &Arc<Store>, f: F) -> Result<T, Status>
+where
+    T: Send + 'static,
+    F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+{
+    let store = Arc::clone(store);
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .map_err(|e| Status::internal(format!("store task panicked: {e}")))?
+        .map_err(status_of)
+}
+
+/// Rejects empty or oversized identifiers before they reach SQL.
+pub fn require_id(field: &'static str, value: &str) -> Result<(), Status> {
+    if value.is_empty() {
+        return Err(Status::invalid_argument(format!("missing field `{field}`")));
+    }
+    if value.len() > 128 || !value.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(Status::invalid_argument(format!(
+            "field `{field}` is not a valid id"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,194 @@
+//! `advsweep.v1.SweepService`: what the CLI and scripts call.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use advsweep_proto::v1 as pb;
+use advsweep_proto::v1::sweep_service_server::SweepService;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use tracing::info;
+
+use super::{ChangeNotifier, blocking, convert, require_id};
+use crate::store::{Store, SweepSummary};
+use crate::sweep::{self, Overrides};
+
+/// Sweep files larger than this are refused before parsing.
+pub const MAX_SWEEP_FILE_BYTES: usize = 1 << 20;
+
+#[derive(Debug, Clone)]
+pub struct SweepApi {
+    store: Arc<Store>,
+    changes: ChangeNotifier,
+}
+
+impl SweepApi {
+    pub fn new(store: Arc<Store>, changes: ChangeNotifier) -> Self {
+        SweepApi { store, changes }
+    }
+}
+
+/// Turns the request's override map into [`Overrides`]; unknown keys are errors.
+pub fn overrides_from(map: &std::collections::HashMap<String, String>) -> Result<Overrides, String> {
+    let mut overrides = Overrides::default();
+    for (key, value) in map {
+        match key.as_str() {
+            "data.path" => overrides.data_path = Some(value.clone()),
+            other => return Err(format!("unknown override `{other}` (known: data.path)")),
+        }
+    }
+    Ok(overrides)
+}
+
+/// One line describing how `now` differs from `before`.
+fn describe(before: Option<&SweepSummary>, now: &SweepSummary) -> String {
+    let c = &now.cells;
+    let mut msg = format!(
+        "{}: {}/{} cells done, {} running, {} pending",
+        now.state.as_str(),
+        c.done,
+        c.total(),
+        c.running,
+        c.pending
+    );
+    if c.failed > 0 {
+        msg.push_str(&format!(", {} failed", c.failed));
+    }
+    if c.cancelled > 0 {
+        msg.push_str(&format!(", {} cancelled", c.cancelled));
+    }
+    if let Some(b) = before {
+        let newly = c.done.saturating_sub(b.cells.done);
+        if newly > 0 {
+            msg.push_str(&format!(" (+{newly})"));
+        }
+    }
+    msg
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::SweepEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl SweepService for SweepApi {
+    async fn submit_sweep(
+        &self,
+        request: Request<pb::SubmitSweepRequest>,
+    ) -> Result<Response<pb::SubmitSweepResponse>, Status> {
+        let r = request.into_inner();
+        if r.sweep_toml.len() > MAX_SWEEP_FILE_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "sweep file is {} bytes; the limit is {MAX_SWEEP_FILE_BYTES}",
+                r.sweep_toml.len()
+            )));
+        }
+        let overrides = overrides_from(&r.overrides).map_err(Status::invalid_argument)?;
+        let file = sweep::parse_sweep(&r.sweep_toml, "sweep file")
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let plan = sweep::expand(&file, &overrides, "sweep file")
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let toml = r.sweep_toml;
+        let outcome = blocking(&self.store, move |s| s.submit(&plan, &toml)).await?;
+        info!(
+            sweep_id = outcome.sweep_id,
+            name = outcome.name,
+            runs = outcome.runs,
+            cells = outcome.cells,
+            already_done = outcome.cells_already_done,
+            new = outcome.new_sweep,
+            "sweep submitted"
+        );
+        self.changes.notify();
+        Ok(Response::new(pb::SubmitSweepResponse {
+            sweep_id: outcome.sweep_id,
+            name: outcome.name,
+            runs: outcome.runs,
+            cells: outcome.cells,
+            cells_already_done: outcome.cells_already_done,
+        }))
+    }
+
+    async fn list_sweeps(
+        &self,
+        _request: Request<pb::ListSweepsRequest>,
+    ) -> Result<Response<pb::ListSweepsResponse>, Status> {
+        let sweeps = blocking(&self.store, |s| s.list_sweeps()).await?;
+        Ok(Response::new(pb::ListSweepsResponse {
+            sweeps: sweeps.iter().map(convert::summary).collect(),
+        }))
+    }
+
+    async fn get_sweep(
+        &self,
+        request: Request<pb::GetSweepRequest>,
+    ) -> Result<Response<pb::SweepDetail>, Status> {
+        let id = request.into_inner().sweep_id;
+        require_id("sweep_id", &id)?;
+        let detail = blocking(&self.store, move |s| s.sweep_detail(&id)).await?;
+        Ok(Response::new(convert::detail(&detail)))
+    }
+
+    type WatchSweepStream = EventStream;
+
+    async fn watch_sweep(
+        &self,
+        request: Request<pb::WatchSweepRequest>,
+    ) -> Result<Response<Self::WatchSweepStream>, Status> {
+        let id = request.into_inner().sweep_id;
+        require_id("sweep_id", &id)?;
+        // Fail fast on an unknown sweep instead of opening an empty stream.
+        let first = {
+            let id = id.clone();
+            blocking(&self.store, move |s| s.sweep_summary(&id)).await?
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let store = Arc::clone(&self.store);
+        let mut changed = self.changes.subscribe();
+        tokio::spawn(async move {
+            let mut last: Option<SweepSummary> = None;
+            let mut current = first;
+            loop {
+                if last.as_ref() != Some(&current) {
+                    let finished = current.state.is_terminal();
+                    let event = pb::SweepEvent {
+                        summary: Some(convert::summary(&current)),
+                        message: describe(last.as_ref(), &current),
+                        finished,
+                    };
+                    if tx.send(Ok(event)).await.is_err() || finished {
+                        return;
+                    }
+                    last = Some(current.clone());
+                }
+                tokio::select! {
+                    _ = changed.changed() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = tx.closed() => return,
+                }
+                let id = id.clone();
+                match blocking(&store, move |s| s.sweep_summary(&id)).await {
+                    Ok(s) => current = s,
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn cancel_sweep(
+        &self,
+        request: Request<pb::CancelSweepRequest>,
+    ) -> Result<Response<pb::CancelSweepResponse>, Status> {
+        let id = request.into_inner().sweep_id;
+        require_id("sweep_id", &id)?;
+        let sid = id.clone();
+        let cells_cancelled = blocking(&self.store, move |s| s.cancel(&sid)).await?;
+        info!(sweep_id = id, cells_cancelled, "sweep cancelled");
+        self.changes.notify();
+        Ok(Response::new(pb::CancelSweepResponse { cells_cancelled }))
+    }
+}

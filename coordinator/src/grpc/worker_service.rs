@@ -1,0 +1,232 @@
+//! `advsweep.v1.WorkerService`: what GPU workers call.
+
+use std::sync::Arc;
+
+use advsweep_proto::v1 as pb;
+use advsweep_proto::v1::worker_service_server::WorkerService;
+use advsweep_spec::wire;
+use tonic::{Request, Response, Status};
+use tracing::{info, warn};
+
+use super::{ChangeNotifier, blocking, require_id};
+use crate::store::{FailOutcome, LeaseOutcome, LeaseRef, Store, now_ms};
+
+#[derive(Debug, Clone)]
+pub struct WorkerApi {
+    store: Arc<Store>,
+    changes: ChangeNotifier,
+}
+
+impl WorkerApi {
+    pub fn new(store: Arc<Store>, changes: ChangeNotifier) -> Self {
+        WorkerApi { store, changes }
+    }
+}
+
+fn lease_ref(lease: Option<pb::LeaseRef>) -> Result<LeaseRef, Status> {
+    let lease = lease.ok_or_else(|| Status::invalid_argument("missing field `lease`"))?;
+    require_id("lease.worker_id", &lease.worker_id)?;
+    require_id("lease.run_id", &lease.run_id)?;
+    require_id("lease.lease_id", &lease.lease_id)?;
+    if lease.attempt == 0 {
+        return Err(Status::invalid_argument("field `lease.attempt` must be at least 1"));
+    }
+    Ok(LeaseRef {
+        worker_id: lease.worker_id,
+        run_id: lease.run_id,
+        lease_id: lease.lease_id,
+        attempt: lease.attempt,
+    })
+}
+
+fn bounded(field: &'static str, value: &str, max: usize) -> Result<(), Status> {
+    if value.len() > max {
+        return Err(Status::invalid_argument(format!(
+            "field `{field}` is longer than {max} bytes"
+        )));
+    }
+    Ok(())
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[tonic::async_trait]
+impl WorkerService for WorkerApi {
+    async fn register(
+        &self,
+        request: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let r = request.into_inner();
+        for (field, value) in [
+            ("name", &r.name),
+            ("hostname", &r.hostname),
+            ("device", &r.device),
+            ("version", &r.version),
+        ] {
+            bounded(field, value, 256)?;
+        }
+        if r.slots == 0 {
+            return Err(Status::invalid_argument("field `slots` must be at least 1"));
+        }
+        let (name, hostname, device, version) = (
+            r.name.clone(),
+            r.hostname.clone(),
+            r.device.clone(),
+            r.version.clone(),
+        );
+        let worker_id = blocking(&self.store, move |s| {
+            s.register_worker(&name, &hostname, &device, r.slots, &version)
+        })
+        .await?;
+        info!(worker_id, name = r.name, hostname = r.hostname, device = r.device, slots = r.slots, "worker registered");
+        let settings = self.store.settings();
+        Ok(Response::new(pb::RegisterResponse {
+            worker_id,
+            heartbeat_interval_ms: millis(settings.heartbeat_interval),
+            lease_ttl_ms: millis(settings.lease_ttl),
+        }))
+    }
+
+    async fn lease(
+        &self,
+        request: Request<pb::LeaseRequest>,
+    ) -> Result<Response<pb::LeaseResponse>, Status> {
+        let worker_id = request.into_inner().worker_id;
+        require_id("worker_id", &worker_id)?;
+        let wid = worker_id.clone();
+        let outcome = blocking(&self.store, move |s| s.lease(&wid)).await?;
+        let response = match outcome {
+            LeaseOutcome::Granted(grant) => {
+                info!(
+                    sweep_id = grant.sweep_id,
+                    run_id = grant.run.id,
+                    worker_id,
+                    attempt = grant.attempt,
+                    lease_id = grant.lease_id,
+                    cells = grant.cells.len(),
+                    "run leased"
+                );
+                self.changes.notify();
+                pb::LeaseResponse {
+                    lease: Some(pb::Lease {
+                        lease_id: grant.lease_id.clone(),
+                        attempt: grant.attempt,
+                        run: Some(wire::run_to_wire(&grant.run, &grant.sweep_id, &grant.cells)),
+                    }),
+                    idle: false,
+                    retry_after_ms: 0,
+                }
+            }
+            LeaseOutcome::Wait { retry_after_ms } => pb::LeaseResponse {
+                lease: None,
+                idle: false,
+                retry_after_ms,
+            },
+            LeaseOutcome::Idle => pb::LeaseResponse {
+                lease: None,
+                idle: true,
+                retry_after_ms: 1000,
+            },
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let lease = lease_ref(request.into_inner().lease)?;
+        let l = lease.clone();
+        let keep_going = blocking(&self.store, move |s| s.heartbeat(&l)).await?;
+        if !keep_going {
+            warn!(run_id = lease.run_id, worker_id = lease.worker_id, attempt = lease.attempt, "heartbeat for a lease no longer held; telling the worker to stop");
+            self.changes.notify();
+        }
+        Ok(Response::new(pb::HeartbeatResponse { keep_going }))
+    }
+
+    async fn report_metrics(
+        &self,
+        request: Request<pb::ReportMetricsRequest>,
+    ) -> Result<Response<pb::Ack>, Status> {
+        let r = request.into_inner();
+        let lease = lease_ref(r.lease)?;
+        if r.epochs.len() > 100_000 {
+            return Err(Status::invalid_argument("too many epochs in one report"));
+        }
+        let epochs: Vec<_> = r.epochs.iter().map(wire::epoch_from_wire).collect();
+        if let Some(bad) = epochs.iter().find(|m| m.epoch == 0) {
+            return Err(Status::invalid_argument(format!(
+                "field `epochs.epoch` must be 1-based, got {}",
+                bad.epoch
+            )));
+        }
+        blocking(&self.store, move |s| s.report_epochs(&lease, &epochs)).await?;
+        self.changes.notify();
+        Ok(Response::new(pb::Ack {}))
+    }
+
+    async fn complete_cell(
+        &self,
+        request: Request<pb::CompleteCellRequest>,
+    ) -> Result<Response<pb::Ack>, Status> {
+        let r = request.into_inner();
+        let lease = lease_ref(r.lease)?;
+        require_id("cell_id", &r.cell_id)?;
+        let result = r
+            .result
+            .as_ref()
+            .ok_or_else(|| Status::invalid_argument("missing field `result`"))?;
+        let result =
+            wire::cell_result_from_wire(result).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let (l, cell_id) = (lease.clone(), r.cell_id.clone());
+        let stored = blocking(&self.store, move |s| s.complete_cell(&l, &cell_id, &result)).await?;
+        info!(run_id = lease.run_id, cell_id = r.cell_id, attempt = lease.attempt, accuracy = result.accuracy, stored, "cell result");
+        self.changes.notify();
+        Ok(Response::new(pb::Ack {}))
+    }
+
+    async fn complete_run(
+        &self,
+        request: Request<pb::CompleteRunRequest>,
+    ) -> Result<Response<pb::Ack>, Status> {
+        let lease = lease_ref(request.into_inner().lease)?;
+        let l = lease.clone();
+        blocking(&self.store, move |s| s.complete_run(&l)).await?;
+        info!(run_id = lease.run_id, worker_id = lease.worker_id, attempt = lease.attempt, "run done");
+        self.changes.notify();
+        Ok(Response::new(pb::Ack {}))
+    }
+
+    async fn fail_run(
+        &self,
+        request: Request<pb::FailRunRequest>,
+    ) -> Result<Response<pb::Ack>, Status> {
+        let r = request.into_inner();
+        let lease = lease_ref(r.lease)?;
+        let mut reason = r.reason;
+        if reason.len() > 16 * 1024 {
+            let mut cut = 16 * 1024;
+            while !reason.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            reason.truncate(cut);
+        }
+        let (l, why, retryable) = (lease.clone(), reason.clone(), r.retryable);
+        let outcome = blocking(&self.store, move |s| s.fail_run(&l, &why, retryable)).await?;
+        match outcome {
+            FailOutcome::RetryAt(at) => warn!(
+                run_id = lease.run_id, worker_id = lease.worker_id, attempt = lease.attempt,
+                retry_in_ms = at - now_ms(), reason, "run attempt failed; will retry"
+            ),
+            FailOutcome::Failed => warn!(
+                run_id = lease.run_id, worker_id = lease.worker_id, attempt = lease.attempt,
+                retryable, reason, "run failed for good"
+            ),
+        }
+        self.changes.notify();
+        Ok(Response::new(pb::Ack {}))
+    }
+}

@@ -1,0 +1,36 @@
+//! Store errors, classified so the gRPC layer can map them to status codes.
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no sweep with id `{0}`")]
+    SweepNotFound(String),
+    #[error("unknown worker `{0}`: register first")]
+    UnknownWorker(String),
+    /// The caller's lease expired, was re-granted, or its run was cancelled.
+    #[error("lease {lease_id} (attempt {attempt}) on run {run_id} is no longer held: {why}")]
+    LeaseLost {
+        run_id: String,
+        lease_id: String,
+        attempt: u32,
+        why: String,
+    },
+    #[error("cell `{cell_id}` does not belong to run `{run_id}`")]
+    NoSuchCell { run_id: String, cell_id: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("cannot create state directory {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("state database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
+}

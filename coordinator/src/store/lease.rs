@@ -1,0 +1,347 @@
+//! Leases: who is working on which run, until when, and under which attempt number.
+//!
+//! A lease is granted for a whole run (train once, evaluate all its pending cells). It expires
+//! unless heartbeats renew it; an expired lease re-queues the run with back-off. Every report a
+//! worker makes carries its [`LeaseRef`]; a report whose lease id or attempt no longer matches
+//! is rejected, so a worker that lost its lease can never overwrite or duplicate a result
+//! (fencing).
+
+use std::time::Duration;
+
+use advsweep_spec::{CellSpec, RunSpec};
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use super::{Store, StoreError, now_ms, random_id};
+
+/// Timing and retry policy.
+#[derive(Debug, Clone)]
+pub struct LeaseSettings {
+    /// A lease not renewed within this time is lost and its run re-queued.
+    pub lease_ttl: Duration,
+    /// How often workers are told to heartbeat (well under the TTL).
+    pub heartbeat_interval: Duration,
+    /// Failed attempts (errors, expired leases) before a run is failed for good.
+    pub max_attempts: u32,
+    /// First retry delay; doubles per failure, with ±25 % jitter, up to `retry_max`.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+}
+
+impl Default for LeaseSettings {
+    fn default() -> Self {
+        LeaseSettings {
+            lease_ttl: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(5),
+            max_attempts: 3,
+            retry_base: Duration::from_secs(2),
+            retry_max: Duration::from_secs(120),
+        }
+    }
+}
+
+impl LeaseSettings {
+    fn ms(d: Duration) -> i64 {
+        i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// Delay before attempt `failures + 1` may start.
+    pub fn backoff_ms(&self, failures: u32) -> i64 {
+        let exp = failures.saturating_sub(1).min(20);
+        let raw = Self::ms(self.retry_base).saturating_mul(1 << exp);
+        let capped = raw.min(Self::ms(self.retry_max));
+        // Jitter in [-25 %, +25 %] from a random id's bits.
+        let bits = u64::from_str_radix(&random_id("")[..8], 16).unwrap_or(0);
+        let jitter = (bits % 501) as i64 - 250; // per mille, in [-250, 250]
+        (capped + capped * jitter / 1000).max(0)
+    }
+}
+
+/// What a worker quotes back on every call about a leased run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRef {
+    pub worker_id: String,
+    pub run_id: String,
+    pub lease_id: String,
+    pub attempt: u32,
+}
+
+/// A run handed to a worker, with the cells it still has to evaluate.
+#[derive(Debug, Clone)]
+pub struct LeaseGrant {
+    pub lease_id: String,
+    pub attempt: u32,
+    pub sweep_id: String,
+    pub run: RunSpec,
+    pub cells: Vec<CellSpec>,
+}
+
+#[derive(Debug, Clone)]
+pub enum LeaseOutcome {
+    Granted(Box<LeaseGrant>),
+    /// Work exists but none is ready (all leased, or waiting out a retry back-off).
+    Wait { retry_after_ms: u64 },
+    /// No sweep has pending or running work.
+    Idle,
+}
+
+impl Store {
+    pub fn register_worker(
+        &self,
+        name: &str,
+        hostname: &str,
+        device: &str,
+        slots: u32,
+        version: &str,
+    ) -> Result<String, StoreError> {
+        let worker_id = random_id("w-");
+        let now = now_ms();
+        self.conn().execute(
+            "INSERT INTO workers (worker_id, name, hostname, device, slots, version,
+                 registered_ms, last_seen_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+            params![worker_id, name, hostname, device, slots, version, now],
+        )?;
+        Ok(worker_id)
+    }
+
+    /// Grants the oldest ready run to `worker_id`.
+    pub fn lease(&self, worker_id: &str) -> Result<LeaseOutcome, StoreError> {
+        let now = now_ms();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        touch_worker(&tx, worker_id, now)?;
+        expire_leases(&tx, &self.settings, now)?;
+        let candidate: Option<(String, String, u32)> = tx
+            .query_row(
+                "SELECT run_id, spec_json, attempt FROM runs
+                 WHERE state = 'pending' AND not_before_ms <= ?1
+                 ORDER BY seq LIMIT 1",
+                [now],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let Some((run_id, spec_json, attempt)) = candidate else {
+            let next: Option<i64> = tx.query_row(
+                "SELECT MIN(CASE WHEN state = 'pending' THEN not_before_ms ELSE ?1 + 1000 END)
+                 FROM runs WHERE state IN ('pending', 'leased')",
+                [now],
+                |r| r.get(0),
+            )?;
+            tx.commit()?;
+            return Ok(match next {
+                None => LeaseOutcome::Idle,
+                Some(at) => LeaseOutcome::Wait {
+                    retry_after_ms: u64::try_from((at - now).clamp(50, 1000)).unwrap_or(1000),
+                },
+            });
+        };
+        let run: RunSpec = serde_json::from_str(&spec_json)?;
+        let attempt = attempt + 1;
+        let lease_id = random_id("l-");
+        let expires = now + LeaseSettings::ms(self.settings.lease_ttl);
+        tx.execute(
+            "UPDATE runs SET state = 'leased', attempt = ?2, lease_id = ?3, worker_id = ?4,
+                 lease_expires_ms = ?5, updated_ms = ?6
+             WHERE run_id = ?1",
+            params![run_id, attempt, lease_id, worker_id, expires, now],
+        )?;
+        let cells = {
+            let mut stmt = tx.prepare_cached(
+                "SELECT spec_json FROM cells WHERE run_id = ?1 AND state = 'pending' ORDER BY seq",
+            )?;
+            let rows = stmt.query_map([&run_id], |r| r.get::<_, String>(0))?;
+            let mut cells = Vec::new();
+            for row in rows {
+                cells.push(serde_json::from_str::<CellSpec>(&row?)?);
+            }
+            cells
+        };
+        let sweep_id: String = tx.query_row(
+            "SELECT sr.sweep_id FROM sweep_runs sr JOIN sweeps s ON s.sweep_id = sr.sweep_id
+             WHERE sr.run_id = ?1 ORDER BY s.cancelled, s.created_ms LIMIT 1",
+            [&run_id],
+            |r| r.get(0),
+        )?;
+        tx.commit()?;
+        Ok(LeaseOutcome::Granted(Box::new(LeaseGrant {
+            lease_id,
+            attempt,
+            sweep_id,
+            run,
+            cells,
+        })))
+    }
+
+    /// Renews a lease. `Ok(false)` tells the worker to stop: the lease is gone.
+    pub fn heartbeat(&self, lease: &LeaseRef) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        touch_worker(&tx, &lease.worker_id, now)?;
+        expire_leases(&tx, &self.settings, now)?;
+        let held = match check_lease(&tx, lease, now) {
+            Ok(()) => {
+                tx.execute(
+                    "UPDATE runs SET lease_expires_ms = ?2 WHERE run_id = ?1",
+                    params![
+                        lease.run_id,
+                        now + LeaseSettings::ms(self.settings.lease_ttl)
+                    ],
+                )?;
+                true
+            }
+            Err(StoreError::LeaseLost { .. }) => false,
+            Err(e) => return Err(e),
+        };
+        tx.commit()?;
+        Ok(held)
+    }
+
+    /// Re-queues (or fails) every run whose lease has expired. Called periodically and on
+    /// every lease and heartbeat, so expiry does not depend on a timer alone.
+    pub fn expire_leases(&self) -> Result<usize, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let n = expire_leases(&tx, &self.settings, now_ms())?;
+        tx.commit()?;
+        Ok(n)
+    }
+}
+
+fn touch_worker(tx: &Transaction, worker_id: &str, now: i64) -> Result<(), StoreError> {
+    let n = tx.execute(
+        "UPDATE workers SET last_seen_ms = ?2 WHERE worker_id = ?1",
+        params![worker_id, now],
+    )?;
+    if n == 0 {
+        return Err(StoreError::UnknownWorker(worker_id.to_owned()));
+    }
+    Ok(())
+}
+
+/// Fails the check unless `lease` is the live lease of its run.
+pub(super) fn check_lease(tx: &Transaction, lease: &LeaseRef, now: i64) -> Result<(), StoreError> {
+    let row: Option<(String, Option<String>, u32, Option<i64>)> = tx
+        .query_row(
+            "SELECT state, lease_id, attempt, lease_expires_ms FROM runs WHERE run_id = ?1",
+            [&lease.run_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    let lost = |why: String| StoreError::LeaseLost {
+        run_id: lease.run_id.clone(),
+        lease_id: lease.lease_id.clone(),
+        attempt: lease.attempt,
+        why,
+    };
+    let Some((state, lease_id, attempt, expires)) = row else {
+        return Err(lost("no such run".into()));
+    };
+    if attempt != lease.attempt || lease_id.as_deref() != Some(lease.lease_id.as_str()) {
+        return Err(lost(format!("the run is now on attempt {attempt}")));
+    }
+    if state != "leased" {
+        return Err(lost(format!("the run is {state}")));
+    }
+    if expires.is_some_and(|e| e < now) {
+        return Err(lost("the lease expired".into()));
+    }
+    Ok(())
+}
+
+/// An attempt that ended without success.
+pub(super) struct FailedAttempt<'a> {
+    pub run_id: &'a str,
+    pub attempt: u32,
+    pub worker_id: Option<&'a str>,
+    /// "failed" (reported by the worker) or "expired" (no heartbeat).
+    pub outcome: &'a str,
+    pub reason: &'a str,
+    pub retryable: bool,
+}
+
+/// Records the end of an attempt that did not succeed and decides what happens next: back to
+/// `pending` after a back-off, or `failed` (with its pending cells) once attempts run out or
+/// the error cannot succeed on retry.
+pub(super) fn end_failed_attempt(
+    tx: &Transaction,
+    settings: &LeaseSettings,
+    failed: FailedAttempt<'_>,
+    now: i64,
+) -> Result<Option<i64>, StoreError> {
+    let FailedAttempt {
+        run_id,
+        attempt,
+        worker_id,
+        outcome,
+        reason,
+        retryable,
+    } = failed;
+    tx.execute(
+        "INSERT OR REPLACE INTO attempts (run_id, attempt, worker_id, outcome, reason, ended_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![run_id, attempt, worker_id, outcome, reason, now],
+    )?;
+    let failures: u32 = tx.query_row(
+        "UPDATE runs SET failures = failures + 1 WHERE run_id = ?1 RETURNING failures",
+        [run_id],
+        |r| r.get(0),
+    )?;
+    let error = format!("attempt {attempt} {outcome}: {reason}");
+    if retryable && failures < settings.max_attempts {
+        let at = now + settings.backoff_ms(failures);
+        tx.execute(
+            "UPDATE runs SET state = 'pending', lease_id = NULL, worker_id = NULL,
+                 lease_expires_ms = NULL, not_before_ms = ?2, error = ?3, updated_ms = ?4
+             WHERE run_id = ?1",
+            params![run_id, at, error, now],
+        )?;
+        Ok(Some(at))
+    } else {
+        let error = if retryable {
+            format!("{error} (gave up after {failures} failed attempts)")
+        } else {
+            format!("{error} (not retryable)")
+        };
+        tx.execute(
+            "UPDATE runs SET state = 'failed', lease_id = NULL, lease_expires_ms = NULL,
+                 error = ?2, updated_ms = ?3
+             WHERE run_id = ?1",
+            params![run_id, error, now],
+        )?;
+        tx.execute(
+            "UPDATE cells SET state = 'failed', error = ?2, updated_ms = ?3
+             WHERE run_id = ?1 AND state = 'pending'",
+            params![run_id, error, now],
+        )?;
+        Ok(None)
+    }
+}
+
+fn expire_leases(tx: &Transaction, settings: &LeaseSettings, now: i64) -> Result<usize, StoreError> {
+    let expired: Vec<(String, u32, Option<String>)> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT run_id, attempt, worker_id FROM runs
+             WHERE state = 'leased' AND lease_expires_ms < ?1",
+        )?;
+        let rows = stmt.query_map([now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    for (run_id, attempt, worker_id) in &expired {
+        tracing::warn!(run_id, attempt, worker_id, "lease expired without heartbeat; re-queueing");
+        end_failed_attempt(
+            tx,
+            settings,
+            FailedAttempt {
+                run_id,
+                attempt: *attempt,
+                worker_id: worker_id.as_deref(),
+                outcome: "expired",
+                reason: "no heartbeat within the lease TTL (worker died or hung)",
+                retryable: true,
+            },
+            now,
+        )?;
+    }
+    Ok(expired.len())
+}

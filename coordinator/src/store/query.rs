@@ -1,0 +1,288 @@
+//! Read-only views of the state for `status`, `watch` and reports.
+
+use std::collections::HashMap;
+
+use advsweep_spec::{CellResult, EpochMetrics};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{Store, StoreError};
+
+/// Counts by state. For cells, `running` means a pending cell whose run is leased.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateCounts {
+    pub pending: u32,
+    pub running: u32,
+    pub done: u32,
+    pub failed: u32,
+    pub cancelled: u32,
+}
+
+impl StateCounts {
+    pub fn total(&self) -> u32 {
+        self.pending + self.running + self.done + self.failed + self.cancelled
+    }
+
+    /// Nothing left to do (no pending or running work).
+    pub fn settled(&self) -> bool {
+        self.pending == 0 && self.running == 0
+    }
+
+    fn add(&mut self, state: &str, n: u32) {
+        match state {
+            "pending" => self.pending += n,
+            "running" | "leased" => self.running += n,
+            "done" => self.done += n,
+            "failed" => self.failed += n,
+            _ => self.cancelled += n,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SweepState {
+    Running,
+    Done,
+    /// Settled with at least one failed cell.
+    Failed,
+    Cancelled,
+}
+
+impl SweepState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SweepState::Running => "running",
+            SweepState::Done => "done",
+            SweepState::Failed => "failed",
+            SweepState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        self != SweepState::Running
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SweepSummary {
+    pub sweep_id: String,
+    pub name: String,
+    pub description: String,
+    pub state: SweepState,
+    pub runs: StateCounts,
+    pub cells: StateCounts,
+    pub created_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunStatus {
+    pub run_id: String,
+    pub model: String,
+    pub defense_name: String,
+    pub defense_epsilon: Option<f64>,
+    pub seed: u64,
+    /// pending | running | done | failed | cancelled
+    pub state: String,
+    pub attempt: u32,
+    pub worker_id: Option<String>,
+    pub error: Option<String>,
+    pub epochs: Vec<EpochMetrics>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CellStatus {
+    pub cell_id: String,
+    pub run_id: String,
+    pub attack_name: String,
+    pub epsilon: f64,
+    /// pending | running | done | failed | cancelled
+    pub state: String,
+    pub result: Option<CellResult>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SweepDetail {
+    pub summary: SweepSummary,
+    pub runs: Vec<RunStatus>,
+    pub cells: Vec<CellStatus>,
+}
+
+fn nan_if_null(v: Option<f64>) -> f64 {
+    v.unwrap_or(f64::NAN)
+}
+
+fn summary(conn: &Connection, sweep_id: &str) -> Result<SweepSummary, StoreError> {
+    let head: Option<(String, String, bool, i64)> = conn
+        .prepare_cached(
+            "SELECT name, description, cancelled, created_ms FROM sweeps WHERE sweep_id = ?1",
+        )?
+        .query_row([sweep_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .optional()?;
+    let Some((name, description, cancelled, created_ms)) = head else {
+        return Err(StoreError::SweepNotFound(sweep_id.to_owned()));
+    };
+    let mut runs = StateCounts::default();
+    {
+        let mut stmt = conn.prepare_cached(
+            "SELECT r.state, COUNT(*) FROM sweep_runs sr JOIN runs r ON r.run_id = sr.run_id
+             WHERE sr.sweep_id = ?1 GROUP BY r.state",
+        )?;
+        let rows = stmt.query_map([sweep_id], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))?;
+        for row in rows {
+            let (state, n) = row?;
+            runs.add(&state, n);
+        }
+    }
+    let mut cells = StateCounts::default();
+    {
+        let mut stmt = conn.prepare_cached(
+            "SELECT CASE WHEN c.state = 'pending' AND r.state = 'leased' THEN 'running'
+                         ELSE c.state END AS s, COUNT(*)
+             FROM sweep_cells sc
+             JOIN cells c ON c.cell_id = sc.cell_id
+             JOIN runs r ON r.run_id = c.run_id
+             WHERE sc.sweep_id = ?1 GROUP BY s",
+        )?;
+        let rows = stmt.query_map([sweep_id], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))?;
+        for row in rows {
+            let (state, n) = row?;
+            cells.add(&state, n);
+        }
+    }
+    let state = if cancelled && !cells.settled() || cancelled && cells.cancelled > 0 {
+        SweepState::Cancelled
+    } else if !cells.settled() {
+        SweepState::Running
+    } else if cells.failed > 0 {
+        SweepState::Failed
+    } else {
+        SweepState::Done
+    };
+    Ok(SweepSummary {
+        sweep_id: sweep_id.to_owned(),
+        name,
+        description,
+        state,
+        runs,
+        cells,
+        created_ms,
+    })
+}
+
+impl Store {
+    pub fn sweep_summary(&self, sweep_id: &str) -> Result<SweepSummary, StoreError> {
+        summary(&self.conn(), sweep_id)
+    }
+
+    /// Every sweep, oldest first.
+    pub fn list_sweeps(&self) -> Result<Vec<SweepSummary>, StoreError> {
+        let conn = self.conn();
+        let ids: Vec<String> = conn
+            .prepare_cached("SELECT sweep_id FROM sweeps ORDER BY created_ms, sweep_id")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        ids.iter().map(|id| summary(&conn, id)).collect()
+    }
+
+    /// A sweep with every run (and its epoch metrics) and every cell, in file order.
+    pub fn sweep_detail(&self, sweep_id: &str) -> Result<SweepDetail, StoreError> {
+        let conn = self.conn();
+        let summary = summary(&conn, sweep_id)?;
+        let mut epochs: HashMap<String, Vec<EpochMetrics>> = HashMap::new();
+        {
+            let mut stmt = conn.prepare_cached(
+                "SELECT e.run_id, e.epoch, e.train_loss, e.train_accuracy, e.test_accuracy,
+                        e.seconds, e.images_per_second
+                 FROM sweep_runs sr JOIN epochs e ON e.run_id = sr.run_id
+                 WHERE sr.sweep_id = ?1 ORDER BY e.run_id, e.epoch",
+            )?;
+            let rows = stmt.query_map([sweep_id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    EpochMetrics {
+                        epoch: r.get(1)?,
+                        train_loss: nan_if_null(r.get(2)?),
+                        train_accuracy: nan_if_null(r.get(3)?),
+                        test_accuracy: nan_if_null(r.get(4)?),
+                        seconds: nan_if_null(r.get(5)?),
+                        images_per_second: nan_if_null(r.get(6)?),
+                    },
+                ))
+            })?;
+            for row in rows {
+                let (run_id, m) = row?;
+                epochs.entry(run_id).or_default().push(m);
+            }
+        }
+        let runs = {
+            let mut stmt = conn.prepare_cached(
+                "SELECT r.run_id, r.model, r.defense_name, r.defense_epsilon, r.seed, r.state,
+                        r.attempt, r.worker_id, r.error
+                 FROM sweep_runs sr JOIN runs r ON r.run_id = sr.run_id
+                 WHERE sr.sweep_id = ?1 ORDER BY r.seq",
+            )?;
+            let rows = stmt.query_map([sweep_id], |r| {
+                let state: String = r.get(5)?;
+                Ok(RunStatus {
+                    run_id: r.get(0)?,
+                    model: r.get(1)?,
+                    defense_name: r.get(2)?,
+                    defense_epsilon: r.get(3)?,
+                    seed: u64::try_from(r.get::<_, i64>(4)?).unwrap_or_default(),
+                    state: if state == "leased" { "running".into() } else { state },
+                    attempt: r.get(6)?,
+                    worker_id: r.get(7)?,
+                    error: r.get(8)?,
+                    epochs: Vec::new(),
+                })
+            })?;
+            let mut runs = Vec::new();
+            for row in rows {
+                let mut run = row?;
+                run.epochs = epochs.remove(&run.run_id).unwrap_or_default();
+                runs.push(run);
+            }
+            runs
+        };
+        let cells = {
+            let mut stmt = conn.prepare_cached(
+                "SELECT c.cell_id, c.run_id, c.attack_name, c.epsilon,
+                        CASE WHEN c.state = 'pending' AND r.state = 'leased' THEN 'running'
+                             ELSE c.state END,
+                        c.result_json, c.error
+                 FROM sweep_cells sc
+                 JOIN cells c ON c.cell_id = sc.cell_id
+                 JOIN runs r ON r.run_id = c.run_id
+                 WHERE sc.sweep_id = ?1 ORDER BY sc.ord",
+            )?;
+            let rows = stmt.query_map(params![sweep_id], |r| {
+                Ok((
+                    CellStatus {
+                        cell_id: r.get(0)?,
+                        run_id: r.get(1)?,
+                        attack_name: r.get(2)?,
+                        epsilon: r.get(3)?,
+                        state: r.get(4)?,
+                        result: None,
+                        error: r.get(6)?,
+                    },
+                    r.get::<_, Option<String>>(5)?,
+                ))
+            })?;
+            let mut cells = Vec::new();
+            for row in rows {
+                let (mut cell, result) = row?;
+                if let Some(json) = result {
+                    cell.result = Some(serde_json::from_str(&json)?);
+                }
+                cells.push(cell);
+            }
+            cells
+        };
+        Ok(SweepDetail {
+            summary,
+            runs,
+            cells,
+        })
+    }
+}

@@ -1,0 +1,170 @@
+//! What workers report under a lease: epoch metrics, cell results, run completion, failure.
+//!
+//! Every call is fenced by [`check_lease`]; repeating a call that already took effect for the
+//! same attempt is a no-op success, so a worker may safely retry after a lost response.
+
+use advsweep_spec::{CellResult, EpochMetrics};
+use rusqlite::{OptionalExtension, params};
+
+use super::lease::{FailedAttempt, check_lease, end_failed_attempt};
+use super::{LeaseRef, Store, StoreError, now_ms};
+
+/// What became of a reported failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailOutcome {
+    /// Re-queued; may start again at this time (ms since the epoch).
+    RetryAt(i64),
+    /// Failed for good: not retryable or out of attempts.
+    Failed,
+}
+
+impl Store {
+    pub fn report_epochs(&self, lease: &LeaseRef, epochs: &[EpochMetrics]) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        check_lease(&tx, lease, now)?;
+        {
+            let mut upsert = tx.prepare_cached(
+                "INSERT OR REPLACE INTO epochs (run_id, epoch, attempt, train_loss, train_accuracy,
+                     test_accuracy, seconds, images_per_second)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            for m in epochs {
+                upsert.execute(params![
+                    lease.run_id,
+                    m.epoch,
+                    lease.attempt,
+                    m.train_loss,
+                    m.train_accuracy,
+                    m.test_accuracy,
+                    m.seconds,
+                    m.images_per_second
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Stores a cell's result. Returns `false` when the result had already been stored (a
+    /// retried call), `true` when this call stored it.
+    pub fn complete_cell(
+        &self,
+        lease: &LeaseRef,
+        cell_id: &str,
+        result: &CellResult,
+    ) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let cell: Option<(String, String, Option<u32>)> = tx
+            .query_row(
+                "SELECT run_id, state, attempt FROM cells WHERE cell_id = ?1",
+                [cell_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let Some((run_id, state, attempt)) = cell else {
+            return Err(StoreError::NoSuchCell {
+                run_id: lease.run_id.clone(),
+                cell_id: cell_id.to_owned(),
+            });
+        };
+        if run_id != lease.run_id {
+            return Err(StoreError::NoSuchCell {
+                run_id: lease.run_id.clone(),
+                cell_id: cell_id.to_owned(),
+            });
+        }
+        if state == "done" && attempt == Some(lease.attempt) {
+            return Ok(false);
+        }
+        check_lease(&tx, lease, now)?;
+        if state == "done" {
+            // Evaluated by an earlier attempt; the first result stands.
+            return Ok(false);
+        }
+        tx.execute(
+            "UPDATE cells SET state = 'done', result_json = ?2, attempt = ?3, error = NULL,
+                 updated_ms = ?4
+             WHERE cell_id = ?1",
+            params![cell_id, serde_json::to_string(result)?, lease.attempt, now],
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// Ends a run's lease successfully. Cells the worker did not report are failed, since the
+    /// worker claims to be finished with them.
+    pub fn complete_run(&self, lease: &LeaseRef) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let finished: Option<(String, u32)> = tx
+            .query_row(
+                "SELECT state, attempt FROM runs WHERE run_id = ?1",
+                [&lease.run_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        if finished.as_ref().is_some_and(|(s, a)| s == "done" && *a == lease.attempt) {
+            return Ok(());
+        }
+        check_lease(&tx, lease, now)?;
+        let reason = format!(
+            "worker {} finished attempt {} without a result for this cell",
+            lease.worker_id, lease.attempt
+        );
+        tx.execute(
+            "UPDATE cells SET state = 'failed', error = ?2, updated_ms = ?3
+             WHERE run_id = ?1 AND state = 'pending'",
+            params![lease.run_id, reason, now],
+        )?;
+        tx.execute(
+            "UPDATE runs SET state = 'done', lease_id = NULL, lease_expires_ms = NULL,
+                 error = NULL, updated_ms = ?2
+             WHERE run_id = ?1",
+            params![lease.run_id, now],
+        )?;
+        tx.execute(
+            "INSERT OR REPLACE INTO attempts (run_id, attempt, worker_id, outcome, reason, ended_ms)
+             VALUES (?1, ?2, ?3, 'done', NULL, ?4)",
+            params![lease.run_id, lease.attempt, lease.worker_id, now],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Ends a run's lease with an error; retried with back-off when `retryable` and attempts
+    /// remain.
+    pub fn fail_run(
+        &self,
+        lease: &LeaseRef,
+        reason: &str,
+        retryable: bool,
+    ) -> Result<FailOutcome, StoreError> {
+        let now = now_ms();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        check_lease(&tx, lease, now)?;
+        let next = end_failed_attempt(
+            &tx,
+            &self.settings,
+            FailedAttempt {
+                run_id: &lease.run_id,
+                attempt: lease.attempt,
+                worker_id: Some(&lease.worker_id),
+                outcome: "failed",
+                reason,
+                retryable,
+            },
+            now,
+        )?;
+        tx.commit()?;
+        Ok(match next {
+            Some(at) => FailOutcome::RetryAt(at),
+            None => FailOutcome::Failed,
+        })
+    }
+}

@@ -1,0 +1,122 @@
+//! The SQLite schema and connection settings.
+//!
+//! Runs and cells are keyed by their content ids and shared between sweeps (`sweep_runs`,
+//! `sweep_cells`), so two sweeps that contain the same experiment train it once. Every state
+//! transition is a single transaction: nothing the coordinator acknowledged lives only in memory.
+
+use rusqlite::Connection;
+
+/// Bumped whenever the schema changes; an older state directory is refused with a clear error.
+pub const SCHEMA_VERSION: i64 = 1;
+
+pub const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS sweeps (
+    sweep_id     TEXT PRIMARY KEY,
+    name         TEXT NOT NULL,
+    description  TEXT NOT NULL,
+    sweep_toml   TEXT NOT NULL,
+    cancelled    INTEGER NOT NULL DEFAULT 0,
+    created_ms   INTEGER NOT NULL
+);
+
+-- state: pending | leased | done | failed | cancelled
+CREATE TABLE IF NOT EXISTS runs (
+    seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id           TEXT NOT NULL UNIQUE,
+    spec_json        TEXT NOT NULL,
+    model            TEXT NOT NULL,
+    defense_name     TEXT NOT NULL,
+    defense_epsilon  REAL,
+    seed             INTEGER NOT NULL,
+    state            TEXT NOT NULL,
+    -- Monotonic lease counter used for fencing; never reset.
+    attempt          INTEGER NOT NULL DEFAULT 0,
+    -- Failed attempts since the last submit/retry, counted against max_attempts.
+    failures         INTEGER NOT NULL DEFAULT 0,
+    max_attempts     INTEGER NOT NULL,
+    lease_id         TEXT,
+    worker_id        TEXT,
+    lease_expires_ms INTEGER,
+    not_before_ms    INTEGER NOT NULL DEFAULT 0,
+    error            TEXT,
+    updated_ms       INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_by_state ON runs (state, seq);
+
+-- state: pending | done | failed | cancelled ("running" = pending cell of a leased run)
+CREATE TABLE IF NOT EXISTS cells (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    cell_id      TEXT NOT NULL UNIQUE,
+    run_id       TEXT NOT NULL REFERENCES runs (run_id),
+    attack_name  TEXT NOT NULL,
+    spec_json    TEXT NOT NULL,
+    epsilon      REAL NOT NULL,
+    state        TEXT NOT NULL,
+    result_json  TEXT,
+    attempt      INTEGER,
+    error        TEXT,
+    updated_ms   INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS cells_by_run ON cells (run_id, state);
+
+CREATE TABLE IF NOT EXISTS sweep_runs (
+    sweep_id TEXT NOT NULL REFERENCES sweeps (sweep_id),
+    run_id   TEXT NOT NULL REFERENCES runs (run_id),
+    PRIMARY KEY (sweep_id, run_id)
+);
+CREATE INDEX IF NOT EXISTS sweep_runs_by_run ON sweep_runs (run_id);
+
+CREATE TABLE IF NOT EXISTS sweep_cells (
+    sweep_id TEXT NOT NULL REFERENCES sweeps (sweep_id),
+    cell_id  TEXT NOT NULL REFERENCES cells (cell_id),
+    ord      INTEGER NOT NULL,
+    PRIMARY KEY (sweep_id, cell_id)
+);
+CREATE INDEX IF NOT EXISTS sweep_cells_by_cell ON sweep_cells (cell_id);
+
+-- The latest attempt's metrics for each epoch of a run. SQLite stores NaN as NULL, so metric
+-- columns are nullable and NULL reads back as NaN (a diverged loss is data, not an error).
+CREATE TABLE IF NOT EXISTS epochs (
+    run_id            TEXT NOT NULL REFERENCES runs (run_id),
+    epoch             INTEGER NOT NULL,
+    attempt           INTEGER NOT NULL,
+    train_loss        REAL,
+    train_accuracy    REAL,
+    test_accuracy     REAL,
+    seconds           REAL,
+    images_per_second REAL,
+    PRIMARY KEY (run_id, epoch)
+);
+
+CREATE TABLE IF NOT EXISTS workers (
+    worker_id     TEXT PRIMARY KEY,
+    name          TEXT NOT NULL,
+    hostname      TEXT NOT NULL,
+    device        TEXT NOT NULL,
+    slots         INTEGER NOT NULL,
+    version       TEXT NOT NULL,
+    registered_ms INTEGER NOT NULL,
+    last_seen_ms  INTEGER NOT NULL
+);
+
+-- Every attempt's end, for `status` and post-mortems.
+CREATE TABLE IF NOT EXISTS attempts (
+    run_id     TEXT NOT NULL,
+    attempt    INTEGER NOT NULL,
+    worker_id  TEXT,
+    outcome    TEXT NOT NULL,
+    reason     TEXT,
+    ended_ms   INTEGER NOT NULL,
+    PRIMARY KEY (run_id, attempt)
+);
+"#;
+
+/// WAL for concurrent readers; `synchronous = FULL` so an acknowledged result survives even a
+/// power cut, not only a killed process.
+pub fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(())
+}

@@ -1,0 +1,533 @@
+//! The worker's conversation with the coordinator (gRPC `WorkerService`).
+//!
+//! Register once, then loop: lease a run, execute it, report, repeat. While a run executes:
+//! * the libtorch work runs on a blocking thread ([`tokio::task::spawn_blocking`]) so the async
+//!   runtime stays free for RPCs;
+//! * a heartbeat task renews the lease every `heartbeat_interval_ms`; when the coordinator says
+//!   `keep_going = false` (or rejects the lease as gone) the shared cancel flag is set, the job
+//!   stops at the next batch boundary, and the run is abandoned without a `FailRun` — the
+//!   coordinator already moved on;
+//! * progress events from the job become `ReportMetrics` (one per epoch) and `CompleteCell` (one
+//!   per cell) calls, in order, followed by `CompleteRun` — or `FailRun` with the full error
+//!   chain and whether a retry could help.
+//!
+//! Transient transport errors are retried a few times with exponential backoff; everything
+//! that fails is logged with the RPC name and status. A shutdown signal stops the current run
+//! and hands it back with a retryable `FailRun`, so the coordinator re-queues it immediately
+//! instead of waiting for the lease to expire.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use advsweep_proto::v1 as pb;
+use advsweep_proto::v1::worker_service_client::WorkerServiceClient;
+use advsweep_spec::wire::{cell_result_to_wire, epoch_to_wire, run_from_wire};
+use anyhow::Context as _;
+use tokio::sync::{mpsc, watch};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+use tracing::{Instrument as _, Span, debug, error, info, info_span, warn};
+
+use crate::error::{is_cancelled, is_retryable};
+use crate::job::{Executor, Progress};
+
+type Client = WorkerServiceClient<Channel>;
+
+/// An RPC future that owns its client clone and request copy (tonic's generated methods
+/// borrow the client mutably), for use in retry closures.
+macro_rules! rpc {
+    ($client:expr, $method:ident, $request:expr) => {{
+        let mut client = $client.clone();
+        let request = $request.clone();
+        async move { client.$method(request).await }
+    }};
+}
+
+/// How long to keep trying to reach a coordinator that is not up yet.
+const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
+/// Attempts for one RPC when the transport fails.
+const RPC_ATTEMPTS: u32 = 4;
+const RPC_FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const RPC_TIMEOUT: Duration = Duration::from_secs(30);
+const IDLE_POLL_MIN: Duration = Duration::from_millis(50);
+const IDLE_POLL_MAX: Duration = Duration::from_secs(2);
+const UNREACHABLE_BACKOFF_MAX: Duration = Duration::from_secs(5);
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// How this worker presents itself and behaves.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub coordinator: String,
+    pub name: String,
+    pub hostname: String,
+    /// "cpu", "cuda:0", …
+    pub device_label: String,
+    pub exit_when_idle: bool,
+}
+
+/// What `Register` gave us.
+#[derive(Debug, Clone)]
+struct Session {
+    worker_id: String,
+    heartbeat_interval: Duration,
+}
+
+/// Runs the worker until the coordinator reports idle (with `exit_when_idle`), a shutdown is
+/// requested, or registration fails for good.
+pub async fn run(
+    cfg: AgentConfig,
+    executor: Arc<Executor>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let endpoint = Endpoint::from_shared(cfg.coordinator.clone())
+        .with_context(|| format!("invalid coordinator URL `{}`", cfg.coordinator))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(RPC_TIMEOUT)
+        .tcp_keepalive(Some(Duration::from_secs(30)));
+    // Lazy: the channel (re)connects on demand, so a coordinator that starts later or restarts
+    // is picked up without rebuilding anything.
+    let client = WorkerServiceClient::new(endpoint.connect_lazy());
+
+    let mut session = tokio::select! {
+        s = register(&client, &cfg) => s?,
+        _ = shutdown.changed() => return Ok(()),
+    };
+    let mut unreachable_since: Option<Instant> = None;
+    let mut backoff = RPC_FIRST_BACKOFF;
+    loop {
+        if *shutdown.borrow() {
+            info!("shutdown requested; exiting");
+            return Ok(());
+        }
+        let request = pb::LeaseRequest {
+            worker_id: session.worker_id.clone(),
+        };
+        let mut lease_client = client.clone();
+        let response = tokio::select! {
+            r = lease_client.lease(request) => r,
+            changed = shutdown.changed() => {
+                if changed.is_err() {
+                    return Ok(()); // the shutdown sender is gone: nobody can stop us later
+                }
+                continue;
+            }
+        };
+        match response {
+            Ok(response) => {
+                unreachable_since = None;
+                backoff = RPC_FIRST_BACKOFF;
+                let response = response.into_inner();
+                match response.lease {
+                    Some(lease) => {
+                        execute_lease(&client, &executor, &session, lease, shutdown.clone()).await;
+                    }
+                    None if response.idle && cfg.exit_when_idle => {
+                        info!("coordinator has no work left; exiting (--exit-when-idle)");
+                        return Ok(());
+                    }
+                    None => {
+                        let wait = Duration::from_millis(response.retry_after_ms)
+                            .clamp(IDLE_POLL_MIN, IDLE_POLL_MAX);
+                        debug!(idle = response.idle, wait_ms = wait.as_millis() as u64, "no work");
+                        sleep_or_shutdown(wait, &mut shutdown).await;
+                    }
+                }
+            }
+            Err(status) if matches!(status.code(), Code::NotFound | Code::Unauthenticated | Code::FailedPrecondition) => {
+                // The coordinator does not know us (it restarted with fresh state): register
+                // again.
+                warn!(code = ?status.code(), message = status.message(), "lease refused; registering again");
+                session = tokio::select! {
+                    s = register(&client, &cfg) => s?,
+                    _ = shutdown.changed() => return Ok(()),
+                };
+            }
+            Err(status) => {
+                let since = *unreachable_since.get_or_insert_with(Instant::now);
+                warn!(
+                    code = ?status.code(),
+                    message = status.message(),
+                    retry_in_ms = backoff.as_millis() as u64,
+                    "Lease failed"
+                );
+                if cfg.exit_when_idle && since.elapsed() > CONNECT_PATIENCE {
+                    anyhow::bail!(
+                        "coordinator {} unreachable for {:?}: {status}",
+                        cfg.coordinator,
+                        since.elapsed()
+                    );
+                }
+                sleep_or_shutdown(backoff, &mut shutdown).await;
+                backoff = (backoff * 2).min(UNREACHABLE_BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+async fn sleep_or_shutdown(duration: Duration, shutdown: &mut watch::Receiver<bool>) {
+    tokio::select! {
+        _ = tokio::time::sleep(duration) => {}
+        _ = shutdown.changed() => {}
+    }
+}
+
+/// Registers, retrying for [`CONNECT_PATIENCE`] while the coordinator is unreachable.
+async fn register(client: &Client, cfg: &AgentConfig) -> anyhow::Result<Session> {
+    let request = pb::RegisterRequest {
+        name: cfg.name.clone(),
+        hostname: cfg.hostname.clone(),
+        device: cfg.device_label.clone(),
+        slots: 1,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    let started = Instant::now();
+    let mut delay = RPC_FIRST_BACKOFF;
+    loop {
+        match client.clone().register(request.clone()).await {
+            Ok(response) => {
+                let r = response.into_inner();
+                let heartbeat_interval = match r.heartbeat_interval_ms {
+                    0 => DEFAULT_HEARTBEAT,
+                    ms => Duration::from_millis(ms).clamp(Duration::from_millis(100), Duration::from_secs(60)),
+                };
+                info!(
+                    worker_id = %r.worker_id,
+                    coordinator = %cfg.coordinator,
+                    heartbeat_ms = heartbeat_interval.as_millis() as u64,
+                    lease_ttl_ms = r.lease_ttl_ms,
+                    device = %cfg.device_label,
+                    "registered"
+                );
+                return Ok(Session {
+                    worker_id: r.worker_id,
+                    heartbeat_interval,
+                });
+            }
+            Err(status) if is_transient(&status) && started.elapsed() < CONNECT_PATIENCE => {
+                warn!(
+                    coordinator = %cfg.coordinator,
+                    code = ?status.code(),
+                    message = status.message(),
+                    retry_in_ms = delay.as_millis() as u64,
+                    "coordinator not reachable yet"
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(4));
+            }
+            Err(status) => {
+                return Err(anyhow::anyhow!(status)).with_context(|| {
+                    format!("registering with the coordinator at {}", cfg.coordinator)
+                });
+            }
+        }
+    }
+}
+
+/// Transport-level failures worth another try.
+fn is_transient(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::Unknown | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Aborted
+    )
+}
+
+/// The coordinator no longer considers this lease ours.
+fn lease_gone(status: &Status) -> bool {
+    matches!(status.code(), Code::FailedPrecondition | Code::NotFound)
+}
+
+/// Calls an RPC, retrying transient failures with exponential backoff.
+async fn call<T, F, Fut>(rpc: &'static str, mut f: F) -> Result<T, Status>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+{
+    let mut delay = RPC_FIRST_BACKOFF;
+    let mut attempt = 1;
+    loop {
+        match f().await {
+            Ok(response) => return Ok(response.into_inner()),
+            Err(status) if is_transient(&status) && attempt < RPC_ATTEMPTS => {
+                warn!(
+                    rpc,
+                    attempt,
+                    code = ?status.code(),
+                    message = status.message(),
+                    "RPC failed; retrying"
+                );
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                attempt += 1;
+            }
+            Err(status) => return Err(status),
+        }
+    }
+}
+
+/// Shared state of one executing lease.
+struct LeaseState {
+    client: Client,
+    lease: pb::LeaseRef,
+    /// Tells the job to stop at the next batch.
+    cancel: Arc<AtomicBool>,
+    /// The coordinator took the lease away: send nothing more about it.
+    lost: AtomicBool,
+}
+
+impl LeaseState {
+    fn mark_lost(&self, why: &str) {
+        if !self.lost.swap(true, Ordering::SeqCst) {
+            warn!(why, "lease lost; abandoning the run");
+        }
+        self.cancel.store(true, Ordering::SeqCst);
+    }
+
+    fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    /// Handles an RPC result for the lease; returns whether it succeeded.
+    fn check<T>(&self, rpc: &'static str, result: Result<T, Status>) -> bool {
+        match result {
+            Ok(_) => true,
+            Err(status) if lease_gone(&status) => {
+                self.mark_lost(&format!("{rpc}: {}", status.message()));
+                false
+            }
+            Err(status) => {
+                error!(rpc, code = ?status.code(), message = status.message(), "RPC failed");
+                false
+            }
+        }
+    }
+
+    async fn report(&self, progress: Progress) {
+        if self.is_lost() {
+            debug!("lease lost; not reporting {progress:?}");
+            return;
+        }
+        match progress {
+            Progress::Epoch(m) => {
+                let request = pb::ReportMetricsRequest {
+                    lease: Some(self.lease.clone()),
+                    epochs: vec![epoch_to_wire(&m)],
+                };
+                let result = call("ReportMetrics", || rpc!(self.client, report_metrics, request)).await;
+                self.check("ReportMetrics", result);
+            }
+            Progress::Cell { cell_id, result } => {
+                let request = pb::CompleteCellRequest {
+                    lease: Some(self.lease.clone()),
+                    cell_id: cell_id.clone(),
+                    result: Some(cell_result_to_wire(&result)),
+                };
+                let result = call("CompleteCell", || rpc!(self.client, complete_cell, request)).await;
+                if self.check("CompleteCell", result) {
+                    debug!(cell_id, "cell reported");
+                }
+            }
+        }
+    }
+
+    async fn complete(&self) {
+        let request = pb::CompleteRunRequest {
+            lease: Some(self.lease.clone()),
+        };
+        let result = call("CompleteRun", || rpc!(self.client, complete_run, request)).await;
+        if self.check("CompleteRun", result) {
+            info!("run completed");
+        }
+    }
+
+    async fn fail(&self, reason: String, retryable: bool) {
+        let request = pb::FailRunRequest {
+            lease: Some(self.lease.clone()),
+            reason,
+            retryable,
+        };
+        let result = call("FailRun", || rpc!(self.client, fail_run, request)).await;
+        if self.check("FailRun", result) {
+            info!(retryable, "run failure reported");
+        }
+    }
+
+    /// Renews the lease until aborted or the coordinator says stop.
+    async fn heartbeat(self: Arc<Self>, interval: Duration) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await; // the first tick is immediate; the lease is fresh
+        loop {
+            ticker.tick().await;
+            if self.is_lost() {
+                return;
+            }
+            let request = pb::HeartbeatRequest {
+                lease: Some(self.lease.clone()),
+            };
+            match call("Heartbeat", || rpc!(self.client, heartbeat, request)).await {
+                Ok(r) if r.keep_going => debug!("heartbeat ok"),
+                Ok(_) => {
+                    self.mark_lost("the coordinator answered keep_going = false");
+                    return;
+                }
+                Err(status) if lease_gone(&status) => {
+                    self.mark_lost(&format!("Heartbeat: {}", status.message()));
+                    return;
+                }
+                Err(status) => {
+                    warn!(code = ?status.code(), message = status.message(), "Heartbeat failed");
+                }
+            }
+        }
+    }
+}
+
+/// Executes one lease end to end; never fails (every outcome is reported or logged).
+async fn execute_lease(
+    client: &Client,
+    executor: &Arc<Executor>,
+    session: &Session,
+    lease: pb::Lease,
+    shutdown: watch::Receiver<bool>,
+) {
+    let run_id = lease.run.as_ref().map(|r| r.run_id.clone()).unwrap_or_default();
+    let sweep_id = lease.run.as_ref().map(|r| r.sweep_id.clone()).unwrap_or_default();
+    let span = info_span!(
+        "run",
+        sweep_id = %sweep_id,
+        run_id = %run_id,
+        worker_id = %session.worker_id,
+        attempt = lease.attempt,
+        lease_id = %lease.lease_id
+    );
+    let state = Arc::new(LeaseState {
+        client: client.clone(),
+        lease: pb::LeaseRef {
+            worker_id: session.worker_id.clone(),
+            run_id,
+            lease_id: lease.lease_id.clone(),
+            attempt: lease.attempt,
+        },
+        cancel: Arc::new(AtomicBool::new(false)),
+        lost: AtomicBool::new(false),
+    });
+    execute_lease_inner(state, executor.clone(), session.heartbeat_interval, lease, shutdown)
+        .instrument(span)
+        .await;
+}
+
+async fn execute_lease_inner(
+    state: Arc<LeaseState>,
+    executor: Arc<Executor>,
+    heartbeat_interval: Duration,
+    lease: pb::Lease,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let Some(wire_run) = lease.run else {
+        error!("lease carries no run");
+        state.fail("the lease carried no run".into(), false).await;
+        return;
+    };
+    let (run, cells) = match run_from_wire(&wire_run) {
+        Ok(decoded) => decoded,
+        Err(e) => {
+            error!(error = %e, "cannot decode the leased run");
+            state.fail(format!("invalid run spec: {e}"), false).await;
+            return;
+        }
+    };
+    info!(
+        model = %run.model.name,
+        defense = %run.defense_name,
+        epochs = run.training.epochs,
+        cells = cells.len(),
+        device = %crate::device::label(executor.device()),
+        "starting run"
+    );
+
+    let heartbeat = tokio::spawn(state.clone().heartbeat(heartbeat_interval).instrument(Span::current()));
+    let (tx, mut rx) = mpsc::channel::<Progress>(64);
+    let cancel = state.cancel.clone();
+    let span = Span::current();
+    let job = tokio::task::spawn_blocking(move || {
+        span.in_scope(|| {
+            executor.run_catching(&run, &cells, &cancel, &mut |progress| {
+                tx.blocking_send(progress)
+                    .map_err(|_| anyhow::anyhow!("the progress channel closed"))
+            })
+        })
+    });
+
+    // Forward progress in order until the job drops its sender.
+    let mut shutting_down = false;
+    loop {
+        tokio::select! {
+            event = rx.recv() => match event {
+                Some(progress) => state.report(progress).await,
+                None => break,
+            },
+            changed = shutdown.changed(), if !shutting_down => {
+                if changed.is_err() || *shutdown.borrow() {
+                    shutting_down = true;
+                    info!("shutdown requested; stopping the run at the next batch");
+                    state.cancel.store(true, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+    let outcome = job.await;
+    heartbeat.abort();
+
+    match outcome {
+        Ok(Ok(())) if !state.is_lost() => state.complete().await,
+        Ok(Ok(())) => info!("run finished, but its lease was lost; not completing it"),
+        Ok(Err(e)) if state.is_lost() => {
+            info!(error = %format!("{e:#}"), "run abandoned after losing its lease");
+        }
+        Ok(Err(e)) if shutting_down && is_cancelled(&e) => {
+            state.fail("the worker is shutting down".into(), true).await;
+        }
+        Ok(Err(e)) => {
+            let retryable = is_retryable(&e) && !is_cancelled(&e);
+            let reason = format!("{e:#}");
+            error!(retryable, error = %reason, "run failed");
+            state.fail(reason, retryable).await;
+        }
+        Err(join) => {
+            let reason = format!("the run's thread failed: {join}");
+            error!(error = %reason, "run failed");
+            state.fail(reason, true).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_and_gone_codes() {
+        assert!(is_transient(&Status::unavailable("down")));
+        assert!(!is_transient(&Status::invalid_argument("bad")));
+        assert!(lease_gone(&Status::failed_precondition("expired")));
+        assert!(lease_gone(&Status::not_found("no such lease")));
+        assert!(!lease_gone(&Status::unavailable("down")));
+    }
+
+    #[tokio::test]
+    async fn registration_gives_up_on_an_invalid_url() {
+        let cfg = AgentConfig {
+            coordinator: "not a url".into(),
+            name: "t".into(),
+            hostname: "h".into(),
+            device_label: "cpu".into(),
+            exit_when_idle: true,
+        };
+        let (_tx, rx) = watch::channel(false);
+        let executor = Arc::new(Executor::new(tch::Device::Cpu, 1));
+        let err = run(cfg, executor, rx).await.err().map(|e| format!("{e:#}"));
+        assert!(err.unwrap_or_default().contains("invalid coordinator URL"));
+    }
+}

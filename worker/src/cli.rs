@@ -1,0 +1,90 @@
+//! Command-line interface of `advsweep-worker`.
+
+use crate::device::DeviceChoice;
+
+/// advsweep GPU worker: leases runs from the coordinator, trains and attacks models with
+/// libtorch, and reports metrics and results.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "advsweep-worker", version, about)]
+pub struct Cli {
+    /// Coordinator gRPC URL.
+    #[arg(
+        long,
+        env = "ADVSWEEP_COORDINATOR",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub coordinator: String,
+
+    /// Worker name shown by the coordinator [default: <hostname>-<pid>].
+    #[arg(long)]
+    pub name: Option<String>,
+
+    /// Device to train and attack on; `auto` uses CUDA when libtorch sees a GPU.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+
+    /// libtorch intra-op CPU threads [default: the number of available cores].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub threads: Option<u32>,
+
+    /// Exit (status 0) when the coordinator reports that no sweep has work left.
+    #[arg(long)]
+    pub exit_when_idle: bool,
+
+    /// Build BasicNet, run one forward/backward pass on the chosen device, print the device
+    /// and "ok", and exit.
+    #[arg(long)]
+    pub self_check: bool,
+}
+
+/// This machine's host name, without a libc call: the kernel's view, then /etc/hostname, then
+/// $HOSTNAME.
+pub fn hostname() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .chain(std::env::var("HOSTNAME").ok())
+        .map(|s| s.trim().to_owned())
+        .find(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown-host".to_owned())
+}
+
+/// `--name`, or `<hostname>-<pid>`.
+pub fn worker_name(cli: &Cli, hostname: &str) -> String {
+    cli.name
+        .clone()
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| format!("{hostname}-{}", std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[test]
+    fn defaults_and_flags_parse() -> anyhow::Result<()> {
+        let cli = Cli::try_parse_from(["advsweep-worker"])?;
+        assert_eq!(cli.device, DeviceChoice::Auto);
+        assert!(!cli.exit_when_idle && !cli.self_check);
+        let cli = Cli::try_parse_from([
+            "advsweep-worker",
+            "--coordinator",
+            "http://c:1",
+            "--device",
+            "cpu",
+            "--threads",
+            "3",
+            "--exit-when-idle",
+            "--name",
+            "w1",
+        ])?;
+        assert_eq!(cli.coordinator, "http://c:1");
+        assert_eq!(cli.threads, Some(3));
+        assert_eq!(worker_name(&cli, "h"), "w1");
+        assert!(Cli::try_parse_from(["advsweep-worker", "--threads", "0"]).is_err());
+        assert!(Cli::try_parse_from(["advsweep-worker", "--device", "tpu"]).is_err());
+        assert!(!hostname().is_empty());
+        Ok(())
+    }
+}

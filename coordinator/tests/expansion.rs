@@ -1,0 +1,177 @@
+//! Grid expansion as a user sees it: counts, tied ε, ids that survive re-ordering, no duplicates.
+
+use std::collections::HashSet;
+
+use advsweep_coordinator::sweep::{Overrides, Plan, expand, parse_sweep};
+use advsweep_spec::{Attack, Defense};
+
+fn plan(text: &str) -> Plan {
+    let file = parse_sweep(text, "test.toml").unwrap_or_else(|e| panic!("parse: {e}"));
+    expand(&file, &Overrides::default(), "test.toml").unwrap_or_else(|e| panic!("expand: {e}"))
+}
+
+const QUICKSTART: &str = include_str!("../../sweeps/quickstart.toml");
+
+const GRID: &str = r#"
+version = 1
+name = "grid"
+[data]
+source = "synthetic"
+[grid]
+models = ["basic"]
+defenses = ["standard", "at-pgd-linf", "at-fixed"]
+attacks = ["none", "fgsm", "pgd-linf", "pgd-l2"]
+epsilons = [0.01, "8/255", 0.1]
+seeds = [0, 1]
+
+[defenses.at-fixed]
+kind = "adversarial"
+attack = "fgsm"
+epsilon = "4/255"
+fraction = 0.5
+"#;
+
+/// The same sweep with every list and table in another order.
+const GRID_REORDERED: &str = r#"
+name = "grid"
+version = 1
+
+[defenses.at-fixed]
+fraction = 0.5
+epsilon = 0.01568627450980392
+attack = "fgsm"
+kind = "adversarial"
+
+[grid]
+seeds = [1, 0]
+epsilons = [0.1, 0.03137254901960784, 0.01]
+attacks = ["pgd-l2", "pgd-linf", "fgsm", "none"]
+defenses = ["at-fixed", "at-pgd-linf", "standard"]
+models = ["basic"]
+
+[data]
+source = "synthetic"
+"#;
+
+#[test]
+fn quickstart_expands_to_three_runs_and_eleven_cells() {
+    let p = plan(QUICKSTART);
+    // standard: 1 run × (clean + 2 attacks × 2 ε) = 5 cells;
+    // at-fgsm (tied): 2 runs × (clean + 2 attacks at the tied ε) = 6 cells.
+    assert_eq!(p.runs.len(), 3);
+    assert_eq!(p.cells.len(), 11);
+    let standard = p.runs.iter().filter(|r| r.defense == Defense::Standard).count();
+    assert_eq!(standard, 1);
+}
+
+#[test]
+fn counts_multiply_over_seeds_and_untied_defenses() {
+    let p = plan(GRID);
+    // Runs per seed: standard 1 + tied at-pgd-linf 3 + fixed at-fixed 1 = 5; × 2 seeds.
+    assert_eq!(p.runs.len(), 10);
+    // Cells per seed: untied runs (2) × (clean + 3 attacks × 3 ε) = 20; tied runs 3 × 4 = 12.
+    assert_eq!(p.cells.len(), 2 * (20 + 12));
+}
+
+#[test]
+fn tied_defenses_train_and_attack_at_the_same_epsilon() {
+    let p = plan(GRID);
+    let tied: Vec<_> = p
+        .runs
+        .iter()
+        .filter(|r| r.defense_name == "at-pgd-linf")
+        .collect();
+    assert_eq!(tied.len(), 6);
+    let mut trained_at = HashSet::new();
+    for run in tied {
+        let Defense::Adversarial { epsilon, attack, .. } = &run.defense else {
+            panic!("at-pgd-linf must be adversarial training");
+        };
+        assert!(matches!(attack, Attack::Pgd { .. }));
+        trained_at.insert(epsilon.to_bits());
+        let cells: Vec<_> = p.cells_of(&run.id).collect();
+        assert_eq!(cells.len(), 4, "clean + three attacks at the tied ε");
+        for cell in cells {
+            assert_eq!(cell.epsilon, *epsilon, "cell {} of a tied run", cell.attack_name);
+        }
+    }
+    let expected: HashSet<u64> = [0.01, 8.0 / 255.0, 0.1].iter().map(|e: &f64| e.to_bits()).collect();
+    assert_eq!(trained_at, expected);
+
+    // An untied defense is attacked at every ε, its clean cell labelled 0.
+    let fixed = p.runs.iter().find(|r| r.defense_name == "at-fixed").expect("at-fixed run");
+    let mut eps: Vec<f64> = p.cells_of(&fixed.id).map(|c| c.epsilon).collect();
+    eps.sort_by(f64::total_cmp);
+    eps.dedup();
+    assert_eq!(eps, vec![0.0, 0.01, 8.0 / 255.0, 0.1]);
+}
+
+#[test]
+fn ids_are_stable_when_the_file_is_reordered() {
+    let a = plan(GRID);
+    let b = plan(GRID_REORDERED);
+    let ids = |p: &Plan| -> (HashSet<String>, HashSet<String>) {
+        (
+            p.runs.iter().map(|r| r.id.clone()).collect(),
+            p.cells.iter().map(|c| c.id.clone()).collect(),
+        )
+    };
+    assert_eq!(ids(&a), ids(&b));
+    assert_eq!(a.sweep_id, b.sweep_id);
+    // And stable across calls (no randomness, no time).
+    assert_eq!(plan(GRID).sweep_id, a.sweep_id);
+}
+
+#[test]
+fn ids_change_when_the_experiment_changes() {
+    let more_epochs = GRID.replace("[data]", "[training]\nepochs = 7\n[data]");
+    let a = plan(GRID);
+    let b = plan(&more_epochs);
+    let a_runs: HashSet<_> = a.runs.iter().map(|r| &r.id).collect();
+    assert!(b.runs.iter().all(|r| !a_runs.contains(&r.id)));
+}
+
+#[test]
+fn expansion_is_duplicate_free_even_with_aliased_presets() {
+    // `fgsm-again` is the same attack as `fgsm` under another name: one cell, not two.
+    let text = GRID.replace(
+        r#"attacks = ["none", "fgsm", "pgd-linf", "pgd-l2"]"#,
+        r#"attacks = ["none", "fgsm", "fgsm-again", "pgd-linf", "pgd-l2"]"#,
+    ) + "\n[attacks.fgsm-again]\nkind = \"fgsm\"\n";
+    let p = plan(&text);
+    let runs: HashSet<_> = p.runs.iter().map(|r| &r.id).collect();
+    let cells: HashSet<_> = p.cells.iter().map(|c| &c.id).collect();
+    assert_eq!(runs.len(), p.runs.len());
+    assert_eq!(cells.len(), p.cells.len());
+    assert_eq!(p.cells.len(), plan(GRID).cells.len());
+    assert!(p.cells.iter().all(|c| runs.contains(&c.run_id)));
+}
+
+#[test]
+fn data_path_override_replaces_the_file_path() {
+    let text = r#"
+version = 1
+name = "c"
+[data]
+source = "cifar10"
+path = "/nowhere"
+[grid]
+models = ["basic"]
+defenses = ["standard"]
+attacks = ["none"]
+epsilons = [0.0]
+"#;
+    let file = parse_sweep(text, "c.toml").expect("parses");
+    let overridden = expand(
+        &file,
+        &Overrides {
+            data_path: Some("/data/cifar".into()),
+        },
+        "c.toml",
+    )
+    .expect("expands");
+    match &overridden.runs[0].data.source {
+        advsweep_spec::DataSource::Cifar10Binary { path } => assert_eq!(path, "/data/cifar"),
+        other => panic!("unexpected source {other:?}"),
+    }
+}

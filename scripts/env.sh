@@ -7,7 +7,7 @@
 #   * LIBTORCH pointing at it, so torch-sys links it and the worker's build.rs embeds its rpath;
 #   * a shared cargo target dir in the same cache, so a fresh clone does not rebuild every crate.
 # Nothing is installed system-wide; the machine needs Rust, a C/C++ compiler and Python 3 with pip.
-set -euo pipefail
+# Sourced, so it sets no shell options of its own; a failed install returns non-zero.
 
 ADVSWEEP_CACHE="${ADVSWEEP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/advsweep}"
 TORCH_VERSION="2.13.0"
@@ -17,8 +17,8 @@ if [ -z "${LIBTORCH:-}" ]; then
   if [ ! -f "$TORCH_VENV/.installed" ]; then
     echo "advsweep: installing torch==$TORCH_VERSION (libtorch) into $TORCH_VENV (one time, ~5 GB)" >&2
     mkdir -p "$ADVSWEEP_CACHE"
-    python3 -m venv "$TORCH_VENV"
-    "$TORCH_VENV/bin/pip" install --disable-pip-version-check -q "torch==$TORCH_VERSION"
+    python3 -m venv "$TORCH_VENV" || return 1
+    "$TORCH_VENV/bin/pip" install --disable-pip-version-check -q "torch==$TORCH_VERSION" || return 1
     touch "$TORCH_VENV/.installed"
   fi
   # Ask the venv where its packages live instead of importing torch (slow, and noisy without numpy).

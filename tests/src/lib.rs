@@ -1,1 +1,76 @@
-//! Cross-crate end-to-end tests live in `tests/`; this library is empty on purpose.
+//! Shared helpers for the end-to-end tests: a real coordinator on 127.0.0.1:0 in this process
+//! and real `advsweep-worker` / `advsweep` processes from the same target directory.
+//!
+//! The binaries are found next to the test executable (`target/<profile>/`); the README's test
+//! command builds them (`cargo build --workspace --bins`) before `cargo test`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use advsweep_coordinator::grpc::{Coordinator, serve};
+use advsweep_coordinator::store::{LeaseSettings, Store};
+
+/// A binary of this workspace, from the target directory the tests were built into.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target directory");
+    let bin = dir.join(name);
+    assert!(
+        bin.is_file(),
+        "{} is missing: build the binaries first (cargo build --workspace --bins), \
+         as the README's test command does",
+        bin.display()
+    );
+    bin
+}
+
+/// A coordinator serving on an ephemeral loopback port until dropped.
+pub struct TestCoordinator {
+    pub url: String,
+    pub store: Arc<Store>,
+    pub state_dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl TestCoordinator {
+    pub async fn start() -> Self {
+        let state_dir = tempfile::tempdir().expect("tempdir");
+        let settings = LeaseSettings {
+            heartbeat_interval: Duration::from_millis(500),
+            lease_ttl: Duration::from_secs(20),
+            ..LeaseSettings::default()
+        };
+        let store = Arc::new(Store::open(state_dir.path(), settings).expect("store opens"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let url = format!("http://{}", listener.local_addr().expect("local addr"));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(serve(
+            Coordinator::new(Arc::clone(&store)),
+            listener,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        TestCoordinator {
+            url,
+            store,
+            state_dir,
+            stop: Some(stop),
+        }
+    }
+}
+
+impl Drop for TestCoordinator {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}

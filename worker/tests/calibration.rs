@@ -42,7 +42,8 @@ fn synthetic_calibration() -> anyhow::Result<()> {
         .unwrap_or_else(|| vec![0]);
     println!("{params:?} epochs={epochs} lr={lr}");
     let t0 = std::time::Instant::now();
-    let (train_split, test_split) = synthetic::generate_with(0, 4000, 1000, params)?;
+    let data_seed = env_f64("SYN_DATA_SEED", 0.0) as u64;
+    let (train_split, test_split) = synthetic::generate_with(data_seed, 4000, 1000, params)?;
     println!("generated 5000 images in {:.2}s", t0.elapsed().as_secs_f64());
     let data = Dataset::from_host(train_split, test_split, "synthetic".into(), Device::Cpu)?;
     let training = TrainingSpec {
@@ -78,6 +79,22 @@ fn synthetic_calibration() -> anyhow::Result<()> {
         random_start: true,
         restarts: 1,
     };
+    // SYN_AT=1: adversarial training with PGD-ℓ∞ (7 steps) at 8/255 instead of standard.
+    let defense = if env_f64("SYN_AT", 0.0) > 0.0 {
+        Defense::Adversarial {
+            attack: Attack::Pgd {
+                norm: Norm::Linf,
+                steps: 7,
+                step: StepSize::FractionOfEpsilon(0.25),
+                random_start: true,
+                restarts: 1,
+            },
+            epsilon: eps,
+            fraction: 1.0,
+        }
+    } else {
+        Defense::Standard
+    };
     for seed in seeds {
         tch::manual_seed(seed as i64);
         let model = models::build("basic", Device::Cpu)?;
@@ -86,7 +103,7 @@ fn synthetic_calibration() -> anyhow::Result<()> {
             &data,
             TrainConfig {
                 training: &training,
-                defense: &Defense::Standard,
+                defense: &defense,
                 seed,
             },
             &cancel,

@@ -50,7 +50,7 @@ impl Params {
     pub const DEFAULT: Params = Params {
         gratings_per_class: 3,
         max_frequency: 3,
-        signal_amplitude: 0.10,
+        signal_amplitude: 0.12,
         distractor_amplitude: 0.06,
         noise_sigma: 0.16,
         brightness: 0.08,

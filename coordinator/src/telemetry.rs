@@ -21,7 +21,11 @@ pub fn init_stderr() {
 /// Logs to a file (the embedded coordinator of `advsweep run`, whose terminal belongs to the
 /// progress bar). Falls back to stderr if the file cannot be created.
 pub fn init_file(path: &Path) {
-    match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+    match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
         Ok(file) => {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(filter())
@@ -30,7 +34,10 @@ pub fn init_file(path: &Path) {
                 .try_init();
         }
         Err(e) => {
-            eprintln!("advsweep: cannot open log file {}: {e}; logging to stderr", path.display());
+            eprintln!(
+                "advsweep: cannot open log file {}: {e}; logging to stderr",
+                path.display()
+            );
             init_stderr();
         }
     }

@@ -19,7 +19,8 @@ epsilons = ["8/255"]
 "#;
 
 fn error_of(text: &str) -> String {
-    match parse_sweep(text, "bad.toml").and_then(|f| expand(&f, &Overrides::default(), "bad.toml")) {
+    match parse_sweep(text, "bad.toml").and_then(|f| expand(&f, &Overrides::default(), "bad.toml"))
+    {
         Ok(_) => panic!("expected an error for:\n{text}"),
         Err(e) => e.to_string(),
     }
@@ -28,19 +29,71 @@ fn error_of(text: &str) -> String {
 /// (what is wrong, the file, a fragment the message must contain)
 fn cases() -> Vec<(&'static str, String, &'static str)> {
     vec![
-        ("unknown top-level key", format!("{GOOD}\nbogus = 1\n"), "bogus"),
-        ("unknown nested key", GOOD.replace("epochs = 1", "epoch = 1"), "epoch"),
-        ("unknown attack preset", GOOD.replace(r#""none", "fgsm""#, r#""none", "deepfool""#), "deepfool"),
-        ("unknown defense preset", GOOD.replace(r#"["standard"]"#, r#"["magic-shield"]"#), "magic-shield"),
-        ("unknown model", GOOD.replace(r#"["basic"]"#, r#"["resnet9000"]"#), "resnet9000"),
-        ("empty axis", GOOD.replace(r#"attacks = ["none", "fgsm"]"#, "attacks = []"), "grid.attacks is empty"),
-        ("negative epsilon", GOOD.replace(r#"["8/255"]"#, "[-0.1]"), "ε must be a non-negative"),
-        ("wrong type", GOOD.replace("epochs = 1", r#"epochs = "five""#), "epochs"),
-        ("epsilon that is not a number", GOOD.replace(r#"["8/255"]"#, r#"["eight"]"#), "eight"),
-        ("missing version", GOOD.replace("version = 1", ""), "version"),
-        ("future version", GOOD.replace("version = 1", "version = 9"), "version 9"),
-        ("duplicate value on an axis", GOOD.replace(r#""none", "fgsm""#, r#""fgsm", "fgsm""#), "twice"),
-        ("zero epochs", GOOD.replace("epochs = 1", "epochs = 0"), "training.epochs"),
+        (
+            "unknown top-level key",
+            format!("{GOOD}\nbogus = 1\n"),
+            "bogus",
+        ),
+        (
+            "unknown nested key",
+            GOOD.replace("epochs = 1", "epoch = 1"),
+            "epoch",
+        ),
+        (
+            "unknown attack preset",
+            GOOD.replace(r#""none", "fgsm""#, r#""none", "deepfool""#),
+            "deepfool",
+        ),
+        (
+            "unknown defense preset",
+            GOOD.replace(r#"["standard"]"#, r#"["magic-shield"]"#),
+            "magic-shield",
+        ),
+        (
+            "unknown model",
+            GOOD.replace(r#"["basic"]"#, r#"["resnet9000"]"#),
+            "resnet9000",
+        ),
+        (
+            "empty axis",
+            GOOD.replace(r#"attacks = ["none", "fgsm"]"#, "attacks = []"),
+            "grid.attacks is empty",
+        ),
+        (
+            "negative epsilon",
+            GOOD.replace(r#"["8/255"]"#, "[-0.1]"),
+            "ε must be a non-negative",
+        ),
+        (
+            "wrong type",
+            GOOD.replace("epochs = 1", r#"epochs = "five""#),
+            "epochs",
+        ),
+        (
+            "epsilon that is not a number",
+            GOOD.replace(r#"["8/255"]"#, r#"["eight"]"#),
+            "eight",
+        ),
+        (
+            "missing version",
+            GOOD.replace("version = 1", ""),
+            "version",
+        ),
+        (
+            "future version",
+            GOOD.replace("version = 1", "version = 9"),
+            "version 9",
+        ),
+        (
+            "duplicate value on an axis",
+            GOOD.replace(r#""none", "fgsm""#, r#""fgsm", "fgsm""#),
+            "twice",
+        ),
+        (
+            "zero epochs",
+            GOOD.replace("epochs = 1", "epochs = 0"),
+            "training.epochs",
+        ),
         ("not TOML", "version = 1\nname = [".to_owned(), "bad.toml"),
     ]
 }
@@ -89,7 +142,11 @@ fn cli_refuses_bad_files_with_exit_code_2_and_writes_nothing() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(2), "{what} ({}): {stderr}", args[0]);
             assert!(stderr.contains(fragment), "{what}: {stderr}");
-            assert!(!state.exists(), "{what}: `advsweep run` wrote {}", state.display());
+            assert!(
+                !state.exists(),
+                "{what}: `advsweep run` wrote {}",
+                state.display()
+            );
         }
     }
 }
@@ -97,12 +154,22 @@ fn cli_refuses_bad_files_with_exit_code_2_and_writes_nothing() {
 #[test]
 fn plan_prints_the_expansion_without_running_anything() {
     let out = Command::new(env!("CARGO_BIN_EXE_advsweep"))
-        .args(["plan", concat!(env!("CARGO_MANIFEST_DIR"), "/../sweeps/quickstart.toml")])
+        .args([
+            "plan",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../sweeps/quickstart.toml"),
+        ])
         .output()
         .expect("advsweep runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("3 runs (training jobs), 11 cells (evaluations)"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("3 runs (training jobs), 11 cells (evaluations)"),
+        "{stdout}"
+    );
     assert_eq!(stdout.matches("\nrun r-").count(), 3, "{stdout}");
     assert_eq!(stdout.matches("  cell c-").count(), 11, "{stdout}");
 }

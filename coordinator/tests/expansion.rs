@@ -60,7 +60,11 @@ fn quickstart_expands_to_three_runs_and_eleven_cells() {
     // at-fgsm (tied): 2 runs × (clean + 2 attacks at the tied ε) = 6 cells.
     assert_eq!(p.runs.len(), 3);
     assert_eq!(p.cells.len(), 11);
-    let standard = p.runs.iter().filter(|r| r.defense == Defense::Standard).count();
+    let standard = p
+        .runs
+        .iter()
+        .filter(|r| r.defense == Defense::Standard)
+        .count();
     assert_eq!(standard, 1);
 }
 
@@ -84,7 +88,10 @@ fn tied_defenses_train_and_attack_at_the_same_epsilon() {
     assert_eq!(tied.len(), 6);
     let mut trained_at = HashSet::new();
     for run in tied {
-        let Defense::Adversarial { epsilon, attack, .. } = &run.defense else {
+        let Defense::Adversarial {
+            epsilon, attack, ..
+        } = &run.defense
+        else {
             panic!("at-pgd-linf must be adversarial training");
         };
         assert!(matches!(attack, Attack::Pgd { .. }));
@@ -92,14 +99,25 @@ fn tied_defenses_train_and_attack_at_the_same_epsilon() {
         let cells: Vec<_> = p.cells_of(&run.id).collect();
         assert_eq!(cells.len(), 4, "clean + three attacks at the tied ε");
         for cell in cells {
-            assert_eq!(cell.epsilon, *epsilon, "cell {} of a tied run", cell.attack_name);
+            assert_eq!(
+                cell.epsilon, *epsilon,
+                "cell {} of a tied run",
+                cell.attack_name
+            );
         }
     }
-    let expected: HashSet<u64> = [0.01, 8.0 / 255.0, 0.1].iter().map(|e: &f64| e.to_bits()).collect();
+    let expected: HashSet<u64> = [0.01, 8.0 / 255.0, 0.1]
+        .iter()
+        .map(|e: &f64| e.to_bits())
+        .collect();
     assert_eq!(trained_at, expected);
 
     // An untied defense is attacked at every ε, its clean cell labelled 0.
-    let fixed = p.runs.iter().find(|r| r.defense_name == "at-fixed").expect("at-fixed run");
+    let fixed = p
+        .runs
+        .iter()
+        .find(|r| r.defense_name == "at-fixed")
+        .expect("at-fixed run");
     let mut eps: Vec<f64> = p.cells_of(&fixed.id).map(|c| c.epsilon).collect();
     eps.sort_by(f64::total_cmp);
     eps.dedup();

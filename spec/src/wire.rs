@@ -209,7 +209,10 @@ fn non_negative(value: f64, field: &'static str) -> Result<f64, WireError> {
     if value.is_finite() && value >= 0.0 {
         Ok(value)
     } else {
-        Err(invalid(field, format!("{value} is not a non-negative number")))
+        Err(invalid(
+            field,
+            format!("{value} is not a non-negative number"),
+        ))
     }
 }
 
@@ -352,7 +355,11 @@ pub fn run_from_wire(r: &pb::RunSpec) -> Result<(RunSpec, Vec<CellSpec>), WireEr
             name: model.name.clone(),
         },
         defense_name: r.defense_name.clone(),
-        defense: defense_from_wire(r.defense.as_ref().ok_or(WireError::Missing("run.defense"))?)?,
+        defense: defense_from_wire(
+            r.defense
+                .as_ref()
+                .ok_or(WireError::Missing("run.defense"))?,
+        )?,
         training: training_from_wire(
             r.training
                 .as_ref()
@@ -396,7 +403,10 @@ pub fn cell_result_from_wire(r: &pb::CellResult) -> Result<CellResult, WireError
         (r.seconds, "result.seconds"),
     ] {
         if !(value.is_finite() && value >= 0.0) {
-            return Err(invalid(field, format!("{value} is not a finite non-negative number")));
+            return Err(invalid(
+                field,
+                format!("{value} is not a finite non-negative number"),
+            ));
         }
     }
     Ok(CellResult {
@@ -480,7 +490,9 @@ mod tests {
         let mut wire = run_to_wire(&run, "s1", &cells);
         wire.training = None;
         assert_eq!(
-            run_from_wire(&wire).unwrap_err().to_string(),
+            run_from_wire(&wire)
+                .expect_err("must be rejected")
+                .to_string(),
             "missing field `run.training`"
         );
         let mut wire = run_to_wire(&run, "s1", &cells);
@@ -489,7 +501,7 @@ mod tests {
         }
         assert!(
             run_from_wire(&wire)
-                .unwrap_err()
+                .expect_err("must be rejected")
                 .to_string()
                 .contains("training.learning_rate")
         );

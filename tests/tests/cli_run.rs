@@ -45,9 +45,15 @@ fn advsweep_run_prints_the_results_table_and_reuses_finished_cells() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    assert!(stdout.contains("| attack | ε     | basic/standard | basic/at-fgsm |"), "{stdout}");
+    assert!(
+        stdout.contains("| attack | ε     | basic/standard | basic/at-fgsm |"),
+        "{stdout}"
+    );
     assert!(stdout.contains("| fgsm   | 8/255 |"), "{stdout}");
-    assert!(stdout.contains(": done (4 cells done, 0 failed)"), "{stdout}");
+    assert!(
+        stdout.contains(": done (4 cells done, 0 failed)"),
+        "{stdout}"
+    );
     assert!(state.join("state.sqlite").is_file());
     assert!(state.join("logs/worker-0.log").is_file());
 

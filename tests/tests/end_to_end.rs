@@ -32,7 +32,11 @@ epsilons = ["8/255"]
 "#;
 
 fn accuracy(detail: &pb::SweepDetail, attack: &str) -> f64 {
-    let cells: Vec<_> = detail.cells.iter().filter(|c| c.attack_name == attack).collect();
+    let cells: Vec<_> = detail
+        .cells
+        .iter()
+        .filter(|c| c.attack_name == attack)
+        .collect();
     assert_eq!(cells.len(), 1, "one `{attack}` cell");
     cells[0]
         .result
@@ -60,7 +64,15 @@ async fn a_real_worker_runs_a_sweep_over_grpc() {
     let log = coordinator.state_dir.path().join("worker.log");
     let log_file = std::fs::File::create(&log).expect("log file");
     let mut worker = tokio::process::Command::new(workspace_bin("advsweep-worker"))
-        .args(["--coordinator", &coordinator.url, "--exit-when-idle", "--device", "cpu", "--threads", "1"])
+        .args([
+            "--coordinator",
+            &coordinator.url,
+            "--exit-when-idle",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+        ])
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(log_file)
@@ -85,7 +97,10 @@ async fn a_real_worker_runs_a_sweep_over_grpc() {
     })
     .await
     .unwrap_or_else(|_| {
-        panic!("sweep did not finish in 5 minutes; worker log:\n{}", std::fs::read_to_string(&log).unwrap_or_default())
+        panic!(
+            "sweep did not finish in 5 minutes; worker log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
     })
     .expect("a final event");
     let log_text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -95,7 +110,10 @@ async fn a_real_worker_runs_a_sweep_over_grpc() {
         .await
         .expect("idle worker exits by itself")
         .expect("worker status");
-    assert!(status.success(), "worker exited with {status}; log:\n{log_text}");
+    assert!(
+        status.success(),
+        "worker exited with {status}; log:\n{log_text}"
+    );
 
     let detail = client
         .get_sweep(pb::GetSweepRequest {
@@ -112,10 +130,17 @@ async fn a_real_worker_runs_a_sweep_over_grpc() {
     for cell in &detail.cells {
         assert_eq!(cell.state, "done", "cell {}: {}", cell.cell_id, cell.error);
         let r = cell.result.as_ref().expect("result");
-        assert_eq!(r.examples, 400, "cell {} evaluated {} examples", cell.attack_name, r.examples);
+        assert_eq!(
+            r.examples, 400,
+            "cell {} evaluated {} examples",
+            cell.attack_name, r.examples
+        );
     }
     // Exactly one result per cell, stored once: the durable table agrees.
-    let stored = coordinator.store.sweep_detail(&submitted.sweep_id).expect("store detail");
+    let stored = coordinator
+        .store
+        .sweep_detail(&submitted.sweep_id)
+        .expect("store detail");
     assert_eq!(stored.summary.cells.done, 3);
 
     let run = &detail.runs[0];
@@ -125,10 +150,19 @@ async fn a_real_worker_runs_a_sweep_over_grpc() {
     let clean = accuracy(&detail, "none");
     let fgsm = accuracy(&detail, "fgsm");
     let pgd = accuracy(&detail, "pgd-linf");
-    assert!(clean > 0.3, "clean accuracy {clean} is not clearly above chance (0.1)");
+    assert!(
+        clean > 0.3,
+        "clean accuracy {clean} is not clearly above chance (0.1)"
+    );
     assert!(fgsm <= clean, "FGSM {fgsm} > clean {clean}");
     assert!(pgd <= fgsm, "PGD {pgd} > FGSM {fgsm}");
-    assert!(pgd < clean, "PGD at 8/255 did not lower accuracy ({pgd} vs {clean})");
+    assert!(
+        pgd < clean,
+        "PGD at 8/255 did not lower accuracy ({pgd} vs {clean})"
+    );
     // The worker's log explains the run: its spans carry the ids.
-    assert!(log_text.contains(&run.run_id), "worker log lacks run id:\n{log_text}");
+    assert!(
+        log_text.contains(&run.run_id),
+        "worker log lacks run id:\n{log_text}"
+    );
 }

@@ -15,7 +15,11 @@ use crate::report::ResultsTable;
 #[derive(Debug, Clone, clap::Args)]
 pub struct Target {
     /// Coordinator address.
-    #[arg(long, default_value = "http://127.0.0.1:50051", env = "ADVSWEEP_COORDINATOR")]
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:50051",
+        env = "ADVSWEEP_COORDINATOR"
+    )]
     pub coordinator: String,
 }
 
@@ -35,7 +39,10 @@ pub fn rpc_error(call: &str, status: tonic::Status) -> anyhow::Error {
     }
 }
 
-pub fn submit_request(file: &Path, data_path: Option<String>) -> anyhow::Result<pb::SubmitSweepRequest> {
+pub fn submit_request(
+    file: &Path,
+    data_path: Option<String>,
+) -> anyhow::Result<pb::SubmitSweepRequest> {
     let sweep_toml = std::fs::read_to_string(file)
         .map_err(|e| BadInput(format!("cannot read sweep file {}: {e}", file.display())))?;
     let mut overrides = HashMap::new();
@@ -48,7 +55,11 @@ pub fn submit_request(file: &Path, data_path: Option<String>) -> anyhow::Result<
     })
 }
 
-pub async fn submit(target: &Target, file: &Path, data_path: Option<String>) -> anyhow::Result<ExitCode> {
+pub async fn submit(
+    target: &Target,
+    file: &Path,
+    data_path: Option<String>,
+) -> anyhow::Result<ExitCode> {
     let request = submit_request(file, data_path)?;
     let mut client = connect(&target.coordinator).await?;
     let r = client
@@ -174,6 +185,9 @@ pub async fn cancel(target: &Target, sweep: &str) -> anyhow::Result<ExitCode> {
         .await
         .map_err(|s| rpc_error("CancelSweep", s))?
         .into_inner();
-    println!("cancelled sweep {sweep}: {} cells cancelled", r.cells_cancelled);
+    println!(
+        "cancelled sweep {sweep}: {} cells cancelled",
+        r.cells_cancelled
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -29,7 +29,11 @@ pub fn plan(file: &Path, data_path: Option<String>) -> anyhow::Result<()> {
     if !plan.description.is_empty() {
         println!("  {}", plan.description.trim());
     }
-    println!("{} runs (training jobs), {} cells (evaluations)", plan.runs.len(), plan.cells.len());
+    println!(
+        "{} runs (training jobs), {} cells (evaluations)",
+        plan.runs.len(),
+        plan.cells.len()
+    );
     println!();
     for run in &plan.runs {
         let cells: Vec<_> = plan.cells_of(&run.id).collect();

@@ -43,7 +43,7 @@ pub async fn follow(
         .map_err(|s| rpc_error("WatchSweep", s))?
     {
         let summary = event.summary.unwrap_or_default();
-        let cells = summary.cells.clone().unwrap_or_default();
+        let cells = summary.cells.unwrap_or_default();
         let total = cells.pending + cells.running + cells.done + cells.failed + cells.cancelled;
         match &bar {
             Some(bar) => {

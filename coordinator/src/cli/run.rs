@@ -62,7 +62,10 @@ pub async fn serve_forever(listen: &str, state_dir: &Path) -> anyhow::Result<()>
 
 fn find_worker_bin(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     if let Some(path) = explicit {
-        anyhow::ensure!(path.is_file(), BadInput(format!("worker binary {} does not exist", path.display())));
+        anyhow::ensure!(
+            path.is_file(),
+            BadInput(format!("worker binary {} does not exist", path.display()))
+        );
         return Ok(path);
     }
     if let Ok(me) = std::env::current_exe()
@@ -176,7 +179,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut children = Vec::new();
     for i in 0..workers {
         let log = logs.join(format!("worker-{i}.log"));
-        children.push((spawn_worker(&worker_bin, &url, i, threads, &args.device, &log)?, log));
+        children.push((
+            spawn_worker(&worker_bin, &url, i, threads, &args.device, &log)?,
+            log,
+        ));
     }
 
     // Follow progress while watching the workers: if every worker dies before the sweep ends,
@@ -207,7 +213,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
     // Workers exit by themselves once idle; give them a moment, then stop them.
     for (child, _) in &mut children {
-        if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .is_err()
+        {
             let _ = child.kill().await;
         }
     }
@@ -224,7 +233,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Ok(summary) => summary,
         Err(e) => {
             for (log, status) in &worker_failures {
-                eprintln!("advsweep: worker exited ({status}); last lines of {}:\n{}", log.display(), tail(log, 15));
+                eprintln!(
+                    "advsweep: worker exited ({status}); last lines of {}:\n{}",
+                    log.display(),
+                    tail(log, 15)
+                );
             }
             return Err(e);
         }

@@ -39,9 +39,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<WorkerServiceServer<WorkerApi>>()
-        .await;
+    health.set_serving::<WorkerServiceServer<WorkerApi>>().await;
     health.set_serving::<SweepServiceServer<SweepApi>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(advsweep_proto::FILE_DESCRIPTOR_SET)

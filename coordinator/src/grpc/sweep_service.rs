@@ -31,7 +31,9 @@ impl SweepApi {
 }
 
 /// Turns the request's override map into [`Overrides`]; unknown keys are errors.
-pub fn overrides_from(map: &std::collections::HashMap<String, String>) -> Result<Overrides, String> {
+pub fn overrides_from(
+    map: &std::collections::HashMap<String, String>,
+) -> Result<Overrides, String> {
     let mut overrides = Overrides::default();
     for (key, value) in map {
         match key.as_str() {

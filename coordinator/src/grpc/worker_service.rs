@@ -29,7 +29,9 @@ fn lease_ref(lease: Option<pb::LeaseRef>) -> Result<LeaseRef, Status> {
     require_id("lease.run_id", &lease.run_id)?;
     require_id("lease.lease_id", &lease.lease_id)?;
     if lease.attempt == 0 {
-        return Err(Status::invalid_argument("field `lease.attempt` must be at least 1"));
+        return Err(Status::invalid_argument(
+            "field `lease.attempt` must be at least 1",
+        ));
     }
     Ok(LeaseRef {
         worker_id: lease.worker_id,
@@ -80,7 +82,14 @@ impl WorkerService for WorkerApi {
             s.register_worker(&name, &hostname, &device, r.slots, &version)
         })
         .await?;
-        info!(worker_id, name = r.name, hostname = r.hostname, device = r.device, slots = r.slots, "worker registered");
+        info!(
+            worker_id,
+            name = r.name,
+            hostname = r.hostname,
+            device = r.device,
+            slots = r.slots,
+            "worker registered"
+        );
         let settings = self.store.settings();
         Ok(Response::new(pb::RegisterResponse {
             worker_id,
@@ -141,7 +150,12 @@ impl WorkerService for WorkerApi {
         let l = lease.clone();
         let keep_going = blocking(&self.store, move |s| s.heartbeat(&l)).await?;
         if !keep_going {
-            warn!(run_id = lease.run_id, worker_id = lease.worker_id, attempt = lease.attempt, "heartbeat for a lease no longer held; telling the worker to stop");
+            warn!(
+                run_id = lease.run_id,
+                worker_id = lease.worker_id,
+                attempt = lease.attempt,
+                "heartbeat for a lease no longer held; telling the worker to stop"
+            );
             self.changes.notify();
         }
         Ok(Response::new(pb::HeartbeatResponse { keep_going }))
@@ -179,11 +193,18 @@ impl WorkerService for WorkerApi {
             .result
             .as_ref()
             .ok_or_else(|| Status::invalid_argument("missing field `result`"))?;
-        let result =
-            wire::cell_result_from_wire(result).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let result = wire::cell_result_from_wire(result)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let (l, cell_id) = (lease.clone(), r.cell_id.clone());
         let stored = blocking(&self.store, move |s| s.complete_cell(&l, &cell_id, &result)).await?;
-        info!(run_id = lease.run_id, cell_id = r.cell_id, attempt = lease.attempt, accuracy = result.accuracy, stored, "cell result");
+        info!(
+            run_id = lease.run_id,
+            cell_id = r.cell_id,
+            attempt = lease.attempt,
+            accuracy = result.accuracy,
+            stored,
+            "cell result"
+        );
         self.changes.notify();
         Ok(Response::new(pb::Ack {}))
     }
@@ -195,7 +216,12 @@ impl WorkerService for WorkerApi {
         let lease = lease_ref(request.into_inner().lease)?;
         let l = lease.clone();
         blocking(&self.store, move |s| s.complete_run(&l)).await?;
-        info!(run_id = lease.run_id, worker_id = lease.worker_id, attempt = lease.attempt, "run done");
+        info!(
+            run_id = lease.run_id,
+            worker_id = lease.worker_id,
+            attempt = lease.attempt,
+            "run done"
+        );
         self.changes.notify();
         Ok(Response::new(pb::Ack {}))
     }
@@ -218,12 +244,20 @@ impl WorkerService for WorkerApi {
         let outcome = blocking(&self.store, move |s| s.fail_run(&l, &why, retryable)).await?;
         match outcome {
             FailOutcome::RetryAt(at) => warn!(
-                run_id = lease.run_id, worker_id = lease.worker_id, attempt = lease.attempt,
-                retry_in_ms = at - now_ms(), reason, "run attempt failed; will retry"
+                run_id = lease.run_id,
+                worker_id = lease.worker_id,
+                attempt = lease.attempt,
+                retry_in_ms = at - now_ms(),
+                reason,
+                "run attempt failed; will retry"
             ),
             FailOutcome::Failed => warn!(
-                run_id = lease.run_id, worker_id = lease.worker_id, attempt = lease.attempt,
-                retryable, reason, "run failed for good"
+                run_id = lease.run_id,
+                worker_id = lease.worker_id,
+                attempt = lease.attempt,
+                retryable,
+                reason,
+                "run failed for good"
             ),
         }
         self.changes.notify();

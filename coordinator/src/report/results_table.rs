@@ -120,7 +120,13 @@ impl ResultsTable {
             lines.push(line);
         }
         let widths: Vec<usize> = (0..lines[0].len())
-            .map(|i| lines.iter().map(|l| l[i].chars().count()).max().unwrap_or(0))
+            .map(|i| {
+                lines
+                    .iter()
+                    .map(|l| l[i].chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
             .collect();
         let mut out = String::new();
         for (n, line) in lines.iter().enumerate() {
@@ -174,8 +180,14 @@ mod tests {
         assert!((t.accuracy("none", 0.0, "basic", "standard").unwrap_or(0.0) - 0.7).abs() < 1e-12);
         assert_eq!(t.accuracy("fgsm", 8.0 / 255.0, "basic", "at"), None);
         let text = t.render();
-        assert!(text.contains("| attack | ε     | basic/standard | basic/at |"), "{text}");
+        assert!(
+            text.contains("| attack | ε     | basic/standard | basic/at |"),
+            "{text}"
+        );
         assert!(text.contains("70.0 ± 14.1"), "{text}");
-        assert!(text.contains("| fgsm   | 8/255 |           20.0 |   failed |"), "{text}");
+        assert!(
+            text.contains("| fgsm   | 8/255 |           20.0 |   failed |"),
+            "{text}"
+        );
     }
 }

@@ -79,7 +79,9 @@ pub struct LeaseGrant {
 pub enum LeaseOutcome {
     Granted(Box<LeaseGrant>),
     /// Work exists but none is ready (all leased, or waiting out a retry back-off).
-    Wait { retry_after_ms: u64 },
+    Wait {
+        retry_after_ms: u64,
+    },
     /// No sweep has pending or running work.
     Idle,
 }
@@ -318,7 +320,11 @@ pub(super) fn end_failed_attempt(
     }
 }
 
-fn expire_leases(tx: &Transaction, settings: &LeaseSettings, now: i64) -> Result<usize, StoreError> {
+fn expire_leases(
+    tx: &Transaction,
+    settings: &LeaseSettings,
+    now: i64,
+) -> Result<usize, StoreError> {
     let expired: Vec<(String, u32, Option<String>)> = {
         let mut stmt = tx.prepare_cached(
             "SELECT run_id, attempt, worker_id FROM runs
@@ -328,7 +334,12 @@ fn expire_leases(tx: &Transaction, settings: &LeaseSettings, now: i64) -> Result
         rows.collect::<Result<_, _>>()?
     };
     for (run_id, attempt, worker_id) in &expired {
-        tracing::warn!(run_id, attempt, worker_id, "lease expired without heartbeat; re-queueing");
+        tracing::warn!(
+            run_id,
+            attempt,
+            worker_id,
+            "lease expired without heartbeat; re-queueing"
+        );
         end_failed_attempt(
             tx,
             settings,

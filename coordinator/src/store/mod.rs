@@ -19,8 +19,8 @@ use rusqlite::{Connection, OptionalExtension};
 
 pub use error::StoreError;
 pub use lease::{LeaseGrant, LeaseOutcome, LeaseRef, LeaseSettings};
-pub use report::FailOutcome;
 pub use query::{CellStatus, RunStatus, StateCounts, SweepDetail, SweepState, SweepSummary};
+pub use report::FailOutcome;
 pub use submit::SubmitOutcome;
 
 /// Milliseconds since the Unix epoch.

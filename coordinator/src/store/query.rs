@@ -116,7 +116,9 @@ fn summary(conn: &Connection, sweep_id: &str) -> Result<SweepSummary, StoreError
         .prepare_cached(
             "SELECT name, description, cancelled, created_ms FROM sweeps WHERE sweep_id = ?1",
         )?
-        .query_row([sweep_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .query_row([sweep_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
         .optional()?;
     let Some((name, description, cancelled, created_ms)) = head else {
         return Err(StoreError::SweepNotFound(sweep_id.to_owned()));
@@ -149,7 +151,7 @@ fn summary(conn: &Connection, sweep_id: &str) -> Result<SweepSummary, StoreError
             cells.add(&state, n);
         }
     }
-    let state = if cancelled && !cells.settled() || cancelled && cells.cancelled > 0 {
+    let state = if cancelled && (!cells.settled() || cells.cancelled > 0) {
         SweepState::Cancelled
     } else if !cells.settled() {
         SweepState::Running
@@ -229,7 +231,11 @@ impl Store {
                     defense_name: r.get(2)?,
                     defense_epsilon: r.get(3)?,
                     seed: u64::try_from(r.get::<_, i64>(4)?).unwrap_or_default(),
-                    state: if state == "leased" { "running".into() } else { state },
+                    state: if state == "leased" {
+                        "running".into()
+                    } else {
+                        state
+                    },
                     attempt: r.get(6)?,
                     worker_id: r.get(7)?,
                     error: r.get(8)?,

@@ -19,7 +19,11 @@ pub enum FailOutcome {
 }
 
 impl Store {
-    pub fn report_epochs(&self, lease: &LeaseRef, epochs: &[EpochMetrics]) -> Result<(), StoreError> {
+    pub fn report_epochs(
+        &self,
+        lease: &LeaseRef,
+        epochs: &[EpochMetrics],
+    ) -> Result<(), StoreError> {
         let now = now_ms();
         let mut conn = self.conn();
         let tx = conn.transaction()?;
@@ -108,7 +112,10 @@ impl Store {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        if finished.as_ref().is_some_and(|(s, a)| s == "done" && *a == lease.attempt) {
+        if finished
+            .as_ref()
+            .is_some_and(|(s, a)| s == "done" && *a == lease.attempt)
+        {
             return Ok(());
         }
         check_lease(&tx, lease, now)?;

@@ -60,14 +60,26 @@ fn a_sweep_runs_to_done_and_survives_reopening() {
         let s = store(&dir, LeaseSettings::default());
         let out = s.submit(&p, SWEEP).expect("submit");
         assert_eq!((out.runs, out.cells, out.cells_already_done), (2, 4, 0));
-        let w = s.register_worker("w", "host", "cpu", 1, "test").expect("register");
+        let w = s
+            .register_worker("w", "host", "cpu", 1, "test")
+            .expect("register");
         while let LeaseOutcome::Granted(g) = s.lease(&w).expect("lease") {
             let l = lease_ref(&w, &g);
             assert!(s.heartbeat(&l).expect("heartbeat"));
-            s.report_epochs(&l, &[EpochMetrics { epoch: 1, train_loss: f64::NAN, ..Default::default() }])
-                .expect("epochs");
+            s.report_epochs(
+                &l,
+                &[EpochMetrics {
+                    epoch: 1,
+                    train_loss: f64::NAN,
+                    ..Default::default()
+                }],
+            )
+            .expect("epochs");
             for cell in &g.cells {
-                assert!(s.complete_cell(&l, &cell.id, &result(0.5)).expect("complete"));
+                assert!(
+                    s.complete_cell(&l, &cell.id, &result(0.5))
+                        .expect("complete")
+                );
                 // A retried report for the same attempt is a no-op, not a duplicate.
                 assert!(!s.complete_cell(&l, &cell.id, &result(0.9)).expect("again"));
             }
@@ -81,8 +93,16 @@ fn a_sweep_runs_to_done_and_survives_reopening() {
     let d = s.sweep_detail(&p.sweep_id).expect("detail");
     assert_eq!(d.summary.state, SweepState::Done);
     assert_eq!(d.summary.cells.done, 4);
-    assert!(d.cells.iter().all(|c| c.result.map(|r| r.accuracy) == Some(0.5)));
-    assert!(d.runs.iter().all(|r| r.epochs.len() == 1 && r.epochs[0].train_loss.is_nan()));
+    assert!(
+        d.cells
+            .iter()
+            .all(|c| c.result.map(|r| r.accuracy) == Some(0.5))
+    );
+    assert!(
+        d.runs
+            .iter()
+            .all(|r| r.epochs.len() == 1 && r.epochs[0].train_loss.is_nan())
+    );
     // Re-submitting reuses every finished cell.
     let again = s.submit(&p, SWEEP).expect("resubmit");
     assert_eq!(again.cells_already_done, 4);
@@ -106,7 +126,10 @@ fn an_expired_lease_is_fenced_off_and_the_run_requeued() {
     let first = grant(&s, &a);
     std::thread::sleep(Duration::from_millis(5));
     let old = lease_ref(&a, &first);
-    assert!(!s.heartbeat(&old).expect("heartbeat answers"), "expired lease must stop");
+    assert!(
+        !s.heartbeat(&old).expect("heartbeat answers"),
+        "expired lease must stop"
+    );
     // The run goes to another worker under a new attempt...
     let mut second = grant(&s, &b);
     while second.run.id != first.run.id {
@@ -115,9 +138,14 @@ fn an_expired_lease_is_fenced_off_and_the_run_requeued() {
     assert_eq!(second.attempt, first.attempt + 1);
     // ...and the old attempt can no longer report anything.
     let cell = &first.cells[0].id;
-    let err = s.complete_cell(&old, cell, &result(0.1)).expect_err("fenced");
+    let err = s
+        .complete_cell(&old, cell, &result(0.1))
+        .expect_err("fenced");
     assert!(matches!(err, StoreError::LeaseLost { .. }), "{err}");
-    assert!(matches!(s.complete_run(&old), Err(StoreError::LeaseLost { .. })));
+    assert!(matches!(
+        s.complete_run(&old),
+        Err(StoreError::LeaseLost { .. })
+    ));
 }
 
 #[test]
@@ -134,17 +162,34 @@ fn failures_retry_with_backoff_then_fail_for_good() {
     s.submit(&p, &text).expect("submit");
     let w = s.register_worker("w", "h", "cpu", 1, "t").expect("w");
     let g = grant(&s, &w);
-    assert!(matches!(s.fail_run(&lease_ref(&w, &g), "CUDA OOM", true).expect("fail"), FailOutcome::RetryAt(_)));
+    assert!(matches!(
+        s.fail_run(&lease_ref(&w, &g), "CUDA OOM", true)
+            .expect("fail"),
+        FailOutcome::RetryAt(_)
+    ));
     let g2 = grant(&s, &w);
     assert_eq!(g2.attempt, 2);
-    assert_eq!(s.fail_run(&lease_ref(&w, &g2), "CUDA OOM", true).expect("fail"), FailOutcome::Failed);
+    assert_eq!(
+        s.fail_run(&lease_ref(&w, &g2), "CUDA OOM", true)
+            .expect("fail"),
+        FailOutcome::Failed
+    );
     let d = s.sweep_detail(&p.sweep_id).expect("detail");
     assert_eq!(d.summary.state, SweepState::Failed);
-    assert!(d.runs[0].error.as_deref().unwrap_or("").contains("CUDA OOM"));
+    assert!(
+        d.runs[0]
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("CUDA OOM")
+    );
     assert!(d.cells.iter().all(|c| c.state == "failed"));
     // Re-submitting re-opens the failed cells.
     s.submit(&p, &text).expect("resubmit");
-    assert!(matches!(s.lease(&w).expect("lease"), LeaseOutcome::Granted(_)));
+    assert!(matches!(
+        s.lease(&w).expect("lease"),
+        LeaseOutcome::Granted(_)
+    ));
 }
 
 #[test]
@@ -155,7 +200,11 @@ fn a_bad_parameter_is_not_retried() {
     s.submit(&p, SWEEP).expect("submit");
     let w = s.register_worker("w", "h", "cpu", 1, "t").expect("w");
     let g = grant(&s, &w);
-    assert_eq!(s.fail_run(&lease_ref(&w, &g), "no such file", false).expect("fail"), FailOutcome::Failed);
+    assert_eq!(
+        s.fail_run(&lease_ref(&w, &g), "no such file", false)
+            .expect("fail"),
+        FailOutcome::Failed
+    );
 }
 
 #[test]
@@ -167,17 +216,29 @@ fn cancel_stops_leased_work_and_settles_the_sweep() {
     let w = s.register_worker("w", "h", "cpu", 1, "t").expect("w");
     let g = grant(&s, &w);
     assert_eq!(s.cancel(&p.sweep_id).expect("cancel"), 4);
-    assert!(!s.heartbeat(&lease_ref(&w, &g)).expect("heartbeat"), "worker must stop");
+    assert!(
+        !s.heartbeat(&lease_ref(&w, &g)).expect("heartbeat"),
+        "worker must stop"
+    );
     let summary = s.sweep_summary(&p.sweep_id).expect("summary");
     assert_eq!(summary.state, SweepState::Cancelled);
     assert!(matches!(s.lease(&w).expect("lease"), LeaseOutcome::Idle));
-    assert!(matches!(s.cancel("s-nope"), Err(StoreError::SweepNotFound(_))));
+    assert!(matches!(
+        s.cancel("s-nope"),
+        Err(StoreError::SweepNotFound(_))
+    ));
 }
 
 #[test]
 fn unknown_workers_and_sweeps_are_named_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = store(&dir, LeaseSettings::default());
-    assert!(matches!(s.lease("w-nobody"), Err(StoreError::UnknownWorker(_))));
-    assert!(matches!(s.sweep_detail("s-nothing"), Err(StoreError::SweepNotFound(_))));
+    assert!(matches!(
+        s.lease("w-nobody"),
+        Err(StoreError::UnknownWorker(_))
+    ));
+    assert!(matches!(
+        s.sweep_detail("s-nothing"),
+        Err(StoreError::SweepNotFound(_))
+    ));
 }

@@ -192,7 +192,9 @@ fn resolve_attack(
             restarts,
         } => {
             v.check(steps >= 1, || format!("{at}: steps must be at least 1"))?;
-            v.check(restarts >= 1, || format!("{at}: restarts must be at least 1"))?;
+            v.check(restarts >= 1, || {
+                format!("{at}: restarts must be at least 1")
+            })?;
             let step = match (step_size, step_fraction) {
                 (Some(_), Some(_)) => {
                     return v.fail(format!(
@@ -289,7 +291,9 @@ fn resolve_defense(
 
 fn training(v: &Validator, file: &SweepFile) -> Result<TrainingSpec, SweepError> {
     let t = &file.training;
-    v.check(t.epochs >= 1, || "training.epochs must be at least 1".into())?;
+    v.check(t.epochs >= 1, || {
+        "training.epochs must be at least 1".into()
+    })?;
     v.check(t.batch_size >= 1, || {
         "training.batch_size must be at least 1".into()
     })?;
@@ -314,7 +318,11 @@ fn training(v: &Validator, file: &SweepFile) -> Result<TrainingSpec, SweepError>
             weight_decay: t.weight_decay,
             nesterov: t.nesterov,
         },
-        other => return v.fail(format!("training.optimizer: unknown optimizer `{other}` (known: sgd)")),
+        other => {
+            return v.fail(format!(
+                "training.optimizer: unknown optimizer `{other}` (known: sgd)"
+            ));
+        }
     };
     v.check(file.evaluation.batch_size >= 1, || {
         "evaluation.batch_size must be at least 1".into()
@@ -414,7 +422,12 @@ pub fn expand(file: &SweepFile, overrides: &Overrides, origin: &str) -> Result<P
     let attacks = grid
         .attacks
         .iter()
-        .map(|name| Ok((name.clone(), resolve_attack(&v, file, name, "grid.attacks")?)))
+        .map(|name| {
+            Ok((
+                name.clone(),
+                resolve_attack(&v, file, name, "grid.attacks")?,
+            ))
+        })
         .collect::<Result<Vec<_>, SweepError>>()?;
     let defenses = grid
         .defenses

@@ -1,0 +1,165 @@
+//! `advsweep coordinator` as a separate process, driven the way a user would: gRPC health and
+//! reflection (what grpcurl and Kubernetes probes use), then `submit`, `status`, `cancel`,
+//! `watch` from the CLI.
+
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use advsweep_tests::workspace_bin;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+const SWEEP: &str = r#"
+version = 1
+name = "client-test"
+[data]
+source = "synthetic"
+[grid]
+models = ["basic"]
+defenses = ["standard", "at-pgd-linf"]
+attacks = ["none", "pgd-linf"]
+epsilons = ["4/255", "8/255"]
+"#;
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+fn cli(url: &str, args: &[&str]) -> Output {
+    Command::new(workspace_bin("advsweep"))
+        .args(args)
+        .env("ADVSWEEP_COORDINATOR", url)
+        .output()
+        .expect("advsweep runs")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinator_process_serves_health_reflection_and_the_cli() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let url = format!("http://{addr}");
+    let _coordinator = KillOnDrop(
+        Command::new(workspace_bin("advsweep"))
+            .args(["coordinator", "--listen", &addr, "--state-dir"])
+            .arg(state.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("coordinator starts"),
+    );
+
+    // Health: SERVING for both services once up.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let channel = loop {
+        match tonic::transport::Endpoint::from_shared(url.clone()).expect("url").connect().await {
+            Ok(c) => break c,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("coordinator never came up: {e}"),
+        }
+    };
+    let mut health = HealthClient::new(channel.clone());
+    for service in ["advsweep.v1.SweepService", "advsweep.v1.WorkerService"] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("health check")
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::Serving as i32, "{service}");
+    }
+
+    // Reflection lists our services (what `grpcurl list` shows).
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .expect("reflection call")
+        .into_inner();
+    let response = responses.message().await.expect("stream").expect("a response");
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection response");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for expected in ["advsweep.v1.SweepService", "advsweep.v1.WorkerService", "grpc.health.v1.Health"] {
+        assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+    }
+
+    // The CLI against it.
+    let file = state.path().join("sweep.toml");
+    std::fs::write(&file, SWEEP).expect("write");
+    let file = file.display().to_string();
+    let out = cli(&url, &["submit", &file]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(stdout.contains("3 runs, 7 cells, 0 already done"), "{stdout}");
+    let sweep_id = stdout
+        .split_whitespace()
+        .find(|w| w.starts_with("(s-"))
+        .map(|w| w.trim_matches(|c| c == '(' || c == ')' || c == ':').to_owned())
+        .expect("sweep id in output");
+
+    let out = cli(&url, &["status"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&sweep_id), "{}", text(&out));
+
+    let out = cli(&url, &["status", &sweep_id]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(stdout.contains("cells: 0/7 done, 7 pending"), "{stdout}");
+    assert!(stdout.contains("| pgd-linf | 8/255 |"), "{stdout}");
+
+    // Resubmitting is idempotent.
+    let out = cli(&url, &["submit", &file]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&sweep_id), "{}", text(&out));
+
+    let out = cli(&url, &["cancel", &sweep_id]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("7 cells cancelled"), "{}", text(&out));
+
+    // watch ends at once on a settled sweep; a cancelled sweep is not a success.
+    let out = cli(&url, &["watch", &sweep_id]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cancelled"), "{}", text(&out));
+
+    // Unknown sweeps and unreachable coordinators are clear errors.
+    let out = cli(&url, &["status", "s-doesnotexist"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no sweep with id `s-doesnotexist`"), "{}", text(&out));
+    let out = cli(&format!("http://127.0.0.1:{}", free_port()), &["status"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the coordinator"), "{}", text(&out));
+}

@@ -130,12 +130,21 @@ pub async fn run(
                     None => {
                         let wait = Duration::from_millis(response.retry_after_ms)
                             .clamp(IDLE_POLL_MIN, IDLE_POLL_MAX);
-                        debug!(idle = response.idle, wait_ms = wait.as_millis() as u64, "no work");
+                        debug!(
+                            idle = response.idle,
+                            wait_ms = wait.as_millis() as u64,
+                            "no work"
+                        );
                         sleep_or_shutdown(wait, &mut shutdown).await;
                     }
                 }
             }
-            Err(status) if matches!(status.code(), Code::NotFound | Code::Unauthenticated | Code::FailedPrecondition) => {
+            Err(status)
+                if matches!(
+                    status.code(),
+                    Code::NotFound | Code::Unauthenticated | Code::FailedPrecondition
+                ) =>
+            {
                 // The coordinator does not know us (it restarted with fresh state): register
                 // again.
                 warn!(code = ?status.code(), message = status.message(), "lease refused; registering again");
@@ -190,7 +199,8 @@ async fn register(client: &Client, cfg: &AgentConfig) -> anyhow::Result<Session>
                 let r = response.into_inner();
                 let heartbeat_interval = match r.heartbeat_interval_ms {
                     0 => DEFAULT_HEARTBEAT,
-                    ms => Duration::from_millis(ms).clamp(Duration::from_millis(100), Duration::from_secs(60)),
+                    ms => Duration::from_millis(ms)
+                        .clamp(Duration::from_millis(100), Duration::from_secs(60)),
                 };
                 info!(
                     worker_id = %r.worker_id,
@@ -229,13 +239,20 @@ async fn register(client: &Client, cfg: &AgentConfig) -> anyhow::Result<Session>
 fn is_transient(status: &Status) -> bool {
     matches!(
         status.code(),
-        Code::Unavailable | Code::Unknown | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Aborted
+        Code::Unavailable
+            | Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Aborted
     )
 }
 
 /// The coordinator no longer considers this lease ours.
 fn lease_gone(status: &Status) -> bool {
-    matches!(status.code(), Code::FailedPrecondition | Code::NotFound)
+    matches!(
+        status.code(),
+        Code::FailedPrecondition | Code::NotFound | Code::Unauthenticated
+    )
 }
 
 /// Calls an RPC, retrying transient failures with exponential backoff.
@@ -314,7 +331,10 @@ impl LeaseState {
                     lease: Some(self.lease.clone()),
                     epochs: vec![epoch_to_wire(&m)],
                 };
-                let result = call("ReportMetrics", || rpc!(self.client, report_metrics, request)).await;
+                let result = call("ReportMetrics", || {
+                    rpc!(self.client, report_metrics, request)
+                })
+                .await;
                 self.check("ReportMetrics", result);
             }
             Progress::Cell { cell_id, result } => {
@@ -323,7 +343,8 @@ impl LeaseState {
                     cell_id: cell_id.clone(),
                     result: Some(cell_result_to_wire(&result)),
                 };
-                let result = call("CompleteCell", || rpc!(self.client, complete_cell, request)).await;
+                let result =
+                    call("CompleteCell", || rpc!(self.client, complete_cell, request)).await;
                 if self.check("CompleteCell", result) {
                     debug!(cell_id, "cell reported");
                 }
@@ -392,8 +413,16 @@ async fn execute_lease(
     lease: pb::Lease,
     shutdown: watch::Receiver<bool>,
 ) {
-    let run_id = lease.run.as_ref().map(|r| r.run_id.clone()).unwrap_or_default();
-    let sweep_id = lease.run.as_ref().map(|r| r.sweep_id.clone()).unwrap_or_default();
+    let run_id = lease
+        .run
+        .as_ref()
+        .map(|r| r.run_id.clone())
+        .unwrap_or_default();
+    let sweep_id = lease
+        .run
+        .as_ref()
+        .map(|r| r.sweep_id.clone())
+        .unwrap_or_default();
     let span = info_span!(
         "run",
         sweep_id = %sweep_id,
@@ -413,9 +442,15 @@ async fn execute_lease(
         cancel: Arc::new(AtomicBool::new(false)),
         lost: AtomicBool::new(false),
     });
-    execute_lease_inner(state, executor.clone(), session.heartbeat_interval, lease, shutdown)
-        .instrument(span)
-        .await;
+    execute_lease_inner(
+        state,
+        executor.clone(),
+        session.heartbeat_interval,
+        lease,
+        shutdown,
+    )
+    .instrument(span)
+    .await;
 }
 
 async fn execute_lease_inner(
@@ -447,7 +482,12 @@ async fn execute_lease_inner(
         "starting run"
     );
 
-    let heartbeat = tokio::spawn(state.clone().heartbeat(heartbeat_interval).instrument(Span::current()));
+    let heartbeat = tokio::spawn(
+        state
+            .clone()
+            .heartbeat(heartbeat_interval)
+            .instrument(Span::current()),
+    );
     let (tx, mut rx) = mpsc::channel::<Progress>(64);
     let cancel = state.cancel.clone();
     let span = Span::current();

@@ -131,7 +131,12 @@ fn pgd(
         };
         for _ in 0..cfg.steps {
             let grad = input_gradient(model, &x_adv, y, train)?;
-            x_adv = project(&ascend(&x_adv, &grad, cfg.norm, cfg.step)?, x, cfg.norm, cfg.epsilon)?;
+            x_adv = project(
+                &ascend(&x_adv, &grad, cfg.norm, cfg.step)?,
+                x,
+                cfg.norm,
+                cfg.epsilon,
+            )?;
         }
         if cfg.restarts == 1 {
             return Ok(x_adv);
@@ -139,7 +144,8 @@ fn pgd(
         let (wrong, loss) = tch::no_grad(|| -> anyhow::Result<(Tensor, Tensor)> {
             let logits = model.forward(&x_adv, train)?;
             let wrong = logits.f_argmax(-1, false)?.f_ne_tensor(y)?;
-            let loss = logits.f_cross_entropy_loss::<Tensor>(y, None, Reduction::None, -100, 0.0)?;
+            let loss =
+                logits.f_cross_entropy_loss::<Tensor>(y, None, Reduction::None, -100, 0.0)?;
             Ok((wrong, loss))
         })?;
         best = Some(match best {
@@ -177,9 +183,7 @@ fn input_gradient(
     let logits = model.forward(&x, train)?;
     let loss = logits.f_cross_entropy_loss::<Tensor>(y, None, Reduction::Sum, -100, 0.0)?;
     let mut grads = Tensor::f_run_backward(&[&loss], &[&x], false, false)?;
-    grads
-        .pop()
-        .context("autograd returned no input gradient")
+    grads.pop().context("autograd returned no input gradient")
 }
 
 /// Per-example ℓ2 norm, shaped `[N, 1, 1, 1]` for broadcasting.
@@ -203,7 +207,12 @@ fn ascend(x: &Tensor, grad: &Tensor, norm: Norm, step: f64) -> Result<Tensor, tc
 /// For ℓ∞ both sets are boxes and clamping coordinate-wise is the exact projection onto their
 /// intersection. For ℓ2, rescaling δ then clamping keeps ‖δ‖₂ ≤ ε, because clamping to
 /// [0, 1] (with `x` inside it) only moves coordinates towards `x`.
-pub fn project(x_adv: &Tensor, x: &Tensor, norm: Norm, epsilon: f64) -> Result<Tensor, tch::TchError> {
+pub fn project(
+    x_adv: &Tensor,
+    x: &Tensor,
+    norm: Norm,
+    epsilon: f64,
+) -> Result<Tensor, tch::TchError> {
     let projected = match norm {
         Norm::Linf => {
             let lo = x.f_sub_scalar(epsilon)?;
@@ -214,7 +223,10 @@ pub fn project(x_adv: &Tensor, x: &Tensor, norm: Norm, epsilon: f64) -> Result<T
             let delta = x_adv.f_sub(x)?;
             let norms = l2_norms(&delta)?;
             // min(1, ε/‖δ‖); ‖δ‖ = 0 gives +inf, clamped to 1.
-            let factor = norms.f_reciprocal()?.f_mul_scalar(epsilon)?.f_clamp_max(1.0)?;
+            let factor = norms
+                .f_reciprocal()?
+                .f_mul_scalar(epsilon)?
+                .f_clamp_max(1.0)?;
             x.f_add(&delta.f_mul(&factor)?)?
         }
     };
@@ -223,7 +235,12 @@ pub fn project(x_adv: &Tensor, x: &Tensor, norm: Norm, epsilon: f64) -> Result<T
 
 /// A uniformly random point of the ε-box (ℓ∞) or a random direction at a uniformly random
 /// radius in [0, ε] (ℓ2) around `x`, clamped to [0, 1].
-fn random_start_point(x: &Tensor, norm: Norm, epsilon: f64, rng: &mut Rng) -> anyhow::Result<Tensor> {
+fn random_start_point(
+    x: &Tensor,
+    norm: Norm,
+    epsilon: f64,
+    rng: &mut Rng,
+) -> anyhow::Result<Tensor> {
     tch::manual_seed((rng.next_u64() >> 1) as i64);
     let delta = match norm {
         Norm::Linf => x
@@ -234,8 +251,8 @@ fn random_start_point(x: &Tensor, norm: Norm, epsilon: f64, rng: &mut Rng) -> an
             let direction = x.f_randn_like()?;
             let unit = direction.f_div(&l2_norms(&direction)?.f_clamp_min(TINY)?)?;
             let n = x.size().first().copied().unwrap_or(0);
-            let radius = Tensor::f_rand([n, 1, 1, 1], (Kind::Float, x.device()))?
-                .f_mul_scalar(epsilon)?;
+            let radius =
+                Tensor::f_rand([n, 1, 1, 1], (Kind::Float, x.device()))?.f_mul_scalar(epsilon)?;
             unit.f_mul(&radius)?
         }
     };
@@ -306,8 +323,14 @@ mod tests {
         for attack in all_attacks(Norm::Linf) {
             let adv = perturb(&model, &x, &y, &attack, eps, false, &mut rng)?;
             let (linf, _) = perturbation_norms(&adv, &x)?;
-            assert!(linf.iter().all(|&d| d <= eps + 1e-6), "{attack:?}: {linf:?}");
-            assert!(linf.iter().any(|&d| d > eps * 0.5), "{attack:?} did nothing");
+            assert!(
+                linf.iter().all(|&d| d <= eps + 1e-6),
+                "{attack:?}: {linf:?}"
+            );
+            assert!(
+                linf.iter().any(|&d| d > eps * 0.5),
+                "{attack:?} did nothing"
+            );
             assert!(f64::try_from(adv.f_min()?)? >= 0.0);
             assert!(f64::try_from(adv.f_max()?)? <= 1.0);
         }
@@ -323,7 +346,10 @@ mod tests {
         for attack in all_attacks(Norm::L2) {
             let adv = perturb(&model, &x, &y, &attack, eps, false, &mut rng)?;
             let (_, l2) = perturbation_norms(&adv, &x)?;
-            assert!(l2.iter().all(|&d| d <= eps * (1.0 + 1e-5)), "{attack:?}: {l2:?}");
+            assert!(
+                l2.iter().all(|&d| d <= eps * (1.0 + 1e-5)),
+                "{attack:?}: {l2:?}"
+            );
             assert!(l2.iter().any(|&d| d > eps * 0.1), "{attack:?} did nothing");
             assert!(f64::try_from(adv.f_min()?)? >= 0.0);
             assert!(f64::try_from(adv.f_max()?)? <= 1.0);

@@ -100,7 +100,8 @@ impl Executor {
         );
 
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        let reuse = matches!(&*cache, Some((spec, ds)) if spec == &run.data && ds.device() == self.device);
+        let reuse =
+            matches!(&*cache, Some((spec, ds)) if spec == &run.data && ds.device() == self.device);
         if !reuse {
             *cache = None; // free the old set before loading the new one
             let t0 = Instant::now();
@@ -269,7 +270,10 @@ mod tests {
             Ok(())
         })?;
         assert_eq!(events.len(), 3);
-        assert!(matches!(events[0], Progress::Epoch(EpochMetrics { epoch: 1, .. })));
+        assert!(matches!(
+            events[0],
+            Progress::Epoch(EpochMetrics { epoch: 1, .. })
+        ));
         let Progress::Cell { cell_id, result } = &events[1] else {
             anyhow::bail!("expected a cell, got {:?}", events[1]);
         };
@@ -291,17 +295,37 @@ mod tests {
         let cancel = AtomicBool::new(false);
         let mut ignore = |_: Progress| Ok(());
 
-        let err = executor.run_catching(&run_spec("nope", synthetic(), Defense::Standard), &[], &cancel, &mut ignore);
-        let err = err.err().unwrap_or_else(|| anyhow::anyhow!("expected an error"));
-        assert!(format!("{err:#}").contains("unknown model `nope`"), "{err:#}");
+        let err = executor.run_catching(
+            &run_spec("nope", synthetic(), Defense::Standard),
+            &[],
+            &cancel,
+            &mut ignore,
+        );
+        let err = err
+            .err()
+            .unwrap_or_else(|| anyhow::anyhow!("expected an error"));
+        assert!(
+            format!("{err:#}").contains("unknown model `nope`"),
+            "{err:#}"
+        );
         assert!(!is_retryable(&err));
 
         let missing = DataSource::Cifar10Binary {
             path: "/definitely/not/here".into(),
         };
-        let err = executor.run_catching(&run_spec("basic", missing, Defense::Standard), &[], &cancel, &mut ignore);
-        let err = err.err().unwrap_or_else(|| anyhow::anyhow!("expected an error"));
-        assert!(format!("{err:#}").contains("/definitely/not/here"), "{err:#}");
+        let err = executor.run_catching(
+            &run_spec("basic", missing, Defense::Standard),
+            &[],
+            &cancel,
+            &mut ignore,
+        );
+        let err = err
+            .err()
+            .unwrap_or_else(|| anyhow::anyhow!("expected an error"));
+        assert!(
+            format!("{err:#}").contains("/definitely/not/here"),
+            "{err:#}"
+        );
         assert!(!is_retryable(&err));
     }
 

@@ -1,5 +1,6 @@
 //! `advsweep-worker`: see the library crate (`advsweep_worker`) for the modules.
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -13,8 +14,12 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: worker logs usually end up in files.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -26,14 +31,19 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let threads = cli.threads.map_or_else(device::default_threads, |t| t as usize);
+    let threads = cli
+        .threads
+        .map_or_else(device::default_threads, |t| t as usize);
     device::set_threads(threads);
     let device = device::select(cli.device)?;
     let label = device::label(device);
 
     if cli.self_check {
         let loss = selfcheck::run(device)?;
-        println!("advsweep-worker {} self-check: device {label}, loss {loss:.4}: ok", env!("CARGO_PKG_VERSION"));
+        println!(
+            "advsweep-worker {} self-check: device {label}, loss {loss:.4}: ok",
+            env!("CARGO_PKG_VERSION")
+        );
         return Ok(());
     }
 
@@ -62,7 +72,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         let (tx, rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             wait_for_signal().await;
-            warn!("signal received: stopping the current run and exiting (signal again to exit now)");
+            warn!(
+                "signal received: stopping the current run and exiting (signal again to exit now)"
+            );
             let _ = tx.send(true);
             wait_for_signal().await;
             warn!("second signal: exiting immediately");

@@ -81,7 +81,8 @@ pub fn train(
                     .with_context(|| format!("crafting adversarial examples (epoch {epoch})"))?;
             }
             let logits = model.forward(&x, true)?;
-            let loss = logits.f_cross_entropy_loss::<Tensor>(&y, None, Reduction::Mean, -100, 0.0)?;
+            let loss =
+                logits.f_cross_entropy_loss::<Tensor>(&y, None, Reduction::Mean, -100, 0.0)?;
             opt.zero_grad();
             loss.f_backward()?;
             opt.step();
@@ -118,10 +119,9 @@ fn build_optimizer(model: &dyn Classifier, t: &TrainingSpec) -> anyhow::Result<n
             nesterov,
         } => {
             if nesterov && momentum <= 0.0 {
-                return Err(Permanent(
-                    "Nesterov momentum needs a momentum greater than 0".into(),
-                )
-                .into());
+                return Err(
+                    Permanent("Nesterov momentum needs a momentum greater than 0".into()).into(),
+                );
             }
             let sgd = nn::Sgd {
                 momentum,
@@ -146,7 +146,9 @@ fn adversarial_mix(
     rng: &mut Rng,
 ) -> anyhow::Result<Tensor> {
     let b = x.size().first().copied().unwrap_or(0);
-    let k = ((fraction * b as f64).round() as i64).clamp(1, b.max(1)).min(b);
+    let k = ((fraction * b as f64).round() as i64)
+        .clamp(1, b.max(1))
+        .min(b);
     if k == 0 {
         return Ok(x.shallow_clone());
     }

@@ -15,7 +15,11 @@ fn self_check_runs_without_ld_library_path() {
         .expect("failed to start advsweep-worker");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "status {:?}\nstdout: {stdout}\nstderr: {stderr}", out.status);
+    assert!(
+        out.status.success(),
+        "status {:?}\nstdout: {stdout}\nstderr: {stderr}",
+        out.status
+    );
     assert!(stdout.contains("ok"), "stdout: {stdout}");
     assert!(stdout.contains("cpu"), "stdout: {stdout}");
 }
@@ -42,8 +46,14 @@ fn the_binary_embeds_a_runpath_to_libtorch() {
             .map(str::trim)
             .any(|dir| std::path::Path::new(dir).join("libtorch_cpu.so").exists())
     });
-    assert!(holds_libtorch, "no RUNPATH entry holds libtorch_cpu.so: {paths:?}");
-    assert!(dynamic.contains("libtorch"), "libtorch is not NEEDED:\n{dynamic}");
+    assert!(
+        holds_libtorch,
+        "no RUNPATH entry holds libtorch_cpu.so: {paths:?}"
+    );
+    assert!(
+        dynamic.contains("libtorch"),
+        "libtorch is not NEEDED:\n{dynamic}"
+    );
 }
 
 #[test]
@@ -63,7 +73,13 @@ fn version_and_help_work() {
         .output()
         .expect("failed to start advsweep-worker");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--coordinator", "--device", "--threads", "--exit-when-idle", "--self-check"] {
+    for flag in [
+        "--coordinator",
+        "--device",
+        "--threads",
+        "--exit-when-idle",
+        "--self-check",
+    ] {
         assert!(stdout.contains(flag), "--help lacks {flag}:\n{stdout}");
     }
 }
@@ -78,7 +94,10 @@ fn cuda_on_a_cpu_machine_fails_cleanly_or_works() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     if out.status.success() {
-        assert!(stdout.contains("cuda:0") && stdout.contains("ok"), "{stdout}");
+        assert!(
+            stdout.contains("cuda:0") && stdout.contains("ok"),
+            "{stdout}"
+        );
     } else {
         assert_eq!(out.status.code(), Some(1), "{stderr}");
         assert!(stderr.contains("CUDA"), "{stderr}");

@@ -17,7 +17,10 @@ use advsweep_worker::train::{TrainConfig, train};
 use tch::Device;
 
 fn env_f64(name: &str, default: f64) -> f64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 #[test]
@@ -44,7 +47,10 @@ fn synthetic_calibration() -> anyhow::Result<()> {
     let t0 = std::time::Instant::now();
     let data_seed = env_f64("SYN_DATA_SEED", 0.0) as u64;
     let (train_split, test_split) = synthetic::generate_with(data_seed, 4000, 1000, params)?;
-    println!("generated 5000 images in {:.2}s", t0.elapsed().as_secs_f64());
+    println!(
+        "generated 5000 images in {:.2}s",
+        t0.elapsed().as_secs_f64()
+    );
     let data = Dataset::from_host(train_split, test_split, "synthetic".into(), Device::Cpu)?;
     let training = TrainingSpec {
         epochs,
@@ -79,7 +85,8 @@ fn synthetic_calibration() -> anyhow::Result<()> {
         random_start: true,
         restarts: 1,
     };
-    // SYN_AT=1: adversarial training with PGD-ℓ∞ (7 steps) at 8/255 instead of standard.
+    // SYN_AT=1: adversarial training with PGD-ℓ∞ (7 steps) at SYN_AT_EPS/255 (default 8) on
+    // SYN_AT_FRACTION of each batch, instead of standard training.
     let defense = if env_f64("SYN_AT", 0.0) > 0.0 {
         Defense::Adversarial {
             attack: Attack::Pgd {
@@ -89,8 +96,8 @@ fn synthetic_calibration() -> anyhow::Result<()> {
                 random_start: true,
                 restarts: 1,
             },
-            epsilon: eps,
-            fraction: 1.0,
+            epsilon: env_f64("SYN_AT_EPS", 8.0) / 255.0,
+            fraction: env_f64("SYN_AT_FRACTION", 1.0),
         }
     } else {
         Defense::Standard

@@ -164,8 +164,14 @@ mod tests {
         // As tensors: pixel (c=2, y=0, x=9) of training image 13.
         let ds = Dataset::from_host(train, test, "fixture".into(), Device::Cpu)?;
         assert_eq!(ds.train_x.size(), vec![25, 3, 32, 32]);
-        assert_eq!(i64::try_from(ds.train_x.f_get(13)?.f_get(2)?.f_get(0)?.f_get(9)?)?, 202);
-        assert_eq!(i64::try_from(ds.train_x.f_get(13)?.f_get(0)?.f_get(31)?.f_get(31)?)?, 13);
+        assert_eq!(
+            i64::try_from(ds.train_x.f_get(13)?.f_get(2)?.f_get(0)?.f_get(9)?)?,
+            202
+        );
+        assert_eq!(
+            i64::try_from(ds.train_x.f_get(13)?.f_get(0)?.f_get(31)?.f_get(31)?)?,
+            13
+        );
         assert_eq!(i64::try_from(ds.train_y.f_get(13)?)?, 3);
 
         let (direct, _) = load(&dir, 3, 1)?;
@@ -190,7 +196,10 @@ mod tests {
         let bytes = std::fs::read(&test)?;
         std::fs::write(&test, &bytes[..1000])?;
         let err = load(dir.path(), 10, 10).err();
-        assert!(matches!(err, Some(DataError::WrongSize { found: 1000, .. })));
+        assert!(matches!(
+            err,
+            Some(DataError::WrongSize { found: 1000, .. })
+        ));
         let err = err.map(|e| e.to_string()).unwrap_or_default();
         assert!(err.contains("test_batch.bin"), "{err}");
         assert!(err.contains("expected 30730000 bytes, found 1000"), "{err}");

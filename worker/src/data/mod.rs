@@ -151,8 +151,11 @@ impl Dataset {
                 (train, test, format!("synthetic(seed={seed})"))
             }
             DataSource::Cifar10Binary { path } => {
-                let (train, test) =
-                    cifar10::load(std::path::Path::new(path), spec.train_limit, spec.eval_limit)?;
+                let (train, test) = cifar10::load(
+                    std::path::Path::new(path),
+                    spec.train_limit,
+                    spec.eval_limit,
+                )?;
                 (train, test, format!("cifar10({path})"))
             }
         };

@@ -323,8 +323,8 @@ mod tests {
         assert!(counts.iter().all(|&c| c == 20), "{counts:?}");
 
         // Pixels use the range without saturating most of the time.
-        let mean = a_train.images.iter().map(|&v| f64::from(v)).sum::<f64>()
-            / a_train.images.len() as f64;
+        let mean =
+            a_train.images.iter().map(|&v| f64::from(v)).sum::<f64>() / a_train.images.len() as f64;
         assert!((100.0..155.0).contains(&mean), "mean pixel {mean}");
         Ok(())
     }

@@ -71,7 +71,11 @@ pub struct Normalize {
 
 impl Normalize {
     pub fn cifar10(device: Device) -> Result<Normalize, TchError> {
-        let stat = |v: &[f32; 3]| Tensor::f_from_slice(v)?.f_view([1, 3, 1, 1])?.f_to_device(device);
+        let stat = |v: &[f32; 3]| {
+            Tensor::f_from_slice(v)?
+                .f_view([1, 3, 1, 1])?
+                .f_to_device(device)
+        };
         Ok(Normalize {
             mean: stat(&CIFAR10_MEAN)?,
             std: stat(&CIFAR10_STD)?,
@@ -89,7 +93,9 @@ mod tests {
 
     #[test]
     fn unknown_models_are_named_with_the_catalogue() {
-        let err = build("resnet9000", Device::Cpu).err().map(|e| e.to_string());
+        let err = build("resnet9000", Device::Cpu)
+            .err()
+            .map(|e| e.to_string());
         let err = err.unwrap_or_default();
         assert!(err.contains("resnet9000") && err.contains("basic"), "{err}");
     }

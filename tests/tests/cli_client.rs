@@ -6,13 +6,13 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use advsweep_tests::workspace_bin;
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-use tonic_reflection::pb::v1::ServerReflectionRequest;
 
 const SWEEP: &str = r#"
 version = 1
@@ -76,7 +76,11 @@ async fn coordinator_process_serves_health_reflection_and_the_cli() {
     // Health: SERVING for both services once up.
     let deadline = Instant::now() + Duration::from_secs(20);
     let channel = loop {
-        match tonic::transport::Endpoint::from_shared(url.clone()).expect("url").connect().await {
+        match tonic::transport::Endpoint::from_shared(url.clone())
+            .expect("url")
+            .connect()
+            .await
+        {
             Ok(c) => break c,
             Err(e) if Instant::now() < deadline => {
                 let _ = e;
@@ -109,13 +113,24 @@ async fn coordinator_process_serves_health_reflection_and_the_cli() {
         .await
         .expect("reflection call")
         .into_inner();
-    let response = responses.message().await.expect("stream").expect("a response");
+    let response = responses
+        .message()
+        .await
+        .expect("stream")
+        .expect("a response");
     let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
         panic!("unexpected reflection response");
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for expected in ["advsweep.v1.SweepService", "advsweep.v1.WorkerService", "grpc.health.v1.Health"] {
-        assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+    for expected in [
+        "advsweep.v1.SweepService",
+        "advsweep.v1.WorkerService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
     }
 
     // The CLI against it.
@@ -125,16 +140,26 @@ async fn coordinator_process_serves_health_reflection_and_the_cli() {
     let out = cli(&url, &["submit", &file]);
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(stdout.contains("3 runs, 7 cells, 0 already done"), "{stdout}");
+    assert!(
+        stdout.contains("3 runs, 7 cells, 0 already done"),
+        "{stdout}"
+    );
     let sweep_id = stdout
         .split_whitespace()
         .find(|w| w.starts_with("(s-"))
-        .map(|w| w.trim_matches(|c| c == '(' || c == ')' || c == ':').to_owned())
+        .map(|w| {
+            w.trim_matches(|c| c == '(' || c == ')' || c == ':')
+                .to_owned()
+        })
         .expect("sweep id in output");
 
     let out = cli(&url, &["status"]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains(&sweep_id), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&sweep_id),
+        "{}",
+        text(&out)
+    );
 
     let out = cli(&url, &["status", &sweep_id]);
     assert!(out.status.success(), "{}", text(&out));
@@ -144,22 +169,42 @@ async fn coordinator_process_serves_health_reflection_and_the_cli() {
 
     // Resubmitting is idempotent.
     let out = cli(&url, &["submit", &file]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains(&sweep_id), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&sweep_id),
+        "{}",
+        text(&out)
+    );
 
     let out = cli(&url, &["cancel", &sweep_id]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("7 cells cancelled"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("7 cells cancelled"),
+        "{}",
+        text(&out)
+    );
 
     // watch ends at once on a settled sweep; a cancelled sweep is not a success.
     let out = cli(&url, &["watch", &sweep_id]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cancelled"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cancelled"),
+        "{}",
+        text(&out)
+    );
 
     // Unknown sweeps and unreachable coordinators are clear errors.
     let out = cli(&url, &["status", "s-doesnotexist"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no sweep with id `s-doesnotexist`"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no sweep with id `s-doesnotexist`"),
+        "{}",
+        text(&out)
+    );
     let out = cli(&format!("http://127.0.0.1:{}", free_port()), &["status"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the coordinator"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot reach the coordinator"),
+        "{}",
+        text(&out)
+    );
 }

@@ -55,7 +55,8 @@ fn mean_std(values: &[f64]) -> (f64, f64) {
 }
 
 impl ResultsTable {
-    /// Rows and columns appear in the order of `cells` (file order).
+    /// Columns appear in the order of `cells` (file order); rows are grouped by attack in file
+    /// order with ε ascending.
     pub fn new(cells: &[CellRow]) -> Self {
         let mut columns = Vec::new();
         let mut rows = Vec::new();
@@ -72,6 +73,23 @@ impl ResultsTable {
                 _ => {}
             }
         }
+        // Rows grouped by attack (in file order), ε ascending within an attack.
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        let attack_rank = |i: usize| rows.iter().position(|(a, _)| *a == rows[i].0).unwrap_or(i);
+        order.sort_by(|&a, &b| {
+            attack_rank(a)
+                .cmp(&attack_rank(b))
+                .then(rows[a].1.total_cmp(&rows[b].1))
+        });
+        let mut new_index = vec![0; rows.len()];
+        for (new, &old) in order.iter().enumerate() {
+            new_index[old] = new;
+        }
+        let entries = entries
+            .into_iter()
+            .map(|((r, c), e)| ((new_index[r], c), e))
+            .collect();
+        let rows = order.iter().map(|&i| rows[i].clone()).collect();
         ResultsTable {
             columns,
             rows,
@@ -176,6 +194,7 @@ mod tests {
             cell("standard", "none", 0.0, 1, Some(0.6)),
             cell("standard", "fgsm", 8.0 / 255.0, 0, Some(0.2)),
             cell("at", "fgsm", 8.0 / 255.0, 0, None),
+            cell("at", "none", 8.0 / 255.0, 0, Some(0.9)),
         ]);
         assert!((t.accuracy("none", 0.0, "basic", "standard").unwrap_or(0.0) - 0.7).abs() < 1e-12);
         assert_eq!(t.accuracy("fgsm", 8.0 / 255.0, "basic", "at"), None);

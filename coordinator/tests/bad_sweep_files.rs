@@ -95,6 +95,15 @@ fn cases() -> Vec<(&'static str, String, &'static str)> {
             "training.epochs",
         ),
         ("not TOML", "version = 1\nname = [".to_owned(), "bad.toml"),
+        ("bad WideResNet depth", GOOD.replace(r#"["basic"]"#, r#"["wrn-27-10"]"#), "6n+4"),
+        ("unknown noise point", format!("{GOOD}\n[models.n]\narch = \"basic\"\nnoise = {{ sigma = 0.1, layers = [\"layer9\"] }}\n").replace(r#"models = ["basic"]"#, r#"models = ["n"]"#), "layer9"),
+        ("key that does not apply to the kind", format!("{GOOD}\n[defenses.s]\nkind = \"standard\"\nattack = \"fgsm\"\n").replace(r#"["standard"]"#, r#"["s"]"#), "key `attack` does not apply"),
+        ("unknown defense kind", format!("{GOOD}\n[defenses.s]\nkind = \"magic\"\n").replace(r#"["standard"]"#, r#"["s"]"#), "kind = \"magic\""),
+        ("mixed with an l2 attack in the linf slot", format!("{GOOD}\n[defenses.m]\nkind = \"mixed\"\nepsilon = \"tied\"\nlinf = \"pgd-l2\"\n").replace(r#"["standard"]"#, r#"["m"]"#), "not an linf attack"),
+        ("bad eot", format!("{GOOD}\n[attacks.e]\nkind = \"pgd\"\neot = 0\n").replace(r#""none", "fgsm""#, r#""none", "e""#), "eot"),
+        ("unknown optimizer", GOOD.replace("epochs = 1", "epochs = 1\noptimizer = \"lbfgs\""), "lbfgs"),
+        ("unknown schedule", GOOD.replace("epochs = 1", "epochs = 1\nschedule = \"warmup\""), "warmup"),
+        ("unknown epsilon space", GOOD.replace("name = \"ok\"", "name = \"ok\"\nepsilon_space = \"logit\""), "logit"),
     ]
 }
 

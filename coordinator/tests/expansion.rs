@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use advsweep_coordinator::sweep::{Overrides, Plan, expand, parse_sweep};
-use advsweep_spec::{Attack, Defense};
+use advsweep_spec::{Attack, Defense, TrainingMethod};
 
 fn plan(text: &str) -> Plan {
     let file = parse_sweep(text, "test.toml").unwrap_or_else(|e| panic!("parse: {e}"));
@@ -63,7 +63,7 @@ fn quickstart_expands_to_three_runs_and_eleven_cells() {
     let standard = p
         .runs
         .iter()
-        .filter(|r| r.defense == Defense::Standard)
+        .filter(|r| r.defense == Defense::standard())
         .count();
     assert_eq!(standard, 1);
 }
@@ -88,9 +88,9 @@ fn tied_defenses_train_and_attack_at_the_same_epsilon() {
     assert_eq!(tied.len(), 6);
     let mut trained_at = HashSet::new();
     for run in tied {
-        let Defense::Adversarial {
+        let TrainingMethod::Adversarial {
             epsilon, attack, ..
-        } = &run.defense
+        } = &run.defense.method
         else {
             panic!("at-pgd-linf must be adversarial training");
         };
@@ -192,4 +192,76 @@ epsilons = [0.0]
         advsweep_spec::DataSource::Cifar10Binary { path } => assert_eq!(path, "/data/cifar"),
         other => panic!("unexpected source {other:?}"),
     }
+}
+
+const CATALOGUE: &str = r#"
+version = 1
+name = "catalogue"
+[data]
+source = "synthetic"
+[evaluation]
+eot_samples = 7
+[grid]
+models = ["basic", "noisy-resnet18", "pni-vgg"]
+defenses = ["standard", "at-mixed-worst", "dncnn", "at-pgd-linf-noise"]
+attacks = ["none", "pgd-linf", "fgsm-eot3"]
+epsilons = ["8/255"]
+
+[models.pni-vgg]
+arch = "vgg11"
+noise = { sigma = 0.2, layers = ["stage3", "input"], learnable = true }
+
+[attacks.fgsm-eot3]
+kind = "fgsm"
+eot = 3
+"#;
+
+#[test]
+fn the_catalogue_resolves_models_defenses_and_eot() {
+    let p = plan(CATALOGUE);
+    assert_eq!(p.runs.len(), 3 * 4);
+    // noisy-resnet18: every hidden injection point of ResNet-18, not the input.
+    let noisy = p.runs.iter().find(|r| r.model_name == "noisy-resnet18").expect("noisy run");
+    let noise = noisy.model.noise.as_ref().expect("noise");
+    assert_eq!(noisy.model.name, "resnet18");
+    assert_eq!(noise.layers, ["stem", "layer1", "layer2", "layer3", "layer4"]);
+    // A custom preset keeps the architecture's order, whatever order the file used.
+    let pni = p.runs.iter().find(|r| r.model_name == "pni-vgg").expect("pni run");
+    let noise = pni.model.noise.as_ref().expect("noise");
+    assert_eq!((noise.layers.as_slice(), noise.learnable), (&["input".to_owned(), "stage3".to_owned()][..], true));
+
+    for run in &p.runs {
+        for cell in p.cells_of(&run.id) {
+            let expected = match cell.attack_name.as_str() {
+                "none" => 1,
+                "fgsm-eot3" => 3,
+                // `auto`: EOT only against randomized models.
+                _ if run.randomized() => 7,
+                _ => 1,
+            };
+            assert_eq!(cell.attack.eot(), expected, "{} on {}/{}", cell.attack_name, run.model_name, run.defense_name);
+        }
+    }
+    let mixed = p.runs.iter().find(|r| r.defense_name == "at-mixed-worst").expect("mixed");
+    match &mixed.defense.method {
+        TrainingMethod::Mixed { epsilon_linf, epsilon_l2, strategy, .. } => {
+            assert_eq!((*epsilon_linf, *epsilon_l2), (8.0 / 255.0, 8.0 / 255.0));
+            assert_eq!(*strategy, advsweep_spec::MixStrategy::WorstPerExample);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let dncnn = p.runs.iter().find(|r| r.defense_name == "dncnn").expect("dncnn");
+    let d = dncnn.defense.denoiser.as_ref().expect("denoiser");
+    assert_eq!((d.blocks, d.epsilon), (10, 8.0 / 255.0));
+    let noisy_at = p.runs.iter().find(|r| r.defense_name == "at-pgd-linf-noise" && r.model_name == "basic").expect("at+noise");
+    assert!(noisy_at.randomized());
+}
+
+#[test]
+fn the_epsilon_space_is_part_of_the_identity() {
+    let pixel = plan(GRID);
+    let normalized = plan(&GRID.replace("name = \"grid\"", "name = \"grid\"\nepsilon_space = \"normalized\""));
+    assert!(normalized.runs.iter().all(|r| r.epsilon_space == advsweep_spec::EpsilonSpace::Normalized));
+    let a: HashSet<_> = pixel.runs.iter().map(|r| &r.id).collect();
+    assert!(normalized.runs.iter().all(|r| !a.contains(&r.id)));
 }

@@ -53,6 +53,9 @@ pub enum Attack {
         random_start: bool,
         /// Step as a multiple of ε: 1.0 for FGSM, 1.25 for FGSM with random start.
         step_fraction: f64,
+        /// Expectation over Transformation: gradients averaged over this many forward passes
+        /// (1 = plain gradient). Resolved by the coordinator: randomized models get more.
+        eot: u32,
     },
     /// Projected gradient descent with optional random start and restarts.
     Pgd {
@@ -61,6 +64,7 @@ pub enum Attack {
         step: StepSize,
         random_start: bool,
         restarts: u32,
+        eot: u32,
     },
 }
 
@@ -68,18 +72,77 @@ impl Attack {
     pub fn is_none(&self) -> bool {
         matches!(self, Attack::None)
     }
+
+    /// Gradient samples per step (1 for `none`).
+    pub fn eot(&self) -> u32 {
+        match self {
+            Attack::None => 1,
+            Attack::Fgsm { eot, .. } | Attack::Pgd { eot, .. } => *eot,
+        }
+    }
+
+    pub fn norm(&self) -> Option<Norm> {
+        match self {
+            Attack::None => None,
+            Attack::Fgsm { norm, .. } | Attack::Pgd { norm, .. } => Some(*norm),
+        }
+    }
+
+    /// The same attack with `eot` gradient samples.
+    pub fn with_eot(&self, samples: u32) -> Attack {
+        let mut a = self.clone();
+        match &mut a {
+            Attack::None => {}
+            Attack::Fgsm { eot, .. } | Attack::Pgd { eot, .. } => *eot = samples.max(1),
+        }
+        a
+    }
+}
+
+/// Gaussian noise injected inside a model, in training and in inference (the seed's "network
+/// randomization"; parametric noise injection when `learnable`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NoiseInjection {
+    /// At `input`: σ in pixel units. At a hidden layer: σ times the (detached) standard
+    /// deviation of that layer's output, so one σ means the same for every layer.
+    pub sigma: f64,
+    /// Injection points of the architecture (see [`crate::catalogue::noise_points`]).
+    pub layers: Vec<String>,
+    /// One trainable scale per layer, initialised to `sigma` (He, Rakin & Fan 2019).
+    pub learnable: bool,
 }
 
 /// A model from the catalogue. Inputs are images in [0, 1]; normalization is inside the model.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Model {
+    /// Architecture: `basic`, `resnet18`, `wrn-D-K`, `vgg11`, `vgg16`.
     pub name: String,
+    pub noise: Option<NoiseInjection>,
 }
 
-/// How a run's model is trained (and, later, wrapped at inference).
+impl Model {
+    pub fn plain(name: &str) -> Model {
+        Model {
+            name: name.to_owned(),
+            noise: None,
+        }
+    }
+}
+
+/// How mixed-norm adversarial training combines its ℓ∞ and ℓ2 examples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MixStrategy {
+    /// Every batch holds both an ℓ∞ and an ℓ2 adversarial version of its examples.
+    BothPerBatch,
+    /// Per example, the one of the two with the higher loss.
+    WorstPerExample,
+}
+
+/// The training procedure of a defense.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Defense {
+pub enum TrainingMethod {
     Standard,
     /// Each batch, `fraction` of the examples are replaced by `attack` at `epsilon` against the
     /// current weights.
@@ -88,15 +151,66 @@ pub enum Defense {
         epsilon: f64,
         fraction: f64,
     },
+    /// ℓ∞ and ℓ2 adversarial examples in the same training.
+    Mixed {
+        linf: Attack,
+        l2: Attack,
+        epsilon_linf: f64,
+        epsilon_l2: f64,
+        strategy: MixStrategy,
+        fraction: f64,
+    },
+}
+
+/// A DnCNN (Zhang et al. 2017) put in front of the classifier: conv+ReLU, `blocks` ×
+/// (conv+BN+ReLU), conv; it predicts the perturbation, which is subtracted from its input.
+/// Trained with MSE on (attacked, clean) pairs made by `attack` at `epsilon` against the
+/// trained classifier; the defended model (denoiser → classifier) is attacked end to end.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DenoiserSpec {
+    pub blocks: u32,
+    pub channels: u32,
+    pub attack: Attack,
+    pub epsilon: f64,
+    pub epochs: u32,
+    pub learning_rate: f64,
+}
+
+/// How a run's model is trained and wrapped at inference.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Defense {
+    pub method: TrainingMethod,
+    /// σ (pixel units) of Gaussian noise added to every input at inference, attacks included.
+    pub inference_noise: Option<f64>,
+    pub denoiser: Option<DenoiserSpec>,
 }
 
 impl Defense {
-    /// The ε the defense trains with, when it has one.
-    pub fn epsilon(&self) -> Option<f64> {
-        match self {
-            Defense::Standard => None,
-            Defense::Adversarial { epsilon, .. } => Some(*epsilon),
+    pub fn standard() -> Defense {
+        Defense {
+            method: TrainingMethod::Standard,
+            inference_noise: None,
+            denoiser: None,
         }
+    }
+
+    /// The ε the defense is built for, when it has one (adversarial training's, else the
+    /// denoiser's).
+    pub fn epsilon(&self) -> Option<f64> {
+        match &self.method {
+            TrainingMethod::Standard => self.denoiser.as_ref().map(|d| d.epsilon),
+            TrainingMethod::Adversarial { epsilon, .. } => Some(*epsilon),
+            TrainingMethod::Mixed {
+                epsilon_linf,
+                epsilon_l2,
+                ..
+            } => Some(epsilon_linf.max(*epsilon_l2)),
+        }
+    }
+
+    /// Whether the defended model's output is random at inference.
+    pub fn randomized(&self) -> bool {
+        self.inference_noise.is_some_and(|s| s > 0.0)
     }
 }
 
@@ -108,6 +222,24 @@ pub enum Optimizer {
         weight_decay: f64,
         nesterov: bool,
     },
+    Adam {
+        beta1: f64,
+        beta2: f64,
+        weight_decay: f64,
+    },
+}
+
+/// Learning-rate schedule over the run's epochs (updated per batch).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LrSchedule {
+    Constant,
+    /// Multiply by `gamma` every `every_epochs` epochs.
+    Step { every_epochs: u32, gamma: f64 },
+    /// Cosine annealing from the learning rate to 0.
+    Cosine,
+    /// Linear warm-up to the learning rate over the first 30 %, then cosine down to ~0.
+    OneCycle,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -116,6 +248,7 @@ pub struct TrainingSpec {
     pub batch_size: u32,
     pub learning_rate: f64,
     pub optimizer: Optimizer,
+    pub schedule: LrSchedule,
     /// Random crop with 4 px padding and horizontal flips.
     pub augment: bool,
     pub eval_batch_size: u32,
@@ -132,6 +265,8 @@ pub enum DataSource {
     },
     /// The official CIFAR-10 binary layout (`data_batch_{1..5}.bin`, `test_batch.bin`).
     Cifar10Binary { path: String },
+    /// `train/<class>/*.{png,jpg}` and `test/<class>/*.{png,jpg}`; classes sorted by name.
+    ImageFolder { path: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -143,10 +278,22 @@ pub struct DataSpec {
     pub train_limit: u32,
 }
 
+/// Where ε is measured. The seed quotes ε on normalized inputs; RobustBench on pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EpsilonSpace {
+    /// Inputs in [0, 1].
+    Pixel,
+    /// After the model's per-channel normalization ((x - mean) / std).
+    Normalized,
+}
+
 /// One training job. Its id is a hash of everything here except `id` and `defense_name`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunSpec {
     pub id: String,
+    /// The model name the sweep file used (e.g. `noisy-basic`), for display.
+    pub model_name: String,
     pub model: Model,
     /// The preset name the sweep file used, for display.
     pub defense_name: String,
@@ -154,6 +301,16 @@ pub struct RunSpec {
     pub training: TrainingSpec,
     pub data: DataSpec,
     pub seed: u64,
+    /// The space every ε of this run (training and cells) is measured in.
+    pub epsilon_space: EpsilonSpace,
+}
+
+impl RunSpec {
+    /// Whether the model under attack is randomized (noisy layers or inference noise), in
+    /// which case attacks need EOT to be sound.
+    pub fn randomized(&self) -> bool {
+        self.model.noise.as_ref().is_some_and(|n| n.sigma > 0.0) || self.defense.randomized()
+    }
 }
 
 /// One evaluation of a run's trained weights. Its id hashes the run id, attack and ε.

@@ -5,12 +5,15 @@
 //! wire. Both sides share this one definition so the meaning of a field cannot drift between
 //! them, and [`wire`] is the single place where they meet prost types.
 
+pub mod catalogue;
 pub mod experiment;
 pub mod results;
 pub mod wire;
 
+pub use catalogue::Arch;
 pub use experiment::{
-    Attack, CellSpec, DataSource, DataSpec, Defense, Model, Norm, Optimizer, RunSpec, StepSize,
+    Attack, CellSpec, DataSource, DataSpec, Defense, DenoiserSpec, EpsilonSpace, LrSchedule,
+    MixStrategy, Model, NoiseInjection, Norm, Optimizer, RunSpec, StepSize, TrainingMethod,
     TrainingSpec,
 };
 pub use results::{CellResult, EpochMetrics};

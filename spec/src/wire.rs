@@ -6,8 +6,9 @@
 use advsweep_proto::v1 as pb;
 
 use crate::{
-    Attack, CellResult, CellSpec, DataSource, DataSpec, Defense, EpochMetrics, Model, Norm,
-    Optimizer, RunSpec, StepSize, TrainingSpec,
+    Attack, CellResult, CellSpec, DataSource, DataSpec, Defense, DenoiserSpec, EpochMetrics,
+    EpsilonSpace, LrSchedule, MixStrategy, Model, NoiseInjection, Norm, Optimizer, RunSpec,
+    StepSize, TrainingMethod, TrainingSpec,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -50,10 +51,12 @@ pub fn attack_to_wire(attack: &Attack) -> pb::AttackSpec {
             norm,
             random_start,
             step_fraction,
+            eot,
         } => pb::attack_spec::Kind::Fgsm(pb::Fgsm {
             norm: norm_to_wire(*norm),
             random_start: *random_start,
             step_fraction: *step_fraction,
+            eot_samples: *eot,
         }),
         Attack::Pgd {
             norm,
@@ -61,6 +64,7 @@ pub fn attack_to_wire(attack: &Attack) -> pb::AttackSpec {
             step,
             random_start,
             restarts,
+            eot,
         } => {
             let (step_size, step_fraction) = step_to_wire(*step);
             pb::attack_spec::Kind::Pgd(pb::Pgd {
@@ -70,16 +74,35 @@ pub fn attack_to_wire(attack: &Attack) -> pb::AttackSpec {
                 step_fraction,
                 random_start: *random_start,
                 restarts: *restarts,
+                eot_samples: *eot,
             })
         }
     };
     pb::AttackSpec { kind: Some(kind) }
 }
 
+pub fn model_to_wire(model: &Model) -> pb::ModelSpec {
+    pb::ModelSpec {
+        name: model.name.clone(),
+        noise: model.noise.as_ref().map(|n| pb::NoiseInjection {
+            sigma: n.sigma,
+            layers: n.layers.clone(),
+            learnable: n.learnable,
+        }),
+    }
+}
+
+fn mix_to_wire(strategy: MixStrategy) -> i32 {
+    match strategy {
+        MixStrategy::BothPerBatch => pb::MixStrategy::BothPerBatch as i32,
+        MixStrategy::WorstPerExample => pb::MixStrategy::WorstPerExample as i32,
+    }
+}
+
 pub fn defense_to_wire(defense: &Defense) -> pb::DefenseSpec {
-    let kind = match defense {
-        Defense::Standard => pb::defense_spec::Kind::Standard(pb::StandardTraining {}),
-        Defense::Adversarial {
+    let kind = match &defense.method {
+        TrainingMethod::Standard => pb::defense_spec::Kind::Standard(pb::StandardTraining {}),
+        TrainingMethod::Adversarial {
             attack,
             epsilon,
             fraction,
@@ -88,8 +111,34 @@ pub fn defense_to_wire(defense: &Defense) -> pb::DefenseSpec {
             epsilon: *epsilon,
             fraction: *fraction,
         }),
+        TrainingMethod::Mixed {
+            linf,
+            l2,
+            epsilon_linf,
+            epsilon_l2,
+            strategy,
+            fraction,
+        } => pb::defense_spec::Kind::Mixed(pb::MixedAdversarialTraining {
+            linf: Some(attack_to_wire(linf)),
+            l2: Some(attack_to_wire(l2)),
+            epsilon_linf: *epsilon_linf,
+            epsilon_l2: *epsilon_l2,
+            strategy: mix_to_wire(*strategy),
+            fraction: *fraction,
+        }),
     };
-    pb::DefenseSpec { kind: Some(kind) }
+    pb::DefenseSpec {
+        kind: Some(kind),
+        inference_noise: defense.inference_noise.unwrap_or(0.0),
+        denoiser: defense.denoiser.as_ref().map(|d| pb::DenoiserSpec {
+            blocks: d.blocks,
+            channels: d.channels,
+            attack: Some(attack_to_wire(&d.attack)),
+            epsilon: d.epsilon,
+            epochs: d.epochs,
+            learning_rate: d.learning_rate,
+        }),
+    }
 }
 
 pub fn training_to_wire(t: &TrainingSpec) -> pb::TrainingSpec {
@@ -103,12 +152,36 @@ pub fn training_to_wire(t: &TrainingSpec) -> pb::TrainingSpec {
             weight_decay,
             nesterov,
         }),
+        Optimizer::Adam {
+            beta1,
+            beta2,
+            weight_decay,
+        } => pb::training_spec::Optimizer::Adam(pb::AdamOptimizer {
+            beta1,
+            beta2,
+            weight_decay,
+        }),
+    };
+    let schedule = match t.schedule {
+        LrSchedule::Constant => pb::lr_schedule::Kind::Constant(pb::ConstantLr {}),
+        LrSchedule::Step {
+            every_epochs,
+            gamma,
+        } => pb::lr_schedule::Kind::Step(pb::StepLr {
+            every_epochs,
+            gamma,
+        }),
+        LrSchedule::Cosine => pb::lr_schedule::Kind::Cosine(pb::CosineLr {}),
+        LrSchedule::OneCycle => pb::lr_schedule::Kind::OneCycle(pb::OneCycleLr {}),
     };
     pb::TrainingSpec {
         epochs: t.epochs,
         batch_size: t.batch_size,
         learning_rate: t.learning_rate,
         optimizer: Some(optimizer),
+        schedule: Some(pb::LrSchedule {
+            kind: Some(schedule),
+        }),
         augment: t.augment,
         eval_batch_size: t.eval_batch_size,
     }
@@ -127,6 +200,9 @@ pub fn data_to_wire(d: &DataSpec) -> pb::DataSpec {
         }),
         DataSource::Cifar10Binary { path } => {
             pb::data_spec::Source::Cifar10Binary(pb::Cifar10Binary { path: path.clone() })
+        }
+        DataSource::ImageFolder { path } => {
+            pb::data_spec::Source::ImageFolder(pb::ImageFolder { path: path.clone() })
         }
     };
     pb::DataSpec {
@@ -150,9 +226,12 @@ pub fn run_to_wire(run: &RunSpec, sweep_id: &str, cells: &[CellSpec]) -> pb::Run
     pb::RunSpec {
         run_id: run.id.clone(),
         sweep_id: sweep_id.to_owned(),
-        model: Some(pb::ModelSpec {
-            name: run.model.name.clone(),
-        }),
+        model: Some(model_to_wire(&run.model)),
+        model_name: run.model_name.clone(),
+        epsilon_space: match run.epsilon_space {
+            EpsilonSpace::Pixel => pb::EpsilonSpace::Pixel as i32,
+            EpsilonSpace::Normalized => pb::EpsilonSpace::Normalized as i32,
+        },
         defense_name: run.defense_name.clone(),
         defense: Some(defense_to_wire(&run.defense)),
         training: Some(training_to_wire(&run.training)),
@@ -216,6 +295,54 @@ fn non_negative(value: f64, field: &'static str) -> Result<f64, WireError> {
     }
 }
 
+/// Most gradient samples per step a worker accepts (a guard against absurd requests).
+pub const MAX_EOT_SAMPLES: u32 = 1000;
+
+fn eot_from_wire(samples: u32, field: &'static str) -> Result<u32, WireError> {
+    if samples > MAX_EOT_SAMPLES {
+        return Err(invalid(field, format!("{samples} is more than {MAX_EOT_SAMPLES}")));
+    }
+    Ok(samples.max(1))
+}
+
+fn fraction_from_wire(fraction: f64, field: &'static str) -> Result<f64, WireError> {
+    if fraction > 0.0 && fraction <= 1.0 {
+        Ok(fraction)
+    } else {
+        Err(invalid(field, format!("{fraction} is not in (0, 1]")))
+    }
+}
+
+fn required_attack(
+    a: Option<&pb::AttackSpec>,
+    field: &'static str,
+) -> Result<Attack, WireError> {
+    attack_from_wire(a.ok_or(WireError::Missing(field))?)
+}
+
+pub fn model_from_wire(m: &pb::ModelSpec) -> Result<Model, WireError> {
+    if m.name.is_empty() {
+        return Err(WireError::Missing("run.model.name"));
+    }
+    let noise = match &m.noise {
+        None => None,
+        Some(n) => {
+            if n.layers.is_empty() {
+                return Err(WireError::Missing("run.model.noise.layers"));
+            }
+            Some(NoiseInjection {
+                sigma: non_negative(n.sigma, "run.model.noise.sigma")?,
+                layers: n.layers.clone(),
+                learnable: n.learnable,
+            })
+        }
+    };
+    Ok(Model {
+        name: m.name.clone(),
+        noise,
+    })
+}
+
 pub fn attack_from_wire(a: &pb::AttackSpec) -> Result<Attack, WireError> {
     match a.kind.as_ref().ok_or(WireError::Missing("attack.kind"))? {
         pb::attack_spec::Kind::None(_) => Ok(Attack::None),
@@ -223,6 +350,7 @@ pub fn attack_from_wire(a: &pb::AttackSpec) -> Result<Attack, WireError> {
             norm: norm_from_wire(f.norm, "attack.fgsm.norm")?,
             random_start: f.random_start,
             step_fraction: positive(f.step_fraction, "attack.fgsm.step_fraction")?,
+            eot: eot_from_wire(f.eot_samples, "attack.fgsm.eot_samples")?,
         }),
         pb::attack_spec::Kind::Pgd(p) => {
             let step = if p.step_size > 0.0 {
@@ -239,33 +367,66 @@ pub fn attack_from_wire(a: &pb::AttackSpec) -> Result<Attack, WireError> {
                 step,
                 random_start: p.random_start,
                 restarts: p.restarts.max(1),
+                eot: eot_from_wire(p.eot_samples, "attack.pgd.eot_samples")?,
             })
         }
     }
 }
 
 pub fn defense_from_wire(d: &pb::DefenseSpec) -> Result<Defense, WireError> {
-    match d.kind.as_ref().ok_or(WireError::Missing("defense.kind"))? {
-        pb::defense_spec::Kind::Standard(_) => Ok(Defense::Standard),
-        pb::defense_spec::Kind::Adversarial(a) => {
-            let fraction = a.fraction;
-            if !(fraction > 0.0 && fraction <= 1.0) {
+    let method = match d.kind.as_ref().ok_or(WireError::Missing("defense.kind"))? {
+        pb::defense_spec::Kind::Standard(_) => TrainingMethod::Standard,
+        pb::defense_spec::Kind::Adversarial(a) => TrainingMethod::Adversarial {
+            attack: required_attack(a.attack.as_ref(), "defense.adversarial.attack")?,
+            epsilon: non_negative(a.epsilon, "defense.adversarial.epsilon")?,
+            fraction: fraction_from_wire(a.fraction, "defense.adversarial.fraction")?,
+        },
+        pb::defense_spec::Kind::Mixed(m) => TrainingMethod::Mixed {
+            linf: required_attack(m.linf.as_ref(), "defense.mixed.linf")?,
+            l2: required_attack(m.l2.as_ref(), "defense.mixed.l2")?,
+            epsilon_linf: non_negative(m.epsilon_linf, "defense.mixed.epsilon_linf")?,
+            epsilon_l2: non_negative(m.epsilon_l2, "defense.mixed.epsilon_l2")?,
+            strategy: match pb::MixStrategy::try_from(m.strategy) {
+                Ok(pb::MixStrategy::BothPerBatch) => MixStrategy::BothPerBatch,
+                Ok(pb::MixStrategy::WorstPerExample) => MixStrategy::WorstPerExample,
+                _ => {
+                    return Err(invalid(
+                        "defense.mixed.strategy",
+                        format!("unknown strategy {}", m.strategy),
+                    ));
+                }
+            },
+            fraction: fraction_from_wire(m.fraction, "defense.mixed.fraction")?,
+        },
+    };
+    let inference_noise = match non_negative(d.inference_noise, "defense.inference_noise")? {
+        s if s > 0.0 => Some(s),
+        _ => None,
+    };
+    let denoiser = match &d.denoiser {
+        None => None,
+        Some(n) => {
+            if n.blocks == 0 || n.channels == 0 || n.epochs == 0 {
                 return Err(invalid(
-                    "defense.adversarial.fraction",
-                    format!("{fraction} is not in (0, 1]"),
+                    "defense.denoiser",
+                    "blocks, channels and epochs must be at least 1",
                 ));
             }
-            Ok(Defense::Adversarial {
-                attack: attack_from_wire(
-                    a.attack
-                        .as_ref()
-                        .ok_or(WireError::Missing("defense.adversarial.attack"))?,
-                )?,
-                epsilon: non_negative(a.epsilon, "defense.adversarial.epsilon")?,
-                fraction,
+            Some(DenoiserSpec {
+                blocks: n.blocks,
+                channels: n.channels,
+                attack: required_attack(n.attack.as_ref(), "defense.denoiser.attack")?,
+                epsilon: non_negative(n.epsilon, "defense.denoiser.epsilon")?,
+                epochs: n.epochs,
+                learning_rate: positive(n.learning_rate, "defense.denoiser.learning_rate")?,
             })
         }
-    }
+    };
+    Ok(Defense {
+        method,
+        inference_noise,
+        denoiser,
+    })
 }
 
 pub fn training_from_wire(t: &pb::TrainingSpec) -> Result<TrainingSpec, WireError> {
@@ -285,12 +446,39 @@ pub fn training_from_wire(t: &pb::TrainingSpec) -> Result<TrainingSpec, WireErro
             weight_decay: non_negative(s.weight_decay, "training.sgd.weight_decay")?,
             nesterov: s.nesterov,
         },
+        pb::training_spec::Optimizer::Adam(a) => {
+            for (beta, field) in [(a.beta1, "training.adam.beta1"), (a.beta2, "training.adam.beta2")] {
+                if !(0.0..1.0).contains(&beta) {
+                    return Err(invalid(field, format!("{beta} is not in [0, 1)")));
+                }
+            }
+            Optimizer::Adam {
+                beta1: a.beta1,
+                beta2: a.beta2,
+                weight_decay: non_negative(a.weight_decay, "training.adam.weight_decay")?,
+            }
+        }
+    };
+    let schedule = match t.schedule.as_ref().and_then(|s| s.kind.as_ref()) {
+        None | Some(pb::lr_schedule::Kind::Constant(_)) => LrSchedule::Constant,
+        Some(pb::lr_schedule::Kind::Step(s)) => {
+            if s.every_epochs == 0 {
+                return Err(invalid("training.schedule.step.every_epochs", "must be at least 1"));
+            }
+            LrSchedule::Step {
+                every_epochs: s.every_epochs,
+                gamma: positive(s.gamma, "training.schedule.step.gamma")?,
+            }
+        }
+        Some(pb::lr_schedule::Kind::Cosine(_)) => LrSchedule::Cosine,
+        Some(pb::lr_schedule::Kind::OneCycle(_)) => LrSchedule::OneCycle,
     };
     Ok(TrainingSpec {
         epochs: t.epochs,
         batch_size: t.batch_size,
         learning_rate: positive(t.learning_rate, "training.learning_rate")?,
         optimizer,
+        schedule,
         augment: t.augment,
         eval_batch_size: t.eval_batch_size.max(1),
     })
@@ -319,6 +507,14 @@ pub fn data_from_wire(d: &pb::DataSpec) -> Result<DataSpec, WireError> {
                 path: c.path.clone(),
             }
         }
+        pb::data_spec::Source::ImageFolder(f) => {
+            if f.path.is_empty() {
+                return Err(WireError::Missing("data.image_folder.path"));
+            }
+            DataSource::ImageFolder {
+                path: f.path.clone(),
+            }
+        }
     };
     Ok(DataSpec {
         source,
@@ -345,15 +541,26 @@ pub fn run_from_wire(r: &pb::RunSpec) -> Result<(RunSpec, Vec<CellSpec>), WireEr
     if r.run_id.is_empty() {
         return Err(WireError::Missing("run.run_id"));
     }
-    let model = r.model.as_ref().ok_or(WireError::Missing("run.model"))?;
-    if model.name.is_empty() {
-        return Err(WireError::Missing("run.model.name"));
-    }
+    let model = model_from_wire(r.model.as_ref().ok_or(WireError::Missing("run.model"))?)?;
+    let epsilon_space = match pb::EpsilonSpace::try_from(r.epsilon_space) {
+        Ok(pb::EpsilonSpace::Pixel | pb::EpsilonSpace::Unspecified) => EpsilonSpace::Pixel,
+        Ok(pb::EpsilonSpace::Normalized) => EpsilonSpace::Normalized,
+        Err(_) => {
+            return Err(invalid(
+                "run.epsilon_space",
+                format!("unknown space {}", r.epsilon_space),
+            ));
+        }
+    };
     let run = RunSpec {
         id: r.run_id.clone(),
-        model: Model {
-            name: model.name.clone(),
+        model_name: if r.model_name.is_empty() {
+            model.name.clone()
+        } else {
+            r.model_name.clone()
         },
+        model,
+        epsilon_space,
         defense_name: r.defense_name.clone(),
         defense: defense_from_wire(
             r.defense
@@ -424,44 +631,74 @@ pub fn cell_result_from_wire(r: &pb::CellResult) -> Result<CellResult, WireError
 mod tests {
     use super::*;
 
+    fn pgd(norm: Norm) -> Attack {
+        Attack::Pgd {
+            norm,
+            steps: 7,
+            step: StepSize::FractionOfEpsilon(0.25),
+            random_start: true,
+            restarts: 2,
+            eot: 1,
+        }
+    }
+
     fn sample_run() -> (RunSpec, Vec<CellSpec>) {
         let run = RunSpec {
             id: "r1".into(),
+            model_name: "noisy-resnet18".into(),
             model: Model {
-                name: "basic".into(),
+                name: "resnet18".into(),
+                noise: Some(NoiseInjection {
+                    sigma: 0.1,
+                    layers: vec!["input".into(), "layer1".into()],
+                    learnable: true,
+                }),
             },
-            defense_name: "at-pgd".into(),
-            defense: Defense::Adversarial {
-                attack: Attack::Pgd {
-                    norm: Norm::L2,
-                    steps: 7,
-                    step: StepSize::FractionOfEpsilon(0.25),
-                    random_start: true,
-                    restarts: 2,
+            defense_name: "at-mixed".into(),
+            defense: Defense {
+                method: TrainingMethod::Mixed {
+                    linf: pgd(Norm::Linf),
+                    l2: pgd(Norm::L2),
+                    epsilon_linf: 0.03,
+                    epsilon_l2: 0.5,
+                    strategy: MixStrategy::WorstPerExample,
+                    fraction: 1.0,
                 },
-                epsilon: 0.5,
-                fraction: 1.0,
+                inference_noise: Some(0.05),
+                denoiser: Some(DenoiserSpec {
+                    blocks: 10,
+                    channels: 64,
+                    attack: pgd(Norm::Linf),
+                    epsilon: 0.03,
+                    epochs: 5,
+                    learning_rate: 1e-3,
+                }),
             },
             training: TrainingSpec {
                 epochs: 3,
                 batch_size: 64,
                 learning_rate: 0.05,
-                optimizer: Optimizer::Sgd {
-                    momentum: 0.9,
+                optimizer: Optimizer::Adam {
+                    beta1: 0.9,
+                    beta2: 0.999,
                     weight_decay: 5e-4,
-                    nesterov: true,
+                },
+                schedule: LrSchedule::Step {
+                    every_epochs: 2,
+                    gamma: 0.1,
                 },
                 augment: true,
                 eval_batch_size: 500,
             },
             data: DataSpec {
-                source: DataSource::Cifar10Binary {
+                source: DataSource::ImageFolder {
                     path: "/data/cifar".into(),
                 },
                 eval_limit: 1000,
                 train_limit: 0,
             },
             seed: 7,
+            epsilon_space: EpsilonSpace::Normalized,
         };
         let cells = vec![CellSpec {
             id: "c1".into(),
@@ -471,6 +708,7 @@ mod tests {
                 norm: Norm::Linf,
                 random_start: false,
                 step_fraction: 1.0,
+                eot: 8,
             },
             epsilon: 0.03,
         }];

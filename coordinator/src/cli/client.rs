@@ -122,6 +122,9 @@ pub fn print_detail(detail: &pb::SweepDetail) {
                 format!("\n    error: {}", run.error)
             }
         );
+        for w in &run.warnings {
+            println!("    warning: {w}");
+        }
     }
     for cell in detail.cells.iter().filter(|c| !c.error.is_empty()) {
         println!("cell {} {}: {}", cell.cell_id, cell.state, cell.error);

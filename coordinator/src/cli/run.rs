@@ -258,6 +258,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     for run in detail.runs.iter().filter(|r| !r.error.is_empty()) {
         println!("  run {} {}: {}", run.run_id, run.state, run.error);
     }
+    for run in &detail.runs {
+        for w in &run.warnings {
+            println!("  warning ({}/{} seed {}): {w}", run.model, run.defense_name, run.seed);
+        }
+    }
     Ok(if summary.state == "done" {
         ExitCode::SUCCESS
     } else {

@@ -38,6 +38,7 @@ fn run(r: &RunStatus) -> pb::RunStatus {
         worker_id: r.worker_id.clone().unwrap_or_default(),
         error: r.error.clone().unwrap_or_default(),
         epochs: r.epochs.iter().map(wire::epoch_to_wire).collect(),
+        warnings: r.warnings.clone(),
     }
 }
 

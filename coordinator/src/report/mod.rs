@@ -3,5 +3,6 @@
 
 pub mod epsilon;
 pub mod results_table;
+pub mod sanity;
 
 pub use results_table::{CellRow, ResultsTable};

@@ -54,11 +54,26 @@ impl Store {
         let path = state_dir.join("state.sqlite");
         let conn = Connection::open(&path)?;
         schema::configure(&conn)?;
-        conn.execute_batch(schema::SCHEMA)?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let fresh = version == 0
+            && conn
+                .query_row(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'runs'",
+                    [],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_none();
+        conn.execute_batch(schema::SCHEMA)?;
         match version {
-            0 => conn.pragma_update(None, "user_version", schema::SCHEMA_VERSION)?,
+            0 if fresh => conn.pragma_update(None, "user_version", schema::SCHEMA_VERSION)?,
             v if v == schema::SCHEMA_VERSION => {}
+            v if (1..schema::SCHEMA_VERSION).contains(&v) => {
+                for (to, sql) in schema::MIGRATIONS.iter().filter(|(to, _)| *to > v) {
+                    conn.execute_batch(sql)?;
+                    conn.pragma_update(None, "user_version", to)?;
+                }
+            }
             v => {
                 return Err(StoreError::Invalid(format!(
                     "{} has schema version {v}; this build reads version {}",

@@ -86,6 +86,8 @@ pub struct RunStatus {
     pub worker_id: Option<String>,
     pub error: Option<String>,
     pub epochs: Vec<EpochMetrics>,
+    /// Signs of an unsound evaluation found when the run completed.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -219,7 +221,7 @@ impl Store {
         let runs = {
             let mut stmt = conn.prepare_cached(
                 "SELECT r.run_id, r.model, r.defense_name, r.defense_epsilon, r.seed, r.state,
-                        r.attempt, r.worker_id, r.error
+                        r.attempt, r.worker_id, r.error, r.warnings
                  FROM sweep_runs sr JOIN runs r ON r.run_id = sr.run_id
                  WHERE sr.sweep_id = ?1 ORDER BY r.seq",
             )?;
@@ -240,6 +242,10 @@ impl Store {
                     worker_id: r.get(7)?,
                     error: r.get(8)?,
                     epochs: Vec::new(),
+                    warnings: r
+                        .get::<_, Option<String>>(9)?
+                        .and_then(|w| serde_json::from_str(&w).ok())
+                        .unwrap_or_default(),
                 })
             })?;
             let mut runs = Vec::new();

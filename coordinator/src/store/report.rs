@@ -6,8 +6,37 @@
 use advsweep_spec::{CellResult, EpochMetrics};
 use rusqlite::{OptionalExtension, params};
 
+use crate::report::sanity::EvaluatedCell;
+
 use super::lease::{FailedAttempt, check_lease, end_failed_attempt};
 use super::{LeaseRef, Store, StoreError, now_ms};
+
+/// The run's sanity warnings, from its stored spec and finished cells.
+fn sanity_warnings(tx: &rusqlite::Transaction, run_id: &str) -> Result<Vec<String>, StoreError> {
+    let spec: String = tx.query_row(
+        "SELECT spec_json FROM runs WHERE run_id = ?1",
+        [run_id],
+        |r| r.get(0),
+    )?;
+    let run: advsweep_spec::RunSpec = serde_json::from_str(&spec)?;
+    let mut stmt = tx.prepare_cached(
+        "SELECT spec_json, result_json FROM cells WHERE run_id = ?1 AND state = 'done'",
+    )?;
+    let rows = stmt.query_map([run_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut cells = Vec::new();
+    for row in rows {
+        let (spec, result) = row?;
+        let cell: advsweep_spec::CellSpec = serde_json::from_str(&spec)?;
+        let result: CellResult = serde_json::from_str(&result)?;
+        cells.push(EvaluatedCell {
+            attack_name: cell.attack_name,
+            attack: cell.attack,
+            epsilon: cell.epsilon,
+            accuracy: result.accuracy,
+        });
+    }
+    Ok(crate::report::sanity::warnings(&run, &cells))
+}
 
 /// What became of a reported failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,12 +157,16 @@ impl Store {
              WHERE run_id = ?1 AND state = 'pending'",
             params![lease.run_id, reason, now],
         )?;
+        let warnings = sanity_warnings(&tx, &lease.run_id)?;
         tx.execute(
             "UPDATE runs SET state = 'done', lease_id = NULL, lease_expires_ms = NULL,
-                 error = NULL, updated_ms = ?2
+                 error = NULL, updated_ms = ?2, warnings = ?3
              WHERE run_id = ?1",
-            params![lease.run_id, now],
+            params![lease.run_id, now, serde_json::to_string(&warnings)?],
         )?;
+        for w in &warnings {
+            tracing::warn!(run_id = lease.run_id, warning = %w, "unsound-looking evaluation");
+        }
         tx.execute(
             "INSERT OR REPLACE INTO attempts (run_id, attempt, worker_id, outcome, reason, ended_ms)
              VALUES (?1, ?2, ?3, 'done', NULL, ?4)",

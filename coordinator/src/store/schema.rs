@@ -7,7 +7,10 @@
 use rusqlite::Connection;
 
 /// Bumped whenever the schema changes; an older state directory is refused with a clear error.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// Statements that bring a state directory of version N−1 to version N.
+pub const MIGRATIONS: &[(i64, &str)] = &[(2, "ALTER TABLE runs ADD COLUMN warnings TEXT")];
 
 pub const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS sweeps (
@@ -39,7 +42,9 @@ CREATE TABLE IF NOT EXISTS runs (
     lease_expires_ms INTEGER,
     not_before_ms    INTEGER NOT NULL DEFAULT 0,
     error            TEXT,
-    updated_ms       INTEGER NOT NULL
+    updated_ms       INTEGER NOT NULL,
+    -- JSON list of sanity warnings computed from the run's results when it completes.
+    warnings         TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_state ON runs (state, seq);
 

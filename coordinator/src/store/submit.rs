@@ -63,7 +63,7 @@ impl Store {
                 insert_run.execute(params![
                     run.id,
                     serde_json::to_string(run)?,
-                    run.model.name,
+                    run.model_name,
                     run.defense_name,
                     run.defense.epsilon(),
                     i64::try_from(run.seed).unwrap_or(i64::MAX),
@@ -111,7 +111,7 @@ impl Store {
         }
         // A finished, failed or cancelled run that has pending cells again must be re-leased.
         tx.execute(
-            "UPDATE runs SET state = 'pending', failures = 0, error = NULL, not_before_ms = 0,
+            "UPDATE runs SET state = 'pending', failures = 0, error = NULL, not_before_ms = 0, warnings = NULL,
                  lease_id = NULL, worker_id = NULL, lease_expires_ms = NULL, updated_ms = ?2
              WHERE run_id IN (SELECT run_id FROM sweep_runs WHERE sweep_id = ?1)
                AND state IN ('done', 'failed', 'cancelled')

@@ -4,17 +4,19 @@
 //! (run, attack, ε). Cells of a run share its weights. A defense whose ε is `"tied"` gets one
 //! run per grid ε, evaluated at that ε only. The clean attack `none` gets one cell per run.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 
+use advsweep_spec::wire::MAX_EOT_SAMPLES;
 use advsweep_spec::{
-    Attack, CellSpec, DataSource, DataSpec, Defense, Model, Norm, Optimizer, RunSpec, StepSize,
-    TrainingSpec,
+    Arch, Attack, CellSpec, DataSource, DataSpec, Defense, DenoiserSpec, EpsilonSpace,
+    LrSchedule, MixStrategy, Model, NoiseInjection, Norm, Optimizer, RunSpec, StepSize,
+    TrainingMethod, TrainingSpec,
 };
 
 use super::file::{
-    AttackPreset, DataSection, DefensePreset, EpsilonSetting, NormName, SWEEP_FILE_VERSION,
-    SweepFile,
+    AttackPreset, DataSection, EotSetting, EpsilonSetting, EpsilonSpaceName, NormName,
+    SWEEP_FILE_VERSION, SweepFile,
 };
 use super::{ids, presets};
 
@@ -116,6 +118,10 @@ impl Validator<'_> {
         })
     }
 
+    fn non_empty_list<T>(&self, key: &str, values: &[T]) -> Result<(), SweepError> {
+        self.check(!values.is_empty(), || format!("{key} is empty"))
+    }
+
     fn unique_names(&self, axis: &str, names: &[String]) -> Result<(), SweepError> {
         let mut seen = HashSet::new();
         for name in names {
@@ -141,46 +147,101 @@ fn norm(name: NormName) -> Norm {
     }
 }
 
+/// A resolved attack whose EOT may still depend on the run it attacks.
+#[derive(Debug, Clone)]
+struct AttackTemplate {
+    attack: Attack,
+    eot: EotSetting,
+}
+
+impl AttackTemplate {
+    /// The attack against a model that is (or is not) randomized; `auto_samples` is what
+    /// `eot = "auto"` means against a randomized model.
+    fn resolve(&self, randomized: bool, auto_samples: u32) -> Attack {
+        match self.eot {
+            EotSetting::Samples(k) => self.attack.with_eot(k),
+            EotSetting::Auto if randomized => self.attack.with_eot(auto_samples),
+            EotSetting::Auto => self.attack.with_eot(1),
+        }
+    }
+
+    /// For training-time attacks, `auto` means a single sample (EOT is an evaluation tool).
+    fn for_training(&self) -> Attack {
+        self.resolve(false, 1)
+    }
+}
+
+fn unknown_preset(
+    what: &str,
+    key: &str,
+    name: &str,
+    builtin: &[&str],
+    defined: Vec<&str>,
+) -> String {
+    format!(
+        "{key}: unknown {what} `{name}` (built-in: {}{})",
+        builtin.join(", "),
+        if defined.is_empty() {
+            String::new()
+        } else {
+            format!("; defined in this file: {}", defined.join(", "))
+        }
+    )
+}
+
 fn resolve_attack(
     v: &Validator,
     file: &SweepFile,
     name: &str,
     key: &str,
-) -> Result<Attack, SweepError> {
+) -> Result<AttackTemplate, SweepError> {
     let preset = match file.attacks.get(name) {
         Some(p) => p.clone(),
         None => match presets::builtin_attack(name) {
             Some(p) => p,
             None => {
-                let defined: Vec<&str> = file.attacks.keys().map(String::as_str).collect();
-                return v.fail(format!(
-                    "{key}: unknown attack preset `{name}` (built-in: {}{})",
-                    presets::BUILTIN_ATTACKS.join(", "),
-                    if defined.is_empty() {
-                        String::new()
-                    } else {
-                        format!("; defined in this file: {}", defined.join(", "))
-                    }
+                return v.fail(unknown_preset(
+                    "attack preset",
+                    key,
+                    name,
+                    presets::BUILTIN_ATTACKS,
+                    file.attacks.keys().map(String::as_str).collect(),
                 ));
             }
         },
     };
     let at = format!("attack preset `{name}`");
+    let check_eot = |eot: EotSetting| -> Result<EotSetting, SweepError> {
+        if let EotSetting::Samples(k) = eot {
+            v.check(k <= MAX_EOT_SAMPLES, || {
+                format!("{at}: eot = {k} is more than {MAX_EOT_SAMPLES}")
+            })?;
+        }
+        Ok(eot)
+    };
     match preset {
-        AttackPreset::None => Ok(Attack::None),
+        AttackPreset::None => Ok(AttackTemplate {
+            attack: Attack::None,
+            eot: EotSetting::Samples(1),
+        }),
         AttackPreset::Fgsm {
             norm: n,
             random_start,
             step_fraction,
+            eot,
         } => {
             let step_fraction = step_fraction.unwrap_or(1.0);
             v.check(step_fraction.is_finite() && step_fraction > 0.0, || {
                 format!("{at}: step_fraction = {step_fraction} must be positive")
             })?;
-            Ok(Attack::Fgsm {
-                norm: norm(n),
-                random_start,
-                step_fraction,
+            Ok(AttackTemplate {
+                attack: Attack::Fgsm {
+                    norm: norm(n),
+                    random_start,
+                    step_fraction,
+                    eot: 1,
+                },
+                eot: check_eot(eot)?,
             })
         }
         AttackPreset::Pgd {
@@ -190,11 +251,10 @@ fn resolve_attack(
             step_fraction,
             random_start,
             restarts,
+            eot,
         } => {
             v.check(steps >= 1, || format!("{at}: steps must be at least 1"))?;
-            v.check(restarts >= 1, || {
-                format!("{at}: restarts must be at least 1")
-            })?;
+            v.check(restarts >= 1, || format!("{at}: restarts must be at least 1"))?;
             let step = match (step_size, step_fraction) {
                 (Some(_), Some(_)) => {
                     return v.fail(format!(
@@ -209,30 +269,196 @@ fn resolve_attack(
             v.check(s.is_finite() && s > 0.0, || {
                 format!("{at}: step size {s} must be positive")
             })?;
-            Ok(Attack::Pgd {
-                norm: norm(n),
-                steps,
-                step,
-                random_start,
-                restarts,
+            Ok(AttackTemplate {
+                attack: Attack::Pgd {
+                    norm: norm(n),
+                    steps,
+                    step,
+                    random_start,
+                    restarts,
+                    eot: 1,
+                },
+                eot: check_eot(eot)?,
             })
         }
     }
 }
 
-/// A defense with its ε still possibly tied.
-struct ResolvedDefense {
+/// A grid model: its display name and resolved spec.
+struct ResolvedModel {
     name: String,
-    build: DefenseTemplate,
+    model: Model,
 }
 
-enum DefenseTemplate {
+fn resolve_model(v: &Validator, file: &SweepFile, name: &str) -> Result<ResolvedModel, SweepError> {
+    let preset = match file.models.get(name) {
+        Some(p) => p.clone(),
+        None => match presets::builtin_model(name) {
+            Some(p) => p,
+            None => {
+                // Name the architecture problem precisely when it looks like one (wrn-27-10).
+                let why = match name.strip_prefix("noisy-").unwrap_or(name) {
+                    arch if arch.starts_with("wrn-") => Arch::parse(arch).err(),
+                    _ => None,
+                };
+                return v.fail(why.map(|w| format!("grid.models: {w}")).unwrap_or_else(|| {
+                    unknown_preset(
+                        "model",
+                        "grid.models",
+                        name,
+                        presets::BUILTIN_MODELS,
+                        file.models.keys().map(String::as_str).collect(),
+                    )
+                }));
+            }
+        },
+    };
+    let at = format!("model `{name}`");
+    let arch = Arch::parse(&preset.arch).or_else(|e| v.fail(format!("{at}: {e}")))?;
+    let noise = match preset.noise {
+        None => None,
+        Some(n) => {
+            v.check(n.sigma.is_finite() && n.sigma >= 0.0, || {
+                format!("{at}: noise.sigma = {} must be a non-negative number", n.sigma)
+            })?;
+            v.non_empty_list(&format!("{at}: noise.layers"), &n.layers)?;
+            let points = arch.noise_points();
+            let mut layers: Vec<String> = Vec::new();
+            for layer in &n.layers {
+                let expanded: Vec<&str> = match layer.as_str() {
+                    "all" => points.to_vec(),
+                    "hidden" => points.iter().copied().filter(|p| *p != "input").collect(),
+                    point if points.contains(&point) => vec![point],
+                    other => {
+                        return v.fail(format!(
+                            "{at}: noise.layers: `{other}` is not an injection point of {} (points: {}, or \"hidden\" / \"all\")",
+                            preset.arch,
+                            points.join(", ")
+                        ));
+                    }
+                };
+                for p in expanded {
+                    if !layers.iter().any(|l| l == p) {
+                        layers.push(p.to_owned());
+                    }
+                }
+            }
+            // Canonical order (the architecture's), so ids do not depend on how layers are listed.
+            layers.sort_by_key(|l| points.iter().position(|p| p == l));
+            Some(NoiseInjection {
+                sigma: n.sigma,
+                layers,
+                learnable: n.learnable,
+            })
+        }
+    };
+    Ok(ResolvedModel {
+        name: name.to_owned(),
+        model: Model {
+            name: preset.arch.clone(),
+            noise,
+        },
+    })
+}
+
+/// A defense whose ε may still be tied to the grid's.
+struct ResolvedDefense {
+    name: String,
+    method: MethodTemplate,
+    inference_noise: Option<f64>,
+    denoiser: Option<DenoiserTemplate>,
+}
+
+enum MethodTemplate {
     Standard,
     Adversarial {
         attack: Attack,
         epsilon: EpsilonSetting,
         fraction: f64,
     },
+    Mixed {
+        linf: Attack,
+        l2: Attack,
+        epsilon_linf: EpsilonSetting,
+        epsilon_l2: EpsilonSetting,
+        strategy: MixStrategy,
+        fraction: f64,
+    },
+}
+
+struct DenoiserTemplate {
+    blocks: u32,
+    channels: u32,
+    attack: Attack,
+    epsilon: EpsilonSetting,
+    epochs: u32,
+    learning_rate: f64,
+}
+
+impl ResolvedDefense {
+    fn tied(&self) -> bool {
+        let method_tied = match &self.method {
+            MethodTemplate::Standard => false,
+            MethodTemplate::Adversarial { epsilon, .. } => *epsilon == EpsilonSetting::Tied,
+            MethodTemplate::Mixed {
+                epsilon_linf,
+                epsilon_l2,
+                ..
+            } => *epsilon_linf == EpsilonSetting::Tied || *epsilon_l2 == EpsilonSetting::Tied,
+        };
+        method_tied
+            || self
+                .denoiser
+                .as_ref()
+                .is_some_and(|d| d.epsilon == EpsilonSetting::Tied)
+    }
+
+    /// The concrete defense, with tied budgets set to `tied` (a grid ε).
+    fn build(&self, tied: f64) -> Defense {
+        let at = |e: EpsilonSetting| match e {
+            EpsilonSetting::Fixed(v) => v,
+            EpsilonSetting::Tied => tied,
+        };
+        let method = match &self.method {
+            MethodTemplate::Standard => TrainingMethod::Standard,
+            MethodTemplate::Adversarial {
+                attack,
+                epsilon,
+                fraction,
+            } => TrainingMethod::Adversarial {
+                attack: attack.clone(),
+                epsilon: at(*epsilon),
+                fraction: *fraction,
+            },
+            MethodTemplate::Mixed {
+                linf,
+                l2,
+                epsilon_linf,
+                epsilon_l2,
+                strategy,
+                fraction,
+            } => TrainingMethod::Mixed {
+                linf: linf.clone(),
+                l2: l2.clone(),
+                epsilon_linf: at(*epsilon_linf),
+                epsilon_l2: at(*epsilon_l2),
+                strategy: *strategy,
+                fraction: *fraction,
+            },
+        };
+        Defense {
+            method,
+            inference_noise: self.inference_noise,
+            denoiser: self.denoiser.as_ref().map(|d| DenoiserSpec {
+                blocks: d.blocks,
+                channels: d.channels,
+                attack: d.attack.clone(),
+                epsilon: at(d.epsilon),
+                epochs: d.epochs,
+                learning_rate: d.learning_rate,
+            }),
+        }
+    }
 }
 
 fn resolve_defense(
@@ -240,60 +466,163 @@ fn resolve_defense(
     file: &SweepFile,
     name: &str,
 ) -> Result<ResolvedDefense, SweepError> {
-    let preset = match file.defenses.get(name) {
+    let p = match file.defenses.get(name) {
         Some(p) => p.clone(),
         None => match presets::builtin_defense(name) {
             Some(p) => p,
             None => {
-                let defined: Vec<&str> = file.defenses.keys().map(String::as_str).collect();
-                return v.fail(format!(
-                    "grid.defenses: unknown defense preset `{name}` (built-in: {}{})",
-                    presets::BUILTIN_DEFENSES.join(", "),
-                    if defined.is_empty() {
-                        String::new()
-                    } else {
-                        format!("; defined in this file: {}", defined.join(", "))
-                    }
+                return v.fail(unknown_preset(
+                    "defense preset",
+                    "grid.defenses",
+                    name,
+                    presets::BUILTIN_DEFENSES,
+                    file.defenses.keys().map(String::as_str).collect(),
                 ));
             }
         },
     };
-    let build = match preset {
-        DefensePreset::Standard => DefenseTemplate::Standard,
-        DefensePreset::Adversarial {
-            attack,
-            epsilon,
-            fraction,
-        } => {
-            let key = format!("defense preset `{name}`");
-            let resolved = resolve_attack(v, file, &attack, &format!("{key}: attack"))?;
-            v.check(!resolved.is_none(), || {
-                format!("{key}: adversarial training needs an attack other than `none`")
+    let at = format!("defense preset `{name}`");
+    let not_for = |key: &str, present: bool| -> Result<(), SweepError> {
+        v.check(!present, || {
+            format!("{at}: key `{key}` does not apply to kind = \"{}\"", p.kind)
+        })
+    };
+    let fraction = p.fraction.unwrap_or(1.0);
+    v.check(fraction > 0.0 && fraction <= 1.0, || {
+        format!("{at}: fraction = {fraction} must be in (0, 1]")
+    })?;
+    let check_eps = |key: &str, e: EpsilonSetting| -> Result<EpsilonSetting, SweepError> {
+        if let EpsilonSetting::Fixed(x) = e {
+            v.epsilon(&format!("{at}: {key}"), x)?;
+        }
+        Ok(e)
+    };
+    let training_attack = |key: &str, preset: &str, want: Option<Norm>| -> Result<Attack, SweepError> {
+        let a = resolve_attack(v, file, preset, &format!("{at}: {key}"))?.for_training();
+        v.check(!a.is_none(), || {
+            format!("{at}: {key}: adversarial training needs an attack other than `none`")
+        })?;
+        if let Some(want) = want {
+            v.check(a.norm() == Some(want), || {
+                format!("{at}: {key} = `{preset}` is not an {} attack", want.as_str())
             })?;
-            v.check(fraction > 0.0 && fraction <= 1.0, || {
-                format!("{key}: fraction = {fraction} must be in (0, 1]")
-            })?;
-            if let EpsilonSetting::Fixed(e) = epsilon {
-                v.epsilon(&format!("{key}: epsilon"), e)?;
+        }
+        Ok(a)
+    };
+    let method = match p.kind.as_str() {
+        "standard" => {
+            for (key, present) in [
+                ("attack", p.attack.is_some()),
+                ("epsilon", p.epsilon.is_some()),
+                ("fraction", p.fraction.is_some()),
+                ("linf", p.linf.is_some()),
+                ("l2", p.l2.is_some()),
+                ("epsilon_linf", p.epsilon_linf.is_some()),
+                ("epsilon_l2", p.epsilon_l2.is_some()),
+                ("strategy", p.strategy.is_some()),
+            ] {
+                not_for(key, present)?;
             }
-            DefenseTemplate::Adversarial {
-                attack: resolved,
-                epsilon,
+            MethodTemplate::Standard
+        }
+        "adversarial" => {
+            for (key, present) in [
+                ("linf", p.linf.is_some()),
+                ("l2", p.l2.is_some()),
+                ("epsilon_linf", p.epsilon_linf.is_some()),
+                ("epsilon_l2", p.epsilon_l2.is_some()),
+                ("strategy", p.strategy.is_some()),
+            ] {
+                not_for(key, present)?;
+            }
+            let attack_name = p
+                .attack
+                .as_deref()
+                .map(Ok)
+                .unwrap_or_else(|| v.fail(format!("{at}: missing key `attack`")))?;
+            let epsilon = p
+                .epsilon
+                .map(Ok)
+                .unwrap_or_else(|| v.fail(format!("{at}: missing key `epsilon` (a number, \"8/255\" or \"tied\")")))?;
+            MethodTemplate::Adversarial {
+                attack: training_attack("attack", attack_name, None)?,
+                epsilon: check_eps("epsilon", epsilon)?,
                 fraction,
             }
+        }
+        "mixed" => {
+            not_for("attack", p.attack.is_some())?;
+            let both = p.epsilon;
+            let pick = |key: &str, own: Option<EpsilonSetting>| -> Result<EpsilonSetting, SweepError> {
+                match (own, both) {
+                    (Some(_), Some(_)) => v.fail(format!("{at}: set `epsilon` or `{key}`, not both")),
+                    (Some(e), None) | (None, Some(e)) => check_eps(key, e),
+                    (None, None) => v.fail(format!("{at}: missing key `epsilon` (or `epsilon_linf` and `epsilon_l2`)")),
+                }
+            };
+            let strategy = match p.strategy.as_deref().unwrap_or("both") {
+                "both" => MixStrategy::BothPerBatch,
+                "worst" => MixStrategy::WorstPerExample,
+                other => {
+                    return v.fail(format!(
+                        "{at}: strategy = \"{other}\" is unknown (known: both, worst)"
+                    ));
+                }
+            };
+            MethodTemplate::Mixed {
+                linf: training_attack("linf", p.linf.as_deref().unwrap_or("pgd-linf"), Some(Norm::Linf))?,
+                l2: training_attack("l2", p.l2.as_deref().unwrap_or("pgd-l2"), Some(Norm::L2))?,
+                epsilon_linf: pick("epsilon_linf", p.epsilon_linf)?,
+                epsilon_l2: pick("epsilon_l2", p.epsilon_l2)?,
+                strategy,
+                fraction,
+            }
+        }
+        other => {
+            return v.fail(format!(
+                "{at}: kind = \"{other}\" is unknown (known: standard, adversarial, mixed)"
+            ));
+        }
+    };
+    if let Some(sigma) = p.inference_noise {
+        v.check(sigma.is_finite() && sigma > 0.0, || {
+            format!("{at}: inference_noise = {sigma} must be a positive σ (pixel units)")
+        })?;
+    }
+    let denoiser = match &p.denoiser {
+        None => None,
+        Some(d) => {
+            v.check(d.blocks >= 1 && d.blocks <= 64, || {
+                format!("{at}: denoiser.blocks = {} must be in 1..=64", d.blocks)
+            })?;
+            v.check(d.channels >= 1 && d.channels <= 1024, || {
+                format!("{at}: denoiser.channels = {} must be in 1..=1024", d.channels)
+            })?;
+            v.check(d.epochs >= 1, || format!("{at}: denoiser.epochs must be at least 1"))?;
+            v.check(d.learning_rate.is_finite() && d.learning_rate > 0.0, || {
+                format!("{at}: denoiser.learning_rate = {} must be positive", d.learning_rate)
+            })?;
+            Some(DenoiserTemplate {
+                blocks: d.blocks,
+                channels: d.channels,
+                attack: training_attack("denoiser.attack", &d.attack, None)?,
+                epsilon: check_eps("denoiser.epsilon", d.epsilon)?,
+                epochs: d.epochs,
+                learning_rate: d.learning_rate,
+            })
         }
     };
     Ok(ResolvedDefense {
         name: name.to_owned(),
-        build,
+        method,
+        inference_noise: p.inference_noise,
+        denoiser,
     })
 }
 
 fn training(v: &Validator, file: &SweepFile) -> Result<TrainingSpec, SweepError> {
     let t = &file.training;
-    v.check(t.epochs >= 1, || {
-        "training.epochs must be at least 1".into()
-    })?;
+    v.check(t.epochs >= 1, || "training.epochs must be at least 1".into())?;
     v.check(t.batch_size >= 1, || {
         "training.batch_size must be at least 1".into()
     })?;
@@ -303,9 +632,6 @@ fn training(v: &Validator, file: &SweepFile) -> Result<TrainingSpec, SweepError>
             t.learning_rate
         )
     })?;
-    v.check((0.0..1.0).contains(&t.momentum), || {
-        format!("training.momentum = {} must be in [0, 1)", t.momentum)
-    })?;
     v.check(t.weight_decay.is_finite() && t.weight_decay >= 0.0, || {
         format!(
             "training.weight_decay = {} must be non-negative",
@@ -313,31 +639,81 @@ fn training(v: &Validator, file: &SweepFile) -> Result<TrainingSpec, SweepError>
         )
     })?;
     let optimizer = match t.optimizer.as_str() {
-        "sgd" => Optimizer::Sgd {
-            momentum: t.momentum,
-            weight_decay: t.weight_decay,
-            nesterov: t.nesterov,
-        },
+        "sgd" => {
+            v.check((0.0..1.0).contains(&t.momentum), || {
+                format!("training.momentum = {} must be in [0, 1)", t.momentum)
+            })?;
+            v.check(!t.nesterov || t.momentum > 0.0, || {
+                "training.nesterov needs a momentum greater than 0".into()
+            })?;
+            Optimizer::Sgd {
+                momentum: t.momentum,
+                weight_decay: t.weight_decay,
+                nesterov: t.nesterov,
+            }
+        }
+        "adam" => {
+            for (key, beta) in [("beta1", t.beta1), ("beta2", t.beta2)] {
+                v.check((0.0..1.0).contains(&beta), || {
+                    format!("training.{key} = {beta} must be in [0, 1)")
+                })?;
+            }
+            Optimizer::Adam {
+                beta1: t.beta1,
+                beta2: t.beta2,
+                weight_decay: t.weight_decay,
+            }
+        }
         other => {
             return v.fail(format!(
-                "training.optimizer: unknown optimizer `{other}` (known: sgd)"
+                "training.optimizer: unknown optimizer `{other}` (known: sgd, adam)"
+            ));
+        }
+    };
+    let schedule = match t.schedule.as_str() {
+        "constant" => LrSchedule::Constant,
+        "step" => {
+            v.check(t.step_every >= 1, || "training.step_every must be at least 1".into())?;
+            v.check(t.step_gamma.is_finite() && t.step_gamma > 0.0, || {
+                format!("training.step_gamma = {} must be positive", t.step_gamma)
+            })?;
+            LrSchedule::Step {
+                every_epochs: t.step_every,
+                gamma: t.step_gamma,
+            }
+        }
+        "cosine" => LrSchedule::Cosine,
+        "one-cycle" => LrSchedule::OneCycle,
+        other => {
+            return v.fail(format!(
+                "training.schedule: unknown schedule `{other}` (known: constant, step, cosine, one-cycle)"
             ));
         }
     };
     v.check(file.evaluation.batch_size >= 1, || {
         "evaluation.batch_size must be at least 1".into()
     })?;
+    v.check(
+        (1..=MAX_EOT_SAMPLES).contains(&file.evaluation.eot_samples),
+        || format!("evaluation.eot_samples must be in 1..={MAX_EOT_SAMPLES}"),
+    )?;
     Ok(TrainingSpec {
         epochs: t.epochs,
         batch_size: t.batch_size,
         learning_rate: t.learning_rate,
         optimizer,
+        schedule,
         augment: t.augment,
         eval_batch_size: file.evaluation.batch_size,
     })
 }
 
 fn data(v: &Validator, file: &SweepFile, overrides: &Overrides) -> Result<DataSpec, SweepError> {
+    let path_of = |path: &String| -> Result<String, SweepError> {
+        let path = overrides.data_path.clone().unwrap_or_else(|| path.clone());
+        v.check(!path.trim().is_empty(), || "data.path is empty".into())?;
+        Ok(path)
+    };
     let (source, train_limit) = match &file.data {
         DataSection::Synthetic {
             seed,
@@ -357,11 +733,18 @@ fn data(v: &Validator, file: &SweepFile, overrides: &Overrides) -> Result<DataSp
                 *train_limit,
             )
         }
-        DataSection::Cifar10 { path, train_limit } => {
-            let path = overrides.data_path.clone().unwrap_or_else(|| path.clone());
-            v.check(!path.trim().is_empty(), || "data.path is empty".into())?;
-            (DataSource::Cifar10Binary { path }, *train_limit)
-        }
+        DataSection::Cifar10 { path, train_limit } => (
+            DataSource::Cifar10Binary {
+                path: path_of(path)?,
+            },
+            *train_limit,
+        ),
+        DataSection::ImageFolder { path, train_limit } => (
+            DataSource::ImageFolder {
+                path: path_of(path)?,
+            },
+            *train_limit,
+        ),
     };
     Ok(DataSpec {
         source,
@@ -397,14 +780,6 @@ pub fn expand(file: &SweepFile, overrides: &Overrides, origin: &str) -> Result<P
     v.unique_names("models", &grid.models)?;
     v.unique_names("defenses", &grid.defenses)?;
     v.unique_names("attacks", &grid.attacks)?;
-    for model in &grid.models {
-        v.check(presets::MODELS.contains(&model.as_str()), || {
-            format!(
-                "grid.models: unknown model `{model}` (known: {})",
-                presets::MODELS.join(", ")
-            )
-        })?;
-    }
     let mut epsilons = Vec::with_capacity(grid.epsilons.len());
     for (i, e) in grid.epsilons.iter().enumerate() {
         let e = v.epsilon(&format!("grid.epsilons[{i}]"), e.0)?;
@@ -419,15 +794,15 @@ pub fn expand(file: &SweepFile, overrides: &Overrides, origin: &str) -> Result<P
             format!("grid.seeds lists {seed} twice")
         })?;
     }
+    let models = grid
+        .models
+        .iter()
+        .map(|name| resolve_model(&v, file, name))
+        .collect::<Result<Vec<_>, _>>()?;
     let attacks = grid
         .attacks
         .iter()
-        .map(|name| {
-            Ok((
-                name.clone(),
-                resolve_attack(&v, file, name, "grid.attacks")?,
-            ))
-        })
+        .map(|name| Ok((name.clone(), resolve_attack(&v, file, name, "grid.attacks")?)))
         .collect::<Result<Vec<_>, SweepError>>()?;
     let defenses = grid
         .defenses
@@ -436,54 +811,44 @@ pub fn expand(file: &SweepFile, overrides: &Overrides, origin: &str) -> Result<P
         .collect::<Result<Vec<_>, _>>()?;
     let training = training(&v, file)?;
     let data = data(&v, file, overrides)?;
+    let epsilon_space = match file.epsilon_space {
+        EpsilonSpaceName::Pixel => EpsilonSpace::Pixel,
+        EpsilonSpaceName::Normalized => EpsilonSpace::Normalized,
+    };
+    let auto_eot = file.evaluation.eot_samples;
 
-    let mut runs: BTreeMap<String, ()> = BTreeMap::new();
+    let mut run_seen: HashSet<String> = HashSet::new();
     let mut cell_seen: HashSet<String> = HashSet::new();
     let mut plan_runs = Vec::new();
     let mut plan_cells = Vec::new();
-    for model_name in &grid.models {
-        let model = Model {
-            name: model_name.clone(),
-        };
+    for model in &models {
         for defense in &defenses {
             // (defense, the ε it is tied to, if any)
-            let variants: Vec<(Defense, Option<f64>)> = match &defense.build {
-                DefenseTemplate::Standard => vec![(Defense::Standard, None)],
-                DefenseTemplate::Adversarial {
-                    attack,
-                    epsilon,
-                    fraction,
-                } => match epsilon {
-                    EpsilonSetting::Fixed(e) => vec![(
-                        Defense::Adversarial {
-                            attack: attack.clone(),
-                            epsilon: *e,
-                            fraction: *fraction,
-                        },
-                        None,
-                    )],
-                    EpsilonSetting::Tied => epsilons
-                        .iter()
-                        .map(|e| {
-                            (
-                                Defense::Adversarial {
-                                    attack: attack.clone(),
-                                    epsilon: *e,
-                                    fraction: *fraction,
-                                },
-                                Some(*e),
-                            )
-                        })
-                        .collect(),
-                },
+            let variants: Vec<(Defense, Option<f64>)> = if defense.tied() {
+                epsilons.iter().map(|e| (defense.build(*e), Some(*e))).collect()
+            } else {
+                vec![(defense.build(0.0), None)]
             };
             for seed in &grid.seeds {
                 for (defense_spec, tied) in &variants {
-                    let run_id = ids::run_id(&model, defense_spec, &training, &data, *seed);
-                    if runs.insert(run_id.clone(), ()).is_some() {
+                    let run = RunSpec {
+                        id: String::new(),
+                        model_name: model.name.clone(),
+                        model: model.model.clone(),
+                        defense_name: defense.name.clone(),
+                        defense: defense_spec.clone(),
+                        training: training.clone(),
+                        data: data.clone(),
+                        seed: *seed,
+                        epsilon_space,
+                    };
+                    let run_id = ids::run_id(&run);
+                    if !run_seen.insert(run_id.clone()) {
                         continue;
                     }
-                    for (attack_name, attack) in &attacks {
+                    let randomized = run.randomized();
+                    for (attack_name, template) in &attacks {
+                        let attack = template.resolve(randomized, auto_eot);
                         let cell_epsilons: Vec<f64> = match (attack.is_none(), tied) {
                             (true, Some(e)) => vec![*e],
                             (true, None) => vec![0.0],
@@ -491,7 +856,7 @@ pub fn expand(file: &SweepFile, overrides: &Overrides, origin: &str) -> Result<P
                             (false, None) => epsilons.clone(),
                         };
                         for epsilon in cell_epsilons {
-                            let id = ids::cell_id(&run_id, attack, epsilon);
+                            let id = ids::cell_id(&run_id, &attack, epsilon);
                             if cell_seen.insert(id.clone()) {
                                 plan_cells.push(CellSpec {
                                     id,
@@ -503,15 +868,7 @@ pub fn expand(file: &SweepFile, overrides: &Overrides, origin: &str) -> Result<P
                             }
                         }
                     }
-                    plan_runs.push(RunSpec {
-                        id: run_id,
-                        model: model.clone(),
-                        defense_name: defense.name.clone(),
-                        defense: defense_spec.clone(),
-                        training: training.clone(),
-                        data: data.clone(),
-                        seed: *seed,
-                    });
+                    plan_runs.push(RunSpec { id: run_id, ..run });
                 }
             }
         }

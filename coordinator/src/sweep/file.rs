@@ -17,12 +17,19 @@ pub struct SweepFile {
     pub name: String,
     #[serde(default)]
     pub description: Option<String>,
+    /// Where every ε of the file is measured: `pixel` (inputs in [0, 1], the default) or
+    /// `normalized` (after the model's per-channel normalization, as the seed quotes them).
+    #[serde(default)]
+    pub epsilon_space: EpsilonSpaceName,
     pub data: DataSection,
     #[serde(default)]
     pub training: TrainingSection,
     #[serde(default)]
     pub evaluation: EvaluationSection,
     pub grid: GridSection,
+    /// User model presets (an architecture plus noise); they may shadow built-in names.
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelPreset>,
     /// User attack presets; they may shadow built-in names.
     #[serde(default)]
     pub attacks: BTreeMap<String, AttackPreset>,
@@ -50,6 +57,20 @@ pub enum DataSection {
         #[serde(default)]
         train_limit: u32,
     },
+    /// `train/<class>/*.png|jpg` and `test/<class>/*.png|jpg` (e.g. the CIFAR-10 JPEG mirror).
+    ImageFolder {
+        path: String,
+        #[serde(default)]
+        train_limit: u32,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EpsilonSpaceName {
+    #[default]
+    Pixel,
+    Normalized,
 }
 
 fn default_synthetic_train() -> u32 {
@@ -76,8 +97,37 @@ pub struct TrainingSection {
     pub weight_decay: f64,
     #[serde(default)]
     pub nesterov: bool,
+    /// Adam's β₁ and β₂.
+    #[serde(default = "default_beta1")]
+    pub beta1: f64,
+    #[serde(default = "default_beta2")]
+    pub beta2: f64,
+    /// `constant`, `step`, `cosine` or `one-cycle`.
+    #[serde(default = "default_schedule")]
+    pub schedule: String,
+    /// `step` schedule: multiply the learning rate by `step_gamma` every `step_every` epochs.
+    #[serde(default = "default_step_every")]
+    pub step_every: u32,
+    #[serde(default = "default_step_gamma")]
+    pub step_gamma: f64,
     #[serde(default)]
     pub augment: bool,
+}
+
+fn default_beta1() -> f64 {
+    0.9
+}
+fn default_beta2() -> f64 {
+    0.999
+}
+fn default_schedule() -> String {
+    "constant".to_owned()
+}
+fn default_step_every() -> u32 {
+    10
+}
+fn default_step_gamma() -> f64 {
+    0.1
 }
 
 impl Default for TrainingSection {
@@ -90,6 +140,11 @@ impl Default for TrainingSection {
             momentum: default_momentum(),
             weight_decay: default_weight_decay(),
             nesterov: false,
+            beta1: default_beta1(),
+            beta2: default_beta2(),
+            schedule: default_schedule(),
+            step_every: default_step_every(),
+            step_gamma: default_step_gamma(),
             augment: false,
         }
     }
@@ -122,6 +177,10 @@ pub struct EvaluationSection {
     pub limit: u32,
     #[serde(default = "default_eval_batch_size")]
     pub batch_size: u32,
+    /// Gradient samples per attack step that `eot = "auto"` gives when the model under attack
+    /// is randomized (noisy layers, inference noise).
+    #[serde(default = "default_eot_samples")]
+    pub eot_samples: u32,
 }
 
 impl Default for EvaluationSection {
@@ -129,8 +188,13 @@ impl Default for EvaluationSection {
         EvaluationSection {
             limit: default_eval_limit(),
             batch_size: default_eval_batch_size(),
+            eot_samples: default_eot_samples(),
         }
     }
+}
+
+fn default_eot_samples() -> u32 {
+    10
 }
 
 fn default_eval_limit() -> u32 {
@@ -155,6 +219,70 @@ fn default_seeds() -> Vec<u64> {
     vec![0]
 }
 
+/// `[models.NAME]`: an architecture, optionally with noisy layers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelPreset {
+    /// `basic`, `resnet18`, `wrn-D-K`, `vgg11`, `vgg16`.
+    pub arch: String,
+    #[serde(default)]
+    pub noise: Option<NoiseSection>,
+}
+
+/// Gaussian noise injected inside the model in training and inference.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoiseSection {
+    pub sigma: f64,
+    /// Injection points; `"all"` = every hidden point of the architecture.
+    #[serde(default = "default_noise_layers")]
+    pub layers: Vec<String>,
+    #[serde(default)]
+    pub learnable: bool,
+}
+
+fn default_noise_layers() -> Vec<String> {
+    vec!["all".to_owned()]
+}
+
+/// `eot = "auto"` (default: EOT only against randomized models) or a number of samples.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EotSetting {
+    #[default]
+    Auto,
+    Samples(u32),
+}
+
+impl<'de> Deserialize<'de> for EotSetting {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = EotSetting;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("eot = \"auto\" or a number of gradient samples (1 or more)")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<EotSetting, E> {
+                u32::try_from(v)
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .map(EotSetting::Samples)
+                    .ok_or_else(|| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<EotSetting, E> {
+                self.visit_i64(i64::try_from(v).unwrap_or(-1))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<EotSetting, E> {
+                if v.trim() == "auto" {
+                    Ok(EotSetting::Auto)
+                } else {
+                    Err(E::invalid_value(serde::de::Unexpected::Str(v), &self))
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AttackPreset {
@@ -167,6 +295,8 @@ pub enum AttackPreset {
         /// Multiple of ε per step; default 1.0 (1.25 is the usual value with a random start).
         #[serde(default)]
         step_fraction: Option<f64>,
+        #[serde(default)]
+        eot: EotSetting,
     },
     Pgd {
         #[serde(default)]
@@ -183,6 +313,8 @@ pub enum AttackPreset {
         random_start: bool,
         #[serde(default = "default_restarts")]
         restarts: u32,
+        #[serde(default)]
+        eot: EotSetting,
     },
 }
 
@@ -204,23 +336,78 @@ pub enum NormName {
     L2,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum DefensePreset {
-    Standard,
-    Adversarial {
-        /// Name of an attack preset (built-in or from `[attacks]`).
-        attack: String,
-        /// A number, a fraction such as "8/255", or "tied" (one run per grid ε).
-        epsilon: EpsilonSetting,
-        /// Fraction of each batch replaced by adversarial examples.
-        #[serde(default = "default_fraction")]
-        fraction: f64,
-    },
+/// `[defenses.NAME]`: a training procedure plus optional inference-time defenses. Which keys
+/// apply depends on `kind`; a key that does not apply is an error naming it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefensePreset {
+    /// `standard`, `adversarial` or `mixed`.
+    pub kind: String,
+    /// adversarial: the attack preset that makes the training examples.
+    #[serde(default)]
+    pub attack: Option<String>,
+    /// adversarial: a number, "8/255" or "tied"; mixed: the ε of both norms.
+    #[serde(default)]
+    pub epsilon: Option<EpsilonSetting>,
+    /// Fraction of each batch replaced by adversarial examples (default 1).
+    #[serde(default)]
+    pub fraction: Option<f64>,
+    /// mixed: the ℓ∞ and ℓ2 attack presets (default `pgd-linf`, `pgd-l2`).
+    #[serde(default)]
+    pub linf: Option<String>,
+    #[serde(default)]
+    pub l2: Option<String>,
+    /// mixed: separate budgets per norm instead of `epsilon`.
+    #[serde(default)]
+    pub epsilon_linf: Option<EpsilonSetting>,
+    #[serde(default)]
+    pub epsilon_l2: Option<EpsilonSetting>,
+    /// mixed: `both` (both versions in every batch, the default) or `worst` (per example).
+    #[serde(default)]
+    pub strategy: Option<String>,
+    /// σ of Gaussian noise added to inputs at inference (pixel units).
+    #[serde(default)]
+    pub inference_noise: Option<f64>,
+    /// A DnCNN denoiser in front of the classifier.
+    #[serde(default)]
+    pub denoiser: Option<DenoiserSection>,
 }
 
-fn default_fraction() -> f64 {
-    1.0
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DenoiserSection {
+    #[serde(default = "default_denoiser_blocks")]
+    pub blocks: u32,
+    #[serde(default = "default_denoiser_channels")]
+    pub channels: u32,
+    /// The attack preset that makes the (attacked, clean) training pairs.
+    #[serde(default = "default_denoiser_attack")]
+    pub attack: String,
+    #[serde(default = "default_tied")]
+    pub epsilon: EpsilonSetting,
+    #[serde(default = "default_denoiser_epochs")]
+    pub epochs: u32,
+    #[serde(default = "default_denoiser_lr")]
+    pub learning_rate: f64,
+}
+
+fn default_denoiser_blocks() -> u32 {
+    10
+}
+fn default_denoiser_channels() -> u32 {
+    64
+}
+fn default_denoiser_attack() -> String {
+    "pgd-linf".to_owned()
+}
+fn default_tied() -> EpsilonSetting {
+    EpsilonSetting::Tied
+}
+fn default_denoiser_epochs() -> u32 {
+    5
+}
+fn default_denoiser_lr() -> f64 {
+    1e-3
 }
 
 /// An ε written as a number or as a fraction string like `"8/255"`.

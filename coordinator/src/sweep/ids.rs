@@ -4,7 +4,7 @@
 //! same experiment therefore has the same id in every sweep file and every submission, which is
 //! what lets the coordinator reuse finished work and refuse duplicates.
 
-use advsweep_spec::{Attack, DataSpec, Defense, Model, TrainingSpec};
+use advsweep_spec::{Attack, DataSpec, Defense, EpsilonSpace, Model, RunSpec, TrainingSpec};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -27,23 +27,20 @@ struct RunIdentity<'a> {
     training: &'a TrainingSpec,
     data: &'a DataSpec,
     seed: u64,
+    epsilon_space: EpsilonSpace,
 }
 
-pub fn run_id(
-    model: &Model,
-    defense: &Defense,
-    training: &TrainingSpec,
-    data: &DataSpec,
-    seed: u64,
-) -> String {
+/// Hashes everything that changes what a run computes; not its id or display names.
+pub fn run_id(run: &RunSpec) -> String {
     hash_hex(
         "r-",
         &RunIdentity {
-            model,
-            defense,
-            training,
-            data,
-            seed,
+            model: &run.model,
+            defense: &run.defense,
+            training: &run.training,
+            data: &run.data,
+            seed: run.seed,
+            epsilon_space: run.epsilon_space,
         },
     )
 }

@@ -1,0 +1,242 @@
+//! Signs of an unsound evaluation (Carlini et al. 2019, Athalye et al. 2018, AutoAttack): the
+//! checks a careful reviewer would run on a run's numbers before believing them. They are
+//! warnings stored with the run's results, never silent corrections.
+
+use advsweep_spec::{Attack, DataSource, Norm, RunSpec, TrainingMethod};
+
+use super::epsilon;
+
+/// One evaluated cell of a run.
+#[derive(Debug, Clone)]
+pub struct EvaluatedCell {
+    pub attack_name: String,
+    pub attack: Attack,
+    pub epsilon: f64,
+    pub accuracy: f64,
+}
+
+/// Accuracy differences smaller than this are treated as sampling noise.
+pub const TOLERANCE: f64 = 0.01;
+
+/// A standard model on natural images should fall to about 0 under PGD-ℓ∞ from this ε on.
+const LARGE_LINF_EPSILON: f64 = 8.0 / 255.0;
+const NEAR_ZERO: f64 = 0.05;
+
+fn pct(a: f64) -> String {
+    format!("{:.1} %", 100.0 * a)
+}
+
+pub fn warnings(run: &RunSpec, cells: &[EvaluatedCell]) -> Vec<String> {
+    let mut out = Vec::new();
+    let attacked: Vec<&EvaluatedCell> = cells
+        .iter()
+        .filter(|c| !c.attack.is_none() && c.epsilon > 0.0)
+        .collect();
+
+    // PGD must not do worse than FGSM at the same norm and ε.
+    for pgd in attacked.iter().filter(|c| matches!(c.attack, Attack::Pgd { .. })) {
+        for fgsm in attacked.iter().filter(|c| matches!(c.attack, Attack::Fgsm { .. })) {
+            if pgd.attack.norm() == fgsm.attack.norm()
+                && (pgd.epsilon - fgsm.epsilon).abs() < 1e-12
+                && pgd.accuracy > fgsm.accuracy + TOLERANCE
+            {
+                out.push(format!(
+                    "{} is weaker than {} at ε={} ({} vs {} accuracy): the iterative attack is \
+                     probably mis-configured (too few steps or too small a step)",
+                    pgd.attack_name,
+                    fgsm.attack_name,
+                    epsilon::label(pgd.epsilon),
+                    pct(pgd.accuracy),
+                    pct(fgsm.accuracy)
+                ));
+            }
+        }
+    }
+
+    // Accuracy must not rise with ε for the same attack.
+    let mut names: Vec<&str> = attacked.iter().map(|c| c.attack_name.as_str()).collect();
+    names.dedup();
+    names.sort_unstable();
+    names.dedup();
+    for name in names {
+        let mut series: Vec<&&EvaluatedCell> =
+            attacked.iter().filter(|c| c.attack_name == name).collect();
+        series.sort_by(|a, b| a.epsilon.total_cmp(&b.epsilon));
+        for pair in series.windows(2) {
+            if pair[1].accuracy > pair[0].accuracy + TOLERANCE {
+                out.push(format!(
+                    "{name}: accuracy rises with ε ({} at ε={} but {} at ε={}): gradient masking \
+                     or a broken attack",
+                    pct(pair[0].accuracy),
+                    epsilon::label(pair[0].epsilon),
+                    pct(pair[1].accuracy),
+                    epsilon::label(pair[1].epsilon)
+                ));
+            }
+        }
+    }
+    if let Some(clean) = cells.iter().find(|c| c.attack.is_none()) {
+        for c in &attacked {
+            if c.accuracy > clean.accuracy + TOLERANCE {
+                out.push(format!(
+                    "{} at ε={} leaves more accuracy than no attack ({} vs {} clean)",
+                    c.attack_name,
+                    epsilon::label(c.epsilon),
+                    pct(c.accuracy),
+                    pct(clean.accuracy)
+                ));
+            }
+        }
+    }
+
+    // A randomized model must be attacked with EOT.
+    if run.randomized() {
+        let without: Vec<&str> = attacked
+            .iter()
+            .filter(|c| c.attack.eot() <= 1)
+            .map(|c| c.attack_name.as_str())
+            .collect();
+        if !without.is_empty() {
+            out.push(format!(
+                "the model is randomized but {} ran without EOT (eot = 1): its robustness is \
+                 probably overestimated",
+                without.join(", ")
+            ));
+        }
+    }
+
+    // A standard model on natural images falls to ~0 under PGD-ℓ∞ at 8/255.
+    let undefended = matches!(run.defense.method, TrainingMethod::Standard)
+        && run.defense.denoiser.is_none()
+        && !run.randomized();
+    let natural = !matches!(run.data.source, DataSource::Synthetic { .. });
+    if undefended && natural {
+        for c in attacked.iter().filter(|c| {
+            matches!(c.attack, Attack::Pgd { norm: Norm::Linf, .. })
+                && c.epsilon >= LARGE_LINF_EPSILON - 1e-12
+        }) {
+            if c.accuracy > NEAR_ZERO {
+                out.push(format!(
+                    "a standard model keeps {} under {} at ε={}; expected about 0 (RobustBench): \
+                     the attack may be too weak",
+                    pct(c.accuracy),
+                    c.attack_name,
+                    epsilon::label(c.epsilon)
+                ));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use advsweep_spec::{DataSpec, Defense, EpsilonSpace, Model, Optimizer, StepSize, TrainingSpec};
+
+    fn run(data: DataSource, inference_noise: Option<f64>) -> RunSpec {
+        let mut defense = Defense::standard();
+        defense.inference_noise = inference_noise;
+        RunSpec {
+            id: "r".into(),
+            model_name: "basic".into(),
+            model: Model::plain("basic"),
+            defense_name: "standard".into(),
+            defense,
+            training: TrainingSpec {
+                epochs: 1,
+                batch_size: 1,
+                learning_rate: 0.1,
+                optimizer: Optimizer::Sgd {
+                    momentum: 0.0,
+                    weight_decay: 0.0,
+                    nesterov: false,
+                },
+                schedule: advsweep_spec::LrSchedule::Constant,
+                augment: false,
+                eval_batch_size: 1,
+            },
+            data: DataSpec {
+                source: data,
+                eval_limit: 0,
+                train_limit: 0,
+            },
+            seed: 0,
+            epsilon_space: EpsilonSpace::Pixel,
+        }
+    }
+
+    fn cell(name: &str, attack: Attack, epsilon: f64, accuracy: f64) -> EvaluatedCell {
+        EvaluatedCell {
+            attack_name: name.into(),
+            attack,
+            epsilon,
+            accuracy,
+        }
+    }
+
+    fn fgsm() -> Attack {
+        Attack::Fgsm {
+            norm: Norm::Linf,
+            random_start: false,
+            step_fraction: 1.0,
+            eot: 1,
+        }
+    }
+
+    fn pgd() -> Attack {
+        Attack::Pgd {
+            norm: Norm::Linf,
+            steps: 10,
+            step: StepSize::FractionOfEpsilon(0.25),
+            random_start: true,
+            restarts: 1,
+            eot: 1,
+        }
+    }
+
+    #[test]
+    fn a_sound_evaluation_has_no_warnings() {
+        let cifar = DataSource::Cifar10Binary { path: "x".into() };
+        let w = warnings(
+            &run(cifar, None),
+            &[
+                cell("none", Attack::None, 0.0, 0.9),
+                cell("fgsm", fgsm(), 2.0 / 255.0, 0.5),
+                cell("fgsm", fgsm(), 8.0 / 255.0, 0.2),
+                cell("pgd", pgd(), 2.0 / 255.0, 0.3),
+                cell("pgd", pgd(), 8.0 / 255.0, 0.0),
+            ],
+        );
+        assert!(w.is_empty(), "{w:?}");
+    }
+
+    #[test]
+    fn each_unsound_sign_is_named() {
+        let cifar = DataSource::Cifar10Binary { path: "x".into() };
+        let w = warnings(
+            &run(cifar.clone(), None),
+            &[
+                cell("none", Attack::None, 0.0, 0.9),
+                cell("fgsm", fgsm(), 8.0 / 255.0, 0.2),
+                cell("pgd", pgd(), 2.0 / 255.0, 0.3),
+                cell("pgd", pgd(), 8.0 / 255.0, 0.4),
+            ],
+        );
+        let all = w.join("\n");
+        assert!(all.contains("pgd is weaker than fgsm at ε=8/255"), "{all}");
+        assert!(all.contains("pgd: accuracy rises with ε"), "{all}");
+        assert!(all.contains("a standard model keeps 40.0 %"), "{all}");
+
+        let noisy = warnings(
+            &run(cifar, Some(0.05)),
+            &[cell("pgd", pgd(), 8.0 / 255.0, 0.1)],
+        );
+        assert!(noisy.iter().any(|w| w.contains("without EOT")), "{noisy:?}");
+        let with_eot = warnings(
+            &run(DataSource::Cifar10Binary { path: "x".into() }, Some(0.05)),
+            &[cell("pgd", pgd().with_eot(10), 8.0 / 255.0, 0.1)],
+        );
+        assert!(with_eot.iter().all(|w| !w.contains("EOT")), "{with_eot:?}");
+    }
+}

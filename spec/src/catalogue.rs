@@ -1,0 +1,76 @@
+//! The model catalogue both sides agree on: which architecture names exist and where noise
+//! can be injected in each. The coordinator validates sweep files against it; the worker builds
+//! the networks.
+
+/// A parsed architecture name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// The seed's BasicNet (62,006 parameters).
+    Basic,
+    /// ResNet-18 with the CIFAR stem (3×3 conv, no max-pool).
+    ResNet18,
+    /// WideResNet-depth-width (Zagoruyko & Komodakis), e.g. `wrn-28-10`.
+    WideResNet { depth: u32, width: u32 },
+    /// VGG-11 / VGG-16 with batch norm, CIFAR classifier (512 → 10).
+    Vgg11,
+    Vgg16,
+}
+
+/// The names accepted, for error messages.
+pub const ARCHITECTURES: &[&str] = &["basic", "resnet18", "wrn-D-K (e.g. wrn-16-4, wrn-28-10)", "vgg11", "vgg16"];
+
+impl Arch {
+    pub fn parse(name: &str) -> Result<Arch, String> {
+        match name {
+            "basic" => return Ok(Arch::Basic),
+            "resnet18" => return Ok(Arch::ResNet18),
+            "vgg11" => return Ok(Arch::Vgg11),
+            "vgg16" => return Ok(Arch::Vgg16),
+            _ => {}
+        }
+        let unknown = || {
+            format!(
+                "unknown model `{name}` (known: {})",
+                ARCHITECTURES.join(", ")
+            )
+        };
+        let rest = name.strip_prefix("wrn-").ok_or_else(unknown)?;
+        let (d, k) = rest.split_once('-').ok_or_else(unknown)?;
+        let depth: u32 = d.parse().map_err(|_| unknown())?;
+        let width: u32 = k.parse().map_err(|_| unknown())?;
+        if depth < 10 || (depth - 4) % 6 != 0 {
+            return Err(format!(
+                "model `{name}`: WideResNet depth must be 6n+4 with n ≥ 1 (10, 16, 22, 28, …), got {depth}"
+            ));
+        }
+        if !(1..=20).contains(&width) {
+            return Err(format!("model `{name}`: WideResNet width must be 1..=20, got {width}"));
+        }
+        Ok(Arch::WideResNet { depth, width })
+    }
+
+    /// Where [`crate::NoiseInjection`] may add noise: `input` (before normalization) and the
+    /// output of each named stage.
+    pub fn noise_points(self) -> &'static [&'static str] {
+        match self {
+            Arch::Basic => &["input", "conv1", "conv2", "fc1", "fc2"],
+            Arch::ResNet18 => &["input", "stem", "layer1", "layer2", "layer3", "layer4"],
+            Arch::WideResNet { .. } => &["input", "stem", "block1", "block2", "block3"],
+            Arch::Vgg11 | Arch::Vgg16 => &["input", "stage1", "stage2", "stage3", "stage4", "stage5"],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse() {
+        assert_eq!(Arch::parse("wrn-28-10"), Ok(Arch::WideResNet { depth: 28, width: 10 }));
+        assert_eq!(Arch::parse("basic"), Ok(Arch::Basic));
+        assert!(Arch::parse("wrn-27-10").unwrap_err().contains("6n+4"));
+        assert!(Arch::parse("resnet50").unwrap_err().contains("unknown model `resnet50`"));
+        assert!(Arch::parse("wrn-16").is_err());
+    }
+}

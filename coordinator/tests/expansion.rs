@@ -265,3 +265,20 @@ fn the_epsilon_space_is_part_of_the_identity() {
     let a: HashSet<_> = pixel.runs.iter().map(|r| &r.id).collect();
     assert!(normalized.runs.iter().all(|r| !a.contains(&r.id)));
 }
+
+#[test]
+fn every_shipped_sweep_file_expands() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sweeps");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("sweeps/ exists") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let plan = advsweep_coordinator::sweep::load_plan(&path, &Overrides::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!plan.cells.is_empty(), "{}", path.display());
+        checked += 1;
+    }
+    assert!(checked >= 8, "expected the quickstart, CIFAR-10 and seed sweep files");
+}

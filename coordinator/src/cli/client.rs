@@ -10,7 +10,7 @@ use anyhow::Context;
 use tonic::transport::Channel;
 
 use super::{BadInput, progress, rows};
-use crate::report::ResultsTable;
+use crate::report::{Layout, Pivot};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Target {
@@ -67,11 +67,11 @@ pub async fn submit(
         .await
         .map_err(|s| rpc_error("SubmitSweep", s))?
         .into_inner();
-    println!(
+    outln!(
         "submitted sweep {} ({}): {} runs, {} cells, {} already done",
         r.name, r.sweep_id, r.runs, r.cells, r.cells_already_done
     );
-    println!("follow it with: advsweep watch {}", r.sweep_id);
+    outln!("follow it with: advsweep watch {}", r.sweep_id);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -94,14 +94,14 @@ fn counts(c: Option<&pb::StateCounts>) -> String {
 
 pub fn print_detail(detail: &pb::SweepDetail) {
     if let Some(s) = &detail.summary {
-        println!("sweep {} ({}): {}", s.name, s.sweep_id, s.state);
-        println!("  runs:  {}", counts(s.runs.as_ref()));
-        println!("  cells: {}", counts(s.cells.as_ref()));
+        outln!("sweep {} ({}): {}", s.name, s.sweep_id, s.state);
+        outln!("  runs:  {}", counts(s.runs.as_ref()));
+        outln!("  cells: {}", counts(s.cells.as_ref()));
     }
-    println!();
+    outln!();
     for run in &detail.runs {
         let last = run.epochs.last();
-        println!(
+        outln!(
             "run {} {:<9} {}/{} seed={} attempt={}{}{}",
             run.run_id,
             run.state,
@@ -123,17 +123,28 @@ pub fn print_detail(detail: &pb::SweepDetail) {
             }
         );
         for w in &run.warnings {
-            println!("    warning: {w}");
+            outln!("    warning: {w}");
         }
     }
     for cell in detail.cells.iter().filter(|c| !c.error.is_empty()) {
-        println!("cell {} {}: {}", cell.cell_id, cell.state, cell.error);
+        outln!("cell {} {}: {}", cell.cell_id, cell.state, cell.error);
     }
-    println!();
-    print!("{}", ResultsTable::new(&rows::cell_rows(detail)).render());
+    outln!();
+    out!("{}", Pivot::new(&rows::sweep_report(detail).cells, Layout::default()).markdown());
 }
 
-pub async fn status(target: &Target, sweep: Option<&str>) -> anyhow::Result<ExitCode> {
+#[derive(serde::Serialize)]
+struct SweepLine {
+    sweep_id: String,
+    name: String,
+    state: String,
+    created_unix_ms: i64,
+    cells_done: u32,
+    cells_total: u32,
+    cells_failed: u32,
+}
+
+pub async fn status(target: &Target, sweep: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
     let mut client = connect(&target.coordinator).await?;
     match sweep {
         None => {
@@ -142,11 +153,31 @@ pub async fn status(target: &Target, sweep: Option<&str>) -> anyhow::Result<Exit
                 .await
                 .map_err(|s| rpc_error("ListSweeps", s))?
                 .into_inner();
+            if json {
+                let lines: Vec<SweepLine> = list
+                    .sweeps
+                    .iter()
+                    .map(|s| {
+                        let c = s.cells.unwrap_or_default();
+                        SweepLine {
+                            sweep_id: s.sweep_id.clone(),
+                            name: s.name.clone(),
+                            state: s.state.clone(),
+                            created_unix_ms: s.created_unix_ms,
+                            cells_done: c.done,
+                            cells_total: c.pending + c.running + c.done + c.failed + c.cancelled,
+                            cells_failed: c.failed,
+                        }
+                    })
+                    .collect();
+                outln!("{}", serde_json::to_string_pretty(&lines)?);
+                return Ok(ExitCode::SUCCESS);
+            }
             if list.sweeps.is_empty() {
-                println!("no sweeps");
+                outln!("no sweeps");
             }
             for s in list.sweeps {
-                println!(
+                outln!(
                     "{}  {:<10} {:<24} cells: {}",
                     s.sweep_id,
                     s.state,
@@ -163,15 +194,31 @@ pub async fn status(target: &Target, sweep: Option<&str>) -> anyhow::Result<Exit
                 .await
                 .map_err(|s| rpc_error("GetSweep", s))?
                 .into_inner();
-            print_detail(&detail);
+            if json {
+                outln!("{}", crate::report::export::json(&rows::sweep_report(&detail)));
+            } else {
+                print_detail(&detail);
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn watch(target: &Target, sweep: &str) -> anyhow::Result<ExitCode> {
+pub async fn watch(target: &Target, sweep: &str, json: bool) -> anyhow::Result<ExitCode> {
     let mut client = connect(&target.coordinator).await?;
-    let last = progress::follow(&mut client, sweep).await?;
+    let output = if json {
+        progress::Output::Json
+    } else {
+        progress::Output::Human
+    };
+    let last = progress::follow(&mut client, sweep, output).await?;
+    if !json {
+        let c = last.cells.unwrap_or_default();
+        outln!(
+            "sweep {} {}: {} cells done, {} failed, {} cancelled",
+            last.sweep_id, last.state, c.done, c.failed, c.cancelled
+        );
+    }
     Ok(if last.state == "done" {
         ExitCode::SUCCESS
     } else {
@@ -188,7 +235,7 @@ pub async fn cancel(target: &Target, sweep: &str) -> anyhow::Result<ExitCode> {
         .await
         .map_err(|s| rpc_error("CancelSweep", s))?
         .into_inner();
-    println!(
+    outln!(
         "cancelled sweep {sweep}: {} cells cancelled",
         r.cells_cancelled
     );

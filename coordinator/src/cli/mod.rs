@@ -3,9 +3,22 @@
 //! `plan` and `run` work on a local sweep file; `coordinator` serves; `submit`, `status`,
 //! `watch` and `cancel` are gRPC clients of a running coordinator.
 
+/// `println!` that ends the process quietly when stdout is closed (`advsweep status | head`)
+/// instead of panicking.
+macro_rules! outln {
+    () => { $crate::cli::write_stdout(format_args!(""), true) };
+    ($($t:tt)*) => { $crate::cli::write_stdout(format_args!($($t)*), true) };
+}
+
+/// `print!` with the same behaviour as [`outln!`].
+macro_rules! out {
+    ($($t:tt)*) => { $crate::cli::write_stdout(format_args!($($t)*), false) };
+}
+
 mod client;
 mod plan;
 mod progress;
+mod report;
 mod rows;
 mod run;
 
@@ -61,21 +74,45 @@ pub enum Command {
     /// Show all sweeps, or one sweep's runs, cells and results.
     Status {
         sweep: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         target: client::Target,
     },
     /// Follow a sweep's progress until it ends.
     Watch {
         sweep: String,
+        /// One JSON object per event on stdout.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         target: client::Target,
     },
+    /// Write the sweep's tables (Markdown, CSV), exports (CSV, JSON) and figures (SVG, PNG).
+    Report(report::ReportArgs),
     /// Cancel a sweep's unfinished cells.
     Cancel {
         sweep: String,
         #[command(flatten)]
         target: client::Target,
     },
+}
+
+#[doc(hidden)]
+pub fn write_stdout(args: std::fmt::Arguments<'_>, newline: bool) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    let result = stdout
+        .write_fmt(args)
+        .and_then(|()| if newline { stdout.write_all(b"\n") } else { Ok(()) });
+    if let Err(e) = result {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("advsweep: cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
 }
 
 /// Entry point of the `advsweep` binary.
@@ -121,8 +158,17 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             data_path,
             target,
         } => client::submit(&target, &file, data_path).await,
-        Command::Status { sweep, target } => client::status(&target, sweep.as_deref()).await,
-        Command::Watch { sweep, target } => client::watch(&target, &sweep).await,
+        Command::Status {
+            sweep,
+            json,
+            target,
+        } => client::status(&target, sweep.as_deref(), json).await,
+        Command::Watch {
+            sweep,
+            json,
+            target,
+        } => client::watch(&target, &sweep, json).await,
+        Command::Report(args) => report::report(args).await,
         Command::Cancel { sweep, target } => client::cancel(&target, &sweep).await,
     }
 }

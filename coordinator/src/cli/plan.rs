@@ -25,19 +25,19 @@ pub fn attack_label(attack: &Attack) -> &'static str {
 
 pub fn plan(file: &Path, data_path: Option<String>) -> anyhow::Result<()> {
     let plan = load_plan(file, &Overrides { data_path }).map_err(|e| BadInput(e.to_string()))?;
-    println!("sweep {} ({})", plan.name, plan.sweep_id);
+    outln!("sweep {} ({})", plan.name, plan.sweep_id);
     if !plan.description.is_empty() {
-        println!("  {}", plan.description.trim());
+        outln!("  {}", plan.description.trim());
     }
-    println!(
+    outln!(
         "{} runs (training jobs), {} cells (evaluations)",
         plan.runs.len(),
         plan.cells.len()
     );
-    println!();
+    outln!();
     for run in &plan.runs {
         let cells: Vec<_> = plan.cells_of(&run.id).collect();
-        println!(
+        outln!(
             "run {}  model={} defense={} seed={} epochs={}  ({} cells)",
             run.id,
             run.model.name,
@@ -47,7 +47,7 @@ pub fn plan(file: &Path, data_path: Option<String>) -> anyhow::Result<()> {
             cells.len()
         );
         for cell in cells {
-            println!(
+            outln!(
                 "  cell {}  {} ({}) ε={}",
                 cell.id,
                 cell.attack_name,

@@ -1,19 +1,111 @@
-//! Following a sweep through `WatchSweep`: a progress bar on a terminal, one line per event
-//! otherwise (CI logs, pipes).
+//! Following a sweep through `WatchSweep`: progress bars on a terminal (overall, and one line
+//! per run in flight with its worker, epoch and latest metrics), one line per event otherwise
+//! (CI logs, pipes), or JSON lines for scripts.
 
 use std::io::IsTerminal;
 
 use advsweep_proto::v1 as pb;
 use advsweep_proto::v1::sweep_service_client::SweepServiceClient;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use serde::Serialize;
 use tonic::transport::Channel;
 
 use super::client::rpc_error;
+
+/// How to show progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// Bars on a terminal, plain lines otherwise.
+    Human,
+    /// One JSON object per event on stdout.
+    Json,
+}
+
+#[derive(Debug, Serialize)]
+struct Counts {
+    pending: u32,
+    running: u32,
+    done: u32,
+    failed: u32,
+    cancelled: u32,
+    total: u32,
+}
+
+impl From<&pb::StateCounts> for Counts {
+    fn from(c: &pb::StateCounts) -> Self {
+        Counts {
+            pending: c.pending,
+            running: c.running,
+            done: c.done,
+            failed: c.failed,
+            cancelled: c.cancelled,
+            total: c.pending + c.running + c.done + c.failed + c.cancelled,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct RunInFlight<'a> {
+    run_id: &'a str,
+    model: &'a str,
+    defense: &'a str,
+    seed: u64,
+    worker_id: &'a str,
+    attempt: u32,
+    epoch: Option<u32>,
+    train_loss: Option<f64>,
+    test_accuracy: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+struct JsonEvent<'a> {
+    sweep_id: &'a str,
+    name: &'a str,
+    state: &'a str,
+    finished: bool,
+    message: &'a str,
+    runs: Counts,
+    cells: Counts,
+    running: Vec<RunInFlight<'a>>,
+}
+
+fn in_flight(r: &pb::RunStatus) -> RunInFlight<'_> {
+    let last = r.epochs.last();
+    RunInFlight {
+        run_id: &r.run_id,
+        model: &r.model,
+        defense: &r.defense_name,
+        seed: r.seed,
+        worker_id: &r.worker_id,
+        attempt: r.attempt,
+        epoch: last.map(|e| e.epoch),
+        train_loss: last.map(|e| e.train_loss),
+        test_accuracy: last.map(|e| e.test_accuracy),
+    }
+}
+
+fn run_line(r: &pb::RunStatus) -> String {
+    let mut s = format!(
+        "  {} {}/{} seed {} on {} (attempt {})",
+        r.run_id, r.model, r.defense_name, r.seed, r.worker_id, r.attempt
+    );
+    match r.epochs.last() {
+        Some(e) => s.push_str(&format!(
+            ": epoch {}, loss {:.3}, test acc {:.1}%",
+            e.epoch,
+            e.train_loss,
+            100.0 * e.test_accuracy
+        )),
+        None => s.push_str(": starting"),
+    }
+    s
+}
 
 /// Streams events until the sweep reaches a terminal state; returns the last summary.
 pub async fn follow(
     client: &mut SweepServiceClient<Channel>,
     sweep_id: &str,
+    output: Output,
 ) -> anyhow::Result<pb::SweepSummary> {
     let mut stream = client
         .watch_sweep(pb::WatchSweepRequest {
@@ -22,45 +114,83 @@ pub async fn follow(
         .await
         .map_err(|s| rpc_error("WatchSweep", s))?
         .into_inner();
-    let interactive = std::io::stderr().is_terminal();
-    let bar = if interactive {
-        let bar = ProgressBar::new(0);
+    let interactive = output == Output::Human && std::io::stderr().is_terminal();
+    let multi = MultiProgress::new();
+    let bar = interactive.then(|| {
+        let bar = multi.add(ProgressBar::new(0));
         bar.set_style(
             ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:40.cyan/blue} {pos}/{len} cells  {msg}",
+                "{spinner} [{elapsed_precise}] {bar:40.cyan/blue} {pos}/{len} cells (ETA {eta})  {msg}",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         bar.enable_steady_tick(std::time::Duration::from_millis(200));
-        Some(bar)
-    } else {
-        None
-    };
+        bar
+    });
+    let mut run_lines: Vec<ProgressBar> = Vec::new();
     let mut last = None;
+    let mut last_message = String::new();
     while let Some(event) = stream
         .message()
         .await
         .map_err(|s| rpc_error("WatchSweep", s))?
     {
-        let summary = event.summary.unwrap_or_default();
+        let summary = event.summary.clone().unwrap_or_default();
         let cells = summary.cells.unwrap_or_default();
         let total = cells.pending + cells.running + cells.done + cells.failed + cells.cancelled;
-        match &bar {
-            Some(bar) => {
+        match (output, &bar) {
+            (Output::Json, _) => {
+                let json = JsonEvent {
+                    sweep_id: &summary.sweep_id,
+                    name: &summary.name,
+                    state: &summary.state,
+                    finished: event.finished,
+                    message: &event.message,
+                    runs: Counts::from(&summary.runs.unwrap_or_default()),
+                    cells: Counts::from(&cells),
+                    running: event.running.iter().map(in_flight).collect(),
+                };
+                outln!("{}", serde_json::to_string(&json)?);
+            }
+            (Output::Human, Some(bar)) => {
                 bar.set_length(u64::from(total));
                 bar.set_position(u64::from(cells.done + cells.failed + cells.cancelled));
                 bar.set_message(format!(
-                    "{} running, {} failed",
-                    cells.running, cells.failed
+                    "{} running, {} pending, {} failed",
+                    cells.running, cells.pending, cells.failed
                 ));
+                while run_lines.len() < event.running.len() {
+                    let line = multi.add(ProgressBar::new_spinner());
+                    line.set_style(
+                        ProgressStyle::with_template("{msg}")
+                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                    );
+                    run_lines.push(line);
+                }
+                while run_lines.len() > event.running.len() {
+                    if let Some(line) = run_lines.pop() {
+                        line.finish_and_clear();
+                    }
+                }
+                for (line, run) in run_lines.iter().zip(&event.running) {
+                    line.set_message(run_line(run));
+                }
             }
-            None => eprintln!("advsweep: {}", event.message),
+            (Output::Human, None) => {
+                if event.message != last_message {
+                    eprintln!("advsweep: {}", event.message);
+                    last_message = event.message.clone();
+                }
+            }
         }
         let finished = event.finished;
         last = Some(summary);
         if finished {
             break;
         }
+    }
+    for line in run_lines {
+        line.finish_and_clear();
     }
     if let Some(bar) = bar {
         bar.finish_and_clear();

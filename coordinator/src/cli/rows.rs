@@ -1,28 +1,60 @@
-//! v1 sweep details → report rows.
+//! v1 sweep details → report records.
 
 use std::collections::HashMap;
 
 use advsweep_proto::v1 as pb;
+use advsweep_spec::wire;
 
-use crate::report::CellRow;
+use crate::report::{CellRecord, RunRecord, SweepReport};
 
-pub fn cell_rows(detail: &pb::SweepDetail) -> Vec<CellRow> {
-    let runs: HashMap<&str, &pb::RunStatus> =
-        detail.runs.iter().map(|r| (r.run_id.as_str(), r)).collect();
-    detail
+fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
+pub fn sweep_report(detail: &pb::SweepDetail) -> SweepReport {
+    let summary = detail.summary.clone().unwrap_or_default();
+    let runs: Vec<RunRecord> = detail
+        .runs
+        .iter()
+        .map(|r| RunRecord {
+            run_id: r.run_id.clone(),
+            model: r.model.clone(),
+            defense: r.defense_name.clone(),
+            defense_epsilon: (r.defense_epsilon > 0.0).then_some(r.defense_epsilon),
+            seed: r.seed,
+            state: r.state.clone(),
+            attempt: r.attempt,
+            error: non_empty(&r.error),
+            warnings: r.warnings.clone(),
+            epochs: r.epochs.iter().map(wire::epoch_from_wire).collect(),
+        })
+        .collect();
+    let by_id: HashMap<&str, &RunRecord> = runs.iter().map(|r| (r.run_id.as_str(), r)).collect();
+    let cells = detail
         .cells
         .iter()
         .map(|c| {
-            let run = runs.get(c.run_id.as_str());
-            CellRow {
+            let run = by_id.get(c.run_id.as_str());
+            CellRecord {
+                cell_id: c.cell_id.clone(),
+                run_id: c.run_id.clone(),
                 model: run.map(|r| r.model.clone()).unwrap_or_default(),
-                defense: run.map(|r| r.defense_name.clone()).unwrap_or_default(),
+                defense: run.map(|r| r.defense.clone()).unwrap_or_default(),
+                defense_epsilon: run.and_then(|r| r.defense_epsilon),
+                seed: run.map(|r| r.seed).unwrap_or_default(),
                 attack: c.attack_name.clone(),
                 epsilon: c.epsilon,
-                seed: run.map(|r| r.seed).unwrap_or_default(),
                 state: c.state.clone(),
-                accuracy: c.result.as_ref().map(|r| r.accuracy),
+                result: c.result.as_ref().and_then(|r| wire::cell_result_from_wire(r).ok()),
+                error: non_empty(&c.error),
             }
         })
-        .collect()
+        .collect();
+    SweepReport {
+        sweep_id: summary.sweep_id,
+        name: summary.name,
+        state: summary.state,
+        runs,
+        cells,
+    }
 }

@@ -14,7 +14,7 @@ use tokio::process::{Child, Command};
 
 use super::{BadInput, client, progress, rows};
 use crate::grpc::{Coordinator, serve};
-use crate::report::ResultsTable;
+use crate::report::{Layout, Pivot};
 use crate::store::{LeaseSettings, Store};
 use crate::sweep::{Overrides, load_plan};
 
@@ -188,7 +188,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // Follow progress while watching the workers: if every worker dies before the sweep ends,
     // stop and say why instead of waiting forever.
     let mut watch_client = client.clone();
-    let follow = progress::follow(&mut watch_client, &submitted.sweep_id);
+    let follow = progress::follow(&mut watch_client, &submitted.sweep_id, progress::Output::Human);
     tokio::pin!(follow);
     let mut alive = children.len();
     let mut worker_failures = Vec::new();
@@ -243,11 +243,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let detail = detail?.into_inner();
-    println!();
-    print!("{}", ResultsTable::new(&rows::cell_rows(&detail)).render());
-    println!();
+    outln!();
+    out!("{}", Pivot::new(&rows::sweep_report(&detail).cells, Layout::default()).markdown());
+    outln!();
     let cells = summary.cells.unwrap_or_default();
-    println!(
+    outln!(
         "sweep {}: {} ({} cells done, {} failed); logs in {}",
         summary.sweep_id,
         summary.state,
@@ -256,11 +256,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         logs.display()
     );
     for run in detail.runs.iter().filter(|r| !r.error.is_empty()) {
-        println!("  run {} {}: {}", run.run_id, run.state, run.error);
+        outln!("  run {} {}: {}", run.run_id, run.state, run.error);
     }
     for run in &detail.runs {
         for w in &run.warnings {
-            println!("  warning ({}/{} seed {}): {w}", run.model, run.defense_name, run.seed);
+            outln!("  warning ({}/{} seed {}): {w}", run.model, run.defense_name, run.seed);
         }
     }
     Ok(if summary.state == "done" {

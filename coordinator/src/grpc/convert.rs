@@ -26,7 +26,7 @@ pub fn summary(s: &SweepSummary) -> pb::SweepSummary {
     }
 }
 
-fn run(r: &RunStatus) -> pb::RunStatus {
+pub fn run(r: &RunStatus) -> pb::RunStatus {
     pb::RunStatus {
         run_id: r.run_id.clone(),
         model: r.model.clone(),

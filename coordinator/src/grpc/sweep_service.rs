@@ -150,13 +150,15 @@ impl SweepService for SweepApi {
         tokio::spawn(async move {
             let mut last: Option<SweepSummary> = None;
             let mut current = first;
+            let mut running = Vec::new();
             loop {
-                if last.as_ref() != Some(&current) {
+                if last.as_ref() != Some(&current) || !running.is_empty() {
                     let finished = current.state.is_terminal();
                     let event = pb::SweepEvent {
                         summary: Some(convert::summary(&current)),
                         message: describe(last.as_ref(), &current),
                         finished,
+                        running: running.iter().map(convert::run).collect(),
                     };
                     if tx.send(Ok(event)).await.is_err() || finished {
                         return;
@@ -169,8 +171,11 @@ impl SweepService for SweepApi {
                     _ = tx.closed() => return,
                 }
                 let id = id.clone();
-                match blocking(&store, move |s| s.sweep_summary(&id)).await {
-                    Ok(s) => current = s,
+                match blocking(&store, move |s| Ok((s.sweep_summary(&id)?, s.running_runs(&id)?))).await {
+                    Ok((s, r)) => {
+                        current = s;
+                        running = r;
+                    }
                     Err(status) => {
                         let _ = tx.send(Err(status)).await;
                         return;

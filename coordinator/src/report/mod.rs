@@ -1,8 +1,120 @@
-//! Turning stored results into what researchers read. For now the results table printed at the
-//! end of `advsweep run` and by `advsweep status`; tables and plots for papers come later.
+//! Turning stored results into what researchers read: pivot tables (Markdown, CSV), long-format
+//! exports (CSV, JSON), the seed's figures (SVG, PNG) and each run's sanity warnings. Works on
+//! partial sweeps: what exists is reported, what is missing is marked.
 
 pub mod epsilon;
-pub mod results_table;
+pub mod export;
+pub mod pivot;
+pub mod plots;
+pub mod records;
 pub mod sanity;
 
-pub use results_table::{CellRow, ResultsTable};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+pub use pivot::{Dim, Layout, Metric, Pivot};
+pub use records::{CellRecord, RunRecord, SweepReport};
+
+/// What [`write`] produced.
+#[derive(Debug, Default)]
+pub struct Written {
+    pub files: Vec<PathBuf>,
+    /// Why plots were skipped, if they were.
+    pub plots_skipped: Option<String>,
+}
+
+fn put(dir: &Path, name: &str, text: &str, written: &mut Written) -> std::io::Result<()> {
+    let path = dir.join(name);
+    std::fs::write(&path, text)?;
+    written.files.push(path);
+    Ok(())
+}
+
+/// `report.md`: the pivot, what is missing, and the warnings next to the numbers.
+pub fn summary_markdown(r: &SweepReport, layout: &Layout, plots: &[PathBuf]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# {} ({})\n", r.name, r.sweep_id);
+    let done = r.cells.iter().filter(|c| c.state == "done").count();
+    let _ = writeln!(
+        out,
+        "State: **{}**, {done}/{} cells done, {} runs.\n",
+        r.state,
+        r.cells.len(),
+        r.runs.len()
+    );
+    let metric = layout.metric.name();
+    let unit = match layout.metric {
+        Metric::Accuracy | Metric::AttackSuccessRate => " (%)",
+        _ => "",
+    };
+    let _ = writeln!(out, "## {metric}{unit}, mean ± std over seeds\n");
+    out.push_str(&Pivot::new(&r.cells, layout.clone()).markdown());
+    let missing: Vec<_> = r.cells.iter().filter(|c| c.state != "done").collect();
+    if !missing.is_empty() {
+        let _ = writeln!(out, "\n## Missing cells ({})\n", missing.len());
+        for c in missing {
+            let _ = writeln!(
+                out,
+                "- {}/{} seed {}: {} ε={} — {}{}",
+                c.model,
+                c.defense,
+                c.seed,
+                c.attack,
+                epsilon::label(c.epsilon),
+                c.state,
+                c.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+            );
+        }
+    }
+    let warned: Vec<_> = r.runs.iter().filter(|x| !x.warnings.is_empty()).collect();
+    if !warned.is_empty() {
+        let _ = writeln!(out, "\n## Sanity warnings\n");
+        for run in warned {
+            for w in &run.warnings {
+                let _ = writeln!(out, "- **{}/{} seed {}** ({}): {w}", run.model, run.defense, run.seed, run.run_id);
+            }
+        }
+    }
+    if !plots.is_empty() {
+        let _ = writeln!(out, "\n## Figures\n");
+        for p in plots.iter().filter(|p| p.extension().is_some_and(|e| e == "png")) {
+            if let Some(name) = p.file_name().and_then(|n| n.to_str()) {
+                let _ = writeln!(out, "![{name}]({name})");
+            }
+        }
+    }
+    out
+}
+
+/// Writes every report file for `r` into `dir` (created if needed).
+pub fn write(r: &SweepReport, dir: &Path, layout: &Layout, with_plots: bool) -> std::io::Result<Written> {
+    std::fs::create_dir_all(dir)?;
+    let mut written = Written::default();
+    let pivot = Pivot::new(&r.cells, layout.clone());
+    put(dir, "table.md", &pivot.markdown(), &mut written)?;
+    put(dir, "table.csv", &pivot.csv(), &mut written)?;
+    put(dir, "cells.csv", &export::cells_csv(r), &mut written)?;
+    put(dir, "epochs.csv", &export::epochs_csv(r), &mut written)?;
+    put(dir, "sweep.json", &export::json(r), &mut written)?;
+    let mut plot_files = Vec::new();
+    if with_plots {
+        let mut charts: Vec<(String, plots::Chart)> = plots::accuracy_vs_epsilon(r)
+            .into_iter()
+            .map(|((m, d), c)| (format!("accuracy_vs_epsilon-{}-{}", plots::slug(&m), plots::slug(&d)), c))
+            .collect();
+        charts.extend(plots::learning_curves(r).into_iter().map(|(n, c)| (n.to_owned(), c)));
+        charts.extend(plots::robust_vs_clean(r).map(|c| ("robust_vs_clean".to_owned(), c)));
+        for (stem, chart) in charts {
+            match plots::render(&chart, dir, &stem) {
+                Ok(files) => plot_files.extend(files),
+                Err(why) => {
+                    written.plots_skipped = Some(why);
+                    break;
+                }
+            }
+        }
+    }
+    put(dir, "report.md", &summary_markdown(r, layout, &plot_files), &mut written)?;
+    written.files.extend(plot_files);
+    Ok(written)
+}

@@ -174,6 +174,48 @@ fn summary(conn: &Connection, sweep_id: &str) -> Result<SweepSummary, StoreError
 }
 
 impl Store {
+    /// The sweep's leased runs with their latest epoch, for live progress.
+    pub fn running_runs(&self, sweep_id: &str) -> Result<Vec<RunStatus>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT r.run_id, r.model, r.defense_name, r.defense_epsilon, r.seed, r.attempt,
+                    r.worker_id,
+                    e.epoch, e.train_loss, e.train_accuracy, e.test_accuracy, e.seconds,
+                    e.images_per_second
+             FROM sweep_runs sr JOIN runs r ON r.run_id = sr.run_id
+             LEFT JOIN epochs e ON e.run_id = r.run_id
+                 AND e.epoch = (SELECT MAX(epoch) FROM epochs WHERE run_id = r.run_id)
+             WHERE sr.sweep_id = ?1 AND r.state = 'leased' ORDER BY r.seq",
+        )?;
+        let rows = stmt.query_map([sweep_id], |r| {
+            let epoch: Option<u32> = r.get(7)?;
+            Ok(RunStatus {
+                run_id: r.get(0)?,
+                model: r.get(1)?,
+                defense_name: r.get(2)?,
+                defense_epsilon: r.get(3)?,
+                seed: u64::try_from(r.get::<_, i64>(4)?).unwrap_or_default(),
+                state: "running".into(),
+                attempt: r.get(5)?,
+                worker_id: r.get(6)?,
+                error: None,
+                epochs: match epoch {
+                    Some(epoch) => vec![EpochMetrics {
+                        epoch,
+                        train_loss: nan_if_null(r.get(8)?),
+                        train_accuracy: nan_if_null(r.get(9)?),
+                        test_accuracy: nan_if_null(r.get(10)?),
+                        seconds: nan_if_null(r.get(11)?),
+                        images_per_second: nan_if_null(r.get(12)?),
+                    }],
+                    None => Vec::new(),
+                },
+                warnings: Vec::new(),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     pub fn sweep_summary(&self, sweep_id: &str) -> Result<SweepSummary, StoreError> {
         summary(&self.conn(), sweep_id)
     }

@@ -1,0 +1,79 @@
+//! `advsweep report SWEEP`: tables, exports and figures for a sweep, at any moment of it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use advsweep_proto::v1 as pb;
+
+use super::{BadInput, client, rows};
+use crate::report::{self, Dim, Layout, Metric};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReportArgs {
+    pub sweep: String,
+    /// Output directory (default: reports/<sweep name>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Dimensions along the table's rows (attack, epsilon, model, defense, seed).
+    #[arg(long, default_value = "attack,epsilon")]
+    pub rows: String,
+    /// Dimensions along the table's columns.
+    #[arg(long, default_value = "model,defense")]
+    pub cols: String,
+    /// The value in the table: accuracy, attack_success_rate, mean_linf, mean_l2, seconds,
+    /// images_per_second.
+    #[arg(long, default_value = "accuracy")]
+    pub metric: String,
+    /// Tables and exports only.
+    #[arg(long)]
+    pub no_plots: bool,
+    #[command(flatten)]
+    pub target: client::Target,
+}
+
+fn dims(list: &str) -> Result<Vec<Dim>, BadInput> {
+    list.split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| Dim::parse(s).map_err(BadInput))
+        .collect()
+}
+
+pub fn layout(rows: &str, cols: &str, metric: &str) -> Result<Layout, BadInput> {
+    let layout = Layout {
+        rows: dims(rows)?,
+        columns: dims(cols)?,
+        metric: Metric::parse(metric).map_err(BadInput)?,
+    };
+    if layout.rows.is_empty() || layout.columns.is_empty() {
+        return Err(BadInput("--rows and --cols each need at least one dimension".into()));
+    }
+    if layout.rows.iter().any(|d| layout.columns.contains(d)) {
+        return Err(BadInput("a dimension cannot be on both --rows and --cols".into()));
+    }
+    Ok(layout)
+}
+
+pub async fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
+    let layout = layout(&args.rows, &args.cols, &args.metric)?;
+    let mut c = client::connect(&args.target.coordinator).await?;
+    let detail = c
+        .get_sweep(pb::GetSweepRequest {
+            sweep_id: args.sweep.clone(),
+        })
+        .await
+        .map_err(|s| client::rpc_error("GetSweep", s))?
+        .into_inner();
+    let r = rows::sweep_report(&detail);
+    let out = args
+        .out
+        .unwrap_or_else(|| PathBuf::from("reports").join(report::plots::slug(&r.name)));
+    let written = report::write(&r, &out, &layout, !args.no_plots)
+        .map_err(|e| anyhow::anyhow!("cannot write the report into {}: {e}", out.display()))?;
+    out!("{}", report::Pivot::new(&r.cells, layout).markdown());
+    outln!();
+    outln!("wrote {} files into {}", written.files.len(), out.display());
+    if let Some(why) = written.plots_skipped {
+        eprintln!("advsweep: plots skipped: {why}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,76 @@
+//! Long-format exports, one row per cell and one per epoch, ready for pandas
+//! (`pd.read_csv("cells.csv")`), and the same as JSON.
+
+use std::fmt::Write as _;
+
+use super::pivot::csv_field;
+use super::records::SweepReport;
+
+fn opt(v: Option<f64>) -> String {
+    v.map(|x| x.to_string()).unwrap_or_default()
+}
+
+/// `cells.csv`: every cell, finished or not.
+pub fn cells_csv(r: &SweepReport) -> String {
+    let mut out = String::from(
+        "sweep_id,run_id,cell_id,model,defense,defense_epsilon,seed,attack,epsilon,state,accuracy,attack_success_rate,mean_linf,mean_l2,images_per_second,seconds,examples,error\n",
+    );
+    for c in &r.cells {
+        let res = c.result.as_ref();
+        let fields = [
+            csv_field(&r.sweep_id),
+            csv_field(&c.run_id),
+            csv_field(&c.cell_id),
+            csv_field(&c.model),
+            csv_field(&c.defense),
+            opt(c.defense_epsilon),
+            c.seed.to_string(),
+            csv_field(&c.attack),
+            c.epsilon.to_string(),
+            csv_field(&c.state),
+            opt(res.map(|x| x.accuracy)),
+            opt(res.map(|x| x.attack_success_rate)),
+            opt(res.map(|x| x.mean_linf)),
+            opt(res.map(|x| x.mean_l2)),
+            opt(res.map(|x| x.images_per_second)),
+            opt(res.map(|x| x.seconds)),
+            res.map(|x| x.examples.to_string()).unwrap_or_default(),
+            csv_field(c.error.as_deref().unwrap_or("")),
+        ];
+        let _ = writeln!(out, "{}", fields.join(","));
+    }
+    out
+}
+
+/// `epochs.csv`: every epoch of every run (the learning curves).
+pub fn epochs_csv(r: &SweepReport) -> String {
+    let mut out = String::from(
+        "sweep_id,run_id,model,defense,defense_epsilon,seed,epoch,train_loss,train_accuracy,test_accuracy,seconds,images_per_second\n",
+    );
+    for run in &r.runs {
+        for e in &run.epochs {
+            let fields = [
+                csv_field(&r.sweep_id),
+                csv_field(&run.run_id),
+                csv_field(&run.model),
+                csv_field(&run.defense),
+                opt(run.defense_epsilon),
+                run.seed.to_string(),
+                e.epoch.to_string(),
+                e.train_loss.to_string(),
+                e.train_accuracy.to_string(),
+                e.test_accuracy.to_string(),
+                e.seconds.to_string(),
+                e.images_per_second.to_string(),
+            ];
+            let _ = writeln!(out, "{}", fields.join(","));
+        }
+    }
+    out
+}
+
+/// `sweep.json`: the whole report (runs with epochs and warnings, cells with results).
+/// NaN metrics (a diverged loss) become `null`.
+pub fn json(r: &SweepReport) -> String {
+    serde_json::to_string_pretty(r).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}

@@ -1,0 +1,46 @@
+//! The flat records every report is made from: one per run and one per cell, with the run's
+//! identity (model, defense, seed) copied onto each cell so tables and exports need no joins.
+
+use advsweep_spec::{CellResult, EpochMetrics};
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub model: String,
+    pub defense: String,
+    /// The ε the defense was trained at (tied or fixed), if any.
+    pub defense_epsilon: Option<f64>,
+    pub seed: u64,
+    pub state: String,
+    pub attempt: u32,
+    pub error: Option<String>,
+    pub warnings: Vec<String>,
+    pub epochs: Vec<EpochMetrics>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CellRecord {
+    pub cell_id: String,
+    pub run_id: String,
+    pub model: String,
+    pub defense: String,
+    pub defense_epsilon: Option<f64>,
+    pub seed: u64,
+    pub attack: String,
+    pub epsilon: f64,
+    /// pending | running | done | failed | cancelled
+    pub state: String,
+    pub result: Option<CellResult>,
+    pub error: Option<String>,
+}
+
+/// A sweep as reports see it (possibly partial).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SweepReport {
+    pub sweep_id: String,
+    pub name: String,
+    pub state: String,
+    pub runs: Vec<RunRecord>,
+    pub cells: Vec<CellRecord>,
+}

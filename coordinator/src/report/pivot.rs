@@ -322,7 +322,8 @@ impl Pivot {
     }
 
     /// CSV: the row labels, then for each column `<label> mean`, `<label> std`, `<label> n`
-    /// (raw values, not percent); an empty mean with n = 0 marks a missing cell.
+    /// (raw values, not percent); an empty mean with n = 0 marks a missing cell (its state is
+    /// in `cells.csv`). Values not on an axis are averaged (normally the seeds).
     pub fn csv(&self) -> String {
         let mut out = String::new();
         let mut header: Vec<String> = self.layout.rows.iter().map(|d| d.name().to_owned()).collect();
@@ -343,11 +344,7 @@ impl Pivot {
                         fields.push(format!("{std}"));
                         fields.push(v.len().to_string());
                     }
-                    Some(Entry::Missing(state)) => {
-                        fields.push(String::new());
-                        fields.push(String::new());
-                        fields.push(format!("0 ({state})"));
-                    }
+                    // Missing (pending, failed, …) or absent: no value, n = 0; cells.csv says why.
                     _ => fields.extend([String::new(), String::new(), "0".into()]),
                 }
             }

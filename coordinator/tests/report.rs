@@ -1,0 +1,179 @@
+//! `advsweep report` on a stored sweep with known numbers: the tables and exports match golden
+//! files (regenerate with `UPDATE_GOLDEN=1 cargo test -p advsweep-coordinator --test report`
+//! and review the diff), and every figure is produced with the expected series.
+
+use std::path::Path;
+
+use advsweep_coordinator::report::{self, CellRecord, Dim, Layout, Metric, RunRecord, SweepReport};
+use advsweep_spec::{CellResult, EpochMetrics};
+
+fn result(accuracy: f64) -> Option<CellResult> {
+    Some(CellResult {
+        accuracy,
+        attack_success_rate: 0.5,
+        mean_linf: 0.03,
+        mean_l2: 1.2,
+        images_per_second: 1000.0,
+        seconds: 1.5,
+        examples: 1000,
+    })
+}
+
+fn run(id: &str, defense: &str, eps: Option<f64>, seed: u64, warnings: &[&str]) -> RunRecord {
+    RunRecord {
+        run_id: id.into(),
+        model: "basic".into(),
+        defense: defense.into(),
+        defense_epsilon: eps,
+        seed,
+        state: "done".into(),
+        attempt: 1,
+        error: None,
+        warnings: warnings.iter().map(|w| (*w).to_owned()).collect(),
+        epochs: (1..=3)
+            .map(|e| EpochMetrics {
+                epoch: e,
+                train_loss: 2.0 / f64::from(e),
+                train_accuracy: 0.2 * f64::from(e),
+                test_accuracy: 0.25 * f64::from(e),
+                seconds: 1.0,
+                images_per_second: 5000.0,
+            })
+            .collect(),
+    }
+}
+
+fn cell(run: &RunRecord, attack: &str, eps: f64, state: &str, acc: Option<f64>) -> CellRecord {
+    CellRecord {
+        cell_id: format!("c-{}-{attack}-{eps}", run.run_id),
+        run_id: run.run_id.clone(),
+        model: run.model.clone(),
+        defense: run.defense.clone(),
+        defense_epsilon: run.defense_epsilon,
+        seed: run.seed,
+        attack: attack.into(),
+        epsilon: eps,
+        state: state.into(),
+        result: acc.and_then(result),
+        error: (state == "failed").then(|| "attempt 3 failed: CUDA out of memory (gave up after 3 failed attempts)".into()),
+    }
+}
+
+/// Standard training over two seeds, and a tied adversarial defense (one run per ε); one cell
+/// still pending, one failed.
+fn sweep() -> SweepReport {
+    let e2 = 2.0 / 255.0;
+    let e8 = 8.0 / 255.0;
+    let s0 = run("r-std0", "standard", None, 0, &[]);
+    let s1 = run("r-std1", "standard", None, 1, &["pgd-linf: accuracy rises with ε (10.0 % at ε=2/255 but 20.0 % at ε=8/255)"]);
+    let a2 = run("r-at2", "at-pgd-linf", Some(e2), 0, &[]);
+    let a8 = run("r-at8", "at-pgd-linf", Some(e8), 0, &[]);
+    let mut cells = Vec::new();
+    for (r, clean, f2, f8, p2, p8) in [(&s0, 0.8, 0.5, 0.2, 0.4, 0.1), (&s1, 0.9, 0.6, 0.3, 0.5, 0.2)] {
+        cells.push(cell(r, "none", 0.0, "done", Some(clean)));
+        cells.push(cell(r, "fgsm", e2, "done", Some(f2)));
+        cells.push(cell(r, "fgsm", e8, "done", Some(f8)));
+        cells.push(cell(r, "pgd-linf", e2, "done", Some(p2)));
+        cells.push(cell(r, "pgd-linf", e8, "done", Some(p8)));
+    }
+    cells.push(cell(&a2, "none", e2, "done", Some(0.75)));
+    cells.push(cell(&a2, "fgsm", e2, "done", Some(0.6)));
+    cells.push(cell(&a2, "pgd-linf", e2, "pending", None));
+    cells.push(cell(&a8, "none", e8, "done", Some(0.6)));
+    cells.push(cell(&a8, "fgsm", e8, "failed", None));
+    cells.push(cell(&a8, "pgd-linf", e8, "done", Some(0.35)));
+    SweepReport {
+        sweep_id: "s-golden".into(),
+        name: "golden".into(),
+        state: "running".into(),
+        runs: vec![s0, s1, a2, a8],
+        cells,
+    }
+}
+
+fn golden(name: &str, actual: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).expect("write golden");
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 creates it)", path.display()));
+    assert_eq!(actual, expected, "{name} differs from its golden file");
+}
+
+#[test]
+fn tables_and_exports_match_the_golden_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = sweep();
+    let written = report::write(&r, dir.path(), &Layout::default(), false).expect("report");
+    assert!(written.files.len() >= 6);
+    for name in ["table.md", "table.csv", "cells.csv", "epochs.csv", "report.md"] {
+        let text = std::fs::read_to_string(dir.path().join(name)).expect(name);
+        golden(name, &text);
+    }
+    // The JSON export parses and holds every cell and epoch.
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("sweep.json")).expect("json"))
+            .expect("sweep.json parses");
+    assert_eq!(json["cells"].as_array().map(Vec::len), Some(16));
+    assert_eq!(json["runs"][0]["epochs"].as_array().map(Vec::len), Some(3));
+}
+
+#[test]
+fn the_default_table_is_the_seeds_figure_4_layout_with_mean_and_std() {
+    let md = report::Pivot::new(&sweep().cells, Layout::default()).markdown();
+    assert!(md.starts_with("| attack   | ε     | basic/standard | basic/at-pgd-linf |"), "{md}");
+    // Two seeds: mean ± sample std.
+    assert!(md.contains("| fgsm     | 2/255 |     55.0 ± 7.1 |              60.0 |"), "{md}");
+    // Missing cells show their state.
+    assert!(md.contains("pending") && md.contains("failed"), "{md}");
+}
+
+#[test]
+fn other_layouts_and_metrics() {
+    let layout = Layout {
+        rows: vec![Dim::Defense, Dim::Seed],
+        columns: vec![Dim::Attack],
+        metric: Metric::AttackSuccessRate,
+    };
+    let md = report::Pivot::new(&sweep().cells, layout).markdown();
+    assert!(md.starts_with("| defense     | seed |       none |       fgsm |   pgd-linf |"), "{md}");
+    // ε is on neither axis, so the two budgets are averaged together.
+    assert!(md.contains("| standard    | 1    |       50.0 | 50.0 ± 0.0 | 50.0 ± 0.0 |"), "{md}");
+}
+
+#[test]
+fn figures_are_drawn_with_the_expected_series() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let written = report::write(&sweep(), dir.path(), &Layout::default(), true).expect("report");
+    if let Some(why) = &written.plots_skipped {
+        panic!("plots were skipped: {why}");
+    }
+    for stem in [
+        "accuracy_vs_epsilon-basic-standard",
+        "accuracy_vs_epsilon-basic-at-pgd-linf",
+        "learning_curves_test_accuracy",
+        "learning_curves_train_loss",
+        "robust_vs_clean",
+    ] {
+        for ext in ["svg", "png"] {
+            let path = dir.path().join(format!("{stem}.{ext}"));
+            let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            assert!(len > 1000, "{} is missing or empty", path.display());
+        }
+    }
+    let svg = std::fs::read_to_string(dir.path().join("accuracy_vs_epsilon-basic-standard.svg")).expect("svg");
+    for label in ["fgsm", "pgd-linf", "accuracy (%)"] {
+        assert!(svg.contains(label), "Figure 1 lacks {label}");
+    }
+    let curves = std::fs::read_to_string(dir.path().join("learning_curves_test_accuracy.svg")).expect("svg");
+    for label in ["basic/standard s0", "basic/standard s1", "basic/at-pgd-linf ε=2/255 s0"] {
+        assert!(curves.contains(label), "learning curves lack {label}");
+    }
+    let png = std::fs::read(dir.path().join("robust_vs_clean.png")).expect("png");
+    assert_eq!(&png[1..4], b"PNG");
+    // The summary links the figures.
+    let md = std::fs::read_to_string(dir.path().join("report.md")).expect("report.md");
+    assert!(md.contains("![robust_vs_clean.png](robust_vs_clean.png)"), "{md}");
+}

@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod grpc;
+pub mod metrics;
 pub mod report;
 pub mod store;
 pub mod sweep;

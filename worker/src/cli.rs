@@ -35,6 +35,17 @@ pub struct Cli {
     /// and "ok", and exit.
     #[arg(long)]
     pub self_check: bool,
+
+    /// Log line format: human, or json (one object per line, for log shippers).
+    #[arg(long, value_enum, default_value_t = LogFormat::Human, env = "ADVSWEEP_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
 }
 
 /// This machine's host name, without a libc call: the kernel's view, then /etc/hostname, then

@@ -41,6 +41,9 @@ pub struct BadInput(pub String);
     about = "Adversarial-robustness sweeps: model × defense × attack × ε on a GPU cluster"
 )]
 pub struct Cli {
+    /// Log line format: human or json (one object per line).
+    #[arg(long, global = true, value_enum, default_value = "human", env = "ADVSWEEP_LOG_FORMAT")]
+    pub log_format: crate::telemetry::LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -62,6 +65,9 @@ pub enum Command {
         listen: String,
         #[arg(long, default_value = "advsweep-state", env = "ADVSWEEP_STATE_DIR")]
         state_dir: PathBuf,
+        /// Serve Prometheus metrics on `GET /metrics` at this address (e.g. 0.0.0.0:9090).
+        #[arg(long, env = "ADVSWEEP_METRICS_LISTEN")]
+        metrics_listen: Option<String>,
     },
     /// Submit a sweep file to a running coordinator.
     Submit {
@@ -128,7 +134,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli.command)) {
+    match runtime.block_on(dispatch(cli.command, cli.log_format)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("advsweep: error: {e:#}");
@@ -141,16 +147,23 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+async fn dispatch(
+    command: Command,
+    log_format: crate::telemetry::LogFormat,
+) -> anyhow::Result<ExitCode> {
     match command {
         Command::Plan { file, data_path } => {
             plan::plan(&file, data_path)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run(args) => run::run(args).await,
-        Command::Coordinator { listen, state_dir } => {
-            crate::telemetry::init_stderr();
-            run::serve_forever(&listen, &state_dir).await?;
+        Command::Run(args) => run::run(args, log_format).await,
+        Command::Coordinator {
+            listen,
+            state_dir,
+            metrics_listen,
+        } => {
+            crate::telemetry::init_stderr(log_format);
+            run::serve_forever(&listen, &state_dir, metrics_listen.as_deref()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Submit {

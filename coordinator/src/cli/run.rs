@@ -51,8 +51,23 @@ async fn start(state_dir: &Path, listen: &str) -> anyhow::Result<(Coordinator, T
     Ok((Coordinator::new(Arc::new(store)), listener))
 }
 
-pub async fn serve_forever(listen: &str, state_dir: &Path) -> anyhow::Result<()> {
+pub async fn serve_forever(
+    listen: &str,
+    state_dir: &Path,
+    metrics_listen: Option<&str>,
+) -> anyhow::Result<()> {
     let (coordinator, listener) = start(state_dir, listen).await?;
+    if let Some(addr) = metrics_listen {
+        let metrics_listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+        tracing::info!(addr = %metrics_listener.local_addr()?, "serving Prometheus metrics on /metrics");
+        tokio::spawn(crate::metrics::serve_metrics(
+            metrics_listener,
+            Arc::clone(&coordinator.metrics),
+            Arc::clone(&coordinator.store),
+        ));
+    }
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("interrupted; shutting down");
@@ -99,6 +114,7 @@ fn spawn_worker(
     threads: usize,
     device: &str,
     log_path: &Path,
+    log_format: crate::telemetry::LogFormat,
 ) -> anyhow::Result<Child> {
     let log = std::fs::File::create(log_path)
         .with_context(|| format!("cannot create {}", log_path.display()))?;
@@ -113,6 +129,11 @@ fn spawn_worker(
         .arg("--device")
         .arg(device)
         .arg("--exit-when-idle")
+        .arg("--log-format")
+        .arg(match log_format {
+            crate::telemetry::LogFormat::Human => "human",
+            crate::telemetry::LogFormat::Json => "json",
+        })
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err)
@@ -128,7 +149,7 @@ fn tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(args: RunArgs, log_format: crate::telemetry::LogFormat) -> anyhow::Result<ExitCode> {
     // Validate everything before touching the state directory: a bad file writes nothing.
     let overrides = Overrides {
         data_path: args.data_path.clone(),
@@ -145,7 +166,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
     let logs = args.state_dir.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
-    crate::telemetry::init_file(&logs.join("coordinator.log"));
+    crate::telemetry::init_file(&logs.join("coordinator.log"), log_format);
     let (coordinator, listener) = start(&args.state_dir, "127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let url = format!("http://{addr}");
@@ -180,7 +201,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     for i in 0..workers {
         let log = logs.join(format!("worker-{i}.log"));
         children.push((
-            spawn_worker(&worker_bin, &url, i, threads, &args.device, &log)?,
+            spawn_worker(&worker_bin, &url, i, threads, &args.device, &log, log_format)?,
             log,
         ));
     }

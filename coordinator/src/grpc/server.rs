@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use super::{ChangeNotifier, SweepApi, WorkerApi};
+use crate::metrics::{Metrics, MetricsLayer};
 use crate::store::Store;
 
 /// The services around one store.
@@ -18,6 +19,7 @@ use crate::store::Store;
 pub struct Coordinator {
     pub store: Arc<Store>,
     pub changes: ChangeNotifier,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Coordinator {
@@ -25,6 +27,7 @@ impl Coordinator {
         Coordinator {
             store,
             changes: ChangeNotifier::default(),
+            metrics: Arc::new(Metrics::default()),
         }
     }
 }
@@ -67,6 +70,7 @@ pub async fn serve(
     let worker = WorkerServiceServer::new(WorkerApi::new(
         Arc::clone(&coordinator.store),
         coordinator.changes.clone(),
+        Arc::clone(&coordinator.metrics),
     ))
     .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let sweeps = SweepServiceServer::new(SweepApi::new(
@@ -78,6 +82,7 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, state = %coordinator.store.path().display(), "coordinator serving");
     let result = tonic::transport::Server::builder()
+        .layer(MetricsLayer(Arc::clone(&coordinator.metrics)))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(worker)

@@ -9,17 +9,23 @@ use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
 use super::{ChangeNotifier, blocking, require_id};
+use crate::metrics::Metrics;
 use crate::store::{FailOutcome, LeaseOutcome, LeaseRef, Store, now_ms};
 
 #[derive(Debug, Clone)]
 pub struct WorkerApi {
     store: Arc<Store>,
     changes: ChangeNotifier,
+    metrics: Arc<Metrics>,
 }
 
 impl WorkerApi {
-    pub fn new(store: Arc<Store>, changes: ChangeNotifier) -> Self {
-        WorkerApi { store, changes }
+    pub fn new(store: Arc<Store>, changes: ChangeNotifier, metrics: Arc<Metrics>) -> Self {
+        WorkerApi {
+            store,
+            changes,
+            metrics,
+        }
     }
 }
 
@@ -177,7 +183,11 @@ impl WorkerService for WorkerApi {
                 bad.epoch
             )));
         }
+        let points = epochs.len() as u64;
         blocking(&self.store, move |s| s.report_epochs(&lease, &epochs)).await?;
+        self.metrics
+            .metric_points
+            .fetch_add(points, std::sync::atomic::Ordering::Relaxed);
         self.changes.notify();
         Ok(Response::new(pb::Ack {}))
     }
@@ -197,6 +207,11 @@ impl WorkerService for WorkerApi {
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let (l, cell_id) = (lease.clone(), r.cell_id.clone());
         let stored = blocking(&self.store, move |s| s.complete_cell(&l, &cell_id, &result)).await?;
+        if stored {
+            self.metrics
+                .cell_results
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         info!(
             run_id = lease.run_id,
             cell_id = r.cell_id,

@@ -19,7 +19,9 @@ use rusqlite::{Connection, OptionalExtension};
 
 pub use error::StoreError;
 pub use lease::{LeaseGrant, LeaseOutcome, LeaseRef, LeaseSettings};
-pub use query::{CellStatus, RunStatus, StateCounts, SweepDetail, SweepState, SweepSummary};
+pub use query::{
+    CellStatus, Gauges, RunStatus, StateCounts, SweepDetail, SweepState, SweepSummary,
+};
 pub use report::FailOutcome;
 pub use submit::SubmitOutcome;
 

@@ -173,7 +173,50 @@ fn summary(conn: &Connection, sweep_id: &str) -> Result<SweepSummary, StoreError
     })
 }
 
+/// Whole-coordinator gauges for the metrics endpoint.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Gauges {
+    pub cells: Vec<(String, u64)>,
+    pub runs: Vec<(String, u64)>,
+    pub leases: u64,
+    pub workers: u64,
+    pub workers_alive: u64,
+}
+
 impl Store {
+    /// Counts by state over all sweeps, leases and workers (alive = heard from within three
+    /// heartbeat intervals).
+    pub fn gauges(&self) -> Result<Gauges, StoreError> {
+        let conn = self.conn();
+        let by_state = |sql: &str| -> Result<Vec<(String, u64)>, StoreError> {
+            let mut stmt = conn.prepare_cached(sql)?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (s, n) = row?;
+                out.push((s, u64::try_from(n).unwrap_or_default()));
+            }
+            Ok(out)
+        };
+        let cells = by_state("SELECT state, COUNT(*) FROM cells GROUP BY state ORDER BY state")?;
+        let runs = by_state("SELECT state, COUNT(*) FROM runs GROUP BY state ORDER BY state")?;
+        let leases = runs.iter().find(|(s, _)| s == "leased").map_or(0, |(_, n)| *n);
+        let alive_after = super::now_ms()
+            - 3 * i64::try_from(self.settings.heartbeat_interval.as_millis()).unwrap_or(i64::MAX / 4);
+        let (workers, workers_alive): (i64, i64) = conn.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(last_seen_ms >= ?1), 0) FROM workers",
+            [alive_after],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok(Gauges {
+            cells,
+            runs,
+            leases,
+            workers: u64::try_from(workers).unwrap_or_default(),
+            workers_alive: u64::try_from(workers_alive).unwrap_or_default(),
+        })
+    }
+
     /// The sweep's leased runs with their latest epoch, for live progress.
     pub fn running_runs(&self, sweep_id: &str) -> Result<Vec<RunStatus>, StoreError> {
         let conn = self.conn();

@@ -1,0 +1,209 @@
+//! Prometheus metrics: RPC counts and latencies (a tower layer on the gRPC server), results and
+//! metric points ingested, and state gauges read from the store at scrape time. Served as text
+//! on `GET /metrics` by a minimal HTTP/1.1 listener (`advsweep coordinator --metrics-listen`).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::store::Store;
+
+/// Latency histogram bounds, seconds.
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+#[derive(Debug, Default, Clone)]
+struct RpcStats {
+    count: u64,
+    errors: u64,
+    sum: f64,
+    buckets: [u64; BUCKETS.len()],
+}
+
+/// Counters shared by the services and the exporter.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    rpcs: Mutex<BTreeMap<String, RpcStats>>,
+    pub metric_points: AtomicU64,
+    pub cell_results: AtomicU64,
+}
+
+impl Metrics {
+    pub fn observe(&self, method: &str, elapsed: Duration, ok: bool) {
+        let mut rpcs = self.rpcs.lock().unwrap_or_else(|e| e.into_inner());
+        let s = rpcs.entry(method.to_owned()).or_default();
+        let secs = elapsed.as_secs_f64();
+        s.count += 1;
+        s.sum += secs;
+        if !ok {
+            s.errors += 1;
+        }
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                s.buckets[i] += 1;
+            }
+        }
+    }
+
+    /// The Prometheus text exposition of everything.
+    pub fn render(&self, store: &Store) -> String {
+        let mut out = String::new();
+        match store.gauges() {
+            Ok(g) => {
+                let _ = writeln!(out, "# HELP advsweep_cells Cells by state (all sweeps).");
+                let _ = writeln!(out, "# TYPE advsweep_cells gauge");
+                for (state, n) in &g.cells {
+                    let _ = writeln!(out, "advsweep_cells{{state=\"{state}\"}} {n}");
+                }
+                let _ = writeln!(out, "# HELP advsweep_runs Runs by state (all sweeps).");
+                let _ = writeln!(out, "# TYPE advsweep_runs gauge");
+                for (state, n) in &g.runs {
+                    let _ = writeln!(out, "advsweep_runs{{state=\"{state}\"}} {n}");
+                }
+                let _ = writeln!(out, "# HELP advsweep_leases_active Runs currently leased to a worker.");
+                let _ = writeln!(out, "# TYPE advsweep_leases_active gauge");
+                let _ = writeln!(out, "advsweep_leases_active {}", g.leases);
+                let _ = writeln!(out, "# HELP advsweep_workers_alive Workers heard from within three heartbeat intervals.");
+                let _ = writeln!(out, "# TYPE advsweep_workers_alive gauge");
+                let _ = writeln!(out, "advsweep_workers_alive {}", g.workers_alive);
+                let _ = writeln!(out, "# HELP advsweep_workers_registered Workers ever registered.");
+                let _ = writeln!(out, "# TYPE advsweep_workers_registered gauge");
+                let _ = writeln!(out, "advsweep_workers_registered {}", g.workers);
+            }
+            Err(e) => {
+                let _ = writeln!(out, "# store unavailable: {e}");
+            }
+        }
+        let _ = writeln!(out, "# HELP advsweep_metric_points_ingested_total Epoch metric records stored.");
+        let _ = writeln!(out, "# TYPE advsweep_metric_points_ingested_total counter");
+        let _ = writeln!(out, "advsweep_metric_points_ingested_total {}", self.metric_points.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP advsweep_cell_results_total Cell results stored.");
+        let _ = writeln!(out, "# TYPE advsweep_cell_results_total counter");
+        let _ = writeln!(out, "advsweep_cell_results_total {}", self.cell_results.load(Ordering::Relaxed));
+        let rpcs = self.rpcs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let _ = writeln!(out, "# HELP advsweep_rpc_errors_total RPCs answered with a non-OK status.");
+        let _ = writeln!(out, "# TYPE advsweep_rpc_errors_total counter");
+        for (m, s) in &rpcs {
+            let _ = writeln!(out, "advsweep_rpc_errors_total{{method=\"{m}\"}} {}", s.errors);
+        }
+        let _ = writeln!(out, "# HELP advsweep_rpc_duration_seconds RPC latency as seen by the server.");
+        let _ = writeln!(out, "# TYPE advsweep_rpc_duration_seconds histogram");
+        for (m, s) in &rpcs {
+            for (b, n) in BUCKETS.iter().zip(s.buckets) {
+                let _ = writeln!(out, "advsweep_rpc_duration_seconds_bucket{{method=\"{m}\",le=\"{b}\"}} {n}");
+            }
+            let _ = writeln!(out, "advsweep_rpc_duration_seconds_bucket{{method=\"{m}\",le=\"+Inf\"}} {}", s.count);
+            let _ = writeln!(out, "advsweep_rpc_duration_seconds_sum{{method=\"{m}\"}} {}", s.sum);
+            let _ = writeln!(out, "advsweep_rpc_duration_seconds_count{{method=\"{m}\"}} {}", s.count);
+        }
+        out
+    }
+}
+
+/// Serves `GET /metrics` until the listener fails.
+pub async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>, store: Arc<Store>) {
+    loop {
+        let Ok((mut socket, _)) = listener.accept().await else {
+            continue;
+        };
+        let metrics = Arc::clone(&metrics);
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            let mut head = Vec::with_capacity(1024);
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+                match tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buf)).await {
+                    Ok(Ok(n)) if n > 0 => head.extend_from_slice(&buf[..n]),
+                    _ => return,
+                }
+            }
+            let request_line = String::from_utf8_lossy(&head);
+            let (status, body) = if request_line.starts_with("GET /metrics ") {
+                let body = tokio::task::spawn_blocking(move || metrics.render(&store))
+                    .await
+                    .unwrap_or_else(|e| format!("# render failed: {e}\n"));
+                ("200 OK", body)
+            } else {
+                ("404 Not Found", "only GET /metrics is served here\n".to_owned())
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(response.as_bytes()).await;
+            let _ = socket.shutdown().await;
+        });
+    }
+}
+
+/// A tower layer that times every gRPC call by its path (`/advsweep.v1.WorkerService/Lease`).
+#[derive(Debug, Clone)]
+pub struct MetricsLayer(pub Arc<Metrics>);
+
+impl<S> tower::Layer<S> for MetricsLayer {
+    type Service = MetricsService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        MetricsService {
+            inner,
+            metrics: Arc::clone(&self.0),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct MetricsService<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for MetricsService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let method = request
+            .uri()
+            .path()
+            .rsplit('/')
+            .take(2)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("/");
+        let metrics = Arc::clone(&self.metrics);
+        let start = Instant::now();
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let response = future.await;
+            // Errors are "trailers-only" responses: grpc-status in the headers.
+            let ok = match &response {
+                Ok(r) => r
+                    .headers()
+                    .get("grpc-status")
+                    .is_none_or(|v| v.as_bytes() == b"0"),
+                Err(_) => false,
+            };
+            metrics.observe(&method, start.elapsed(), ok);
+            response
+        })
+    }
+}

@@ -72,6 +72,8 @@ async fn a_real_worker_runs_a_sweep_over_grpc() {
             "cpu",
             "--threads",
             "1",
+            "--log-format",
+            "json",
         ])
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
@@ -79,6 +81,15 @@ async fn a_real_worker_runs_a_sweep_over_grpc() {
         .kill_on_drop(true)
         .spawn()
         .expect("worker starts");
+
+    // A user watching from another terminal, in JSON.
+    let watcher = tokio::process::Command::new(workspace_bin("advsweep"))
+        .args(["watch", &submitted.sweep_id, "--json", "--coordinator", &coordinator.url])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("watch starts");
 
     let mut events = client
         .watch_sweep(pb::WatchSweepRequest {
@@ -165,4 +176,25 @@ async fn a_real_worker_runs_a_sweep_over_grpc() {
         log_text.contains(&run.run_id),
         "worker log lacks run id:\n{log_text}"
     );
+    for line in log_text.lines().filter(|l| !l.trim().is_empty()) {
+        let _: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("--log-format json wrote a non-JSON line ({e}): {line}"));
+    }
+
+    // `advsweep watch --json` ended by itself with the final counts.
+    let watched = tokio::time::timeout(Duration::from_secs(30), watcher.wait_with_output())
+        .await
+        .expect("watch ends when the sweep ends")
+        .expect("watch output");
+    assert!(watched.status.success(), "{}", String::from_utf8_lossy(&watched.stderr));
+    let stdout = String::from_utf8_lossy(&watched.stdout);
+    let last: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().expect("events")).expect("JSON event");
+    assert_eq!(last["finished"], true);
+    assert_eq!(last["state"], "done");
+    assert_eq!(last["cells"]["done"], 3);
+    assert_eq!(last["cells"]["total"], 3);
+    for line in stdout.lines() {
+        let _: serde_json::Value = serde_json::from_str(line).expect("every event is JSON");
+    }
 }

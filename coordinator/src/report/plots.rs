@@ -262,7 +262,8 @@ pub fn accuracy_vs_epsilon(r: &SweepReport) -> Vec<((String, String), Chart)> {
                 y_label: "accuracy (%)".into(),
                 series,
                 scatter: false,
-                legend: Corner::UpperRight,
+                // Accuracy falls with ε: the lower left corner stays empty.
+                legend: Corner::LowerLeft,
                 y_range: Some((0.0, 100.0)),
             },
         ));

@@ -23,9 +23,9 @@ if [ -z "${LIBTORCH:-}" ]; then
   fi
   # Small extras the tests and benchmarks use beside torch: safetensors (checkpoints must load in
   # PyTorch) and numpy (torch warns without it).
-  if [ ! -f "$TORCH_VENV/.installed-extras-1" ]; then
-    "$TORCH_VENV/bin/pip" install --disable-pip-version-check -q "safetensors==0.7.0" "numpy<3" || return 1
-    touch "$TORCH_VENV/.installed-extras-1"
+  if [ ! -f "$TORCH_VENV/.installed-extras-2" ]; then
+    "$TORCH_VENV/bin/pip" install --disable-pip-version-check -q "safetensors==0.7.0" "numpy<3" "packaging" || return 1
+    touch "$TORCH_VENV/.installed-extras-2"
   fi
   # Ask the venv where its packages live instead of importing torch (slow, and noisy without numpy).
   LIBTORCH="$("$TORCH_VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/torch"

@@ -38,7 +38,7 @@ impl Arch {
         let (d, k) = rest.split_once('-').ok_or_else(unknown)?;
         let depth: u32 = d.parse().map_err(|_| unknown())?;
         let width: u32 = k.parse().map_err(|_| unknown())?;
-        if depth < 10 || (depth - 4) % 6 != 0 {
+        if depth < 10 || !(depth - 4).is_multiple_of(6) {
             return Err(format!(
                 "model `{name}`: WideResNet depth must be 6n+4 with n ≥ 1 (10, 16, 22, 28, …), got {depth}"
             ));

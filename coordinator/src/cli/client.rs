@@ -125,6 +125,18 @@ pub fn print_detail(detail: &pb::SweepDetail) {
         for w in &run.warnings {
             outln!("    warning: {w}");
         }
+        if run.attempts.len() > 1 || run.attempts.iter().any(|a| a.outcome != "done") {
+            for a in &run.attempts {
+                outln!(
+                    "    attempt {}/{} on {}: {}{}",
+                    a.attempt,
+                    run.max_attempts,
+                    if a.worker_id.is_empty() { "?" } else { &a.worker_id },
+                    a.outcome,
+                    if a.reason.is_empty() { String::new() } else { format!(" ({})", a.reason) }
+                );
+            }
+        }
     }
     for cell in detail.cells.iter().filter(|c| !c.error.is_empty()) {
         outln!("cell {} {}: {}", cell.cell_id, cell.state, cell.error);
@@ -224,6 +236,23 @@ pub async fn watch(target: &Target, sweep: &str, json: bool) -> anyhow::Result<E
     } else {
         ExitCode::FAILURE
     })
+}
+
+pub async fn retry(target: &Target, sweep: &str, cells: Vec<String>) -> anyhow::Result<ExitCode> {
+    let mut client = connect(&target.coordinator).await?;
+    let r = client
+        .retry_sweep(pb::RetrySweepRequest {
+            sweep_id: sweep.to_owned(),
+            cell_ids: cells,
+        })
+        .await
+        .map_err(|s| rpc_error("RetrySweep", s))?
+        .into_inner();
+    outln!(
+        "re-queued {} cells ({} runs) of sweep {sweep}",
+        r.cells_requeued, r.runs_requeued
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 pub async fn cancel(target: &Target, sweep: &str) -> anyhow::Result<ExitCode> {

@@ -97,6 +97,18 @@ pub enum Command {
     },
     /// Write the sweep's tables (Markdown, CSV), exports (CSV, JSON) and figures (SVG, PNG).
     Report(report::ReportArgs),
+    /// Re-queue a sweep's failed cells (default), or the named failed/cancelled cells.
+    Retry {
+        sweep: String,
+        /// A cell to re-queue (repeatable); without it, every failed cell.
+        #[arg(long = "cell")]
+        cells: Vec<String>,
+        /// Every failed cell (the default; for clarity in scripts).
+        #[arg(long, conflicts_with = "cells")]
+        failed: bool,
+        #[command(flatten)]
+        target: client::Target,
+    },
     /// Cancel a sweep's unfinished cells.
     Cancel {
         sweep: String,
@@ -182,6 +194,12 @@ async fn dispatch(
             target,
         } => client::watch(&target, &sweep, json).await,
         Command::Report(args) => report::report(args).await,
+        Command::Retry {
+            sweep,
+            cells,
+            failed: _,
+            target,
+        } => client::retry(&target, &sweep, cells).await,
         Command::Cancel { sweep, target } => client::cancel(&target, &sweep).await,
     }
 }

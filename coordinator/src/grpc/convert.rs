@@ -3,7 +3,18 @@
 use advsweep_proto::v1 as pb;
 use advsweep_spec::wire;
 
-use crate::store::{CellStatus, RunStatus, StateCounts, SweepDetail, SweepSummary};
+use crate::store::{
+    CellStatus, CheckpointInfo, RunStatus, StateCounts, SweepDetail, SweepSummary,
+};
+
+pub fn checkpoint(c: &CheckpointInfo) -> pb::CheckpointRef {
+    pb::CheckpointRef {
+        checkpoint_id: c.checkpoint_id.clone(),
+        epoch: c.epoch,
+        sha256: c.sha256.clone(),
+        bytes: c.bytes,
+    }
+}
 
 pub fn counts(c: &StateCounts) -> pb::StateCounts {
     pb::StateCounts {
@@ -39,6 +50,18 @@ pub fn run(r: &RunStatus) -> pb::RunStatus {
         error: r.error.clone().unwrap_or_default(),
         epochs: r.epochs.iter().map(wire::epoch_to_wire).collect(),
         warnings: r.warnings.clone(),
+        attempts: r
+            .attempts
+            .iter()
+            .map(|a| pb::AttemptRecord {
+                attempt: a.attempt,
+                worker_id: a.worker_id.clone().unwrap_or_default(),
+                outcome: a.outcome.clone(),
+                reason: a.reason.clone().unwrap_or_default(),
+                ended_unix_ms: a.ended_ms,
+            })
+            .collect(),
+        max_attempts: r.max_attempts,
     }
 }
 

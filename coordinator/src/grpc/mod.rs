@@ -4,6 +4,7 @@
 //! thread (SQLite fsyncs must not stall the async runtime), map the outcome to a status, and
 //! wake the watchers.
 
+mod checkpoints;
 mod convert;
 mod server;
 mod sweep_service;

@@ -186,6 +186,25 @@ impl SweepService for SweepApi {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
+    async fn retry_sweep(
+        &self,
+        request: Request<pb::RetrySweepRequest>,
+    ) -> Result<Response<pb::RetrySweepResponse>, Status> {
+        let r = request.into_inner();
+        require_id("sweep_id", &r.sweep_id)?;
+        for id in &r.cell_ids {
+            require_id("cell_ids", id)?;
+        }
+        let (id, cells) = (r.sweep_id.clone(), r.cell_ids.clone());
+        let out = blocking(&self.store, move |s| s.retry(&id, &cells)).await?;
+        info!(sweep_id = r.sweep_id, cells = out.cells, runs = out.runs, "retry requested");
+        self.changes.notify();
+        Ok(Response::new(pb::RetrySweepResponse {
+            cells_requeued: out.cells,
+            runs_requeued: out.runs,
+        }))
+    }
+
     async fn cancel_sweep(
         &self,
         request: Request<pb::CancelSweepRequest>,

@@ -20,8 +20,6 @@ pub struct LeaseSettings {
     pub lease_ttl: Duration,
     /// How often workers are told to heartbeat (well under the TTL).
     pub heartbeat_interval: Duration,
-    /// Failed attempts (errors, expired leases) before a run is failed for good.
-    pub max_attempts: u32,
     /// First retry delay; doubles per failure, with ±25 % jitter, up to `retry_max`.
     pub retry_base: Duration,
     pub retry_max: Duration,
@@ -32,7 +30,6 @@ impl Default for LeaseSettings {
         LeaseSettings {
             lease_ttl: Duration::from_secs(30),
             heartbeat_interval: Duration::from_secs(5),
-            max_attempts: 3,
             retry_base: Duration::from_secs(2),
             retry_max: Duration::from_secs(120),
         }
@@ -73,6 +70,8 @@ pub struct LeaseGrant {
     pub sweep_id: String,
     pub run: RunSpec,
     pub cells: Vec<CellSpec>,
+    /// The latest checkpoint to resume from.
+    pub resume_from: Option<super::CheckpointInfo>,
 }
 
 #[derive(Debug, Clone)]
@@ -165,12 +164,15 @@ impl Store {
             |r| r.get(0),
         )?;
         tx.commit()?;
+        drop(conn);
+        let resume_from = self.latest_checkpoint(&run_id)?;
         Ok(LeaseOutcome::Granted(Box::new(LeaseGrant {
             lease_id,
             attempt,
             sweep_id,
             run,
             cells,
+            resume_from,
         })))
     }
 
@@ -290,7 +292,12 @@ pub(super) fn end_failed_attempt(
         |r| r.get(0),
     )?;
     let error = format!("attempt {attempt} {outcome}: {reason}");
-    if retryable && failures < settings.max_attempts {
+    let max_attempts: u32 = tx.query_row(
+        "SELECT max_attempts FROM runs WHERE run_id = ?1",
+        [run_id],
+        |r| r.get(0),
+    )?;
+    if retryable && failures < max_attempts {
         let at = now + settings.backoff_ms(failures);
         tx.execute(
             "UPDATE runs SET state = 'pending', lease_id = NULL, worker_id = NULL,

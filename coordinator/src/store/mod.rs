@@ -7,6 +7,7 @@
 mod error;
 mod lease;
 mod query;
+mod recovery;
 mod report;
 mod schema;
 mod submit;
@@ -20,8 +21,9 @@ use rusqlite::{Connection, OptionalExtension};
 pub use error::StoreError;
 pub use lease::{LeaseGrant, LeaseOutcome, LeaseRef, LeaseSettings};
 pub use query::{
-    CellStatus, Gauges, RunStatus, StateCounts, SweepDetail, SweepState, SweepSummary,
+    AttemptRecord, CellStatus, Gauges, RunStatus, StateCounts, SweepDetail, SweepState, SweepSummary,
 };
+pub use recovery::{CHECKPOINTS_KEPT, CheckpointInfo, RetryOutcome};
 pub use report::FailOutcome;
 pub use submit::SubmitOutcome;
 

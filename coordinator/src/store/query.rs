@@ -88,6 +88,20 @@ pub struct RunStatus {
     pub epochs: Vec<EpochMetrics>,
     /// Signs of an unsound evaluation found when the run completed.
     pub warnings: Vec<String>,
+    /// How each attempt ended, oldest first.
+    pub attempts: Vec<AttemptRecord>,
+    pub max_attempts: u32,
+}
+
+/// The end of one attempt at a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRecord {
+    pub attempt: u32,
+    pub worker_id: Option<String>,
+    /// done | failed | expired | preempted
+    pub outcome: String,
+    pub reason: Option<String>,
+    pub ended_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -254,6 +268,8 @@ impl Store {
                     None => Vec::new(),
                 },
                 warnings: Vec::new(),
+                attempts: Vec::new(),
+                max_attempts: 0,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -306,7 +322,7 @@ impl Store {
         let runs = {
             let mut stmt = conn.prepare_cached(
                 "SELECT r.run_id, r.model, r.defense_name, r.defense_epsilon, r.seed, r.state,
-                        r.attempt, r.worker_id, r.error, r.warnings
+                        r.attempt, r.worker_id, r.error, r.warnings, r.max_attempts
                  FROM sweep_runs sr JOIN runs r ON r.run_id = sr.run_id
                  WHERE sr.sweep_id = ?1 ORDER BY r.seq",
             )?;
@@ -331,6 +347,8 @@ impl Store {
                         .get::<_, Option<String>>(9)?
                         .and_then(|w| serde_json::from_str(&w).ok())
                         .unwrap_or_default(),
+                    attempts: Vec::new(),
+                    max_attempts: r.get(10)?,
                 })
             })?;
             let mut runs = Vec::new();
@@ -341,6 +359,25 @@ impl Store {
             }
             runs
         };
+        let mut runs = runs;
+        {
+            let mut stmt = conn.prepare_cached(
+                "SELECT attempt, worker_id, outcome, reason, ended_ms FROM attempts
+                 WHERE run_id = ?1 ORDER BY attempt",
+            )?;
+            for run in &mut runs {
+                let rows = stmt.query_map([&run.run_id], |r| {
+                    Ok(AttemptRecord {
+                        attempt: r.get(0)?,
+                        worker_id: r.get(1)?,
+                        outcome: r.get(2)?,
+                        reason: r.get(3)?,
+                        ended_ms: r.get(4)?,
+                    })
+                })?;
+                run.attempts = rows.collect::<Result<_, _>>()?;
+            }
+        }
         let cells = {
             let mut stmt = conn.prepare_cached(
                 "SELECT c.cell_id, c.run_id, c.attack_name, c.epsilon,

@@ -104,6 +104,19 @@ CREATE TABLE IF NOT EXISTS workers (
     last_seen_ms  INTEGER NOT NULL
 );
 
+-- Checkpoints stored through the coordinator (files under <state>/artifacts/<run_id>/).
+CREATE TABLE IF NOT EXISTS checkpoints (
+    checkpoint_id TEXT PRIMARY KEY,
+    run_id        TEXT NOT NULL REFERENCES runs (run_id),
+    attempt       INTEGER NOT NULL,
+    epoch         INTEGER NOT NULL,
+    sha256        TEXT NOT NULL,
+    bytes         INTEGER NOT NULL,
+    path          TEXT NOT NULL,
+    created_ms    INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS checkpoints_by_run ON checkpoints (run_id, epoch);
+
 -- Every attempt's end, for `status` and post-mortems.
 CREATE TABLE IF NOT EXISTS attempts (
     run_id     TEXT NOT NULL,

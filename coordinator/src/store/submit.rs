@@ -27,7 +27,7 @@ fn count(n: usize) -> u32 {
 impl Store {
     pub fn submit(&self, plan: &Plan, sweep_toml: &str) -> Result<SubmitOutcome, StoreError> {
         let now = now_ms();
-        let max_attempts = self.settings.max_attempts;
+        let max_attempts = plan.max_attempts;
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let existed = tx
@@ -71,6 +71,11 @@ impl Store {
                     now
                 ])?;
                 link_run.execute(params![plan.sweep_id, run.id])?;
+                // The latest submission's retry budget applies to unfinished runs.
+                tx.execute(
+                    "UPDATE runs SET max_attempts = ?2 WHERE run_id = ?1 AND state != 'done'",
+                    params![run.id, max_attempts],
+                )?;
             }
         }
         let mut already_done = 0usize;

@@ -152,12 +152,12 @@ fn an_expired_lease_is_fenced_off_and_the_run_requeued() {
 fn failures_retry_with_backoff_then_fail_for_good() {
     let dir = tempfile::tempdir().expect("tempdir");
     let settings = LeaseSettings {
-        max_attempts: 2,
         retry_base: Duration::ZERO,
         ..LeaseSettings::default()
     };
     let s = store(&dir, settings);
-    let text = SWEEP.replace(r#"["standard", "at-fgsm"]"#, r#"["standard"]"#);
+    let text = SWEEP.replace(r#"["standard", "at-fgsm"]"#, r#"["standard"]"#)
+        + "\n[retry]\nmax_attempts = 2\n";
     let p = plan(&text);
     s.submit(&p, &text).expect("submit");
     let w = s.register_worker("w", "h", "cpu", 1, "t").expect("w");
@@ -241,4 +241,73 @@ fn unknown_workers_and_sweeps_are_named_errors() {
         s.sweep_detail("s-nothing"),
         Err(StoreError::SweepNotFound(_))
     ));
+}
+
+#[test]
+fn preemption_is_not_a_failure_and_retry_requeues_failed_cells() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = store(&dir, LeaseSettings::default());
+    let text = SWEEP.replace(r#"["standard", "at-fgsm"]"#, r#"["standard"]"#)
+        + "\n[retry]\nmax_attempts = 1\n";
+    let p = plan(&text);
+    s.submit(&p, &text).expect("submit");
+    let w = s.register_worker("w", "h", "cpu", 1, "t").expect("w");
+    // Preempted twice: still pending, attempts recorded, budget untouched.
+    for _ in 0..2 {
+        let g = grant(&s, &w);
+        s.release_run(&lease_ref(&w, &g), "SIGTERM").expect("release");
+    }
+    let g = grant(&s, &w);
+    assert_eq!(g.attempt, 3);
+    // One real failure exhausts max_attempts = 1.
+    assert_eq!(s.fail_run(&lease_ref(&w, &g), "bad node", true).expect("fail"), FailOutcome::Failed);
+    let d = s.sweep_detail(&p.sweep_id).expect("detail");
+    let outcomes: Vec<&str> = d.runs[0].attempts.iter().map(|a| a.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["preempted", "preempted", "failed"]);
+    assert_eq!(d.runs[0].max_attempts, 1);
+    assert_eq!(d.summary.cells.failed, 2);
+    // A cell that is not failed cannot be retried by name; unknown cells are named.
+    assert!(matches!(s.retry(&p.sweep_id, &["c-nope".into()]), Err(StoreError::Invalid(_))));
+    let out = s.retry(&p.sweep_id, &[]).expect("retry");
+    assert_eq!((out.cells, out.runs), (2, 1));
+    assert!(matches!(s.lease(&w).expect("lease"), LeaseOutcome::Granted(_)));
+}
+
+#[test]
+fn checkpoints_are_fenced_pruned_and_offered_on_the_next_lease() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = LeaseSettings {
+        lease_ttl: Duration::from_millis(200),
+        retry_base: Duration::ZERO,
+        ..LeaseSettings::default()
+    };
+    let s = store(&dir, settings);
+    let text = SWEEP.replace(r#"["standard", "at-fgsm"]"#, r#"["standard"]"#);
+    let p = plan(&text);
+    s.submit(&p, &text).expect("submit");
+    let w = s.register_worker("w", "h", "cpu", 1, "t").expect("w");
+    let g = grant(&s, &w);
+    assert!(g.resume_from.is_none());
+    let l = lease_ref(&w, &g);
+    let art = s.artifacts_dir(&g.run.id);
+    std::fs::create_dir_all(&art).expect("dir");
+    let mut ids = Vec::new();
+    for epoch in 1..=3u32 {
+        let path = art.join(format!("e{epoch}"));
+        std::fs::write(&path, b"x").expect("write");
+        ids.push(s.record_checkpoint(&l, epoch, "abc", 1, &path).expect("record"));
+    }
+    // Only the newest CHECKPOINTS_KEPT remain, on disk too.
+    assert!(!art.join("e1").exists() && art.join("e3").exists());
+    std::thread::sleep(Duration::from_millis(250));
+    // The lease expired: the old attempt cannot add checkpoints...
+    assert!(matches!(s.record_checkpoint(&l, 4, "abc", 1, &art.join("e4")), Err(StoreError::LeaseLost { .. })));
+    // ...and the next lease resumes from epoch 3.
+    let g2 = grant(&s, &w);
+    assert_eq!(g2.resume_from.as_ref().map(|c| c.epoch), Some(3));
+    assert!(s.checkpoint(&w, &g2.run.id, &ids[2]).expect("lookup").is_some());
+    assert!(matches!(s.checkpoint("w-stranger", &g2.run.id, &ids[2]), Err(StoreError::UnknownWorker(_))));
+    // A corrupt checkpoint is dropped; the previous one is offered next.
+    s.drop_checkpoint(&ids[2]).expect("drop");
+    assert_eq!(s.latest_checkpoint(&g2.run.id).expect("latest").map(|c| c.epoch), Some(2));
 }

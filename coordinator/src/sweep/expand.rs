@@ -42,6 +42,8 @@ pub struct Plan {
     pub description: String,
     pub runs: Vec<RunSpec>,
     pub cells: Vec<CellSpec>,
+    /// Failed attempts (errors, lost workers) before a run is failed for good.
+    pub max_attempts: u32,
 }
 
 impl Plan {
@@ -765,6 +767,9 @@ fn valid_name(name: &str) -> bool {
 /// content duplicates (two preset names for the same experiment) merged.
 pub fn expand(file: &SweepFile, overrides: &Overrides, origin: &str) -> Result<Plan, SweepError> {
     let v = Validator { origin };
+    v.check((1..=100).contains(&file.retry.max_attempts), || {
+        format!("retry.max_attempts = {} must be in 1..=100", file.retry.max_attempts)
+    })?;
     v.check(valid_name(&file.name), || {
         format!(
             "name = {:?}: use 1-64 letters, digits, '-', '_' or '.'",
@@ -880,5 +885,6 @@ pub fn expand(file: &SweepFile, overrides: &Overrides, origin: &str) -> Result<P
         description: file.description.clone().unwrap_or_default(),
         runs: plan_runs,
         cells: plan_cells,
+        max_attempts: file.retry.max_attempts,
     })
 }

@@ -26,6 +26,8 @@ pub struct SweepFile {
     pub training: TrainingSection,
     #[serde(default)]
     pub evaluation: EvaluationSection,
+    #[serde(default)]
+    pub retry: RetrySection,
     pub grid: GridSection,
     /// User model presets (an architecture plus noise); they may shadow built-in names.
     #[serde(default)]
@@ -202,6 +204,27 @@ fn default_eval_limit() -> u32 {
 }
 fn default_eval_batch_size() -> u32 {
     500
+}
+
+/// `[retry]`: how hard to try before a run is failed for good.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySection {
+    /// Failed attempts (errors, lost workers; not preemptions) before giving up.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+}
+
+impl Default for RetrySection {
+    fn default() -> Self {
+        RetrySection {
+            max_attempts: default_max_attempts(),
+        }
+    }
+}
+
+fn default_max_attempts() -> u32 {
+    3
 }
 
 #[derive(Debug, Clone, Deserialize)]

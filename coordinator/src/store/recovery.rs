@@ -1,0 +1,241 @@
+//! What keeps long sweeps alive: preempted runs handed back without penalty, user retries of
+//! failed work, and checkpoints any worker can resume from.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{OptionalExtension, params};
+
+use super::lease::check_lease;
+use super::{LeaseRef, Store, StoreError, now_ms, random_id};
+
+/// A stored checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointInfo {
+    pub checkpoint_id: String,
+    pub run_id: String,
+    pub epoch: u32,
+    pub sha256: String,
+    pub bytes: u64,
+    pub path: PathBuf,
+}
+
+/// Checkpoints kept per run (older ones are deleted when a new one is stored).
+pub const CHECKPOINTS_KEPT: usize = 2;
+
+/// What a retry re-queued.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetryOutcome {
+    pub cells: u32,
+    pub runs: u32,
+}
+
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+impl Store {
+    /// Where checkpoint files of `run_id` live.
+    pub fn artifacts_dir(&self, run_id: &str) -> PathBuf {
+        self.path
+            .parent()
+            .unwrap_or_else(|| Path::new("."))
+            .join("artifacts")
+            .join(run_id)
+    }
+
+    /// Hands a leased run back (preemption): re-queued now, not counted as a failure.
+    pub fn release_run(&self, lease: &LeaseRef, reason: &str) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        check_lease(&tx, lease, now)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO attempts (run_id, attempt, worker_id, outcome, reason, ended_ms)
+             VALUES (?1, ?2, ?3, 'preempted', ?4, ?5)",
+            params![lease.run_id, lease.attempt, lease.worker_id, reason, now],
+        )?;
+        tx.execute(
+            "UPDATE runs SET state = 'pending', lease_id = NULL, worker_id = NULL,
+                 lease_expires_ms = NULL, not_before_ms = 0, updated_ms = ?2
+             WHERE run_id = ?1",
+            params![lease.run_id, now],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Re-queues the sweep's failed cells (or the named failed/cancelled ones) and their runs
+    /// with a fresh attempt budget.
+    pub fn retry(&self, sweep_id: &str, cell_ids: &[String]) -> Result<RetryOutcome, StoreError> {
+        let now = now_ms();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let exists = tx
+            .query_row("SELECT 1 FROM sweeps WHERE sweep_id = ?1", [sweep_id], |_| Ok(()))
+            .optional()?
+            .is_some();
+        if !exists {
+            return Err(StoreError::SweepNotFound(sweep_id.to_owned()));
+        }
+        tx.execute("UPDATE sweeps SET cancelled = 0 WHERE sweep_id = ?1", [sweep_id])?;
+        let mut cells = 0usize;
+        if cell_ids.is_empty() {
+            cells += tx.execute(
+                "UPDATE cells SET state = 'pending', error = NULL, updated_ms = ?2
+                 WHERE state = 'failed'
+                   AND cell_id IN (SELECT cell_id FROM sweep_cells WHERE sweep_id = ?1)",
+                params![sweep_id, now],
+            )?;
+        } else {
+            for id in cell_ids {
+                let state: Option<String> = tx
+                    .query_row(
+                        "SELECT c.state FROM cells c JOIN sweep_cells sc ON sc.cell_id = c.cell_id
+                         WHERE sc.sweep_id = ?1 AND c.cell_id = ?2",
+                        params![sweep_id, id],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                match state.as_deref() {
+                    None => {
+                        return Err(StoreError::Invalid(format!(
+                            "cell `{id}` is not part of sweep `{sweep_id}`"
+                        )));
+                    }
+                    Some("failed" | "cancelled") => {
+                        cells += tx.execute(
+                            "UPDATE cells SET state = 'pending', error = NULL, updated_ms = ?2
+                             WHERE cell_id = ?1",
+                            params![id, now],
+                        )?;
+                    }
+                    Some(other) => {
+                        return Err(StoreError::Invalid(format!(
+                            "cell `{id}` is {other}; only failed or cancelled cells can be retried"
+                        )));
+                    }
+                }
+            }
+        }
+        let runs = tx.execute(
+            "UPDATE runs SET state = 'pending', failures = 0, error = NULL, not_before_ms = 0,
+                 warnings = NULL, lease_id = NULL, worker_id = NULL, lease_expires_ms = NULL,
+                 updated_ms = ?2
+             WHERE run_id IN (SELECT run_id FROM sweep_runs WHERE sweep_id = ?1)
+               AND state IN ('done', 'failed', 'cancelled')
+               AND EXISTS (SELECT 1 FROM cells c WHERE c.run_id = runs.run_id AND c.state = 'pending')",
+            params![sweep_id, now],
+        )?;
+        tx.commit()?;
+        Ok(RetryOutcome {
+            cells: count(cells),
+            runs: count(runs),
+        })
+    }
+
+    /// Records a checkpoint file already written (and verified) at `path`, under a live lease.
+    /// Older checkpoints beyond [`CHECKPOINTS_KEPT`] are forgotten and their files deleted.
+    pub fn record_checkpoint(
+        &self,
+        lease: &LeaseRef,
+        epoch: u32,
+        sha256: &str,
+        bytes: u64,
+        path: &Path,
+    ) -> Result<String, StoreError> {
+        let now = now_ms();
+        let checkpoint_id = random_id("k-");
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        check_lease(&tx, lease, now)?;
+        tx.execute(
+            "INSERT INTO checkpoints (checkpoint_id, run_id, attempt, epoch, sha256, bytes, path, created_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                checkpoint_id,
+                lease.run_id,
+                lease.attempt,
+                epoch,
+                sha256,
+                i64::try_from(bytes).unwrap_or(i64::MAX),
+                path.display().to_string(),
+                now
+            ],
+        )?;
+        let stale: Vec<(String, String)> = {
+            let mut stmt = tx.prepare_cached(
+                "SELECT checkpoint_id, path FROM checkpoints WHERE run_id = ?1
+                 ORDER BY epoch DESC, created_ms DESC LIMIT -1 OFFSET ?2",
+            )?;
+            let rows = stmt.query_map(params![lease.run_id, CHECKPOINTS_KEPT as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for (id, _) in &stale {
+            tx.execute("DELETE FROM checkpoints WHERE checkpoint_id = ?1", [id])?;
+        }
+        tx.commit()?;
+        for (_, file) in stale {
+            let _ = std::fs::remove_file(file);
+        }
+        Ok(checkpoint_id)
+    }
+
+    fn checkpoint_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CheckpointInfo> {
+        Ok(CheckpointInfo {
+            checkpoint_id: r.get(0)?,
+            run_id: r.get(1)?,
+            epoch: r.get(2)?,
+            sha256: r.get(3)?,
+            bytes: u64::try_from(r.get::<_, i64>(4)?).unwrap_or_default(),
+            path: PathBuf::from(r.get::<_, String>(5)?),
+        })
+    }
+
+    /// The run's most advanced checkpoint, if any.
+    pub fn latest_checkpoint(&self, run_id: &str) -> Result<Option<CheckpointInfo>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT checkpoint_id, run_id, epoch, sha256, bytes, path FROM checkpoints
+                 WHERE run_id = ?1 ORDER BY epoch DESC, created_ms DESC LIMIT 1",
+                [run_id],
+                Self::checkpoint_row,
+            )
+            .optional()?)
+    }
+
+    /// A checkpoint by id, for a registered worker.
+    pub fn checkpoint(
+        &self,
+        worker_id: &str,
+        run_id: &str,
+        checkpoint_id: &str,
+    ) -> Result<Option<CheckpointInfo>, StoreError> {
+        let conn = self.conn();
+        let known = conn
+            .query_row("SELECT 1 FROM workers WHERE worker_id = ?1", [worker_id], |_| Ok(()))
+            .optional()?
+            .is_some();
+        if !known {
+            return Err(StoreError::UnknownWorker(worker_id.to_owned()));
+        }
+        Ok(conn
+            .query_row(
+                "SELECT checkpoint_id, run_id, epoch, sha256, bytes, path FROM checkpoints
+                 WHERE run_id = ?1 AND checkpoint_id = ?2",
+                params![run_id, checkpoint_id],
+                Self::checkpoint_row,
+            )
+            .optional()?)
+    }
+
+    /// Forgets a checkpoint whose file turned out corrupt, so the next lease resumes from the
+    /// previous one (or from scratch).
+    pub fn drop_checkpoint(&self, checkpoint_id: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute("DELETE FROM checkpoints WHERE checkpoint_id = ?1", [checkpoint_id])?;
+        Ok(())
+    }
+}

@@ -12,9 +12,11 @@
 //!   chain and whether a retry could help.
 //!
 //! Transient transport errors are retried a few times with exponential backoff; everything
-//! that fails is logged with the RPC name and status. A shutdown signal stops the current run
-//! and hands it back with a retryable `FailRun`, so the coordinator re-queues it immediately
-//! instead of waiting for the lease to expire.
+//! that fails is logged with the RPC name and status. A shutdown signal (SIGTERM, SIGINT)
+//! stops the current run at the next batch and hands it back with `ReleaseRun` ("preempted"):
+//! the coordinator re-queues it immediately, without counting the attempt as a failure. After
+//! `max_consecutive_failures` failed runs in a row the worker stops taking work and exits
+//! non-zero, so one bad node cannot burn through a sweep's retries.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -65,6 +67,9 @@ pub struct AgentConfig {
     /// "cpu", "cuda:0", …
     pub device_label: String,
     pub exit_when_idle: bool,
+    /// After this many failed runs in a row, the worker stops taking work: a bad node should
+    /// not burn through a sweep's retries.
+    pub max_consecutive_failures: u32,
 }
 
 /// What `Register` gave us.
@@ -96,6 +101,7 @@ pub async fn run(
     };
     let mut unreachable_since: Option<Instant> = None;
     let mut backoff = RPC_FIRST_BACKOFF;
+    let mut failures_in_a_row = 0u32;
     loop {
         if *shutdown.borrow() {
             info!("shutdown requested; exiting");
@@ -121,7 +127,18 @@ pub async fn run(
                 let response = response.into_inner();
                 match response.lease {
                     Some(lease) => {
-                        execute_lease(&client, &executor, &session, lease, shutdown.clone()).await;
+                        match execute_lease(&client, &executor, &session, lease, shutdown.clone()).await {
+                            RunOutcome::Failed => failures_in_a_row += 1,
+                            RunOutcome::Completed => failures_in_a_row = 0,
+                            RunOutcome::Released | RunOutcome::Lost => {}
+                        }
+                        if failures_in_a_row >= cfg.max_consecutive_failures.max(1) {
+                            anyhow::bail!(
+                                "{failures_in_a_row} runs failed in a row on this worker; it stops taking \
+                                 work so that a bad node does not use up the sweep's retries (check the \
+                                 device and the logs above, then restart the worker)"
+                            );
+                        }
                     }
                     None if response.idle && cfg.exit_when_idle => {
                         info!("coordinator has no work left; exiting (--exit-when-idle)");
@@ -362,6 +379,17 @@ impl LeaseState {
         }
     }
 
+    async fn release(&self, reason: String) {
+        let request = pb::ReleaseRunRequest {
+            lease: Some(self.lease.clone()),
+            reason,
+        };
+        let result = call("ReleaseRun", || rpc!(self.client, release_run, request)).await;
+        if self.check("ReleaseRun", result) {
+            info!("run handed back to the coordinator (preempted)");
+        }
+    }
+
     async fn fail(&self, reason: String, retryable: bool) {
         let request = pb::FailRunRequest {
             lease: Some(self.lease.clone()),
@@ -412,7 +440,7 @@ async fn execute_lease(
     session: &Session,
     lease: pb::Lease,
     shutdown: watch::Receiver<bool>,
-) {
+) -> RunOutcome {
     let run_id = lease
         .run
         .as_ref()
@@ -450,7 +478,7 @@ async fn execute_lease(
         shutdown,
     )
     .instrument(span)
-    .await;
+    .await
 }
 
 async fn execute_lease_inner(
@@ -459,18 +487,18 @@ async fn execute_lease_inner(
     heartbeat_interval: Duration,
     lease: pb::Lease,
     mut shutdown: watch::Receiver<bool>,
-) {
+) -> RunOutcome {
     let Some(wire_run) = lease.run else {
         error!("lease carries no run");
         state.fail("the lease carried no run".into(), false).await;
-        return;
+        return RunOutcome::Failed;
     };
     let (run, cells) = match run_from_wire(&wire_run) {
         Ok(decoded) => decoded,
         Err(e) => {
             error!(error = %e, "cannot decode the leased run");
             state.fail(format!("invalid run spec: {e}"), false).await;
-            return;
+            return RunOutcome::Failed;
         }
     };
     info!(
@@ -521,27 +549,51 @@ async fn execute_lease_inner(
     heartbeat.abort();
 
     match outcome {
-        Ok(Ok(())) if !state.is_lost() => state.complete().await,
-        Ok(Ok(())) => info!("run finished, but its lease was lost; not completing it"),
+        Ok(Ok(())) if !state.is_lost() => {
+            state.complete().await;
+            RunOutcome::Completed
+        }
+        Ok(Ok(())) => {
+            info!("run finished, but its lease was lost; not completing it");
+            RunOutcome::Lost
+        }
         Ok(Err(e)) if state.is_lost() => {
             info!(error = %format!("{e:#}"), "run abandoned after losing its lease");
+            RunOutcome::Lost
         }
         Ok(Err(e)) if shutting_down && is_cancelled(&e) => {
-            state.fail("the worker is shutting down".into(), true).await;
+            // Preemption, not failure: the coordinator re-queues it at once, without counting
+            // the attempt against max_attempts.
+            state.release("the worker is shutting down (SIGTERM/SIGINT)".into()).await;
+            RunOutcome::Released
         }
         Ok(Err(e)) => {
             let retryable = is_retryable(&e) && !is_cancelled(&e);
             let reason = format!("{e:#}");
             error!(retryable, error = %reason, "run failed");
             state.fail(reason, retryable).await;
+            RunOutcome::Failed
         }
         Err(join) => {
             let reason = format!("the run's thread failed: {join}");
             error!(error = %reason, "run failed");
             state.fail(reason, true).await;
+            RunOutcome::Failed
         }
     }
 }
+
+/// How one lease ended, for the worker's failure streak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunOutcome {
+    Completed,
+    Failed,
+    /// Handed back (shutdown): not this node's fault.
+    Released,
+    /// The lease expired or the sweep was cancelled under us.
+    Lost,
+}
+
 
 #[cfg(test)]
 mod tests {

@@ -36,6 +36,10 @@ pub struct Cli {
     #[arg(long)]
     pub self_check: bool,
 
+    /// Stop taking work after this many failed runs in a row (a bad GPU or node).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_consecutive_failures: u32,
+
     /// Log line format: human, or json (one object per line, for log shippers).
     #[arg(long, value_enum, default_value_t = LogFormat::Human, env = "ADVSWEEP_LOG_FORMAT")]
     pub log_format: LogFormat,

@@ -57,6 +57,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         hostname,
         device_label: label.clone(),
         exit_when_idle: cli.exit_when_idle,
+        max_consecutive_failures: cli.max_consecutive_failures,
     };
     info!(
         version = env!("CARGO_PKG_VERSION"),

@@ -1,0 +1,122 @@
+//! Worker-side recovery with real processes: SIGTERM hands the run back as "preempted" (not a
+//! failure) and the worker exits promptly; a node that fails run after run stops taking work.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use advsweep_proto::v1 as pb;
+use advsweep_proto::v1::sweep_service_client::SweepServiceClient;
+use advsweep_tests::{TestCoordinator, workspace_bin};
+
+async fn submit(c: &TestCoordinator, toml: &str) -> String {
+    let mut client = SweepServiceClient::connect(c.url.clone()).await.expect("connect");
+    client
+        .submit_sweep(pb::SubmitSweepRequest {
+            sweep_toml: toml.into(),
+            overrides: Default::default(),
+        })
+        .await
+        .expect("submit")
+        .into_inner()
+        .sweep_id
+}
+
+fn worker(c: &TestCoordinator, log: &std::path::Path, extra: &[&str]) -> tokio::process::Child {
+    tokio::process::Command::new(workspace_bin("advsweep-worker"))
+        .args(["--coordinator", &c.url, "--device", "cpu", "--threads", "1"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("worker starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_releases_the_run_as_preempted() {
+    let c = TestCoordinator::start().await;
+    let sweep = submit(
+        &c,
+        r#"
+version = 1
+name = "long"
+[data]
+source = "synthetic"
+train_size = 4000
+test_size = 100
+[training]
+epochs = 200
+[grid]
+models = ["basic"]
+defenses = ["standard"]
+attacks = ["none"]
+epsilons = [0.0]
+"#,
+    )
+    .await;
+    let log = c.state_dir.path().join("worker.log");
+    let mut w = worker(&c, &log, &[]);
+    // Wait until it is training (an epoch reported).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let d = c.store.sweep_detail(&sweep).expect("detail");
+        if d.runs[0].epochs.len() >= 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no epoch within 2 minutes:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pid = w.id().expect("pid");
+    let killed = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill");
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(30), w.wait())
+        .await
+        .expect("the worker exits within 30 s of SIGTERM")
+        .expect("status");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "exit {status}:\n{text}");
+    let d = c.store.sweep_detail(&sweep).expect("detail");
+    let run = &d.runs[0];
+    assert_eq!(run.state, "pending", "the run is re-queued at once:\n{text}");
+    assert_eq!(run.attempts.len(), 1);
+    assert_eq!(run.attempts[0].outcome, "preempted");
+    assert!(run.error.is_none(), "a preemption is not an error: {:?}", run.error);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_keeps_failing_stops_taking_work() {
+    let c = TestCoordinator::start().await;
+    let sweep = submit(
+        &c,
+        r#"
+version = 1
+name = "broken-data"
+[data]
+source = "cifar10"
+path = "/nonexistent/cifar"
+[grid]
+models = ["basic"]
+defenses = ["standard"]
+attacks = ["none"]
+epsilons = [0.0]
+seeds = [0, 1, 2, 3, 4]
+"#,
+    )
+    .await;
+    let log = c.state_dir.path().join("worker.log");
+    let mut w = worker(&c, &log, &["--max-consecutive-failures", "2"]);
+    let status = tokio::time::timeout(Duration::from_secs(60), w.wait())
+        .await
+        .expect("the worker gives up")
+        .expect("status");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!status.success(), "{text}");
+    assert!(text.contains("2 runs failed in a row"), "{text}");
+    let d = c.store.sweep_detail(&sweep).expect("detail");
+    // Missing data is not retryable: those two runs failed for good, naming the file; the
+    // other three were never touched by the bad node.
+    let failed: Vec<_> = d.runs.iter().filter(|r| r.state == "failed").collect();
+    assert_eq!(failed.len(), 2, "{d:?}");
+    assert!(failed.iter().all(|r| r.error.as_deref().unwrap_or("").contains("/nonexistent/cifar")), "{failed:?}");
+    assert_eq!(d.runs.iter().filter(|r| r.state == "pending").count(), 3);
+}

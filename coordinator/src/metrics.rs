@@ -69,13 +69,22 @@ impl Metrics {
                 for (state, n) in &g.runs {
                     let _ = writeln!(out, "advsweep_runs{{state=\"{state}\"}} {n}");
                 }
-                let _ = writeln!(out, "# HELP advsweep_leases_active Runs currently leased to a worker.");
+                let _ = writeln!(
+                    out,
+                    "# HELP advsweep_leases_active Runs currently leased to a worker."
+                );
                 let _ = writeln!(out, "# TYPE advsweep_leases_active gauge");
                 let _ = writeln!(out, "advsweep_leases_active {}", g.leases);
-                let _ = writeln!(out, "# HELP advsweep_workers_alive Workers heard from within three heartbeat intervals.");
+                let _ = writeln!(
+                    out,
+                    "# HELP advsweep_workers_alive Workers heard from within three heartbeat intervals."
+                );
                 let _ = writeln!(out, "# TYPE advsweep_workers_alive gauge");
                 let _ = writeln!(out, "advsweep_workers_alive {}", g.workers_alive);
-                let _ = writeln!(out, "# HELP advsweep_workers_registered Workers ever registered.");
+                let _ = writeln!(
+                    out,
+                    "# HELP advsweep_workers_registered Workers ever registered."
+                );
                 let _ = writeln!(out, "# TYPE advsweep_workers_registered gauge");
                 let _ = writeln!(out, "advsweep_workers_registered {}", g.workers);
             }
@@ -83,27 +92,66 @@ impl Metrics {
                 let _ = writeln!(out, "# store unavailable: {e}");
             }
         }
-        let _ = writeln!(out, "# HELP advsweep_metric_points_ingested_total Epoch metric records stored.");
+        let _ = writeln!(
+            out,
+            "# HELP advsweep_metric_points_ingested_total Epoch metric records stored."
+        );
         let _ = writeln!(out, "# TYPE advsweep_metric_points_ingested_total counter");
-        let _ = writeln!(out, "advsweep_metric_points_ingested_total {}", self.metric_points.load(Ordering::Relaxed));
-        let _ = writeln!(out, "# HELP advsweep_cell_results_total Cell results stored.");
+        let _ = writeln!(
+            out,
+            "advsweep_metric_points_ingested_total {}",
+            self.metric_points.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP advsweep_cell_results_total Cell results stored."
+        );
         let _ = writeln!(out, "# TYPE advsweep_cell_results_total counter");
-        let _ = writeln!(out, "advsweep_cell_results_total {}", self.cell_results.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "advsweep_cell_results_total {}",
+            self.cell_results.load(Ordering::Relaxed)
+        );
         let rpcs = self.rpcs.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let _ = writeln!(out, "# HELP advsweep_rpc_errors_total RPCs answered with a non-OK status.");
+        let _ = writeln!(
+            out,
+            "# HELP advsweep_rpc_errors_total RPCs answered with a non-OK status."
+        );
         let _ = writeln!(out, "# TYPE advsweep_rpc_errors_total counter");
         for (m, s) in &rpcs {
-            let _ = writeln!(out, "advsweep_rpc_errors_total{{method=\"{m}\"}} {}", s.errors);
+            let _ = writeln!(
+                out,
+                "advsweep_rpc_errors_total{{method=\"{m}\"}} {}",
+                s.errors
+            );
         }
-        let _ = writeln!(out, "# HELP advsweep_rpc_duration_seconds RPC latency as seen by the server.");
+        let _ = writeln!(
+            out,
+            "# HELP advsweep_rpc_duration_seconds RPC latency as seen by the server."
+        );
         let _ = writeln!(out, "# TYPE advsweep_rpc_duration_seconds histogram");
         for (m, s) in &rpcs {
             for (b, n) in BUCKETS.iter().zip(s.buckets) {
-                let _ = writeln!(out, "advsweep_rpc_duration_seconds_bucket{{method=\"{m}\",le=\"{b}\"}} {n}");
+                let _ = writeln!(
+                    out,
+                    "advsweep_rpc_duration_seconds_bucket{{method=\"{m}\",le=\"{b}\"}} {n}"
+                );
             }
-            let _ = writeln!(out, "advsweep_rpc_duration_seconds_bucket{{method=\"{m}\",le=\"+Inf\"}} {}", s.count);
-            let _ = writeln!(out, "advsweep_rpc_duration_seconds_sum{{method=\"{m}\"}} {}", s.sum);
-            let _ = writeln!(out, "advsweep_rpc_duration_seconds_count{{method=\"{m}\"}} {}", s.count);
+            let _ = writeln!(
+                out,
+                "advsweep_rpc_duration_seconds_bucket{{method=\"{m}\",le=\"+Inf\"}} {}",
+                s.count
+            );
+            let _ = writeln!(
+                out,
+                "advsweep_rpc_duration_seconds_sum{{method=\"{m}\"}} {}",
+                s.sum
+            );
+            let _ = writeln!(
+                out,
+                "advsweep_rpc_duration_seconds_count{{method=\"{m}\"}} {}",
+                s.count
+            );
         }
         out
     }
@@ -133,7 +181,10 @@ pub async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>, store: 
                     .unwrap_or_else(|e| format!("# render failed: {e}\n"));
                 ("200 OK", body)
             } else {
-                ("404 Not Found", "only GET /metrics is served here\n".to_owned())
+                (
+                    "404 Not Found",
+                    "only GET /metrics is served here\n".to_owned(),
+                )
             };
             let response = format!(
                 "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

@@ -44,7 +44,11 @@ pub fn init_stderr(format: LogFormat) {
 /// Logs to a file (the embedded coordinator of `advsweep run`, whose terminal belongs to the
 /// progress bar). Falls back to stderr if the file cannot be created.
 pub fn init_file(path: &Path, format: LogFormat) {
-    match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+    match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
         Ok(file) => init(format, Mutex::new(file), false),
         Err(e) => {
             eprintln!(

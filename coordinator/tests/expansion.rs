@@ -221,14 +221,28 @@ fn the_catalogue_resolves_models_defenses_and_eot() {
     let p = plan(CATALOGUE);
     assert_eq!(p.runs.len(), 3 * 4);
     // noisy-resnet18: every hidden injection point of ResNet-18, not the input.
-    let noisy = p.runs.iter().find(|r| r.model_name == "noisy-resnet18").expect("noisy run");
+    let noisy = p
+        .runs
+        .iter()
+        .find(|r| r.model_name == "noisy-resnet18")
+        .expect("noisy run");
     let noise = noisy.model.noise.as_ref().expect("noise");
     assert_eq!(noisy.model.name, "resnet18");
-    assert_eq!(noise.layers, ["stem", "layer1", "layer2", "layer3", "layer4"]);
+    assert_eq!(
+        noise.layers,
+        ["stem", "layer1", "layer2", "layer3", "layer4"]
+    );
     // A custom preset keeps the architecture's order, whatever order the file used.
-    let pni = p.runs.iter().find(|r| r.model_name == "pni-vgg").expect("pni run");
+    let pni = p
+        .runs
+        .iter()
+        .find(|r| r.model_name == "pni-vgg")
+        .expect("pni run");
     let noise = pni.model.noise.as_ref().expect("noise");
-    assert_eq!((noise.layers.as_slice(), noise.learnable), (&["input".to_owned(), "stage3".to_owned()][..], true));
+    assert_eq!(
+        (noise.layers.as_slice(), noise.learnable),
+        (&["input".to_owned(), "stage3".to_owned()][..], true)
+    );
 
     for run in &p.runs {
         for cell in p.cells_of(&run.id) {
@@ -239,29 +253,61 @@ fn the_catalogue_resolves_models_defenses_and_eot() {
                 _ if run.randomized() => 7,
                 _ => 1,
             };
-            assert_eq!(cell.attack.eot(), expected, "{} on {}/{}", cell.attack_name, run.model_name, run.defense_name);
+            assert_eq!(
+                cell.attack.eot(),
+                expected,
+                "{} on {}/{}",
+                cell.attack_name,
+                run.model_name,
+                run.defense_name
+            );
         }
     }
-    let mixed = p.runs.iter().find(|r| r.defense_name == "at-mixed-worst").expect("mixed");
+    let mixed = p
+        .runs
+        .iter()
+        .find(|r| r.defense_name == "at-mixed-worst")
+        .expect("mixed");
     match &mixed.defense.method {
-        TrainingMethod::Mixed { epsilon_linf, epsilon_l2, strategy, .. } => {
+        TrainingMethod::Mixed {
+            epsilon_linf,
+            epsilon_l2,
+            strategy,
+            ..
+        } => {
             assert_eq!((*epsilon_linf, *epsilon_l2), (8.0 / 255.0, 8.0 / 255.0));
             assert_eq!(*strategy, advsweep_spec::MixStrategy::WorstPerExample);
         }
         other => panic!("unexpected {other:?}"),
     }
-    let dncnn = p.runs.iter().find(|r| r.defense_name == "dncnn").expect("dncnn");
+    let dncnn = p
+        .runs
+        .iter()
+        .find(|r| r.defense_name == "dncnn")
+        .expect("dncnn");
     let d = dncnn.defense.denoiser.as_ref().expect("denoiser");
     assert_eq!((d.blocks, d.epsilon), (10, 8.0 / 255.0));
-    let noisy_at = p.runs.iter().find(|r| r.defense_name == "at-pgd-linf-noise" && r.model_name == "basic").expect("at+noise");
+    let noisy_at = p
+        .runs
+        .iter()
+        .find(|r| r.defense_name == "at-pgd-linf-noise" && r.model_name == "basic")
+        .expect("at+noise");
     assert!(noisy_at.randomized());
 }
 
 #[test]
 fn the_epsilon_space_is_part_of_the_identity() {
     let pixel = plan(GRID);
-    let normalized = plan(&GRID.replace("name = \"grid\"", "name = \"grid\"\nepsilon_space = \"normalized\""));
-    assert!(normalized.runs.iter().all(|r| r.epsilon_space == advsweep_spec::EpsilonSpace::Normalized));
+    let normalized = plan(&GRID.replace(
+        "name = \"grid\"",
+        "name = \"grid\"\nepsilon_space = \"normalized\"",
+    ));
+    assert!(
+        normalized
+            .runs
+            .iter()
+            .all(|r| r.epsilon_space == advsweep_spec::EpsilonSpace::Normalized)
+    );
     let a: HashSet<_> = pixel.runs.iter().map(|r| &r.id).collect();
     assert!(normalized.runs.iter().all(|r| !a.contains(&r.id)));
 }
@@ -280,5 +326,8 @@ fn every_shipped_sweep_file_expands() {
         assert!(!plan.cells.is_empty(), "{}", path.display());
         checked += 1;
     }
-    assert!(checked >= 8, "expected the quickstart, CIFAR-10 and seed sweep files");
+    assert!(
+        checked >= 8,
+        "expected the quickstart, CIFAR-10 and seed sweep files"
+    );
 }

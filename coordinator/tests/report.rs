@@ -55,7 +55,9 @@ fn cell(run: &RunRecord, attack: &str, eps: f64, state: &str, acc: Option<f64>) 
         epsilon: eps,
         state: state.into(),
         result: acc.and_then(result),
-        error: (state == "failed").then(|| "attempt 3 failed: CUDA out of memory (gave up after 3 failed attempts)".into()),
+        error: (state == "failed").then(|| {
+            "attempt 3 failed: CUDA out of memory (gave up after 3 failed attempts)".into()
+        }),
     }
 }
 
@@ -65,11 +67,20 @@ fn sweep() -> SweepReport {
     let e2 = 2.0 / 255.0;
     let e8 = 8.0 / 255.0;
     let s0 = run("r-std0", "standard", None, 0, &[]);
-    let s1 = run("r-std1", "standard", None, 1, &["pgd-linf: accuracy rises with ε (10.0 % at ε=2/255 but 20.0 % at ε=8/255)"]);
+    let s1 = run(
+        "r-std1",
+        "standard",
+        None,
+        1,
+        &["pgd-linf: accuracy rises with ε (10.0 % at ε=2/255 but 20.0 % at ε=8/255)"],
+    );
     let a2 = run("r-at2", "at-pgd-linf", Some(e2), 0, &[]);
     let a8 = run("r-at8", "at-pgd-linf", Some(e8), 0, &[]);
     let mut cells = Vec::new();
-    for (r, clean, f2, f8, p2, p8) in [(&s0, 0.8, 0.5, 0.2, 0.4, 0.1), (&s1, 0.9, 0.6, 0.3, 0.5, 0.2)] {
+    for (r, clean, f2, f8, p2, p8) in [
+        (&s0, 0.8, 0.5, 0.2, 0.4, 0.1),
+        (&s1, 0.9, 0.6, 0.3, 0.5, 0.2),
+    ] {
         cells.push(cell(r, "none", 0.0, "done", Some(clean)));
         cells.push(cell(r, "fgsm", e2, "done", Some(f2)));
         cells.push(cell(r, "fgsm", e8, "done", Some(f8)));
@@ -92,7 +103,9 @@ fn sweep() -> SweepReport {
 }
 
 fn golden(name: &str, actual: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, actual).expect("write golden");
         return;
@@ -108,14 +121,21 @@ fn tables_and_exports_match_the_golden_files() {
     let r = sweep();
     let written = report::write(&r, dir.path(), &Layout::default(), false).expect("report");
     assert!(written.files.len() >= 6);
-    for name in ["table.md", "table.csv", "cells.csv", "epochs.csv", "report.md"] {
+    for name in [
+        "table.md",
+        "table.csv",
+        "cells.csv",
+        "epochs.csv",
+        "report.md",
+    ] {
         let text = std::fs::read_to_string(dir.path().join(name)).expect(name);
         golden(name, &text);
     }
     // The JSON export parses and holds every cell and epoch.
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("sweep.json")).expect("json"))
-            .expect("sweep.json parses");
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("sweep.json")).expect("json"),
+    )
+    .expect("sweep.json parses");
     assert_eq!(json["cells"].as_array().map(Vec::len), Some(16));
     assert_eq!(json["runs"][0]["epochs"].as_array().map(Vec::len), Some(3));
 }
@@ -123,9 +143,15 @@ fn tables_and_exports_match_the_golden_files() {
 #[test]
 fn the_default_table_is_the_seeds_figure_4_layout_with_mean_and_std() {
     let md = report::Pivot::new(&sweep().cells, Layout::default()).markdown();
-    assert!(md.starts_with("| attack   | ε     | basic/standard | basic/at-pgd-linf |"), "{md}");
+    assert!(
+        md.starts_with("| attack   | ε     | basic/standard | basic/at-pgd-linf |"),
+        "{md}"
+    );
     // Two seeds: mean ± sample std.
-    assert!(md.contains("| fgsm     | 2/255 |     55.0 ± 7.1 |              60.0 |"), "{md}");
+    assert!(
+        md.contains("| fgsm     | 2/255 |     55.0 ± 7.1 |              60.0 |"),
+        "{md}"
+    );
     // Missing cells show their state.
     assert!(md.contains("pending") && md.contains("failed"), "{md}");
 }
@@ -138,9 +164,15 @@ fn other_layouts_and_metrics() {
         metric: Metric::AttackSuccessRate,
     };
     let md = report::Pivot::new(&sweep().cells, layout).markdown();
-    assert!(md.starts_with("| defense     | seed |       none |       fgsm |   pgd-linf |"), "{md}");
+    assert!(
+        md.starts_with("| defense     | seed |       none |       fgsm |   pgd-linf |"),
+        "{md}"
+    );
     // ε is on neither axis, so the two budgets are averaged together.
-    assert!(md.contains("| standard    | 1    |       50.0 | 50.0 ± 0.0 | 50.0 ± 0.0 |"), "{md}");
+    assert!(
+        md.contains("| standard    | 1    |       50.0 | 50.0 ± 0.0 | 50.0 ± 0.0 |"),
+        "{md}"
+    );
 }
 
 #[test]
@@ -163,17 +195,26 @@ fn figures_are_drawn_with_the_expected_series() {
             assert!(len > 1000, "{} is missing or empty", path.display());
         }
     }
-    let svg = std::fs::read_to_string(dir.path().join("accuracy_vs_epsilon-basic-standard.svg")).expect("svg");
+    let svg = std::fs::read_to_string(dir.path().join("accuracy_vs_epsilon-basic-standard.svg"))
+        .expect("svg");
     for label in ["fgsm", "pgd-linf", "accuracy (%)"] {
         assert!(svg.contains(label), "Figure 1 lacks {label}");
     }
-    let curves = std::fs::read_to_string(dir.path().join("learning_curves_test_accuracy.svg")).expect("svg");
-    for label in ["basic/standard s0", "basic/standard s1", "basic/at-pgd-linf ε=2/255 s0"] {
+    let curves =
+        std::fs::read_to_string(dir.path().join("learning_curves_test_accuracy.svg")).expect("svg");
+    for label in [
+        "basic/standard s0",
+        "basic/standard s1",
+        "basic/at-pgd-linf ε=2/255 s0",
+    ] {
         assert!(curves.contains(label), "learning curves lack {label}");
     }
     let png = std::fs::read(dir.path().join("robust_vs_clean.png")).expect("png");
     assert_eq!(&png[1..4], b"PNG");
     // The summary links the figures.
     let md = std::fs::read_to_string(dir.path().join("report.md")).expect("report.md");
-    assert!(md.contains("![robust_vs_clean.png](robust_vs_clean.png)"), "{md}");
+    assert!(
+        md.contains("![robust_vs_clean.png](robust_vs_clean.png)"),
+        "{md}"
+    );
 }

@@ -10,14 +10,23 @@ pub enum Arch {
     /// ResNet-18 with the CIFAR stem (3×3 conv, no max-pool).
     ResNet18,
     /// WideResNet-depth-width (Zagoruyko & Komodakis), e.g. `wrn-28-10`.
-    WideResNet { depth: u32, width: u32 },
+    WideResNet {
+        depth: u32,
+        width: u32,
+    },
     /// VGG-11 / VGG-16 with batch norm, CIFAR classifier (512 → 10).
     Vgg11,
     Vgg16,
 }
 
 /// The names accepted, for error messages.
-pub const ARCHITECTURES: &[&str] = &["basic", "resnet18", "wrn-D-K (e.g. wrn-16-4, wrn-28-10)", "vgg11", "vgg16"];
+pub const ARCHITECTURES: &[&str] = &[
+    "basic",
+    "resnet18",
+    "wrn-D-K (e.g. wrn-16-4, wrn-28-10)",
+    "vgg11",
+    "vgg16",
+];
 
 impl Arch {
     pub fn parse(name: &str) -> Result<Arch, String> {
@@ -44,7 +53,9 @@ impl Arch {
             ));
         }
         if !(1..=20).contains(&width) {
-            return Err(format!("model `{name}`: WideResNet width must be 1..=20, got {width}"));
+            return Err(format!(
+                "model `{name}`: WideResNet width must be 1..=20, got {width}"
+            ));
         }
         Ok(Arch::WideResNet { depth, width })
     }
@@ -56,7 +67,9 @@ impl Arch {
             Arch::Basic => &["input", "conv1", "conv2", "fc1", "fc2"],
             Arch::ResNet18 => &["input", "stem", "layer1", "layer2", "layer3", "layer4"],
             Arch::WideResNet { .. } => &["input", "stem", "block1", "block2", "block3"],
-            Arch::Vgg11 | Arch::Vgg16 => &["input", "stage1", "stage2", "stage3", "stage4", "stage5"],
+            Arch::Vgg11 | Arch::Vgg16 => {
+                &["input", "stage1", "stage2", "stage3", "stage4", "stage5"]
+            }
         }
     }
 }
@@ -67,10 +80,20 @@ mod tests {
 
     #[test]
     fn names_parse() {
-        assert_eq!(Arch::parse("wrn-28-10"), Ok(Arch::WideResNet { depth: 28, width: 10 }));
+        assert_eq!(
+            Arch::parse("wrn-28-10"),
+            Ok(Arch::WideResNet {
+                depth: 28,
+                width: 10
+            })
+        );
         assert_eq!(Arch::parse("basic"), Ok(Arch::Basic));
         assert!(Arch::parse("wrn-27-10").unwrap_err().contains("6n+4"));
-        assert!(Arch::parse("resnet50").unwrap_err().contains("unknown model `resnet50`"));
+        assert!(
+            Arch::parse("resnet50")
+                .unwrap_err()
+                .contains("unknown model `resnet50`")
+        );
         assert!(Arch::parse("wrn-16").is_err());
     }
 }

@@ -235,7 +235,10 @@ pub enum Optimizer {
 pub enum LrSchedule {
     Constant,
     /// Multiply by `gamma` every `every_epochs` epochs.
-    Step { every_epochs: u32, gamma: f64 },
+    Step {
+        every_epochs: u32,
+        gamma: f64,
+    },
     /// Cosine annealing from the learning rate to 0.
     Cosine,
     /// Linear warm-up to the learning rate over the first 30 %, then cosine down to ~0.

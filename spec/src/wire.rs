@@ -300,7 +300,10 @@ pub const MAX_EOT_SAMPLES: u32 = 1000;
 
 fn eot_from_wire(samples: u32, field: &'static str) -> Result<u32, WireError> {
     if samples > MAX_EOT_SAMPLES {
-        return Err(invalid(field, format!("{samples} is more than {MAX_EOT_SAMPLES}")));
+        return Err(invalid(
+            field,
+            format!("{samples} is more than {MAX_EOT_SAMPLES}"),
+        ));
     }
     Ok(samples.max(1))
 }
@@ -313,10 +316,7 @@ fn fraction_from_wire(fraction: f64, field: &'static str) -> Result<f64, WireErr
     }
 }
 
-fn required_attack(
-    a: Option<&pb::AttackSpec>,
-    field: &'static str,
-) -> Result<Attack, WireError> {
+fn required_attack(a: Option<&pb::AttackSpec>, field: &'static str) -> Result<Attack, WireError> {
     attack_from_wire(a.ok_or(WireError::Missing(field))?)
 }
 
@@ -447,7 +447,10 @@ pub fn training_from_wire(t: &pb::TrainingSpec) -> Result<TrainingSpec, WireErro
             nesterov: s.nesterov,
         },
         pb::training_spec::Optimizer::Adam(a) => {
-            for (beta, field) in [(a.beta1, "training.adam.beta1"), (a.beta2, "training.adam.beta2")] {
+            for (beta, field) in [
+                (a.beta1, "training.adam.beta1"),
+                (a.beta2, "training.adam.beta2"),
+            ] {
                 if !(0.0..1.0).contains(&beta) {
                     return Err(invalid(field, format!("{beta} is not in [0, 1)")));
                 }
@@ -463,7 +466,10 @@ pub fn training_from_wire(t: &pb::TrainingSpec) -> Result<TrainingSpec, WireErro
         None | Some(pb::lr_schedule::Kind::Constant(_)) => LrSchedule::Constant,
         Some(pb::lr_schedule::Kind::Step(s)) => {
             if s.every_epochs == 0 {
-                return Err(invalid("training.schedule.step.every_epochs", "must be at least 1"));
+                return Err(invalid(
+                    "training.schedule.step.every_epochs",
+                    "must be at least 1",
+                ));
             }
             LrSchedule::Step {
                 every_epochs: s.every_epochs,

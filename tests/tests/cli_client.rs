@@ -75,7 +75,14 @@ async fn coordinator_process_serves_health_reflection_and_the_cli() {
     let metrics_addr = format!("127.0.0.1:{}", free_port());
     let _coordinator = KillOnDrop(
         Command::new(workspace_bin("advsweep"))
-            .args(["coordinator", "--listen", &addr, "--metrics-listen", &metrics_addr, "--state-dir"])
+            .args([
+                "coordinator",
+                "--listen",
+                &addr,
+                "--metrics-listen",
+                &metrics_addr,
+                "--state-dir",
+            ])
             .arg(state.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -171,20 +178,33 @@ async fn coordinator_process_serves_health_reflection_and_the_cli() {
         text(&out)
     );
     let out = cli(&url, &["status", "--json"]);
-    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status --json parses");
+    let list: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("status --json parses");
     assert_eq!(list[0]["sweep_id"], sweep_id.as_str());
     assert_eq!(list[0]["cells_total"], 7);
     let out = cli(&url, &["status", &sweep_id, "--json"]);
-    let detail: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status SWEEP --json parses");
+    let detail: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("status SWEEP --json parses");
     assert_eq!(detail["cells"].as_array().map(Vec::len), Some(7));
     assert_eq!(detail["runs"].as_array().map(Vec::len), Some(3));
 
     // Prometheus metrics: state gauges and per-RPC latency histograms.
     let metrics = http_get(&metrics_addr, "/metrics");
     assert!(metrics.starts_with("HTTP/1.1 200 OK"), "{metrics}");
-    assert!(metrics.contains("advsweep_cells{state=\"pending\"} 7"), "{metrics}");
-    assert!(metrics.contains("advsweep_runs{state=\"pending\"} 3"), "{metrics}");
-    assert!(metrics.contains("advsweep_rpc_duration_seconds_count{method=\"advsweep.v1.SweepService/SubmitSweep\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("advsweep_cells{state=\"pending\"} 7"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("advsweep_runs{state=\"pending\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "advsweep_rpc_duration_seconds_count{method=\"advsweep.v1.SweepService/SubmitSweep\"} 1"
+        ),
+        "{metrics}"
+    );
     assert!(metrics.contains("advsweep_rpc_duration_seconds_bucket{method=\"advsweep.v1.SweepService/GetSweep\",le=\"+Inf\"}"), "{metrics}");
     assert!(http_get(&metrics_addr, "/other").starts_with("HTTP/1.1 404"));
 

@@ -84,7 +84,13 @@ async fn a_real_worker_runs_a_sweep_over_grpc() {
 
     // A user watching from another terminal, in JSON.
     let watcher = tokio::process::Command::new(workspace_bin("advsweep"))
-        .args(["watch", &submitted.sweep_id, "--json", "--coordinator", &coordinator.url])
+        .args([
+            "watch",
+            &submitted.sweep_id,
+            "--json",
+            "--coordinator",
+            &coordinator.url,
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -186,7 +192,11 @@ async fn a_real_worker_runs_a_sweep_over_grpc() {
         .await
         .expect("watch ends when the sweep ends")
         .expect("watch output");
-    assert!(watched.status.success(), "{}", String::from_utf8_lossy(&watched.stderr));
+    assert!(
+        watched.status.success(),
+        "{}",
+        String::from_utf8_lossy(&watched.stderr)
+    );
     let stdout = String::from_utf8_lossy(&watched.stdout);
     let last: serde_json::Value =
         serde_json::from_str(stdout.lines().last().expect("events")).expect("JSON event");

@@ -9,7 +9,9 @@ use advsweep_proto::v1::sweep_service_client::SweepServiceClient;
 use advsweep_tests::{TestCoordinator, workspace_bin};
 
 async fn submit(c: &TestCoordinator, toml: &str) -> String {
-    let mut client = SweepServiceClient::connect(c.url.clone()).await.expect("connect");
+    let mut client = SweepServiceClient::connect(c.url.clone())
+        .await
+        .expect("connect");
     client
         .submit_sweep(pb::SubmitSweepRequest {
             sweep_toml: toml.into(),
@@ -60,14 +62,21 @@ epsilons = [0.0]
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let d = c.store.sweep_detail(&sweep).expect("detail");
-        if d.runs[0].epochs.len() >= 1 {
+        if !d.runs[0].epochs.is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline, "no epoch within 2 minutes:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+        assert!(
+            Instant::now() < deadline,
+            "no epoch within 2 minutes:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let pid = w.id().expect("pid");
-    let killed = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill");
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
     assert!(killed.success());
     let status = tokio::time::timeout(Duration::from_secs(30), w.wait())
         .await
@@ -77,10 +86,17 @@ epsilons = [0.0]
     assert!(status.success(), "exit {status}:\n{text}");
     let d = c.store.sweep_detail(&sweep).expect("detail");
     let run = &d.runs[0];
-    assert_eq!(run.state, "pending", "the run is re-queued at once:\n{text}");
+    assert_eq!(
+        run.state, "pending",
+        "the run is re-queued at once:\n{text}"
+    );
     assert_eq!(run.attempts.len(), 1);
     assert_eq!(run.attempts[0].outcome, "preempted");
-    assert!(run.error.is_none(), "a preemption is not an error: {:?}", run.error);
+    assert!(
+        run.error.is_none(),
+        "a preemption is not an error: {:?}",
+        run.error
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,6 +133,13 @@ seeds = [0, 1, 2, 3, 4]
     // other three were never touched by the bad node.
     let failed: Vec<_> = d.runs.iter().filter(|r| r.state == "failed").collect();
     assert_eq!(failed.len(), 2, "{d:?}");
-    assert!(failed.iter().all(|r| r.error.as_deref().unwrap_or("").contains("/nonexistent/cifar")), "{failed:?}");
+    assert!(
+        failed.iter().all(|r| r
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("/nonexistent/cifar")),
+        "{failed:?}"
+    );
     assert_eq!(d.runs.iter().filter(|r| r.state == "pending").count(), 3);
 }

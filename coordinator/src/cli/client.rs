@@ -69,7 +69,11 @@ pub async fn submit(
         .into_inner();
     outln!(
         "submitted sweep {} ({}): {} runs, {} cells, {} already done",
-        r.name, r.sweep_id, r.runs, r.cells, r.cells_already_done
+        r.name,
+        r.sweep_id,
+        r.runs,
+        r.cells,
+        r.cells_already_done
     );
     outln!("follow it with: advsweep watch {}", r.sweep_id);
     Ok(ExitCode::SUCCESS)
@@ -131,9 +135,17 @@ pub fn print_detail(detail: &pb::SweepDetail) {
                     "    attempt {}/{} on {}: {}{}",
                     a.attempt,
                     run.max_attempts,
-                    if a.worker_id.is_empty() { "?" } else { &a.worker_id },
+                    if a.worker_id.is_empty() {
+                        "?"
+                    } else {
+                        &a.worker_id
+                    },
                     a.outcome,
-                    if a.reason.is_empty() { String::new() } else { format!(" ({})", a.reason) }
+                    if a.reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", a.reason)
+                    }
                 );
             }
         }
@@ -142,7 +154,10 @@ pub fn print_detail(detail: &pb::SweepDetail) {
         outln!("cell {} {}: {}", cell.cell_id, cell.state, cell.error);
     }
     outln!();
-    out!("{}", Pivot::new(&rows::sweep_report(detail).cells, Layout::default()).markdown());
+    out!(
+        "{}",
+        Pivot::new(&rows::sweep_report(detail).cells, Layout::default()).markdown()
+    );
 }
 
 #[derive(serde::Serialize)]
@@ -207,7 +222,10 @@ pub async fn status(target: &Target, sweep: Option<&str>, json: bool) -> anyhow:
                 .map_err(|s| rpc_error("GetSweep", s))?
                 .into_inner();
             if json {
-                outln!("{}", crate::report::export::json(&rows::sweep_report(&detail)));
+                outln!(
+                    "{}",
+                    crate::report::export::json(&rows::sweep_report(&detail))
+                );
             } else {
                 print_detail(&detail);
             }
@@ -228,7 +246,11 @@ pub async fn watch(target: &Target, sweep: &str, json: bool) -> anyhow::Result<E
         let c = last.cells.unwrap_or_default();
         outln!(
             "sweep {} {}: {} cells done, {} failed, {} cancelled",
-            last.sweep_id, last.state, c.done, c.failed, c.cancelled
+            last.sweep_id,
+            last.state,
+            c.done,
+            c.failed,
+            c.cancelled
         );
     }
     Ok(if last.state == "done" {
@@ -250,7 +272,8 @@ pub async fn retry(target: &Target, sweep: &str, cells: Vec<String>) -> anyhow::
         .into_inner();
     outln!(
         "re-queued {} cells ({} runs) of sweep {sweep}",
-        r.cells_requeued, r.runs_requeued
+        r.cells_requeued,
+        r.runs_requeued
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -42,7 +42,13 @@ pub struct BadInput(pub String);
 )]
 pub struct Cli {
     /// Log line format: human or json (one object per line).
-    #[arg(long, global = true, value_enum, default_value = "human", env = "ADVSWEEP_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "human",
+        env = "ADVSWEEP_LOG_FORMAT"
+    )]
     pub log_format: crate::telemetry::LogFormat,
     #[command(subcommand)]
     pub command: Command,
@@ -121,9 +127,13 @@ pub enum Command {
 pub fn write_stdout(args: std::fmt::Arguments<'_>, newline: bool) {
     use std::io::Write as _;
     let mut stdout = std::io::stdout().lock();
-    let result = stdout
-        .write_fmt(args)
-        .and_then(|()| if newline { stdout.write_all(b"\n") } else { Ok(()) });
+    let result = stdout.write_fmt(args).and_then(|()| {
+        if newline {
+            stdout.write_all(b"\n")
+        } else {
+            Ok(())
+        }
+    });
     if let Err(e) = result {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);

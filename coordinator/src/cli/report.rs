@@ -45,10 +45,14 @@ pub fn layout(rows: &str, cols: &str, metric: &str) -> Result<Layout, BadInput> 
         metric: Metric::parse(metric).map_err(BadInput)?,
     };
     if layout.rows.is_empty() || layout.columns.is_empty() {
-        return Err(BadInput("--rows and --cols each need at least one dimension".into()));
+        return Err(BadInput(
+            "--rows and --cols each need at least one dimension".into(),
+        ));
     }
     if layout.rows.iter().any(|d| layout.columns.contains(d)) {
-        return Err(BadInput("a dimension cannot be on both --rows and --cols".into()));
+        return Err(BadInput(
+            "a dimension cannot be on both --rows and --cols".into(),
+        ));
     }
     Ok(layout)
 }

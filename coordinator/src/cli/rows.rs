@@ -45,7 +45,10 @@ pub fn sweep_report(detail: &pb::SweepDetail) -> SweepReport {
                 attack: c.attack_name.clone(),
                 epsilon: c.epsilon,
                 state: c.state.clone(),
-                result: c.result.as_ref().and_then(|r| wire::cell_result_from_wire(r).ok()),
+                result: c
+                    .result
+                    .as_ref()
+                    .and_then(|r| wire::cell_result_from_wire(r).ok()),
                 error: non_empty(&c.error),
             }
         })

@@ -149,7 +149,10 @@ fn tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-pub async fn run(args: RunArgs, log_format: crate::telemetry::LogFormat) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    args: RunArgs,
+    log_format: crate::telemetry::LogFormat,
+) -> anyhow::Result<ExitCode> {
     // Validate everything before touching the state directory: a bad file writes nothing.
     let overrides = Overrides {
         data_path: args.data_path.clone(),
@@ -201,7 +204,15 @@ pub async fn run(args: RunArgs, log_format: crate::telemetry::LogFormat) -> anyh
     for i in 0..workers {
         let log = logs.join(format!("worker-{i}.log"));
         children.push((
-            spawn_worker(&worker_bin, &url, i, threads, &args.device, &log, log_format)?,
+            spawn_worker(
+                &worker_bin,
+                &url,
+                i,
+                threads,
+                &args.device,
+                &log,
+                log_format,
+            )?,
             log,
         ));
     }
@@ -209,7 +220,11 @@ pub async fn run(args: RunArgs, log_format: crate::telemetry::LogFormat) -> anyh
     // Follow progress while watching the workers: if every worker dies before the sweep ends,
     // stop and say why instead of waiting forever.
     let mut watch_client = client.clone();
-    let follow = progress::follow(&mut watch_client, &submitted.sweep_id, progress::Output::Human);
+    let follow = progress::follow(
+        &mut watch_client,
+        &submitted.sweep_id,
+        progress::Output::Human,
+    );
     tokio::pin!(follow);
     let mut alive = children.len();
     let mut worker_failures = Vec::new();
@@ -265,7 +280,10 @@ pub async fn run(args: RunArgs, log_format: crate::telemetry::LogFormat) -> anyh
     };
     let detail = detail?.into_inner();
     outln!();
-    out!("{}", Pivot::new(&rows::sweep_report(&detail).cells, Layout::default()).markdown());
+    out!(
+        "{}",
+        Pivot::new(&rows::sweep_report(&detail).cells, Layout::default()).markdown()
+    );
     outln!();
     let cells = summary.cells.unwrap_or_default();
     outln!(
@@ -281,7 +299,12 @@ pub async fn run(args: RunArgs, log_format: crate::telemetry::LogFormat) -> anyh
     }
     for run in &detail.runs {
         for w in &run.warnings {
-            outln!("  warning ({}/{} seed {}): {w}", run.model, run.defense_name, run.seed);
+            outln!(
+                "  warning ({}/{} seed {}): {w}",
+                run.model,
+                run.defense_name,
+                run.seed
+            );
         }
     }
     Ok(if summary.state == "done" {

@@ -45,7 +45,9 @@ pub async fn receive(
         .ok_or_else(|| Status::invalid_argument("the first chunk must carry `lease`"))?;
     let sha256 = first.sha256.to_ascii_lowercase();
     if sha256.len() != 64 || !sha256.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(Status::invalid_argument("field `sha256` must be 64 hex digits"));
+        return Err(Status::invalid_argument(
+            "field `sha256` must be 64 hex digits",
+        ));
     }
     if first.epoch == 0 {
         return Err(Status::invalid_argument("field `epoch` must be at least 1"));
@@ -138,7 +140,11 @@ pub fn send(bytes: Vec<u8>, epoch: u32, sha256: String) -> ChunkStream {
             Ok(pb::CheckpointChunk {
                 lease: None,
                 epoch: if i == 0 { epoch } else { 0 },
-                sha256: if i == 0 { sha256.clone() } else { String::new() },
+                sha256: if i == 0 {
+                    sha256.clone()
+                } else {
+                    String::new()
+                },
                 data: data.to_vec(),
             })
         })

@@ -3,9 +3,7 @@
 use advsweep_proto::v1 as pb;
 use advsweep_spec::wire;
 
-use crate::store::{
-    CellStatus, CheckpointInfo, RunStatus, StateCounts, SweepDetail, SweepSummary,
-};
+use crate::store::{CellStatus, CheckpointInfo, RunStatus, StateCounts, SweepDetail, SweepSummary};
 
 pub fn checkpoint(c: &CheckpointInfo) -> pb::CheckpointRef {
     pb::CheckpointRef {

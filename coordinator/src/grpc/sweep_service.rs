@@ -171,7 +171,11 @@ impl SweepService for SweepApi {
                     _ = tx.closed() => return,
                 }
                 let id = id.clone();
-                match blocking(&store, move |s| Ok((s.sweep_summary(&id)?, s.running_runs(&id)?))).await {
+                match blocking(&store, move |s| {
+                    Ok((s.sweep_summary(&id)?, s.running_runs(&id)?))
+                })
+                .await
+                {
                     Ok((s, r)) => {
                         current = s;
                         running = r;
@@ -197,7 +201,12 @@ impl SweepService for SweepApi {
         }
         let (id, cells) = (r.sweep_id.clone(), r.cell_ids.clone());
         let out = blocking(&self.store, move |s| s.retry(&id, &cells)).await?;
-        info!(sweep_id = r.sweep_id, cells = out.cells, runs = out.runs, "retry requested");
+        info!(
+            sweep_id = r.sweep_id,
+            cells = out.cells,
+            runs = out.runs,
+            "retry requested"
+        );
         self.changes.notify();
         Ok(Response::new(pb::RetrySweepResponse {
             cells_requeued: out.cells,

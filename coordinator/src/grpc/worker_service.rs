@@ -73,7 +73,13 @@ impl WorkerService for WorkerApi {
         bounded("reason", &r.reason, 16 * 1024)?;
         let (l, reason) = (lease.clone(), r.reason.clone());
         blocking(&self.store, move |s| s.release_run(&l, &reason)).await?;
-        info!(run_id = lease.run_id, worker_id = lease.worker_id, attempt = lease.attempt, reason = r.reason, "run released (preempted); re-queued without penalty");
+        info!(
+            run_id = lease.run_id,
+            worker_id = lease.worker_id,
+            attempt = lease.attempt,
+            reason = r.reason,
+            "run released (preempted); re-queued without penalty"
+        );
         self.changes.notify();
         Ok(Response::new(pb::Ack {}))
     }
@@ -84,14 +90,29 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<pb::CheckpointAck>, Status> {
         let store = Arc::clone(&self.store);
         let (header, path, bytes) =
-            super::checkpoints::receive(request.into_inner(), |run| store.artifacts_dir(run)).await?;
+            super::checkpoints::receive(request.into_inner(), |run| store.artifacts_dir(run))
+                .await?;
         let lease = lease_ref(Some(header.lease))?;
-        let (l, p, sha, epoch) = (lease.clone(), path.clone(), header.sha256.clone(), header.epoch);
-        let recorded =
-            blocking(&self.store, move |s| s.record_checkpoint(&l, epoch, &sha, bytes, &p)).await;
+        let (l, p, sha, epoch) = (
+            lease.clone(),
+            path.clone(),
+            header.sha256.clone(),
+            header.epoch,
+        );
+        let recorded = blocking(&self.store, move |s| {
+            s.record_checkpoint(&l, epoch, &sha, bytes, &p)
+        })
+        .await;
         match recorded {
             Ok(checkpoint_id) => {
-                info!(run_id = lease.run_id, attempt = lease.attempt, epoch, bytes, checkpoint_id, "checkpoint stored");
+                info!(
+                    run_id = lease.run_id,
+                    attempt = lease.attempt,
+                    epoch,
+                    bytes,
+                    checkpoint_id,
+                    "checkpoint stored"
+                );
                 Ok(Response::new(pb::CheckpointAck {
                     checkpoint_id,
                     bytes,
@@ -113,12 +134,25 @@ impl WorkerService for WorkerApi {
         require_id("worker_id", &r.worker_id)?;
         require_id("run_id", &r.run_id)?;
         require_id("checkpoint_id", &r.checkpoint_id)?;
-        let (w, run, id) = (r.worker_id.clone(), r.run_id.clone(), r.checkpoint_id.clone());
+        let (w, run, id) = (
+            r.worker_id.clone(),
+            r.run_id.clone(),
+            r.checkpoint_id.clone(),
+        );
         let info = blocking(&self.store, move |s| s.checkpoint(&w, &run, &id))
             .await?
-            .ok_or_else(|| Status::not_found(format!("no checkpoint `{}` for run `{}`", r.checkpoint_id, r.run_id)))?;
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "no checkpoint `{}` for run `{}`",
+                    r.checkpoint_id, r.run_id
+                ))
+            })?;
         match super::checkpoints::read_verified(&info.path, &info.sha256).await {
-            Ok(bytes) => Ok(Response::new(super::checkpoints::send(bytes, info.epoch, info.sha256))),
+            Ok(bytes) => Ok(Response::new(super::checkpoints::send(
+                bytes,
+                info.epoch,
+                info.sha256,
+            ))),
             Err(status) => {
                 warn!(run_id = r.run_id, checkpoint_id = r.checkpoint_id, error = %status.message(), "stored checkpoint is corrupt; dropping it so the run resumes from an earlier one");
                 let id = info.checkpoint_id.clone();

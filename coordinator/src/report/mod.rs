@@ -62,7 +62,10 @@ pub fn summary_markdown(r: &SweepReport, layout: &Layout, plots: &[PathBuf]) -> 
                 c.attack,
                 epsilon::label(c.epsilon),
                 c.state,
-                c.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+                c.error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
             );
         }
     }
@@ -71,13 +74,20 @@ pub fn summary_markdown(r: &SweepReport, layout: &Layout, plots: &[PathBuf]) -> 
         let _ = writeln!(out, "\n## Sanity warnings\n");
         for run in warned {
             for w in &run.warnings {
-                let _ = writeln!(out, "- **{}/{} seed {}** ({}): {w}", run.model, run.defense, run.seed, run.run_id);
+                let _ = writeln!(
+                    out,
+                    "- **{}/{} seed {}** ({}): {w}",
+                    run.model, run.defense, run.seed, run.run_id
+                );
             }
         }
     }
     if !plots.is_empty() {
         let _ = writeln!(out, "\n## Figures\n");
-        for p in plots.iter().filter(|p| p.extension().is_some_and(|e| e == "png")) {
+        for p in plots
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        {
             if let Some(name) = p.file_name().and_then(|n| n.to_str()) {
                 let _ = writeln!(out, "![{name}]({name})");
             }
@@ -87,7 +97,12 @@ pub fn summary_markdown(r: &SweepReport, layout: &Layout, plots: &[PathBuf]) -> 
 }
 
 /// Writes every report file for `r` into `dir` (created if needed).
-pub fn write(r: &SweepReport, dir: &Path, layout: &Layout, with_plots: bool) -> std::io::Result<Written> {
+pub fn write(
+    r: &SweepReport,
+    dir: &Path,
+    layout: &Layout,
+    with_plots: bool,
+) -> std::io::Result<Written> {
     std::fs::create_dir_all(dir)?;
     let mut written = Written::default();
     let pivot = Pivot::new(&r.cells, layout.clone());
@@ -100,9 +115,22 @@ pub fn write(r: &SweepReport, dir: &Path, layout: &Layout, with_plots: bool) -> 
     if with_plots {
         let mut charts: Vec<(String, plots::Chart)> = plots::accuracy_vs_epsilon(r)
             .into_iter()
-            .map(|((m, d), c)| (format!("accuracy_vs_epsilon-{}-{}", plots::slug(&m), plots::slug(&d)), c))
+            .map(|((m, d), c)| {
+                (
+                    format!(
+                        "accuracy_vs_epsilon-{}-{}",
+                        plots::slug(&m),
+                        plots::slug(&d)
+                    ),
+                    c,
+                )
+            })
             .collect();
-        charts.extend(plots::learning_curves(r).into_iter().map(|(n, c)| (n.to_owned(), c)));
+        charts.extend(
+            plots::learning_curves(r)
+                .into_iter()
+                .map(|(n, c)| (n.to_owned(), c)),
+        );
         charts.extend(plots::robust_vs_clean(r).map(|c| ("robust_vs_clean".to_owned(), c)));
         for (stem, chart) in charts {
             match plots::render(&chart, dir, &stem) {
@@ -114,7 +142,12 @@ pub fn write(r: &SweepReport, dir: &Path, layout: &Layout, with_plots: bool) -> 
             }
         }
     }
-    put(dir, "report.md", &summary_markdown(r, layout, &plot_files), &mut written)?;
+    put(
+        dir,
+        "report.md",
+        &summary_markdown(r, layout, &plot_files),
+        &mut written,
+    )?;
     written.files.extend(plot_files);
     Ok(written)
 }

@@ -157,7 +157,10 @@ fn key(dims: &[Dim], c: &CellRecord, first_seen: &mut Vec<(usize, String)>) -> K
         let (label, numeric) = d.of(c);
         let rank = match numeric {
             Some(v) => v,
-            None => match first_seen.iter().position(|(dim, l)| *dim == i && *l == label) {
+            None => match first_seen
+                .iter()
+                .position(|(dim, l)| *dim == i && *l == label)
+            {
                 Some(p) => p as f64,
                 None => {
                     first_seen.push((i, label.clone()));
@@ -216,7 +219,9 @@ impl Pivot {
                 .or_insert_with(|| Entry::Values(Vec::new()));
             match (layout.metric.value(c), &mut *entry) {
                 (Some(v), Entry::Values(vs)) if c.state == "done" => vs.push(v),
-                (Some(v), Entry::Missing(_)) if c.state == "done" => *entry = Entry::Values(vec![v]),
+                (Some(v), Entry::Missing(_)) if c.state == "done" => {
+                    *entry = Entry::Values(vec![v])
+                }
                 (_, Entry::Values(vs)) if vs.is_empty() && c.state != "done" => {
                     *entry = Entry::Missing(c.state.clone())
                 }
@@ -285,7 +290,12 @@ impl Pivot {
 
     /// A Markdown table with aligned columns (also what the terminal shows).
     pub fn markdown(&self) -> String {
-        let mut header: Vec<String> = self.layout.rows.iter().map(|d| d.name().to_owned()).collect();
+        let mut header: Vec<String> = self
+            .layout
+            .rows
+            .iter()
+            .map(|d| d.name().to_owned())
+            .collect();
         header.extend(self.columns.iter().map(|k| k.labels.join("/")));
         let mut lines = vec![header];
         for (r, row) in self.rows.iter().enumerate() {
@@ -294,7 +304,13 @@ impl Pivot {
             lines.push(line);
         }
         let widths: Vec<usize> = (0..lines[0].len())
-            .map(|i| lines.iter().map(|l| l[i].chars().count()).max().unwrap_or(0))
+            .map(|i| {
+                lines
+                    .iter()
+                    .map(|l| l[i].chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
             .collect();
         let label_cols = self.layout.rows.len();
         let mut out = String::new();
@@ -326,14 +342,27 @@ impl Pivot {
     /// in `cells.csv`). Values not on an axis are averaged (normally the seeds).
     pub fn csv(&self) -> String {
         let mut out = String::new();
-        let mut header: Vec<String> = self.layout.rows.iter().map(|d| d.name().to_owned()).collect();
+        let mut header: Vec<String> = self
+            .layout
+            .rows
+            .iter()
+            .map(|d| d.name().to_owned())
+            .collect();
         for k in &self.columns {
             let label = k.labels.join("/");
             header.push(format!("{label} mean"));
             header.push(format!("{label} std"));
             header.push(format!("{label} n"));
         }
-        let _ = writeln!(out, "{}", header.iter().map(|h| csv_field(h)).collect::<Vec<_>>().join(","));
+        let _ = writeln!(
+            out,
+            "{}",
+            header
+                .iter()
+                .map(|h| csv_field(h))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
         for (r, row) in self.rows.iter().enumerate() {
             let mut fields: Vec<String> = row.labels.iter().map(|l| csv_field(l)).collect();
             for c in 0..self.columns.len() {

@@ -109,9 +109,17 @@ type DrawResult = Result<(), String>;
 fn draw<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, chart: &Chart) -> DrawResult {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| format!("drawing {}: {e:?}", chart.title);
     area.fill(&WHITE).map_err(err)?;
-    let xs = chart.series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
-    let ys = chart.series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
-    let (mut x0, mut x1) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)));
+    let xs = chart
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.0));
+    let ys = chart
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.1));
+    let (mut x0, mut x1) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
+        (a.min(x), b.max(x))
+    });
     if !x0.is_finite() {
         (x0, x1) = (0.0, 1.0);
     }
@@ -120,8 +128,14 @@ fn draw<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, chart: &Chart) -> Dra
     }
     let pad = if chart.scatter { 0.15 } else { 0.04 } * (x1 - x0);
     let (y0, y1) = chart.y_range.unwrap_or_else(|| {
-        let (a, b) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| (a.min(y), b.max(y)));
-        if a.is_finite() && b > a { (a - 0.05 * (b - a), b + 0.05 * (b - a)) } else { (0.0, 1.0) }
+        let (a, b) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| {
+            (a.min(y), b.max(y))
+        });
+        if a.is_finite() && b > a {
+            (a - 0.05 * (b - a), b + 0.05 * (b - a))
+        } else {
+            (0.0, 1.0)
+        }
     });
     let mut c = ChartBuilder::on(area)
         .caption(&chart.title, ("sans-serif", 22))
@@ -141,15 +155,22 @@ fn draw<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, chart: &Chart) -> Dra
     for (i, s) in chart.series.iter().enumerate() {
         let color = color(i);
         if !chart.scatter {
-            c.draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))
-                .map_err(err)?;
+            c.draw_series(LineSeries::new(
+                s.points.iter().copied(),
+                color.stroke_width(2),
+            ))
+            .map_err(err)?;
         }
         c.draw_series(s.points.iter().map(|p| Circle::new(*p, 4, color.filled())))
             .map_err(err)?
             .label(s.name.as_str())
             .legend(move |(x, y)| Circle::new((x + 8, y), 4, color.filled()));
         c.draw_series(s.points.iter().zip(&s.labels).map(|(p, l)| {
-            Text::new(l.clone(), (p.0, p.1), ("sans-serif", 12).into_font().color(&BLACK.mix(0.7)))
+            Text::new(
+                l.clone(),
+                (p.0, p.1),
+                ("sans-serif", 12).into_font().color(&BLACK.mix(0.7)),
+            )
         }))
         .map_err(err)?;
     }
@@ -188,12 +209,21 @@ pub fn render(chart: &Chart, dir: &Path, stem: &str) -> Result<Vec<PathBuf>, Str
 /// A file-name-safe version of a label.
 pub fn slug(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
 fn mean_points(map: BTreeMap<u64, (f64, Vec<f64>)>) -> Vec<(f64, f64)> {
-    let mut pts: Vec<(f64, f64)> = map.into_values().map(|(x, ys)| (x, mean_std(&ys).0)).collect();
+    let mut pts: Vec<(f64, f64)> = map
+        .into_values()
+        .map(|(x, ys)| (x, mean_std(&ys).0))
+        .collect();
     pts.sort_by(|a, b| a.0.total_cmp(&b.0));
     pts
 }
@@ -246,7 +276,11 @@ pub fn accuracy_vs_epsilon(r: &SweepReport) -> Vec<((String, String), Chart)> {
                 points.insert(0, (0.0, mean_std(&clean_at_zero).0));
             }
             series.push(Series {
-                name: if attack == "none" { "clean".into() } else { attack },
+                name: if attack == "none" {
+                    "clean".into()
+                } else {
+                    attack
+                },
                 points,
                 labels: Vec::new(),
             });
@@ -331,7 +365,9 @@ pub fn learning_curves(r: &SweepReport) -> Vec<(&'static str, Chart)> {
 /// Robust vs clean accuracy: per run and ε, the worst accuracy over the attacks run at that ε
 /// against the run's clean accuracy; one series per ε.
 pub fn robust_vs_clean(r: &SweepReport) -> Option<Chart> {
-    let mut by_eps: BTreeMap<u64, (f64, Vec<(f64, f64)>, Vec<String>)> = BTreeMap::new();
+    // ε bits -> (ε, points, point labels)
+    type Scatter = (f64, Vec<(f64, f64)>, Vec<String>);
+    let mut by_eps: BTreeMap<u64, Scatter> = BTreeMap::new();
     for run in &r.runs {
         let cells: Vec<_> = r
             .cells
@@ -346,9 +382,14 @@ pub fn robust_vs_clean(r: &SweepReport) -> Option<Chart> {
             continue;
         };
         let mut worst: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
-        for c in cells.iter().filter(|c| c.attack != "none" && c.epsilon > 0.0) {
+        for c in cells
+            .iter()
+            .filter(|c| c.attack != "none" && c.epsilon > 0.0)
+        {
             if let Some(res) = c.result {
-                let e = worst.entry(c.epsilon.to_bits()).or_insert((c.epsilon, f64::INFINITY));
+                let e = worst
+                    .entry(c.epsilon.to_bits())
+                    .or_insert((c.epsilon, f64::INFINITY));
                 e.1 = e.1.min(res.accuracy);
             }
         }

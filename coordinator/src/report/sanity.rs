@@ -34,8 +34,14 @@ pub fn warnings(run: &RunSpec, cells: &[EvaluatedCell]) -> Vec<String> {
         .collect();
 
     // PGD must not do worse than FGSM at the same norm and ε.
-    for pgd in attacked.iter().filter(|c| matches!(c.attack, Attack::Pgd { .. })) {
-        for fgsm in attacked.iter().filter(|c| matches!(c.attack, Attack::Fgsm { .. })) {
+    for pgd in attacked
+        .iter()
+        .filter(|c| matches!(c.attack, Attack::Pgd { .. }))
+    {
+        for fgsm in attacked
+            .iter()
+            .filter(|c| matches!(c.attack, Attack::Fgsm { .. }))
+        {
             if pgd.attack.norm() == fgsm.attack.norm()
                 && (pgd.epsilon - fgsm.epsilon).abs() < 1e-12
                 && pgd.accuracy > fgsm.accuracy + TOLERANCE
@@ -112,8 +118,13 @@ pub fn warnings(run: &RunSpec, cells: &[EvaluatedCell]) -> Vec<String> {
     let natural = !matches!(run.data.source, DataSource::Synthetic { .. });
     if undefended && natural {
         for c in attacked.iter().filter(|c| {
-            matches!(c.attack, Attack::Pgd { norm: Norm::Linf, .. })
-                && c.epsilon >= LARGE_LINF_EPSILON - 1e-12
+            matches!(
+                c.attack,
+                Attack::Pgd {
+                    norm: Norm::Linf,
+                    ..
+                }
+            ) && c.epsilon >= LARGE_LINF_EPSILON - 1e-12
         }) {
             if c.accuracy > NEAR_ZERO {
                 out.push(format!(
@@ -132,7 +143,9 @@ pub fn warnings(run: &RunSpec, cells: &[EvaluatedCell]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use advsweep_spec::{DataSpec, Defense, EpsilonSpace, Model, Optimizer, StepSize, TrainingSpec};
+    use advsweep_spec::{
+        DataSpec, Defense, EpsilonSpace, Model, Optimizer, StepSize, TrainingSpec,
+    };
 
     fn run(data: DataSource, inference_noise: Option<f64>) -> RunSpec {
         let mut defense = Defense::standard();

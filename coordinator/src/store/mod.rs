@@ -21,7 +21,8 @@ use rusqlite::{Connection, OptionalExtension};
 pub use error::StoreError;
 pub use lease::{LeaseGrant, LeaseOutcome, LeaseRef, LeaseSettings};
 pub use query::{
-    AttemptRecord, CellStatus, Gauges, RunStatus, StateCounts, SweepDetail, SweepState, SweepSummary,
+    AttemptRecord, CellStatus, Gauges, RunStatus, StateCounts, SweepDetail, SweepState,
+    SweepSummary,
 };
 pub use recovery::{CHECKPOINTS_KEPT, CheckpointInfo, RetryOutcome};
 pub use report::FailOutcome;

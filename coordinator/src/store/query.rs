@@ -214,9 +214,13 @@ impl Store {
         };
         let cells = by_state("SELECT state, COUNT(*) FROM cells GROUP BY state ORDER BY state")?;
         let runs = by_state("SELECT state, COUNT(*) FROM runs GROUP BY state ORDER BY state")?;
-        let leases = runs.iter().find(|(s, _)| s == "leased").map_or(0, |(_, n)| *n);
+        let leases = runs
+            .iter()
+            .find(|(s, _)| s == "leased")
+            .map_or(0, |(_, n)| *n);
         let alive_after = super::now_ms()
-            - 3 * i64::try_from(self.settings.heartbeat_interval.as_millis()).unwrap_or(i64::MAX / 4);
+            - 3 * i64::try_from(self.settings.heartbeat_interval.as_millis())
+                .unwrap_or(i64::MAX / 4);
         let (workers, workers_alive): (i64, i64) = conn.query_row(
             "SELECT COUNT(*), COALESCE(SUM(last_seen_ms >= ?1), 0) FROM workers",
             [alive_after],

@@ -71,13 +71,20 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let exists = tx
-            .query_row("SELECT 1 FROM sweeps WHERE sweep_id = ?1", [sweep_id], |_| Ok(()))
+            .query_row(
+                "SELECT 1 FROM sweeps WHERE sweep_id = ?1",
+                [sweep_id],
+                |_| Ok(()),
+            )
             .optional()?
             .is_some();
         if !exists {
             return Err(StoreError::SweepNotFound(sweep_id.to_owned()));
         }
-        tx.execute("UPDATE sweeps SET cancelled = 0 WHERE sweep_id = ?1", [sweep_id])?;
+        tx.execute(
+            "UPDATE sweeps SET cancelled = 0 WHERE sweep_id = ?1",
+            [sweep_id],
+        )?;
         let mut cells = 0usize;
         if cell_ids.is_empty() {
             cells += tx.execute(
@@ -215,7 +222,11 @@ impl Store {
     ) -> Result<Option<CheckpointInfo>, StoreError> {
         let conn = self.conn();
         let known = conn
-            .query_row("SELECT 1 FROM workers WHERE worker_id = ?1", [worker_id], |_| Ok(()))
+            .query_row(
+                "SELECT 1 FROM workers WHERE worker_id = ?1",
+                [worker_id],
+                |_| Ok(()),
+            )
             .optional()?
             .is_some();
         if !known {
@@ -234,8 +245,10 @@ impl Store {
     /// Forgets a checkpoint whose file turned out corrupt, so the next lease resumes from the
     /// previous one (or from scratch).
     pub fn drop_checkpoint(&self, checkpoint_id: &str) -> Result<(), StoreError> {
-        self.conn()
-            .execute("DELETE FROM checkpoints WHERE checkpoint_id = ?1", [checkpoint_id])?;
+        self.conn().execute(
+            "DELETE FROM checkpoints WHERE checkpoint_id = ?1",
+            [checkpoint_id],
+        )?;
         Ok(())
     }
 }

@@ -22,7 +22,9 @@ fn sanity_warnings(tx: &rusqlite::Transaction, run_id: &str) -> Result<Vec<Strin
     let mut stmt = tx.prepare_cached(
         "SELECT spec_json, result_json FROM cells WHERE run_id = ?1 AND state = 'done'",
     )?;
-    let rows = stmt.query_map([run_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let rows = stmt.query_map([run_id], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+    })?;
     let mut cells = Vec::new();
     for row in rows {
         let (spec, result) = row?;

@@ -255,22 +255,37 @@ fn preemption_is_not_a_failure_and_retry_requeues_failed_cells() {
     // Preempted twice: still pending, attempts recorded, budget untouched.
     for _ in 0..2 {
         let g = grant(&s, &w);
-        s.release_run(&lease_ref(&w, &g), "SIGTERM").expect("release");
+        s.release_run(&lease_ref(&w, &g), "SIGTERM")
+            .expect("release");
     }
     let g = grant(&s, &w);
     assert_eq!(g.attempt, 3);
     // One real failure exhausts max_attempts = 1.
-    assert_eq!(s.fail_run(&lease_ref(&w, &g), "bad node", true).expect("fail"), FailOutcome::Failed);
+    assert_eq!(
+        s.fail_run(&lease_ref(&w, &g), "bad node", true)
+            .expect("fail"),
+        FailOutcome::Failed
+    );
     let d = s.sweep_detail(&p.sweep_id).expect("detail");
-    let outcomes: Vec<&str> = d.runs[0].attempts.iter().map(|a| a.outcome.as_str()).collect();
+    let outcomes: Vec<&str> = d.runs[0]
+        .attempts
+        .iter()
+        .map(|a| a.outcome.as_str())
+        .collect();
     assert_eq!(outcomes, ["preempted", "preempted", "failed"]);
     assert_eq!(d.runs[0].max_attempts, 1);
     assert_eq!(d.summary.cells.failed, 2);
     // A cell that is not failed cannot be retried by name; unknown cells are named.
-    assert!(matches!(s.retry(&p.sweep_id, &["c-nope".into()]), Err(StoreError::Invalid(_))));
+    assert!(matches!(
+        s.retry(&p.sweep_id, &["c-nope".into()]),
+        Err(StoreError::Invalid(_))
+    ));
     let out = s.retry(&p.sweep_id, &[]).expect("retry");
     assert_eq!((out.cells, out.runs), (2, 1));
-    assert!(matches!(s.lease(&w).expect("lease"), LeaseOutcome::Granted(_)));
+    assert!(matches!(
+        s.lease(&w).expect("lease"),
+        LeaseOutcome::Granted(_)
+    ));
 }
 
 #[test]
@@ -295,19 +310,37 @@ fn checkpoints_are_fenced_pruned_and_offered_on_the_next_lease() {
     for epoch in 1..=3u32 {
         let path = art.join(format!("e{epoch}"));
         std::fs::write(&path, b"x").expect("write");
-        ids.push(s.record_checkpoint(&l, epoch, "abc", 1, &path).expect("record"));
+        ids.push(
+            s.record_checkpoint(&l, epoch, "abc", 1, &path)
+                .expect("record"),
+        );
     }
     // Only the newest CHECKPOINTS_KEPT remain, on disk too.
     assert!(!art.join("e1").exists() && art.join("e3").exists());
     std::thread::sleep(Duration::from_millis(250));
     // The lease expired: the old attempt cannot add checkpoints...
-    assert!(matches!(s.record_checkpoint(&l, 4, "abc", 1, &art.join("e4")), Err(StoreError::LeaseLost { .. })));
+    assert!(matches!(
+        s.record_checkpoint(&l, 4, "abc", 1, &art.join("e4")),
+        Err(StoreError::LeaseLost { .. })
+    ));
     // ...and the next lease resumes from epoch 3.
     let g2 = grant(&s, &w);
     assert_eq!(g2.resume_from.as_ref().map(|c| c.epoch), Some(3));
-    assert!(s.checkpoint(&w, &g2.run.id, &ids[2]).expect("lookup").is_some());
-    assert!(matches!(s.checkpoint("w-stranger", &g2.run.id, &ids[2]), Err(StoreError::UnknownWorker(_))));
+    assert!(
+        s.checkpoint(&w, &g2.run.id, &ids[2])
+            .expect("lookup")
+            .is_some()
+    );
+    assert!(matches!(
+        s.checkpoint("w-stranger", &g2.run.id, &ids[2]),
+        Err(StoreError::UnknownWorker(_))
+    ));
     // A corrupt checkpoint is dropped; the previous one is offered next.
     s.drop_checkpoint(&ids[2]).expect("drop");
-    assert_eq!(s.latest_checkpoint(&g2.run.id).expect("latest").map(|c| c.epoch), Some(2));
+    assert_eq!(
+        s.latest_checkpoint(&g2.run.id)
+            .expect("latest")
+            .map(|c| c.epoch),
+        Some(2)
+    );
 }

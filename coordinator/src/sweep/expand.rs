@@ -9,9 +9,9 @@ use std::path::Path;
 
 use advsweep_spec::wire::MAX_EOT_SAMPLES;
 use advsweep_spec::{
-    Arch, Attack, CellSpec, DataSource, DataSpec, Defense, DenoiserSpec, EpsilonSpace,
-    LrSchedule, MixStrategy, Model, NoiseInjection, Norm, Optimizer, RunSpec, StepSize,
-    TrainingMethod, TrainingSpec,
+    Arch, Attack, CellSpec, DataSource, DataSpec, Defense, DenoiserSpec, EpsilonSpace, LrSchedule,
+    MixStrategy, Model, NoiseInjection, Norm, Optimizer, RunSpec, StepSize, TrainingMethod,
+    TrainingSpec,
 };
 
 use super::file::{
@@ -256,7 +256,9 @@ fn resolve_attack(
             eot,
         } => {
             v.check(steps >= 1, || format!("{at}: steps must be at least 1"))?;
-            v.check(restarts >= 1, || format!("{at}: restarts must be at least 1"))?;
+            v.check(restarts >= 1, || {
+                format!("{at}: restarts must be at least 1")
+            })?;
             let step = match (step_size, step_fraction) {
                 (Some(_), Some(_)) => {
                     return v.fail(format!(
@@ -321,7 +323,10 @@ fn resolve_model(v: &Validator, file: &SweepFile, name: &str) -> Result<Resolved
         None => None,
         Some(n) => {
             v.check(n.sigma.is_finite() && n.sigma >= 0.0, || {
-                format!("{at}: noise.sigma = {} must be a non-negative number", n.sigma)
+                format!(
+                    "{at}: noise.sigma = {} must be a non-negative number",
+                    n.sigma
+                )
             })?;
             v.non_empty_list(&format!("{at}: noise.layers"), &n.layers)?;
             let points = arch.noise_points();
@@ -499,18 +504,22 @@ fn resolve_defense(
         }
         Ok(e)
     };
-    let training_attack = |key: &str, preset: &str, want: Option<Norm>| -> Result<Attack, SweepError> {
-        let a = resolve_attack(v, file, preset, &format!("{at}: {key}"))?.for_training();
-        v.check(!a.is_none(), || {
-            format!("{at}: {key}: adversarial training needs an attack other than `none`")
-        })?;
-        if let Some(want) = want {
-            v.check(a.norm() == Some(want), || {
-                format!("{at}: {key} = `{preset}` is not an {} attack", want.as_str())
+    let training_attack =
+        |key: &str, preset: &str, want: Option<Norm>| -> Result<Attack, SweepError> {
+            let a = resolve_attack(v, file, preset, &format!("{at}: {key}"))?.for_training();
+            v.check(!a.is_none(), || {
+                format!("{at}: {key}: adversarial training needs an attack other than `none`")
             })?;
-        }
-        Ok(a)
-    };
+            if let Some(want) = want {
+                v.check(a.norm() == Some(want), || {
+                    format!(
+                        "{at}: {key} = `{preset}` is not an {} attack",
+                        want.as_str()
+                    )
+                })?;
+            }
+            Ok(a)
+        };
     let method = match p.kind.as_str() {
         "standard" => {
             for (key, present) in [
@@ -542,10 +551,11 @@ fn resolve_defense(
                 .as_deref()
                 .map(Ok)
                 .unwrap_or_else(|| v.fail(format!("{at}: missing key `attack`")))?;
-            let epsilon = p
-                .epsilon
-                .map(Ok)
-                .unwrap_or_else(|| v.fail(format!("{at}: missing key `epsilon` (a number, \"8/255\" or \"tied\")")))?;
+            let epsilon = p.epsilon.map(Ok).unwrap_or_else(|| {
+                v.fail(format!(
+                    "{at}: missing key `epsilon` (a number, \"8/255\" or \"tied\")"
+                ))
+            })?;
             MethodTemplate::Adversarial {
                 attack: training_attack("attack", attack_name, None)?,
                 epsilon: check_eps("epsilon", epsilon)?,
@@ -555,13 +565,18 @@ fn resolve_defense(
         "mixed" => {
             not_for("attack", p.attack.is_some())?;
             let both = p.epsilon;
-            let pick = |key: &str, own: Option<EpsilonSetting>| -> Result<EpsilonSetting, SweepError> {
-                match (own, both) {
-                    (Some(_), Some(_)) => v.fail(format!("{at}: set `epsilon` or `{key}`, not both")),
-                    (Some(e), None) | (None, Some(e)) => check_eps(key, e),
-                    (None, None) => v.fail(format!("{at}: missing key `epsilon` (or `epsilon_linf` and `epsilon_l2`)")),
-                }
-            };
+            let pick =
+                |key: &str, own: Option<EpsilonSetting>| -> Result<EpsilonSetting, SweepError> {
+                    match (own, both) {
+                        (Some(_), Some(_)) => {
+                            v.fail(format!("{at}: set `epsilon` or `{key}`, not both"))
+                        }
+                        (Some(e), None) | (None, Some(e)) => check_eps(key, e),
+                        (None, None) => v.fail(format!(
+                            "{at}: missing key `epsilon` (or `epsilon_linf` and `epsilon_l2`)"
+                        )),
+                    }
+                };
             let strategy = match p.strategy.as_deref().unwrap_or("both") {
                 "both" => MixStrategy::BothPerBatch,
                 "worst" => MixStrategy::WorstPerExample,
@@ -572,7 +587,11 @@ fn resolve_defense(
                 }
             };
             MethodTemplate::Mixed {
-                linf: training_attack("linf", p.linf.as_deref().unwrap_or("pgd-linf"), Some(Norm::Linf))?,
+                linf: training_attack(
+                    "linf",
+                    p.linf.as_deref().unwrap_or("pgd-linf"),
+                    Some(Norm::Linf),
+                )?,
                 l2: training_attack("l2", p.l2.as_deref().unwrap_or("pgd-l2"), Some(Norm::L2))?,
                 epsilon_linf: pick("epsilon_linf", p.epsilon_linf)?,
                 epsilon_l2: pick("epsilon_l2", p.epsilon_l2)?,
@@ -598,11 +617,19 @@ fn resolve_defense(
                 format!("{at}: denoiser.blocks = {} must be in 1..=64", d.blocks)
             })?;
             v.check(d.channels >= 1 && d.channels <= 1024, || {
-                format!("{at}: denoiser.channels = {} must be in 1..=1024", d.channels)
+                format!(
+                    "{at}: denoiser.channels = {} must be in 1..=1024",
+                    d.channels
+                )
             })?;
-            v.check(d.epochs >= 1, || format!("{at}: denoiser.epochs must be at least 1"))?;
+            v.check(d.epochs >= 1, || {
+                format!("{at}: denoiser.epochs must be at least 1")
+            })?;
             v.check(d.learning_rate.is_finite() && d.learning_rate > 0.0, || {
-                format!("{at}: denoiser.learning_rate = {} must be positive", d.learning_rate)
+                format!(
+                    "{at}: denoiser.learning_rate = {} must be positive",
+                    d.learning_rate
+                )
             })?;
             Some(DenoiserTemplate {
                 blocks: d.blocks,
@@ -624,7 +651,9 @@ fn resolve_defense(
 
 fn training(v: &Validator, file: &SweepFile) -> Result<TrainingSpec, SweepError> {
     let t = &file.training;
-    v.check(t.epochs >= 1, || "training.epochs must be at least 1".into())?;
+    v.check(t.epochs >= 1, || {
+        "training.epochs must be at least 1".into()
+    })?;
     v.check(t.batch_size >= 1, || {
         "training.batch_size must be at least 1".into()
     })?;
@@ -675,7 +704,9 @@ fn training(v: &Validator, file: &SweepFile) -> Result<TrainingSpec, SweepError>
     let schedule = match t.schedule.as_str() {
         "constant" => LrSchedule::Constant,
         "step" => {
-            v.check(t.step_every >= 1, || "training.step_every must be at least 1".into())?;
+            v.check(t.step_every >= 1, || {
+                "training.step_every must be at least 1".into()
+            })?;
             v.check(t.step_gamma.is_finite() && t.step_gamma > 0.0, || {
                 format!("training.step_gamma = {} must be positive", t.step_gamma)
             })?;
@@ -768,7 +799,10 @@ fn valid_name(name: &str) -> bool {
 pub fn expand(file: &SweepFile, overrides: &Overrides, origin: &str) -> Result<Plan, SweepError> {
     let v = Validator { origin };
     v.check((1..=100).contains(&file.retry.max_attempts), || {
-        format!("retry.max_attempts = {} must be in 1..=100", file.retry.max_attempts)
+        format!(
+            "retry.max_attempts = {} must be in 1..=100",
+            file.retry.max_attempts
+        )
     })?;
     v.check(valid_name(&file.name), || {
         format!(
@@ -807,7 +841,12 @@ pub fn expand(file: &SweepFile, overrides: &Overrides, origin: &str) -> Result<P
     let attacks = grid
         .attacks
         .iter()
-        .map(|name| Ok((name.clone(), resolve_attack(&v, file, name, "grid.attacks")?)))
+        .map(|name| {
+            Ok((
+                name.clone(),
+                resolve_attack(&v, file, name, "grid.attacks")?,
+            ))
+        })
         .collect::<Result<Vec<_>, SweepError>>()?;
     let defenses = grid
         .defenses
@@ -830,7 +869,10 @@ pub fn expand(file: &SweepFile, overrides: &Overrides, origin: &str) -> Result<P
         for defense in &defenses {
             // (defense, the ε it is tied to, if any)
             let variants: Vec<(Defense, Option<f64>)> = if defense.tied() {
-                epsilons.iter().map(|e| (defense.build(*e), Some(*e))).collect()
+                epsilons
+                    .iter()
+                    .map(|e| (defense.build(*e), Some(*e)))
+                    .collect()
             } else {
                 vec![(defense.build(0.0), None)]
             };

@@ -616,6 +616,7 @@ mod tests {
             hostname: "h".into(),
             device_label: "cpu".into(),
             exit_when_idle: true,
+            max_consecutive_failures: 3,
         };
         let (_tx, rx) = watch::channel(false);
         let executor = Arc::new(Executor::new(tch::Device::Cpu, 1));

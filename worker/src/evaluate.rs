@@ -1,11 +1,21 @@
 //! Evaluating one cell: an attack at one ε against a trained model, on the evaluation subset.
 //!
+//! The model is the *defended* model ([`crate::defended::Defended`] in runs): inference noise
+//! and denoiser are part of every forward pass, clean ones included, and attacks are white-box
+//! through all of it, with the cell's EOT sample count when the model is randomized (a
+//! deterministic model needs one sample; see [`crate::attacks`]). Torch's generator is seeded
+//! from the cell's `rng` first, so a randomized model's noise is reproducible too.
+//!
 //! Per batch of `eval_batch_size`: a clean forward pass (no autograd), the attack (input
-//! gradients only, model in eval mode), and a forward pass on the adversarial inputs. Reported:
+//! gradients only, model in eval mode), and a forward pass on the adversarial inputs. A
+//! randomized model is sampled once per forward pass, as it would be in deployment. Reported:
 //! * `accuracy`: fraction of attacked inputs classified correctly;
 //! * `attack_success_rate`: among clean-correct examples, the fraction the attack made wrong
 //!   (0 when none was clean-correct);
-//! * `mean_linf`, `mean_l2`: per-example perturbation norms averaged over all examples;
+//! * `mean_linf`, `mean_l2`: per-example perturbation norms averaged over all examples,
+//!   always measured in **pixel space** (inputs in [0, 1]), whatever space the budget ε is
+//!   measured in — with a normalized-space budget, `mean_linf` can exceed ε (it is at most
+//!   ε · max_c std_c);
 //! * throughput and wall time of the whole cell.
 
 use std::sync::atomic::AtomicBool;
@@ -14,18 +24,19 @@ use std::time::Instant;
 use advsweep_spec::{Attack, CellResult};
 use anyhow::Context as _;
 
-use crate::attacks;
+use crate::attacks::{self, Budget};
 use crate::data::Dataset;
 use crate::error::check_cancel;
 use crate::models::Classifier;
 use crate::rng::Rng;
 
-/// Evaluates `attack` at `epsilon`; `rng` seeds the attack's random starts.
+/// Evaluates `attack` at `budget`; `rng` seeds the attack's random starts and the model's
+/// noise.
 pub fn evaluate_cell(
     model: &dyn Classifier,
     data: &Dataset,
     attack: &Attack,
-    epsilon: f64,
+    budget: Budget,
     eval_batch_size: u32,
     rng: &mut Rng,
     cancel: &AtomicBool,
@@ -38,6 +49,9 @@ pub fn evaluate_cell(
     let mut flipped = 0i64;
     let mut linf_sum = 0.0;
     let mut l2_sum = 0.0;
+    if model.randomized() {
+        tch::manual_seed((rng.next_u64() >> 1) as i64);
+    }
     let mut start = 0;
     while start < m {
         check_cancel(cancel)?;
@@ -48,7 +62,7 @@ pub fn evaluate_cell(
                 .f_argmax(-1, false)?
                 .f_eq_tensor(&y)?)
         })?;
-        let x_adv = attacks::perturb(model, &x, &y, attack, epsilon, false, rng)
+        let x_adv = attacks::perturb(model, &x, &y, attack, budget, false, rng)
             .with_context(|| format!("batch starting at example {start}"))?;
         let (adv_hit, batch_flipped) = tch::no_grad(|| -> anyhow::Result<_> {
             let adv_hit = model
@@ -110,6 +124,7 @@ mod tests {
                 weight_decay: 5e-4,
                 nesterov: false,
             },
+            schedule: advsweep_spec::LrSchedule::Constant,
             augment: false,
             eval_batch_size: 150,
         };
@@ -118,15 +133,24 @@ mod tests {
         let model = models::build("basic", Device::Cpu)?;
         let cfg = TrainConfig {
             training: &training,
-            defense: &Defense::Standard,
+            defense: &Defense::standard(),
             seed,
+            space: advsweep_spec::EpsilonSpace::Pixel,
         };
         train(model.as_ref(), &data, cfg, &cancel, &mut |_| Ok(()))?;
 
         let eps = 8.0 / 255.0;
         let mut rng = Rng::new(seed);
         let mut eval = |attack: &Attack, e: f64| {
-            evaluate_cell(model.as_ref(), &data, attack, e, 150, &mut rng, &cancel)
+            evaluate_cell(
+                model.as_ref(),
+                &data,
+                attack,
+                Budget::pixel(e),
+                150,
+                &mut rng,
+                &cancel,
+            )
         };
         let clean = eval(&Attack::None, 0.0)?;
         let fgsm = eval(
@@ -134,6 +158,7 @@ mod tests {
                 norm: Norm::Linf,
                 random_start: false,
                 step_fraction: 1.0,
+                eot: 1,
             },
             eps,
         )?;
@@ -144,6 +169,7 @@ mod tests {
                 step: StepSize::FractionOfEpsilon(0.25),
                 random_start: true,
                 restarts: 1,
+                eot: 1,
             },
             eps,
         )?;

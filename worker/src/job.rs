@@ -1,4 +1,7 @@
-//! One leased run, executed synchronously: seed, load data, build, train, evaluate every cell.
+//! One leased run, executed synchronously: seed, load data, build, train (the classifier,
+//! then the denoiser if the defense has one), wrap the defended model
+//! ([`crate::defended::Defended`]: inference noise → denoiser → classifier) and evaluate every
+//! cell against it, with every ε in the run's ε space.
 //!
 //! This is the part that runs on a dedicated blocking thread (libtorch calls block for
 //! seconds); it knows nothing about gRPC. It reports through a callback — the agent turns
@@ -19,7 +22,10 @@ use anyhow::Context as _;
 use tch::Device;
 use tracing::{info, info_span};
 
+use crate::attacks::Budget;
 use crate::data::Dataset;
+use crate::defended::Defended;
+use crate::denoiser::{self, DenoiserTraining};
 use crate::evaluate::evaluate_cell;
 use crate::models;
 use crate::rng::{Rng, hash_str};
@@ -91,7 +97,7 @@ impl Executor {
         crate::device::set_threads(self.threads);
         // Weights come from torch's generator; everything else from our own streams.
         tch::manual_seed((run.seed & (i64::MAX as u64)) as i64);
-        let model = models::build(&run.model.name, self.device)
+        let model = models::build(&run.model, self.device)
             .with_context(|| format!("building model `{}`", run.model.name))?;
         info!(
             model = model.name(),
@@ -121,6 +127,7 @@ impl Executor {
                 training: &run.training,
                 defense: &run.defense,
                 seed: run.seed,
+                space: run.epsilon_space,
             },
             cancel,
             &mut |m: EpochMetrics| {
@@ -139,6 +146,33 @@ impl Executor {
         )
         .context("training")?;
 
+        let denoiser = match &run.defense.denoiser {
+            None => None,
+            Some(spec) => {
+                let t0 = Instant::now();
+                let d = denoiser::train(
+                    model.as_ref(),
+                    data,
+                    DenoiserTraining {
+                        spec,
+                        batch_size: run.training.batch_size,
+                        space: run.epsilon_space,
+                        seed: run.seed,
+                    },
+                    cancel,
+                    &mut |_, _| {},
+                )
+                .context("training the denoiser")?;
+                info!(
+                    seconds = format_args!("{:.1}", t0.elapsed().as_secs_f64()),
+                    "denoiser trained"
+                );
+                Some(d)
+            }
+        };
+        let defended = Defended::new(model, denoiser, run.defense.inference_noise)?;
+        let budget = |epsilon| Budget::new(epsilon, run.epsilon_space);
+
         for cell in cells {
             let span = info_span!(
                 "cell",
@@ -149,10 +183,10 @@ impl Executor {
             let _entered = span.enter();
             let mut rng = Rng::from_words(&[run.seed, CELL_STREAM, hash_str(&cell.id)]);
             let result = evaluate_cell(
-                model.as_ref(),
+                &defended,
                 data,
                 &cell.attack,
-                cell.epsilon,
+                budget(cell.epsilon),
                 run.training.eval_batch_size,
                 &mut rng,
                 cancel,
@@ -197,7 +231,8 @@ mod tests {
     fn run_spec(model: &str, data: DataSource, defense: Defense) -> RunSpec {
         RunSpec {
             id: "r".into(),
-            model: Model { name: model.into() },
+            model_name: model.into(),
+            model: Model::plain(model),
             defense_name: "d".into(),
             defense,
             training: TrainingSpec {
@@ -209,6 +244,7 @@ mod tests {
                     weight_decay: 5e-4,
                     nesterov: true,
                 },
+                schedule: advsweep_spec::LrSchedule::Constant,
                 augment: true,
                 eval_batch_size: 64,
             },
@@ -218,6 +254,7 @@ mod tests {
                 train_limit: 200,
             },
             seed: 5,
+            epsilon_space: advsweep_spec::EpsilonSpace::Pixel,
         }
     }
 
@@ -229,6 +266,98 @@ mod tests {
         }
     }
 
+    /// Every part of the seed study at once, tiny: mixed-norm training with Adam and a
+    /// one-cycle schedule, a denoiser, inference noise, normalized-space ε, an EOT cell.
+    #[test]
+    fn a_run_with_every_defense_reports_epochs_then_cells() -> anyhow::Result<()> {
+        let pgd = |norm| Attack::Pgd {
+            norm,
+            steps: 2,
+            step: StepSize::FractionOfEpsilon(0.5),
+            random_start: true,
+            restarts: 1,
+            eot: 1,
+        };
+        let mut run = run_spec(
+            "basic",
+            DataSource::Synthetic {
+                seed: 2,
+                train_size: 200,
+                test_size: 60,
+            },
+            Defense {
+                method: advsweep_spec::TrainingMethod::Mixed {
+                    linf: pgd(Norm::Linf),
+                    l2: pgd(Norm::L2),
+                    epsilon_linf: 4.0 / 255.0,
+                    epsilon_l2: 0.25,
+                    strategy: advsweep_spec::MixStrategy::WorstPerExample,
+                    fraction: 0.5,
+                },
+                inference_noise: Some(0.05),
+                denoiser: Some(advsweep_spec::DenoiserSpec {
+                    blocks: 1,
+                    channels: 8,
+                    attack: Attack::Fgsm {
+                        norm: Norm::Linf,
+                        random_start: false,
+                        step_fraction: 1.0,
+                        eot: 1,
+                    },
+                    epsilon: 8.0 / 255.0,
+                    epochs: 1,
+                    learning_rate: 1e-3,
+                }),
+            },
+        );
+        run.training.epochs = 2;
+        run.training.optimizer = Optimizer::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            weight_decay: 0.0,
+        };
+        run.training.learning_rate = 1e-3;
+        run.training.schedule = advsweep_spec::LrSchedule::OneCycle;
+        run.epsilon_space = advsweep_spec::EpsilonSpace::Normalized;
+        let eps = 8.0 / 255.0;
+        let cells = vec![
+            CellSpec {
+                id: "clean".into(),
+                run_id: "r".into(),
+                attack_name: "none".into(),
+                attack: Attack::None,
+                epsilon: 0.0,
+            },
+            CellSpec {
+                id: "pgd-eot".into(),
+                run_id: "r".into(),
+                attack_name: "pgd".into(),
+                attack: pgd(Norm::Linf).with_eot(3),
+                epsilon: eps,
+            },
+        ];
+        let executor = Executor::new(Device::Cpu, 2);
+        let mut events = Vec::new();
+        executor.run_catching(&run, &cells, &AtomicBool::new(false), &mut |p| {
+            events.push(p);
+            Ok(())
+        })?;
+        assert_eq!(events.len(), 4, "{events:?}");
+        assert!(matches!(
+            events[1],
+            Progress::Epoch(EpochMetrics { epoch: 2, .. })
+        ));
+        let Progress::Cell { result: adv, .. } = &events[3] else {
+            anyhow::bail!("expected a cell, got {:?}", events[3]);
+        };
+        assert_eq!(adv.examples, 60);
+        // Normalized ε: the pixel perturbation is at most ε · max std (≈ ε / 3.8).
+        let max_std = f64::from(crate::models::CIFAR10_STD[2]);
+        assert!(adv.mean_linf <= eps * max_std + 1e-6, "{}", adv.mean_linf);
+        assert!(adv.mean_linf > eps * 0.1);
+        Ok(())
+    }
+
     #[test]
     fn a_small_adversarial_run_reports_epochs_then_cells() -> anyhow::Result<()> {
         let pgd = Attack::Pgd {
@@ -237,14 +366,19 @@ mod tests {
             step: StepSize::FractionOfEpsilon(0.5),
             random_start: true,
             restarts: 1,
+            eot: 1,
         };
         let run = run_spec(
             "basic",
             synthetic(),
-            Defense::Adversarial {
-                attack: pgd.clone(),
-                epsilon: 4.0 / 255.0,
-                fraction: 0.5,
+            Defense {
+                method: advsweep_spec::TrainingMethod::Adversarial {
+                    attack: pgd.clone(),
+                    epsilon: 4.0 / 255.0,
+                    fraction: 0.5,
+                },
+                inference_noise: None,
+                denoiser: None,
             },
         );
         let cells = vec![
@@ -296,7 +430,7 @@ mod tests {
         let mut ignore = |_: Progress| Ok(());
 
         let err = executor.run_catching(
-            &run_spec("nope", synthetic(), Defense::Standard),
+            &run_spec("nope", synthetic(), Defense::standard()),
             &[],
             &cancel,
             &mut ignore,
@@ -314,7 +448,7 @@ mod tests {
             path: "/definitely/not/here".into(),
         };
         let err = executor.run_catching(
-            &run_spec("basic", missing, Defense::Standard),
+            &run_spec("basic", missing, Defense::standard()),
             &[],
             &cancel,
             &mut ignore,
@@ -335,7 +469,7 @@ mod tests {
         let cancel = AtomicBool::new(false);
         cancel.store(true, Ordering::Relaxed);
         let result = executor.run_catching(
-            &run_spec("basic", synthetic(), Defense::Standard),
+            &run_spec("basic", synthetic(), Defense::standard()),
             &[],
             &cancel,
             &mut |_| Ok(()),

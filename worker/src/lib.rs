@@ -4,18 +4,23 @@
 //! Layout, one concept per module:
 //! * [`agent`]: the gRPC loop (register, lease, heartbeat, report) — async, no libtorch;
 //! * [`job`]: one run executed synchronously on a blocking thread — no gRPC;
-//! * [`data`], [`models`], [`attacks`], [`train`], [`evaluate`]: the machine-learning parts;
+//! * [`data`], [`models`], [`attacks`], [`train`] (with [`schedule`]), [`denoiser`],
+//!   [`defended`], [`evaluate`]: the machine-learning parts;
 //! * [`device`], [`rng`], [`error`], [`cli`]: plumbing.
 
 pub mod agent;
 pub mod attacks;
+pub mod checkpoint;
 pub mod cli;
 pub mod data;
+pub mod defended;
+pub mod denoiser;
 pub mod device;
 pub mod error;
 pub mod evaluate;
 pub mod job;
 pub mod models;
 pub mod rng;
+pub mod schedule;
 pub mod selfcheck;
 pub mod train;

@@ -9,6 +9,7 @@
 use std::sync::atomic::AtomicBool;
 
 use advsweep_spec::{Attack, Defense, Norm, Optimizer, StepSize, TrainingSpec};
+use advsweep_worker::attacks::Budget;
 use advsweep_worker::data::{Dataset, synthetic};
 use advsweep_worker::evaluate::evaluate_cell;
 use advsweep_worker::models;
@@ -61,6 +62,7 @@ fn synthetic_calibration() -> anyhow::Result<()> {
             weight_decay: 5e-4,
             nesterov: false,
         },
+        schedule: advsweep_spec::LrSchedule::Constant,
         augment: false,
         eval_batch_size: 500,
     };
@@ -70,6 +72,7 @@ fn synthetic_calibration() -> anyhow::Result<()> {
         norm: Norm::Linf,
         random_start: false,
         step_fraction: 1.0,
+        eot: 1,
     };
     let pgd = Attack::Pgd {
         norm: Norm::Linf,
@@ -77,6 +80,7 @@ fn synthetic_calibration() -> anyhow::Result<()> {
         step: StepSize::FractionOfEpsilon(0.25),
         random_start: true,
         restarts: 1,
+        eot: 1,
     };
     let pgd_l2 = Attack::Pgd {
         norm: Norm::L2,
@@ -84,23 +88,29 @@ fn synthetic_calibration() -> anyhow::Result<()> {
         step: StepSize::FractionOfEpsilon(0.25),
         random_start: true,
         restarts: 1,
+        eot: 1,
     };
     // SYN_AT=1: adversarial training with PGD-ℓ∞ (7 steps) at SYN_AT_EPS/255 (default 8) on
     // SYN_AT_FRACTION of each batch, instead of standard training.
     let defense = if env_f64("SYN_AT", 0.0) > 0.0 {
-        Defense::Adversarial {
-            attack: Attack::Pgd {
-                norm: Norm::Linf,
-                steps: 7,
-                step: StepSize::FractionOfEpsilon(0.25),
-                random_start: true,
-                restarts: 1,
+        Defense {
+            method: advsweep_spec::TrainingMethod::Adversarial {
+                attack: Attack::Pgd {
+                    norm: Norm::Linf,
+                    steps: 7,
+                    step: StepSize::FractionOfEpsilon(0.25),
+                    random_start: true,
+                    restarts: 1,
+                    eot: 1,
+                },
+                epsilon: env_f64("SYN_AT_EPS", 8.0) / 255.0,
+                fraction: env_f64("SYN_AT_FRACTION", 1.0),
             },
-            epsilon: env_f64("SYN_AT_EPS", 8.0) / 255.0,
-            fraction: env_f64("SYN_AT_FRACTION", 1.0),
+            inference_noise: None,
+            denoiser: None,
         }
     } else {
-        Defense::Standard
+        Defense::standard()
     };
     for seed in seeds {
         tch::manual_seed(seed as i64);
@@ -112,6 +122,7 @@ fn synthetic_calibration() -> anyhow::Result<()> {
                 training: &training,
                 defense: &defense,
                 seed,
+                space: advsweep_spec::EpsilonSpace::Pixel,
             },
             &cancel,
             &mut |m| {
@@ -130,7 +141,15 @@ fn synthetic_calibration() -> anyhow::Result<()> {
             ("pgd-linf-10 4/255", &pgd, eps / 2.0),
             ("pgd-l2-10 0.5", &pgd_l2, 0.5),
         ] {
-            let r = evaluate_cell(model.as_ref(), &data, attack, e, 500, &mut rng, &cancel)?;
+            let r = evaluate_cell(
+                model.as_ref(),
+                &data,
+                attack,
+                Budget::pixel(e),
+                500,
+                &mut rng,
+                &cancel,
+            )?;
             println!(
                 "seed {seed} {name}: acc {:.3} success {:.3} linf {:.4} l2 {:.3} {:.0} img/s",
                 r.accuracy, r.attack_success_rate, r.mean_linf, r.mean_l2, r.images_per_second

@@ -8,9 +8,11 @@
 //! Sources:
 //! * [`cifar10`]: the official CIFAR-10 binary files;
 //! * [`synthetic`]: a deterministic, learnable stand-in generated from a seed, for tests and
-//!   machines without the real data.
+//!   machines without the real data;
+//! * [`image_folder`]: `train/<class>/*` and `test/<class>/*` PNG/JPEG folders.
 
 pub mod cifar10;
+pub mod image_folder;
 pub mod synthetic;
 
 use std::path::PathBuf;
@@ -46,6 +48,8 @@ pub enum DataError {
         record: usize,
         label: u8,
     },
+    #[error("{}: {reason}", path.display())]
+    BadImage { path: PathBuf, reason: String },
     #[error("reading {}", path.display())]
     Io {
         path: PathBuf,
@@ -157,6 +161,18 @@ impl Dataset {
                     spec.eval_limit,
                 )?;
                 (train, test, format!("cifar10({path})"))
+            }
+            DataSource::ImageFolder { path } => {
+                let (train, test, classes) = image_folder::load(
+                    std::path::Path::new(path),
+                    spec.train_limit,
+                    spec.eval_limit,
+                )?;
+                (
+                    train,
+                    test,
+                    format!("image-folder({path}; classes {})", classes.join(", ")),
+                )
             }
         };
         Dataset::from_host(train, test, name, device)

@@ -4,63 +4,49 @@
 //! fc1 400→120 → relu → fc2 120→84 → relu → fc3 84→10: 62 006 parameters. Weights are
 //! initialized like PyTorch's defaults for `nn.Conv2d`/`nn.Linear` (uniform ±1/√fan_in), so
 //! training behaves like the PyTorch original.
+//!
+//! Noise points: `input`; `conv1`, `conv2` (after conv → pool → relu); `fc1`, `fc2` (after
+//! the relu).
 
-use tch::nn::{self, Init, VarStore};
+use tch::nn::VarStore;
 use tch::{Device, TchError, Tensor};
 
+use super::layers::{Conv2d, ConvSpec, Linear, max_pool2};
+use super::noise::{Noise, NoiseConfig};
 use super::{Classifier, Normalize};
-
-#[derive(Debug)]
-struct Layer {
-    weight: Tensor,
-    bias: Tensor,
-}
-
-impl Layer {
-    /// A parameter pair under `path` (`path.weight`, `path.bias`), PyTorch-initialized.
-    fn new(vs: &nn::Path<'_>, path: &str, shape: &[i64]) -> Result<Layer, TchError> {
-        let fan_in: i64 = shape.iter().skip(1).product();
-        let bound = 1.0 / (fan_in as f64).sqrt();
-        let init = Init::Uniform {
-            lo: -bound,
-            up: bound,
-        };
-        let p = vs.sub(path);
-        Ok(Layer {
-            weight: p.f_var("weight", shape, init)?,
-            bias: p.f_var("bias", &shape[..1], init)?,
-        })
-    }
-
-    fn conv(&self, x: &Tensor) -> Result<Tensor, TchError> {
-        x.f_conv2d(&self.weight, Some(&self.bias), [1, 1], [0, 0], [1, 1], 1)
-    }
-
-    fn linear(&self, x: &Tensor) -> Result<Tensor, TchError> {
-        x.f_linear(&self.weight, Some(&self.bias))
-    }
-}
 
 #[derive(Debug)]
 pub struct BasicNet {
     vs: VarStore,
     normalize: Normalize,
-    conv1: Layer,
-    conv2: Layer,
-    fc1: Layer,
-    fc2: Layer,
-    fc3: Layer,
+    conv1: Conv2d,
+    conv2: Conv2d,
+    fc1: Linear,
+    fc2: Linear,
+    fc3: Linear,
+    noise: Noise,
 }
 
 impl BasicNet {
     pub fn new(device: Device) -> Result<BasicNet, TchError> {
+        BasicNet::with_noise(device, None)
+    }
+
+    pub fn with_noise(device: Device, noise: Option<&NoiseConfig>) -> Result<BasicNet, TchError> {
         let vs = VarStore::new(device);
         let root = vs.root();
-        let conv1 = Layer::new(&root, "conv1", &[6, 3, 5, 5])?;
-        let conv2 = Layer::new(&root, "conv2", &[16, 6, 5, 5])?;
-        let fc1 = Layer::new(&root, "fc1", &[120, 400])?;
-        let fc2 = Layer::new(&root, "fc2", &[84, 120])?;
-        let fc3 = Layer::new(&root, "fc3", &[10, 84])?;
+        let conv = |name: &str, i, o| {
+            Conv2d::new(
+                &root.sub(name),
+                ConvSpec::new(i, o, 5).padding(0).bias(true),
+            )
+        };
+        let conv1 = conv("conv1", 3, 6)?;
+        let conv2 = conv("conv2", 6, 16)?;
+        let fc1 = Linear::new(&root.sub("fc1"), 400, 120)?;
+        let fc2 = Linear::new(&root.sub("fc2"), 120, 84)?;
+        let fc3 = Linear::new(&root.sub("fc3"), 84, 10)?;
+        let noise = Noise::new(&root, noise)?;
         Ok(BasicNet {
             normalize: Normalize::cifar10(device)?,
             vs,
@@ -69,12 +55,9 @@ impl BasicNet {
             fc1,
             fc2,
             fc3,
+            noise,
         })
     }
-}
-
-fn pool(x: &Tensor) -> Result<Tensor, TchError> {
-    x.f_max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false)
 }
 
 impl Classifier for BasicNet {
@@ -87,13 +70,20 @@ impl Classifier for BasicNet {
     }
 
     fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor, TchError> {
-        let x = self.normalize.apply(x)?;
-        let x = pool(&self.conv1.conv(&x)?)?.f_relu()?;
-        let x = pool(&self.conv2.conv(&x)?)?.f_relu()?;
+        let n = &self.noise;
+        let x = self
+            .normalize
+            .apply(&n.apply("input", x.shallow_clone())?)?;
+        let x = n.apply("conv1", max_pool2(&self.conv1.forward(&x)?)?.f_relu()?)?;
+        let x = n.apply("conv2", max_pool2(&self.conv2.forward(&x)?)?.f_relu()?)?;
         let x = x.f_flatten(1, -1)?;
-        let x = self.fc1.linear(&x)?.f_relu()?;
-        let x = self.fc2.linear(&x)?.f_relu()?;
-        self.fc3.linear(&x)
+        let x = n.apply("fc1", self.fc1.forward(&x)?.f_relu()?)?;
+        let x = n.apply("fc2", self.fc2.forward(&x)?.f_relu()?)?;
+        self.fc3.forward(&x)
+    }
+
+    fn randomized(&self) -> bool {
+        self.noise.randomized()
     }
 }
 

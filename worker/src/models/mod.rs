@@ -1,21 +1,39 @@
-//! The model catalogue: classifiers built by name.
+//! The model catalogue: classifiers built from a [`advsweep_spec::Model`].
 //!
 //! Every model takes images in [0, 1] (`f32 [N, 3, 32, 32]`) and normalizes them itself, so
 //! that attacks, budgets and clamping all live in pixel space, and returns logits `[N, 10]`.
-//! Parameters live in a [`VarStore`] whose paths follow PyTorch's `state_dict` keys
-//! (`conv1.weight`, …) so weights can be exchanged with PyTorch later.
+//! Parameters and batch-norm buffers live in a [`VarStore`] whose paths are exactly PyTorch's
+//! `state_dict` keys for the reference definitions in `worker/tests/reference/models.py`
+//! (`conv1.weight`, `layer1.0.bn1.running_mean`, …); [`crate::checkpoint`] writes them as
+//! safetensors that `model.load_state_dict` accepts (docs/CHECKPOINTS.md).
 //!
-//! Adding a model (resnet18, wrn-28-10, vgg16, …) means a module implementing [`Classifier`]
-//! and a line in [`CATALOGUE`] / [`build`]. `forward` takes a `train` flag from the start so
-//! that batch-norm and dropout models need no interface change.
+//! The architectures ([`advsweep_spec::Arch`]):
+//! * `basic` ([`basic`]): the seed's LeNet-style CNN, 62,006 parameters;
+//! * `resnet18` ([`resnet`]): CIFAR ResNet-18, 11,173,962 parameters;
+//! * `wrn-D-K` ([`wrn`]): WideResNet, e.g. wrn-16-4 (2,748,890), wrn-28-10 (36,479,194);
+//! * `vgg11`, `vgg16` ([`vgg`]): VGG with batch norm, 9,231,114 / 14,728,266 parameters.
+//!
+//! Any of them may carry noise injection ([`noise`]). `forward` takes a `train` flag: batch
+//! norm uses (and updates) batch statistics in training mode and running statistics otherwise.
 
 pub mod basic;
+pub mod layers;
+pub mod noise;
+pub mod resnet;
+pub mod vgg;
+pub mod wrn;
 
+use std::sync::atomic::AtomicI64;
+use std::sync::{Mutex, OnceLock};
+
+use advsweep_spec::{Arch, Model};
 use tch::nn::VarStore;
 use tch::{Device, TchError, Tensor};
 
-/// Names [`build`] accepts.
-pub const CATALOGUE: &[&str] = &["basic"];
+pub use noise::NoiseConfig;
+
+/// Names [`build`] accepts (`wrn-D-K` is a pattern), for messages.
+pub const CATALOGUE: &[&str] = advsweep_spec::catalogue::ARCHITECTURES;
 
 /// CIFAR-10 channel statistics, used by the models' built-in normalization.
 pub const CIFAR10_MEAN: [f32; 3] = [0.4914, 0.4822, 0.4465];
@@ -23,32 +41,108 @@ pub const CIFAR10_STD: [f32; 3] = [0.2470, 0.2435, 0.2616];
 
 /// A model name that is not in the catalogue; permanent (retrying cannot help).
 #[derive(Debug, thiserror::Error)]
-#[error("unknown model `{name}`; known models: {}", CATALOGUE.join(", "))]
+#[error("{message}")]
 pub struct UnknownModel {
     pub name: String,
+    /// Why, naming the known architectures (from [`Arch::parse`]).
+    pub message: String,
 }
 
 /// An image classifier.
 pub trait Classifier: Send {
-    /// Catalogue name.
+    /// Catalogue name (`basic`, `resnet18`, `wrn-28-10`, …).
     fn name(&self) -> &'static str;
     /// The trainable parameters (and any buffers registered there).
     fn var_store(&self) -> &VarStore;
     /// Logits for images in [0, 1]. `train` selects training behaviour (batch-norm statistics,
     /// dropout) for models that have any.
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor, TchError>;
+    /// Whether `forward` is random (noise injection with σ > 0), so that repeated forward
+    /// passes on the same input differ; attacks may then average gradients (EOT).
+    fn randomized(&self) -> bool {
+        false
+    }
+    /// The number of training-mode forward passes seen by the model's batch-norm layers
+    /// (PyTorch's `num_batches_tracked`, the same for every layer since each forward uses all
+    /// of them); `None` for models without batch norm. Checkpoints save and restore it.
+    fn batches_tracked(&self) -> Option<&AtomicI64> {
+        None
+    }
 }
 
-/// Builds the model `name` on `device`, freshly initialized from torch's generator (seed it
-/// with `tch::manual_seed` first for reproducible weights).
-pub fn build(name: &str, device: Device) -> Result<Box<dyn Classifier>, anyhow::Error> {
-    match name {
-        "basic" => Ok(Box::new(basic::BasicNet::new(device)?)),
-        _ => Err(UnknownModel {
-            name: name.to_owned(),
-        }
-        .into()),
+/// What [`build`] accepts: a bare architecture name (no noise) or a full model spec.
+#[derive(Debug, Clone, Copy)]
+pub enum ModelRef<'a> {
+    Name(&'a str),
+    Spec(&'a Model),
+}
+
+impl<'a> From<&'a str> for ModelRef<'a> {
+    fn from(name: &'a str) -> Self {
+        ModelRef::Name(name)
     }
+}
+
+impl<'a> From<&'a String> for ModelRef<'a> {
+    fn from(name: &'a String) -> Self {
+        ModelRef::Name(name)
+    }
+}
+
+impl<'a> From<&'a Model> for ModelRef<'a> {
+    fn from(model: &'a Model) -> Self {
+        ModelRef::Spec(model)
+    }
+}
+
+/// Builds `model` (a [`Model`] or a bare name) on `device`, freshly initialized from torch's
+/// generator (seed it with `tch::manual_seed` first for reproducible weights).
+///
+/// Errors: an unknown name is [`UnknownModel`]; an invalid noise specification (unknown or
+/// repeated point, negative σ) is [`crate::error::Permanent`]; both name what was wrong.
+pub fn build<'a>(
+    model: impl Into<ModelRef<'a>>,
+    device: Device,
+) -> Result<Box<dyn Classifier>, anyhow::Error> {
+    let (name, noise) = match model.into() {
+        ModelRef::Name(name) => (name, None),
+        ModelRef::Spec(m) => (m.name.as_str(), m.noise.as_ref()),
+    };
+    let arch = Arch::parse(name).map_err(|message| UnknownModel {
+        name: name.to_owned(),
+        message,
+    })?;
+    let noise = noise.map(|n| NoiseConfig::validate(arch, n)).transpose()?;
+    let noise = noise.as_ref();
+    Ok(match arch {
+        Arch::Basic => Box::new(basic::BasicNet::with_noise(device, noise)?),
+        Arch::ResNet18 => Box::new(resnet::ResNet18::new(device, noise)?),
+        Arch::WideResNet { depth, width } => Box::new(wrn::WideResNet::new(
+            intern(name),
+            i64::from(depth),
+            i64::from(width),
+            device,
+            noise,
+        )?),
+        Arch::Vgg11 => Box::new(vgg::Vgg::new(vgg::VggKind::Vgg11, device, noise)?),
+        Arch::Vgg16 => Box::new(vgg::Vgg::new(vgg::VggKind::Vgg16, device, noise)?),
+    })
+}
+
+/// A `'static` copy of `name`, allocated once per distinct name (WideResNet names are
+/// open-ended, [`Classifier::name`] is `'static`).
+fn intern(name: &str) -> &'static str {
+    static NAMES: OnceLock<Mutex<Vec<&'static str>>> = OnceLock::new();
+    let mut names = NAMES
+        .get_or_init(|| Mutex::new(Vec::new()))
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(&n) = names.iter().find(|&&n| n == name) {
+        return n;
+    }
+    let n: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    names.push(n);
+    n
 }
 
 /// Number of trainable scalars.
@@ -62,7 +156,16 @@ pub fn trainable_parameters(model: &dyn Classifier) -> i64 {
         .sum()
 }
 
-/// Input normalization with fixed (non-trainable) per-channel statistics.
+/// Counts one training-mode forward pass in `counter` (see [`Classifier::batches_tracked`]).
+pub(crate) fn count_batch(counter: &AtomicI64, train: bool) {
+    if train {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Input normalization with fixed (non-trainable) per-channel statistics. Not stored in the
+/// VarStore, so not in checkpoints (the PyTorch reference keeps them in non-persistent
+/// buffers).
 #[derive(Debug)]
 pub struct Normalize {
     mean: Tensor,
@@ -98,5 +201,24 @@ mod tests {
             .map(|e| e.to_string());
         let err = err.unwrap_or_default();
         assert!(err.contains("resnet9000") && err.contains("basic"), "{err}");
+    }
+
+    #[test]
+    fn unknown_models_and_bad_noise_are_permanent() {
+        let e = build("wrn-27-10", Device::Cpu).err();
+        assert!(e.is_some_and(|e| !crate::error::is_retryable(&e)));
+        let mut m = Model::plain("basic");
+        m.noise = Some(advsweep_spec::NoiseInjection {
+            sigma: 0.1,
+            layers: vec!["layer1".into()],
+            learnable: false,
+        });
+        let e = build(&m, Device::Cpu).err();
+        assert!(e.is_some_and(|e| !crate::error::is_retryable(&e)));
+    }
+
+    #[test]
+    fn names_are_interned_once() {
+        assert!(std::ptr::eq(intern("wrn-40-2"), intern("wrn-40-2")));
     }
 }

@@ -62,3 +62,77 @@ fn advsweep_run_prints_the_results_table_and_reuses_finished_cells() {
     assert!(again.status.success(), "{stderr}");
     assert!(stderr.contains("(4 already done, reused)"), "{stderr}");
 }
+
+#[test]
+fn ctrl_c_hands_the_runs_back_as_preempted() {
+    use advsweep_coordinator::store::{LeaseSettings, Store};
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("long.toml");
+    std::fs::write(
+        &file,
+        r#"
+version = 1
+name = "long"
+[data]
+source = "synthetic"
+train_size = 4000
+test_size = 100
+[training]
+epochs = 300
+[grid]
+models = ["basic"]
+defenses = ["standard"]
+attacks = ["none"]
+epsilons = [0.0]
+"#,
+    )
+    .expect("write sweep");
+    let state = dir.path().join("state");
+    let child = Command::new(workspace_bin("advsweep"))
+        .arg("run")
+        .arg(&file)
+        .args(["--workers", "1", "--threads", "1", "--device", "cpu"])
+        .arg("--state-dir")
+        .arg(&state)
+        .env("ADVSWEEP_WORKER_BIN", workspace_bin("advsweep-worker"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("advsweep runs");
+    // Wait until the worker is training.
+    let log = state.join("logs/worker-0.log");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("epoch done")
+    {
+        assert!(Instant::now() < deadline, "no epoch within 2 minutes");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let started = Instant::now();
+    let out = child.wait_with_output().expect("exit");
+    assert!(
+        started.elapsed() < Duration::from_secs(45),
+        "took {:?} to stop",
+        started.elapsed()
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    // The run was handed back as preempted, not failed, and is ready for the next `run`.
+    let store = Store::open(&state, LeaseSettings::default()).expect("state opens");
+    let sweeps = store.list_sweeps().expect("list");
+    let detail = store.sweep_detail(&sweeps[0].sweep_id).expect("detail");
+    assert_eq!(detail.runs[0].state, "pending", "{:?}", detail.runs[0]);
+    assert_eq!(detail.runs[0].attempts[0].outcome, "preempted");
+}

@@ -220,17 +220,33 @@ pub async fn run(
     // Follow progress while watching the workers: if every worker dies before the sweep ends,
     // stop and say why instead of waiting forever.
     let mut watch_client = client.clone();
-    let follow = progress::follow(
+    // Boxed (not stack-pinned) so it can be dropped before shutdown: an open WatchSweep
+    // stream would keep the server's graceful shutdown waiting forever.
+    let mut follow = Box::pin(progress::follow(
         &mut watch_client,
         &submitted.sweep_id,
         progress::Output::Human,
-    );
-    tokio::pin!(follow);
+    ));
     let mut alive = children.len();
     let mut worker_failures = Vec::new();
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
     let outcome = loop {
         tokio::select! {
             result = &mut follow => break result,
+            _ = &mut interrupted => {
+                // Hand the runs in flight back (workers release them as preempted on SIGTERM);
+                // finished cells are already durable and a later `advsweep run` reuses them.
+                eprintln!("advsweep: interrupted; stopping the workers (their runs are re-queued)");
+                for (child, _) in &children {
+                    if let Some(pid) = child.id() {
+                        let _ = std::process::Command::new("kill")
+                            .args(["-TERM", &pid.to_string()])
+                            .status();
+                    }
+                }
+                break Err(anyhow::anyhow!("interrupted; run the same command again to resume"));
+            }
             _ = tokio::time::sleep(Duration::from_millis(500)) => {
                 for (child, log) in &mut children {
                     if let Ok(Some(status)) = child.try_wait()
@@ -247,23 +263,32 @@ pub async fn run(
         }
     };
 
-    // Workers exit by themselves once idle; give them a moment, then stop them.
+    // Workers exit by themselves once idle (or after releasing their run on SIGTERM); give
+    // them a moment, then stop them.
     for (child, _) in &mut children {
-        if tokio::time::timeout(Duration::from_secs(10), child.wait())
+        if tokio::time::timeout(Duration::from_secs(30), child.wait())
             .await
             .is_err()
         {
             let _ = child.kill().await;
         }
     }
+    drop(follow);
+    drop(watch_client);
     let detail = client
         .get_sweep(pb::GetSweepRequest {
             sweep_id: submitted.sweep_id.clone(),
         })
         .await
         .map_err(|s| client::rpc_error("GetSweep", s));
+    drop(client);
     let _ = stop_tx.send(());
-    let _ = server.await;
+    if tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the embedded coordinator did not shut down within 10 s");
+    }
 
     let summary = match outcome {
         Ok(summary) => summary,

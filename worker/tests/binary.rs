@@ -54,6 +54,19 @@ fn the_binary_embeds_a_runpath_to_libtorch() {
         dynamic.contains("libtorch"),
         "libtorch is not NEEDED:\n{dynamic}"
     );
+    // A CUDA build of libtorch must stay linked even though no symbol of it is referenced
+    // directly (the default --as-needed link would drop it and CUDA would silently vanish).
+    let cuda_available = paths.iter().any(|line| {
+        line.split(['[', ']', ':'])
+            .map(str::trim)
+            .any(|dir| std::path::Path::new(dir).join("libtorch_cuda.so").exists())
+    });
+    if cuda_available {
+        assert!(
+            dynamic.contains("[libtorch_cuda.so]"),
+            "libtorch_cuda.so exists but is not NEEDED:\n{dynamic}"
+        );
+    }
 }
 
 #[test]

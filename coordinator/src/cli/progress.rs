@@ -127,6 +127,25 @@ pub async fn follow(
         bar.enable_steady_tick(std::time::Duration::from_millis(200));
         bar
     });
+    // One bar per cell state under the overall one.
+    let state_bars: Vec<(&str, ProgressBar)> = if interactive {
+        [("done", "green"), ("running", "yellow"), ("pending", "white"), ("failed", "red")]
+            .into_iter()
+            .map(|(state, colour)| {
+                let b = multi.add(ProgressBar::new(0));
+                b.set_style(
+                    ProgressStyle::with_template(&format!(
+                        "  {{prefix:>8}} {{bar:40.{colour}}} {{pos}}/{{len}}"
+                    ))
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                );
+                b.set_prefix(state);
+                (state, b)
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let mut run_lines: Vec<ProgressBar> = Vec::new();
     let mut last = None;
     let mut last_message = String::new();
@@ -159,6 +178,15 @@ pub async fn follow(
                     "{} running, {} pending, {} failed",
                     cells.running, cells.pending, cells.failed
                 ));
+                for (state, b) in &state_bars {
+                    b.set_length(u64::from(total));
+                    b.set_position(u64::from(match *state {
+                        "done" => cells.done,
+                        "running" => cells.running,
+                        "pending" => cells.pending,
+                        _ => cells.failed,
+                    }));
+                }
                 while run_lines.len() < event.running.len() {
                     let line = multi.add(ProgressBar::new_spinner());
                     line.set_style(
@@ -191,6 +219,9 @@ pub async fn follow(
     }
     for line in run_lines {
         line.finish_and_clear();
+    }
+    for (_, b) in state_bars {
+        b.finish_and_clear();
     }
     if let Some(bar) = bar {
         bar.finish_and_clear();

@@ -39,12 +39,17 @@ pub struct TestCoordinator {
 
 impl TestCoordinator {
     pub async fn start() -> Self {
-        let state_dir = tempfile::tempdir().expect("tempdir");
-        let settings = LeaseSettings {
+        Self::start_with(LeaseSettings {
             heartbeat_interval: Duration::from_millis(500),
             lease_ttl: Duration::from_secs(20),
             ..LeaseSettings::default()
-        };
+        })
+        .await
+    }
+
+    /// A coordinator with the given lease timing (short TTLs for failure tests).
+    pub async fn start_with(settings: LeaseSettings) -> Self {
+        let state_dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(Store::open(state_dir.path(), settings).expect("store opens"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

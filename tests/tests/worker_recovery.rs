@@ -143,3 +143,116 @@ seeds = [0, 1, 2, 3, 4]
     );
     assert_eq!(d.runs.iter().filter(|r| r.state == "pending").count(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_is_replaced_and_training_resumes_from_its_checkpoint() {
+    use advsweep_coordinator::store::LeaseSettings;
+    let c = TestCoordinator::start_with(LeaseSettings {
+        heartbeat_interval: Duration::from_millis(200),
+        lease_ttl: Duration::from_secs(2),
+        retry_base: Duration::from_millis(100),
+        ..LeaseSettings::default()
+    })
+    .await;
+    let sweep = submit(
+        &c,
+        r#"
+version = 1
+name = "resume"
+[data]
+source = "synthetic"
+train_size = 3000
+test_size = 200
+[training]
+epochs = 8
+batch_size = 100
+learning_rate = 0.05
+[evaluation]
+limit = 200
+[grid]
+models = ["basic"]
+defenses = ["standard"]
+attacks = ["none", "fgsm"]
+epsilons = ["8/255"]
+"#,
+    )
+    .await;
+    let log_a = c.state_dir.path().join("worker-a.log");
+    let mut a = worker(&c, &log_a, &[]);
+    // Let it train three epochs (each checkpointed through the coordinator).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let run_id = loop {
+        let d = c.store.sweep_detail(&sweep).expect("detail");
+        if d.runs[0].epochs.len() >= 3
+            && c.store
+                .latest_checkpoint(&d.runs[0].run_id)
+                .expect("ckpt")
+                .is_some_and(|k| k.epoch >= 3)
+        {
+            break d.runs[0].run_id.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no progress:\n{}",
+            std::fs::read_to_string(&log_a).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    a.start_kill().expect("kill -9");
+    let _ = a.wait().await;
+    let resumed_from = c
+        .store
+        .latest_checkpoint(&run_id)
+        .expect("ckpt")
+        .expect("a checkpoint")
+        .epoch;
+
+    let log_b = c.state_dir.path().join("worker-b.log");
+    let mut b = worker(&c, &log_b, &["--exit-when-idle"]);
+    let status = tokio::time::timeout(Duration::from_secs(180), b.wait())
+        .await
+        .expect("the second worker finishes the sweep")
+        .expect("status");
+    let text_b = std::fs::read_to_string(&log_b).unwrap_or_default();
+    assert!(status.success(), "{text_b}");
+    assert!(text_b.contains("resuming from checkpoint"), "{text_b}");
+    assert!(
+        text_b.contains(&format!("epochs_done={resumed_from}")),
+        "worker b should resume after epoch {resumed_from}:\n{text_b}"
+    );
+    // It did not retrain the epochs before the checkpoint.
+    assert!(
+        !text_b.contains("epoch=1 "),
+        "epoch 1 was retrained:\n{text_b}"
+    );
+
+    let d = c.store.sweep_detail(&sweep).expect("detail");
+    assert_eq!(
+        d.summary.state,
+        advsweep_coordinator::store::SweepState::Done
+    );
+    let outcomes: Vec<&str> = d.runs[0]
+        .attempts
+        .iter()
+        .map(|x| x.outcome.as_str())
+        .collect();
+    assert_eq!(outcomes, ["expired", "done"]);
+    assert_eq!(d.runs[0].epochs.len(), 8, "every epoch recorded once");
+    assert_eq!(d.cells.len(), 2);
+    assert!(
+        d.cells
+            .iter()
+            .all(|cell| cell.state == "done" && cell.result.is_some())
+    );
+    let clean = d
+        .cells
+        .iter()
+        .find(|cell| cell.attack_name == "none")
+        .and_then(|cell| cell.result)
+        .expect("clean");
+    assert!(
+        clean.accuracy > 0.3,
+        "the resumed model trained: {}",
+        clean.accuracy
+    );
+}

@@ -127,7 +127,9 @@ pub async fn run(
                 let response = response.into_inner();
                 match response.lease {
                     Some(lease) => {
-                        match execute_lease(&client, &executor, &session, lease, shutdown.clone()).await {
+                        match execute_lease(&client, &executor, &session, lease, shutdown.clone())
+                            .await
+                        {
                             RunOutcome::Failed => failures_in_a_row += 1,
                             RunOutcome::Completed => failures_in_a_row = 0,
                             RunOutcome::Released | RunOutcome::Lost => {}
@@ -354,6 +356,21 @@ impl LeaseState {
                 .await;
                 self.check("ReportMetrics", result);
             }
+            Progress::Checkpoint { epoch, bytes } => {
+                // Best effort: a lost checkpoint only costs recomputation after a failure.
+                match upload_checkpoint(&self.client, &self.lease, epoch, bytes).await {
+                    Ok(ack) => debug!(
+                        epoch,
+                        bytes = ack.bytes,
+                        checkpoint_id = ack.checkpoint_id,
+                        "checkpoint stored"
+                    ),
+                    Err(status) if lease_gone(&status) => self.mark_lost(status.message()),
+                    Err(status) => {
+                        warn!(epoch, code = ?status.code(), message = status.message(), "checkpoint upload failed; continuing")
+                    }
+                }
+            }
             Progress::Cell { cell_id, result } => {
                 let request = pb::CompleteCellRequest {
                     lease: Some(self.lease.clone()),
@@ -431,6 +448,72 @@ impl LeaseState {
             }
         }
     }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Streams a checkpoint to the coordinator in 1 MiB chunks with its SHA-256.
+async fn upload_checkpoint(
+    client: &Client,
+    lease: &pb::LeaseRef,
+    epoch: u32,
+    bytes: Vec<u8>,
+) -> Result<pb::CheckpointAck, Status> {
+    let sha256 = sha256_hex(&bytes);
+    let chunks: Vec<pb::CheckpointChunk> = bytes
+        .chunks(1 << 20)
+        .enumerate()
+        .map(|(i, data)| pb::CheckpointChunk {
+            lease: (i == 0).then(|| lease.clone()),
+            epoch: if i == 0 { epoch } else { 0 },
+            sha256: if i == 0 {
+                sha256.clone()
+            } else {
+                String::new()
+            },
+            data: data.to_vec(),
+        })
+        .collect();
+    let mut client = client.clone();
+    client
+        .upload_checkpoint(tokio_stream::iter(chunks))
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Fetches a checkpoint and verifies its SHA-256 before anything loads it.
+async fn download_checkpoint(
+    client: &Client,
+    lease: &pb::LeaseRef,
+    checkpoint: &pb::CheckpointRef,
+) -> Result<Vec<u8>, Status> {
+    let mut client = client.clone();
+    let mut stream = client
+        .download_checkpoint(pb::DownloadCheckpointRequest {
+            worker_id: lease.worker_id.clone(),
+            run_id: lease.run_id.clone(),
+            checkpoint_id: checkpoint.checkpoint_id.clone(),
+        })
+        .await?
+        .into_inner();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.message().await? {
+        bytes.extend_from_slice(&chunk.data);
+    }
+    let actual = sha256_hex(&bytes);
+    if actual != checkpoint.sha256 {
+        return Err(Status::data_loss(format!(
+            "checkpoint {} arrived corrupted (SHA-256 {actual}, expected {})",
+            checkpoint.checkpoint_id, checkpoint.sha256
+        )));
+    }
+    Ok(bytes)
 }
 
 /// Executes one lease end to end; never fails (every outcome is reported or logged).
@@ -516,12 +599,30 @@ async fn execute_lease_inner(
             .heartbeat(heartbeat_interval)
             .instrument(Span::current()),
     );
+    // Resume from the run's latest checkpoint (written by any worker) instead of epoch 0.
+    let resume = match &lease.resume_from {
+        None => None,
+        Some(c) => match download_checkpoint(&state.client, &state.lease, c).await {
+            Ok(bytes) => {
+                info!(
+                    epoch = c.epoch,
+                    bytes = bytes.len(),
+                    "checkpoint downloaded; resuming"
+                );
+                Some(bytes)
+            }
+            Err(status) => {
+                warn!(code = ?status.code(), message = status.message(), "cannot fetch the run's checkpoint; training from scratch");
+                None
+            }
+        },
+    };
     let (tx, mut rx) = mpsc::channel::<Progress>(64);
     let cancel = state.cancel.clone();
     let span = Span::current();
     let job = tokio::task::spawn_blocking(move || {
         span.in_scope(|| {
-            executor.run_catching(&run, &cells, &cancel, &mut |progress| {
+            executor.run_catching_from(&run, &cells, resume.as_deref(), &cancel, &mut |progress| {
                 tx.blocking_send(progress)
                     .map_err(|_| anyhow::anyhow!("the progress channel closed"))
             })
@@ -564,7 +665,9 @@ async fn execute_lease_inner(
         Ok(Err(e)) if shutting_down && is_cancelled(&e) => {
             // Preemption, not failure: the coordinator re-queues it at once, without counting
             // the attempt against max_attempts.
-            state.release("the worker is shutting down (SIGTERM/SIGINT)".into()).await;
+            state
+                .release("the worker is shutting down (SIGTERM/SIGINT)".into())
+                .await;
             RunOutcome::Released
         }
         Ok(Err(e)) => {
@@ -593,7 +696,6 @@ pub enum RunOutcome {
     /// The lease expired or the sweep was cancelled under us.
     Lost,
 }
-
 
 #[cfg(test)]
 mod tests {

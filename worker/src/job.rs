@@ -28,14 +28,95 @@ use crate::defended::Defended;
 use crate::denoiser::{self, DenoiserTraining};
 use crate::evaluate::evaluate_cell;
 use crate::models;
+use crate::optim::Optim;
 use crate::rng::{Rng, hash_str};
-use crate::train::{self, TrainConfig};
+use crate::train::{self, Resume, TrainConfig};
 
 /// What a run reports while it executes.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub enum Progress {
     Epoch(EpochMetrics),
-    Cell { cell_id: String, result: CellResult },
+    /// A resumable snapshot after `epoch` (safetensors bytes: weights, optimizer state, epoch).
+    Checkpoint {
+        epoch: u32,
+        bytes: Vec<u8>,
+    },
+    Cell {
+        cell_id: String,
+        result: CellResult,
+    },
+}
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Progress::Epoch(m) => f.debug_tuple("Epoch").field(m).finish(),
+            Progress::Checkpoint { epoch, bytes } => f
+                .debug_struct("Checkpoint")
+                .field("epoch", epoch)
+                .field("bytes", &bytes.len())
+                .finish(),
+            Progress::Cell { cell_id, result } => f
+                .debug_struct("Cell")
+                .field("cell_id", cell_id)
+                .field("result", result)
+                .finish(),
+        }
+    }
+}
+
+/// Key of the completed-epoch counter inside a training checkpoint.
+const EPOCHS_DONE_KEY: &str = "advsweep.epochs_done";
+
+fn scratch_file(tag: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    std::env::temp_dir().join(format!(
+        "advsweep-{tag}-{}-{}.safetensors",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// Weights + optimizer state + epoch counter, as safetensors bytes.
+fn encode_checkpoint(
+    model: &dyn models::Classifier,
+    opt: &Optim,
+    epoch: u32,
+) -> anyhow::Result<Vec<u8>> {
+    let mut state = crate::checkpoint::state_dict(model)?;
+    state.extend(opt.state_tensors()?);
+    state.insert(
+        EPOCHS_DONE_KEY.to_owned(),
+        tch::Tensor::f_from_slice(&[i64::from(epoch)])?,
+    );
+    let path = scratch_file("ckpt");
+    let named: Vec<(&str, &tch::Tensor)> = state.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    tch::Tensor::write_safetensors(&named, &path).context("writing the training checkpoint")?;
+    let bytes = std::fs::read(&path).context("reading back the training checkpoint");
+    let _ = std::fs::remove_file(&path);
+    bytes
+}
+
+/// Loads a training checkpoint into `model`; returns where training resumes.
+fn decode_checkpoint(model: &dyn models::Classifier, bytes: &[u8]) -> anyhow::Result<Resume> {
+    let path = scratch_file("resume");
+    std::fs::write(&path, bytes).context("staging the downloaded checkpoint")?;
+    let extra = crate::checkpoint::load_var_store(model.var_store(), &path);
+    let _ = std::fs::remove_file(&path);
+    let extra = extra.context("loading the checkpoint's weights")?;
+    let epochs_done = extra
+        .get(EPOCHS_DONE_KEY)
+        .ok_or_else(|| anyhow::anyhow!("the checkpoint has no `{EPOCHS_DONE_KEY}`"))?
+        .int64_value(&[0]);
+    let optimizer = extra
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("optim."))
+        .collect();
+    Ok(Resume {
+        epochs_done: u32::try_from(epochs_done).context("epochs_done out of range")?,
+        optimizer,
+    })
 }
 
 const CELL_STREAM: u64 = 0x4345_4c4c; // "CELL"
@@ -70,7 +151,21 @@ impl Executor {
         cancel: &AtomicBool,
         emit: &mut dyn FnMut(Progress) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
-        match std::panic::catch_unwind(AssertUnwindSafe(|| self.run(run, cells, cancel, emit))) {
+        self.run_catching_from(run, cells, None, cancel, emit)
+    }
+
+    /// [`Executor::run_catching`], resuming from a training checkpoint when given one.
+    pub fn run_catching_from(
+        &self,
+        run: &RunSpec,
+        cells: &[CellSpec],
+        resume: Option<&[u8]>,
+        cancel: &AtomicBool,
+        emit: &mut dyn FnMut(Progress) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| {
+            self.run(run, cells, resume, cancel, emit)
+        })) {
             Ok(result) => result,
             Err(panic) => {
                 // The cached data set may be half-built; drop it.
@@ -90,6 +185,7 @@ impl Executor {
         &self,
         run: &RunSpec,
         cells: &[CellSpec],
+        resume: Option<&[u8]>,
         cancel: &AtomicBool,
         emit: &mut dyn FnMut(Progress) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
@@ -120,7 +216,21 @@ impl Executor {
         };
 
         let epochs = run.training.epochs;
-        train::train(
+        let resume = match resume {
+            None => None,
+            Some(bytes) => {
+                let r = decode_checkpoint(model.as_ref(), bytes)
+                    .context("resuming from the run's checkpoint")?;
+                info!(
+                    epochs_done = r.epochs_done,
+                    of = epochs,
+                    "resuming from checkpoint"
+                );
+                Some(r)
+            }
+        };
+        let model_ref = model.as_ref();
+        train::train_from(
             model.as_ref(),
             data,
             TrainConfig {
@@ -130,7 +240,8 @@ impl Executor {
                 space: run.epsilon_space,
             },
             cancel,
-            &mut |m: EpochMetrics| {
+            resume,
+            &mut |m: EpochMetrics, opt: &Optim| {
                 info!(
                     epoch = m.epoch,
                     of = epochs,
@@ -141,7 +252,10 @@ impl Executor {
                     seconds = format_args!("{:.1}", m.seconds),
                     "epoch done"
                 );
-                emit(Progress::Epoch(m))
+                let epoch = m.epoch;
+                emit(Progress::Epoch(m))?;
+                let bytes = encode_checkpoint(model_ref, opt, epoch)?;
+                emit(Progress::Checkpoint { epoch, bytes })
             },
         )
         .context("training")?;
@@ -338,10 +452,17 @@ mod tests {
         ];
         let executor = Executor::new(Device::Cpu, 2);
         let mut events = Vec::new();
+        let mut checkpoints = Vec::new();
         executor.run_catching(&run, &cells, &AtomicBool::new(false), &mut |p| {
-            events.push(p);
+            match p {
+                Progress::Checkpoint { epoch, .. } => checkpoints.push(epoch),
+                other => events.push(other),
+            }
             Ok(())
         })?;
+        // One resumable checkpoint after every epoch.
+        let epochs: Vec<u32> = (1..=run.training.epochs).collect();
+        assert_eq!(checkpoints, epochs);
         assert_eq!(events.len(), 4, "{events:?}");
         assert!(matches!(
             events[1],
@@ -399,10 +520,17 @@ mod tests {
         ];
         let executor = Executor::new(Device::Cpu, 2);
         let mut events = Vec::new();
+        let mut checkpoints = Vec::new();
         executor.run_catching(&run, &cells, &AtomicBool::new(false), &mut |p| {
-            events.push(p);
+            match p {
+                Progress::Checkpoint { epoch, .. } => checkpoints.push(epoch),
+                other => events.push(other),
+            }
             Ok(())
         })?;
+        // One resumable checkpoint after every epoch.
+        let epochs: Vec<u32> = (1..=run.training.epochs).collect();
+        assert_eq!(checkpoints, epochs);
         assert_eq!(events.len(), 3);
         assert!(matches!(
             events[0],

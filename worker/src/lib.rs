@@ -20,6 +20,7 @@ pub mod error;
 pub mod evaluate;
 pub mod job;
 pub mod models;
+pub mod optim;
 pub mod rng;
 pub mod schedule;
 pub mod selfcheck;

@@ -22,7 +22,11 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal());
     match cli.log_format {
         cli::LogFormat::Human => logs.init(),
-        cli::LogFormat::Json => logs.json().flatten_event(true).with_current_span(true).init(),
+        cli::LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
     }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -31,20 +31,21 @@
 //! The cancel flag is checked between batches; a set flag ends training with
 //! [`crate::error::Cancelled`].
 
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use advsweep_spec::{
-    Defense, EpochMetrics, EpsilonSpace, MixStrategy, Norm, Optimizer, TrainingMethod, TrainingSpec,
+    Defense, EpochMetrics, EpsilonSpace, MixStrategy, Norm, TrainingMethod, TrainingSpec,
 };
 use anyhow::Context as _;
-use tch::nn::{self, OptimizerConfig as _};
 use tch::{Kind, Reduction, Tensor};
 
 use crate::attacks::{self, Budget};
 use crate::data::{self, Dataset};
 use crate::error::{Permanent, check_cancel};
 use crate::models::Classifier;
+use crate::optim::Optim;
 use crate::rng::Rng;
 use crate::schedule;
 
@@ -62,7 +63,15 @@ pub struct TrainConfig<'a> {
     pub space: EpsilonSpace,
 }
 
-/// Trains `model` on `data`, calling `on_epoch` after every epoch.
+/// Where a resumed run picks up: the epochs already done and the optimizer's saved state (the
+/// weights are loaded into the model by the caller).
+#[derive(Debug)]
+pub struct Resume {
+    pub epochs_done: u32,
+    pub optimizer: BTreeMap<String, Tensor>,
+}
+
+/// Trains `model` on `data` from scratch, calling `on_epoch` after every epoch.
 pub fn train(
     model: &dyn Classifier,
     data: &Dataset,
@@ -70,15 +79,42 @@ pub fn train(
     cancel: &AtomicBool,
     on_epoch: &mut dyn FnMut(EpochMetrics) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
+    train_from(model, data, cfg, cancel, None, &mut |m, _| on_epoch(m))
+}
+
+/// Trains `model`, continuing after `resume.epochs_done` when given; after every epoch calls
+/// `on_epoch` with its metrics and the optimizer (whose state, with the model's weights, is
+/// everything needed to continue exactly: the shuffling, augmentation and attack streams are
+/// derived from (seed, epoch)).
+pub fn train_from(
+    model: &dyn Classifier,
+    data: &Dataset,
+    cfg: TrainConfig<'_>,
+    cancel: &AtomicBool,
+    resume: Option<Resume>,
+    on_epoch: &mut dyn FnMut(EpochMetrics, &Optim) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let t = cfg.training;
     schedule::validate(&t.schedule)?;
     check_method(&cfg.defense.method)?;
-    let mut opt = build_optimizer(model, t)?;
+    let mut opt = Optim::new(
+        model.var_store().trainable_variables(),
+        &t.optimizer,
+        t.learning_rate,
+    )?;
+    let first_epoch = match resume {
+        None => 1,
+        Some(r) => {
+            opt.load_state(&r.optimizer)
+                .context("restoring the optimizer from the checkpoint")?;
+            r.epochs_done + 1
+        }
+    };
     let n = usize::try_from(data.train_len()).context("training set size")?;
     let batch_size = (t.batch_size as usize).clamp(1, n.max(1));
     let batches = n.div_ceil(batch_size);
     let device = data.device();
-    for epoch in 1..=t.epochs {
+    for epoch in first_epoch..=t.epochs {
         let started = Instant::now();
         let mut order = Rng::from_words(&[cfg.seed, SHUFFLE_STREAM, u64::from(epoch)]);
         let mut augment_rng = Rng::from_words(&[cfg.seed, AUGMENT_STREAM, u64::from(epoch)]);
@@ -113,7 +149,7 @@ pub fn train(
                 logits.f_cross_entropy_loss::<Tensor>(&y, None, Reduction::Mean, -100, 0.0)?;
             opt.zero_grad();
             loss.f_backward()?;
-            opt.step();
+            opt.step()?;
 
             let batch_loss = f64::try_from(loss.f_detach()?)?;
             if !batch_loss.is_finite() {
@@ -136,46 +172,9 @@ pub fn train(
             seconds: started.elapsed().as_secs_f64(),
             images_per_second: n as f64 / train_seconds.max(1e-9),
         };
-        on_epoch(metrics)?;
+        on_epoch(metrics, &opt)?;
     }
     Ok(())
-}
-
-fn build_optimizer(model: &dyn Classifier, t: &TrainingSpec) -> anyhow::Result<nn::Optimizer> {
-    match t.optimizer {
-        Optimizer::Sgd {
-            momentum,
-            weight_decay,
-            nesterov,
-        } => {
-            if nesterov && momentum <= 0.0 {
-                return Err(
-                    Permanent("Nesterov momentum needs a momentum greater than 0".into()).into(),
-                );
-            }
-            let sgd = nn::Sgd {
-                momentum,
-                dampening: 0.0,
-                wd: weight_decay,
-                nesterov,
-            };
-            sgd.build(model.var_store(), t.learning_rate)
-                .context("building the SGD optimizer")
-        }
-        Optimizer::Adam {
-            beta1,
-            beta2,
-            weight_decay,
-        } => nn::Adam {
-            beta1,
-            beta2,
-            wd: weight_decay,
-            eps: 1e-8,
-            amsgrad: false,
-        }
-        .build(model.var_store(), t.learning_rate)
-        .context("building the Adam optimizer"),
-    }
 }
 
 /// The batch the optimizer sees for `method`: `(x, y)` itself for standard training, with
@@ -510,7 +509,7 @@ mod tests {
             epochs: 2,
             batch_size: 16,
             learning_rate: 0.05,
-            optimizer: Optimizer::Sgd {
+            optimizer: advsweep_spec::Optimizer::Sgd {
                 momentum: 0.9,
                 weight_decay: 5e-4,
                 nesterov: false,

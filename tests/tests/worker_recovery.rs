@@ -256,3 +256,161 @@ epsilons = ["8/255"]
         clean.accuracy
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_coordinator_loses_nothing_acknowledged() {
+    use advsweep_proto::v1::sweep_service_client::SweepServiceClient as Client;
+    let state = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    let addr = format!("127.0.0.1:{port}");
+    let url = format!("http://{addr}");
+    let start = || {
+        std::process::Command::new(workspace_bin("advsweep"))
+            .args(["coordinator", "--listen", &addr, "--state-dir"])
+            .arg(state.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("coordinator starts")
+    };
+    let connect = || async {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match Client::connect(url.clone()).await {
+                Ok(c) => return c,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "coordinator not up: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    };
+    let mut coordinator = start();
+    let mut client = connect().await;
+    let sweep = client
+        .submit_sweep(pb::SubmitSweepRequest {
+            sweep_toml: r#"
+version = 1
+name = "restart"
+[data]
+source = "synthetic"
+train_size = 3000
+test_size = 200
+[training]
+epochs = 6
+batch_size = 100
+learning_rate = 0.05
+[evaluation]
+limit = 200
+[grid]
+models = ["basic"]
+defenses = ["standard"]
+attacks = ["none", "fgsm"]
+epsilons = ["8/255"]
+seeds = [0, 1]
+"#
+            .into(),
+            overrides: Default::default(),
+        })
+        .await
+        .expect("submit")
+        .into_inner()
+        .sweep_id;
+    let log = state.path().join("worker.log");
+    let mut w = tokio::process::Command::new(workspace_bin("advsweep-worker"))
+        .args([
+            "--coordinator",
+            &url,
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--exit-when-idle",
+        ])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("worker");
+    // Kill the coordinator once the first run is done and the second is training.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let before = loop {
+        let d = client
+            .get_sweep(pb::GetSweepRequest {
+                sweep_id: sweep.clone(),
+            })
+            .await
+            .expect("get")
+            .into_inner();
+        let done = d.cells.iter().filter(|c| c.state == "done").count();
+        let training = d
+            .runs
+            .iter()
+            .any(|r| r.state == "running" && !r.epochs.is_empty());
+        if done >= 2 && training {
+            break d;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no progress:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    coordinator.kill().expect("kill -9");
+    let _ = coordinator.wait();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut coordinator = start();
+    let mut client = connect().await;
+
+    let status = tokio::time::timeout(Duration::from_secs(180), w.wait())
+        .await
+        .expect("the worker finishes after the restart")
+        .expect("status");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "{text}");
+    let after = client
+        .get_sweep(pb::GetSweepRequest {
+            sweep_id: sweep.clone(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    let _ = coordinator.kill();
+    let _ = coordinator.wait();
+    assert_eq!(
+        after.summary.as_ref().map(|s| s.state.as_str()),
+        Some("done"),
+        "{text}"
+    );
+    assert_eq!(after.cells.len(), 4);
+    assert!(
+        after
+            .cells
+            .iter()
+            .all(|c| c.state == "done" && c.result.is_some()),
+        "{:?}",
+        after.cells
+    );
+    // Every result acknowledged before the kill is still there, unchanged.
+    for c in before.cells.iter().filter(|c| c.state == "done") {
+        let same = after
+            .cells
+            .iter()
+            .find(|a| a.cell_id == c.cell_id)
+            .expect("cell");
+        assert_eq!(
+            same.result, c.result,
+            "cell {} changed across the restart",
+            c.cell_id
+        );
+    }
+    assert!(
+        after.runs.iter().all(|r| r.epochs.len() == 6),
+        "{:?}",
+        after.runs
+    );
+}

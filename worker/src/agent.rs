@@ -50,8 +50,11 @@ macro_rules! rpc {
 /// How long to keep trying to reach a coordinator that is not up yet.
 const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
 /// Attempts for one RPC when the transport fails.
-const RPC_ATTEMPTS: u32 = 4;
+/// How long a report keeps being retried through transport failures: long enough to ride out a
+/// coordinator restart (its state is durable), after which the lease may have expired anyway.
+const RPC_RETRY_WINDOW: Duration = Duration::from_secs(60);
 const RPC_FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const RPC_MAX_BACKOFF: Duration = Duration::from_secs(2);
 const RPC_TIMEOUT: Duration = Duration::from_secs(30);
 const IDLE_POLL_MIN: Duration = Duration::from_millis(50);
 const IDLE_POLL_MAX: Duration = Duration::from_secs(2);
@@ -274,7 +277,9 @@ fn lease_gone(status: &Status) -> bool {
     )
 }
 
-/// Calls an RPC, retrying transient failures with exponential backoff.
+/// Calls an RPC, retrying transient failures with exponential backoff (capped) for up to
+/// [`RPC_RETRY_WINDOW`]. Reports are idempotent on the coordinator, so a retry after a lost
+/// response cannot duplicate anything.
 async fn call<T, F, Fut>(rpc: &'static str, mut f: F) -> Result<T, Status>
 where
     F: FnMut() -> Fut,
@@ -282,10 +287,11 @@ where
 {
     let mut delay = RPC_FIRST_BACKOFF;
     let mut attempt = 1;
+    let started = Instant::now();
     loop {
         match f().await {
             Ok(response) => return Ok(response.into_inner()),
-            Err(status) if is_transient(&status) && attempt < RPC_ATTEMPTS => {
+            Err(status) if is_transient(&status) && started.elapsed() < RPC_RETRY_WINDOW => {
                 warn!(
                     rpc,
                     attempt,
@@ -294,7 +300,7 @@ where
                     "RPC failed; retrying"
                 );
                 tokio::time::sleep(delay).await;
-                delay *= 2;
+                delay = (delay * 2).min(RPC_MAX_BACKOFF);
                 attempt += 1;
             }
             Err(status) => return Err(status),

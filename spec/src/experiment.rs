@@ -255,6 +255,8 @@ pub struct TrainingSpec {
     /// Random crop with 4 px padding and horizontal flips.
     pub augment: bool,
     pub eval_batch_size: u32,
+    /// A resumable checkpoint every this many epochs (and after the last one).
+    pub checkpoint_every: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -184,6 +184,7 @@ pub fn training_to_wire(t: &TrainingSpec) -> pb::TrainingSpec {
         }),
         augment: t.augment,
         eval_batch_size: t.eval_batch_size,
+        checkpoint_every: t.checkpoint_every,
     }
 }
 
@@ -487,6 +488,7 @@ pub fn training_from_wire(t: &pb::TrainingSpec) -> Result<TrainingSpec, WireErro
         schedule,
         augment: t.augment,
         eval_batch_size: t.eval_batch_size.max(1),
+        checkpoint_every: t.checkpoint_every.max(1),
     })
 }
 
@@ -695,6 +697,7 @@ mod tests {
                 },
                 augment: true,
                 eval_batch_size: 500,
+                checkpoint_every: 2,
             },
             data: DataSpec {
                 source: DataSource::ImageFolder {

@@ -97,6 +97,12 @@ epsilons = [0.0]
         "a preemption is not an error: {:?}",
         run.error
     );
+    // What it trained is not lost: the next worker resumes from its last checkpoint.
+    let checkpoint = c.store.latest_checkpoint(&run.run_id).expect("store");
+    assert!(
+        checkpoint.is_some_and(|k| k.epoch >= 1),
+        "no checkpoint to resume from"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -127,6 +127,7 @@ mod tests {
             schedule: advsweep_spec::LrSchedule::Constant,
             augment: false,
             eval_batch_size: 150,
+            checkpoint_every: 1,
         };
         let cancel = AtomicBool::new(false);
         tch::manual_seed(seed as i64);

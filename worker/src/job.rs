@@ -230,6 +230,7 @@ impl Executor {
             }
         };
         let model_ref = model.as_ref();
+        let every = run.training.checkpoint_every.max(1);
         train::train_from(
             model.as_ref(),
             data,
@@ -254,8 +255,11 @@ impl Executor {
                 );
                 let epoch = m.epoch;
                 emit(Progress::Epoch(m))?;
-                let bytes = encode_checkpoint(model_ref, opt, epoch)?;
-                emit(Progress::Checkpoint { epoch, bytes })
+                if epoch % every == 0 || epoch == epochs {
+                    let bytes = encode_checkpoint(model_ref, opt, epoch)?;
+                    emit(Progress::Checkpoint { epoch, bytes })?;
+                }
+                Ok(())
             },
         )
         .context("training")?;
@@ -361,6 +365,7 @@ mod tests {
                 schedule: advsweep_spec::LrSchedule::Constant,
                 augment: true,
                 eval_batch_size: 64,
+                checkpoint_every: 1,
             },
             data: DataSpec {
                 source: data,

@@ -520,6 +520,7 @@ mod tests {
             },
             augment: false,
             eval_batch_size: 10,
+            checkpoint_every: 1,
         };
         let snapshot = |m: &BasicNet| -> Vec<Tensor> {
             m.var_store()

@@ -65,6 +65,7 @@ fn synthetic_calibration() -> anyhow::Result<()> {
         schedule: advsweep_spec::LrSchedule::Constant,
         augment: false,
         eval_batch_size: 500,
+        checkpoint_every: 1,
     };
     let cancel = AtomicBool::new(false);
     let eps = 8.0 / 255.0;

@@ -129,20 +129,25 @@ pub async fn follow(
     });
     // One bar per cell state under the overall one.
     let state_bars: Vec<(&str, ProgressBar)> = if interactive {
-        [("done", "green"), ("running", "yellow"), ("pending", "white"), ("failed", "red")]
-            .into_iter()
-            .map(|(state, colour)| {
-                let b = multi.add(ProgressBar::new(0));
-                b.set_style(
-                    ProgressStyle::with_template(&format!(
-                        "  {{prefix:>8}} {{bar:40.{colour}}} {{pos}}/{{len}}"
-                    ))
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
-                );
-                b.set_prefix(state);
-                (state, b)
-            })
-            .collect()
+        [
+            ("done", "green"),
+            ("running", "yellow"),
+            ("pending", "white"),
+            ("failed", "red"),
+        ]
+        .into_iter()
+        .map(|(state, colour)| {
+            let b = multi.add(ProgressBar::new(0));
+            b.set_style(
+                ProgressStyle::with_template(&format!(
+                    "  {{prefix:>8}} {{bar:40.{colour}}} {{pos}}/{{len}}"
+                ))
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            b.set_prefix(state);
+            (state, b)
+        })
+        .collect()
     } else {
         Vec::new()
     };

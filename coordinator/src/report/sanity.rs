@@ -168,6 +168,7 @@ mod tests {
                 schedule: advsweep_spec::LrSchedule::Constant,
                 augment: false,
                 eval_batch_size: 1,
+                checkpoint_every: 1,
             },
             data: DataSpec {
                 source: data,

@@ -723,6 +723,9 @@ fn training(v: &Validator, file: &SweepFile) -> Result<TrainingSpec, SweepError>
             ));
         }
     };
+    v.check(t.checkpoint_every >= 1, || {
+        "training.checkpoint_every must be at least 1".into()
+    })?;
     v.check(file.evaluation.batch_size >= 1, || {
         "evaluation.batch_size must be at least 1".into()
     })?;
@@ -738,6 +741,7 @@ fn training(v: &Validator, file: &SweepFile) -> Result<TrainingSpec, SweepError>
         schedule,
         augment: t.augment,
         eval_batch_size: file.evaluation.batch_size,
+        checkpoint_every: t.checkpoint_every,
     })
 }
 

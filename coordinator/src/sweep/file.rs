@@ -114,6 +114,13 @@ pub struct TrainingSection {
     pub step_gamma: f64,
     #[serde(default)]
     pub augment: bool,
+    /// Epochs between resumable checkpoints (streamed to the coordinator).
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u32,
+}
+
+fn default_checkpoint_every() -> u32 {
+    1
 }
 
 fn default_beta1() -> f64 {
@@ -148,6 +155,7 @@ impl Default for TrainingSection {
             step_every: default_step_every(),
             step_gamma: default_step_gamma(),
             augment: false,
+            checkpoint_every: default_checkpoint_every(),
         }
     }
 }

@@ -49,6 +49,7 @@ pub fn training(epochs: u32) -> TrainingSpec {
         schedule: LrSchedule::Constant,
         augment: false,
         eval_batch_size: 150,
+        checkpoint_every: 1,
     }
 }
 

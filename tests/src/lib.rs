@@ -49,11 +49,14 @@ impl TestCoordinator {
 
     /// A coordinator with the given lease timing (short TTLs for failure tests).
     pub async fn start_with(settings: LeaseSettings) -> Self {
+        Self::start_on("127.0.0.1:0", settings).await
+    }
+
+    /// A coordinator listening on `addr` (e.g. a veth address for partition tests).
+    pub async fn start_on(addr: &str, settings: LeaseSettings) -> Self {
         let state_dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(Store::open(state_dir.path(), settings).expect("store opens"));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind loopback");
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("local addr"));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(serve(

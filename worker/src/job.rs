@@ -255,7 +255,7 @@ impl Executor {
                 );
                 let epoch = m.epoch;
                 emit(Progress::Epoch(m))?;
-                if epoch % every == 0 || epoch == epochs {
+                if epoch.is_multiple_of(every) || epoch == epochs {
                     let bytes = encode_checkpoint(model_ref, opt, epoch)?;
                     emit(Progress::Checkpoint { epoch, bytes })?;
                 }

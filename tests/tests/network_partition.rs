@@ -1,0 +1,216 @@
+//! A network partition between a worker and the coordinator, with real network namespaces
+//! (root + iproute2; skipped with a message elsewhere): the cut-off worker's lease expires and
+//! the run moves to another worker, which resumes from the last checkpoint; when the link
+//! heals, the old worker's late reports are rejected and every cell has exactly one result.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use advsweep_coordinator::store::{LeaseSettings, SweepState};
+use advsweep_proto::v1 as pb;
+use advsweep_proto::v1::sweep_service_client::SweepServiceClient;
+use advsweep_tests::{TestCoordinator, workspace_bin};
+
+/// A namespace joined to the host by a veth pair; removed on drop.
+struct Netns {
+    name: String,
+    host_if: String,
+}
+
+fn ip(args: &[&str]) -> bool {
+    Command::new("ip")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+impl Netns {
+    fn create(host_ip: &str, ns_ip: &str) -> Option<Netns> {
+        let id = std::process::id() % 100_000;
+        let n = Netns {
+            name: format!("advsweep{id}"),
+            host_if: format!("avh{id}"),
+        };
+        let peer = format!("avn{id}");
+        let ok = ip(&["netns", "add", &n.name])
+            && ip(&[
+                "link", "add", &n.host_if, "type", "veth", "peer", "name", &peer,
+            ])
+            && ip(&["link", "set", &peer, "netns", &n.name])
+            && ip(&["addr", "add", &format!("{host_ip}/24"), "dev", &n.host_if])
+            && ip(&["link", "set", &n.host_if, "up"])
+            && ip(&[
+                "netns",
+                "exec",
+                &n.name,
+                "ip",
+                "addr",
+                "add",
+                &format!("{ns_ip}/24"),
+                "dev",
+                &peer,
+            ])
+            && ip(&["netns", "exec", &n.name, "ip", "link", "set", &peer, "up"])
+            && ip(&["netns", "exec", &n.name, "ip", "link", "set", "lo", "up"]);
+        if ok { Some(n) } else { None }
+    }
+
+    fn link(&self, up: bool) {
+        assert!(ip(&[
+            "link",
+            "set",
+            &self.host_if,
+            if up { "up" } else { "down" }
+        ]));
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        ip(&["link", "del", &self.host_if]);
+        ip(&["netns", "del", &self.name]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_worker_loses_its_lease_and_its_late_reports_are_rejected() {
+    let (host_ip, ns_ip) = ("10.213.7.1", "10.213.7.2");
+    let Some(ns) = Netns::create(host_ip, ns_ip) else {
+        eprintln!("SKIPPED: cannot create a network namespace here (needs root and iproute2)");
+        return;
+    };
+    let c = TestCoordinator::start_on(
+        &format!("{host_ip}:0"),
+        LeaseSettings {
+            heartbeat_interval: Duration::from_millis(200),
+            lease_ttl: Duration::from_secs(2),
+            retry_base: Duration::from_millis(100),
+            ..LeaseSettings::default()
+        },
+    )
+    .await;
+    let mut client = SweepServiceClient::connect(c.url.clone())
+        .await
+        .expect("connect");
+    let sweep = client
+        .submit_sweep(pb::SubmitSweepRequest {
+            sweep_toml: r#"
+version = 1
+name = "partition"
+[data]
+source = "synthetic"
+train_size = 3000
+test_size = 200
+[training]
+epochs = 10
+batch_size = 100
+learning_rate = 0.05
+[evaluation]
+limit = 200
+[grid]
+models = ["basic"]
+defenses = ["standard"]
+attacks = ["none", "fgsm"]
+epsilons = ["8/255"]
+"#
+            .into(),
+            overrides: Default::default(),
+        })
+        .await
+        .expect("submit")
+        .into_inner()
+        .sweep_id;
+
+    // Worker A lives in the namespace, on the far side of the veth link.
+    let log_a = c.state_dir.path().join("worker-a.log");
+    let mut a = tokio::process::Command::new("ip")
+        .args(["netns", "exec", &ns.name])
+        .arg(workspace_bin("advsweep-worker"))
+        .args([
+            "--coordinator",
+            &c.url,
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--exit-when-idle",
+        ])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_a).expect("log"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("worker a");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let d = c.store.sweep_detail(&sweep).expect("detail");
+        if d.runs[0].epochs.len() >= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no progress:\n{}",
+            std::fs::read_to_string(&log_a).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ns.link(false); // the partition
+    // The lease expires and the run is re-queued.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = c.store.sweep_detail(&sweep).expect("detail");
+        if d.runs[0].attempts.iter().any(|x| x.outcome == "expired") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the partitioned lease never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Worker B, on the host, takes the run over and finishes the sweep.
+    let log_b = c.state_dir.path().join("worker-b.log");
+    let mut b = tokio::process::Command::new(workspace_bin("advsweep-worker"))
+        .args([
+            "--coordinator",
+            &c.url,
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--exit-when-idle",
+        ])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_b).expect("log"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("worker b");
+    let status = tokio::time::timeout(Duration::from_secs(180), b.wait())
+        .await
+        .expect("worker b finishes")
+        .expect("status");
+    let text_b = std::fs::read_to_string(&log_b).unwrap_or_default();
+    assert!(status.success(), "{text_b}");
+    assert!(text_b.contains("resuming from checkpoint"), "{text_b}");
+
+    // Heal the link: A's late reports reach the coordinator and are refused.
+    ns.link(true);
+    let _ = tokio::time::timeout(Duration::from_secs(90), a.wait()).await;
+    let text_a = std::fs::read_to_string(&log_a).unwrap_or_default();
+    assert!(
+        text_a.contains("lease lost"),
+        "worker a never learned it lost the lease:\n{text_a}"
+    );
+
+    let d = c.store.sweep_detail(&sweep).expect("detail");
+    assert_eq!(d.summary.state, SweepState::Done);
+    assert_eq!(d.summary.cells.done, 2);
+    assert!(d.cells.iter().all(|cell| cell.result.is_some()));
+    let outcomes: Vec<&str> = d.runs[0]
+        .attempts
+        .iter()
+        .map(|x| x.outcome.as_str())
+        .collect();
+    assert_eq!(outcomes, ["expired", "done"]);
+}

@@ -82,3 +82,53 @@ impl Drop for TestCoordinator {
         }
     }
 }
+
+/// Starts a real `advsweep-worker` on the CPU (one thread) against `url`, logging to `log`;
+/// `launcher` runs it through another program first (e.g. `ip netns exec NS`).
+pub fn spawn_worker_via(
+    launcher: &[&str],
+    url: &str,
+    log: &std::path::Path,
+    extra: &[&str],
+) -> tokio::process::Child {
+    let bin = workspace_bin("advsweep-worker");
+    let mut command = match launcher.split_first() {
+        None => tokio::process::Command::new(&bin),
+        Some((program, args)) => {
+            let mut c = tokio::process::Command::new(program);
+            c.args(args).arg(&bin);
+            c
+        }
+    };
+    command
+        .args(["--coordinator", url, "--device", "cpu", "--threads", "1"])
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).expect("worker log"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("worker starts")
+}
+
+/// [`spawn_worker_via`] without a launcher.
+pub fn spawn_worker(url: &str, log: &std::path::Path, extra: &[&str]) -> tokio::process::Child {
+    spawn_worker_via(&[], url, log, extra)
+}
+
+/// Submits a sweep file's text to the coordinator at `url`; returns the sweep id.
+pub async fn submit(url: &str, toml: &str) -> String {
+    use advsweep_proto::v1 as pb;
+    let mut client =
+        advsweep_proto::v1::sweep_service_client::SweepServiceClient::connect(url.to_owned())
+            .await
+            .expect("connect");
+    client
+        .submit_sweep(pb::SubmitSweepRequest {
+            sweep_toml: toml.into(),
+            overrides: Default::default(),
+        })
+        .await
+        .expect("submit")
+        .into_inner()
+        .sweep_id
+}

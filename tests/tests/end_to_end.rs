@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use advsweep_proto::v1 as pb;
 use advsweep_proto::v1::sweep_service_client::SweepServiceClient;
-use advsweep_tests::{TestCoordinator, workspace_bin};
+use advsweep_tests::{TestCoordinator, spawn_worker, workspace_bin};
 
 const SWEEP: &str = r#"
 version = 1
@@ -62,25 +62,11 @@ async fn a_real_worker_runs_a_sweep_over_grpc() {
     assert_eq!((submitted.runs, submitted.cells), (1, 3));
 
     let log = coordinator.state_dir.path().join("worker.log");
-    let log_file = std::fs::File::create(&log).expect("log file");
-    let mut worker = tokio::process::Command::new(workspace_bin("advsweep-worker"))
-        .args([
-            "--coordinator",
-            &coordinator.url,
-            "--exit-when-idle",
-            "--device",
-            "cpu",
-            "--threads",
-            "1",
-            "--log-format",
-            "json",
-        ])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log_file)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("worker starts");
+    let mut worker = spawn_worker(
+        &coordinator.url,
+        &log,
+        &["--exit-when-idle", "--log-format", "json"],
+    );
 
     // A user watching from another terminal, in JSON.
     let watcher = tokio::process::Command::new(workspace_bin("advsweep"))

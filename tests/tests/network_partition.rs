@@ -7,9 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use advsweep_coordinator::store::{LeaseSettings, SweepState};
-use advsweep_proto::v1 as pb;
-use advsweep_proto::v1::sweep_service_client::SweepServiceClient;
-use advsweep_tests::{TestCoordinator, workspace_bin};
+use advsweep_tests::{TestCoordinator, spawn_worker, spawn_worker_via, submit};
 
 /// A namespace joined to the host by a veth pair; removed on drop.
 struct Netns {
@@ -91,12 +89,9 @@ async fn a_partitioned_worker_loses_its_lease_and_its_late_reports_are_rejected(
         },
     )
     .await;
-    let mut client = SweepServiceClient::connect(c.url.clone())
-        .await
-        .expect("connect");
-    let sweep = client
-        .submit_sweep(pb::SubmitSweepRequest {
-            sweep_toml: r#"
+    let sweep = submit(
+        &c.url,
+        r#"
 version = 1
 name = "partition"
 [data]
@@ -114,34 +109,18 @@ models = ["basic"]
 defenses = ["standard"]
 attacks = ["none", "fgsm"]
 epsilons = ["8/255"]
-"#
-            .into(),
-            overrides: Default::default(),
-        })
-        .await
-        .expect("submit")
-        .into_inner()
-        .sweep_id;
+"#,
+    )
+    .await;
 
     // Worker A lives in the namespace, on the far side of the veth link.
     let log_a = c.state_dir.path().join("worker-a.log");
-    let mut a = tokio::process::Command::new("ip")
-        .args(["netns", "exec", &ns.name])
-        .arg(workspace_bin("advsweep-worker"))
-        .args([
-            "--coordinator",
-            &c.url,
-            "--device",
-            "cpu",
-            "--threads",
-            "1",
-            "--exit-when-idle",
-        ])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_a).expect("log"))
-        .kill_on_drop(true)
-        .spawn()
-        .expect("worker a");
+    let mut a = spawn_worker_via(
+        &["ip", "netns", "exec", &ns.name],
+        &c.url,
+        &log_a,
+        &["--exit-when-idle"],
+    );
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let d = c.store.sweep_detail(&sweep).expect("detail");
@@ -171,21 +150,7 @@ epsilons = ["8/255"]
     }
     // Worker B, on the host, takes the run over and finishes the sweep.
     let log_b = c.state_dir.path().join("worker-b.log");
-    let mut b = tokio::process::Command::new(workspace_bin("advsweep-worker"))
-        .args([
-            "--coordinator",
-            &c.url,
-            "--device",
-            "cpu",
-            "--threads",
-            "1",
-            "--exit-when-idle",
-        ])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_b).expect("log"))
-        .kill_on_drop(true)
-        .spawn()
-        .expect("worker b");
+    let mut b = spawn_worker(&c.url, &log_b, &["--exit-when-idle"]);
     let status = tokio::time::timeout(Duration::from_secs(180), b.wait())
         .await
         .expect("worker b finishes")

@@ -5,40 +5,13 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use advsweep_proto::v1 as pb;
-use advsweep_proto::v1::sweep_service_client::SweepServiceClient;
-use advsweep_tests::{TestCoordinator, workspace_bin};
-
-async fn submit(c: &TestCoordinator, toml: &str) -> String {
-    let mut client = SweepServiceClient::connect(c.url.clone())
-        .await
-        .expect("connect");
-    client
-        .submit_sweep(pb::SubmitSweepRequest {
-            sweep_toml: toml.into(),
-            overrides: Default::default(),
-        })
-        .await
-        .expect("submit")
-        .into_inner()
-        .sweep_id
-}
-
-fn worker(c: &TestCoordinator, log: &std::path::Path, extra: &[&str]) -> tokio::process::Child {
-    tokio::process::Command::new(workspace_bin("advsweep-worker"))
-        .args(["--coordinator", &c.url, "--device", "cpu", "--threads", "1"])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).expect("log"))
-        .kill_on_drop(true)
-        .spawn()
-        .expect("worker starts")
-}
+use advsweep_tests::{TestCoordinator, spawn_worker, submit, workspace_bin};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_releases_the_run_as_preempted() {
     let c = TestCoordinator::start().await;
     let sweep = submit(
-        &c,
+        &c.url,
         r#"
 version = 1
 name = "long"
@@ -57,7 +30,7 @@ epsilons = [0.0]
     )
     .await;
     let log = c.state_dir.path().join("worker.log");
-    let mut w = worker(&c, &log, &[]);
+    let mut w = spawn_worker(&c.url, &log, &[]);
     // Wait until it is training (an epoch reported).
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -109,7 +82,7 @@ epsilons = [0.0]
 async fn a_worker_that_keeps_failing_stops_taking_work() {
     let c = TestCoordinator::start().await;
     let sweep = submit(
-        &c,
+        &c.url,
         r#"
 version = 1
 name = "broken-data"
@@ -126,7 +99,7 @@ seeds = [0, 1, 2, 3, 4]
     )
     .await;
     let log = c.state_dir.path().join("worker.log");
-    let mut w = worker(&c, &log, &["--max-consecutive-failures", "2"]);
+    let mut w = spawn_worker(&c.url, &log, &["--max-consecutive-failures", "2"]);
     let status = tokio::time::timeout(Duration::from_secs(60), w.wait())
         .await
         .expect("the worker gives up")
@@ -161,7 +134,7 @@ async fn a_killed_worker_is_replaced_and_training_resumes_from_its_checkpoint() 
     })
     .await;
     let sweep = submit(
-        &c,
+        &c.url,
         r#"
 version = 1
 name = "resume"
@@ -184,7 +157,7 @@ epsilons = ["8/255"]
     )
     .await;
     let log_a = c.state_dir.path().join("worker-a.log");
-    let mut a = worker(&c, &log_a, &[]);
+    let mut a = spawn_worker(&c.url, &log_a, &[]);
     // Let it train three epochs (each checkpointed through the coordinator).
     let deadline = Instant::now() + Duration::from_secs(120);
     let run_id = loop {
@@ -214,7 +187,7 @@ epsilons = ["8/255"]
         .epoch;
 
     let log_b = c.state_dir.path().join("worker-b.log");
-    let mut b = worker(&c, &log_b, &["--exit-when-idle"]);
+    let mut b = spawn_worker(&c.url, &log_b, &["--exit-when-idle"]);
     let status = tokio::time::timeout(Duration::from_secs(180), b.wait())
         .await
         .expect("the second worker finishes the sweep")
@@ -326,21 +299,7 @@ seeds = [0, 1]
         .into_inner()
         .sweep_id;
     let log = state.path().join("worker.log");
-    let mut w = tokio::process::Command::new(workspace_bin("advsweep-worker"))
-        .args([
-            "--coordinator",
-            &url,
-            "--device",
-            "cpu",
-            "--threads",
-            "1",
-            "--exit-when-idle",
-        ])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .kill_on_drop(true)
-        .spawn()
-        .expect("worker");
+    let mut w = spawn_worker(&url, &log, &["--exit-when-idle"]);
     // Kill the coordinator once the first run is done and the second is training.
     let deadline = Instant::now() + Duration::from_secs(180);
     let before = loop {

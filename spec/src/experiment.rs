@@ -293,6 +293,25 @@ pub enum EpsilonSpace {
     Normalized,
 }
 
+/// Per-channel standard deviation of CIFAR-10's training pixels (R, G, B on [0, 1]): the model's
+/// normalization divides by it, so a normalized ℓ∞ budget ε allows ε·σ_c in pixels of channel c.
+pub const CIFAR10_STD: [f64; 3] = [0.2470, 0.2435, 0.2616];
+
+impl EpsilonSpace {
+    /// The per-channel pixel-space ℓ∞ budgets, smallest and largest, that an ℓ∞ budget of
+    /// `epsilon` in this space allows (equal in pixel space).
+    pub fn pixel_linf_range(self, epsilon: f64) -> (f64, f64) {
+        match self {
+            EpsilonSpace::Pixel => (epsilon, epsilon),
+            EpsilonSpace::Normalized => {
+                let lo = CIFAR10_STD.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = CIFAR10_STD.iter().copied().fold(0.0, f64::max);
+                (epsilon * lo, epsilon * hi)
+            }
+        }
+    }
+}
+
 /// One training job. Its id is a hash of everything here except `id` and `defense_name`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunSpec {

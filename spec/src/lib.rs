@@ -12,8 +12,8 @@ pub mod wire;
 
 pub use catalogue::Arch;
 pub use experiment::{
-    Attack, CellSpec, DataSource, DataSpec, Defense, DenoiserSpec, EpsilonSpace, LrSchedule,
-    MixStrategy, Model, NoiseInjection, Norm, Optimizer, RunSpec, StepSize, TrainingMethod,
-    TrainingSpec,
+    Attack, CIFAR10_STD, CellSpec, DataSource, DataSpec, Defense, DenoiserSpec, EpsilonSpace,
+    LrSchedule, MixStrategy, Model, NoiseInjection, Norm, Optimizer, RunSpec, StepSize,
+    TrainingMethod, TrainingSpec,
 };
 pub use results::{CellResult, EpochMetrics};

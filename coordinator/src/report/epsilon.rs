@@ -1,11 +1,21 @@
-//! Human-friendly ε labels: budgets that are whole multiples of 1/255 print as `8/255`.
+//! Human-friendly ε labels. In pixel space, budgets that are whole multiples of 1/255 print as
+//! `8/255`; in normalized space ε is in units of each channel's σ, so it always prints as a
+//! decimal (0.2 normalized is not 51/255 of anything).
 
+use advsweep_spec::EpsilonSpace;
+
+/// A pixel-space label (the default space of sweep files).
 pub fn label(epsilon: f64) -> String {
+    label_in(epsilon, EpsilonSpace::Pixel)
+}
+
+/// A label for an ε measured in `space`.
+pub fn label_in(epsilon: f64, space: EpsilonSpace) -> String {
     if epsilon == 0.0 {
         return "0".into();
     }
     let k = epsilon * 255.0;
-    if (k - k.round()).abs() < 1e-6 && k.round() >= 1.0 {
+    if space == EpsilonSpace::Pixel && (k - k.round()).abs() < 1e-6 && k.round() >= 1.0 {
         format!("{}/255", k.round() as i64)
     } else {
         let s = format!("{epsilon:.4}");
@@ -15,7 +25,9 @@ pub fn label(epsilon: f64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::label;
+    use advsweep_spec::EpsilonSpace;
+
+    use super::{label, label_in};
 
     #[test]
     fn labels() {
@@ -23,5 +35,13 @@ mod tests {
         assert_eq!(label(0.0), "0");
         assert_eq!(label(0.5), "0.5");
         assert_eq!(label(0.05), "0.05");
+        assert_eq!(label(0.2), "51/255");
+    }
+
+    #[test]
+    fn normalized_budgets_are_never_fractions_of_255() {
+        assert_eq!(label_in(0.2, EpsilonSpace::Normalized), "0.2");
+        assert_eq!(label_in(0.4, EpsilonSpace::Normalized), "0.4");
+        assert_eq!(label_in(8.0 / 255.0, EpsilonSpace::Normalized), "0.0314");
     }
 }

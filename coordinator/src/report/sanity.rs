@@ -18,7 +18,8 @@ pub struct EvaluatedCell {
 /// Accuracy differences smaller than this are treated as sampling noise.
 pub const TOLERANCE: f64 = 0.01;
 
-/// A standard model on natural images should fall to about 0 under PGD-ℓ∞ from this ε on.
+/// A standard model on natural images should fall to about 0 under PGD-ℓ∞ from this pixel-space
+/// ε on (a normalized ε is converted: it must allow at least this much in every channel).
 const LARGE_LINF_EPSILON: f64 = 8.0 / 255.0;
 const NEAR_ZERO: f64 = 0.05;
 
@@ -27,6 +28,7 @@ fn pct(a: f64) -> String {
 }
 
 pub fn warnings(run: &RunSpec, cells: &[EvaluatedCell]) -> Vec<String> {
+    let label = |e: f64| epsilon::label_in(e, run.epsilon_space);
     let mut out = Vec::new();
     let attacked: Vec<&EvaluatedCell> = cells
         .iter()
@@ -51,7 +53,7 @@ pub fn warnings(run: &RunSpec, cells: &[EvaluatedCell]) -> Vec<String> {
                      probably mis-configured (too few steps or too small a step)",
                     pgd.attack_name,
                     fgsm.attack_name,
-                    epsilon::label(pgd.epsilon),
+                    label(pgd.epsilon),
                     pct(pgd.accuracy),
                     pct(fgsm.accuracy)
                 ));
@@ -74,9 +76,9 @@ pub fn warnings(run: &RunSpec, cells: &[EvaluatedCell]) -> Vec<String> {
                     "{name}: accuracy rises with ε ({} at ε={} but {} at ε={}): gradient masking \
                      or a broken attack",
                     pct(pair[0].accuracy),
-                    epsilon::label(pair[0].epsilon),
+                    label(pair[0].epsilon),
                     pct(pair[1].accuracy),
-                    epsilon::label(pair[1].epsilon)
+                    label(pair[1].epsilon)
                 ));
             }
         }
@@ -87,7 +89,7 @@ pub fn warnings(run: &RunSpec, cells: &[EvaluatedCell]) -> Vec<String> {
                 out.push(format!(
                     "{} at ε={} leaves more accuracy than no attack ({} vs {} clean)",
                     c.attack_name,
-                    epsilon::label(c.epsilon),
+                    label(c.epsilon),
                     pct(c.accuracy),
                     pct(clean.accuracy)
                 ));
@@ -124,7 +126,7 @@ pub fn warnings(run: &RunSpec, cells: &[EvaluatedCell]) -> Vec<String> {
                     norm: Norm::Linf,
                     ..
                 }
-            ) && c.epsilon >= LARGE_LINF_EPSILON - 1e-12
+            ) && run.epsilon_space.pixel_linf_range(c.epsilon).0 >= LARGE_LINF_EPSILON - 1e-12
         }) {
             if c.accuracy > NEAR_ZERO {
                 out.push(format!(
@@ -132,7 +134,7 @@ pub fn warnings(run: &RunSpec, cells: &[EvaluatedCell]) -> Vec<String> {
                      the attack may be too weak",
                     pct(c.accuracy),
                     c.attack_name,
-                    epsilon::label(c.epsilon)
+                    label(c.epsilon)
                 ));
             }
         }
@@ -252,5 +254,22 @@ mod tests {
             &[cell("pgd", pgd().with_eot(10), 8.0 / 255.0, 0.1)],
         );
         assert!(with_eot.iter().all(|w| !w.contains("EOT")), "{with_eot:?}");
+    }
+
+    #[test]
+    fn normalized_budgets_are_judged_by_their_pixel_size() {
+        let mut normalized = run(DataSource::Cifar10Binary { path: "x".into() }, None);
+        normalized.epsilon_space = EpsilonSpace::Normalized;
+        // 0.05 normalized is about 3/255 in pixels: a standard model may keep accuracy there.
+        let small = warnings(&normalized, &[cell("pgd", pgd(), 0.05, 0.16)]);
+        assert!(small.is_empty(), "{small:?}");
+        // 0.15 normalized is at least 9.3/255 in every channel: it should be about 0.
+        let large = warnings(&normalized, &[cell("pgd", pgd(), 0.15, 0.16)]);
+        assert!(
+            large
+                .iter()
+                .any(|w| w.contains("keeps 16.0 % under pgd at ε=0.15;")),
+            "{large:?}"
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! Command-line interface of `advsweep-worker`.
 
+use crate::bench::{BenchMode, BenchModel};
 use crate::device::DeviceChoice;
 
 /// advsweep GPU worker: leases runs from the coordinator, trains and attacks models with
@@ -20,11 +21,11 @@ pub struct Cli {
     pub name: Option<String>,
 
     /// Device to train and attack on; `auto` uses CUDA when libtorch sees a GPU.
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto, global = true)]
     pub device: DeviceChoice,
 
     /// libtorch intra-op CPU threads [default: the number of available cores].
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096), global = true)]
     pub threads: Option<u32>,
 
     /// Exit (status 0) when the coordinator reports that no sweep has work left.
@@ -43,6 +44,47 @@ pub struct Cli {
     /// Log line format: human, or json (one object per line, for log shippers).
     #[arg(long, value_enum, default_value_t = LogFormat::Human, env = "ADVSWEEP_LOG_FORMAT")]
     pub log_format: LogFormat,
+
+    /// Without a subcommand the worker leases runs from the coordinator.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What the worker does instead of serving the coordinator.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Measure training and attack throughput (images/s) on synthetic CIFAR-shaped data with
+    /// the same code runs use; needs no coordinator and no files.
+    Bench(BenchArgs),
+}
+
+/// `advsweep-worker bench`: which computations, how large, how often.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Model(s) to measure.
+    #[arg(long, value_enum, default_value_t = BenchModel::All)]
+    pub model: BenchModel,
+
+    /// Computation(s) to measure: standard training, FGSM or PGD-10 adversarial training
+    /// (the at-fgsm / at-pgd-linf presets at ε = 8/255), or PGD-10 ℓ∞ evaluation.
+    #[arg(long, value_enum, default_value_t = BenchMode::All)]
+    pub mode: BenchMode,
+
+    /// Batch size [default: 128 for training, 500 for evaluation, the sweep defaults].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch_size: Option<u32>,
+
+    /// Images per timed repeat [default: depends on model, mode and device].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub images: Option<u32>,
+
+    /// Timed repeats after one warm-up pass; the median is reported.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub repeats: u32,
+
+    /// Print one JSON document on stdout instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// How log lines look.
@@ -100,6 +142,35 @@ mod tests {
         assert!(Cli::try_parse_from(["advsweep-worker", "--threads", "0"]).is_err());
         assert!(Cli::try_parse_from(["advsweep-worker", "--device", "tpu"]).is_err());
         assert!(!hostname().is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn bench_parses_with_global_device_and_threads() -> anyhow::Result<()> {
+        let cli = Cli::try_parse_from([
+            "advsweep-worker",
+            "bench",
+            "--model",
+            "basic",
+            "--mode",
+            "pgd10-eval",
+            "--device",
+            "cpu",
+            "--threads",
+            "2",
+            "--images",
+            "64",
+            "--json",
+        ])?;
+        assert_eq!(cli.device, DeviceChoice::Cpu);
+        assert_eq!(cli.threads, Some(2));
+        let Some(Command::Bench(b)) = cli.command else {
+            anyhow::bail!("expected the bench subcommand");
+        };
+        assert_eq!((b.model, b.mode), (BenchModel::Basic, BenchMode::Pgd10Eval));
+        assert_eq!((b.images, b.repeats, b.json), (Some(64), 3, true));
+        assert!(Cli::try_parse_from(["advsweep-worker", "bench", "--mode", "x"]).is_err());
+        assert!(Cli::try_parse_from(["advsweep-worker"])?.command.is_none());
         Ok(())
     }
 }

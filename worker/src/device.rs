@@ -36,6 +36,15 @@ pub fn select(choice: DeviceChoice) -> anyhow::Result<Device> {
     }
 }
 
+/// Per-process settings for `device`: on CUDA, cuDNN's benchmark mode (each convolution shape
+/// is timed once and its fastest algorithm kept; shapes repeat every batch in training and
+/// evaluation).
+pub fn configure(device: Device) {
+    if device.is_cuda() {
+        tch::Cuda::cudnn_set_benchmark(true);
+    }
+}
+
 /// The name the coordinator shows: "cpu", "cuda:0", …
 pub fn label(device: Device) -> String {
     match device {

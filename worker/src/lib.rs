@@ -6,10 +6,12 @@
 //! * [`job`]: one run executed synchronously on a blocking thread — no gRPC;
 //! * [`data`], [`models`], [`attacks`], [`train`] (with [`schedule`]), [`denoiser`],
 //!   [`defended`], [`evaluate`]: the machine-learning parts;
-//! * [`device`], [`rng`], [`error`], [`cli`]: plumbing.
+//! * [`device`], [`rng`], [`error`], [`cli`]: plumbing;
+//! * [`bench`]: `advsweep-worker bench`, throughput of the code above on synthetic data.
 
 pub mod agent;
 pub mod attacks;
+pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod data;

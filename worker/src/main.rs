@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use advsweep_worker::agent::{self, AgentConfig};
 use advsweep_worker::cli::{self, Cli};
-use advsweep_worker::{device, job, selfcheck};
+use advsweep_worker::{bench, device, job, selfcheck};
 use clap::Parser as _;
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
@@ -43,7 +43,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .map_or_else(device::default_threads, |t| t as usize);
     device::set_threads(threads);
     let device = device::select(cli.device)?;
+    device::configure(device);
     let label = device::label(device);
+
+    if let Some(cli::Command::Bench(args)) = &cli.command {
+        let report = bench::run(args, device, threads)?;
+        if args.json {
+            println!("{}", report.to_json());
+        } else {
+            print!("{}", report.to_table());
+        }
+        return Ok(());
+    }
 
     if cli.self_check {
         let loss = selfcheck::run(device)?;

@@ -134,8 +134,8 @@ pub fn perturb(
                 z.shallow_clone()
             };
             let grad = target.gradient(&start, y)?;
-            let stepped = ascend(&start, &grad, norm, step_fraction * epsilon)?;
-            Ok(project_in(&frame, &stepped, &z, norm, epsilon)?)
+            let ball = Ball::new(&frame, &z, norm, epsilon)?;
+            ball.step(&start, grad, step_fraction * epsilon)
         }
         Attack::Pgd {
             norm,
@@ -454,6 +454,7 @@ fn pgd(
 ) -> anyhow::Result<Tensor> {
     // Per example: the best adversarial point so far, whether it fools the model, its loss.
     let mut best: Option<(Tensor, Tensor, Tensor)> = None;
+    let ball = Ball::new(target.frame, z, cfg.norm, cfg.epsilon)?;
     for _ in 0..cfg.restarts {
         let mut z_adv = if cfg.random_start {
             random_start_point(target.frame, z, cfg.norm, cfg.epsilon, rng)?
@@ -462,13 +463,7 @@ fn pgd(
         };
         for _ in 0..cfg.steps {
             let grad = target.gradient(&z_adv, y)?;
-            z_adv = project_in(
-                target.frame,
-                &ascend(&z_adv, &grad, cfg.norm, cfg.step)?,
-                z,
-                cfg.norm,
-                cfg.epsilon,
-            )?;
+            z_adv = ball.step(&z_adv, grad, cfg.step)?;
         }
         if cfg.restarts == 1 {
             return Ok(z_adv);
@@ -507,6 +502,67 @@ fn l2_norms(t: &Tensor) -> Result<Tensor, tch::TchError> {
     t.f_flatten(1, -1)?
         .f_norm_scalaropt_dim(2, [1], false)?
         .f_view([-1, 1, 1, 1])
+}
+
+/// The feasible set of an attack around `z`: the ε-ball intersected with the frame's image
+/// box, with one ascent-and-project step.
+///
+/// For ℓ∞ both sets are boxes, so the intersection is the box
+/// `[max(z − ε, lo), min(z + ε, hi)]`, computed once per attack: clamping into it gives
+/// exactly (bit for bit) what clamping into the ε-box and then into the image box gives, since
+/// `z` lies in the image box (so the two boxes intersect), in two elementwise passes fewer per
+/// step. ℓ2 steps use [`ascend`] and [`project_in`].
+enum Ball<'a> {
+    Linf {
+        lo: Tensor,
+        hi: Tensor,
+    },
+    L2 {
+        frame: &'a Frame,
+        z: &'a Tensor,
+        epsilon: f64,
+    },
+}
+
+impl<'a> Ball<'a> {
+    fn new(frame: &'a Frame, z: &'a Tensor, norm: Norm, epsilon: f64) -> anyhow::Result<Ball<'a>> {
+        Ok(match norm {
+            Norm::Linf => {
+                let (lo, hi) = match frame {
+                    Frame::Pixel => (
+                        z.f_sub_scalar(epsilon)?.f_clamp_min(0.0)?,
+                        z.f_add_scalar(epsilon)?.f_clamp_max(1.0)?,
+                    ),
+                    Frame::Normalized { lo, hi, .. } => (
+                        z.f_sub_scalar(epsilon)?.f_maximum(lo)?,
+                        z.f_add_scalar(epsilon)?.f_minimum(hi)?,
+                    ),
+                };
+                Ball::Linf { lo, hi }
+            }
+            Norm::L2 => Ball::L2 { frame, z, epsilon },
+        })
+    }
+
+    /// `z_adv` moved by `step` along the ascent direction of `grad` (which it may overwrite),
+    /// projected back into the set.
+    fn step(&self, z_adv: &Tensor, mut grad: Tensor, step: f64) -> anyhow::Result<Tensor> {
+        match self {
+            Ball::Linf { lo, hi } => {
+                let _ = grad.f_sign_()?.f_mul_scalar_(step)?;
+                let mut next = z_adv.f_add(&grad)?;
+                let _ = next.f_clamp_tensor_(Some(lo), Some(hi))?;
+                Ok(next.f_detach()?)
+            }
+            Ball::L2 { frame, z, epsilon } => Ok(project_in(
+                frame,
+                &ascend(z_adv, &grad, Norm::L2, step)?,
+                z,
+                Norm::L2,
+                *epsilon,
+            )?),
+        }
+    }
 }
 
 /// One ascent step of size `step`: signed gradient (ℓ∞) or normalized gradient (ℓ2).
@@ -595,6 +651,20 @@ pub fn perturbation_norms(x_adv: &Tensor, x: &Tensor) -> anyhow::Result<(Vec<f64
         let linf = delta.f_abs()?.f_amax([1], false)?;
         let l2 = delta.f_norm_scalaropt_dim(2, [1], false)?;
         Ok((Vec::<f64>::try_from(&linf)?, Vec::<f64>::try_from(&l2)?))
+    })
+}
+
+/// `[Σ ‖δ‖∞, Σ ‖δ‖₂]` over the batch, `δ = x_adv − x` in pixel space, as an `f64 [2]` tensor
+/// on the inputs' device: the per-example norms of [`perturbation_norms`], summed in `f64`
+/// without a round trip to the host.
+pub fn perturbation_norm_sums(x_adv: &Tensor, x: &Tensor) -> anyhow::Result<Tensor> {
+    tch::no_grad(|| {
+        let delta = x_adv.f_sub(x)?.f_flatten(1, -1)?.f_to_kind(Kind::Double)?;
+        let linf = delta.f_abs()?.f_amax([1], false)?.f_sum(Kind::Double)?;
+        let l2 = delta
+            .f_norm_scalaropt_dim(2, [1], false)?
+            .f_sum(Kind::Double)?;
+        Ok(Tensor::f_stack(&[linf, l2], 0)?)
     })
 }
 
@@ -718,6 +788,34 @@ mod tests {
         model.1.set(Some(0));
         assert!(tch::with_grad(|| target().gradient(&x, &y)).is_err());
         PASS_LIMIT.store(EOT_PASS_IMAGES, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The precomputed ℓ∞ set gives bit for bit what stepping, clamping into the ε-box and
+    /// then into the image box gives, in both spaces, including points far outside both.
+    #[test]
+    fn linf_steps_match_clamping_into_the_ball_then_the_box() -> anyhow::Result<()> {
+        let (x, _) = inputs(4)?;
+        let epsilon = 8.0 / 255.0;
+        for space in [EpsilonSpace::Pixel, EpsilonSpace::Normalized] {
+            let frame = Frame::new(space, &x)?;
+            let z = frame.to_z(&x)?;
+            let ball = Ball::new(&frame, &z, Norm::Linf, epsilon)?;
+            let mut z_adv = z.shallow_clone();
+            for scale in [0.0, 0.01, 0.5, 3.0] {
+                let grad = z.f_randn_like()?;
+                let start = z_adv.f_add(&z.f_randn_like()?.f_mul_scalar(scale)?)?;
+                let expected = project_in(
+                    &frame,
+                    &ascend(&start, &grad, Norm::Linf, 2.0 / 255.0)?,
+                    &z,
+                    Norm::Linf,
+                    epsilon,
+                )?;
+                z_adv = ball.step(&start, grad, 2.0 / 255.0)?;
+                assert!(z_adv.f_equal(&expected)?, "{space:?}, scale {scale}");
+            }
+        }
         Ok(())
     }
 

@@ -23,12 +23,14 @@ use std::time::Instant;
 
 use advsweep_spec::{Attack, CellResult};
 use anyhow::Context as _;
+use tch::{Kind, Tensor};
 
 use crate::attacks::{self, Budget};
 use crate::data::Dataset;
 use crate::error::check_cancel;
 use crate::models::Classifier;
 use crate::rng::Rng;
+use crate::train::correct_mask;
 
 /// Evaluates `attack` at `budget`; `rng` seeds the attack's random starts and the model's
 /// noise.
@@ -44,11 +46,11 @@ pub fn evaluate_cell(
     let started = Instant::now();
     let m = data.test_len();
     let batch = i64::from(eval_batch_size.max(1));
-    let mut adv_correct = 0i64;
-    let mut clean_correct = 0i64;
-    let mut flipped = 0i64;
-    let mut linf_sum = 0.0;
-    let mut l2_sum = 0.0;
+    // Counts and norm sums stay on the device (`[adv correct, clean correct, flipped]` and
+    // `[Σ‖δ‖∞, Σ‖δ‖₂]`) and are read once, so the device never waits for the host between
+    // batches.
+    let mut counts = Tensor::f_zeros([3], (Kind::Int64, data.device()))?;
+    let mut norms = Tensor::f_zeros([2], (Kind::Double, data.device()))?;
     if model.randomized() {
         tch::manual_seed((rng.next_u64() >> 1) as i64);
     }
@@ -56,31 +58,29 @@ pub fn evaluate_cell(
     while start < m {
         check_cancel(cancel)?;
         let (x, y) = data.test_batch(start, batch)?;
-        let clean_hit = tch::no_grad(|| -> anyhow::Result<tch::Tensor> {
-            Ok(model
-                .forward(&x, false)?
-                .f_argmax(-1, false)?
-                .f_eq_tensor(&y)?)
-        })?;
+        let clean_hit = tch::no_grad(|| correct_mask(&model.forward(&x, false)?, &y))?;
         let x_adv = attacks::perturb(model, &x, &y, attack, budget, false, rng)
             .with_context(|| format!("batch starting at example {start}"))?;
-        let (adv_hit, batch_flipped) = tch::no_grad(|| -> anyhow::Result<_> {
-            let adv_hit = model
-                .forward(&x_adv, false)?
-                .f_argmax(-1, false)?
-                .f_eq_tensor(&y)?;
+        tch::no_grad(|| -> anyhow::Result<()> {
+            let adv_hit = correct_mask(&model.forward(&x_adv, false)?, &y)?;
             let flipped = clean_hit.f_logical_and(&adv_hit.f_logical_not()?)?;
-            Ok((sum(&adv_hit)?, sum(&flipped)?))
+            let batch_counts = Tensor::f_stack(&[adv_hit, clean_hit, flipped], 0)?
+                .f_sum_dim_intlist([1i64].as_slice(), false, Kind::Int64)?;
+            let _ = counts.f_add_(&batch_counts)?;
+            let _ = norms.f_add_(&attacks::perturbation_norm_sums(&x_adv, &x)?)?;
+            Ok(())
         })?;
-        let (linf, l2) = attacks::perturbation_norms(&x_adv, &x)?;
-        adv_correct += adv_hit;
-        clean_correct += sum(&clean_hit)?;
-        flipped += batch_flipped;
-        linf_sum += linf.iter().sum::<f64>();
-        l2_sum += l2.iter().sum::<f64>();
         start += batch;
     }
+    let counts = Vec::<i64>::try_from(&counts)?; // waits for the last batch
+    let norms = Vec::<f64>::try_from(&norms)?;
     let seconds = started.elapsed().as_secs_f64();
+    let [adv_correct, clean_correct, flipped] = counts[..] else {
+        anyhow::bail!("expected three counts, got {counts:?}");
+    };
+    let [linf_sum, l2_sum] = norms[..] else {
+        anyhow::bail!("expected two norm sums, got {norms:?}");
+    };
     let n = m.max(1) as f64;
     Ok(CellResult {
         accuracy: adv_correct as f64 / n,
@@ -95,10 +95,6 @@ pub fn evaluate_cell(
         seconds,
         examples: u32::try_from(m).unwrap_or(u32::MAX),
     })
-}
-
-fn sum(mask: &tch::Tensor) -> anyhow::Result<i64> {
-    Ok(i64::try_from(mask.f_sum(tch::Kind::Int64)?)?)
 }
 
 #[cfg(test)]

@@ -17,12 +17,89 @@ pub struct Optim {
     params: Vec<Tensor>,
     /// SGD: one momentum buffer per parameter; Adam: first then second moments.
     state: Vec<Option<Tensor>>,
+    /// The parameters as views of one buffer, when they share a device and kind.
+    flat: Option<Flat>,
     step: i64,
     lr: f64,
 }
 
+/// The parameters, and SGD's momentum buffers, as views of one contiguous buffer each, so that
+/// an SGD step is a handful of elementwise kernels over the whole model instead of a handful
+/// per parameter (ResNet-18 has 62 parameter tensors: hundreds of tiny kernel launches per
+/// step on a GPU, the same few on one buffer). Elementwise kernels compute every element the
+/// same way wherever it lives, so the update is bit for bit the per-parameter one; the
+/// parameters stay ordinary leaf tensors to autograd, the model and checkpoints.
+#[derive(Debug)]
+struct Flat {
+    params: Tensor,
+    /// Offset and length of each parameter in the buffers.
+    spans: Vec<(i64, i64)>,
+    /// SGD's momentum buffer, whose views are `state[..]`, once it exists.
+    momentum: Option<Tensor>,
+}
+
+impl Flat {
+    /// Moves `params` into one buffer (their values unchanged); `None` when they differ in
+    /// device or kind.
+    fn new(params: &mut [Tensor]) -> anyhow::Result<Option<Flat>> {
+        let Some(first) = params.first() else {
+            return Ok(None);
+        };
+        let (device, kind) = (first.device(), first.kind());
+        if params
+            .iter()
+            .any(|p| p.device() != device || p.kind() != kind)
+        {
+            return Ok(None);
+        }
+        tch::no_grad(|| -> anyhow::Result<Option<Flat>> {
+            let pieces = params
+                .iter()
+                .map(|p| p.f_detach()?.f_reshape([-1]))
+                .collect::<Result<Vec<_>, _>>()?;
+            let buffer = Tensor::f_cat(&pieces, 0)?;
+            let mut spans = Vec::with_capacity(params.len());
+            let mut offset = 0;
+            for p in params.iter_mut() {
+                let len = p.numel() as i64;
+                p.f_set_data(
+                    &buffer
+                        .f_narrow(0, offset, len)?
+                        .f_view(p.size().as_slice())?,
+                )?;
+                spans.push((offset, len));
+                offset += len;
+            }
+            Ok(Some(Flat {
+                params: buffer,
+                spans,
+                momentum: None,
+            }))
+        })
+    }
+
+    /// Views of `buffer` shaped like the parameters.
+    fn views(&self, buffer: &Tensor, params: &[Tensor]) -> Result<Vec<Tensor>, tch::TchError> {
+        self.spans
+            .iter()
+            .zip(params)
+            .map(|(&(offset, len), p)| buffer.f_narrow(0, offset, len)?.f_view(p.size().as_slice()))
+            .collect()
+    }
+}
+
 impl Optim {
     pub fn new(params: Vec<Tensor>, spec: &Optimizer, lr: f64) -> anyhow::Result<Optim> {
+        Optim::with_layout(params, spec, lr, true)
+    }
+
+    /// [`Optim::new`]; `flat` = false keeps every parameter in its own storage.
+    fn with_layout(
+        mut params: Vec<Tensor>,
+        spec: &Optimizer,
+        lr: f64,
+        flat: bool,
+    ) -> anyhow::Result<Optim> {
         if let Optimizer::Sgd {
             momentum, nesterov, ..
         } = spec
@@ -37,10 +114,12 @@ impl Optim {
             Optimizer::Sgd { .. } => params.len(),
             Optimizer::Adam { .. } => 2 * params.len(),
         };
+        let flat = if flat { Flat::new(&mut params)? } else { None };
         Ok(Optim {
             spec: spec.clone(),
             params,
             state: (0..slots).map(|_| None).collect(),
+            flat,
             step: 0,
             lr,
         })
@@ -59,14 +138,48 @@ impl Optim {
         }
     }
 
-    /// One update from the gradients currently stored on the parameters.
+    /// The parameters, in the order [`Optim::step_with`] expects their gradients.
+    pub fn params(&self) -> &[Tensor] {
+        &self.params
+    }
+
+    /// One update from the gradients currently stored on the parameters (left unchanged).
     pub fn step(&mut self) -> anyhow::Result<()> {
+        let grads = self.params.iter().map(Tensor::grad).collect();
+        self.update(grads, false)
+    }
+
+    /// One update from `grads`, one per parameter in [`Optim::params`] order (an undefined
+    /// tensor: no gradient, the parameter is skipped), e.g. from
+    /// `Tensor::run_backward(&[loss], opt.params(), …)`. The gradients are consumed: the update
+    /// works in them in place, saving an allocation and a pass per parameter.
+    pub fn step_with(&mut self, grads: Vec<Tensor>) -> anyhow::Result<()> {
+        if grads.len() != self.params.len() {
+            anyhow::bail!(
+                "{} gradients for {} parameters",
+                grads.len(),
+                self.params.len()
+            );
+        }
+        self.update(grads, true)
+    }
+
+    /// The update; with `owned`, `grads` may be overwritten. Every in-place operation computes
+    /// exactly what its out-of-place form would (same operands, same order), so both paths give
+    /// bit-identical parameters.
+    fn update(&mut self, grads: Vec<Tensor>, owned: bool) -> anyhow::Result<()> {
+        if let (Optimizer::Sgd { .. }, Some(flat)) = (&self.spec, &self.flat)
+            && grads.iter().all(Tensor::defined)
+            // The momentum buffers are views of the flat one, or do not exist yet.
+            && (flat.momentum.is_some() || self.state.iter().all(Option::is_none))
+        {
+            return self.sgd_flat(grads);
+        }
         self.step += 1;
         let n = self.params.len();
         tch::no_grad(|| -> anyhow::Result<()> {
-            for i in 0..n {
+            for (i, grad) in grads.into_iter().enumerate().take(n) {
                 let p = &self.params[i];
-                let grad = p.grad();
                 if !grad.defined() {
                     continue;
                 }
@@ -76,21 +189,31 @@ impl Optim {
                         weight_decay,
                         nesterov,
                     } => {
-                        let mut d = if weight_decay != 0.0 {
-                            grad.f_add(&p.f_mul_scalar(weight_decay)?)?
-                        } else {
-                            grad.f_detach_copy()?
+                        // d = g + wd·p
+                        let mut d = match (weight_decay != 0.0, owned) {
+                            (true, true) => {
+                                let mut g = grad;
+                                let _ = g.f_add_(&p.f_mul_scalar(weight_decay)?)?;
+                                g
+                            }
+                            (true, false) => grad.f_add(&p.f_mul_scalar(weight_decay)?)?,
+                            (false, true) => grad,
+                            (false, false) => grad.f_detach_copy()?,
                         };
                         if momentum != 0.0 {
+                            // buf = d on the first step, else momentum·buf + d (in place)
                             let buf = match self.state[i].take() {
                                 None => d.f_detach_copy()?,
-                                Some(b) => b.f_mul_scalar(momentum)?.f_add(&d)?,
+                                Some(mut b) => {
+                                    let _ = b.f_mul_scalar_(momentum)?.f_add_(&d)?;
+                                    b
+                                }
                             };
-                            d = if nesterov {
-                                d.f_add(&buf.f_mul_scalar(momentum)?)?
+                            if nesterov {
+                                let _ = d.f_add_(&buf.f_mul_scalar(momentum)?)?;
                             } else {
-                                buf.shallow_clone()
-                            };
+                                d = buf.shallow_clone();
+                            }
                             self.state[i] = Some(buf);
                         }
                         let mut p = p.shallow_clone();
@@ -132,7 +255,94 @@ impl Optim {
                 }
             }
             Ok(())
+        })?;
+        if self.flat.as_ref().is_some_and(|f| f.momentum.is_none()) {
+            self.regather_momentum()?;
+        }
+        Ok(())
+    }
+
+    /// The SGD update of the per-parameter path below, on the flat buffers: the gradients
+    /// concatenated (one copy), then the same operations in the same order.
+    fn sgd_flat(&mut self, grads: Vec<Tensor>) -> anyhow::Result<()> {
+        let Optimizer::Sgd {
+            momentum,
+            weight_decay,
+            nesterov,
+        } = self.spec
+        else {
+            anyhow::bail!("the flat update is SGD's");
+        };
+        let Some(flat) = self.flat.as_mut() else {
+            anyhow::bail!("the parameters are not flat");
+        };
+        self.step += 1;
+        tch::no_grad(|| -> anyhow::Result<()> {
+            let pieces = grads
+                .iter()
+                .map(|g| g.f_reshape([-1]))
+                .collect::<Result<Vec<_>, _>>()?;
+            drop(grads);
+            // d = g + wd·p
+            let mut d = Tensor::f_cat(&pieces, 0)?;
+            drop(pieces);
+            if weight_decay != 0.0 {
+                let _ = d.f_add_(&flat.params.f_mul_scalar(weight_decay)?)?;
+            }
+            if momentum != 0.0 {
+                let buf = match flat.momentum.take() {
+                    None => {
+                        let b = d.f_detach_copy()?;
+                        for (slot, view) in self.state.iter_mut().zip(flat.views(&b, &self.params)?)
+                        {
+                            *slot = Some(view);
+                        }
+                        b
+                    }
+                    Some(mut b) => {
+                        let _ = b.f_mul_scalar_(momentum)?.f_add_(&d)?;
+                        b
+                    }
+                };
+                if nesterov {
+                    let _ = d.f_add_(&buf.f_mul_scalar(momentum)?)?;
+                } else {
+                    d = buf.shallow_clone();
+                }
+                flat.momentum = Some(buf);
+            }
+            let mut p = flat.params.shallow_clone();
+            let _ = p.f_sub_(&d.f_mul_scalar(self.lr)?)?;
+            Ok(())
         })
+    }
+
+    /// After the state was replaced slot by slot: SGD's momentum buffers back into one flat
+    /// buffer when every parameter has one (else the per-parameter path takes over).
+    fn regather_momentum(&mut self) -> anyhow::Result<()> {
+        let Some(flat) = self.flat.as_mut() else {
+            return Ok(());
+        };
+        flat.momentum = None;
+        if !matches!(self.spec, Optimizer::Sgd { .. }) || self.state.iter().any(Option::is_none) {
+            return Ok(());
+        }
+        let pieces = self
+            .state
+            .iter()
+            .flatten()
+            .map(|t| t.f_reshape([-1]))
+            .collect::<Result<Vec<_>, _>>()?;
+        let buffer = Tensor::f_cat(&pieces, 0)?;
+        for (slot, view) in self
+            .state
+            .iter_mut()
+            .zip(flat.views(&buffer, &self.params)?)
+        {
+            *slot = Some(view);
+        }
+        flat.momentum = Some(buffer);
+        Ok(())
     }
 
     /// The optimizer's state as named tensors (`optim.step`, `optim.state.<slot>`), for
@@ -142,9 +352,10 @@ impl Optim {
         out.insert("optim.step".to_owned(), Tensor::f_from_slice(&[self.step])?);
         for (i, s) in self.state.iter().enumerate() {
             if let Some(t) = s {
+                // A copy: the update works in the buffers in place.
                 out.insert(
                     format!("optim.state.{i}"),
-                    t.f_detach()?.f_to_device(tch::Device::Cpu)?,
+                    t.f_to_device(tch::Device::Cpu)?.f_detach_copy()?,
                 );
             }
         }
@@ -170,11 +381,15 @@ impl Optim {
                             p.size()
                         );
                     }
-                    Some(t.f_to_device(p.device())?.f_to_kind(p.kind())?)
+                    Some(
+                        t.f_to_device(p.device())?
+                            .f_to_kind(p.kind())?
+                            .f_detach_copy()?,
+                    )
                 }
             };
         }
-        Ok(())
+        self.regather_momentum()
     }
 }
 
@@ -213,6 +428,120 @@ mod tests {
             "{}",
             p.double_value(&[0])
         );
+        Ok(())
+    }
+
+    /// `step_with` on gradients from `run_backward` (updated in place) gives bit-identical
+    /// parameters to `backward` + `step`, for every SGD variant.
+    #[test]
+    fn step_with_fresh_gradients_matches_step() -> anyhow::Result<()> {
+        for (momentum, weight_decay, nesterov) in [
+            (0.9, 5e-4, false),
+            (0.9, 5e-4, true),
+            (0.0, 5e-4, false),
+            (0.9, 0.0, false),
+        ] {
+            let spec = Optimizer::Sgd {
+                momentum,
+                weight_decay,
+                nesterov,
+            };
+            tch::manual_seed(4);
+            let start = Tensor::f_randn([3, 5], (Kind::Float, Device::Cpu))?;
+            let target = Tensor::f_randn([3, 5], (Kind::Float, Device::Cpu))?;
+            let a = start.f_detach_copy()?.f_set_requires_grad(true)?;
+            let b = start.f_detach_copy()?.f_set_requires_grad(true)?;
+            let mut oa = Optim::new(vec![a.shallow_clone()], &spec, 0.1)?;
+            let mut ob = Optim::new(vec![b.shallow_clone()], &spec, 0.1)?;
+            let loss = |p: &Tensor| -> anyhow::Result<Tensor> {
+                Ok(p.f_sub(&target)?
+                    .f_pow_tensor_scalar(3)?
+                    .f_sum(Kind::Float)?)
+            };
+            for _ in 0..4 {
+                oa.zero_grad();
+                loss(&a)?.f_backward()?;
+                oa.step()?;
+                let grads = Tensor::f_run_backward(&[loss(&b)?], ob.params(), false, false)?;
+                ob.step_with(grads)?;
+            }
+            assert!(a.f_equal(&b)?, "{spec:?}");
+            assert!(ob.step_with(Vec::new()).is_err());
+        }
+        Ok(())
+    }
+
+    /// Flat parameters give bit-identical updates to separate ones, through a checkpoint
+    /// round trip and a step where one gradient is missing, and stay the model's tensors.
+    #[test]
+    fn flat_parameters_update_like_separate_ones() -> anyhow::Result<()> {
+        for (momentum, weight_decay, nesterov) in [(0.9, 5e-4, false), (0.9, 5e-4, true)] {
+            let spec = Optimizer::Sgd {
+                momentum,
+                weight_decay,
+                nesterov,
+            };
+            tch::manual_seed(5);
+            let shapes: [&[i64]; 3] = [&[4, 3], &[], &[2, 2, 2]];
+            let start: Vec<Tensor> = shapes
+                .iter()
+                .map(|s| Tensor::f_randn(*s, (Kind::Float, Device::Cpu)))
+                .collect::<Result<_, _>>()?;
+            let fresh = || -> anyhow::Result<Vec<Tensor>> {
+                Ok(start
+                    .iter()
+                    .map(|t| t.f_detach_copy()?.f_set_requires_grad(true))
+                    .collect::<Result<_, _>>()?)
+            };
+            let (a, b) = (fresh()?, fresh()?);
+            let mut flat = Optim::with_layout(
+                a.iter().map(Tensor::shallow_clone).collect(),
+                &spec,
+                0.1,
+                true,
+            )?;
+            let mut separate = Optim::with_layout(
+                b.iter().map(Tensor::shallow_clone).collect(),
+                &spec,
+                0.1,
+                false,
+            )?;
+            assert!(flat.flat.is_some() && separate.flat.is_none());
+            let loss = |ps: &[Tensor]| -> anyhow::Result<Tensor> {
+                let mut total = Tensor::f_zeros([], (Kind::Float, Device::Cpu))?;
+                for p in ps {
+                    total = total.f_add(&p.f_sin()?.f_pow_tensor_scalar(2)?.f_sum(Kind::Float)?)?;
+                }
+                Ok(total)
+            };
+            for step in 0..6 {
+                let mut ga = Tensor::f_run_backward(&[loss(&a)?], flat.params(), false, false)?;
+                let mut gb = Tensor::f_run_backward(&[loss(&b)?], separate.params(), false, false)?;
+                if step == 4 {
+                    // A parameter without a gradient is skipped by both.
+                    ga[1] = Tensor::new();
+                    gb[1] = Tensor::new();
+                }
+                flat.step_with(ga)?;
+                separate.step_with(gb)?;
+                if step == 2 {
+                    let saved = flat.state_tensors()?;
+                    flat.load_state(&saved)?;
+                    assert!(flat.flat.as_ref().is_some_and(|f| f.momentum.is_some()));
+                }
+            }
+            for (x, y) in a.iter().zip(&b) {
+                assert!(x.f_equal(y)?, "{spec:?}");
+            }
+            let (sa, sb) = (flat.state_tensors()?, separate.state_tensors()?);
+            assert_eq!(sa.len(), sb.len());
+            for (key, t) in &sa {
+                assert!(
+                    sb.get(key).is_some_and(|u| t.f_equal(u).unwrap_or(false)),
+                    "{key}"
+                );
+            }
+        }
         Ok(())
     }
 

@@ -121,8 +121,10 @@ pub fn train_from(
         let mut attack_rng = Rng::from_words(&[cfg.seed, ATTACK_STREAM, u64::from(epoch)]);
         let permutation = Tensor::f_from_slice(&order.permutation(n))?.f_to_device(device)?;
 
-        let mut loss_sum = 0.0;
-        let mut correct = 0i64;
+        // Loss and accuracy accumulate on the device and are read once per epoch: reading
+        // them per batch would wait for the device every step.
+        let mut loss_sum = Tensor::f_zeros([], (Kind::Double, device))?;
+        let mut correct = Tensor::f_zeros([], (Kind::Int64, device))?;
         let mut seen = 0i64; // rows trained on (mixed training may add rows)
         let mut start = 0usize; // training images used
         let mut batch = 0usize;
@@ -147,22 +149,32 @@ pub fn train_from(
             let logits = model.forward(&x, true)?;
             let loss =
                 logits.f_cross_entropy_loss::<Tensor>(&y, None, Reduction::Mean, -100, 0.0)?;
-            opt.zero_grad();
-            loss.f_backward()?;
-            opt.step()?;
+            // The parameters' gradients, fresh (no zeroing and accumulating into `.grad`).
+            let grads = Tensor::f_run_backward(&[&loss], opt.params(), false, false)?;
+            opt.step_with(grads)?;
 
-            let batch_loss = f64::try_from(loss.f_detach()?)?;
-            if !batch_loss.is_finite() {
-                anyhow::bail!("training diverged: loss {batch_loss} in epoch {epoch}");
-            }
             let rows = y.size().first().copied().unwrap_or(0);
-            loss_sum += batch_loss * rows as f64;
-            correct += count_correct(&logits, &y)?;
+            // Σ loss · rows in f64, as the host would add them.
+            let _ = loss_sum.f_add_(
+                &loss
+                    .f_detach()?
+                    .f_to_kind(Kind::Double)?
+                    .f_mul_scalar(rows as f64)?,
+            )?;
+            let _ = correct.f_add_(&correct_mask(&logits, &y)?.f_sum(Kind::Int64)?)?;
             seen += rows;
             start += len;
             batch += 1;
         }
+        let loss_sum = f64::try_from(&loss_sum)?; // waits for the epoch's last step
+        let correct = i64::try_from(&correct)?;
         let train_seconds = started.elapsed().as_secs_f64();
+        if !loss_sum.is_finite() {
+            anyhow::bail!(
+                "training diverged: mean loss {} in epoch {epoch}",
+                loss_sum / seen.max(1) as f64
+            );
+        }
         let test_accuracy = clean_accuracy(model, data, t.eval_batch_size, cancel)?;
         let metrics = EpochMetrics {
             epoch,
@@ -327,16 +339,13 @@ fn check_method(method: &TrainingMethod) -> Result<(), Permanent> {
     }
 }
 
-/// Number of rows whose argmax equals the label.
-pub fn count_correct(logits: &Tensor, y: &Tensor) -> anyhow::Result<i64> {
-    let hits = logits
-        .f_argmax(-1, false)?
-        .f_eq_tensor(y)?
-        .f_sum(Kind::Int64)?;
-    Ok(i64::try_from(hits)?)
+/// Per row: whether the argmax equals the label (`bool [N]`, on the logits' device).
+pub fn correct_mask(logits: &Tensor, y: &Tensor) -> Result<Tensor, tch::TchError> {
+    logits.f_argmax(-1, false)?.f_eq_tensor(y)
 }
 
-/// Clean accuracy on the evaluation subset (model in eval mode, no autograd).
+/// Clean accuracy on the evaluation subset (model in eval mode, no autograd; the count stays
+/// on the device until the end).
 pub fn clean_accuracy(
     model: &dyn Classifier,
     data: &Dataset,
@@ -345,17 +354,18 @@ pub fn clean_accuracy(
 ) -> anyhow::Result<f64> {
     let m = data.test_len();
     let batch = i64::from(eval_batch_size.max(1));
-    let mut correct = 0;
-    let mut start = 0;
-    while start < m {
-        check_cancel(cancel)?;
-        let (x, y) = data.test_batch(start, batch)?;
-        correct += tch::no_grad(|| -> anyhow::Result<i64> {
-            count_correct(&model.forward(&x, false)?, &y)
-        })?;
-        start += batch;
-    }
-    Ok(correct as f64 / m.max(1) as f64)
+    tch::no_grad(|| -> anyhow::Result<f64> {
+        let mut correct = Tensor::f_zeros([], (Kind::Int64, data.device()))?;
+        let mut start = 0;
+        while start < m {
+            check_cancel(cancel)?;
+            let (x, y) = data.test_batch(start, batch)?;
+            let hits = correct_mask(&model.forward(&x, false)?, &y)?.f_sum(Kind::Int64)?;
+            let _ = correct.f_add_(&hits)?;
+            start += batch;
+        }
+        Ok(i64::try_from(&correct)? as f64 / m.max(1) as f64)
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The coordinator benchmark of issue 6, side by side with Optuna; prints one JSON object.
+#
+#   bench/coordinator.sh            # full: 2 workers × 1k/10k/100k cells, 1,000 workers × 100k
+#                                   # cells, 3 repeats each; Optuna on the 1k grid (3 repeats)
+#                                   # and on the 10k grid (1 repeat, capped at 300 s)
+#   bench/coordinator.sh --quick    # 2 workers × 1k/10k, 100 workers × 10k, Optuna 1k; 1 repeat
+#
+# advsweep side: coordinator/benches/load.rs (cargo bench, release build) — the real
+# `advsweep coordinator` process and simulated workers over gRPC (see that file). Optuna side:
+# bench/optuna_grid.py on the same sweep files, 2 processes, SQLite storage, in a virtualenv
+# cached outside the clone ($ADVSWEEP_CACHE/bench-venv, created on first use; needs pip).
+# Progress goes to stderr; the JSON (both sides) to stdout.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ADVSWEEP_CACHE="${ADVSWEEP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/advsweep}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ADVSWEEP_CACHE/target}"
+OPTUNA_VERSION="5.0.0"
+VENV="$ADVSWEEP_CACHE/bench-venv"
+
+load_args=()
+optuna_runs=()
+if [ "${1:-}" = "--quick" ]; then
+  load_args=(--quick)
+  optuna_runs=("1000 1 0")
+else
+  optuna_runs=("1000 3 0" "10000 1 300")
+fi
+
+if [ ! -f "$VENV/.installed-optuna-$OPTUNA_VERSION" ]; then
+  echo "bench: installing optuna==$OPTUNA_VERSION into $VENV (one time)" >&2
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --disable-pip-version-check -q "optuna==$OPTUNA_VERSION"
+  touch "$VENV/.installed-optuna-$OPTUNA_VERSION"
+fi
+
+out="$(mktemp -d "${TMPDIR:-/tmp}/advsweep-bench-XXXXXX")"
+trap 'rm -rf "$out"' EXIT
+
+echo "bench: advsweep coordinator (cargo bench -p advsweep-coordinator --bench load)" >&2
+cargo bench -q -p advsweep-coordinator --bench load -- "${load_args[@]}" \
+  --sweep-dir "$out/sweeps" >"$out/advsweep.json"
+
+optuna_files=()
+for spec in "${optuna_runs[@]}"; do
+  read -r cells repeats limit <<<"$spec"
+  echo "bench: optuna GridSampler, $cells cells" >&2
+  "$VENV/bin/python" bench/optuna_grid.py --sweep "$out/sweeps/sweep-$cells.toml" \
+    --processes 2 --repeats "$repeats" --time-limit "$limit" >"$out/optuna-$cells.json"
+  optuna_files+=("$out/optuna-$cells.json")
+done
+
+python3 - "$out/advsweep.json" "${optuna_files[@]}" <<'EOF'
+import json, sys
+advsweep = json.load(open(sys.argv[1]))
+optuna = [json.load(open(p)) for p in sys.argv[2:]]
+merged = dict(optuna[0])
+merged["scenarios"] = [s for o in optuna for s in o["scenarios"]]
+for s in merged["scenarios"]:
+    s.pop("sweep", None)
+print(json.dumps({"advsweep": advsweep, "optuna": merged}, indent=2))
+EOF

@@ -54,7 +54,10 @@ pub fn status_of(error: StoreError) -> Status {
         StoreError::NoSuchCell { .. } | StoreError::Invalid(_) => {
             Status::invalid_argument(error.to_string())
         }
-        StoreError::Io { .. } | StoreError::Sqlite(_) | StoreError::Corrupt(_) => {
+        StoreError::Io { .. }
+        | StoreError::Sqlite(_)
+        | StoreError::Corrupt(_)
+        | StoreError::CommitFailed(_) => {
             tracing::error!(%error, "store failure");
             Status::internal(error.to_string())
         }

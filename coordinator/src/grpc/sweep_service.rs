@@ -15,6 +15,9 @@ use super::{ChangeNotifier, blocking, convert, require_id};
 use crate::store::{Store, SweepSummary};
 use crate::sweep::{self, Overrides};
 
+/// Least time between two refreshes of a `WatchSweep` stream.
+const WATCH_MIN_INTERVAL: Duration = Duration::from_millis(200);
+
 /// Sweep files larger than this are refused before parsing.
 pub const MAX_SWEEP_FILE_BYTES: usize = 1 << 20;
 
@@ -91,7 +94,7 @@ impl SweepService for SweepApi {
         let plan = sweep::expand(&file, &overrides, "sweep file")
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let toml = r.sweep_toml;
-        let outcome = blocking(&self.store, move |s| s.submit(&plan, &toml)).await?;
+        let outcome = blocking(&self.store, move |s| s.submit_owned(plan, toml)).await?;
         info!(
             sweep_id = outcome.sweep_id,
             name = outcome.name,
@@ -151,6 +154,7 @@ impl SweepService for SweepApi {
             let mut last: Option<SweepSummary> = None;
             let mut current = first;
             let mut running = Vec::new();
+            let mut refreshed = tokio::time::Instant::now();
             loop {
                 if last.as_ref() != Some(&current) || !running.is_empty() {
                     let finished = current.state.is_terminal();
@@ -170,6 +174,16 @@ impl SweepService for SweepApi {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     _ = tx.closed() => return,
                 }
+                // Under load every RPC is a change: refresh at most every WATCH_MIN_INTERVAL
+                // (the changes in between are coalesced into one event).
+                let since = refreshed.elapsed();
+                if since < WATCH_MIN_INTERVAL {
+                    tokio::select! {
+                        _ = tokio::time::sleep(WATCH_MIN_INTERVAL - since) => {}
+                        _ = tx.closed() => return,
+                    }
+                }
+                refreshed = tokio::time::Instant::now();
                 let id = id.clone();
                 match blocking(&store, move |s| {
                     Ok((s.sweep_summary(&id)?, s.running_runs(&id)?))

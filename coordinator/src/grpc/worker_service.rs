@@ -8,7 +8,7 @@ use advsweep_spec::wire;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
-use super::{ChangeNotifier, blocking, require_id};
+use super::{ChangeNotifier, blocking, require_id, status_of};
 use crate::metrics::Metrics;
 use crate::store::{FailOutcome, LeaseOutcome, LeaseRef, Store, now_ms};
 
@@ -71,8 +71,10 @@ impl WorkerService for WorkerApi {
         let r = request.into_inner();
         let lease = lease_ref(r.lease)?;
         bounded("reason", &r.reason, 16 * 1024)?;
-        let (l, reason) = (lease.clone(), r.reason.clone());
-        blocking(&self.store, move |s| s.release_run(&l, &reason)).await?;
+        self.store
+            .release_run_async(lease.clone(), r.reason.clone())
+            .await
+            .map_err(status_of)?;
         info!(
             run_id = lease.run_id,
             worker_id = lease.worker_id,
@@ -184,10 +186,11 @@ impl WorkerService for WorkerApi {
             r.device.clone(),
             r.version.clone(),
         );
-        let worker_id = blocking(&self.store, move |s| {
-            s.register_worker(&name, &hostname, &device, r.slots, &version)
-        })
-        .await?;
+        let worker_id = self
+            .store
+            .register_worker_async(name, hostname, device, r.slots, version)
+            .await
+            .map_err(status_of)?;
         info!(
             worker_id,
             name = r.name,
@@ -210,8 +213,11 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<pb::LeaseResponse>, Status> {
         let worker_id = request.into_inner().worker_id;
         require_id("worker_id", &worker_id)?;
-        let wid = worker_id.clone();
-        let outcome = blocking(&self.store, move |s| s.lease(&wid)).await?;
+        let outcome = self
+            .store
+            .lease_async(worker_id.clone())
+            .await
+            .map_err(status_of)?;
         let response = match outcome {
             LeaseOutcome::Granted(grant) => {
                 info!(
@@ -254,8 +260,11 @@ impl WorkerService for WorkerApi {
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let lease = lease_ref(request.into_inner().lease)?;
-        let l = lease.clone();
-        let keep_going = blocking(&self.store, move |s| s.heartbeat(&l)).await?;
+        let keep_going = self
+            .store
+            .heartbeat_async(lease.clone())
+            .await
+            .map_err(status_of)?;
         if !keep_going {
             warn!(
                 run_id = lease.run_id,
@@ -285,7 +294,10 @@ impl WorkerService for WorkerApi {
             )));
         }
         let points = epochs.len() as u64;
-        blocking(&self.store, move |s| s.report_epochs(&lease, &epochs)).await?;
+        self.store
+            .report_epochs_async(lease, epochs)
+            .await
+            .map_err(status_of)?;
         self.metrics
             .metric_points
             .fetch_add(points, std::sync::atomic::Ordering::Relaxed);
@@ -306,8 +318,12 @@ impl WorkerService for WorkerApi {
             .ok_or_else(|| Status::invalid_argument("missing field `result`"))?;
         let result = wire::cell_result_from_wire(result)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let (l, cell_id) = (lease.clone(), r.cell_id.clone());
-        let stored = blocking(&self.store, move |s| s.complete_cell(&l, &cell_id, &result)).await?;
+        let accuracy = result.accuracy;
+        let stored = self
+            .store
+            .complete_cell_async(lease.clone(), r.cell_id.clone(), result)
+            .await
+            .map_err(status_of)?;
         if stored {
             self.metrics
                 .cell_results
@@ -317,7 +333,7 @@ impl WorkerService for WorkerApi {
             run_id = lease.run_id,
             cell_id = r.cell_id,
             attempt = lease.attempt,
-            accuracy = result.accuracy,
+            accuracy,
             stored,
             "cell result"
         );
@@ -330,8 +346,10 @@ impl WorkerService for WorkerApi {
         request: Request<pb::CompleteRunRequest>,
     ) -> Result<Response<pb::Ack>, Status> {
         let lease = lease_ref(request.into_inner().lease)?;
-        let l = lease.clone();
-        blocking(&self.store, move |s| s.complete_run(&l)).await?;
+        self.store
+            .complete_run_async(lease.clone())
+            .await
+            .map_err(status_of)?;
         info!(
             run_id = lease.run_id,
             worker_id = lease.worker_id,
@@ -356,8 +374,12 @@ impl WorkerService for WorkerApi {
             }
             reason.truncate(cut);
         }
-        let (l, why, retryable) = (lease.clone(), reason.clone(), r.retryable);
-        let outcome = blocking(&self.store, move |s| s.fail_run(&l, &why, retryable)).await?;
+        let retryable = r.retryable;
+        let outcome = self
+            .store
+            .fail_run_async(lease.clone(), reason.clone(), retryable)
+            .await
+            .map_err(status_of)?;
         match outcome {
             FailOutcome::RetryAt(at) => warn!(
                 run_id = lease.run_id,

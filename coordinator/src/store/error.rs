@@ -27,6 +27,9 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("stored record is corrupt: {0}")]
     Corrupt(String),
+    /// The group commit this call was part of did not commit; nothing it wrote happened.
+    #[error("state database write failed: {0}")]
+    CommitFailed(String),
 }
 
 impl From<serde_json::Error> for StoreError {

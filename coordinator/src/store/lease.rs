@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use advsweep_spec::{CellSpec, RunSpec};
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Store, StoreError, now_ms, random_id};
 
@@ -94,129 +94,177 @@ impl Store {
         slots: u32,
         version: &str,
     ) -> Result<String, StoreError> {
-        let worker_id = random_id("w-");
-        let now = now_ms();
-        self.conn().execute(
-            "INSERT INTO workers (worker_id, name, hostname, device, slots, version,
-                 registered_ms, last_seen_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
-            params![worker_id, name, hostname, device, slots, version, now],
-        )?;
-        Ok(worker_id)
+        let (name, hostname, device, version) = (
+            name.to_owned(),
+            hostname.to_owned(),
+            device.to_owned(),
+            version.to_owned(),
+        );
+        self.write(move |c| register_worker(c, &name, &hostname, &device, slots, &version))
+    }
+
+    /// [`Store::register_worker`] for async callers.
+    pub async fn register_worker_async(
+        &self,
+        name: String,
+        hostname: String,
+        device: String,
+        slots: u32,
+        version: String,
+    ) -> Result<String, StoreError> {
+        self.write_async(move |c| register_worker(c, &name, &hostname, &device, slots, &version))
+            .await
     }
 
     /// Grants the oldest ready run to `worker_id`.
     pub fn lease(&self, worker_id: &str) -> Result<LeaseOutcome, StoreError> {
-        let now = now_ms();
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        touch_worker(&tx, worker_id, now)?;
-        expire_leases(&tx, &self.settings, now)?;
-        let candidate: Option<(String, String, u32)> = tx
-            .query_row(
-                "SELECT run_id, spec_json, attempt FROM runs
-                 WHERE state = 'pending' AND not_before_ms <= ?1
-                 ORDER BY seq LIMIT 1",
-                [now],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()?;
-        let Some((run_id, spec_json, attempt)) = candidate else {
-            let next: Option<i64> = tx.query_row(
-                "SELECT MIN(CASE WHEN state = 'pending' THEN not_before_ms ELSE ?1 + 1000 END)
-                 FROM runs WHERE state IN ('pending', 'leased')",
-                [now],
-                |r| r.get(0),
-            )?;
-            tx.commit()?;
-            return Ok(match next {
-                None => LeaseOutcome::Idle,
-                Some(at) => LeaseOutcome::Wait {
-                    retry_after_ms: u64::try_from((at - now).clamp(50, 1000)).unwrap_or(1000),
-                },
-            });
-        };
-        let run: RunSpec = serde_json::from_str(&spec_json)?;
-        let attempt = attempt + 1;
-        let lease_id = random_id("l-");
-        let expires = now + LeaseSettings::ms(self.settings.lease_ttl);
-        tx.execute(
-            "UPDATE runs SET state = 'leased', attempt = ?2, lease_id = ?3, worker_id = ?4,
-                 lease_expires_ms = ?5, updated_ms = ?6
-             WHERE run_id = ?1",
-            params![run_id, attempt, lease_id, worker_id, expires, now],
-        )?;
-        let cells = {
-            let mut stmt = tx.prepare_cached(
-                "SELECT spec_json FROM cells WHERE run_id = ?1 AND state = 'pending' ORDER BY seq",
-            )?;
-            let rows = stmt.query_map([&run_id], |r| r.get::<_, String>(0))?;
-            let mut cells = Vec::new();
-            for row in rows {
-                cells.push(serde_json::from_str::<CellSpec>(&row?)?);
-            }
-            cells
-        };
-        let sweep_id: String = tx.query_row(
-            "SELECT sr.sweep_id FROM sweep_runs sr JOIN sweeps s ON s.sweep_id = sr.sweep_id
-             WHERE sr.run_id = ?1 ORDER BY s.cancelled, s.created_ms LIMIT 1",
-            [&run_id],
-            |r| r.get(0),
-        )?;
-        tx.commit()?;
-        drop(conn);
-        let resume_from = self.latest_checkpoint(&run_id)?;
-        Ok(LeaseOutcome::Granted(Box::new(LeaseGrant {
-            lease_id,
-            attempt,
-            sweep_id,
-            run,
-            cells,
-            resume_from,
-        })))
+        let (worker_id, settings) = (worker_id.to_owned(), self.settings.clone());
+        self.write(move |c| lease(c, &settings, &worker_id))
+    }
+
+    /// [`Store::lease`] for async callers.
+    pub async fn lease_async(&self, worker_id: String) -> Result<LeaseOutcome, StoreError> {
+        let settings = self.settings.clone();
+        self.write_async(move |c| lease(c, &settings, &worker_id))
+            .await
     }
 
     /// Renews a lease. `Ok(false)` tells the worker to stop: the lease is gone.
     pub fn heartbeat(&self, lease: &LeaseRef) -> Result<bool, StoreError> {
-        let now = now_ms();
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        touch_worker(&tx, &lease.worker_id, now)?;
-        expire_leases(&tx, &self.settings, now)?;
-        let held = match check_lease(&tx, lease, now) {
-            Ok(()) => {
-                tx.execute(
-                    "UPDATE runs SET lease_expires_ms = ?2 WHERE run_id = ?1",
-                    params![
-                        lease.run_id,
-                        now + LeaseSettings::ms(self.settings.lease_ttl)
-                    ],
-                )?;
-                true
-            }
-            Err(StoreError::LeaseLost { .. }) => false,
-            Err(e) => return Err(e),
-        };
-        tx.commit()?;
-        Ok(held)
+        let (lease, settings) = (lease.clone(), self.settings.clone());
+        self.write(move |c| heartbeat(c, &settings, &lease))
+    }
+
+    /// [`Store::heartbeat`] for async callers.
+    pub async fn heartbeat_async(&self, lease: LeaseRef) -> Result<bool, StoreError> {
+        let settings = self.settings.clone();
+        self.write_async(move |c| heartbeat(c, &settings, &lease))
+            .await
     }
 
     /// Re-queues (or fails) every run whose lease has expired. Called periodically and on
     /// every lease and heartbeat, so expiry does not depend on a timer alone.
     pub fn expire_leases(&self) -> Result<usize, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let n = expire_leases(&tx, &self.settings, now_ms())?;
-        tx.commit()?;
-        Ok(n)
+        let settings = self.settings.clone();
+        self.write(move |c| expire_leases(c, &settings, now_ms()))
     }
 }
 
-fn touch_worker(tx: &Transaction, worker_id: &str, now: i64) -> Result<(), StoreError> {
-    let n = tx.execute(
-        "UPDATE workers SET last_seen_ms = ?2 WHERE worker_id = ?1",
-        params![worker_id, now],
-    )?;
+fn register_worker(
+    conn: &Connection,
+    name: &str,
+    hostname: &str,
+    device: &str,
+    slots: u32,
+    version: &str,
+) -> Result<String, StoreError> {
+    let worker_id = random_id("w-");
+    let now = now_ms();
+    conn.prepare_cached(
+        "INSERT INTO workers (worker_id, name, hostname, device, slots, version,
+             registered_ms, last_seen_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+    )?
+    .execute(params![
+        worker_id, name, hostname, device, slots, version, now
+    ])?;
+    Ok(worker_id)
+}
+
+fn lease(
+    conn: &Connection,
+    settings: &LeaseSettings,
+    worker_id: &str,
+) -> Result<LeaseOutcome, StoreError> {
+    let now = now_ms();
+    touch_worker(conn, worker_id, now)?;
+    expire_leases(conn, settings, now)?;
+    let candidate: Option<(String, String, u32)> = conn
+        .prepare_cached(
+            "SELECT run_id, spec_json, attempt FROM runs
+             WHERE state = 'pending' AND not_before_ms <= ?1
+             ORDER BY seq LIMIT 1",
+        )?
+        .query_row([now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let Some((run_id, spec_json, attempt)) = candidate else {
+        let next: Option<i64> = conn
+            .prepare_cached(
+                "SELECT MIN(CASE WHEN state = 'pending' THEN not_before_ms ELSE ?1 + 1000 END)
+                 FROM runs WHERE state IN ('pending', 'leased')",
+            )?
+            .query_row([now], |r| r.get(0))?;
+        return Ok(match next {
+            None => LeaseOutcome::Idle,
+            Some(at) => LeaseOutcome::Wait {
+                retry_after_ms: u64::try_from((at - now).clamp(50, 1000)).unwrap_or(1000),
+            },
+        });
+    };
+    let run: RunSpec = serde_json::from_str(&spec_json)?;
+    let attempt = attempt + 1;
+    let lease_id = random_id("l-");
+    let expires = now + LeaseSettings::ms(settings.lease_ttl);
+    conn.prepare_cached(
+        "UPDATE runs SET state = 'leased', attempt = ?2, lease_id = ?3, worker_id = ?4,
+             lease_expires_ms = ?5, updated_ms = ?6
+         WHERE run_id = ?1",
+    )?
+    .execute(params![run_id, attempt, lease_id, worker_id, expires, now])?;
+    let cells = {
+        let mut stmt = conn.prepare_cached(
+            "SELECT spec_json FROM cells WHERE run_id = ?1 AND state = 'pending' ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([&run_id], |r| r.get::<_, String>(0))?;
+        let mut cells = Vec::new();
+        for row in rows {
+            cells.push(serde_json::from_str::<CellSpec>(&row?)?);
+        }
+        cells
+    };
+    let sweep_id: String = conn
+        .prepare_cached(
+            "SELECT sr.sweep_id FROM sweep_runs sr JOIN sweeps s ON s.sweep_id = sr.sweep_id
+             WHERE sr.run_id = ?1 ORDER BY s.cancelled, s.created_ms LIMIT 1",
+        )?
+        .query_row([&run_id], |r| r.get(0))?;
+    let resume_from = super::recovery::latest_checkpoint(conn, &run_id)?;
+    Ok(LeaseOutcome::Granted(Box::new(LeaseGrant {
+        lease_id,
+        attempt,
+        sweep_id,
+        run,
+        cells,
+        resume_from,
+    })))
+}
+
+fn heartbeat(
+    conn: &Connection,
+    settings: &LeaseSettings,
+    lease: &LeaseRef,
+) -> Result<bool, StoreError> {
+    let now = now_ms();
+    touch_worker(conn, &lease.worker_id, now)?;
+    expire_leases(conn, settings, now)?;
+    match check_lease(conn, lease, now) {
+        Ok(()) => {
+            conn.prepare_cached("UPDATE runs SET lease_expires_ms = ?2 WHERE run_id = ?1")?
+                .execute(params![
+                    lease.run_id,
+                    now + LeaseSettings::ms(settings.lease_ttl)
+                ])?;
+            Ok(true)
+        }
+        Err(StoreError::LeaseLost { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+fn touch_worker(conn: &Connection, worker_id: &str, now: i64) -> Result<(), StoreError> {
+    let n = conn
+        .prepare_cached("UPDATE workers SET last_seen_ms = ?2 WHERE worker_id = ?1")?
+        .execute(params![worker_id, now])?;
     if n == 0 {
         return Err(StoreError::UnknownWorker(worker_id.to_owned()));
     }
@@ -224,13 +272,14 @@ fn touch_worker(tx: &Transaction, worker_id: &str, now: i64) -> Result<(), Store
 }
 
 /// Fails the check unless `lease` is the live lease of its run.
-pub(super) fn check_lease(tx: &Transaction, lease: &LeaseRef, now: i64) -> Result<(), StoreError> {
-    let row: Option<(String, Option<String>, u32, Option<i64>)> = tx
-        .query_row(
+pub(super) fn check_lease(conn: &Connection, lease: &LeaseRef, now: i64) -> Result<(), StoreError> {
+    let row: Option<(String, Option<String>, u32, Option<i64>)> = conn
+        .prepare_cached(
             "SELECT state, lease_id, attempt, lease_expires_ms FROM runs WHERE run_id = ?1",
-            [&lease.run_id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
+        )?
+        .query_row([&lease.run_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
         .optional()?;
     let lost = |why: String| StoreError::LeaseLost {
         run_id: lease.run_id.clone(),
@@ -268,7 +317,7 @@ pub(super) struct FailedAttempt<'a> {
 /// `pending` after a back-off, or `failed` (with its pending cells) once attempts run out or
 /// the error cannot succeed on retry.
 pub(super) fn end_failed_attempt(
-    tx: &Transaction,
+    tx: &Connection,
     settings: &LeaseSettings,
     failed: FailedAttempt<'_>,
     now: i64,
@@ -327,11 +376,7 @@ pub(super) fn end_failed_attempt(
     }
 }
 
-fn expire_leases(
-    tx: &Transaction,
-    settings: &LeaseSettings,
-    now: i64,
-) -> Result<usize, StoreError> {
+fn expire_leases(tx: &Connection, settings: &LeaseSettings, now: i64) -> Result<usize, StoreError> {
     let expired: Vec<(String, u32, Option<String>)> = {
         let mut stmt = tx.prepare_cached(
             "SELECT run_id, attempt, worker_id FROM runs

@@ -1,8 +1,14 @@
 //! Durable coordinator state in SQLite: sweeps, runs, cells, metrics, workers, leases.
 //!
 //! The store is the only owner of state. The gRPC layer is a thin translation over it, so every
-//! transition (submit, lease, heartbeat, result, failure, cancel) is a transaction here and can
+//! transition (submit, lease, heartbeat, result, failure, cancel) is an atomic unit here and can
 //! be tested without a network.
+//!
+//! Writes go through one writer thread ([`writer`]) that group-commits whatever is queued: each
+//! transition runs in its own savepoint of a shared transaction, and every caller is answered
+//! only after that transaction's commit (and fsync) — concurrent workers share fsyncs, nothing is
+//! acknowledged before it is durable. Reads (`status`, reports, metrics) use a small pool of
+//! read-only connections, which WAL lets run beside the writer.
 
 mod error;
 mod lease;
@@ -11,9 +17,11 @@ mod recovery;
 mod report;
 mod schema;
 mod submit;
+mod writer;
 
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension};
@@ -36,11 +44,45 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Idle read connections kept for reuse.
+const READERS_KEPT: usize = 4;
+
 /// The coordinator's state directory, opened.
 pub struct Store {
-    conn: Mutex<Connection>,
+    writer: writer::Writer,
+    readers: Mutex<Vec<Connection>>,
     path: PathBuf,
     settings: LeaseSettings,
+}
+
+/// A pooled read-only connection, returned to the pool when dropped.
+struct Reader<'a> {
+    conn: Option<Connection>,
+    pool: &'a Mutex<Vec<Connection>>,
+}
+
+impl Deref for Reader<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn
+            .as_ref()
+            .expect("a reader holds its connection until dropped")
+    }
+}
+
+impl Drop for Reader<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            // End a snapshot left open (an early return on error) before pooling.
+            if !conn.is_autocommit() && conn.execute_batch("ROLLBACK").is_err() {
+                return;
+            }
+            let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+            if pool.len() < READERS_KEPT {
+                pool.push(conn);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -87,8 +129,14 @@ impl Store {
                 )));
             }
         }
+        schema::configure_writer(&conn)?;
+        let writer = writer::Writer::start(conn).map_err(|source| StoreError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
         Ok(Store {
-            conn: Mutex::new(conn),
+            writer,
+            readers: Mutex::new(Vec::new()),
             path,
             settings,
         })
@@ -102,15 +150,54 @@ impl Store {
         &self.settings
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
-        // A panic while holding the lock cannot leave SQLite inconsistent (transactions roll
-        // back on drop), so a poisoned lock is safe to reuse.
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    /// A read-only connection; it sees every write acknowledged before this call.
+    fn reader(&self) -> Result<Reader<'_>, StoreError> {
+        // A panic while holding the lock cannot leave the pool inconsistent.
+        let pooled = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => {
+                let conn = Connection::open(&self.path)?;
+                schema::configure_reader(&conn)?;
+                conn
+            }
+        };
+        Ok(Reader {
+            conn: Some(conn),
+            pool: &self.readers,
+        })
+    }
+
+    /// A read-only connection inside a read transaction: every query through it sees the same
+    /// committed state (for views assembled from several queries).
+    fn snapshot(&self) -> Result<Reader<'_>, StoreError> {
+        let reader = self.reader()?;
+        reader.execute_batch("BEGIN")?;
+        Ok(reader)
+    }
+
+    /// Runs `f` as one atomic transition in the writer's next group commit; returns once it is
+    /// durable (or failed, in which case none of its writes happened).
+    fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.writer.write(f)
+    }
+
+    /// [`Store::write`] for async callers: awaits the commit without holding a thread.
+    async fn write_async<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.writer.write_async(f).await
     }
 
     /// Whether any run of an active sweep still has work to do (pending or leased).
     pub fn has_work(&self) -> Result<bool, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader()?;
         Ok(conn
             .query_row(
                 "SELECT 1 FROM runs WHERE state IN ('pending', 'leased') LIMIT 1",

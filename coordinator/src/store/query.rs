@@ -201,7 +201,7 @@ impl Store {
     /// Counts by state over all sweeps, leases and workers (alive = heard from within three
     /// heartbeat intervals).
     pub fn gauges(&self) -> Result<Gauges, StoreError> {
-        let conn = self.conn();
+        let conn = self.snapshot()?;
         let by_state = |sql: &str| -> Result<Vec<(String, u64)>, StoreError> {
             let mut stmt = conn.prepare_cached(sql)?;
             let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
@@ -237,7 +237,7 @@ impl Store {
 
     /// The sweep's leased runs with their latest epoch, for live progress.
     pub fn running_runs(&self, sweep_id: &str) -> Result<Vec<RunStatus>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader()?;
         let mut stmt = conn.prepare_cached(
             "SELECT r.run_id, r.model, r.defense_name, r.defense_epsilon, r.seed, r.attempt,
                     r.worker_id,
@@ -280,12 +280,12 @@ impl Store {
     }
 
     pub fn sweep_summary(&self, sweep_id: &str) -> Result<SweepSummary, StoreError> {
-        summary(&self.conn(), sweep_id)
+        summary(&*self.snapshot()?, sweep_id)
     }
 
     /// Every sweep, oldest first.
     pub fn list_sweeps(&self) -> Result<Vec<SweepSummary>, StoreError> {
-        let conn = self.conn();
+        let conn = self.snapshot()?;
         let ids: Vec<String> = conn
             .prepare_cached("SELECT sweep_id FROM sweeps ORDER BY created_ms, sweep_id")?
             .query_map([], |r| r.get(0))?
@@ -295,7 +295,7 @@ impl Store {
 
     /// A sweep with every run (and its epoch metrics) and every cell, in file order.
     pub fn sweep_detail(&self, sweep_id: &str) -> Result<SweepDetail, StoreError> {
-        let conn = self.conn();
+        let conn = self.snapshot()?;
         let summary = summary(&conn, sweep_id)?;
         let mut epochs: HashMap<String, Vec<EpochMetrics>> = HashMap::new();
         {

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::lease::check_lease;
 use super::{LeaseRef, Store, StoreError, now_ms, random_id};
@@ -45,99 +45,25 @@ impl Store {
 
     /// Hands a leased run back (preemption): re-queued now, not counted as a failure.
     pub fn release_run(&self, lease: &LeaseRef, reason: &str) -> Result<(), StoreError> {
-        let now = now_ms();
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        check_lease(&tx, lease, now)?;
-        tx.execute(
-            "INSERT OR REPLACE INTO attempts (run_id, attempt, worker_id, outcome, reason, ended_ms)
-             VALUES (?1, ?2, ?3, 'preempted', ?4, ?5)",
-            params![lease.run_id, lease.attempt, lease.worker_id, reason, now],
-        )?;
-        tx.execute(
-            "UPDATE runs SET state = 'pending', lease_id = NULL, worker_id = NULL,
-                 lease_expires_ms = NULL, not_before_ms = 0, updated_ms = ?2
-             WHERE run_id = ?1",
-            params![lease.run_id, now],
-        )?;
-        tx.commit()?;
-        Ok(())
+        let (lease, reason) = (lease.clone(), reason.to_owned());
+        self.write(move |c| release_run(c, &lease, &reason))
+    }
+
+    /// [`Store::release_run`] for async callers.
+    pub async fn release_run_async(
+        &self,
+        lease: LeaseRef,
+        reason: String,
+    ) -> Result<(), StoreError> {
+        self.write_async(move |c| release_run(c, &lease, &reason))
+            .await
     }
 
     /// Re-queues the sweep's failed cells (or the named failed/cancelled ones) and their runs
     /// with a fresh attempt budget.
     pub fn retry(&self, sweep_id: &str, cell_ids: &[String]) -> Result<RetryOutcome, StoreError> {
-        let now = now_ms();
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let exists = tx
-            .query_row(
-                "SELECT 1 FROM sweeps WHERE sweep_id = ?1",
-                [sweep_id],
-                |_| Ok(()),
-            )
-            .optional()?
-            .is_some();
-        if !exists {
-            return Err(StoreError::SweepNotFound(sweep_id.to_owned()));
-        }
-        tx.execute(
-            "UPDATE sweeps SET cancelled = 0 WHERE sweep_id = ?1",
-            [sweep_id],
-        )?;
-        let mut cells = 0usize;
-        if cell_ids.is_empty() {
-            cells += tx.execute(
-                "UPDATE cells SET state = 'pending', error = NULL, updated_ms = ?2
-                 WHERE state = 'failed'
-                   AND cell_id IN (SELECT cell_id FROM sweep_cells WHERE sweep_id = ?1)",
-                params![sweep_id, now],
-            )?;
-        } else {
-            for id in cell_ids {
-                let state: Option<String> = tx
-                    .query_row(
-                        "SELECT c.state FROM cells c JOIN sweep_cells sc ON sc.cell_id = c.cell_id
-                         WHERE sc.sweep_id = ?1 AND c.cell_id = ?2",
-                        params![sweep_id, id],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                match state.as_deref() {
-                    None => {
-                        return Err(StoreError::Invalid(format!(
-                            "cell `{id}` is not part of sweep `{sweep_id}`"
-                        )));
-                    }
-                    Some("failed" | "cancelled") => {
-                        cells += tx.execute(
-                            "UPDATE cells SET state = 'pending', error = NULL, updated_ms = ?2
-                             WHERE cell_id = ?1",
-                            params![id, now],
-                        )?;
-                    }
-                    Some(other) => {
-                        return Err(StoreError::Invalid(format!(
-                            "cell `{id}` is {other}; only failed or cancelled cells can be retried"
-                        )));
-                    }
-                }
-            }
-        }
-        let runs = tx.execute(
-            "UPDATE runs SET state = 'pending', failures = 0, error = NULL, not_before_ms = 0,
-                 warnings = NULL, lease_id = NULL, worker_id = NULL, lease_expires_ms = NULL,
-                 updated_ms = ?2
-             WHERE run_id IN (SELECT run_id FROM sweep_runs WHERE sweep_id = ?1)
-               AND state IN ('done', 'failed', 'cancelled')
-               AND EXISTS (SELECT 1 FROM cells c WHERE c.run_id = runs.run_id AND c.state = 'pending')",
-            params![sweep_id, now],
-        )?;
-        tx.commit()?;
-        Ok(RetryOutcome {
-            cells: count(cells),
-            runs: count(runs),
-        })
+        let (sweep_id, cell_ids) = (sweep_id.to_owned(), cell_ids.to_vec());
+        self.write(move |c| retry(c, &sweep_id, &cell_ids))
     }
 
     /// Records a checkpoint file already written (and verified) at `path`, under a live lease.
@@ -150,67 +76,18 @@ impl Store {
         bytes: u64,
         path: &Path,
     ) -> Result<String, StoreError> {
-        let now = now_ms();
-        let checkpoint_id = random_id("k-");
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        check_lease(&tx, lease, now)?;
-        tx.execute(
-            "INSERT INTO checkpoints (checkpoint_id, run_id, attempt, epoch, sha256, bytes, path, created_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
-                checkpoint_id,
-                lease.run_id,
-                lease.attempt,
-                epoch,
-                sha256,
-                i64::try_from(bytes).unwrap_or(i64::MAX),
-                path.display().to_string(),
-                now
-            ],
-        )?;
-        let stale: Vec<(String, String)> = {
-            let mut stmt = tx.prepare_cached(
-                "SELECT checkpoint_id, path FROM checkpoints WHERE run_id = ?1
-                 ORDER BY epoch DESC, created_ms DESC LIMIT -1 OFFSET ?2",
-            )?;
-            let rows = stmt.query_map(params![lease.run_id, CHECKPOINTS_KEPT as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
-            rows.collect::<Result<_, _>>()?
-        };
-        for (id, _) in &stale {
-            tx.execute("DELETE FROM checkpoints WHERE checkpoint_id = ?1", [id])?;
-        }
-        tx.commit()?;
-        for (_, file) in stale {
+        let (lease, sha256, path) = (lease.clone(), sha256.to_owned(), path.to_owned());
+        let (checkpoint_id, stale) =
+            self.write(move |c| record_checkpoint(c, &lease, epoch, &sha256, bytes, &path))?;
+        for file in stale {
             let _ = std::fs::remove_file(file);
         }
         Ok(checkpoint_id)
     }
 
-    fn checkpoint_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CheckpointInfo> {
-        Ok(CheckpointInfo {
-            checkpoint_id: r.get(0)?,
-            run_id: r.get(1)?,
-            epoch: r.get(2)?,
-            sha256: r.get(3)?,
-            bytes: u64::try_from(r.get::<_, i64>(4)?).unwrap_or_default(),
-            path: PathBuf::from(r.get::<_, String>(5)?),
-        })
-    }
-
     /// The run's most advanced checkpoint, if any.
     pub fn latest_checkpoint(&self, run_id: &str) -> Result<Option<CheckpointInfo>, StoreError> {
-        Ok(self
-            .conn()
-            .query_row(
-                "SELECT checkpoint_id, run_id, epoch, sha256, bytes, path FROM checkpoints
-                 WHERE run_id = ?1 ORDER BY epoch DESC, created_ms DESC LIMIT 1",
-                [run_id],
-                Self::checkpoint_row,
-            )
-            .optional()?)
+        latest_checkpoint(&*self.reader()?, run_id)
     }
 
     /// A checkpoint by id, for a registered worker.
@@ -220,7 +97,7 @@ impl Store {
         run_id: &str,
         checkpoint_id: &str,
     ) -> Result<Option<CheckpointInfo>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader()?;
         let known = conn
             .query_row(
                 "SELECT 1 FROM workers WHERE worker_id = ?1",
@@ -237,7 +114,7 @@ impl Store {
                 "SELECT checkpoint_id, run_id, epoch, sha256, bytes, path FROM checkpoints
                  WHERE run_id = ?1 AND checkpoint_id = ?2",
                 params![run_id, checkpoint_id],
-                Self::checkpoint_row,
+                checkpoint_row,
             )
             .optional()?)
     }
@@ -245,10 +122,176 @@ impl Store {
     /// Forgets a checkpoint whose file turned out corrupt, so the next lease resumes from the
     /// previous one (or from scratch).
     pub fn drop_checkpoint(&self, checkpoint_id: &str) -> Result<(), StoreError> {
-        self.conn().execute(
-            "DELETE FROM checkpoints WHERE checkpoint_id = ?1",
-            [checkpoint_id],
-        )?;
-        Ok(())
+        let checkpoint_id = checkpoint_id.to_owned();
+        self.write(move |c| {
+            c.execute(
+                "DELETE FROM checkpoints WHERE checkpoint_id = ?1",
+                [checkpoint_id],
+            )?;
+            Ok(())
+        })
     }
+}
+
+fn release_run(conn: &Connection, lease: &LeaseRef, reason: &str) -> Result<(), StoreError> {
+    let now = now_ms();
+    check_lease(conn, lease, now)?;
+    conn.execute(
+        "INSERT OR REPLACE INTO attempts (run_id, attempt, worker_id, outcome, reason, ended_ms)
+             VALUES (?1, ?2, ?3, 'preempted', ?4, ?5)",
+        params![lease.run_id, lease.attempt, lease.worker_id, reason, now],
+    )?;
+    conn.execute(
+        "UPDATE runs SET state = 'pending', lease_id = NULL, worker_id = NULL,
+                 lease_expires_ms = NULL, not_before_ms = 0, updated_ms = ?2
+             WHERE run_id = ?1",
+        params![lease.run_id, now],
+    )?;
+    Ok(())
+}
+
+fn retry(
+    conn: &Connection,
+    sweep_id: &str,
+    cell_ids: &[String],
+) -> Result<RetryOutcome, StoreError> {
+    let now = now_ms();
+    let exists = conn
+        .query_row(
+            "SELECT 1 FROM sweeps WHERE sweep_id = ?1",
+            [sweep_id],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    if !exists {
+        return Err(StoreError::SweepNotFound(sweep_id.to_owned()));
+    }
+    conn.execute(
+        "UPDATE sweeps SET cancelled = 0 WHERE sweep_id = ?1",
+        [sweep_id],
+    )?;
+    let mut cells = 0usize;
+    if cell_ids.is_empty() {
+        cells += conn.execute(
+            "UPDATE cells SET state = 'pending', error = NULL, updated_ms = ?2
+                 WHERE state = 'failed'
+                   AND cell_id IN (SELECT cell_id FROM sweep_cells WHERE sweep_id = ?1)",
+            params![sweep_id, now],
+        )?;
+    } else {
+        for id in cell_ids {
+            let state: Option<String> = conn
+                .query_row(
+                    "SELECT c.state FROM cells c JOIN sweep_cells sc ON sc.cell_id = c.cell_id
+                         WHERE sc.sweep_id = ?1 AND c.cell_id = ?2",
+                    params![sweep_id, id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match state.as_deref() {
+                None => {
+                    return Err(StoreError::Invalid(format!(
+                        "cell `{id}` is not part of sweep `{sweep_id}`"
+                    )));
+                }
+                Some("failed" | "cancelled") => {
+                    cells += conn.execute(
+                        "UPDATE cells SET state = 'pending', error = NULL, updated_ms = ?2
+                             WHERE cell_id = ?1",
+                        params![id, now],
+                    )?;
+                }
+                Some(other) => {
+                    return Err(StoreError::Invalid(format!(
+                        "cell `{id}` is {other}; only failed or cancelled cells can be retried"
+                    )));
+                }
+            }
+        }
+    }
+    let runs = conn.execute(
+            "UPDATE runs SET state = 'pending', failures = 0, error = NULL, not_before_ms = 0,
+                 warnings = NULL, lease_id = NULL, worker_id = NULL, lease_expires_ms = NULL,
+                 updated_ms = ?2
+             WHERE run_id IN (SELECT run_id FROM sweep_runs WHERE sweep_id = ?1)
+               AND state IN ('done', 'failed', 'cancelled')
+               AND EXISTS (SELECT 1 FROM cells c WHERE c.run_id = runs.run_id AND c.state = 'pending')",
+            params![sweep_id, now],
+        )?;
+    Ok(RetryOutcome {
+        cells: count(cells),
+        runs: count(runs),
+    })
+}
+
+/// Returns the new checkpoint's id and the files of the checkpoints it made stale (to delete
+/// once committed).
+fn record_checkpoint(
+    conn: &Connection,
+    lease: &LeaseRef,
+    epoch: u32,
+    sha256: &str,
+    bytes: u64,
+    path: &Path,
+) -> Result<(String, Vec<String>), StoreError> {
+    let now = now_ms();
+    let checkpoint_id = random_id("k-");
+    check_lease(conn, lease, now)?;
+    conn.execute(
+            "INSERT INTO checkpoints (checkpoint_id, run_id, attempt, epoch, sha256, bytes, path, created_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                checkpoint_id,
+                lease.run_id,
+                lease.attempt,
+                epoch,
+                sha256,
+                i64::try_from(bytes).unwrap_or(i64::MAX),
+                path.display().to_string(),
+                now
+            ],
+        )?;
+    let stale: Vec<(String, String)> = {
+        let mut stmt = conn.prepare_cached(
+            "SELECT checkpoint_id, path FROM checkpoints WHERE run_id = ?1
+                 ORDER BY epoch DESC, created_ms DESC LIMIT -1 OFFSET ?2",
+        )?;
+        let rows = stmt.query_map(params![lease.run_id, CHECKPOINTS_KEPT as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+        rows.collect::<Result<_, _>>()?
+    };
+    for (id, _) in &stale {
+        conn.execute("DELETE FROM checkpoints WHERE checkpoint_id = ?1", [id])?;
+    }
+    Ok((
+        checkpoint_id,
+        stale.into_iter().map(|(_, file)| file).collect(),
+    ))
+}
+
+fn checkpoint_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CheckpointInfo> {
+    Ok(CheckpointInfo {
+        checkpoint_id: r.get(0)?,
+        run_id: r.get(1)?,
+        epoch: r.get(2)?,
+        sha256: r.get(3)?,
+        bytes: u64::try_from(r.get::<_, i64>(4)?).unwrap_or_default(),
+        path: PathBuf::from(r.get::<_, String>(5)?),
+    })
+}
+
+/// The run's most advanced checkpoint, if any.
+pub(super) fn latest_checkpoint(
+    conn: &Connection,
+    run_id: &str,
+) -> Result<Option<CheckpointInfo>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT checkpoint_id, run_id, epoch, sha256, bytes, path FROM checkpoints
+             WHERE run_id = ?1 ORDER BY epoch DESC, created_ms DESC LIMIT 1",
+        )?
+        .query_row([run_id], checkpoint_row)
+        .optional()?)
 }

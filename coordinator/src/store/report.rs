@@ -4,20 +4,18 @@
 //! same attempt is a no-op success, so a worker may safely retry after a lost response.
 
 use advsweep_spec::{CellResult, EpochMetrics};
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::report::sanity::EvaluatedCell;
 
 use super::lease::{FailedAttempt, check_lease, end_failed_attempt};
-use super::{LeaseRef, Store, StoreError, now_ms};
+use super::{LeaseRef, LeaseSettings, Store, StoreError, now_ms};
 
 /// The run's sanity warnings, from its stored spec and finished cells.
-fn sanity_warnings(tx: &rusqlite::Transaction, run_id: &str) -> Result<Vec<String>, StoreError> {
-    let spec: String = tx.query_row(
-        "SELECT spec_json FROM runs WHERE run_id = ?1",
-        [run_id],
-        |r| r.get(0),
-    )?;
+fn sanity_warnings(tx: &Connection, run_id: &str) -> Result<Vec<String>, StoreError> {
+    let spec: String = tx
+        .prepare_cached("SELECT spec_json FROM runs WHERE run_id = ?1")?
+        .query_row([run_id], |r| r.get(0))?;
     let run: advsweep_spec::RunSpec = serde_json::from_str(&spec)?;
     let mut stmt = tx.prepare_cached(
         "SELECT spec_json, result_json FROM cells WHERE run_id = ?1 AND state = 'done'",
@@ -55,31 +53,18 @@ impl Store {
         lease: &LeaseRef,
         epochs: &[EpochMetrics],
     ) -> Result<(), StoreError> {
-        let now = now_ms();
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        check_lease(&tx, lease, now)?;
-        {
-            let mut upsert = tx.prepare_cached(
-                "INSERT OR REPLACE INTO epochs (run_id, epoch, attempt, train_loss, train_accuracy,
-                     test_accuracy, seconds, images_per_second)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?;
-            for m in epochs {
-                upsert.execute(params![
-                    lease.run_id,
-                    m.epoch,
-                    lease.attempt,
-                    m.train_loss,
-                    m.train_accuracy,
-                    m.test_accuracy,
-                    m.seconds,
-                    m.images_per_second
-                ])?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
+        let (lease, epochs) = (lease.clone(), epochs.to_vec());
+        self.write(move |c| report_epochs(c, &lease, &epochs))
+    }
+
+    /// [`Store::report_epochs`] for async callers.
+    pub async fn report_epochs_async(
+        &self,
+        lease: LeaseRef,
+        epochs: Vec<EpochMetrics>,
+    ) -> Result<(), StoreError> {
+        self.write_async(move |c| report_epochs(c, &lease, &epochs))
+            .await
     }
 
     /// Stores a cell's result. Returns `false` when the result had already been stored (a
@@ -90,92 +75,31 @@ impl Store {
         cell_id: &str,
         result: &CellResult,
     ) -> Result<bool, StoreError> {
-        let now = now_ms();
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let cell: Option<(String, String, Option<u32>)> = tx
-            .query_row(
-                "SELECT run_id, state, attempt FROM cells WHERE cell_id = ?1",
-                [cell_id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()?;
-        let Some((run_id, state, attempt)) = cell else {
-            return Err(StoreError::NoSuchCell {
-                run_id: lease.run_id.clone(),
-                cell_id: cell_id.to_owned(),
-            });
-        };
-        if run_id != lease.run_id {
-            return Err(StoreError::NoSuchCell {
-                run_id: lease.run_id.clone(),
-                cell_id: cell_id.to_owned(),
-            });
-        }
-        if state == "done" && attempt == Some(lease.attempt) {
-            return Ok(false);
-        }
-        check_lease(&tx, lease, now)?;
-        if state == "done" {
-            // Evaluated by an earlier attempt; the first result stands.
-            return Ok(false);
-        }
-        tx.execute(
-            "UPDATE cells SET state = 'done', result_json = ?2, attempt = ?3, error = NULL,
-                 updated_ms = ?4
-             WHERE cell_id = ?1",
-            params![cell_id, serde_json::to_string(result)?, lease.attempt, now],
-        )?;
-        tx.commit()?;
-        Ok(true)
+        let (lease, cell_id, result) = (lease.clone(), cell_id.to_owned(), *result);
+        self.write(move |c| complete_cell(c, &lease, &cell_id, &result))
+    }
+
+    /// [`Store::complete_cell`] for async callers.
+    pub async fn complete_cell_async(
+        &self,
+        lease: LeaseRef,
+        cell_id: String,
+        result: CellResult,
+    ) -> Result<bool, StoreError> {
+        self.write_async(move |c| complete_cell(c, &lease, &cell_id, &result))
+            .await
     }
 
     /// Ends a run's lease successfully. Cells the worker did not report are failed, since the
     /// worker claims to be finished with them.
     pub fn complete_run(&self, lease: &LeaseRef) -> Result<(), StoreError> {
-        let now = now_ms();
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let finished: Option<(String, u32)> = tx
-            .query_row(
-                "SELECT state, attempt FROM runs WHERE run_id = ?1",
-                [&lease.run_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        if finished
-            .as_ref()
-            .is_some_and(|(s, a)| s == "done" && *a == lease.attempt)
-        {
-            return Ok(());
-        }
-        check_lease(&tx, lease, now)?;
-        let reason = format!(
-            "worker {} finished attempt {} without a result for this cell",
-            lease.worker_id, lease.attempt
-        );
-        tx.execute(
-            "UPDATE cells SET state = 'failed', error = ?2, updated_ms = ?3
-             WHERE run_id = ?1 AND state = 'pending'",
-            params![lease.run_id, reason, now],
-        )?;
-        let warnings = sanity_warnings(&tx, &lease.run_id)?;
-        tx.execute(
-            "UPDATE runs SET state = 'done', lease_id = NULL, lease_expires_ms = NULL,
-                 error = NULL, updated_ms = ?2, warnings = ?3
-             WHERE run_id = ?1",
-            params![lease.run_id, now, serde_json::to_string(&warnings)?],
-        )?;
-        for w in &warnings {
-            tracing::warn!(run_id = lease.run_id, warning = %w, "unsound-looking evaluation");
-        }
-        tx.execute(
-            "INSERT OR REPLACE INTO attempts (run_id, attempt, worker_id, outcome, reason, ended_ms)
-             VALUES (?1, ?2, ?3, 'done', NULL, ?4)",
-            params![lease.run_id, lease.attempt, lease.worker_id, now],
-        )?;
-        tx.commit()?;
-        Ok(())
+        let lease = lease.clone();
+        self.write(move |c| complete_run(c, &lease))
+    }
+
+    /// [`Store::complete_run`] for async callers.
+    pub async fn complete_run_async(&self, lease: LeaseRef) -> Result<(), StoreError> {
+        self.write_async(move |c| complete_run(c, &lease)).await
     }
 
     /// Ends a run's lease with an error; retried with back-off when `retryable` and attempts
@@ -186,27 +110,163 @@ impl Store {
         reason: &str,
         retryable: bool,
     ) -> Result<FailOutcome, StoreError> {
-        let now = now_ms();
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        check_lease(&tx, lease, now)?;
-        let next = end_failed_attempt(
-            &tx,
-            &self.settings,
-            FailedAttempt {
-                run_id: &lease.run_id,
-                attempt: lease.attempt,
-                worker_id: Some(&lease.worker_id),
-                outcome: "failed",
-                reason,
-                retryable,
-            },
-            now,
-        )?;
-        tx.commit()?;
-        Ok(match next {
-            Some(at) => FailOutcome::RetryAt(at),
-            None => FailOutcome::Failed,
-        })
+        let (lease, reason, settings) = (lease.clone(), reason.to_owned(), self.settings.clone());
+        self.write(move |c| fail_run(c, &settings, &lease, &reason, retryable))
     }
+
+    /// [`Store::fail_run`] for async callers.
+    pub async fn fail_run_async(
+        &self,
+        lease: LeaseRef,
+        reason: String,
+        retryable: bool,
+    ) -> Result<FailOutcome, StoreError> {
+        let settings = self.settings.clone();
+        self.write_async(move |c| fail_run(c, &settings, &lease, &reason, retryable))
+            .await
+    }
+}
+
+fn report_epochs(
+    conn: &Connection,
+    lease: &LeaseRef,
+    epochs: &[EpochMetrics],
+) -> Result<(), StoreError> {
+    let now = now_ms();
+    check_lease(conn, lease, now)?;
+    let mut upsert = conn.prepare_cached(
+        "INSERT OR REPLACE INTO epochs (run_id, epoch, attempt, train_loss, train_accuracy,
+             test_accuracy, seconds, images_per_second)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    for m in epochs {
+        upsert.execute(params![
+            lease.run_id,
+            m.epoch,
+            lease.attempt,
+            m.train_loss,
+            m.train_accuracy,
+            m.test_accuracy,
+            m.seconds,
+            m.images_per_second
+        ])?;
+    }
+    Ok(())
+}
+
+fn complete_cell(
+    conn: &Connection,
+    lease: &LeaseRef,
+    cell_id: &str,
+    result: &CellResult,
+) -> Result<bool, StoreError> {
+    let now = now_ms();
+    let cell: Option<(String, String, Option<u32>)> = conn
+        .prepare_cached("SELECT run_id, state, attempt FROM cells WHERE cell_id = ?1")?
+        .query_row([cell_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let Some((run_id, state, attempt)) = cell else {
+        return Err(StoreError::NoSuchCell {
+            run_id: lease.run_id.clone(),
+            cell_id: cell_id.to_owned(),
+        });
+    };
+    if run_id != lease.run_id {
+        return Err(StoreError::NoSuchCell {
+            run_id: lease.run_id.clone(),
+            cell_id: cell_id.to_owned(),
+        });
+    }
+    if state == "done" && attempt == Some(lease.attempt) {
+        return Ok(false);
+    }
+    check_lease(conn, lease, now)?;
+    if state == "done" {
+        // Evaluated by an earlier attempt; the first result stands.
+        return Ok(false);
+    }
+    conn.prepare_cached(
+        "UPDATE cells SET state = 'done', result_json = ?2, attempt = ?3, error = NULL,
+             updated_ms = ?4
+         WHERE cell_id = ?1",
+    )?
+    .execute(params![
+        cell_id,
+        serde_json::to_string(result)?,
+        lease.attempt,
+        now
+    ])?;
+    Ok(true)
+}
+
+fn complete_run(conn: &Connection, lease: &LeaseRef) -> Result<(), StoreError> {
+    let now = now_ms();
+    let finished: Option<(String, u32)> = conn
+        .prepare_cached("SELECT state, attempt FROM runs WHERE run_id = ?1")?
+        .query_row([&lease.run_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    if finished
+        .as_ref()
+        .is_some_and(|(s, a)| s == "done" && *a == lease.attempt)
+    {
+        return Ok(());
+    }
+    check_lease(conn, lease, now)?;
+    let reason = format!(
+        "worker {} finished attempt {} without a result for this cell",
+        lease.worker_id, lease.attempt
+    );
+    conn.prepare_cached(
+        "UPDATE cells SET state = 'failed', error = ?2, updated_ms = ?3
+         WHERE run_id = ?1 AND state = 'pending'",
+    )?
+    .execute(params![lease.run_id, reason, now])?;
+    let warnings = sanity_warnings(conn, &lease.run_id)?;
+    conn.prepare_cached(
+        "UPDATE runs SET state = 'done', lease_id = NULL, lease_expires_ms = NULL,
+             error = NULL, updated_ms = ?2, warnings = ?3
+         WHERE run_id = ?1",
+    )?
+    .execute(params![
+        lease.run_id,
+        now,
+        serde_json::to_string(&warnings)?
+    ])?;
+    for w in &warnings {
+        tracing::warn!(run_id = lease.run_id, warning = %w, "unsound-looking evaluation");
+    }
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO attempts (run_id, attempt, worker_id, outcome, reason, ended_ms)
+         VALUES (?1, ?2, ?3, 'done', NULL, ?4)",
+    )?
+    .execute(params![lease.run_id, lease.attempt, lease.worker_id, now])?;
+    Ok(())
+}
+
+fn fail_run(
+    conn: &Connection,
+    settings: &LeaseSettings,
+    lease: &LeaseRef,
+    reason: &str,
+    retryable: bool,
+) -> Result<FailOutcome, StoreError> {
+    let now = now_ms();
+    check_lease(conn, lease, now)?;
+    let next = end_failed_attempt(
+        conn,
+        settings,
+        FailedAttempt {
+            run_id: &lease.run_id,
+            attempt: lease.attempt,
+            worker_id: Some(&lease.worker_id),
+            outcome: "failed",
+            reason,
+            retryable,
+        },
+        now,
+    )?;
+    Ok(match next {
+        Some(at) => FailOutcome::RetryAt(at),
+        None => FailOutcome::Failed,
+    })
 }

@@ -2,7 +2,8 @@
 //!
 //! Runs and cells are keyed by their content ids and shared between sweeps (`sweep_runs`,
 //! `sweep_cells`), so two sweeps that contain the same experiment train it once. Every state
-//! transition is a single transaction: nothing the coordinator acknowledged lives only in memory.
+//! transition is atomic (a savepoint of a group commit, see `writer`) and acknowledged only once
+//! committed: nothing the coordinator acknowledged lives only in memory.
 
 use rusqlite::Connection;
 
@@ -47,6 +48,9 @@ CREATE TABLE IF NOT EXISTS runs (
     warnings         TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_state ON runs (state, seq);
+-- Lease expiry is checked on every lease and heartbeat: a seek on the earliest expiry, not a
+-- scan of the leased runs.
+CREATE INDEX IF NOT EXISTS runs_lease_expiry ON runs (lease_expires_ms) WHERE state = 'leased';
 
 -- state: pending | done | failed | cancelled ("running" = pending cell of a leased run)
 CREATE TABLE IF NOT EXISTS cells (
@@ -136,5 +140,21 @@ pub fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(())
+}
+
+/// The single writing connection: every hot statement stays prepared, and a page cache large
+/// enough for the indices of a 100k-cell sweep.
+pub fn configure_writer(conn: &Connection) -> rusqlite::Result<()> {
+    conn.set_prepared_statement_cache_capacity(128);
+    conn.pragma_update(None, "cache_size", -32_768)?; // KiB
+    Ok(())
+}
+
+/// A read connection of the pool: WAL readers never block the writer (nor it them).
+pub fn configure_reader(conn: &Connection) -> rusqlite::Result<()> {
+    configure(conn)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    conn.pragma_update(None, "query_only", true)?;
     Ok(())
 }

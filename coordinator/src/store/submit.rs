@@ -3,7 +3,7 @@
 //! Re-submitting a sweep (or a second sweep sharing runs) inserts only what is new, keeps every
 //! finished cell, and re-opens failed or cancelled cells so that only missing work runs.
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Store, StoreError, now_ms};
 use crate::sweep::Plan;
@@ -26,96 +26,115 @@ fn count(n: usize) -> u32 {
 
 impl Store {
     pub fn submit(&self, plan: &Plan, sweep_toml: &str) -> Result<SubmitOutcome, StoreError> {
-        let now = now_ms();
-        let max_attempts = plan.max_attempts;
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let existed = tx
-            .query_row(
-                "SELECT 1 FROM sweeps WHERE sweep_id = ?1",
-                [&plan.sweep_id],
-                |_| Ok(()),
-            )
-            .optional()?
-            .is_some();
-        if existed {
-            tx.execute(
-                "UPDATE sweeps SET cancelled = 0 WHERE sweep_id = ?1",
-                [&plan.sweep_id],
-            )?;
-        } else {
-            tx.execute(
-                "INSERT INTO sweeps (sweep_id, name, description, sweep_toml, cancelled, created_ms)
+        self.submit_owned(plan.clone(), sweep_toml.to_owned())
+    }
+
+    /// [`Store::submit`] without copying the plan (a 100k-cell plan is tens of MB).
+    pub fn submit_owned(
+        &self,
+        plan: Plan,
+        sweep_toml: String,
+    ) -> Result<SubmitOutcome, StoreError> {
+        self.write(move |c| submit(c, &plan, &sweep_toml))
+    }
+
+    /// Cancels a sweep: its unfinished cells that no other active sweep needs become
+    /// `cancelled`, and runs left without pending cells stop (their workers' heartbeats are
+    /// answered `keep_going = false`). Returns the number of cells cancelled.
+    pub fn cancel(&self, sweep_id: &str) -> Result<u32, StoreError> {
+        let sweep_id = sweep_id.to_owned();
+        self.write(move |c| cancel(c, &sweep_id))
+    }
+}
+
+fn submit(tx: &Connection, plan: &Plan, sweep_toml: &str) -> Result<SubmitOutcome, StoreError> {
+    let now = now_ms();
+    let max_attempts = plan.max_attempts;
+    let existed = tx
+        .query_row(
+            "SELECT 1 FROM sweeps WHERE sweep_id = ?1",
+            [&plan.sweep_id],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    if existed {
+        tx.execute(
+            "UPDATE sweeps SET cancelled = 0 WHERE sweep_id = ?1",
+            [&plan.sweep_id],
+        )?;
+    } else {
+        tx.execute(
+            "INSERT INTO sweeps (sweep_id, name, description, sweep_toml, cancelled, created_ms)
                  VALUES (?1, ?2, ?3, ?4, 0, ?5)",
-                params![plan.sweep_id, plan.name, plan.description, sweep_toml, now],
-            )?;
-        }
-        {
-            let mut insert_run = tx.prepare_cached(
-                "INSERT OR IGNORE INTO runs (run_id, spec_json, model, defense_name,
+            params![plan.sweep_id, plan.name, plan.description, sweep_toml, now],
+        )?;
+    }
+    {
+        let mut insert_run = tx.prepare_cached(
+            "INSERT OR IGNORE INTO runs (run_id, spec_json, model, defense_name,
                      defense_epsilon, seed, state, max_attempts, updated_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8)",
-            )?;
-            let mut link_run = tx.prepare_cached(
-                "INSERT OR IGNORE INTO sweep_runs (sweep_id, run_id) VALUES (?1, ?2)",
-            )?;
-            for run in &plan.runs {
-                insert_run.execute(params![
-                    run.id,
-                    serde_json::to_string(run)?,
-                    run.model_name,
-                    run.defense_name,
-                    run.defense.epsilon(),
-                    i64::try_from(run.seed).unwrap_or(i64::MAX),
-                    max_attempts,
-                    now
-                ])?;
-                link_run.execute(params![plan.sweep_id, run.id])?;
-                // The latest submission's retry budget applies to unfinished runs.
-                tx.execute(
-                    "UPDATE runs SET max_attempts = ?2 WHERE run_id = ?1 AND state != 'done'",
-                    params![run.id, max_attempts],
-                )?;
-            }
+        )?;
+        let mut link_run = tx.prepare_cached(
+            "INSERT OR IGNORE INTO sweep_runs (sweep_id, run_id) VALUES (?1, ?2)",
+        )?;
+        let mut set_budget = tx.prepare_cached(
+            "UPDATE runs SET max_attempts = ?2 WHERE run_id = ?1 AND state != 'done'",
+        )?;
+        for run in &plan.runs {
+            insert_run.execute(params![
+                run.id,
+                serde_json::to_string(run)?,
+                run.model_name,
+                run.defense_name,
+                run.defense.epsilon(),
+                i64::try_from(run.seed).unwrap_or(i64::MAX),
+                max_attempts,
+                now
+            ])?;
+            link_run.execute(params![plan.sweep_id, run.id])?;
+            // The latest submission's retry budget applies to unfinished runs.
+            set_budget.execute(params![run.id, max_attempts])?;
         }
-        let mut already_done = 0usize;
-        {
-            let mut state_of = tx.prepare_cached("SELECT state FROM cells WHERE cell_id = ?1")?;
-            let mut insert_cell = tx.prepare_cached(
+    }
+    let mut already_done = 0usize;
+    {
+        let mut state_of = tx.prepare_cached("SELECT state FROM cells WHERE cell_id = ?1")?;
+        let mut insert_cell = tx.prepare_cached(
                 "INSERT INTO cells (cell_id, run_id, attack_name, spec_json, epsilon, state, updated_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6)",
             )?;
-            let mut reopen_cell = tx.prepare_cached(
-                "UPDATE cells SET state = 'pending', error = NULL, updated_ms = ?2 WHERE cell_id = ?1",
-            )?;
-            let mut link_cell = tx.prepare_cached(
-                "INSERT OR IGNORE INTO sweep_cells (sweep_id, cell_id, ord) VALUES (?1, ?2, ?3)",
-            )?;
-            for (ord, cell) in plan.cells.iter().enumerate() {
-                let state: Option<String> =
-                    state_of.query_row([&cell.id], |r| r.get(0)).optional()?;
-                match state.as_deref() {
-                    None => {
-                        insert_cell.execute(params![
-                            cell.id,
-                            cell.run_id,
-                            cell.attack_name,
-                            serde_json::to_string(cell)?,
-                            cell.epsilon,
-                            now
-                        ])?;
-                    }
-                    Some("done") => already_done += 1,
-                    Some("failed" | "cancelled") => {
-                        reopen_cell.execute(params![cell.id, now])?;
-                    }
-                    Some(_) => {}
+        let mut reopen_cell = tx.prepare_cached(
+            "UPDATE cells SET state = 'pending', error = NULL, updated_ms = ?2 WHERE cell_id = ?1",
+        )?;
+        let mut link_cell = tx.prepare_cached(
+            "INSERT OR IGNORE INTO sweep_cells (sweep_id, cell_id, ord) VALUES (?1, ?2, ?3)",
+        )?;
+        for (ord, cell) in plan.cells.iter().enumerate() {
+            let state: Option<String> = state_of.query_row([&cell.id], |r| r.get(0)).optional()?;
+            match state.as_deref() {
+                None => {
+                    insert_cell.execute(params![
+                        cell.id,
+                        cell.run_id,
+                        cell.attack_name,
+                        serde_json::to_string(cell)?,
+                        cell.epsilon,
+                        now
+                    ])?;
                 }
-                link_cell.execute(params![plan.sweep_id, cell.id, ord as i64])?;
+                Some("done") => already_done += 1,
+                Some("failed" | "cancelled") => {
+                    reopen_cell.execute(params![cell.id, now])?;
+                }
+                Some(_) => {}
             }
+            link_cell.execute(params![plan.sweep_id, cell.id, ord as i64])?;
         }
-        // A finished, failed or cancelled run that has pending cells again must be re-leased.
-        tx.execute(
+    }
+    // A finished, failed or cancelled run that has pending cells again must be re-leased.
+    tx.execute(
             "UPDATE runs SET state = 'pending', failures = 0, error = NULL, not_before_ms = 0, warnings = NULL,
                  lease_id = NULL, worker_id = NULL, lease_expires_ms = NULL, updated_ms = ?2
              WHERE run_id IN (SELECT run_id FROM sweep_runs WHERE sweep_id = ?1)
@@ -123,41 +142,35 @@ impl Store {
                AND EXISTS (SELECT 1 FROM cells c WHERE c.run_id = runs.run_id AND c.state = 'pending')",
             params![plan.sweep_id, now],
         )?;
-        tx.commit()?;
-        Ok(SubmitOutcome {
-            sweep_id: plan.sweep_id.clone(),
-            name: plan.name.clone(),
-            runs: count(plan.runs.len()),
-            cells: count(plan.cells.len()),
-            cells_already_done: count(already_done),
-            new_sweep: !existed,
-        })
-    }
+    Ok(SubmitOutcome {
+        sweep_id: plan.sweep_id.clone(),
+        name: plan.name.clone(),
+        runs: count(plan.runs.len()),
+        cells: count(plan.cells.len()),
+        cells_already_done: count(already_done),
+        new_sweep: !existed,
+    })
+}
 
-    /// Cancels a sweep: its unfinished cells that no other active sweep needs become
-    /// `cancelled`, and runs left without pending cells stop (their workers' heartbeats are
-    /// answered `keep_going = false`). Returns the number of cells cancelled.
-    pub fn cancel(&self, sweep_id: &str) -> Result<u32, StoreError> {
-        let now = now_ms();
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let changed = tx.execute(
-            "UPDATE sweeps SET cancelled = 1 WHERE sweep_id = ?1",
-            [sweep_id],
-        )?;
-        if changed == 0 {
-            return Err(StoreError::SweepNotFound(sweep_id.to_owned()));
-        }
-        let cells = tx.execute(
-            "UPDATE cells SET state = 'cancelled', updated_ms = ?2
+fn cancel(tx: &Connection, sweep_id: &str) -> Result<u32, StoreError> {
+    let now = now_ms();
+    let changed = tx.execute(
+        "UPDATE sweeps SET cancelled = 1 WHERE sweep_id = ?1",
+        [sweep_id],
+    )?;
+    if changed == 0 {
+        return Err(StoreError::SweepNotFound(sweep_id.to_owned()));
+    }
+    let cells = tx.execute(
+        "UPDATE cells SET state = 'cancelled', updated_ms = ?2
              WHERE state = 'pending'
                AND cell_id IN (SELECT cell_id FROM sweep_cells WHERE sweep_id = ?1)
                AND NOT EXISTS (
                    SELECT 1 FROM sweep_cells sc JOIN sweeps s ON s.sweep_id = sc.sweep_id
                    WHERE sc.cell_id = cells.cell_id AND s.cancelled = 0)",
-            params![sweep_id, now],
-        )?;
-        tx.execute(
+        params![sweep_id, now],
+    )?;
+    tx.execute(
             "UPDATE runs SET state = 'cancelled', lease_id = NULL, lease_expires_ms = NULL,
                  updated_ms = ?2
              WHERE run_id IN (SELECT run_id FROM sweep_runs WHERE sweep_id = ?1)
@@ -165,7 +178,5 @@ impl Store {
                AND NOT EXISTS (SELECT 1 FROM cells c WHERE c.run_id = runs.run_id AND c.state = 'pending')",
             params![sweep_id, now],
         )?;
-        tx.commit()?;
-        Ok(count(cells))
-    }
+    Ok(count(cells))
 }

@@ -344,3 +344,114 @@ fn checkpoints_are_fenced_pruned_and_offered_on_the_next_lease() {
         Some(2)
     );
 }
+
+#[test]
+fn a_group_commit_rolls_back_only_the_request_that_failed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = store(&dir, LeaseSettings::default());
+    s.write(|c| {
+        c.execute_batch("CREATE TABLE t (x INTEGER)")?;
+        Ok(())
+    })
+    .expect("create");
+    // The first job holds the writer while the other three queue up behind it, so the four
+    // share one transaction.
+    let started = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let replies = std::thread::scope(|scope| {
+        let s = &s;
+        let gate = std::sync::Arc::clone(&started);
+        let first = scope.spawn(move || {
+            s.write(move |c| {
+                gate.wait();
+                std::thread::sleep(Duration::from_millis(100));
+                c.execute("INSERT INTO t VALUES (1)", [])?;
+                Ok(())
+            })
+        });
+        started.wait();
+        let others: Vec<_> = (2..=4)
+            .map(|x| {
+                scope.spawn(move || {
+                    s.write(move |c| {
+                        c.execute("INSERT INTO t VALUES (?1)", [x])?;
+                        if x == 3 {
+                            return Err(StoreError::Invalid("request 3 is bad".into()));
+                        }
+                        Ok(x)
+                    })
+                })
+            })
+            .collect();
+        let first = first.join().expect("thread");
+        let others: Vec<_> = others
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect();
+        (first, others)
+    });
+    assert!(replies.0.is_ok());
+    assert!(matches!(replies.1[0], Ok(2)));
+    assert!(matches!(&replies.1[1], Err(StoreError::Invalid(m)) if m == "request 3 is bad"));
+    assert!(matches!(replies.1[2], Ok(4)));
+    // What was acknowledged is committed and visible to a fresh connection; request 3's insert
+    // was rolled back with its savepoint.
+    let conn = rusqlite::Connection::open(s.path()).expect("open");
+    let xs: Vec<i64> = conn
+        .prepare("SELECT x FROM t ORDER BY x")
+        .expect("prepare")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(xs, vec![1, 2, 4]);
+}
+
+#[test]
+fn concurrent_workers_share_commits_and_lose_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = SWEEP.replace(
+        "epsilons = [\"8/255\"]",
+        "epsilons = [\"8/255\"]\nseeds = [0, 1, 2, 3, 4, 5, 6, 7]",
+    );
+    let p = plan(&text);
+    let s = store(&dir, LeaseSettings::default());
+    s.submit(&p, &text).expect("submit");
+    let reported = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for i in 0..4 {
+            let (s, reported) = (&s, &reported);
+            scope.spawn(move || {
+                let w = s
+                    .register_worker(&format!("w{i}"), "host", "cpu", 1, "test")
+                    .expect("register");
+                while let LeaseOutcome::Granted(g) = s.lease(&w).expect("lease") {
+                    let l = lease_ref(&w, &g);
+                    for cell in &g.cells {
+                        assert!(s.complete_cell(&l, &cell.id, &result(0.5)).expect("cell"));
+                        reported.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    s.complete_run(&l).expect("complete");
+                }
+            });
+        }
+    });
+    assert_eq!(
+        reported.load(std::sync::atomic::Ordering::Relaxed),
+        p.cells.len()
+    );
+    drop(s);
+    let s = store(&dir, LeaseSettings::default());
+    let d = s.sweep_detail(&p.sweep_id).expect("detail");
+    assert_eq!(d.summary.cells.done as usize, p.cells.len());
+    assert!(d.runs.iter().all(|r| r.state == "done" && r.attempt == 1));
+    // The writer commits with a full sync of the WAL.
+    let (mode, sync): (String, i64) = s
+        .write(|c| {
+            Ok((
+                c.pragma_query_value(None, "journal_mode", |r| r.get(0))?,
+                c.pragma_query_value(None, "synchronous", |r| r.get(0))?,
+            ))
+        })
+        .expect("pragmas");
+    assert_eq!((mode.as_str(), sync), ("wal", 2));
+}

@@ -15,13 +15,16 @@
 #   --budget-s S       stop starting sweeps, and interrupt the running one, after S seconds;
 #                      what finished is kept (default: no budget)
 #   --report DIR       afterwards, write every sweep's report under DIR/<sweep name>
+#   --together         submit every sweep to one coordinator and let one pool of workers drain
+#                      them all (no idle tail between sweeps; better for a big GPU). Without it,
+#                      each sweep is one `advsweep run` after the other.
 #
 # Binaries: $ADVSWEEP_BIN_DIR/{advsweep,advsweep-worker} when set, else a release build made here
 # (after `source scripts/env.sh`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-device=auto workers="" threads="" state_dir=advsweep-state/seed budget="" report_dir=""
+device=auto workers="" threads="" state_dir=advsweep-state/seed budget="" report_dir="" together=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --device) device="$2"; shift 2 ;;
@@ -30,7 +33,8 @@ while [ $# -gt 0 ]; do
     --state-dir) state_dir="$2"; shift 2 ;;
     --budget-s) budget="$2"; shift 2 ;;
     --report) report_dir="$2"; shift 2 ;;
-    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --together) together=1; shift ;;
+    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "reproduce-seed: unknown option $1" >&2; exit 2 ;;
     *) break ;;
   esac
@@ -69,7 +73,56 @@ accel="$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1
 accel="${accel:-none ($(nproc) CPU cores)}"
 start_all=$(date +%s)
 
-for sweep in "${sweeps[@]}"; do
+# One coordinator for the pool mode and for the reports.
+coord=""
+start_coordinator() {
+  port=$(( 20000 + RANDOM % 20000 ))
+  url="http://127.0.0.1:$port"
+  "$advsweep" coordinator --listen "127.0.0.1:$port" --state-dir "$state_dir" \
+    >>"$state_dir/logs/coordinator.log" 2>&1 &
+  coord=$!
+  trap 'kill $coord 2>/dev/null || true' EXIT
+  for _ in $(seq 100); do
+    "$advsweep" status --coordinator "$url" >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  echo "reproduce-seed: the coordinator did not start; see $state_dir/logs/coordinator.log" >&2
+  exit 1
+}
+
+if [ -n "$together" ]; then
+  start_coordinator
+  for sweep in "${sweeps[@]}"; do
+    "$advsweep" submit "$sweep" --data-path "$data_dir" --coordinator "$url" >&2
+  done
+  n="${workers:-4}"
+  echo "reproduce-seed: $n workers on $device draining ${#sweeps[@]} sweeps ($(date -u +%H:%M:%S) UTC)" >&2
+  t0=$(date +%s); started="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  pids=()
+  for i in $(seq "$n"); do
+    wargs=(--coordinator "$url" --device "$device" --name "repro-$i" --exit-when-idle)
+    [ -n "$threads" ] && wargs+=(--threads "$threads")
+    "$bin_dir/advsweep-worker" "${wargs[@]}" >"$state_dir/logs/worker-$i.log" 2>&1 &
+    pids+=($!)
+  done
+  if [ -n "$budget" ]; then
+    # SIGTERM at the budget: each worker releases its run (checkpoints stay for a later resume).
+    # (Its output goes nowhere, so a pipe reading this script's output is not held open by it.)
+    ( sleep "$budget"; kill -TERM "${pids[@]}" ) >/dev/null 2>&1 &
+    watchdog=$!
+  fi
+  rc=0
+  for p in "${pids[@]}"; do wait "$p" || rc=$?; done
+  if [ -n "$budget" ]; then pkill -P "$watchdog" sleep 2>/dev/null || true; kill "$watchdog" 2>/dev/null || true; fi
+  secs=$(( $(date +%s) - t0 ))
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "together:${#sweeps[@]}" "$secs" "$rc" "$device" "$(hostname)" "$accel" "$started" >>"$timings"
+  "$advsweep" status --coordinator "$url" >&2 || true
+  sweeps_run=()
+else
+  sweeps_run=("${sweeps[@]}")
+fi
+
+for sweep in "${sweeps_run[@]}"; do
   name="$(basename "$sweep" .toml)"
   limit=()
   if [ -n "$budget" ]; then
@@ -98,18 +151,10 @@ for sweep in "${sweeps[@]}"; do
 done
 
 if [ -n "$report_dir" ]; then
-  port=$(( 20000 + RANDOM % 20000 ))
-  "$advsweep" coordinator --listen "127.0.0.1:$port" --state-dir "$state_dir" \
-    >"$state_dir/logs/report-coordinator.log" 2>&1 &
-  coord=$!
-  trap 'kill $coord 2>/dev/null || true' EXIT
-  for _ in $(seq 50); do
-    "$advsweep" status --coordinator "http://127.0.0.1:$port" >/dev/null 2>&1 && break
-    sleep 0.2
-  done
+  [ -n "$coord" ] || start_coordinator
   for sweep in "${sweeps[@]}"; do
     name="$(grep -m1 '^name' "$sweep" | sed 's/.*"\(.*\)".*/\1/')"
-    "$advsweep" report "$name" --coordinator "http://127.0.0.1:$port" --out "$report_dir/$name" \
+    "$advsweep" report "$name" --coordinator "$url" --out "$report_dir/$name" \
       || echo "reproduce-seed: no report for $name" >&2
   done
 fi

@@ -1,4 +1,5 @@
-//! The client commands: `submit`, `status`, `watch`, `cancel`.
+//! The client commands: `submit`, `status`, `watch`, `retry`, `cancel`. Every command that takes
+//! a sweep accepts its id or its name (the newest sweep of that name).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -37,6 +38,36 @@ pub fn rpc_error(call: &str, status: tonic::Status) -> anyhow::Error {
     } else {
         anyhow::anyhow!("{call} failed: {}: {}", status.code(), status.message())
     }
+}
+
+/// The id of the sweep `id_or_name` names: an id as it is, else the newest sweep with that name.
+pub async fn resolve_sweep(
+    client: &mut SweepServiceClient<Channel>,
+    id_or_name: &str,
+) -> anyhow::Result<String> {
+    let list = client
+        .list_sweeps(pb::ListSweepsRequest {})
+        .await
+        .map_err(|s| rpc_error("ListSweeps", s))?
+        .into_inner();
+    pick_sweep(&list.sweeps, id_or_name)
+}
+
+fn pick_sweep(sweeps: &[pb::SweepSummary], id_or_name: &str) -> anyhow::Result<String> {
+    if let Some(s) = sweeps.iter().find(|s| s.sweep_id == id_or_name) {
+        return Ok(s.sweep_id.clone());
+    }
+    sweeps
+        .iter()
+        .filter(|s| s.name == id_or_name)
+        .max_by_key(|s| s.created_unix_ms)
+        .map(|s| s.sweep_id.clone())
+        .ok_or_else(|| {
+            BadInput(format!(
+                "no sweep with id or name `{id_or_name}` (`advsweep status` lists them)"
+            ))
+            .into()
+        })
 }
 
 pub fn submit_request(
@@ -213,11 +244,10 @@ pub async fn status(target: &Target, sweep: Option<&str>, json: bool) -> anyhow:
                 );
             }
         }
-        Some(id) => {
+        Some(sweep) => {
+            let sweep_id = resolve_sweep(&mut client, sweep).await?;
             let detail = client
-                .get_sweep(pb::GetSweepRequest {
-                    sweep_id: id.to_owned(),
-                })
+                .get_sweep(pb::GetSweepRequest { sweep_id })
                 .await
                 .map_err(|s| rpc_error("GetSweep", s))?
                 .into_inner();
@@ -241,7 +271,8 @@ pub async fn watch(target: &Target, sweep: &str, json: bool) -> anyhow::Result<E
     } else {
         progress::Output::Human
     };
-    let last = progress::follow(&mut client, sweep, output).await?;
+    let sweep_id = resolve_sweep(&mut client, sweep).await?;
+    let last = progress::follow(&mut client, &sweep_id, output).await?;
     if !json {
         let c = last.cells.unwrap_or_default();
         outln!(
@@ -262,16 +293,17 @@ pub async fn watch(target: &Target, sweep: &str, json: bool) -> anyhow::Result<E
 
 pub async fn retry(target: &Target, sweep: &str, cells: Vec<String>) -> anyhow::Result<ExitCode> {
     let mut client = connect(&target.coordinator).await?;
+    let sweep_id = resolve_sweep(&mut client, sweep).await?;
     let r = client
         .retry_sweep(pb::RetrySweepRequest {
-            sweep_id: sweep.to_owned(),
+            sweep_id: sweep_id.clone(),
             cell_ids: cells,
         })
         .await
         .map_err(|s| rpc_error("RetrySweep", s))?
         .into_inner();
     outln!(
-        "re-queued {} cells ({} runs) of sweep {sweep}",
+        "re-queued {} cells ({} runs) of sweep {sweep_id}",
         r.cells_requeued,
         r.runs_requeued
     );
@@ -280,16 +312,45 @@ pub async fn retry(target: &Target, sweep: &str, cells: Vec<String>) -> anyhow::
 
 pub async fn cancel(target: &Target, sweep: &str) -> anyhow::Result<ExitCode> {
     let mut client = connect(&target.coordinator).await?;
+    let sweep_id = resolve_sweep(&mut client, sweep).await?;
     let r = client
         .cancel_sweep(pb::CancelSweepRequest {
-            sweep_id: sweep.to_owned(),
+            sweep_id: sweep_id.clone(),
         })
         .await
         .map_err(|s| rpc_error("CancelSweep", s))?
         .into_inner();
     outln!(
-        "cancelled sweep {sweep}: {} cells cancelled",
+        "cancelled sweep {sweep_id}: {} cells cancelled",
         r.cells_cancelled
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(id: &str, name: &str, created: i64) -> pb::SweepSummary {
+        pb::SweepSummary {
+            sweep_id: id.into(),
+            name: name.into(),
+            created_unix_ms: created,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_sweep_is_found_by_id_or_by_its_newest_name() {
+        let sweeps = [
+            summary("s-1", "fig1", 10),
+            summary("s-2", "fig1", 20),
+            summary("s-3", "fig4", 15),
+        ];
+        assert_eq!(pick_sweep(&sweeps, "s-1").unwrap(), "s-1");
+        assert_eq!(pick_sweep(&sweeps, "fig1").unwrap(), "s-2");
+        assert_eq!(pick_sweep(&sweeps, "fig4").unwrap(), "s-3");
+        let err = pick_sweep(&sweeps, "fig7").unwrap_err().to_string();
+        assert!(err.contains("no sweep with id or name `fig7`"), "{err}");
+    }
 }

@@ -85,6 +85,7 @@ pub enum Command {
     },
     /// Show all sweeps, or one sweep's runs, cells and results.
     Status {
+        /// A sweep id or name (the newest sweep of that name).
         sweep: Option<String>,
         /// Machine-readable output.
         #[arg(long)]
@@ -94,6 +95,7 @@ pub enum Command {
     },
     /// Follow a sweep's progress until it ends.
     Watch {
+        /// A sweep id or name (the newest sweep of that name).
         sweep: String,
         /// One JSON object per event on stdout.
         #[arg(long)]
@@ -105,6 +107,7 @@ pub enum Command {
     Report(report::ReportArgs),
     /// Re-queue a sweep's failed cells (default), or the named failed/cancelled cells.
     Retry {
+        /// A sweep id or name (the newest sweep of that name).
         sweep: String,
         /// A cell to re-queue (repeatable); without it, every failed cell.
         #[arg(long = "cell")]
@@ -117,6 +120,7 @@ pub enum Command {
     },
     /// Cancel a sweep's unfinished cells.
     Cancel {
+        /// A sweep id or name (the newest sweep of that name).
         sweep: String,
         #[command(flatten)]
         target: client::Target,

@@ -10,6 +10,7 @@ use crate::report::{self, Dim, Layout, Metric};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReportArgs {
+    /// A sweep id or name (the newest sweep of that name).
     pub sweep: String,
     /// Output directory (default: reports/<sweep name>).
     #[arg(long)]
@@ -60,10 +61,9 @@ pub fn layout(rows: &str, cols: &str, metric: &str) -> Result<Layout, BadInput> 
 pub async fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let layout = layout(&args.rows, &args.cols, &args.metric)?;
     let mut c = client::connect(&args.target.coordinator).await?;
+    let sweep_id = client::resolve_sweep(&mut c, &args.sweep).await?;
     let detail = c
-        .get_sweep(pb::GetSweepRequest {
-            sweep_id: args.sweep.clone(),
-        })
+        .get_sweep(pb::GetSweepRequest { sweep_id })
         .await
         .map_err(|s| client::rpc_error("GetSweep", s))?
         .into_inner();

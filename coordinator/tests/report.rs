@@ -4,8 +4,10 @@
 
 use std::path::Path;
 
-use advsweep_coordinator::report::{self, CellRecord, Dim, Layout, Metric, RunRecord, SweepReport};
-use advsweep_spec::{CellResult, EpochMetrics};
+use advsweep_coordinator::report::{
+    self, CellRecord, Dim, Layout, Metric, Pivot, RunRecord, SweepReport,
+};
+use advsweep_spec::{CellResult, EpochMetrics, EpsilonSpace};
 
 fn result(accuracy: f64) -> Option<CellResult> {
     Some(CellResult {
@@ -26,6 +28,7 @@ fn run(id: &str, defense: &str, eps: Option<f64>, seed: u64, warnings: &[&str]) 
         defense: defense.into(),
         defense_epsilon: eps,
         seed,
+        epsilon_space: EpsilonSpace::Pixel,
         state: "done".into(),
         attempt: 1,
         error: None,
@@ -53,6 +56,7 @@ fn cell(run: &RunRecord, attack: &str, eps: f64, state: &str, acc: Option<f64>) 
         seed: run.seed,
         attack: attack.into(),
         epsilon: eps,
+        epsilon_space: run.epsilon_space,
         state: state.into(),
         result: acc.and_then(result),
         error: (state == "failed").then(|| {
@@ -217,4 +221,19 @@ fn figures_are_drawn_with_the_expected_series() {
         md.contains("![robust_vs_clean.png](robust_vs_clean.png)"),
         "{md}"
     );
+}
+
+#[test]
+fn a_normalized_sweep_labels_its_budgets_as_plain_numbers() {
+    let mut r = sweep();
+    for run in &mut r.runs {
+        run.epsilon_space = EpsilonSpace::Normalized;
+    }
+    for c in &mut r.cells {
+        c.epsilon_space = EpsilonSpace::Normalized;
+    }
+    let table = Pivot::new(&r.cells, Layout::default()).markdown();
+    // 8/255 read as a normalized budget is 0.0314 σ, not "8/255" of anything.
+    assert!(table.contains("0.0314"), "{table}");
+    assert!(!table.contains("/255"), "{table}");
 }

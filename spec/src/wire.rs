@@ -222,6 +222,21 @@ pub fn cell_to_wire(c: &CellSpec) -> pb::CellSpec {
     }
 }
 
+pub fn epsilon_space_to_wire(space: EpsilonSpace) -> i32 {
+    match space {
+        EpsilonSpace::Pixel => pb::EpsilonSpace::Pixel as i32,
+        EpsilonSpace::Normalized => pb::EpsilonSpace::Normalized as i32,
+    }
+}
+
+/// Unknown values are pixel space (the default), for display; [`run_from_wire`] rejects them.
+pub fn epsilon_space_from_wire(space: i32) -> EpsilonSpace {
+    match pb::EpsilonSpace::try_from(space) {
+        Ok(pb::EpsilonSpace::Normalized) => EpsilonSpace::Normalized,
+        _ => EpsilonSpace::Pixel,
+    }
+}
+
 /// A run with the cells the worker must evaluate on it.
 pub fn run_to_wire(run: &RunSpec, sweep_id: &str, cells: &[CellSpec]) -> pb::RunSpec {
     pb::RunSpec {
@@ -229,10 +244,7 @@ pub fn run_to_wire(run: &RunSpec, sweep_id: &str, cells: &[CellSpec]) -> pb::Run
         sweep_id: sweep_id.to_owned(),
         model: Some(model_to_wire(&run.model)),
         model_name: run.model_name.clone(),
-        epsilon_space: match run.epsilon_space {
-            EpsilonSpace::Pixel => pb::EpsilonSpace::Pixel as i32,
-            EpsilonSpace::Normalized => pb::EpsilonSpace::Normalized as i32,
-        },
+        epsilon_space: epsilon_space_to_wire(run.epsilon_space),
         defense_name: run.defense_name.clone(),
         defense: Some(defense_to_wire(&run.defense)),
         training: Some(training_to_wire(&run.training)),

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use advsweep_proto::v1 as pb;
-use advsweep_spec::wire;
+use advsweep_spec::{EpsilonSpace, wire};
 
 use crate::report::{CellRecord, RunRecord, SweepReport};
 
@@ -22,6 +22,7 @@ pub fn sweep_report(detail: &pb::SweepDetail) -> SweepReport {
             defense: r.defense_name.clone(),
             defense_epsilon: (r.defense_epsilon > 0.0).then_some(r.defense_epsilon),
             seed: r.seed,
+            epsilon_space: wire::epsilon_space_from_wire(r.epsilon_space),
             state: r.state.clone(),
             attempt: r.attempt,
             error: non_empty(&r.error),
@@ -44,6 +45,7 @@ pub fn sweep_report(detail: &pb::SweepDetail) -> SweepReport {
                 seed: run.map(|r| r.seed).unwrap_or_default(),
                 attack: c.attack_name.clone(),
                 epsilon: c.epsilon,
+                epsilon_space: run.map(|r| r.epsilon_space).unwrap_or(EpsilonSpace::Pixel),
                 state: c.state.clone(),
                 result: c
                     .result

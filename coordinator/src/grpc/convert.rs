@@ -48,6 +48,7 @@ pub fn run(r: &RunStatus) -> pb::RunStatus {
         error: r.error.clone().unwrap_or_default(),
         epochs: r.epochs.iter().map(wire::epoch_to_wire).collect(),
         warnings: r.warnings.clone(),
+        epsilon_space: wire::epsilon_space_to_wire(r.epsilon_space),
         attempts: r
             .attempts
             .iter()

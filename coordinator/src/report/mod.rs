@@ -60,7 +60,7 @@ pub fn summary_markdown(r: &SweepReport, layout: &Layout, plots: &[PathBuf]) -> 
                 c.defense,
                 c.seed,
                 c.attack,
-                epsilon::label(c.epsilon),
+                epsilon::label_in(c.epsilon, c.epsilon_space),
                 c.state,
                 c.error
                     .as_deref()

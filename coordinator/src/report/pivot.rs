@@ -48,7 +48,10 @@ impl Dim {
     fn of(self, c: &CellRecord) -> (String, Option<f64>) {
         match self {
             Dim::Attack => (c.attack.clone(), None),
-            Dim::Epsilon => (epsilon::label(c.epsilon), Some(c.epsilon)),
+            Dim::Epsilon => (
+                epsilon::label_in(c.epsilon, c.epsilon_space),
+                Some(c.epsilon),
+            ),
             Dim::Model => (c.model.clone(), None),
             Dim::Defense => (c.defense.clone(), None),
             Dim::Seed => (c.seed.to_string(), Some(c.seed as f64)),

@@ -292,7 +292,12 @@ pub fn accuracy_vs_epsilon(r: &SweepReport) -> Vec<((String, String), Chart)> {
             (model.clone(), defense.clone()),
             Chart {
                 title: format!("{model} / {defense}: accuracy vs ε"),
-                x_label: "ε".into(),
+                x_label: match cells.first().map(|c| c.epsilon_space) {
+                    Some(advsweep_spec::EpsilonSpace::Normalized) => {
+                        "ε (normalized inputs, units of σ)".into()
+                    }
+                    _ => "ε (pixels in [0, 1])".into(),
+                },
                 y_label: "accuracy (%)".into(),
                 series,
                 scatter: false,
@@ -308,7 +313,7 @@ pub fn accuracy_vs_epsilon(r: &SweepReport) -> Vec<((String, String), Chart)> {
 fn run_label(run: &super::records::RunRecord) -> String {
     let mut s = format!("{}/{}", run.model, run.defense);
     if let Some(e) = run.defense_epsilon {
-        s.push_str(&format!(" ε={}", epsilon::label(e)));
+        s.push_str(&format!(" ε={}", epsilon::label_in(e, run.epsilon_space)));
     }
     s.push_str(&format!(" s{}", run.seed));
     s
@@ -365,6 +370,11 @@ pub fn learning_curves(r: &SweepReport) -> Vec<(&'static str, Chart)> {
 /// Robust vs clean accuracy: per run and ε, the worst accuracy over the attacks run at that ε
 /// against the run's clean accuracy; one series per ε.
 pub fn robust_vs_clean(r: &SweepReport) -> Option<Chart> {
+    // Every run of a sweep shares the sweep file's ε space.
+    let space = r
+        .runs
+        .first()
+        .map_or(advsweep_spec::EpsilonSpace::Pixel, |run| run.epsilon_space);
     // ε bits -> (ε, points, point labels)
     type Scatter = (f64, Vec<(f64, f64)>, Vec<String>);
     let mut by_eps: BTreeMap<u64, Scatter> = BTreeMap::new();
@@ -409,7 +419,7 @@ pub fn robust_vs_clean(r: &SweepReport) -> Option<Chart> {
         series: by_eps
             .into_values()
             .map(|(eps, points, labels)| Series {
-                name: format!("ε={}", epsilon::label(eps)),
+                name: format!("ε={}", epsilon::label_in(eps, space)),
                 points,
                 labels,
             })

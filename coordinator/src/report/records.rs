@@ -1,7 +1,7 @@
 //! The flat records every report is made from: one per run and one per cell, with the run's
 //! identity (model, defense, seed) copied onto each cell so tables and exports need no joins.
 
-use advsweep_spec::{CellResult, EpochMetrics};
+use advsweep_spec::{CellResult, EpochMetrics, EpsilonSpace};
 use serde::Serialize;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -12,6 +12,8 @@ pub struct RunRecord {
     /// The ε the defense was trained at (tied or fixed), if any.
     pub defense_epsilon: Option<f64>,
     pub seed: u64,
+    /// The space of the run's ε (its defense's and its cells').
+    pub epsilon_space: EpsilonSpace,
     pub state: String,
     pub attempt: u32,
     pub error: Option<String>,
@@ -29,6 +31,7 @@ pub struct CellRecord {
     pub seed: u64,
     pub attack: String,
     pub epsilon: f64,
+    pub epsilon_space: EpsilonSpace,
     /// pending | running | done | failed | cancelled
     pub state: String,
     pub result: Option<CellResult>,

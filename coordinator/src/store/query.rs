@@ -2,10 +2,19 @@
 
 use std::collections::HashMap;
 
-use advsweep_spec::{CellResult, EpochMetrics};
+use advsweep_spec::{CellResult, EpochMetrics, EpsilonSpace};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Store, StoreError};
+
+/// A run's ε space from its stored spec (`json_extract` of `epsilon_space`); specs from before
+/// the field existed are pixel-space.
+fn space(stored: Option<String>) -> EpsilonSpace {
+    match stored.as_deref() {
+        Some("normalized") => EpsilonSpace::Normalized,
+        _ => EpsilonSpace::Pixel,
+    }
+}
 
 /// Counts by state. For cells, `running` means a pending cell whose run is leased.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -91,6 +100,8 @@ pub struct RunStatus {
     /// How each attempt ended, oldest first.
     pub attempts: Vec<AttemptRecord>,
     pub max_attempts: u32,
+    /// The space the run's ε (defense and cells) are measured in.
+    pub epsilon_space: EpsilonSpace,
 }
 
 /// The end of one attempt at a run.
@@ -242,7 +253,7 @@ impl Store {
             "SELECT r.run_id, r.model, r.defense_name, r.defense_epsilon, r.seed, r.attempt,
                     r.worker_id,
                     e.epoch, e.train_loss, e.train_accuracy, e.test_accuracy, e.seconds,
-                    e.images_per_second
+                    e.images_per_second, json_extract(r.spec_json, '$.epsilon_space')
              FROM sweep_runs sr JOIN runs r ON r.run_id = sr.run_id
              LEFT JOIN epochs e ON e.run_id = r.run_id
                  AND e.epoch = (SELECT MAX(epoch) FROM epochs WHERE run_id = r.run_id)
@@ -274,6 +285,7 @@ impl Store {
                 warnings: Vec::new(),
                 attempts: Vec::new(),
                 max_attempts: 0,
+                epsilon_space: space(r.get(13)?),
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -326,7 +338,8 @@ impl Store {
         let runs = {
             let mut stmt = conn.prepare_cached(
                 "SELECT r.run_id, r.model, r.defense_name, r.defense_epsilon, r.seed, r.state,
-                        r.attempt, r.worker_id, r.error, r.warnings, r.max_attempts
+                        r.attempt, r.worker_id, r.error, r.warnings, r.max_attempts,
+                        json_extract(r.spec_json, '$.epsilon_space')
                  FROM sweep_runs sr JOIN runs r ON r.run_id = sr.run_id
                  WHERE sr.sweep_id = ?1 ORDER BY r.seq",
             )?;
@@ -353,6 +366,7 @@ impl Store {
                         .unwrap_or_default(),
                     attempts: Vec::new(),
                     max_attempts: r.get(10)?,
+                    epsilon_space: space(r.get(11)?),
                 })
             })?;
             let mut runs = Vec::new();

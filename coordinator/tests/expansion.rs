@@ -314,20 +314,30 @@ fn the_epsilon_space_is_part_of_the_identity() {
 
 #[test]
 fn every_shipped_sweep_file_expands() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sweeps");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sweeps");
     let mut checked = 0;
-    for entry in std::fs::read_dir(&dir).expect("sweeps/ exists") {
-        let path = entry.expect("entry").path();
-        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
-            continue;
+    let mut names = std::collections::HashSet::new();
+    for dir in [root.clone(), root.join("budget")] {
+        for entry in std::fs::read_dir(&dir).expect("sweeps/ and sweeps/budget/ exist") {
+            let path = entry.expect("entry").path();
+            if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+                continue;
+            }
+            let plan = advsweep_coordinator::sweep::load_plan(&path, &Overrides::default())
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(!plan.cells.is_empty(), "{}", path.display());
+            // Reports and `advsweep report NAME` find sweeps by name: no two files share one.
+            assert!(
+                names.insert(plan.name.clone()),
+                "{}: sweep name `{}` is used twice",
+                path.display(),
+                plan.name
+            );
+            checked += 1;
         }
-        let plan = advsweep_coordinator::sweep::load_plan(&path, &Overrides::default())
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert!(!plan.cells.is_empty(), "{}", path.display());
-        checked += 1;
     }
     assert!(
-        checked >= 8,
-        "expected the quickstart, CIFAR-10 and seed sweep files"
+        checked >= 15,
+        "expected the quickstart, CIFAR-10, seed and reduced-budget sweep files"
     );
 }

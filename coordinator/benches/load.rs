@@ -203,6 +203,11 @@ impl Coordinator {
             .map_or(0, |kb| kb * 1024)
     }
 
+    /// CPU seconds (user + system) the coordinator has used so far.
+    fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(&format!("/proc/{}/stat", self.pid()))
+    }
+
     /// The coordinator's own counters from `GET /metrics`.
     fn counters(&self) -> HashMap<String, f64> {
         let mut stream = std::net::TcpStream::connect(&self.metrics_addr).expect("metrics");
@@ -232,6 +237,37 @@ fn coordinator_bin() -> PathBuf {
     std::env::var_os("ADVSWEEP_BENCH_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_advsweep")))
+}
+
+/// utime + stime of a process from its `/proc/…/stat`, in seconds.
+fn cpu_seconds(stat_path: &str) -> f64 {
+    let stat = std::fs::read_to_string(stat_path).unwrap_or_default();
+    // Fields after the command name (which may contain spaces) end at the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of stat, i.e. 11 and 12 after the name.
+    (ticks(11) + ticks(12)) / clock_ticks()
+}
+
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
 }
 
 fn free_port() -> u16 {
@@ -513,6 +549,7 @@ fn one_repeat(
         .expect("tempdir");
     let coordinator = Coordinator::start(dir.path());
     let addr = coordinator.addr.clone();
+    let pid = coordinator.pid();
     let sweep = sweep.to_owned();
     let outcome = rt.block_on(async move {
         let channel = connect(&addr).await;
@@ -540,14 +577,25 @@ fn one_repeat(
             let go = Arc::clone(&go);
             tasks.push(tokio::spawn(worker(channel, i, go)));
         }
+        // CPU from the moment every worker is registered to the end.
+        let cpu_at_start = cpu_seconds(&format!("/proc/{pid}/stat"));
+        let own_cpu_at_start = cpu_seconds("/proc/self/stat");
         go.wait().await;
         let mut stats = Vec::with_capacity(workers);
         for t in tasks {
             stats.push(t.await.expect("worker task"));
         }
-        (response, submit_seconds, stats)
+        (
+            response,
+            submit_seconds,
+            stats,
+            cpu_at_start,
+            own_cpu_at_start,
+        )
     });
-    let (response, submit_seconds, stats) = outcome;
+    let (response, submit_seconds, stats, cpu_at_start, own_cpu_at_start) = outcome;
+    let coordinator_cpu = coordinator.cpu_seconds() - cpu_at_start;
+    let client_cpu = cpu_seconds("/proc/self/stat") - own_cpu_at_start;
     let peak_rss = coordinator.peak_rss();
     let counters = coordinator.counters();
     let store = store_counts(&coordinator.state_dir);
@@ -616,6 +664,15 @@ fn one_repeat(
     m.insert(
         "complete_cell_p99_ms".into(),
         json!(round(percentile(&cell, 99.0) * 1e3, 3)),
+    );
+    // CPU time per cell is robust to other load on the machine, unlike wall-clock rates.
+    m.insert(
+        "coordinator_cpu_us_per_cell".into(),
+        json!(round(coordinator_cpu * 1e6 / cells as f64, 1)),
+    );
+    m.insert(
+        "client_cpu_us_per_cell".into(),
+        json!(round(client_cpu * 1e6 / cells as f64, 1)),
     );
     m.insert(
         "metric_points_per_s".into(),

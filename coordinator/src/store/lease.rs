@@ -100,7 +100,7 @@ impl Store {
             device.to_owned(),
             version.to_owned(),
         );
-        self.write(move |c| register_worker(c, &name, &hostname, &device, slots, &version))
+        self.write_urgent(move |c| register_worker(c, &name, &hostname, &device, slots, &version))
     }
 
     /// [`Store::register_worker`] for async callers.
@@ -112,33 +112,35 @@ impl Store {
         slots: u32,
         version: String,
     ) -> Result<String, StoreError> {
-        self.write_async(move |c| register_worker(c, &name, &hostname, &device, slots, &version))
-            .await
+        self.write_urgent_async(move |c| {
+            register_worker(c, &name, &hostname, &device, slots, &version)
+        })
+        .await
     }
 
     /// Grants the oldest ready run to `worker_id`.
     pub fn lease(&self, worker_id: &str) -> Result<LeaseOutcome, StoreError> {
         let (worker_id, settings) = (worker_id.to_owned(), self.settings.clone());
-        self.write(move |c| lease(c, &settings, &worker_id))
+        self.write_urgent(move |c| lease(c, &settings, &worker_id))
     }
 
     /// [`Store::lease`] for async callers.
     pub async fn lease_async(&self, worker_id: String) -> Result<LeaseOutcome, StoreError> {
         let settings = self.settings.clone();
-        self.write_async(move |c| lease(c, &settings, &worker_id))
+        self.write_urgent_async(move |c| lease(c, &settings, &worker_id))
             .await
     }
 
     /// Renews a lease. `Ok(false)` tells the worker to stop: the lease is gone.
     pub fn heartbeat(&self, lease: &LeaseRef) -> Result<bool, StoreError> {
         let (lease, settings) = (lease.clone(), self.settings.clone());
-        self.write(move |c| heartbeat(c, &settings, &lease))
+        self.write_urgent(move |c| heartbeat(c, &settings, &lease))
     }
 
     /// [`Store::heartbeat`] for async callers.
     pub async fn heartbeat_async(&self, lease: LeaseRef) -> Result<bool, StoreError> {
         let settings = self.settings.clone();
-        self.write_async(move |c| heartbeat(c, &settings, &lease))
+        self.write_urgent_async(move |c| heartbeat(c, &settings, &lease))
             .await
     }
 

@@ -183,7 +183,7 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        self.writer.write(f)
+        self.writer.write(writer::Priority::Normal, f)
     }
 
     /// [`Store::write`] for async callers: awaits the commit without holding a thread.
@@ -192,7 +192,25 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        self.writer.write_async(f).await
+        self.writer.write_async(writer::Priority::Normal, f).await
+    }
+
+    /// [`Store::write`] ahead of queued reports: a worker waits idle for the answer.
+    fn write_urgent<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.writer.write(writer::Priority::Urgent, f)
+    }
+
+    /// [`Store::write_urgent`] for async callers.
+    async fn write_urgent_async<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.writer.write_async(writer::Priority::Urgent, f).await
     }
 
     /// Whether any run of an active sweep still has work to do (pending or leased).

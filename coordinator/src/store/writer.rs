@@ -6,8 +6,11 @@
 //! its own savepoint (a job that fails is rolled back alone and answers its own error), then
 //! commits once (one WAL append, one fsync with `synchronous = FULL`) and only then replies to
 //! each job. So nothing is acknowledged before it is durable, and N concurrent requests cost one
-//! fsync instead of N. Jobs run in arrival order; each sees the writes of those before it.
+//! fsync instead of N. Jobs run in arrival order, except that urgent ones (leases, heartbeats,
+//! registrations: a worker idles until they are answered) go ahead of the reports queued
+//! before them; each job sees the writes of those before it.
 
+use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -16,8 +19,18 @@ use rusqlite::Connection;
 
 use super::StoreError;
 
-/// Most jobs in one transaction: bounds how long a job can wait behind others.
-const MAX_BATCH: usize = 512;
+/// Most jobs in one transaction: bounds how long a job (an urgent one above all) can wait
+/// behind others, while one fsync is still shared by up to this many requests.
+const MAX_BATCH: usize = 256;
+
+/// Which queue a job joins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Priority {
+    /// Results and metrics: throughput matters, order among them is kept.
+    Normal,
+    /// A worker waits idle for the answer (lease, heartbeat, registration).
+    Urgent,
+}
 
 /// What a job hands back after running: whether it succeeded (else its savepoint is rolled
 /// back), and how to reply once the transaction's fate is known.
@@ -48,7 +61,7 @@ impl<T> Reply<T> {
 
 /// The handle the store keeps: a queue into the writer thread.
 pub(super) struct Writer {
-    queue: Option<mpsc::Sender<Job>>,
+    queue: Option<mpsc::Sender<(Priority, Job)>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -58,7 +71,7 @@ fn writer_gone() -> StoreError {
 
 impl Writer {
     pub(super) fn start(conn: Connection) -> std::io::Result<Writer> {
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (tx, rx) = mpsc::channel::<(Priority, Job)>();
         let thread = std::thread::Builder::new()
             .name("advsweep-store-writer".into())
             .spawn(move || run(conn, rx))?;
@@ -68,7 +81,7 @@ impl Writer {
         })
     }
 
-    fn submit<T, F>(&self, f: F, reply: Reply<T>)
+    fn submit<T, F>(&self, priority: Priority, f: F, reply: Reply<T>)
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
@@ -90,31 +103,31 @@ impl Writer {
             (ok, finish)
         });
         if let Some(queue) = &self.queue
-            && let Err(mpsc::SendError(job)) = queue.send(job)
+            && let Err(mpsc::SendError(job)) = queue.send((priority, job))
         {
             drop(job);
         }
     }
 
     /// Runs `f` in the next group commit and blocks until it is durable.
-    pub(super) fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    pub(super) fn write<T, F>(&self, priority: Priority, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let (tx, rx) = mpsc::sync_channel(1);
-        self.submit(f, Reply::Sync(tx));
+        self.submit(priority, f, Reply::Sync(tx));
         rx.recv().unwrap_or_else(|_| Err(writer_gone()))
     }
 
     /// Runs `f` in the next group commit; resolves once it is durable.
-    pub(super) async fn write_async<T, F>(&self, f: F) -> Result<T, StoreError>
+    pub(super) async fn write_async<T, F>(&self, priority: Priority, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.submit(f, Reply::Async(tx));
+        self.submit(priority, f, Reply::Async(tx));
         rx.await.unwrap_or_else(|_| Err(writer_gone()))
     }
 }
@@ -130,15 +143,29 @@ impl Drop for Writer {
     }
 }
 
-fn run(conn: Connection, queue: mpsc::Receiver<Job>) {
+fn run(conn: Connection, queue: mpsc::Receiver<(Priority, Job)>) {
+    let mut urgent: VecDeque<Job> = VecDeque::new();
+    let mut normal: VecDeque<Job> = VecDeque::new();
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-    while let Ok(first) = queue.recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+    loop {
+        if urgent.is_empty() && normal.is_empty() {
+            match queue.recv() {
+                Ok((Priority::Urgent, job)) => urgent.push_back(job),
+                Ok((Priority::Normal, job)) => normal.push_back(job),
+                Err(_) => return, // the store is closed and every job answered
             }
+        }
+        // Take everything queued, so an urgent job is never stuck behind older reports.
+        while let Ok((priority, job)) = queue.try_recv() {
+            match priority {
+                Priority::Urgent => urgent.push_back(job),
+                Priority::Normal => normal.push_back(job),
+            }
+        }
+        while batch.len() < MAX_BATCH
+            && let Some(job) = urgent.pop_front().or_else(|| normal.pop_front())
+        {
+            batch.push(job);
         }
         run_batch(&conn, &mut batch);
     }

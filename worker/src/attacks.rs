@@ -628,12 +628,13 @@ fn random_start_point(
 ) -> anyhow::Result<Tensor> {
     tch::manual_seed(torch_seed(rng));
     let delta = match norm {
-        Norm::Linf => z
-            .f_rand_like()?
+        // Drawn in logical (NCHW) order whatever `z`'s memory layout, so the same seed gives
+        // the same start in any layout.
+        Norm::Linf => Tensor::f_rand(z.size().as_slice(), (z.kind(), z.device()))?
             .f_mul_scalar(2.0 * epsilon)?
             .f_sub_scalar(epsilon)?,
         Norm::L2 => {
-            let direction = z.f_randn_like()?;
+            let direction = Tensor::f_randn(z.size().as_slice(), (z.kind(), z.device()))?;
             let unit = direction.f_div(&l2_norms(&direction)?.f_clamp_min(TINY)?)?;
             let n = z.size().first().copied().unwrap_or(0);
             let radius =

@@ -93,8 +93,11 @@ impl Defended {
     /// The classifier's input for `x`: noise, then the denoiser.
     pub fn preprocess(&self, x: &Tensor, train: bool) -> Result<Tensor, TchError> {
         let x = if self.noise > 0.0 {
-            x.f_add(&x.f_randn_like()?.f_mul_scalar(self.noise)?)?
-                .f_clamp(0.0, 1.0)?
+            x.f_add(
+                &Tensor::f_randn(x.size().as_slice(), (x.kind(), x.device()))?
+                    .f_mul_scalar(self.noise)?,
+            )?
+            .f_clamp(0.0, 1.0)?
         } else {
             x.shallow_clone()
         };

@@ -48,7 +48,7 @@ impl BasicNet {
         let fc3 = Linear::new(&root.sub("fc3"), 84, 10)?;
         let noise = Noise::new(&root, noise)?;
         Ok(BasicNet {
-            normalize: Normalize::cifar10(device)?,
+            normalize: Normalize::cifar10_narrow(device)?,
             vs,
             conv1,
             conv2,

@@ -167,11 +167,14 @@ pub(crate) fn count_batch(counter: &AtomicI64, train: bool) {
 /// VarStore, so not in checkpoints (the PyTorch reference keeps them in non-persistent
 /// buffers).
 ///
-/// On the CPU the normalized batch is also laid out channels-last (same shape and values,
-/// NHWC strides; [`channels_last`]): oneDNN's convolutions run faster on that layout than on
-/// NCHW, which they reorder on every call — about 2.3× for the input gradient of a
-/// 3-channel first convolution, which every attack step needs — and the later layers keep it.
-/// Results agree with the NCHW layout up to float rounding (the same sums in another order).
+/// The normalized batch is also laid out channels-last (same shape and values, NHWC strides;
+/// [`channels_last`]) where that makes convolutions faster, and the later layers keep the
+/// layout. On the CPU, oneDNN's convolutions otherwise reorder NCHW inputs on every call: on
+/// NHWC the input gradient of a 3-channel first convolution, which every attack step needs,
+/// runs about 2.3× faster. On CUDA, cuDNN's tensor-core kernels prefer NHWC: ResNet-18 trained
+/// 1–14 % and evaluated PGD-10 15 % faster on an H100 (docs/PERFORMANCE.md); BasicNet, whose
+/// 3-, 6- and 16-channel convolutions were not measured that way, stays NCHW there. Results
+/// agree with the NCHW layout up to float rounding (the same sums in another order).
 #[derive(Debug)]
 pub struct Normalize {
     mean: Tensor,
@@ -180,7 +183,17 @@ pub struct Normalize {
 }
 
 impl Normalize {
+    /// CIFAR-10 statistics; channels-last on the CPU and on CUDA.
     pub fn cifar10(device: Device) -> Result<Normalize, TchError> {
+        Normalize::with_layout(device, channels_last_on(device, true))
+    }
+
+    /// CIFAR-10 statistics for a model with few channels: channels-last on the CPU only.
+    pub fn cifar10_narrow(device: Device) -> Result<Normalize, TchError> {
+        Normalize::with_layout(device, channels_last_on(device, false))
+    }
+
+    fn with_layout(device: Device, channels_last: bool) -> Result<Normalize, TchError> {
         let stat = |v: &[f32; 3]| {
             Tensor::f_from_slice(v)?
                 .f_view([1, 3, 1, 1])?
@@ -189,7 +202,7 @@ impl Normalize {
         Ok(Normalize {
             mean: stat(&CIFAR10_MEAN)?,
             std: stat(&CIFAR10_STD)?,
-            channels_last: device == Device::Cpu,
+            channels_last,
         })
     }
 
@@ -200,6 +213,17 @@ impl Normalize {
         } else {
             Ok(z)
         }
+    }
+}
+
+/// Whether a model on `device` takes channels-last input: always on the CPU, on CUDA when
+/// `on_cuda`; the environment variable `ADVSWEEP_CHANNELS_LAST` = `0` or `1` overrides both
+/// (for measurements).
+pub fn channels_last_on(device: Device, on_cuda: bool) -> bool {
+    match std::env::var("ADVSWEEP_CHANNELS_LAST").as_deref() {
+        Ok("0") => false,
+        Ok("1") => true,
+        _ => device == Device::Cpu || (device.is_cuda() && on_cuda),
     }
 }
 
@@ -247,6 +271,8 @@ mod tests {
         assert_eq!(y.size(), x.size());
         assert_eq!(y.stride(), vec![60, 1, 15, 3]);
         assert!(y.f_equal(&x)?);
+        // Elementwise operations keep the layout.
+        assert_eq!(y.f_sub_scalar(0.5)?.f_div_scalar(2.0)?.stride(), y.stride());
         Ok(())
     }
 

@@ -147,7 +147,9 @@ impl Noise {
         let Some(p) = self.points.iter().find(|p| p.name == point) else {
             return Ok(x);
         };
-        let mut n = x.f_randn_like()?;
+        // Drawn in logical (NCHW) order, whatever `x`'s memory layout (channels-last on the
+        // CPU): the same noise for the same seed in either layout.
+        let mut n = Tensor::f_randn(x.size().as_slice(), (x.kind(), x.device()))?;
         if point != "input" {
             n = n.f_mul(&per_sample_std(&x)?)?;
         }
@@ -201,5 +203,22 @@ mod tests {
         let mut neg = spec(&["input"]);
         neg.sigma = -1.0;
         assert!(NoiseConfig::validate(Arch::Basic, &neg).is_err());
+    }
+
+    /// The same seed gives the same noise on an NCHW and on a channels-last activation.
+    #[test]
+    fn noise_does_not_depend_on_the_memory_layout() -> anyhow::Result<()> {
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let cfg = NoiseConfig::validate(Arch::Basic, &spec(&["conv1"]))?;
+        let noise = Noise::new(&vs.root(), Some(&cfg))?;
+        let x = Tensor::f_rand([2, 6, 14, 14], (tch::Kind::Float, tch::Device::Cpu))?;
+        let mut out = Vec::new();
+        for input in [x.shallow_clone(), crate::models::channels_last(&x)?] {
+            tch::manual_seed(7);
+            out.push(noise.apply("conv1", input)?);
+        }
+        assert!(out[0].f_equal(&out[1])?);
+        assert!(!out[0].f_equal(&x)?);
+        Ok(())
     }
 }

@@ -48,9 +48,11 @@ CREATE TABLE IF NOT EXISTS runs (
     warnings         TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_state ON runs (state, seq);
--- Lease expiry is checked on every lease and heartbeat: a seek on the earliest expiry, not a
--- scan of the leased runs.
-CREATE INDEX IF NOT EXISTS runs_lease_expiry ON runs (lease_expires_ms) WHERE state = 'leased';
+-- Lease expiry is checked on every lease and heartbeat: a seek on (state, expiry), not a scan
+-- of the leased runs (the planner prefers runs_by_state over a partial index here, which an
+-- earlier build created: dropped).
+DROP INDEX IF EXISTS runs_lease_expiry;
+CREATE INDEX IF NOT EXISTS runs_by_lease_expiry ON runs (state, lease_expires_ms);
 
 -- state: pending | done | failed | cancelled ("running" = pending cell of a leased run)
 CREATE TABLE IF NOT EXISTS cells (

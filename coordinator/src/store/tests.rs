@@ -455,3 +455,42 @@ fn concurrent_workers_share_commits_and_lose_nothing() {
         .expect("pragmas");
     assert_eq!((mode.as_str(), sync), ("wal", 2));
 }
+
+#[test]
+fn the_worker_path_queries_search_indices_instead_of_scanning() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = store(&dir, LeaseSettings::default());
+    s.submit(&plan(SWEEP), SWEEP).expect("submit");
+    // The statements every lease, report and completion runs (lease.rs, report.rs).
+    let hot = [
+        "SELECT run_id, attempt, worker_id FROM runs WHERE state = 'leased' AND lease_expires_ms < ?1",
+        "SELECT run_id, spec_json, attempt FROM runs WHERE state = 'pending' AND not_before_ms <= ?1 ORDER BY seq LIMIT 1",
+        "SELECT spec_json FROM cells WHERE run_id = ?1 AND state = 'pending' ORDER BY seq",
+        "SELECT state, lease_id, attempt, lease_expires_ms FROM runs WHERE run_id = ?1",
+        "SELECT run_id, state, attempt FROM cells WHERE cell_id = ?1",
+        "UPDATE cells SET state = 'failed' WHERE run_id = ?1 AND state = 'pending'",
+        "UPDATE workers SET last_seen_ms = ?2 WHERE worker_id = ?1",
+    ];
+    let plans = s
+        .write(move |c| {
+            let mut plans = Vec::new();
+            for sql in hot {
+                let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                let nulls = std::iter::repeat_n(rusqlite::types::Null, stmt.parameter_count());
+                let steps: Vec<String> = stmt
+                    .query_map(rusqlite::params_from_iter(nulls), |r| r.get::<_, String>(3))?
+                    .collect::<Result<_, _>>()?;
+                plans.push((sql, steps.join("; ")));
+            }
+            Ok(plans)
+        })
+        .expect("plans");
+    for (sql, plan) in &plans {
+        assert!(
+            plan.starts_with("SEARCH") && !plan.contains("SCAN"),
+            "{sql}\n  → {plan}"
+        );
+    }
+    // Expiry seeks on the deadline, not through every leased run.
+    assert!(plans[0].1.contains("lease_expires_ms<?"), "{}", plans[0].1);
+}

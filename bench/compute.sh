@@ -9,7 +9,9 @@
 # For every round and every (model, mode) it runs the worker, then the reference (the other
 # order on even rounds), each process doing one warm-up pass and R timed passes; it prints one
 # JSON document with, per (model, mode), the medians over all rounds × repeats of both, their
-# ratio (advsweep / PyTorch) and every timed value. Progress goes to stderr.
+# ratio (advsweep / PyTorch) and every timed value, in images per second and per CPU-second
+# of the process (`cpu_ratio`: steadier than wall-clock time on a shared machine, with one
+# thread). Progress goes to stderr.
 #
 # Environment:
 #   WORKER_BIN=path   the worker binary to measure (default: build it in release with cargo,
@@ -86,8 +88,9 @@ def load(prefix):
     table = {}
     for d in docs:
         for r in d["results"]:
-            e = table.setdefault((r["model"], r["mode"]), {"runs": [], "batch_size": r["batch_size"], "images": r["images"]})
+            e = table.setdefault((r["model"], r["mode"]), {"runs": [], "cpu_runs": [], "batch_size": r["batch_size"], "images": r["images"]})
             e["runs"].extend(r["runs"])
+            e["cpu_runs"].extend(r.get("cpu_runs", []))
     return docs, table
 
 ours_docs, ours = load("ours")
@@ -119,12 +122,18 @@ for key in sorted(ours, key=lambda k: (order.get(k[0], 9), k[0], order.get(k[1],
     if (a["batch_size"], a["images"]) != (b["batch_size"], b["images"]):
         sys.exit(f"compute.sh: {key}: the two sides measured different work: {a} vs {b}")
     mo, mr = statistics.median(a["runs"]), statistics.median(b["runs"])
+    co = statistics.median(a["cpu_runs"]) if a["cpu_runs"] else None
+    cr = statistics.median(b["cpu_runs"]) if b["cpu_runs"] else None
     results.append({
         "model": key[0], "mode": key[1], "batch_size": a["batch_size"], "images": a["images"],
         "advsweep_images_per_second": round(mo, 1), "pytorch_images_per_second": round(mr, 1),
         "ratio": round(mo / mr, 3) if mr > 0 else None,
+        "advsweep_images_per_cpu_second": round(co, 1) if co else None,
+        "pytorch_images_per_cpu_second": round(cr, 1) if cr else None,
+        "cpu_ratio": round(co / cr, 3) if co and cr else None,
         "samples": len(a["runs"]),
         "advsweep_runs": a["runs"], "pytorch_runs": b["runs"],
+        "advsweep_cpu_runs": a["cpu_runs"], "pytorch_cpu_runs": b["cpu_runs"],
     })
 doc = {
     "benchmark": "worker-compute",

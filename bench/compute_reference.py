@@ -18,7 +18,8 @@ Same as the worker's benchmark:
 * attacks are the torchattacks loops (`torch.autograd.grad` on the input only, sign step,
   clamp to the eps-ball, clamp to [0, 1]);
 * one untimed warm-up pass over at most two batches, then `repeats` timed passes over
-  `images` images (CUDA synchronized before each clock read); the median is reported.
+  `images` images (CUDA synchronized before each clock read); the median is reported, in
+  images per second and per CPU-second of the process (`time.process_time()`).
 
 Prints the same JSON document as `advsweep-worker bench --json` (with "implementation":
 "pytorch-eager").
@@ -158,7 +159,8 @@ def training(arch, mode, device, batch, images, repeats):
     warm = min(images, 2 * batch)
     train_epoch(model, optimizer, x[:warm], y[:warm], batch, attack)
     clean_accuracy(model, tx, ty, EVAL_BATCH)
-    runs = []
+    runs, cpu_runs = [], []
+    c0 = time.process_time()
     for _ in range(repeats):
         sync(device)
         t0 = time.perf_counter()
@@ -166,7 +168,10 @@ def training(arch, mode, device, batch, images, repeats):
         sync(device)
         runs.append(images / (time.perf_counter() - t0))
         clean_accuracy(model, tx, ty, EVAL_BATCH)  # per-epoch test accuracy, untimed
-    return runs
+        c1 = time.process_time()  # like the worker's: the epoch and its clean evaluation
+        cpu_runs.append(images / max(c1 - c0, 1e-9))
+        c0 = c1
+    return runs, cpu_runs
 
 
 def evaluate(model, x_all, y_all, batch):
@@ -192,14 +197,15 @@ def evaluation(arch, device, batch, images, repeats):
     model = build(arch).to(device)
     warm = min(images, 2 * batch)
     evaluate(model, x[:warm], y[:warm], batch)
-    runs = []
+    runs, cpu_runs = [], []
     for _ in range(repeats):
         sync(device)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         evaluate(model, x, y, batch)
         sync(device)
         runs.append(images / (time.perf_counter() - t0))
-    return runs
+        cpu_runs.append(images / max(time.process_time() - c0, 1e-9))
+    return runs, cpu_runs
 
 
 def main():
@@ -229,9 +235,9 @@ def main():
             batch = a.batch_size or (TRAIN_BATCH if training_mode else EVAL_BATCH)
             images = a.images or default_images(arch, mode, device.type == "cuda")
             if training_mode:
-                runs = training(arch, mode, device, batch, images, a.repeats)
+                runs, cpu_runs = training(arch, mode, device, batch, images, a.repeats)
             else:
-                runs = evaluation(arch, device, batch, images, a.repeats)
+                runs, cpu_runs = evaluation(arch, device, batch, images, a.repeats)
             results.append(
                 {
                     "model": arch,
@@ -240,6 +246,8 @@ def main():
                     "images": images,
                     "images_per_second": round(statistics.median(runs), 3),
                     "runs": [round(r, 3) for r in runs],
+                    "images_per_cpu_second": round(statistics.median(cpu_runs), 3),
+                    "cpu_runs": [round(r, 3) for r in cpu_runs],
                 }
             )
             print(f"{arch} {mode}: {statistics.median(runs):.1f} images/s", file=sys.stderr)

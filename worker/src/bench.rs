@@ -19,6 +19,11 @@
 //! over at most two batches (kernel selection, allocator caches, cuDNN autotuning), then
 //! times `repeats` passes over `images` images and reports the median.
 //!
+//! Beside wall-clock throughput it reports images per CPU-second of the process (user +
+//! system time of all its threads, from `/proc/self/stat`; a training repeat's also covers the
+//! previous epoch's small clean evaluation): on a machine shared with other work, with one
+//! thread, that figure moves much less than wall-clock time does.
+//!
 //! `bench/compute.sh` runs this next to the same computations in PyTorch eager
 //! (`bench/compute_reference.py`).
 
@@ -196,12 +201,34 @@ pub struct Measurement {
     pub images: u32,
     /// Images per second of each timed repeat.
     pub runs: Vec<f64>,
+    /// Images per CPU-second of each timed repeat (empty where `/proc` is unavailable).
+    pub cpu_runs: Vec<f64>,
 }
 
 impl Measurement {
     pub fn median(&self) -> f64 {
         median(&self.runs)
     }
+}
+
+/// CPU time used so far by this process (all threads, user + system), in seconds, from
+/// `/proc/self/stat` (clock ticks of 1/100 s, Linux's `USER_HZ`); `None` without `/proc`.
+pub fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name may contain spaces; the fields after it are space-separated.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+/// Images per CPU-second between two readings (`None` when either is missing or no time
+/// passed).
+fn per_cpu_second(images: u32, before: Option<f64>, after: Option<f64>) -> Option<f64> {
+    let spent = after? - before?;
+    (spent > 0.0).then(|| f64::from(images) / spent)
 }
 
 /// The median (mean of the two middle values for an even count; 0 for none).
@@ -239,7 +266,7 @@ pub fn run(args: &BenchArgs, device: Device, threads: usize) -> anyhow::Result<R
             let images = args
                 .images
                 .unwrap_or_else(|| default_images(model, mode, device));
-            let runs = if mode.is_training() {
+            let (runs, cpu_runs) = if mode.is_training() {
                 training(
                     model,
                     mode,
@@ -258,6 +285,7 @@ pub fn run(args: &BenchArgs, device: Device, threads: usize) -> anyhow::Result<R
                 batch_size,
                 images,
                 runs,
+                cpu_runs,
             };
             tracing::info!(
                 model,
@@ -282,8 +310,8 @@ fn synthetic_data(train: u32, test: usize, device: Device) -> anyhow::Result<Dat
     Dataset::from_host(train_split, test_split, "bench".into(), device)
 }
 
-/// Images per second of `repeats` training epochs over `images` images, after a warm-up
-/// epoch over at most two batches.
+/// Images per second and per CPU-second of `repeats` training epochs over `images` images,
+/// after a warm-up epoch over at most two batches.
 fn training(
     model: &str,
     mode: BenchMode,
@@ -292,7 +320,7 @@ fn training(
     images: u32,
     repeats: u32,
     cancel: &AtomicBool,
-) -> anyhow::Result<Vec<f64>> {
+) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
     let warm_up = synthetic_data(images.min(2 * batch_size), TRAINING_TEST_IMAGES, device)?;
     let data = synthetic_data(images, TRAINING_TEST_IMAGES, device)?;
     tch::manual_seed(SEED as i64);
@@ -314,6 +342,8 @@ fn training(
     })?;
     let spec = training_spec(batch_size, repeats);
     let mut runs = Vec::new();
+    let mut cpu_runs = Vec::new();
+    let mut cpu = process_cpu_seconds();
     train(
         net.as_ref(),
         &data,
@@ -321,14 +351,17 @@ fn training(
         cancel,
         &mut |m: EpochMetrics| {
             runs.push(m.images_per_second);
+            let now = process_cpu_seconds();
+            cpu_runs.extend(per_cpu_second(images, cpu, now));
+            cpu = now;
             Ok(())
         },
     )?;
-    Ok(runs)
+    Ok((runs, cpu_runs))
 }
 
-/// Images per second of `repeats` PGD-10 evaluation cells over `images` images, after a
-/// warm-up cell over at most two batches.
+/// Images per second and per CPU-second of `repeats` PGD-10 evaluation cells over `images`
+/// images, after a warm-up cell over at most two batches.
 fn evaluation(
     model: &str,
     device: Device,
@@ -336,7 +369,7 @@ fn evaluation(
     images: u32,
     repeats: u32,
     cancel: &AtomicBool,
-) -> anyhow::Result<Vec<f64>> {
+) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
     let warm_up = synthetic_data(1, images.min(2 * batch_size) as usize, device)?;
     let data = synthetic_data(1, images as usize, device)?;
     tch::manual_seed(SEED as i64);
@@ -355,9 +388,14 @@ fn evaluation(
         )
     };
     cell(&warm_up)?;
-    (0..repeats)
-        .map(|_| Ok(cell(&data)?.images_per_second))
-        .collect()
+    let mut runs = Vec::new();
+    let mut cpu_runs = Vec::new();
+    for _ in 0..repeats {
+        let before = process_cpu_seconds();
+        runs.push(cell(&data)?.images_per_second);
+        cpu_runs.extend(per_cpu_second(images, before, process_cpu_seconds()));
+    }
+    Ok((runs, cpu_runs))
 }
 
 impl Report {
@@ -376,18 +414,26 @@ impl Report {
             self.repeats
         );
         for (i, m) in self.measurements.iter().enumerate() {
-            let runs: Vec<String> = m.runs.iter().map(|r| json_number(*r)).collect();
+            let list = |v: &[f64]| -> String {
+                v.iter()
+                    .map(|r| json_number(*r))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
             let _ = write!(
                 out,
                 "{}\n  {{\"model\": \"{}\", \"mode\": \"{}\", \"batch_size\": {}, \"images\": {}, \
-                 \"images_per_second\": {}, \"runs\": [{}]}}",
+                 \"images_per_second\": {}, \"runs\": [{}], \"images_per_cpu_second\": {}, \
+                 \"cpu_runs\": [{}]}}",
                 if i == 0 { "" } else { "," },
                 m.model,
                 m.mode.name(),
                 m.batch_size,
                 m.images,
                 json_number(m.median()),
-                runs.join(", ")
+                list(&m.runs),
+                json_number(median(&m.cpu_runs)),
+                list(&m.cpu_runs)
             );
         }
         out.push_str("\n]}");
@@ -472,7 +518,9 @@ mod tests {
         for m in &report.measurements {
             assert_eq!(m.runs.len(), 2, "{m:?}");
             assert!(m.median() > 0.0, "{m:?}");
+            assert!(m.cpu_runs.iter().all(|&r| r > 0.0), "{m:?}");
         }
+        assert!(process_cpu_seconds().is_some_and(|s| s > 0.0));
         let json = report.to_json();
         for mode in ["standard", "at-fgsm", "at-pgd", "pgd10-eval"] {
             assert!(json.contains(&format!("\"mode\": \"{mode}\"")), "{json}");

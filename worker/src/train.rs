@@ -26,7 +26,9 @@
 //!
 //! Metrics: loss and accuracy over the rows the optimizer saw (adversarial ones included);
 //! throughput in training images per second; test accuracy of the classifier itself (clean,
-//! without the run's inference-time defenses, which only evaluation cells apply).
+//! without the run's inference-time defenses, which only evaluation cells apply). They are
+//! accumulated on the device and read once per epoch, so a diverged run (a non-finite loss) is
+//! reported at the end of the epoch it diverged in.
 //!
 //! The cancel flag is checked between batches; a set flag ends training with
 //! [`crate::error::Cancelled`].

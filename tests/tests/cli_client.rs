@@ -213,6 +213,10 @@ async fn coordinator_process_serves_health_reflection_and_the_cli() {
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(stdout.contains("cells: 0/7 done, 7 pending"), "{stdout}");
     assert!(stdout.contains("| pgd-linf | 8/255 |"), "{stdout}");
+    // A sweep's name works wherever its id does.
+    let by_name = cli(&url, &["status", "client-test"]);
+    assert!(by_name.status.success(), "{}", text(&by_name));
+    assert_eq!(String::from_utf8_lossy(&by_name.stdout), stdout);
 
     // Resubmitting is idempotent.
     let out = cli(&url, &["submit", &file]);
@@ -243,7 +247,7 @@ async fn coordinator_process_serves_health_reflection_and_the_cli() {
     let out = cli(&url, &["status", "s-doesnotexist"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("no sweep with id `s-doesnotexist`"),
+        String::from_utf8_lossy(&out.stderr).contains("no sweep with id or name `s-doesnotexist`"),
         "{}",
         text(&out)
     );

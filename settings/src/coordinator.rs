@@ -1,0 +1,241 @@
+//! `[coordinator]`: the `advsweep coordinator` service — where it listens, where its state
+//! lives, lease timing, input limits, TLS and the tokens it accepts.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+
+use crate::connection::{empty_is_unset, read_pem};
+use crate::load::{RoleSettings, read_lines_file};
+use crate::secret::check_token;
+use crate::{Secret, SettingsError};
+
+/// Who must present a client certificate when `tls_client_ca` is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// Worker calls need a certificate signed by `tls_client_ca`; CLI clients may connect
+    /// without one (they authenticate with their token).
+    #[default]
+    Workers,
+    /// Every connection needs one (the TLS handshake fails without it).
+    All,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CoordinatorSettings {
+    /// gRPC address (`0.0.0.0:50051` to serve a cluster).
+    pub listen: String,
+    /// Prometheus `GET /metrics` address (plain HTTP); unset: no metrics endpoint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
+    /// SQLite state and checkpoint artifacts; put it on persistent storage.
+    pub state_dir: PathBuf,
+    /// A lease not renewed within this many seconds is lost and its run re-queued.
+    pub lease_ttl_s: f64,
+    /// How often workers heartbeat (well under `lease_ttl_s`).
+    pub heartbeat_interval_s: f64,
+    /// Largest gRPC message accepted (sweep files, metric batches, checkpoint chunks).
+    pub max_message_bytes: u64,
+    /// Largest grid one sweep may expand to.
+    pub max_cells_per_sweep: u64,
+    /// PEM certificate chain and key: TLS on the gRPC port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA that client certificates must chain to: mutual TLS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_ca: Option<PathBuf>,
+    pub tls_client_auth: ClientAuth,
+    /// Tokens that may call WorkerService (register, lease, report).
+    pub worker_tokens: Vec<Secret>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_tokens_file: Option<PathBuf>,
+    /// Tokens that may call SweepService (submit, status, watch, retry, cancel).
+    pub client_tokens: Vec<Secret>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_tokens_file: Option<PathBuf>,
+}
+
+impl Default for CoordinatorSettings {
+    fn default() -> Self {
+        CoordinatorSettings {
+            listen: "127.0.0.1:50051".to_owned(),
+            metrics_listen: None,
+            state_dir: PathBuf::from("advsweep-state"),
+            lease_ttl_s: 30.0,
+            heartbeat_interval_s: 5.0,
+            max_message_bytes: 8 << 20,
+            max_cells_per_sweep: 100_000,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            tls_client_auth: ClientAuth::Workers,
+            worker_tokens: Vec::new(),
+            worker_tokens_file: None,
+            client_tokens: Vec::new(),
+            client_tokens_file: None,
+        }
+    }
+}
+
+const MIN_MESSAGE_BYTES: u64 = 64 << 10;
+const MAX_MESSAGE_BYTES: u64 = 1 << 30;
+
+impl RoleSettings for CoordinatorSettings {
+    const TABLE: &'static str = "coordinator";
+    const LIST_KEYS: &'static [&'static str] = &["worker_tokens", "client_tokens"];
+
+    fn keys() -> Vec<&'static str> {
+        vec![
+            "listen",
+            "metrics_listen",
+            "state_dir",
+            "lease_ttl_s",
+            "heartbeat_interval_s",
+            "max_message_bytes",
+            "max_cells_per_sweep",
+            "tls_cert",
+            "tls_key",
+            "tls_client_ca",
+            "tls_client_auth",
+            "worker_tokens",
+            "worker_tokens_file",
+            "client_tokens",
+            "client_tokens_file",
+        ]
+    }
+
+    fn finish(&mut self) -> Result<(), SettingsError> {
+        let bad = |msg: String| Err(SettingsError(format!("[coordinator] {msg}")));
+        self.metrics_listen = self.metrics_listen.take().filter(|m| !m.is_empty());
+        for path in [
+            &mut self.tls_cert,
+            &mut self.tls_key,
+            &mut self.tls_client_ca,
+            &mut self.worker_tokens_file,
+            &mut self.client_tokens_file,
+        ] {
+            empty_is_unset(path);
+        }
+        if self.state_dir.as_os_str().is_empty() {
+            return bad("state_dir must not be empty".into());
+        }
+        if !(self.lease_ttl_s.is_finite() && (0.05..=86_400.0).contains(&self.lease_ttl_s)) {
+            return bad(format!(
+                "lease_ttl_s = {} must be in 0.05..=86400",
+                self.lease_ttl_s
+            ));
+        }
+        if !(self.heartbeat_interval_s.is_finite()
+            && self.heartbeat_interval_s > 0.0
+            && self.heartbeat_interval_s * 2.0 <= self.lease_ttl_s)
+        {
+            return bad(format!(
+                "heartbeat_interval_s = {} must be positive and at most half of lease_ttl_s = {} \
+                 (a lease must survive a late heartbeat)",
+                self.heartbeat_interval_s, self.lease_ttl_s
+            ));
+        }
+        if !(MIN_MESSAGE_BYTES..=MAX_MESSAGE_BYTES).contains(&self.max_message_bytes) {
+            return bad(format!(
+                "max_message_bytes = {} must be in {MIN_MESSAGE_BYTES}..={MAX_MESSAGE_BYTES}",
+                self.max_message_bytes
+            ));
+        }
+        if self.max_cells_per_sweep == 0 {
+            return bad("max_cells_per_sweep must be at least 1".into());
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return bad("tls_cert and tls_key must be set together".into());
+        }
+        if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
+            return bad("tls_client_ca (mutual TLS) needs tls_cert and tls_key".into());
+        }
+        self.worker_tokens =
+            gather_tokens("worker", &self.worker_tokens, &self.worker_tokens_file)?;
+        self.client_tokens =
+            gather_tokens("client", &self.client_tokens, &self.client_tokens_file)?;
+        if self.worker_tokens.is_empty() != self.client_tokens.is_empty() {
+            return bad(
+                "set both worker and client tokens, or neither (no tokens: authentication off)"
+                    .into(),
+            );
+        }
+        if let Some(shared) = self
+            .worker_tokens
+            .iter()
+            .find(|t| self.client_tokens.contains(t))
+        {
+            let _ = shared; // never printed
+            return bad(
+                "a token is both a worker token and a client token; roles need different tokens"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Inline tokens plus those of the file, each checked.
+fn gather_tokens(
+    role: &str,
+    inline: &[Secret],
+    file: &Option<PathBuf>,
+) -> Result<Vec<Secret>, SettingsError> {
+    let mut tokens: Vec<Secret> = inline
+        .iter()
+        .filter(|t| !t.expose().is_empty())
+        .cloned()
+        .collect();
+    if let Some(path) = file {
+        let key = format!("{role}_tokens_file");
+        tokens.extend(read_lines_file(&key, path)?.into_iter().map(Secret::new));
+    }
+    for (i, token) in tokens.iter().enumerate() {
+        check_token(&format!("[coordinator] {role} token #{}", i + 1), token)
+            .map_err(SettingsError)?;
+    }
+    Ok(tokens)
+}
+
+impl CoordinatorSettings {
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_secs_f64(self.lease_ttl_s)
+    }
+
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_secs_f64(self.heartbeat_interval_s)
+    }
+
+    /// Whether calls must carry a token.
+    pub fn auth_enabled(&self) -> bool {
+        !self.worker_tokens.is_empty()
+    }
+
+    /// The rustls server configuration, when TLS is on.
+    pub fn server_tls(&self) -> Result<Option<ServerTlsConfig>, SettingsError> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(
+            read_pem("tls_cert", cert)?,
+            read_pem("tls_key", key)?,
+        ));
+        if let Some(ca) = &self.tls_client_ca {
+            tls = tls
+                .client_ca_root(Certificate::from_pem(read_pem("tls_client_ca", ca)?))
+                .client_auth_optional(self.tls_client_auth == ClientAuth::Workers);
+        }
+        Ok(Some(tls))
+    }
+
+    /// Whether worker calls must come with a verified client certificate.
+    pub fn worker_cert_required(&self) -> bool {
+        self.tls_client_ca.is_some()
+    }
+}

@@ -1,0 +1,286 @@
+//! Settings as a user meets them: layering, errors that name the culprit, masked output.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::*;
+
+const TOKEN_W: &str = "worker-token-0123456789abcdef";
+const TOKEN_C: &str = "client-token-0123456789abcdef";
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write test file");
+    path
+}
+
+fn coordinator(
+    file: Option<&Path>,
+    env_pairs: &[(&str, &str)],
+    overrides: &Overrides,
+) -> Result<Loaded<CoordinatorSettings>, SettingsError> {
+    load_from(file, &env(env_pairs), overrides)
+}
+
+#[test]
+fn defaults_without_file_or_environment() -> Result<(), SettingsError> {
+    let c = coordinator(None, &[], &Overrides::new())?.settings;
+    assert_eq!(c.listen, "127.0.0.1:50051");
+    assert_eq!(c.max_cells_per_sweep, 100_000);
+    assert!(!c.auth_enabled() && c.server_tls()?.is_none());
+    let w: WorkerSettings = load_from(None, &env(&[]), &Overrides::new())?.settings;
+    assert_eq!((w.slots, w.device), (1, DeviceSetting::Auto));
+    assert_eq!(w.connection.coordinator, "http://127.0.0.1:50051");
+    Ok(())
+}
+
+#[test]
+fn flag_beats_environment_beats_file() -> Result<(), SettingsError> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = write(
+        dir.path(),
+        "a.toml",
+        "[coordinator]\nlisten = \"0.0.0.0:1\"\nstate_dir = \"/from/file\"\nlease_ttl_s = 60\n\
+         [worker]\nslots = 4\n",
+    );
+    let env_pairs = [
+        ("ADVSWEEP_STATE_DIR", "/from/env"),
+        ("ADVSWEEP_LEASE_TTL_S", "90"),
+        ("ADVSWEEP_MAX_CELLS_PER_SWEEP", "77"),
+        ("ADVSWEEP_CIFAR10_DIR", "/unrelated/variables/are/ignored"),
+    ];
+    let flags = Overrides::new().set("state_dir", Some("/from/flag"));
+    let loaded = coordinator(Some(&file), &env_pairs, &flags)?;
+    let c = &loaded.settings;
+    assert_eq!(c.listen, "0.0.0.0:1");
+    assert_eq!(c.state_dir, Path::new("/from/flag"));
+    assert_eq!((c.lease_ttl_s, c.max_cells_per_sweep), (90.0, 77));
+    assert_eq!(
+        loaded.env_vars,
+        [
+            "ADVSWEEP_STATE_DIR",
+            "ADVSWEEP_LEASE_TTL_S",
+            "ADVSWEEP_MAX_CELLS_PER_SWEEP"
+        ]
+    );
+    // The same file serves the worker's table.
+    let w: WorkerSettings = load_from(
+        Some(&file),
+        &env(&[("ADVSWEEP_EXIT_WHEN_IDLE", "true")]),
+        &Overrides::new(),
+    )?
+    .settings;
+    assert_eq!(w.slots, 4);
+    assert!(w.exit_when_idle);
+    Ok(())
+}
+
+#[test]
+fn mistakes_are_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let typo = write(
+        dir.path(),
+        "typo.toml",
+        "[coordinator]\ntls_crt = \"x.pem\"\n",
+    );
+    let e = coordinator(Some(&typo), &[], &Overrides::new())
+        .unwrap_err()
+        .0;
+    assert!(
+        e.contains("unknown key `tls_crt`") && e.contains("tls_cert"),
+        "{e}"
+    );
+    let table = write(dir.path(), "table.toml", "[coordinatr]\nlisten = \"x\"\n");
+    let e = coordinator(Some(&table), &[], &Overrides::new())
+        .unwrap_err()
+        .0;
+    assert!(e.contains("`coordinatr`"), "{e}");
+    let e = coordinator(None, &[("ADVSWEEP_LEASE_TTL_S", "soon")], &Overrides::new())
+        .unwrap_err()
+        .0;
+    assert!(
+        e.contains("lease_ttl_s") || e.contains("ADVSWEEP_LEASE_TTL_S"),
+        "{e}"
+    );
+    let e = coordinator(
+        None,
+        &[("ADVSWEEP_HEARTBEAT_INTERVAL_S", "20")],
+        &Overrides::new(),
+    )
+    .unwrap_err()
+    .0;
+    assert!(e.contains("heartbeat_interval_s = 20"), "{e}");
+    let e = coordinator(
+        Some(&dir.path().join("missing.toml")),
+        &[],
+        &Overrides::new(),
+    )
+    .unwrap_err()
+    .0;
+    assert!(e.contains("missing.toml"), "{e}");
+    let e = coordinator(None, &[("ADVSWEEP_TLS_CERT", "/c.pem")], &Overrides::new())
+        .unwrap_err()
+        .0;
+    assert!(e.contains("tls_cert and tls_key"), "{e}");
+    let bad_toml = write(dir.path(), "bad.toml", "[coordinator\n");
+    let e = coordinator(Some(&bad_toml), &[], &Overrides::new())
+        .unwrap_err()
+        .0;
+    assert!(e.contains("bad.toml"), "{e}");
+}
+
+#[test]
+fn tokens_from_lists_files_and_environment() -> Result<(), SettingsError> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = write(
+        dir.path(),
+        "clients",
+        &format!("# one per line\n{TOKEN_C}\n\n{TOKEN_C}-second\n"),
+    );
+    let file_arg = file.to_string_lossy().into_owned();
+    let c = coordinator(
+        None,
+        &[
+            ("ADVSWEEP_WORKER_TOKENS", &format!("{TOKEN_W}, {TOKEN_W}-2")),
+            ("ADVSWEEP_CLIENT_TOKENS_FILE", &file_arg),
+        ],
+        &Overrides::new(),
+    )?
+    .settings;
+    assert!(c.auth_enabled());
+    assert_eq!(c.worker_tokens.len(), 2);
+    assert_eq!(c.client_tokens[1].expose(), format!("{TOKEN_C}-second"));
+
+    let one_sided = coordinator(
+        None,
+        &[("ADVSWEEP_WORKER_TOKENS", TOKEN_W)],
+        &Overrides::new(),
+    );
+    assert!(
+        one_sided
+            .unwrap_err()
+            .0
+            .contains("both worker and client tokens")
+    );
+    let shared = coordinator(
+        None,
+        &[
+            ("ADVSWEEP_WORKER_TOKENS", TOKEN_W),
+            ("ADVSWEEP_CLIENT_TOKENS", TOKEN_W),
+        ],
+        &Overrides::new(),
+    );
+    let e = shared.unwrap_err().0;
+    assert!(
+        e.contains("different tokens") && !e.contains(TOKEN_W),
+        "{e}"
+    );
+    let weak = coordinator(
+        None,
+        &[
+            ("ADVSWEEP_WORKER_TOKENS", "short"),
+            ("ADVSWEEP_CLIENT_TOKENS", TOKEN_C),
+        ],
+        &Overrides::new(),
+    );
+    assert!(
+        weak.unwrap_err()
+            .0
+            .contains("worker token #1 is 5 characters")
+    );
+    Ok(())
+}
+
+#[test]
+fn printed_settings_mask_every_secret() -> Result<(), SettingsError> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = write(dir.path(), "token", &format!("{TOKEN_W}\n"));
+    let loaded = coordinator(
+        None,
+        &[
+            ("ADVSWEEP_WORKER_TOKENS", TOKEN_W),
+            ("ADVSWEEP_CLIENT_TOKENS", TOKEN_C),
+        ],
+        &Overrides::new(),
+    )?;
+    let text = render(&loaded)?;
+    assert!(!text.contains(TOKEN_W) && !text.contains(TOKEN_C), "{text}");
+    assert!(text.contains("[coordinator]") && text.contains("worker_tokens = [\"********\"]"));
+    assert!(!format!("{:?}", loaded.settings).contains(TOKEN_W));
+
+    let worker: Loaded<WorkerSettings> = load_from(
+        None,
+        &env(&[("ADVSWEEP_TOKEN_FILE", &token_file.to_string_lossy())]),
+        &Overrides::new(),
+    )?;
+    assert_eq!(
+        worker
+            .settings
+            .connection
+            .token
+            .as_ref()
+            .map(Secret::expose),
+        Some(TOKEN_W)
+    );
+    let text = render(&worker)?;
+    assert!(
+        text.contains("token = \"********\"") && !text.contains(TOKEN_W),
+        "{text}"
+    );
+    assert!(text.contains("slots = 1"), "{text}");
+    Ok(())
+}
+
+#[test]
+fn connection_rules() {
+    let client = |pairs: &[(&str, &str)]| {
+        load_from::<ClientSettings>(None, &env(pairs), &Overrides::new()).map(|l| l.settings)
+    };
+    let e = client(&[("ADVSWEEP_COORDINATOR", "https://c:1")])
+        .unwrap_err()
+        .0;
+    assert!(e.contains("tls_ca"), "{e}");
+    let e = client(&[("ADVSWEEP_TLS_CA", "/ca.pem")]).unwrap_err().0;
+    assert!(e.contains("plain http://"), "{e}");
+    let e = client(&[("ADVSWEEP_COORDINATOR", "c:1")]).unwrap_err().0;
+    assert!(e.contains("http:// or https://"), "{e}");
+    let e = client(&[("ADVSWEEP_TOKEN", "x"), ("ADVSWEEP_TOKEN_FILE", "/t")])
+        .unwrap_err()
+        .0;
+    assert!(e.contains("not both"), "{e}");
+    // Empty variables mean unset.
+    assert!(client(&[("ADVSWEEP_TLS_CA", ""), ("ADVSWEEP_TOKEN", "")]).is_ok());
+    let e = client(&[
+        ("ADVSWEEP_COORDINATOR", "https://c:1"),
+        ("ADVSWEEP_TLS_CA", "/nonexistent/ca.pem"),
+    ])
+    .and_then(|s| s.connection.endpoint().map(|_| ()))
+    .unwrap_err()
+    .0;
+    assert!(e.contains("tls_ca /nonexistent/ca.pem"), "{e}");
+}
+
+#[test]
+fn worker_limits() {
+    let worker = |pairs: &[(&str, &str)]| {
+        load_from::<WorkerSettings>(None, &env(pairs), &Overrides::new()).map(|l| l.settings)
+    };
+    assert!(
+        worker(&[("ADVSWEEP_SLOTS", "0")])
+            .unwrap_err()
+            .0
+            .contains("slots = 0")
+    );
+    assert!(worker(&[("ADVSWEEP_SLOTS", "65")]).is_err());
+    assert!(worker(&[("ADVSWEEP_DEVICE", "tpu")]).is_err());
+    assert!(worker(&[("ADVSWEEP_THREADS", "0")]).is_err());
+    let w = worker(&[("ADVSWEEP_DEVICE", "cuda"), ("ADVSWEEP_SLOTS", "3")]).expect("valid");
+    assert_eq!((w.device, w.slots), (DeviceSetting::Cuda, 3));
+}

@@ -1,0 +1,98 @@
+//! `[worker]`: an `advsweep-worker` process — where the coordinator is, which device it
+//! trains on, and how many runs it trains there at once.
+
+use serde::{Deserialize, Serialize};
+
+use crate::SettingsError;
+use crate::connection::{CONNECTION_KEYS, ConnectionSettings};
+use crate::load::RoleSettings;
+
+/// Which device a worker trains on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceSetting {
+    /// CUDA device 0 when libtorch sees one, else the CPU.
+    #[default]
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+/// The most runs one worker process trains at once.
+pub const MAX_SLOTS: u32 = 64;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WorkerSettings {
+    #[serde(flatten)]
+    pub connection: ConnectionSettings,
+    /// Shown by the coordinator [default: `<hostname>-<pid>`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub device: DeviceSetting,
+    /// libtorch intra-op CPU threads [default: available cores, shared among the slots].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threads: Option<u32>,
+    /// Runs trained at once on the device (each slot leases its own run).
+    pub slots: u32,
+    /// Stop taking work after this many failed runs in a row (a bad GPU or node).
+    pub max_consecutive_failures: u32,
+    /// Exit (status 0) when the coordinator reports that no sweep has work left.
+    pub exit_when_idle: bool,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        WorkerSettings {
+            connection: ConnectionSettings::default(),
+            name: None,
+            device: DeviceSetting::Auto,
+            threads: None,
+            slots: 1,
+            max_consecutive_failures: 3,
+            exit_when_idle: false,
+        }
+    }
+}
+
+impl RoleSettings for WorkerSettings {
+    const TABLE: &'static str = "worker";
+    fn keys() -> Vec<&'static str> {
+        let own = [
+            "name",
+            "device",
+            "threads",
+            "slots",
+            "max_consecutive_failures",
+            "exit_when_idle",
+        ];
+        CONNECTION_KEYS.iter().chain(&own).copied().collect()
+    }
+
+    fn finish(&mut self) -> Result<(), SettingsError> {
+        self.connection.finish(Self::TABLE)?;
+        self.name = self.name.take().filter(|n| !n.trim().is_empty());
+        if let Some(name) = &self.name
+            && (name.len() > 128 || name.chars().any(char::is_control))
+        {
+            return Err(SettingsError(
+                "[worker] name must be at most 128 characters, without control characters".into(),
+            ));
+        }
+        if self.threads == Some(0) || self.threads.is_some_and(|t| t > 4096) {
+            return Err(SettingsError("[worker] threads must be in 1..=4096".into()));
+        }
+        if !(1..=MAX_SLOTS).contains(&self.slots) {
+            return Err(SettingsError(format!(
+                "[worker] slots = {} must be in 1..={MAX_SLOTS}",
+                self.slots
+            )));
+        }
+        if self.max_consecutive_failures == 0 {
+            return Err(SettingsError(
+                "[worker] max_consecutive_failures must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}

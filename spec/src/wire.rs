@@ -1,7 +1,14 @@
 //! The one mapping between the experiment vocabulary and the v1 wire types.
 //!
 //! Decoding never panics: a missing or out-of-range field is a [`WireError`] that names it, which
-//! the gRPC layers turn into `invalid_argument`.
+//! the gRPC layers turn into `invalid_argument`. Every size a peer controls is bounded here (the
+//! `MAX_*` constants below), and the sweep-file parser enforces the same bounds, so whatever the
+//! coordinator hands out a worker also accepts.
+//!
+//! Non-finite metrics: an epoch's `train_loss` may be NaN or +∞ (a diverged run is data worth
+//! keeping and plotting around), its accuracies NaN ("not measured") or in [0, 1]; timings must
+//! be finite and non-negative. Cell results are numbers a report averages, so every field must be
+//! finite (accuracies in [0, 1]).
 
 use advsweep_proto::v1 as pb;
 
@@ -24,6 +31,105 @@ fn invalid(field: &'static str, why: impl Into<String>) -> WireError {
         field,
         why: why.into(),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// limits shared by both ends (the sweep-file parser checks the same ones)
+// ---------------------------------------------------------------------------------------------
+
+/// Longest run or cell id accepted (ours are 18 bytes: a prefix and 16 hex digits).
+pub const MAX_ID_BYTES: usize = 128;
+/// Longest model, defense, attack or noise-layer name accepted.
+pub const MAX_NAME_BYTES: usize = 256;
+/// Longest data-set path accepted.
+pub const MAX_PATH_BYTES: usize = 4096;
+/// Most PGD steps per attack.
+pub const MAX_PGD_STEPS: u32 = 10_000;
+/// Most PGD restarts per attack.
+pub const MAX_RESTARTS: u32 = 1_000;
+/// Most training (or denoiser-training) epochs; also the highest epoch number a report may carry.
+pub const MAX_EPOCHS: u32 = 100_000;
+/// Largest training or evaluation batch.
+pub const MAX_BATCH_SIZE: u32 = 1 << 20;
+/// Largest synthetic data set (train or test images).
+pub const MAX_SYNTHETIC_IMAGES: u32 = 10_000_000;
+/// Most noise-injection points named by one model.
+pub const MAX_NOISE_LAYERS: usize = 64;
+/// Most cells handed out with one run.
+pub const MAX_CELLS_PER_RUN: usize = 1_000_000;
+
+/// At most `max` bytes of `value`, cut at a character boundary, for error messages.
+fn shown(value: &str, max: usize) -> String {
+    if value.len() <= max {
+        return format!("{value:?}");
+    }
+    let mut cut = max;
+    while !value.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{:?}… ({} bytes)", &value[..cut], value.len())
+}
+
+/// An identifier: 1–[`MAX_ID_BYTES`] printable ASCII characters, no spaces.
+pub fn check_id(value: &str, field: &'static str) -> Result<(), WireError> {
+    if value.is_empty() {
+        return Err(WireError::Missing(field));
+    }
+    if value.len() > MAX_ID_BYTES || !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid(
+            field,
+            format!(
+                "{} is not an id (1-{MAX_ID_BYTES} printable ASCII characters, no spaces)",
+                shown(value, 64)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A display name: at most [`MAX_NAME_BYTES`] bytes, no control characters (may be empty).
+pub fn check_name(value: &str, field: &'static str) -> Result<(), WireError> {
+    if value.len() > MAX_NAME_BYTES || value.chars().any(char::is_control) {
+        return Err(invalid(
+            field,
+            format!(
+                "{} is not a name (at most {MAX_NAME_BYTES} bytes, no control characters)",
+                shown(value, 64)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A file-system path: 1–[`MAX_PATH_BYTES`] bytes, no NUL or other control characters.
+pub fn check_path(value: &str, field: &'static str) -> Result<(), WireError> {
+    if value.trim().is_empty() {
+        return Err(WireError::Missing(field));
+    }
+    if value.len() > MAX_PATH_BYTES || value.chars().any(char::is_control) {
+        return Err(invalid(
+            field,
+            format!(
+                "{} is not a path (at most {MAX_PATH_BYTES} bytes, no NUL or control characters)",
+                shown(value, 64)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn at_most(value: u32, max: u32, field: &'static str) -> Result<u32, WireError> {
+    if value > max {
+        return Err(invalid(field, format!("{value} is more than {max}")));
+    }
+    Ok(value)
+}
+
+fn in_range(value: u32, min: u32, max: u32, field: &'static str) -> Result<u32, WireError> {
+    if !(min..=max).contains(&value) {
+        return Err(invalid(field, format!("{value} is not in {min}..={max}")));
+    }
+    Ok(value)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -310,6 +416,10 @@ fn non_negative(value: f64, field: &'static str) -> Result<f64, WireError> {
 
 /// Most gradient samples per step a worker accepts (a guard against absurd requests).
 pub const MAX_EOT_SAMPLES: u32 = 1000;
+/// Most residual blocks of a DnCNN denoiser.
+pub const MAX_DENOISER_BLOCKS: u32 = 64;
+/// Most channels of a DnCNN denoiser.
+pub const MAX_DENOISER_CHANNELS: u32 = 1024;
 
 fn eot_from_wire(samples: u32, field: &'static str) -> Result<u32, WireError> {
     if samples > MAX_EOT_SAMPLES {
@@ -337,11 +447,21 @@ pub fn model_from_wire(m: &pb::ModelSpec) -> Result<Model, WireError> {
     if m.name.is_empty() {
         return Err(WireError::Missing("run.model.name"));
     }
+    check_name(&m.name, "run.model.name")?;
     let noise = match &m.noise {
         None => None,
         Some(n) => {
             if n.layers.is_empty() {
                 return Err(WireError::Missing("run.model.noise.layers"));
+            }
+            if n.layers.len() > MAX_NOISE_LAYERS {
+                return Err(invalid(
+                    "run.model.noise.layers",
+                    format!("{} layers, more than {MAX_NOISE_LAYERS}", n.layers.len()),
+                ));
+            }
+            for layer in &n.layers {
+                check_name(layer, "run.model.noise.layers")?;
             }
             Some(NoiseInjection {
                 sigma: non_negative(n.sigma, "run.model.noise.sigma")?,
@@ -371,19 +491,43 @@ pub fn attack_from_wire(a: &pb::AttackSpec) -> Result<Attack, WireError> {
             } else {
                 StepSize::FractionOfEpsilon(positive(p.step_fraction, "attack.pgd.step_fraction")?)
             };
-            if p.steps == 0 {
-                return Err(invalid("attack.pgd.steps", "must be at least 1"));
-            }
             Ok(Attack::Pgd {
                 norm: norm_from_wire(p.norm, "attack.pgd.norm")?,
-                steps: p.steps,
+                steps: in_range(p.steps, 1, MAX_PGD_STEPS, "attack.pgd.steps")?,
                 step,
                 random_start: p.random_start,
-                restarts: p.restarts.max(1),
+                restarts: at_most(p.restarts, MAX_RESTARTS, "attack.pgd.restarts")?.max(1),
                 eot: eot_from_wire(p.eot_samples, "attack.pgd.eot_samples")?,
             })
         }
     }
+}
+
+fn mix_from_wire(strategy: i32) -> Result<MixStrategy, WireError> {
+    match pb::MixStrategy::try_from(strategy) {
+        Ok(pb::MixStrategy::BothPerBatch) => Ok(MixStrategy::BothPerBatch),
+        Ok(pb::MixStrategy::WorstPerExample) => Ok(MixStrategy::WorstPerExample),
+        _ => Err(invalid(
+            "defense.mixed.strategy",
+            format!("unknown strategy {strategy}"),
+        )),
+    }
+}
+
+fn denoiser_from_wire(n: &pb::DenoiserSpec) -> Result<DenoiserSpec, WireError> {
+    Ok(DenoiserSpec {
+        blocks: in_range(n.blocks, 1, MAX_DENOISER_BLOCKS, "defense.denoiser.blocks")?,
+        channels: in_range(
+            n.channels,
+            1,
+            MAX_DENOISER_CHANNELS,
+            "defense.denoiser.channels",
+        )?,
+        attack: required_attack(n.attack.as_ref(), "defense.denoiser.attack")?,
+        epsilon: non_negative(n.epsilon, "defense.denoiser.epsilon")?,
+        epochs: in_range(n.epochs, 1, MAX_EPOCHS, "defense.denoiser.epochs")?,
+        learning_rate: positive(n.learning_rate, "defense.denoiser.learning_rate")?,
+    })
 }
 
 pub fn defense_from_wire(d: &pb::DefenseSpec) -> Result<Defense, WireError> {
@@ -399,16 +543,7 @@ pub fn defense_from_wire(d: &pb::DefenseSpec) -> Result<Defense, WireError> {
             l2: required_attack(m.l2.as_ref(), "defense.mixed.l2")?,
             epsilon_linf: non_negative(m.epsilon_linf, "defense.mixed.epsilon_linf")?,
             epsilon_l2: non_negative(m.epsilon_l2, "defense.mixed.epsilon_l2")?,
-            strategy: match pb::MixStrategy::try_from(m.strategy) {
-                Ok(pb::MixStrategy::BothPerBatch) => MixStrategy::BothPerBatch,
-                Ok(pb::MixStrategy::WorstPerExample) => MixStrategy::WorstPerExample,
-                _ => {
-                    return Err(invalid(
-                        "defense.mixed.strategy",
-                        format!("unknown strategy {}", m.strategy),
-                    ));
-                }
-            },
+            strategy: mix_from_wire(m.strategy)?,
             fraction: fraction_from_wire(m.fraction, "defense.mixed.fraction")?,
         },
     };
@@ -416,25 +551,7 @@ pub fn defense_from_wire(d: &pb::DefenseSpec) -> Result<Defense, WireError> {
         s if s > 0.0 => Some(s),
         _ => None,
     };
-    let denoiser = match &d.denoiser {
-        None => None,
-        Some(n) => {
-            if n.blocks == 0 || n.channels == 0 || n.epochs == 0 {
-                return Err(invalid(
-                    "defense.denoiser",
-                    "blocks, channels and epochs must be at least 1",
-                ));
-            }
-            Some(DenoiserSpec {
-                blocks: n.blocks,
-                channels: n.channels,
-                attack: required_attack(n.attack.as_ref(), "defense.denoiser.attack")?,
-                epsilon: non_negative(n.epsilon, "defense.denoiser.epsilon")?,
-                epochs: n.epochs,
-                learning_rate: positive(n.learning_rate, "defense.denoiser.learning_rate")?,
-            })
-        }
-    };
+    let denoiser = d.denoiser.as_ref().map(denoiser_from_wire).transpose()?;
     Ok(Defense {
         method,
         inference_noise,
@@ -442,18 +559,8 @@ pub fn defense_from_wire(d: &pb::DefenseSpec) -> Result<Defense, WireError> {
     })
 }
 
-pub fn training_from_wire(t: &pb::TrainingSpec) -> Result<TrainingSpec, WireError> {
-    if t.epochs == 0 {
-        return Err(invalid("training.epochs", "must be at least 1"));
-    }
-    if t.batch_size == 0 {
-        return Err(invalid("training.batch_size", "must be at least 1"));
-    }
-    let optimizer = match t
-        .optimizer
-        .as_ref()
-        .ok_or(WireError::Missing("training.optimizer"))?
-    {
+fn optimizer_from_wire(o: Option<&pb::training_spec::Optimizer>) -> Result<Optimizer, WireError> {
+    Ok(match o.ok_or(WireError::Missing("training.optimizer"))? {
         pb::training_spec::Optimizer::Sgd(s) => Optimizer::Sgd {
             momentum: non_negative(s.momentum, "training.sgd.momentum")?,
             weight_decay: non_negative(s.weight_decay, "training.sgd.weight_decay")?,
@@ -474,32 +581,40 @@ pub fn training_from_wire(t: &pb::TrainingSpec) -> Result<TrainingSpec, WireErro
                 weight_decay: non_negative(a.weight_decay, "training.adam.weight_decay")?,
             }
         }
-    };
-    let schedule = match t.schedule.as_ref().and_then(|s| s.kind.as_ref()) {
+    })
+}
+
+fn schedule_from_wire(s: Option<&pb::lr_schedule::Kind>) -> Result<LrSchedule, WireError> {
+    Ok(match s {
         None | Some(pb::lr_schedule::Kind::Constant(_)) => LrSchedule::Constant,
-        Some(pb::lr_schedule::Kind::Step(s)) => {
-            if s.every_epochs == 0 {
-                return Err(invalid(
-                    "training.schedule.step.every_epochs",
-                    "must be at least 1",
-                ));
-            }
-            LrSchedule::Step {
-                every_epochs: s.every_epochs,
-                gamma: positive(s.gamma, "training.schedule.step.gamma")?,
-            }
-        }
+        Some(pb::lr_schedule::Kind::Step(s)) => LrSchedule::Step {
+            every_epochs: in_range(
+                s.every_epochs,
+                1,
+                u32::MAX,
+                "training.schedule.step.every_epochs",
+            )?,
+            gamma: positive(s.gamma, "training.schedule.step.gamma")?,
+        },
         Some(pb::lr_schedule::Kind::Cosine(_)) => LrSchedule::Cosine,
         Some(pb::lr_schedule::Kind::OneCycle(_)) => LrSchedule::OneCycle,
-    };
+    })
+}
+
+pub fn training_from_wire(t: &pb::TrainingSpec) -> Result<TrainingSpec, WireError> {
+    let epochs = in_range(t.epochs, 1, MAX_EPOCHS, "training.epochs")?;
+    let batch_size = in_range(t.batch_size, 1, MAX_BATCH_SIZE, "training.batch_size")?;
+    let optimizer = optimizer_from_wire(t.optimizer.as_ref())?;
+    let schedule = schedule_from_wire(t.schedule.as_ref().and_then(|s| s.kind.as_ref()))?;
     Ok(TrainingSpec {
-        epochs: t.epochs,
-        batch_size: t.batch_size,
+        epochs,
+        batch_size,
         learning_rate: positive(t.learning_rate, "training.learning_rate")?,
         optimizer,
         schedule,
         augment: t.augment,
-        eval_batch_size: t.eval_batch_size.max(1),
+        eval_batch_size: at_most(t.eval_batch_size, MAX_BATCH_SIZE, "training.eval_batch_size")?
+            .max(1),
         checkpoint_every: t.checkpoint_every.max(1),
     })
 }
@@ -507,11 +622,11 @@ pub fn training_from_wire(t: &pb::TrainingSpec) -> Result<TrainingSpec, WireErro
 pub fn data_from_wire(d: &pb::DataSpec) -> Result<DataSpec, WireError> {
     let source = match d.source.as_ref().ok_or(WireError::Missing("data.source"))? {
         pb::data_spec::Source::Synthetic(s) => {
-            if s.train_size == 0 || s.test_size == 0 {
-                return Err(invalid(
-                    "data.synthetic",
-                    "train_size and test_size must be at least 1",
-                ));
+            for (size, field) in [
+                (s.train_size, "data.synthetic.train_size"),
+                (s.test_size, "data.synthetic.test_size"),
+            ] {
+                in_range(size, 1, MAX_SYNTHETIC_IMAGES, field)?;
             }
             DataSource::Synthetic {
                 seed: s.seed,
@@ -520,17 +635,13 @@ pub fn data_from_wire(d: &pb::DataSpec) -> Result<DataSpec, WireError> {
             }
         }
         pb::data_spec::Source::Cifar10Binary(c) => {
-            if c.path.is_empty() {
-                return Err(WireError::Missing("data.cifar10_binary.path"));
-            }
+            check_path(&c.path, "data.cifar10_binary.path")?;
             DataSource::Cifar10Binary {
                 path: c.path.clone(),
             }
         }
         pb::data_spec::Source::ImageFolder(f) => {
-            if f.path.is_empty() {
-                return Err(WireError::Missing("data.image_folder.path"));
-            }
+            check_path(&f.path, "data.image_folder.path")?;
             DataSource::ImageFolder {
                 path: f.path.clone(),
             }
@@ -544,9 +655,8 @@ pub fn data_from_wire(d: &pb::DataSpec) -> Result<DataSpec, WireError> {
 }
 
 pub fn cell_from_wire(run_id: &str, c: &pb::CellSpec) -> Result<CellSpec, WireError> {
-    if c.cell_id.is_empty() {
-        return Err(WireError::Missing("cell.cell_id"));
-    }
+    check_id(&c.cell_id, "cell.cell_id")?;
+    check_name(&c.attack_name, "cell.attack_name")?;
     Ok(CellSpec {
         id: c.cell_id.clone(),
         run_id: run_id.to_owned(),
@@ -558,8 +668,15 @@ pub fn cell_from_wire(run_id: &str, c: &pb::CellSpec) -> Result<CellSpec, WireEr
 
 /// Decodes a leased run and its cells.
 pub fn run_from_wire(r: &pb::RunSpec) -> Result<(RunSpec, Vec<CellSpec>), WireError> {
-    if r.run_id.is_empty() {
-        return Err(WireError::Missing("run.run_id"));
+    check_id(&r.run_id, "run.run_id")?;
+    check_name(&r.sweep_id, "run.sweep_id")?;
+    check_name(&r.model_name, "run.model_name")?;
+    check_name(&r.defense_name, "run.defense_name")?;
+    if r.cells.len() > MAX_CELLS_PER_RUN {
+        return Err(invalid(
+            "run.cells",
+            format!("{} cells, more than {MAX_CELLS_PER_RUN}", r.cells.len()),
+        ));
     }
     let model = model_from_wire(r.model.as_ref().ok_or(WireError::Missing("run.model"))?)?;
     let epsilon_space = match pb::EpsilonSpace::try_from(r.epsilon_space) {
@@ -603,6 +720,8 @@ pub fn run_from_wire(r: &pb::RunSpec) -> Result<(RunSpec, Vec<CellSpec>), WireEr
     Ok((run, cells))
 }
 
+/// An epoch as shown by `status` and reports: no validation (what the coordinator stored).
+/// Reports from workers go through [`epoch_metrics_from_wire`].
 pub fn epoch_from_wire(m: &pb::EpochMetrics) -> EpochMetrics {
     EpochMetrics {
         epoch: m.epoch,
@@ -612,6 +731,50 @@ pub fn epoch_from_wire(m: &pb::EpochMetrics) -> EpochMetrics {
         seconds: m.seconds,
         images_per_second: m.images_per_second,
     }
+}
+
+/// An accuracy: in [0, 1], or NaN when it was not measured.
+fn accuracy_or_nan(value: f64, field: &'static str) -> Result<f64, WireError> {
+    if value.is_nan() || (0.0..=1.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(invalid(field, format!("{value} is not in [0, 1] (or NaN)")))
+    }
+}
+
+/// A training loss: non-negative, or NaN / +∞ for a diverged run (kept as data).
+fn loss(value: f64, field: &'static str) -> Result<f64, WireError> {
+    if value.is_nan() || value >= 0.0 {
+        Ok(value)
+    } else {
+        Err(invalid(
+            field,
+            format!("{value} is negative (a loss is ≥ 0, or NaN / inf when diverged)"),
+        ))
+    }
+}
+
+fn finite_non_negative(value: f64, field: &'static str) -> Result<f64, WireError> {
+    if value.is_finite() && value >= 0.0 {
+        Ok(value)
+    } else {
+        Err(invalid(
+            field,
+            format!("{value} is not a finite non-negative number"),
+        ))
+    }
+}
+
+/// An epoch reported by a worker, validated (see the module docs for the NaN policy).
+pub fn epoch_metrics_from_wire(m: &pb::EpochMetrics) -> Result<EpochMetrics, WireError> {
+    Ok(EpochMetrics {
+        epoch: in_range(m.epoch, 1, MAX_EPOCHS, "epochs.epoch")?,
+        train_loss: loss(m.train_loss, "epochs.train_loss")?,
+        train_accuracy: accuracy_or_nan(m.train_accuracy, "epochs.train_accuracy")?,
+        test_accuracy: accuracy_or_nan(m.test_accuracy, "epochs.test_accuracy")?,
+        seconds: finite_non_negative(m.seconds, "epochs.seconds")?,
+        images_per_second: finite_non_negative(m.images_per_second, "epochs.images_per_second")?,
+    })
 }
 
 pub fn cell_result_from_wire(r: &pb::CellResult) -> Result<CellResult, WireError> {
@@ -629,12 +792,7 @@ pub fn cell_result_from_wire(r: &pb::CellResult) -> Result<CellResult, WireError
         (r.images_per_second, "result.images_per_second"),
         (r.seconds, "result.seconds"),
     ] {
-        if !(value.is_finite() && value >= 0.0) {
-            return Err(invalid(
-                field,
-                format!("{value} is not a finite non-negative number"),
-            ));
-        }
+        finite_non_negative(value, field)?;
     }
     Ok(CellResult {
         accuracy: r.accuracy,

@@ -3,11 +3,19 @@
 //! Grid semantics (see PRODUCT.md): a run is (model, defense, seed, training, data); a cell is
 //! (run, attack, ε). Cells of a run share its weights. A defense whose ε is `"tied"` gets one
 //! run per grid ε, evaluated at that ε only. The clean attack `none` gets one cell per run.
+//!
+//! Sweep files arrive from anyone who can reach the coordinator, so expansion is defensive:
+//! names are restricted to a file- and table-safe charset, every number is bounded (the same
+//! bounds `advsweep_spec::wire` enforces on the worker side), and the number of cells is counted
+//! with saturating arithmetic and checked against [`Limits`] before any cell is built.
 
 use std::collections::HashSet;
 use std::path::Path;
 
-use advsweep_spec::wire::MAX_EOT_SAMPLES;
+use advsweep_spec::wire::{
+    self, MAX_BATCH_SIZE, MAX_DENOISER_BLOCKS, MAX_DENOISER_CHANNELS, MAX_EOT_SAMPLES, MAX_EPOCHS,
+    MAX_PGD_STEPS, MAX_RESTARTS, MAX_SYNTHETIC_IMAGES,
+};
 use advsweep_spec::{
     Arch, Attack, CellSpec, DataSource, DataSpec, Defense, DenoiserSpec, EpsilonSpace, LrSchedule,
     MixStrategy, Model, NoiseInjection, Norm, Optimizer, RunSpec, StepSize, TrainingMethod,
@@ -52,6 +60,26 @@ impl Plan {
     }
 }
 
+/// Limits a coordinator puts on what one sweep may ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Most cells one sweep may expand to (checked before the grid is built).
+    pub max_cells: u64,
+}
+
+impl Limits {
+    /// The default [`Limits::max_cells`]: the largest sweep the coordinator is benchmarked at.
+    pub const DEFAULT_MAX_CELLS: u64 = 100_000;
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_cells: Limits::DEFAULT_MAX_CELLS,
+        }
+    }
+}
+
 /// Settings applied on top of the file (command-line flags, environment).
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -87,7 +115,7 @@ pub fn parse_sweep(text: &str, origin: &str) -> Result<SweepFile, SweepError> {
         .map_err(|e| parse_error(e.to_string()))
 }
 
-/// Reads, parses, validates and expands a sweep file.
+/// Reads, parses, validates and expands a sweep file (within the default [`Limits`]).
 pub fn load_plan(path: &Path, overrides: &Overrides) -> Result<Plan, SweepError> {
     let origin = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| SweepError::Read {
@@ -255,9 +283,11 @@ fn resolve_attack(
             restarts,
             eot,
         } => {
-            v.check(steps >= 1, || format!("{at}: steps must be at least 1"))?;
-            v.check(restarts >= 1, || {
-                format!("{at}: restarts must be at least 1")
+            v.check((1..=MAX_PGD_STEPS).contains(&steps), || {
+                format!("{at}: steps = {steps} must be in 1..={MAX_PGD_STEPS}")
+            })?;
+            v.check((1..=MAX_RESTARTS).contains(&restarts), || {
+                format!("{at}: restarts = {restarts} must be in 1..={MAX_RESTARTS}")
             })?;
             let step = match (step_size, step_fraction) {
                 (Some(_), Some(_)) => {
@@ -613,17 +643,23 @@ fn resolve_defense(
     let denoiser = match &p.denoiser {
         None => None,
         Some(d) => {
-            v.check(d.blocks >= 1 && d.blocks <= 64, || {
-                format!("{at}: denoiser.blocks = {} must be in 1..=64", d.blocks)
-            })?;
-            v.check(d.channels >= 1 && d.channels <= 1024, || {
+            v.check((1..=MAX_DENOISER_BLOCKS).contains(&d.blocks), || {
                 format!(
-                    "{at}: denoiser.channels = {} must be in 1..=1024",
+                    "{at}: denoiser.blocks = {} must be in 1..={MAX_DENOISER_BLOCKS}",
+                    d.blocks
+                )
+            })?;
+            v.check((1..=MAX_DENOISER_CHANNELS).contains(&d.channels), || {
+                format!(
+                    "{at}: denoiser.channels = {} must be in 1..={MAX_DENOISER_CHANNELS}",
                     d.channels
                 )
             })?;
-            v.check(d.epochs >= 1, || {
-                format!("{at}: denoiser.epochs must be at least 1")
+            v.check((1..=MAX_EPOCHS).contains(&d.epochs), || {
+                format!(
+                    "{at}: denoiser.epochs = {} must be in 1..={MAX_EPOCHS}",
+                    d.epochs
+                )
             })?;
             v.check(d.learning_rate.is_finite() && d.learning_rate > 0.0, || {
                 format!(
@@ -651,11 +687,14 @@ fn resolve_defense(
 
 fn training(v: &Validator, file: &SweepFile) -> Result<TrainingSpec, SweepError> {
     let t = &file.training;
-    v.check(t.epochs >= 1, || {
-        "training.epochs must be at least 1".into()
+    v.check((1..=MAX_EPOCHS).contains(&t.epochs), || {
+        format!("training.epochs = {} must be in 1..={MAX_EPOCHS}", t.epochs)
     })?;
-    v.check(t.batch_size >= 1, || {
-        "training.batch_size must be at least 1".into()
+    v.check((1..=MAX_BATCH_SIZE).contains(&t.batch_size), || {
+        format!(
+            "training.batch_size = {} must be in 1..={MAX_BATCH_SIZE}",
+            t.batch_size
+        )
     })?;
     v.check(t.learning_rate.is_finite() && t.learning_rate > 0.0, || {
         format!(
@@ -726,9 +765,15 @@ fn training(v: &Validator, file: &SweepFile) -> Result<TrainingSpec, SweepError>
     v.check(t.checkpoint_every >= 1, || {
         "training.checkpoint_every must be at least 1".into()
     })?;
-    v.check(file.evaluation.batch_size >= 1, || {
-        "evaluation.batch_size must be at least 1".into()
-    })?;
+    v.check(
+        (1..=MAX_BATCH_SIZE).contains(&file.evaluation.batch_size),
+        || {
+            format!(
+                "evaluation.batch_size = {} must be in 1..={MAX_BATCH_SIZE}",
+                file.evaluation.batch_size
+            )
+        },
+    )?;
     v.check(
         (1..=MAX_EOT_SAMPLES).contains(&file.evaluation.eot_samples),
         || format!("evaluation.eot_samples must be in 1..={MAX_EOT_SAMPLES}"),
@@ -749,6 +794,7 @@ fn data(v: &Validator, file: &SweepFile, overrides: &Overrides) -> Result<DataSp
     let path_of = |path: &String| -> Result<String, SweepError> {
         let path = overrides.data_path.clone().unwrap_or_else(|| path.clone());
         v.check(!path.trim().is_empty(), || "data.path is empty".into())?;
+        wire::check_path(&path, "data.path").or_else(|e| v.fail(e.to_string()))?;
         Ok(path)
     };
     let (source, train_limit) = match &file.data {
@@ -761,6 +807,10 @@ fn data(v: &Validator, file: &SweepFile, overrides: &Overrides) -> Result<DataSp
             v.check(*train_size >= 10 && *test_size >= 10, || {
                 "data: synthetic train_size and test_size must be at least 10".into()
             })?;
+            v.check(
+                *train_size <= MAX_SYNTHETIC_IMAGES && *test_size <= MAX_SYNTHETIC_IMAGES,
+                || format!("data: synthetic train_size and test_size must be at most {MAX_SYNTHETIC_IMAGES}"),
+            )?;
             (
                 DataSource::Synthetic {
                     seed: *seed,
@@ -790,17 +840,94 @@ fn data(v: &Validator, file: &SweepFile, overrides: &Overrides) -> Result<DataSp
     })
 }
 
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
+/// Longest sweep, model, defense or attack name.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// A name that is safe as a file name, a directory (`reports/<name>/`), a Markdown table cell
+/// and a CSV field: 1-64 ASCII letters, digits, '-', '_' or '.', starting with a letter or digit
+/// (so never `.`, `..` or a hidden file).
+pub fn valid_name(name: &str) -> bool {
+    name.len() <= MAX_NAME_LEN
         && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// How a name is shown in an error: quoted, escaped, at most 64 bytes of it.
+fn shown(name: &str) -> String {
+    let mut end = name.len().min(64);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    if end == name.len() {
+        format!("{name:?}")
+    } else {
+        format!("{:?}… ({} bytes)", &name[..end], name.len())
+    }
+}
+
+fn check_names(v: &Validator, axis: &str, names: &[String]) -> Result<(), SweepError> {
+    for (i, name) in names.iter().enumerate() {
+        v.check(valid_name(name), || {
+            format!(
+                "grid.{axis}[{i}] = {}: names use 1-{MAX_NAME_LEN} letters, digits, '-', '_' or '.', starting with a letter or digit",
+                shown(name)
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Runs and cells the grid asks for, before duplicates are merged (so never fewer than the
+/// plan will hold), in saturating arithmetic: a file listing 10⁴ models × 10⁴ ε is counted,
+/// not built.
+fn count_cells(
+    models: usize,
+    seeds: usize,
+    epsilons: usize,
+    defenses: &[ResolvedDefense],
+    attacks: &[(String, AttackTemplate)],
+) -> u64 {
+    let n = |x: usize| u64::try_from(x).unwrap_or(u64::MAX);
+    let clean = n(attacks
+        .iter()
+        .filter(|(_, a)| a.attack.is_none())
+        .count());
+    let attacked = n(attacks.len()).saturating_sub(clean);
+    defenses.iter().fold(0u64, |total, d| {
+        let (runs_per_seed, cells_per_run) = if d.tied() {
+            // One run per ε, each evaluated at its ε only.
+            (n(epsilons), clean.saturating_add(attacked))
+        } else {
+            (1, clean.saturating_add(attacked.saturating_mul(n(epsilons))))
+        };
+        total.saturating_add(
+            n(models)
+                .saturating_mul(n(seeds))
+                .saturating_mul(runs_per_seed)
+                .saturating_mul(cells_per_run),
+        )
+    })
+}
+
+/// [`expand_within`] the default [`Limits`].
+pub fn expand(file: &SweepFile, overrides: &Overrides, origin: &str) -> Result<Plan, SweepError> {
+    expand_within(file, overrides, origin, &Limits::default())
 }
 
 /// Validates a parsed sweep file and expands it. Runs and cells come out in file order, with
-/// content duplicates (two preset names for the same experiment) merged.
-pub fn expand(file: &SweepFile, overrides: &Overrides, origin: &str) -> Result<Plan, SweepError> {
+/// content duplicates (two preset names for the same experiment) merged. A grid of more than
+/// `limits.max_cells` cells is refused before it is built.
+pub fn expand_within(
+    file: &SweepFile,
+    overrides: &Overrides,
+    origin: &str,
+    limits: &Limits,
+) -> Result<Plan, SweepError> {
     let v = Validator { origin };
     v.check((1..=100).contains(&file.retry.max_attempts), || {
         format!(
@@ -810,8 +937,8 @@ pub fn expand(file: &SweepFile, overrides: &Overrides, origin: &str) -> Result<P
     })?;
     v.check(valid_name(&file.name), || {
         format!(
-            "name = {:?}: use 1-64 letters, digits, '-', '_' or '.'",
-            file.name
+            "name = {}: use 1-{MAX_NAME_LEN} letters, digits, '-', '_' or '.', starting with a letter or digit",
+            shown(&file.name)
         )
     })?;
     let grid = &file.grid;
@@ -820,13 +947,19 @@ pub fn expand(file: &SweepFile, overrides: &Overrides, origin: &str) -> Result<P
     v.non_empty("attacks", &grid.attacks)?;
     v.non_empty("epsilons", &grid.epsilons)?;
     v.non_empty("seeds", &grid.seeds)?;
+    check_names(&v, "models", &grid.models)?;
+    check_names(&v, "defenses", &grid.defenses)?;
+    check_names(&v, "attacks", &grid.attacks)?;
     v.unique_names("models", &grid.models)?;
     v.unique_names("defenses", &grid.defenses)?;
     v.unique_names("attacks", &grid.attacks)?;
     let mut epsilons = Vec::with_capacity(grid.epsilons.len());
+    let mut seen_epsilons = HashSet::new();
     for (i, e) in grid.epsilons.iter().enumerate() {
         let e = v.epsilon(&format!("grid.epsilons[{i}]"), e.0)?;
-        v.check(!epsilons.contains(&e), || {
+        // -0.0 is 0.0 (one cell id for both).
+        let e = if e == 0.0 { 0.0 } else { e };
+        v.check(seen_epsilons.insert(e.to_bits()), || {
             format!("grid.epsilons lists {e} twice")
         })?;
         epsilons.push(e);
@@ -857,6 +990,19 @@ pub fn expand(file: &SweepFile, overrides: &Overrides, origin: &str) -> Result<P
         .iter()
         .map(|name| resolve_defense(&v, file, name))
         .collect::<Result<Vec<_>, _>>()?;
+    let cells = count_cells(
+        models.len(),
+        grid.seeds.len(),
+        epsilons.len(),
+        &defenses,
+        &attacks,
+    );
+    v.check(cells <= limits.max_cells, || {
+        format!(
+            "sweep expands to {cells} cells, more than the coordinator's max_cells_per_sweep = {}",
+            limits.max_cells
+        )
+    })?;
     let training = training(&v, file)?;
     let data = data(&v, file, overrides)?;
     let epsilon_space = match file.epsilon_space {

@@ -8,4 +8,6 @@ pub mod file;
 pub mod ids;
 pub mod presets;
 
-pub use expand::{Overrides, Plan, SweepError, expand, load_plan, parse_sweep};
+pub use expand::{
+    Limits, Overrides, Plan, SweepError, expand, expand_within, load_plan, parse_sweep,
+};

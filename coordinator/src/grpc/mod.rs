@@ -8,6 +8,7 @@ mod checkpoints;
 mod convert;
 mod server;
 mod sweep_service;
+pub mod validate;
 mod worker_service;
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use crate::store::{Store, StoreError};
 
 pub use server::{Coordinator, serve};
 pub use sweep_service::SweepApi;
+pub use validate::require_id;
 pub use worker_service::WorkerApi;
 
 /// Wakes `WatchSweep` streams after every state change.
@@ -75,17 +77,4 @@ where
         .await
         .map_err(|e| Status::internal(format!("store task panicked: {e}")))?
         .map_err(status_of)
-}
-
-/// Rejects empty or oversized identifiers before they reach SQL.
-pub fn require_id(field: &'static str, value: &str) -> Result<(), Status> {
-    if value.is_empty() {
-        return Err(Status::invalid_argument(format!("missing field `{field}`")));
-    }
-    if value.len() > 128 || !value.chars().all(|c| c.is_ascii_graphic()) {
-        return Err(Status::invalid_argument(format!(
-            "field `{field}` is not a valid id"
-        )));
-    }
-    Ok(())
 }

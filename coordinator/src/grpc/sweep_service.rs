@@ -1,4 +1,8 @@
 //! `advsweep.v1.SweepService`: what the CLI and scripts call.
+//!
+//! Requests are validated before the store sees them ([`super::validate`]): sweep and cell ids by
+//! shape, the sweep file by size, its overrides by key and value, and its expansion against the
+//! coordinator's [`Limits`] before any cell is materialised.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -11,9 +15,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::info;
 
-use super::{ChangeNotifier, blocking, convert, require_id};
+use super::validate::{
+    self, ContentId, MAX_OVERRIDES, MAX_RETRY_CELL_IDS, require_content_id, require_count,
+};
+use super::{ChangeNotifier, blocking, convert};
 use crate::store::{Store, SweepSummary};
-use crate::sweep::{self, Overrides};
+use crate::sweep::{self, Limits, Overrides};
 
 /// Least time between two refreshes of a `WatchSweep` stream.
 const WATCH_MIN_INTERVAL: Duration = Duration::from_millis(200);
@@ -25,23 +32,50 @@ pub const MAX_SWEEP_FILE_BYTES: usize = 1 << 20;
 pub struct SweepApi {
     store: Arc<Store>,
     changes: ChangeNotifier,
+    limits: Limits,
 }
 
 impl SweepApi {
+    /// With the default [`Limits`].
     pub fn new(store: Arc<Store>, changes: ChangeNotifier) -> Self {
-        SweepApi { store, changes }
+        SweepApi {
+            store,
+            changes,
+            limits: Limits::default(),
+        }
+    }
+
+    /// The same service with other limits on submitted sweeps.
+    pub fn with_limits(self, limits: Limits) -> Self {
+        SweepApi { limits, ..self }
     }
 }
 
-/// Turns the request's override map into [`Overrides`]; unknown keys are errors.
+/// Turns the request's override map into [`Overrides`]; unknown keys are errors, and a
+/// `data.path` must be a plausible path (1-4096 bytes, no NUL or control characters).
 pub fn overrides_from(
     map: &std::collections::HashMap<String, String>,
 ) -> Result<Overrides, String> {
+    if map.len() > MAX_OVERRIDES {
+        return Err(format!(
+            "field `overrides` has {} entries, more than {MAX_OVERRIDES}",
+            map.len()
+        ));
+    }
     let mut overrides = Overrides::default();
     for (key, value) in map {
         match key.as_str() {
-            "data.path" => overrides.data_path = Some(value.clone()),
-            other => return Err(format!("unknown override `{other}` (known: data.path)")),
+            "data.path" => {
+                advsweep_spec::wire::check_path(value, "overrides[\"data.path\"]")
+                    .map_err(|e| e.to_string())?;
+                overrides.data_path = Some(value.clone());
+            }
+            other => {
+                return Err(format!(
+                    "unknown override {} (known: data.path)",
+                    validate::shown(other)
+                ));
+            }
         }
     }
     Ok(overrides)
@@ -83,17 +117,23 @@ impl SweepService for SweepApi {
     ) -> Result<Response<pb::SubmitSweepResponse>, Status> {
         let r = request.into_inner();
         if r.sweep_toml.len() > MAX_SWEEP_FILE_BYTES {
-            return Err(Status::invalid_argument(format!(
-                "sweep file is {} bytes; the limit is {MAX_SWEEP_FILE_BYTES}",
+            return Err(validate::invalid(format!(
+                "field `sweep_toml` is {} bytes; the limit is {MAX_SWEEP_FILE_BYTES}",
                 r.sweep_toml.len()
             )));
         }
-        let overrides = overrides_from(&r.overrides).map_err(Status::invalid_argument)?;
-        let file = sweep::parse_sweep(&r.sweep_toml, "sweep file")
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let plan = sweep::expand(&file, &overrides, "sweep file")
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let overrides = overrides_from(&r.overrides).map_err(validate::invalid)?;
+        // Parsing and expanding a (bounded) file is CPU work: off the async threads.
+        let limits = self.limits.clone();
         let toml = r.sweep_toml;
+        let (plan, toml) = tokio::task::spawn_blocking(move || {
+            let file = sweep::parse_sweep(&toml, "sweep file")?;
+            let plan = sweep::expand_within(&file, &overrides, "sweep file", &limits)?;
+            Ok::<_, sweep::SweepError>((plan, toml))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("sweep expansion panicked: {e}")))?
+        .map_err(|e| validate::invalid(e.to_string()))?;
         let outcome = blocking(&self.store, move |s| s.submit_owned(plan, toml)).await?;
         info!(
             sweep_id = outcome.sweep_id,
@@ -129,7 +169,7 @@ impl SweepService for SweepApi {
         request: Request<pb::GetSweepRequest>,
     ) -> Result<Response<pb::SweepDetail>, Status> {
         let id = request.into_inner().sweep_id;
-        require_id("sweep_id", &id)?;
+        require_content_id("sweep_id", &id, ContentId::Sweep)?;
         let detail = blocking(&self.store, move |s| s.sweep_detail(&id)).await?;
         Ok(Response::new(convert::detail(&detail)))
     }
@@ -141,7 +181,7 @@ impl SweepService for SweepApi {
         request: Request<pb::WatchSweepRequest>,
     ) -> Result<Response<Self::WatchSweepStream>, Status> {
         let id = request.into_inner().sweep_id;
-        require_id("sweep_id", &id)?;
+        require_content_id("sweep_id", &id, ContentId::Sweep)?;
         // Fail fast on an unknown sweep instead of opening an empty stream.
         let first = {
             let id = id.clone();
@@ -209,9 +249,10 @@ impl SweepService for SweepApi {
         request: Request<pb::RetrySweepRequest>,
     ) -> Result<Response<pb::RetrySweepResponse>, Status> {
         let r = request.into_inner();
-        require_id("sweep_id", &r.sweep_id)?;
-        for id in &r.cell_ids {
-            require_id("cell_ids", id)?;
+        require_content_id("sweep_id", &r.sweep_id, ContentId::Sweep)?;
+        require_count("cell_ids", r.cell_ids.len(), MAX_RETRY_CELL_IDS)?;
+        for (i, id) in r.cell_ids.iter().enumerate() {
+            require_content_id(&format!("cell_ids[{i}]"), id, ContentId::Cell)?;
         }
         let (id, cells) = (r.sweep_id.clone(), r.cell_ids.clone());
         let out = blocking(&self.store, move |s| s.retry(&id, &cells)).await?;
@@ -233,7 +274,7 @@ impl SweepService for SweepApi {
         request: Request<pb::CancelSweepRequest>,
     ) -> Result<Response<pb::CancelSweepResponse>, Status> {
         let id = request.into_inner().sweep_id;
-        require_id("sweep_id", &id)?;
+        require_content_id("sweep_id", &id, ContentId::Sweep)?;
         let sid = id.clone();
         let cells_cancelled = blocking(&self.store, move |s| s.cancel(&sid)).await?;
         info!(sweep_id = id, cells_cancelled, "sweep cancelled");

@@ -1,4 +1,7 @@
 //! `advsweep.v1.WorkerService`: what GPU workers call.
+//!
+//! Every request is validated ([`super::validate`]) before the store sees it: ids by shape,
+//! labels and counts by bound, metrics and results through `advsweep_spec::wire`.
 
 use std::sync::Arc;
 
@@ -8,9 +11,13 @@ use advsweep_spec::wire;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
-use super::{ChangeNotifier, blocking, require_id, status_of};
+use super::validate::{
+    self, ContentId, MAX_EPOCHS_PER_REPORT, MAX_SLOTS, clean_reason, lease_ref, require_content_id,
+    require_count, require_id, require_label, wire_error,
+};
+use super::{ChangeNotifier, blocking, status_of};
 use crate::metrics::Metrics;
-use crate::store::{FailOutcome, LeaseOutcome, LeaseRef, Store, now_ms};
+use crate::store::{FailOutcome, LeaseOutcome, Store, now_ms};
 
 #[derive(Debug, Clone)]
 pub struct WorkerApi {
@@ -29,33 +36,6 @@ impl WorkerApi {
     }
 }
 
-fn lease_ref(lease: Option<pb::LeaseRef>) -> Result<LeaseRef, Status> {
-    let lease = lease.ok_or_else(|| Status::invalid_argument("missing field `lease`"))?;
-    require_id("lease.worker_id", &lease.worker_id)?;
-    require_id("lease.run_id", &lease.run_id)?;
-    require_id("lease.lease_id", &lease.lease_id)?;
-    if lease.attempt == 0 {
-        return Err(Status::invalid_argument(
-            "field `lease.attempt` must be at least 1",
-        ));
-    }
-    Ok(LeaseRef {
-        worker_id: lease.worker_id,
-        run_id: lease.run_id,
-        lease_id: lease.lease_id,
-        attempt: lease.attempt,
-    })
-}
-
-fn bounded(field: &'static str, value: &str, max: usize) -> Result<(), Status> {
-    if value.len() > max {
-        return Err(Status::invalid_argument(format!(
-            "field `{field}` is longer than {max} bytes"
-        )));
-    }
-    Ok(())
-}
-
 fn millis(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -70,16 +50,16 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<pb::Ack>, Status> {
         let r = request.into_inner();
         let lease = lease_ref(r.lease)?;
-        bounded("reason", &r.reason, 16 * 1024)?;
+        let reason = clean_reason(&r.reason);
         self.store
-            .release_run_async(lease.clone(), r.reason.clone())
+            .release_run_async(lease.clone(), reason.clone())
             .await
             .map_err(status_of)?;
         info!(
             run_id = lease.run_id,
             worker_id = lease.worker_id,
             attempt = lease.attempt,
-            reason = r.reason,
+            reason,
             "run released (preempted); re-queued without penalty"
         );
         self.changes.notify();
@@ -90,11 +70,14 @@ impl WorkerService for WorkerApi {
         &self,
         request: Request<tonic::Streaming<pb::CheckpointChunk>>,
     ) -> Result<Response<pb::CheckpointAck>, Status> {
-        let store = Arc::clone(&self.store);
-        let (header, path, bytes) =
-            super::checkpoints::receive(request.into_inner(), |run| store.artifacts_dir(run))
-                .await?;
-        let lease = lease_ref(Some(header.lease))?;
+        let upload = super::checkpoints::begin(request.into_inner()).await?;
+        // A stranger's (or a stale attempt's) upload is refused before it creates a directory
+        // or writes a byte.
+        let live = upload.header.lease.clone();
+        blocking(&self.store, move |s| s.verify_lease(&live)).await?;
+        let dir = self.store.artifacts_dir(&upload.header.lease.run_id);
+        let (header, path, bytes) = super::checkpoints::receive(upload, dir).await?;
+        let lease = header.lease.clone();
         let (l, p, sha, epoch) = (
             lease.clone(),
             path.clone(),
@@ -134,7 +117,7 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<Self::DownloadCheckpointStream>, Status> {
         let r = request.into_inner();
         require_id("worker_id", &r.worker_id)?;
-        require_id("run_id", &r.run_id)?;
+        require_content_id("run_id", &r.run_id, ContentId::Run)?;
         require_id("checkpoint_id", &r.checkpoint_id)?;
         let (w, run, id) = (
             r.worker_id.clone(),
@@ -175,10 +158,13 @@ impl WorkerService for WorkerApi {
             ("device", &r.device),
             ("version", &r.version),
         ] {
-            bounded(field, value, 256)?;
+            require_label(field, value)?;
         }
-        if r.slots == 0 {
-            return Err(Status::invalid_argument("field `slots` must be at least 1"));
+        if !(1..=MAX_SLOTS).contains(&r.slots) {
+            return Err(validate::invalid(format!(
+                "field `slots` = {} must be in 1..={MAX_SLOTS}",
+                r.slots
+            )));
         }
         let (name, hostname, device, version) = (
             r.name.clone(),
@@ -283,16 +269,13 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<pb::Ack>, Status> {
         let r = request.into_inner();
         let lease = lease_ref(r.lease)?;
-        if r.epochs.len() > 100_000 {
-            return Err(Status::invalid_argument("too many epochs in one report"));
-        }
-        let epochs: Vec<_> = r.epochs.iter().map(wire::epoch_from_wire).collect();
-        if let Some(bad) = epochs.iter().find(|m| m.epoch == 0) {
-            return Err(Status::invalid_argument(format!(
-                "field `epochs.epoch` must be 1-based, got {}",
-                bad.epoch
-            )));
-        }
+        require_count("epochs", r.epochs.len(), MAX_EPOCHS_PER_REPORT)?;
+        let epochs = r
+            .epochs
+            .iter()
+            .map(wire::epoch_metrics_from_wire)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(wire_error)?;
         let points = epochs.len() as u64;
         self.store
             .report_epochs_async(lease, epochs)
@@ -311,13 +294,12 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<pb::Ack>, Status> {
         let r = request.into_inner();
         let lease = lease_ref(r.lease)?;
-        require_id("cell_id", &r.cell_id)?;
+        require_content_id("cell_id", &r.cell_id, ContentId::Cell)?;
         let result = r
             .result
             .as_ref()
-            .ok_or_else(|| Status::invalid_argument("missing field `result`"))?;
-        let result = wire::cell_result_from_wire(result)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            .ok_or_else(|| validate::invalid("missing field `result`"))?;
+        let result = wire::cell_result_from_wire(result).map_err(wire_error)?;
         let accuracy = result.accuracy;
         let stored = self
             .store
@@ -366,14 +348,7 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<pb::Ack>, Status> {
         let r = request.into_inner();
         let lease = lease_ref(r.lease)?;
-        let mut reason = r.reason;
-        if reason.len() > 16 * 1024 {
-            let mut cut = 16 * 1024;
-            while !reason.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            reason.truncate(cut);
-        }
+        let reason = clean_reason(&r.reason);
         let retryable = r.retryable;
         let outcome = self
             .store

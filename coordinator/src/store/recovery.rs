@@ -43,6 +43,12 @@ impl Store {
             .join(run_id)
     }
 
+    /// Fails unless `lease` is the live lease of its run; writes nothing. Lets a checkpoint
+    /// upload be refused before any byte of it reaches the disk.
+    pub fn verify_lease(&self, lease: &LeaseRef) -> Result<(), StoreError> {
+        check_lease(&*self.reader()?, lease, now_ms())
+    }
+
     /// Hands a leased run back (preemption): re-queued now, not counted as a failure.
     pub fn release_run(&self, lease: &LeaseRef, reason: &str) -> Result<(), StoreError> {
         let (lease, reason) = (lease.clone(), reason.to_owned());

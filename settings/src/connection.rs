@@ -25,7 +25,8 @@ pub struct ConnectionSettings {
     /// Bearer token sent as `authorization: Bearer …` (prefer `token_file`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<Secret>,
-    /// A file whose first non-comment line is the token (a mounted Kubernetes Secret).
+    /// A file whose first non-comment line is the token (a mounted Kubernetes Secret);
+    /// `token`, when set, takes precedence.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
     /// PEM CA certificate(s) to verify the coordinator with; needed for `https://`.
@@ -99,10 +100,9 @@ impl ConnectionSettings {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(bad("tls_cert and tls_key must be set together".to_owned()));
         }
-        if let Some(path) = &self.token_file {
-            if self.token.is_some() {
-                return Err(bad("set token or token_file, not both".to_owned()));
-            }
+        // An explicit token wins over a token file: `ADVSWEEP_TOKEN=… advsweep status` must
+        // work on a machine whose config file names the worker's token file.
+        if let (Some(path), None) = (&self.token_file, &self.token) {
             let lines = read_lines_file("token_file", path)?;
             let first = lines
                 .into_iter()

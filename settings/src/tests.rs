@@ -251,10 +251,21 @@ fn connection_rules() {
     assert!(e.contains("plain http://"), "{e}");
     let e = client(&[("ADVSWEEP_COORDINATOR", "c:1")]).unwrap_err().0;
     assert!(e.contains("http:// or https://"), "{e}");
-    let e = client(&[("ADVSWEEP_TOKEN", "x"), ("ADVSWEEP_TOKEN_FILE", "/t")])
+    // An explicit token wins over a token file (which is then not even read).
+    let both = client(&[
+        ("ADVSWEEP_TOKEN", "explicit-token-0123456789"),
+        ("ADVSWEEP_TOKEN_FILE", "/nonexistent/token"),
+    ])
+    .expect("token wins");
+    let token = both.connection.token.as_ref().map(Secret::expose);
+    assert_eq!(token, Some("explicit-token-0123456789"));
+    let e = client(&[("ADVSWEEP_TOKEN_FILE", "/nonexistent/token")])
         .unwrap_err()
         .0;
-    assert!(e.contains("not both"), "{e}");
+    assert!(
+        e.contains("cannot read token_file /nonexistent/token"),
+        "{e}"
+    );
     // Empty variables mean unset.
     assert!(client(&[("ADVSWEEP_TLS_CA", ""), ("ADVSWEEP_TOKEN", "")]).is_ok());
     let e = client(&[

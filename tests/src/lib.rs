@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use advsweep_coordinator::grpc::{Coordinator, serve};
+pub mod pki;
+
+use advsweep_coordinator::grpc::{Coordinator, ServeOptions, serve};
 use advsweep_coordinator::store::{LeaseSettings, Store};
 
 /// A binary of this workspace, from the target directory the tests were built into.
@@ -54,13 +56,23 @@ impl TestCoordinator {
 
     /// A coordinator listening on `addr` (e.g. a veth address for partition tests).
     pub async fn start_on(addr: &str, settings: LeaseSettings) -> Self {
+        Self::start_serving(addr, settings, ServeOptions::default()).await
+    }
+
+    /// A coordinator with TLS, tokens or limits; its `url` is https:// when TLS is on.
+    pub async fn start_serving(addr: &str, settings: LeaseSettings, options: ServeOptions) -> Self {
         let state_dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(Store::open(state_dir.path(), settings).expect("store opens"));
         let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("local addr"));
+        let scheme = if options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let url = format!("{scheme}://{}", listener.local_addr().expect("local addr"));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(serve(
-            Coordinator::new(Arc::clone(&store)),
+            Coordinator::new(Arc::clone(&store)).with_options(options),
             listener,
             async move {
                 let _ = stopped.await;

@@ -25,17 +25,17 @@ use std::time::{Duration, Instant};
 
 use advsweep_proto::v1 as pb;
 use advsweep_proto::v1::worker_service_client::WorkerServiceClient;
+use advsweep_settings::{AuthChannel, ConnectionSettings};
 use advsweep_spec::wire::{cell_result_to_wire, epoch_to_wire, run_from_wire};
 use anyhow::Context as _;
 use tokio::sync::{mpsc, watch};
-use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 use tracing::{Instrument as _, Span, debug, error, info, info_span, warn};
 
 use crate::error::{is_cancelled, is_retryable};
 use crate::job::{Executor, Progress};
 
-type Client = WorkerServiceClient<Channel>;
+type Client = WorkerServiceClient<AuthChannel>;
 
 /// An RPC future that owns its client clone and request copy (tonic's generated methods
 /// borrow the client mutably), for use in retry closures.
@@ -64,7 +64,8 @@ const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 /// How this worker presents itself and behaves.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    pub coordinator: String,
+    /// Where the coordinator is, TLS, the worker token.
+    pub connection: ConnectionSettings,
     pub name: String,
     pub hostname: String,
     /// "cpu", "cuda:0", …
@@ -89,14 +90,15 @@ pub async fn run(
     executor: Arc<Executor>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let endpoint = Endpoint::from_shared(cfg.coordinator.clone())
-        .with_context(|| format!("invalid coordinator URL `{}`", cfg.coordinator))?
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(RPC_TIMEOUT)
-        .tcp_keepalive(Some(Duration::from_secs(30)));
+    let endpoint = cfg
+        .connection
+        .endpoint()
+        .map_err(|e| anyhow::anyhow!(e))?
+        .timeout(RPC_TIMEOUT);
+    let bearer = cfg.connection.bearer().map_err(|e| anyhow::anyhow!(e))?;
     // Lazy: the channel (re)connects on demand, so a coordinator that starts later or restarts
     // is picked up without rebuilding anything.
-    let client = WorkerServiceClient::new(endpoint.connect_lazy());
+    let client = WorkerServiceClient::with_interceptor(endpoint.connect_lazy(), bearer);
 
     let mut session = tokio::select! {
         s = register(&client, &cfg) => s?,
@@ -186,7 +188,7 @@ pub async fn run(
                 if cfg.exit_when_idle && since.elapsed() > CONNECT_PATIENCE {
                     anyhow::bail!(
                         "coordinator {} unreachable for {:?}: {status}",
-                        cfg.coordinator,
+                        cfg.connection.coordinator,
                         since.elapsed()
                     );
                 }
@@ -195,6 +197,42 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Runs one agent per slot, each with its own registration and lease, sharing the device:
+/// several small runs keep a big GPU busy. The first slot to fail for good stops the others
+/// (their runs are handed back as preempted) and its error is returned.
+pub async fn run_slots(
+    slots: Vec<(AgentConfig, Arc<Executor>)>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
+    let forward = Arc::clone(&stop_tx);
+    let forwarder = tokio::spawn(async move {
+        while shutdown.changed().await.is_ok() {
+            if *shutdown.borrow() {
+                let _ = forward.send(true);
+                return;
+            }
+        }
+    });
+    let mut tasks = tokio::task::JoinSet::new();
+    for (cfg, executor) in slots {
+        let span = info_span!("slot", worker = %cfg.name);
+        tasks.spawn(run(cfg, executor, stop_rx.clone()).instrument(span));
+    }
+    let mut first_error = None;
+    while let Some(joined) = tasks.join_next().await {
+        let result = joined.unwrap_or_else(|e| Err(anyhow::anyhow!("a slot's task failed: {e}")));
+        if let Err(e) = result {
+            error!(error = %format!("{e:#}"), "slot stopped; stopping the other slots");
+            let _ = stop_tx.send(true);
+            first_error.get_or_insert(e);
+        }
+    }
+    forwarder.abort();
+    first_error.map_or(Ok(()), Err)
 }
 
 async fn sleep_or_shutdown(duration: Duration, shutdown: &mut watch::Receiver<bool>) {
@@ -226,7 +264,7 @@ async fn register(client: &Client, cfg: &AgentConfig) -> anyhow::Result<Session>
                 };
                 info!(
                     worker_id = %r.worker_id,
-                    coordinator = %cfg.coordinator,
+                    coordinator = %cfg.connection.coordinator,
                     heartbeat_ms = heartbeat_interval.as_millis() as u64,
                     lease_ttl_ms = r.lease_ttl_ms,
                     device = %cfg.device_label,
@@ -239,7 +277,7 @@ async fn register(client: &Client, cfg: &AgentConfig) -> anyhow::Result<Session>
             }
             Err(status) if is_transient(&status) && started.elapsed() < CONNECT_PATIENCE => {
                 warn!(
-                    coordinator = %cfg.coordinator,
+                    coordinator = %cfg.connection.coordinator,
                     code = ?status.code(),
                     message = status.message(),
                     retry_in_ms = delay.as_millis() as u64,
@@ -250,7 +288,10 @@ async fn register(client: &Client, cfg: &AgentConfig) -> anyhow::Result<Session>
             }
             Err(status) => {
                 return Err(anyhow::anyhow!(status)).with_context(|| {
-                    format!("registering with the coordinator at {}", cfg.coordinator)
+                    format!(
+                        "registering with the coordinator at {}",
+                        cfg.connection.coordinator
+                    )
                 });
             }
         }
@@ -719,7 +760,10 @@ mod tests {
     #[tokio::test]
     async fn registration_gives_up_on_an_invalid_url() {
         let cfg = AgentConfig {
-            coordinator: "not a url".into(),
+            connection: ConnectionSettings {
+                coordinator: "not a url".into(),
+                ..ConnectionSettings::default()
+            },
             name: "t".into(),
             hostname: "h".into(),
             device_label: "cpu".into(),

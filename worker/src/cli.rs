@@ -1,32 +1,43 @@
 //! Command-line interface of `advsweep-worker`.
 
+use std::path::PathBuf;
+
+use advsweep_settings::{Loaded, Overrides, SettingsError, WorkerSettings, load};
+
 use crate::bench::{BenchMode, BenchModel};
 use crate::device::DeviceChoice;
 
 /// advsweep GPU worker: leases runs from the coordinator, trains and attacks models with
 /// libtorch, and reports metrics and results.
+///
+/// Settings: these flags, then ADVSWEEP_<KEY> variables (ADVSWEEP_COORDINATOR,
+/// ADVSWEEP_TOKEN_FILE, …), then the [worker] table of the --config file.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "advsweep-worker", version, about)]
 pub struct Cli {
-    /// Coordinator gRPC URL.
-    #[arg(
-        long,
-        env = "ADVSWEEP_COORDINATOR",
-        default_value = "http://127.0.0.1:50051"
-    )]
-    pub coordinator: String,
+    /// Config file with a [worker] table [env: ADVSWEEP_CONFIG]
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
 
-    /// Worker name shown by the coordinator [default: <hostname>-<pid>].
+    /// Coordinator URL, http:// or https:// [default: http://127.0.0.1:50051]
+    #[arg(long)]
+    pub coordinator: Option<String>,
+
+    /// Worker name shown by the coordinator [default: <hostname>-<pid>]
     #[arg(long)]
     pub name: Option<String>,
 
-    /// Device to train and attack on; `auto` uses CUDA when libtorch sees a GPU.
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto, global = true)]
-    pub device: DeviceChoice,
+    /// Device to train and attack on; `auto` uses CUDA when libtorch sees a GPU [default: auto]
+    #[arg(long, value_enum, global = true)]
+    pub device: Option<DeviceChoice>,
 
-    /// libtorch intra-op CPU threads [default: the number of available cores].
+    /// libtorch intra-op CPU threads [default: the number of available cores]
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096), global = true)]
     pub threads: Option<u32>,
+
+    /// Runs trained at once on the device, each leased separately [default: 1]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub slots: Option<u32>,
 
     /// Exit (status 0) when the coordinator reports that no sweep has work left.
     #[arg(long)]
@@ -37,9 +48,29 @@ pub struct Cli {
     #[arg(long)]
     pub self_check: bool,
 
-    /// Stop taking work after this many failed runs in a row (a bad GPU or node).
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_consecutive_failures: u32,
+    /// Stop taking work after this many failed runs in a row (a bad GPU or node) [default: 3]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_consecutive_failures: Option<u32>,
+
+    /// File holding the worker bearer token [env: ADVSWEEP_TOKEN_FILE; or ADVSWEEP_TOKEN]
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+
+    /// PEM CA that signed the coordinator's certificate (needed for https://)
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
+
+    /// PEM client certificate, for coordinators that require mutual TLS
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM key of --tls-cert
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Name to verify the coordinator's certificate against, when not the URL's host
+    #[arg(long)]
+    pub tls_domain: Option<String>,
 
     /// Log line format: human, or json (one object per line, for log shippers).
     #[arg(long, value_enum, default_value_t = LogFormat::Human, env = "ADVSWEEP_LOG_FORMAT")]
@@ -50,12 +81,52 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
+impl Cli {
+    /// The effective `[worker]` settings: these flags over the environment over the file.
+    pub fn settings(&self) -> Result<Loaded<WorkerSettings>, SettingsError> {
+        let device = self.device.map(|d| match d {
+            DeviceChoice::Auto => "auto",
+            DeviceChoice::Cpu => "cpu",
+            DeviceChoice::Cuda => "cuda",
+        });
+        let overrides = Overrides::new()
+            .set("coordinator", self.coordinator.clone())
+            .set("name", self.name.clone())
+            .set("device", device)
+            .set("threads", self.threads.map(u64::from))
+            .set("slots", self.slots.map(u64::from))
+            .set_flag("exit_when_idle", self.exit_when_idle)
+            .set(
+                "max_consecutive_failures",
+                self.max_consecutive_failures.map(u64::from),
+            )
+            .set_path("token_file", self.token_file.as_deref())
+            .set_path("tls_ca", self.tls_ca.as_deref())
+            .set_path("tls_cert", self.tls_cert.as_deref())
+            .set_path("tls_key", self.tls_key.as_deref())
+            .set("tls_domain", self.tls_domain.clone());
+        load(self.config.as_deref(), &overrides)
+    }
+}
+
 /// What the worker does instead of serving the coordinator.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum Command {
     /// Measure training and attack throughput (images/s) on synthetic CIFAR-shaped data with
     /// the same code runs use; needs no coordinator and no files.
     Bench(BenchArgs),
+    /// Inspect settings.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+/// `advsweep-worker config …`
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ConfigCommand {
+    /// Print the effective [worker] settings as TOML, secrets masked.
+    Print,
 }
 
 /// `advsweep-worker bench`: which computations, how large, how often.
@@ -106,9 +177,10 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "unknown-host".to_owned())
 }
 
-/// `--name`, or `<hostname>-<pid>`.
-pub fn worker_name(cli: &Cli, hostname: &str) -> String {
-    cli.name
+/// The configured name, or `<hostname>-<pid>`.
+pub fn worker_name(settings: &WorkerSettings, hostname: &str) -> String {
+    settings
+        .name
         .clone()
         .filter(|n| !n.trim().is_empty())
         .unwrap_or_else(|| format!("{hostname}-{}", std::process::id()))
@@ -122,7 +194,7 @@ mod tests {
     #[test]
     fn defaults_and_flags_parse() -> anyhow::Result<()> {
         let cli = Cli::try_parse_from(["advsweep-worker"])?;
-        assert_eq!(cli.device, DeviceChoice::Auto);
+        assert_eq!(cli.device, None);
         assert!(!cli.exit_when_idle && !cli.self_check);
         let cli = Cli::try_parse_from([
             "advsweep-worker",
@@ -136,9 +208,13 @@ mod tests {
             "--name",
             "w1",
         ])?;
-        assert_eq!(cli.coordinator, "http://c:1");
+        assert_eq!(cli.coordinator.as_deref(), Some("http://c:1"));
         assert_eq!(cli.threads, Some(3));
-        assert_eq!(worker_name(&cli, "h"), "w1");
+        let settings = cli.settings()?.settings;
+        assert_eq!(settings.connection.coordinator, "http://c:1");
+        assert_eq!((settings.threads, settings.slots), (Some(3), 1));
+        assert!(settings.exit_when_idle);
+        assert_eq!(worker_name(&settings, "h"), "w1");
         assert!(Cli::try_parse_from(["advsweep-worker", "--threads", "0"]).is_err());
         assert!(Cli::try_parse_from(["advsweep-worker", "--device", "tpu"]).is_err());
         assert!(!hostname().is_empty());
@@ -162,7 +238,7 @@ mod tests {
             "64",
             "--json",
         ])?;
-        assert_eq!(cli.device, DeviceChoice::Cpu);
+        assert_eq!(cli.device, Some(DeviceChoice::Cpu));
         assert_eq!(cli.threads, Some(2));
         let Some(Command::Bench(b)) = cli.command else {
             anyhow::bail!("expected the bench subcommand");

@@ -4,6 +4,7 @@ use std::io::IsTerminal as _;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use advsweep_settings::{DeviceSetting, render};
 use advsweep_worker::agent::{self, AgentConfig};
 use advsweep_worker::cli::{self, Cli};
 use advsweep_worker::{bench, device, job, selfcheck};
@@ -38,11 +39,24 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let threads = cli
+    let loaded = cli.settings().map_err(|e| anyhow::anyhow!(e))?;
+    if let Some(cli::Command::Config {
+        command: cli::ConfigCommand::Print,
+    }) = &cli.command
+    {
+        print!("{}", render(&loaded).map_err(|e| anyhow::anyhow!(e))?);
+        return Ok(());
+    }
+    let settings = loaded.settings;
+    let threads = settings
         .threads
         .map_or_else(device::default_threads, |t| t as usize);
     device::set_threads(threads);
-    let device = device::select(cli.device)?;
+    let device = device::select(match settings.device {
+        DeviceSetting::Auto => device::DeviceChoice::Auto,
+        DeviceSetting::Cpu => device::DeviceChoice::Cpu,
+        DeviceSetting::Cuda => device::DeviceChoice::Cuda,
+    })?;
     device::configure(device);
     let label = device::label(device);
 
@@ -66,23 +80,38 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 
     let hostname = cli::hostname();
-    let cfg = AgentConfig {
-        coordinator: cli.coordinator.clone(),
-        name: cli::worker_name(&cli, &hostname),
-        hostname,
-        device_label: label.clone(),
-        exit_when_idle: cli.exit_when_idle,
-        max_consecutive_failures: cli.max_consecutive_failures,
-    };
+    let name = cli::worker_name(&settings, &hostname);
     info!(
         version = env!("CARGO_PKG_VERSION"),
-        name = %cfg.name,
+        %name,
         device = %label,
         threads,
-        coordinator = %cfg.coordinator,
+        slots = settings.slots,
+        coordinator = %settings.connection.coordinator,
+        tls = settings.connection.tls_ca.is_some(),
+        token = settings.connection.token.is_some(),
+        config = ?loaded.file,
+        env = ?loaded.env_vars,
         "advsweep-worker starting"
     );
-    let executor = Arc::new(job::Executor::new(device, threads));
+    // One agent per slot; the slots share the device and libtorch's thread pool.
+    let slots: Vec<(AgentConfig, Arc<job::Executor>)> = (0..settings.slots)
+        .map(|slot| {
+            let cfg = AgentConfig {
+                connection: settings.connection.clone(),
+                name: if settings.slots > 1 {
+                    format!("{name}/slot-{slot}")
+                } else {
+                    name.clone()
+                },
+                hostname: hostname.clone(),
+                device_label: label.clone(),
+                exit_when_idle: settings.exit_when_idle,
+                max_consecutive_failures: settings.max_consecutive_failures,
+            };
+            (cfg, Arc::new(job::Executor::new(device, threads)))
+        })
+        .collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -99,7 +128,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             warn!("second signal: exiting immediately");
             std::process::exit(130);
         });
-        agent::run(cfg, executor, rx).await
+        agent::run_slots(slots, rx).await
     })
 }
 

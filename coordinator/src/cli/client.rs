@@ -2,33 +2,122 @@
 //! a sweep accepts its id or its name (the newest sweep of that name).
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use advsweep_proto::v1 as pb;
 use advsweep_proto::v1::sweep_service_client::SweepServiceClient;
-use anyhow::Context;
-use tonic::transport::Channel;
+use advsweep_settings::{AuthChannel, ClientSettings, Overrides, load};
 
 use super::{BadInput, progress, rows};
 use crate::report::{Layout, Pivot};
 
-#[derive(Debug, Clone, clap::Args)]
+/// A SweepService client that sends the client token.
+pub type Client = SweepServiceClient<AuthChannel>;
+
+/// Which coordinator to call and how: the `[client]` settings (config file, `ADVSWEEP_*`),
+/// overridden by these flags. The token comes from `ADVSWEEP_TOKEN`, `--token-file` or the
+/// config file, never from a flag (flags show up in `ps`).
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct Target {
-    /// Coordinator address.
-    #[arg(
-        long,
-        default_value = "http://127.0.0.1:50051",
-        env = "ADVSWEEP_COORDINATOR"
-    )]
-    pub coordinator: String,
+    /// Coordinator URL, http:// or https:// [default: http://127.0.0.1:50051]
+    #[arg(long)]
+    pub coordinator: Option<String>,
+    /// Config file with a [client] table [env: ADVSWEEP_CONFIG]
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// File holding the client bearer token [env: ADVSWEEP_TOKEN_FILE]
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// PEM CA that signed the coordinator's certificate (needed for https://)
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate, for coordinators that require mutual TLS of every caller
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM key of --tls-cert
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Name to verify the coordinator's certificate against, when not the URL's host
+    #[arg(long)]
+    pub tls_domain: Option<String>,
 }
 
-pub async fn connect(url: &str) -> anyhow::Result<SweepServiceClient<Channel>> {
-    let client = SweepServiceClient::connect(url.to_owned())
+impl Target {
+    /// The effective client settings.
+    pub fn settings(&self) -> anyhow::Result<ClientSettings> {
+        let overrides = Overrides::new()
+            .set("coordinator", self.coordinator.clone())
+            .set_path("token_file", self.token_file.as_deref())
+            .set_path("tls_ca", self.tls_ca.as_deref())
+            .set_path("tls_cert", self.tls_cert.as_deref())
+            .set_path("tls_key", self.tls_key.as_deref())
+            .set("tls_domain", self.tls_domain.clone());
+        let loaded = load::<ClientSettings>(self.config.as_deref(), &overrides)
+            .map_err(|e| BadInput(e.to_string()))?;
+        Ok(loaded.settings)
+    }
+}
+
+/// Connects to the coordinator `target` names.
+pub async fn connect(target: &Target) -> anyhow::Result<Client> {
+    connect_with(&target.settings()?).await
+}
+
+/// Connects with explicit settings (the embedded coordinator of `advsweep run`).
+pub async fn connect_with(settings: &ClientSettings) -> anyhow::Result<Client> {
+    let connection = &settings.connection;
+    let url = &connection.coordinator;
+    let endpoint = connection.endpoint().map_err(|e| BadInput(e.to_string()))?;
+    let channel = endpoint.connect().await.map_err(|e| {
+        anyhow::anyhow!("cannot reach the coordinator at {url}: {}", error_chain(&e))
+    })?;
+    let bearer = connection.bearer().map_err(|e| BadInput(e.to_string()))?;
+    Ok(SweepServiceClient::with_interceptor(channel, bearer).max_decoding_message_size(64 << 20))
+}
+
+/// An error and its causes on one line (a TLS failure hides its reason two levels down).
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// `advsweep health`: asks the coordinator's gRPC health service whether it is SERVING.
+pub async fn health(target: &Target) -> anyhow::Result<ExitCode> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let settings = target.settings()?;
+    let url = settings.connection.coordinator.clone();
+    let channel = settings
+        .connection
+        .endpoint()
+        .map_err(|e| BadInput(e.to_string()))?
+        .timeout(std::time::Duration::from_secs(5))
+        .connect()
         .await
-        .with_context(|| format!("cannot reach the coordinator at {url}"))?;
-    Ok(client.max_decoding_message_size(64 << 20))
+        .map_err(|e| {
+            anyhow::anyhow!("cannot reach the coordinator at {url}: {}", error_chain(&e))
+        })?;
+    let status = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .map_err(|s| rpc_error("Health/Check", s))?
+        .into_inner()
+        .status();
+    outln!("{url}: {}", status.as_str_name());
+    Ok(if status == ServingStatus::Serving {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Maps a gRPC error to an error naming the call; `invalid_argument` counts as bad input.
@@ -36,15 +125,23 @@ pub fn rpc_error(call: &str, status: tonic::Status) -> anyhow::Error {
     if status.code() == tonic::Code::InvalidArgument || status.code() == tonic::Code::NotFound {
         BadInput(status.message().to_owned()).into()
     } else {
-        anyhow::anyhow!("{call} failed: {}: {}", status.code(), status.message())
+        let hint = match status.code() {
+            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+                " (this coordinator needs a client token: ADVSWEEP_TOKEN, --token-file, or \
+                 token_file in the [client] table of the config file)"
+            }
+            _ => "",
+        };
+        anyhow::anyhow!(
+            "{call} failed: {:?}: {}{hint}",
+            status.code(),
+            status.message()
+        )
     }
 }
 
 /// The id of the sweep `id_or_name` names: an id as it is, else the newest sweep with that name.
-pub async fn resolve_sweep(
-    client: &mut SweepServiceClient<Channel>,
-    id_or_name: &str,
-) -> anyhow::Result<String> {
+pub async fn resolve_sweep(client: &mut Client, id_or_name: &str) -> anyhow::Result<String> {
     let list = client
         .list_sweeps(pb::ListSweepsRequest {})
         .await
@@ -92,7 +189,7 @@ pub async fn submit(
     data_path: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     let request = submit_request(file, data_path)?;
-    let mut client = connect(&target.coordinator).await?;
+    let mut client = connect(target).await?;
     let r = client
         .submit_sweep(request)
         .await
@@ -203,7 +300,7 @@ struct SweepLine {
 }
 
 pub async fn status(target: &Target, sweep: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
-    let mut client = connect(&target.coordinator).await?;
+    let mut client = connect(target).await?;
     match sweep {
         None => {
             let list = client
@@ -265,7 +362,7 @@ pub async fn status(target: &Target, sweep: Option<&str>, json: bool) -> anyhow:
 }
 
 pub async fn watch(target: &Target, sweep: &str, json: bool) -> anyhow::Result<ExitCode> {
-    let mut client = connect(&target.coordinator).await?;
+    let mut client = connect(target).await?;
     let output = if json {
         progress::Output::Json
     } else {
@@ -292,7 +389,7 @@ pub async fn watch(target: &Target, sweep: &str, json: bool) -> anyhow::Result<E
 }
 
 pub async fn retry(target: &Target, sweep: &str, cells: Vec<String>) -> anyhow::Result<ExitCode> {
-    let mut client = connect(&target.coordinator).await?;
+    let mut client = connect(target).await?;
     let sweep_id = resolve_sweep(&mut client, sweep).await?;
     let r = client
         .retry_sweep(pb::RetrySweepRequest {
@@ -311,7 +408,7 @@ pub async fn retry(target: &Target, sweep: &str, cells: Vec<String>) -> anyhow::
 }
 
 pub async fn cancel(target: &Target, sweep: &str) -> anyhow::Result<ExitCode> {
-    let mut client = connect(&target.coordinator).await?;
+    let mut client = connect(target).await?;
     let sweep_id = resolve_sweep(&mut client, sweep).await?;
     let r = client
         .cancel_sweep(pb::CancelSweepRequest {

@@ -16,6 +16,7 @@ macro_rules! out {
 }
 
 mod client;
+mod config;
 mod plan;
 mod progress;
 mod report;
@@ -65,15 +66,19 @@ pub enum Command {
     },
     /// Run a sweep on this machine: embedded coordinator plus local worker processes.
     Run(RunArgs),
-    /// Serve the coordinator (gRPC) on a state directory.
-    Coordinator {
-        #[arg(long, default_value = "127.0.0.1:50051", env = "ADVSWEEP_LISTEN")]
-        listen: String,
-        #[arg(long, default_value = "advsweep-state", env = "ADVSWEEP_STATE_DIR")]
-        state_dir: PathBuf,
-        /// Serve Prometheus metrics on `GET /metrics` at this address (e.g. 0.0.0.0:9090).
-        #[arg(long, env = "ADVSWEEP_METRICS_LISTEN")]
-        metrics_listen: Option<String>,
+    /// Serve the coordinator (gRPC) on a state directory. Settings: flags, then
+    /// ADVSWEEP_<KEY> variables, then the [coordinator] table of --config.
+    Coordinator(config::CoordinatorArgs),
+    /// Ask a coordinator whether it is serving (gRPC health): exit 0 when SERVING. For
+    /// probes that must speak TLS.
+    Health {
+        #[command(flatten)]
+        target: client::Target,
+    },
+    /// Inspect settings.
+    Config {
+        #[command(subcommand)]
+        command: config::ConfigCommand,
     },
     /// Submit a sweep file to a running coordinator.
     Submit {
@@ -183,15 +188,17 @@ async fn dispatch(
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => run::run(args, log_format).await,
-        Command::Coordinator {
-            listen,
-            state_dir,
-            metrics_listen,
-        } => {
+        Command::Coordinator(args) => {
+            let loaded = args.load()?;
             crate::telemetry::init_stderr(log_format);
-            run::serve_forever(&listen, &state_dir, metrics_listen.as_deref()).await?;
+            if let Some(file) = &loaded.file {
+                tracing::info!(config = %file.display(), env = ?loaded.env_vars, "settings loaded");
+            }
+            run::serve_forever(&loaded.settings).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Health { target } => client::health(&target).await,
+        Command::Config { command } => config::config(&command),
         Command::Submit {
             file,
             data_path,

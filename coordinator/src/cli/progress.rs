@@ -5,10 +5,8 @@
 use std::io::IsTerminal;
 
 use advsweep_proto::v1 as pb;
-use advsweep_proto::v1::sweep_service_client::SweepServiceClient;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::Serialize;
-use tonic::transport::Channel;
 
 use super::client::rpc_error;
 
@@ -103,7 +101,7 @@ fn run_line(r: &pb::RunStatus) -> String {
 
 /// Streams events until the sweep reaches a terminal state; returns the last summary.
 pub async fn follow(
-    client: &mut SweepServiceClient<Channel>,
+    client: &mut super::client::Client,
     sweep_id: &str,
     output: Output,
 ) -> anyhow::Result<pb::SweepSummary> {

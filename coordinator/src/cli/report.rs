@@ -60,7 +60,7 @@ pub fn layout(rows: &str, cols: &str, metric: &str) -> Result<Layout, BadInput> 
 
 pub async fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let layout = layout(&args.rows, &args.cols, &args.metric)?;
-    let mut c = client::connect(&args.target.coordinator).await?;
+    let mut c = client::connect(&args.target).await?;
     let sweep_id = client::resolve_sweep(&mut c, &args.sweep).await?;
     let detail = c
         .get_sweep(pb::GetSweepRequest { sweep_id })

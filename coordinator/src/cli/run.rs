@@ -13,7 +13,12 @@ use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 
 use super::{BadInput, client, progress, rows};
-use crate::grpc::{Coordinator, serve};
+use advsweep_settings::{
+    ClientSettings, ConnectionSettings, CoordinatorSettings, RoleSettings, Secret, WorkerSettings,
+};
+
+use crate::grpc::auth::Auth;
+use crate::grpc::{Coordinator, ServeOptions, serve};
 use crate::report::{Layout, Pivot};
 use crate::store::{LeaseSettings, Store};
 use crate::sweep::{Overrides, load_plan};
@@ -42,22 +47,41 @@ pub struct RunArgs {
     pub worker_bin: Option<PathBuf>,
 }
 
-async fn start(state_dir: &Path, listen: &str) -> anyhow::Result<(Coordinator, TcpListener)> {
-    let store = Store::open(state_dir, LeaseSettings::default())
+async fn start(
+    state_dir: &Path,
+    listen: &str,
+    leases: LeaseSettings,
+    options: ServeOptions,
+) -> anyhow::Result<(Coordinator, TcpListener)> {
+    let store = Store::open(state_dir, leases)
         .with_context(|| format!("cannot open the state directory {}", state_dir.display()))?;
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    Ok((Coordinator::new(Arc::new(store)), listener))
+    Ok((
+        Coordinator::new(Arc::new(store)).with_options(options),
+        listener,
+    ))
 }
 
-pub async fn serve_forever(
-    listen: &str,
-    state_dir: &Path,
-    metrics_listen: Option<&str>,
-) -> anyhow::Result<()> {
-    let (coordinator, listener) = start(state_dir, listen).await?;
-    if let Some(addr) = metrics_listen {
+/// `advsweep coordinator`: serve until SIGINT/SIGTERM.
+pub async fn serve_forever(settings: &CoordinatorSettings) -> anyhow::Result<()> {
+    let options = ServeOptions::from_settings(settings).map_err(|e| BadInput(e.to_string()))?;
+    if !options.auth.tokens_required() && !is_loopback(&settings.listen) {
+        tracing::warn!(
+            listen = %settings.listen,
+            "no worker or client tokens are configured: anyone who can reach this address can \
+             submit, cancel and report (set worker_tokens_file and client_tokens_file)"
+        );
+    }
+    let leases = LeaseSettings {
+        lease_ttl: settings.lease_ttl(),
+        heartbeat_interval: settings.heartbeat_interval(),
+        ..LeaseSettings::default()
+    };
+    let (coordinator, listener) =
+        start(&settings.state_dir, &settings.listen, leases, options).await?;
+    if let Some(addr) = settings.metrics_listen.as_deref() {
         let metrics_listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen for metrics on {addr}"))?;
@@ -69,10 +93,44 @@ pub async fn serve_forever(
         ));
     }
     let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("interrupted; shutting down");
+        wait_for_stop_signal().await;
+        tracing::info!("stop signal received; shutting down");
     };
     serve(coordinator, listener, shutdown).await
+}
+
+/// SIGINT, or SIGTERM (what Kubernetes, systemd and Slurm send).
+async fn wait_for_stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn is_loopback(listen: &str) -> bool {
+    listen
+        .parse::<std::net::SocketAddr>()
+        .is_ok_and(|a| a.ip().is_loopback())
+        || listen.starts_with("localhost:")
+}
+
+/// A fresh random token for the embedded coordinator of `advsweep run`: its port is on
+/// 127.0.0.1, but other users of the machine can reach that too.
+fn fresh_token() -> anyhow::Result<String> {
+    use std::io::Read as _;
+    let mut bytes = [0u8; 24];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("cannot read /dev/urandom for a session token")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn find_worker_bin(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
@@ -107,19 +165,41 @@ fn find_worker_bin(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     .into())
 }
 
-fn spawn_worker(
-    bin: &Path,
-    url: &str,
-    index: usize,
+/// What every local worker of `advsweep run` is started with.
+struct WorkerLaunch<'a> {
+    bin: &'a Path,
+    url: &'a str,
+    token: &'a str,
     threads: usize,
-    device: &str,
-    log_path: &Path,
+    device: &'a str,
     log_format: crate::telemetry::LogFormat,
-) -> anyhow::Result<Child> {
+}
+
+fn spawn_worker(launch: &WorkerLaunch<'_>, index: usize, log_path: &Path) -> anyhow::Result<Child> {
     let log = std::fs::File::create(log_path)
         .with_context(|| format!("cannot create {}", log_path.display()))?;
     let log_err = log.try_clone()?;
-    Command::new(bin)
+    let WorkerLaunch {
+        bin,
+        url,
+        token,
+        threads,
+        device,
+        log_format,
+    } = *launch;
+    let mut command = Command::new(bin);
+    // The local worker talks to this embedded coordinator only: none of the user's worker
+    // settings (a cluster's URL, TLS files, token) may leak in from the environment.
+    command.env_remove(advsweep_settings::load::CONFIG_ENV);
+    for key in <WorkerSettings as RoleSettings>::keys() {
+        command.env_remove(format!(
+            "{}{}",
+            advsweep_settings::load::ENV_PREFIX,
+            key.to_uppercase()
+        ));
+    }
+    command
+        .env("ADVSWEEP_TOKEN", token)
         .arg("--coordinator")
         .arg(url)
         .arg("--name")
@@ -170,7 +250,23 @@ pub async fn run(
     let logs = args.state_dir.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
     crate::telemetry::init_file(&logs.join("coordinator.log"), log_format);
-    let (coordinator, listener) = start(&args.state_dir, "127.0.0.1:0").await?;
+    let worker_token = fresh_token()?;
+    let client_token = fresh_token()?;
+    let options = ServeOptions {
+        auth: Auth::new(
+            &[Secret::new(worker_token.clone())],
+            &[Secret::new(client_token.clone())],
+            false,
+        ),
+        ..ServeOptions::default()
+    };
+    let (coordinator, listener) = start(
+        &args.state_dir,
+        "127.0.0.1:0",
+        LeaseSettings::default(),
+        options,
+    )
+    .await?;
     let addr = listener.local_addr()?;
     let url = format!("http://{addr}");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -178,7 +274,14 @@ pub async fn run(
         let _ = stop_rx.await;
     }));
 
-    let mut client = client::connect(&url).await?;
+    let mut client = client::connect_with(&ClientSettings {
+        connection: ConnectionSettings {
+            coordinator: url.clone(),
+            token: Some(Secret::new(client_token)),
+            ..ConnectionSettings::default()
+        },
+    })
+    .await?;
     let submitted = client
         .submit_sweep(client::submit_request(&args.file, args.data_path.clone())?)
         .await
@@ -200,19 +303,19 @@ pub async fn run(
         args.state_dir.display()
     );
 
+    let launch = WorkerLaunch {
+        bin: &worker_bin,
+        url: &url,
+        token: &worker_token,
+        threads,
+        device: &args.device,
+        log_format,
+    };
     let mut children = Vec::new();
     for i in 0..workers {
         let log = logs.join(format!("worker-{i}.log"));
         children.push((
-            spawn_worker(
-                &worker_bin,
-                &url,
-                i,
-                threads,
-                &args.device,
-                &log,
-                log_format,
-            )?,
+            spawn_worker(&launch, i, &log)?,
             log,
         ));
     }

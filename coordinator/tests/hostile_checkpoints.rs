@@ -1,0 +1,306 @@
+//! Hostile checkpoint uploads over a real gRPC connection: a run id is a directory under
+//! `<state-dir>/artifacts/`, so an upload must never create or write anything outside it, nor
+//! anything at all for a caller without the run's live lease; chunks, totals, epochs and hashes
+//! are bounded, and a refused upload leaves no temporary file behind.
+//!
+//! Cases: the named attacks below, then 300 random uploads (each a real streaming RPC).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use advsweep_proto::v1 as pb;
+use advsweep_proto::v1::worker_service_client::WorkerServiceClient;
+use advsweep_proto::v1::worker_service_server::WorkerServiceServer;
+use common::{Fixture, is_callers_fault};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use sha2::Digest;
+use tonic::transport::Channel;
+
+fn sha_hex(bytes: &[u8]) -> String {
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+async fn serve(f: &Fixture) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let addr = listener.local_addr().expect("address");
+    let service =
+        WorkerServiceServer::new(f.workers.clone()).max_decoding_message_size(8 << 20);
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    addr
+}
+
+async fn client(addr: SocketAddr) -> WorkerServiceClient<Channel> {
+    WorkerServiceClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connects")
+        .max_encoding_message_size(16 << 20)
+}
+
+async fn upload(
+    c: &mut WorkerServiceClient<Channel>,
+    chunks: Vec<pb::CheckpointChunk>,
+) -> Result<pb::CheckpointAck, tonic::Status> {
+    c.upload_checkpoint(tokio_stream::iter(chunks))
+        .await
+        .map(|r| r.into_inner())
+}
+
+fn first(lease: pb::LeaseRef, epoch: u32, sha256: String, data: Vec<u8>) -> pb::CheckpointChunk {
+    pb::CheckpointChunk {
+        lease: Some(lease),
+        epoch,
+        sha256,
+        data,
+    }
+}
+
+fn data(bytes: Vec<u8>) -> pb::CheckpointChunk {
+    pb::CheckpointChunk {
+        data: bytes,
+        ..Default::default()
+    }
+}
+
+/// Every path under `root`, relative to it.
+fn tree(root: &Path) -> BTreeSet<PathBuf> {
+    let mut out = BTreeSet::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("readable").flatten() {
+            let path = entry.path();
+            out.insert(path.strip_prefix(root).expect("under root").to_path_buf());
+            if path.is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+    out
+}
+
+/// Only the database and finished checkpoint files of real runs: no temporary uploads, nothing
+/// that a stranger created.
+fn assert_clean(state: &Path, allowed_runs: &[String]) {
+    for path in tree(state) {
+        let text = path.to_string_lossy().into_owned();
+        let ok = text.starts_with("state.sqlite")
+            || text == "artifacts"
+            || allowed_runs.iter().any(|run| {
+                text == format!("artifacts/{run}")
+                    || (text.starts_with(&format!("artifacts/{run}/epoch-"))
+                        && text.ends_with(".ckpt"))
+            });
+        assert!(ok, "unexpected {text} in the state directory");
+    }
+}
+
+#[tokio::test]
+async fn uploads_cannot_escape_the_state_directory_or_write_without_a_lease() {
+    let f = Fixture::new().await;
+    let addr = serve(&f).await;
+    let mut c = client(addr).await;
+    let live = f.live().lease;
+    let bytes = b"weights".to_vec();
+    let sha = sha_hex(&bytes);
+    let outside = common::temp_dir();
+    let escape_abs = outside.path().join("abs-escape");
+    let refused = |lease: pb::LeaseRef| first(lease, 1, sha.clone(), bytes.clone());
+    let with_run = |run_id: &str| pb::LeaseRef {
+        run_id: run_id.to_owned(),
+        ..live.clone()
+    };
+
+    for run_id in [
+        "../../escape",
+        "../../../../../../../../tmp/advsweep-escape",
+        escape_abs.to_str().expect("utf-8"),
+        "r-0123456789abcdef/../../escape",
+        "..",
+        "r-0123456789abcdef\0",
+    ] {
+        let e = upload(&mut c, vec![refused(with_run(run_id))])
+            .await
+            .expect_err("refused");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{run_id}: {e}");
+        assert!(e.message().contains("lease.run_id"), "{}", e.message());
+    }
+    assert!(!escape_abs.exists());
+    assert!(!f.dir.path().join("escape").exists());
+    assert!(!f.dir.path().parent().expect("parent").join("escape").exists());
+    assert!(!Path::new("/tmp/advsweep-escape").exists());
+
+    // A well-formed id without the lease: refused before a directory is made.
+    let stranger = "r-0000000000000000";
+    let e = upload(&mut c, vec![refused(with_run(stranger))])
+        .await
+        .expect_err("no lease");
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e}");
+    assert!(!f.store.artifacts_dir(stranger).exists());
+    let stale = pb::LeaseRef {
+        attempt: live.attempt + 1,
+        ..live.clone()
+    };
+    let e = upload(&mut c, vec![refused(stale)]).await.expect_err("stale");
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e}");
+
+    // Header checks, with the live lease.
+    let cases: Vec<(&str, Vec<pb::CheckpointChunk>)> = vec![
+        ("sha256", vec![first(live.clone(), 1, "xyz".into(), bytes.clone())]),
+        ("sha256", vec![first(live.clone(), 1, "é".repeat(32), bytes.clone())]),
+        ("epoch", vec![first(live.clone(), 0, sha.clone(), bytes.clone())]),
+        ("epoch", vec![first(live.clone(), u32::MAX, sha.clone(), bytes.clone())]),
+        (
+            "lease",
+            vec![pb::CheckpointChunk {
+                lease: None,
+                epoch: 1,
+                sha256: sha.clone(),
+                data: bytes.clone(),
+            }],
+        ),
+        (
+            "first chunk only",
+            vec![
+                first(live.clone(), 1, sha.clone(), bytes.clone()),
+                first(live.clone(), 1, sha.clone(), bytes.clone()),
+            ],
+        ),
+        (
+            "more than 4194304",
+            vec![
+                first(live.clone(), 1, sha.clone(), Vec::new()),
+                data(vec![0; (4 << 20) + 1]),
+            ],
+        ),
+        ("empty", vec![first(live.clone(), 1, sha_hex(b""), Vec::new())]),
+    ];
+    for (fragment, chunks) in cases {
+        let e = upload(&mut c, chunks).await.expect_err("refused");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{fragment}: {e}");
+        assert!(e.message().contains(fragment), "{fragment}: {}", e.message());
+    }
+    // Bytes that do not match the declared hash: data loss, and no file kept.
+    let e = upload(
+        &mut c,
+        vec![first(live.clone(), 1, sha_hex(b"other"), bytes.clone())],
+    )
+    .await
+    .expect_err("corrupt");
+    assert_eq!(e.code(), tonic::Code::DataLoss, "{e}");
+
+    // And the real thing still works.
+    let ack = upload(
+        &mut c,
+        vec![
+            first(live.clone(), 2, sha_hex(b"weights, part 2"), b"weights".to_vec()),
+            data(b", part 2".to_vec()),
+        ],
+    )
+    .await
+    .expect("stored");
+    assert_eq!(ack.bytes, 15);
+    assert_clean(f.dir.path(), &[live.run_id.clone(), f.checkpoint.0.clone()]);
+}
+
+#[derive(Debug, Clone)]
+enum RunChoice {
+    Live,
+    Other(String),
+}
+
+#[test]
+fn random_uploads_300_cases_leave_nothing_behind() {
+    let rt = common::runtime();
+    let f = rt.block_on(Fixture::new());
+    let addr = rt.block_on(serve(&f));
+    let mut runner = TestRunner::new(Config {
+        cases: 300,
+        failure_persistence: None,
+        max_shrink_iters: 64,
+        ..Config::default()
+    });
+    let run = prop_oneof![
+        2 => Just(RunChoice::Live),
+        1 => prop_oneof![
+            "[ -~]{0,40}",
+            "r-[0-9a-f]{16}",
+            "\\.\\./[a-z]{1,8}",
+            "/tmp/[a-z]{1,8}",
+        ]
+        .prop_map(RunChoice::Other),
+    ];
+    let strategy = (
+        run,
+        prop_oneof![3 => Just(None), 1 => any::<u32>().prop_map(Some)],
+        prop_oneof![3 => Just(None), 1 => "[0-9a-fA-F]{0,70}".prop_map(Some)],
+        proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 1..4),
+        any::<bool>(),
+    );
+    runner
+        .run(&strategy, |(run, epoch, sha, parts, header_later)| {
+            rt.block_on(async {
+                f.renew().await;
+                let live = f.live().lease;
+                let lease = pb::LeaseRef {
+                    run_id: match &run {
+                        RunChoice::Live => live.run_id.clone(),
+                        RunChoice::Other(s) => s.clone(),
+                    },
+                    ..live.clone()
+                };
+                let all: Vec<u8> = parts.concat();
+                let mut chunks: Vec<pb::CheckpointChunk> = parts.into_iter().map(data).collect();
+                chunks[0].lease = Some(lease);
+                chunks[0].epoch = epoch.unwrap_or(1);
+                chunks[0].sha256 = sha.unwrap_or_else(|| sha_hex(&all));
+                if header_later && chunks.len() > 1 {
+                    chunks[1].epoch = 3;
+                }
+                let mut c = client(addr).await;
+                if let Err(e) = upload(&mut c, chunks).await {
+                    prop_assert!(
+                        is_callers_fault(e.code()) || e.code() == tonic::Code::DataLoss,
+                        "{:?}: {}",
+                        e.code(),
+                        e.message()
+                    );
+                }
+                Ok(())
+            })
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Whatever was refused left nothing; whatever was stored belongs to a leased run.
+    let runs: Vec<String> = f
+        .store
+        .sweep_detail(&f.sweep_id)
+        .expect("detail")
+        .runs
+        .iter()
+        .map(|r| r.run_id.clone())
+        .chain(std::iter::once(f.live().lease.run_id))
+        .collect();
+    let mut all_runs = runs;
+    for s in f.store.list_sweeps().expect("sweeps") {
+        all_runs.extend(
+            f.store
+                .sweep_detail(&s.sweep_id)
+                .expect("detail")
+                .runs
+                .into_iter()
+                .map(|r| r.run_id),
+        );
+    }
+    assert_clean(f.dir.path(), &all_runs);
+}

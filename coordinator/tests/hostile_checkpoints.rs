@@ -32,8 +32,7 @@ async fn serve(f: &Fixture) -> SocketAddr {
         .await
         .expect("binds");
     let addr = listener.local_addr().expect("address");
-    let service =
-        WorkerServiceServer::new(f.workers.clone()).max_decoding_message_size(8 << 20);
+    let service = WorkerServiceServer::new(f.workers.clone()).max_decoding_message_size(8 << 20);
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(service)
@@ -138,7 +137,14 @@ async fn uploads_cannot_escape_the_state_directory_or_write_without_a_lease() {
     }
     assert!(!escape_abs.exists());
     assert!(!f.dir.path().join("escape").exists());
-    assert!(!f.dir.path().parent().expect("parent").join("escape").exists());
+    assert!(
+        !f.dir
+            .path()
+            .parent()
+            .expect("parent")
+            .join("escape")
+            .exists()
+    );
     assert!(!Path::new("/tmp/advsweep-escape").exists());
 
     // A well-formed id without the lease: refused before a directory is made.
@@ -152,15 +158,29 @@ async fn uploads_cannot_escape_the_state_directory_or_write_without_a_lease() {
         attempt: live.attempt + 1,
         ..live.clone()
     };
-    let e = upload(&mut c, vec![refused(stale)]).await.expect_err("stale");
+    let e = upload(&mut c, vec![refused(stale)])
+        .await
+        .expect_err("stale");
     assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e}");
 
     // Header checks, with the live lease.
     let cases: Vec<(&str, Vec<pb::CheckpointChunk>)> = vec![
-        ("sha256", vec![first(live.clone(), 1, "xyz".into(), bytes.clone())]),
-        ("sha256", vec![first(live.clone(), 1, "é".repeat(32), bytes.clone())]),
-        ("epoch", vec![first(live.clone(), 0, sha.clone(), bytes.clone())]),
-        ("epoch", vec![first(live.clone(), u32::MAX, sha.clone(), bytes.clone())]),
+        (
+            "sha256",
+            vec![first(live.clone(), 1, "xyz".into(), bytes.clone())],
+        ),
+        (
+            "sha256",
+            vec![first(live.clone(), 1, "é".repeat(32), bytes.clone())],
+        ),
+        (
+            "epoch",
+            vec![first(live.clone(), 0, sha.clone(), bytes.clone())],
+        ),
+        (
+            "epoch",
+            vec![first(live.clone(), u32::MAX, sha.clone(), bytes.clone())],
+        ),
         (
             "lease",
             vec![pb::CheckpointChunk {
@@ -184,12 +204,19 @@ async fn uploads_cannot_escape_the_state_directory_or_write_without_a_lease() {
                 data(vec![0; (4 << 20) + 1]),
             ],
         ),
-        ("empty", vec![first(live.clone(), 1, sha_hex(b""), Vec::new())]),
+        (
+            "empty",
+            vec![first(live.clone(), 1, sha_hex(b""), Vec::new())],
+        ),
     ];
     for (fragment, chunks) in cases {
         let e = upload(&mut c, chunks).await.expect_err("refused");
         assert_eq!(e.code(), tonic::Code::InvalidArgument, "{fragment}: {e}");
-        assert!(e.message().contains(fragment), "{fragment}: {}", e.message());
+        assert!(
+            e.message().contains(fragment),
+            "{fragment}: {}",
+            e.message()
+        );
     }
     // Bytes that do not match the declared hash: data loss, and no file kept.
     let e = upload(
@@ -204,7 +231,12 @@ async fn uploads_cannot_escape_the_state_directory_or_write_without_a_lease() {
     let ack = upload(
         &mut c,
         vec![
-            first(live.clone(), 2, sha_hex(b"weights, part 2"), b"weights".to_vec()),
+            first(
+                live.clone(),
+                2,
+                sha_hex(b"weights, part 2"),
+                b"weights".to_vec(),
+            ),
             data(b", part 2".to_vec()),
         ],
     )

@@ -134,14 +134,16 @@ fn valid_epoch() -> impl Strategy<Value = pb::EpochMetrics> {
         prop_oneof![3 => 0.0..=1.0f64, 1 => Just(f64::NAN)],
         prop_oneof![3 => 0.0..=1.0f64, 1 => Just(f64::NAN)],
     )
-        .prop_map(|(epoch, train_loss, train_accuracy, test_accuracy)| pb::EpochMetrics {
-            epoch,
-            train_loss,
-            train_accuracy,
-            test_accuracy,
-            seconds: 1.5,
-            images_per_second: 1000.0,
-        })
+        .prop_map(
+            |(epoch, train_loss, train_accuracy, test_accuracy)| pb::EpochMetrics {
+                epoch,
+                train_loss,
+                train_accuracy,
+                test_accuracy,
+                seconds: 1.5,
+                images_per_second: 1000.0,
+            },
+        )
 }
 
 fn hostile_epoch() -> impl Strategy<Value = pb::EpochMetrics> {
@@ -160,17 +162,24 @@ fn hostile_epoch() -> impl Strategy<Value = pb::EpochMetrics> {
 }
 
 fn valid_cell_result() -> impl Strategy<Value = pb::CellResult> {
-    (0.0..=1.0f64, 0.0..=1.0f64, 0.0..1.0f64, 0.0..10.0f64, any::<u32>()).prop_map(
-        |(accuracy, attack_success_rate, mean_linf, mean_l2, examples)| pb::CellResult {
-            accuracy,
-            attack_success_rate,
-            mean_linf,
-            mean_l2,
-            images_per_second: 100.0,
-            seconds: 1.0,
-            examples,
-        },
+    (
+        0.0..=1.0f64,
+        0.0..=1.0f64,
+        0.0..1.0f64,
+        0.0..10.0f64,
+        any::<u32>(),
     )
+        .prop_map(
+            |(accuracy, attack_success_rate, mean_linf, mean_l2, examples)| pb::CellResult {
+                accuracy,
+                attack_success_rate,
+                mean_linf,
+                mean_l2,
+                images_per_second: 100.0,
+                seconds: 1.0,
+                examples,
+            },
+        )
 }
 
 fn cell_result() -> impl Strategy<Value = pb::CellResult> {
@@ -266,7 +275,10 @@ where
     // Both sides were exercised: the strategies reach the store, not only the validators.
     let (accepted, refused) = OUTCOMES.with(|o| o.get());
     eprintln!("{cases} cases: {accepted} calls accepted, {refused} refused");
-    assert!(accepted > 0 && refused > 0, "{accepted} accepted, {refused} refused");
+    assert!(
+        accepted > 0 && refused > 0,
+        "{accepted} accepted, {refused} refused"
+    );
 }
 
 /// Boxed futures without a futures-crate dependency.
@@ -359,7 +371,9 @@ fn complete_cell_1000_random_requests() {
                 let lease = resolve(&lease, &live.lease);
                 // A cell of the live run, or any other id.
                 let cell_id = match cell {
-                    Ok(i) if !live.cells.is_empty() => live.cells[i.index(live.cells.len())].clone(),
+                    Ok(i) if !live.cells.is_empty() => {
+                        live.cells[i.index(live.cells.len())].clone()
+                    }
                     Ok(_) => String::new(),
                     Err(other) => other,
                 };
@@ -569,11 +583,20 @@ async fn each_field_is_named_in_its_refusal() {
         ("epochs.epoch", epoch(|e| e.epoch = 0)),
         ("epochs.epoch", epoch(|e| e.epoch = u32::MAX)),
         ("epochs.train_loss", epoch(|e| e.train_loss = -1.0)),
-        ("epochs.train_loss", epoch(|e| e.train_loss = f64::NEG_INFINITY)),
+        (
+            "epochs.train_loss",
+            epoch(|e| e.train_loss = f64::NEG_INFINITY),
+        ),
         ("epochs.test_accuracy", epoch(|e| e.test_accuracy = 1.5)),
-        ("epochs.train_accuracy", epoch(|e| e.train_accuracy = f64::INFINITY)),
+        (
+            "epochs.train_accuracy",
+            epoch(|e| e.train_accuracy = f64::INFINITY),
+        ),
         ("epochs.seconds", epoch(|e| e.seconds = f64::NAN)),
-        ("epochs.images_per_second", epoch(|e| e.images_per_second = -3.0)),
+        (
+            "epochs.images_per_second",
+            epoch(|e| e.images_per_second = -3.0),
+        ),
     ] {
         let e = f
             .workers
@@ -595,7 +618,10 @@ async fn each_field_is_named_in_its_refusal() {
         }))
         .await
         .expect_err("refused");
-    assert!(e.message().contains("epochs") && e.message().contains("10000"), "{e}");
+    assert!(
+        e.message().contains("epochs") && e.message().contains("10000"),
+        "{e}"
+    );
 
     let e = f
         .workers
@@ -608,7 +634,10 @@ async fn each_field_is_named_in_its_refusal() {
         }))
         .await
         .expect_err("refused");
-    assert!(e.message().contains("hostname") && e.message().contains("256"), "{e}");
+    assert!(
+        e.message().contains("hostname") && e.message().contains("256"),
+        "{e}"
+    );
     let e = f
         .workers
         .register(Request::new(pb::RegisterRequest {
@@ -618,7 +647,10 @@ async fn each_field_is_named_in_its_refusal() {
         }))
         .await
         .expect_err("refused");
-    assert!(e.message().contains("slots") && e.message().contains("1024"), "{e}");
+    assert!(
+        e.message().contains("slots") && e.message().contains("1024"),
+        "{e}"
+    );
 
     let e = f
         .sweeps
@@ -658,7 +690,11 @@ async fn long_reasons_are_cut_not_refused() {
         .find(|r| r.run_id == f.live().lease.run_id)
         .expect("run");
     let stored = run.attempts[0].reason.clone().expect("reason");
-    assert!(stored.len() <= validate::MAX_REASON_BYTES + 3, "{}", stored.len());
+    assert!(
+        stored.len() <= validate::MAX_REASON_BYTES + 3,
+        "{}",
+        stored.len()
+    );
     assert!(stored.ends_with('…'));
 }
 
@@ -688,7 +724,11 @@ async fn overrides_and_oversized_grids_are_refused_by_name() {
         .await
         .expect_err("refused");
         assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
-        assert!(e.message().contains(fragment), "{fragment}: {}", e.message());
+        assert!(
+            e.message().contains(fragment),
+            "{fragment}: {}",
+            e.message()
+        );
     }
 
     // 10 000 models × 10 000 ε: counted, refused, never built.
@@ -696,14 +736,18 @@ async fn overrides_and_oversized_grids_are_refused_by_name() {
     let presets: String = (0..10_000)
         .map(|i| format!("[models.m{i}]\narch = \"basic\"\n"))
         .collect();
-    let epsilons: Vec<String> = (1..=10_000).map(|i| format!("{}", f64::from(i) / 1e5)).collect();
+    let epsilons: Vec<String> = (1..=10_000)
+        .map(|i| format!("{}", f64::from(i) / 1e5))
+        .collect();
     let huge = format!(
         "version = 1\nname = \"huge\"\n[data]\nsource = \"synthetic\"\n[grid]\nmodels = [{}]\ndefenses = [\"standard\"]\nattacks = [\"fgsm\"]\nepsilons = [{}]\n{presets}",
         models.join(","),
         epsilons.join(",")
     );
     let started = std::time::Instant::now();
-    let e = submit(huge.clone(), HashMap::new()).await.expect_err("refused");
+    let e = submit(huge.clone(), HashMap::new())
+        .await
+        .expect_err("refused");
     assert!(
         e.message()
             .contains("sweep expands to 100000000 cells, more than the coordinator's max_cells_per_sweep = 100000"),
@@ -722,8 +766,9 @@ async fn overrides_and_oversized_grids_are_refused_by_name() {
         .await
         .expect_err("4 cells > 3");
     assert!(
-        e.message()
-            .contains("sweep expands to 4 cells, more than the coordinator's max_cells_per_sweep = 3"),
+        e.message().contains(
+            "sweep expands to 4 cells, more than the coordinator's max_cells_per_sweep = 3"
+        ),
         "{e}"
     );
 

@@ -73,7 +73,10 @@ async fn diverge(f: &Fixture) -> String {
 async fn nan_and_inf_are_stored_as_such() {
     let f = Fixture::new().await;
     let run_id = diverge(&f).await;
-    let detail = f.store.sweep_detail(&f.sweep_id).expect("status of a diverged run");
+    let detail = f
+        .store
+        .sweep_detail(&f.sweep_id)
+        .expect("status of a diverged run");
     let run = detail
         .runs
         .iter()
@@ -94,30 +97,37 @@ async fn nan_and_inf_are_stored_as_such() {
         .await
         .expect("GetSweep")
         .into_inner();
-    let run = wire
-        .runs
-        .iter()
-        .find(|r| r.run_id == run_id)
-        .expect("run");
+    let run = wire.runs.iter().find(|r| r.run_id == run_id).expect("run");
     assert!(run.epochs[2].train_loss.is_nan());
     assert_eq!(run.epochs[1].train_loss, f64::INFINITY);
-    let _ = f.sweeps.list_sweeps(Request::new(pb::ListSweepsRequest {})).await.expect("list");
+    let _ = f
+        .sweeps
+        .list_sweeps(Request::new(pb::ListSweepsRequest {}))
+        .await
+        .expect("list");
 }
 
 /// Records with every kind of non-finite epoch metric, for the report writers.
 fn report_with_non_finite_metrics() -> SweepReport {
-    let epochs = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, f64::MAX, 0.0, 1e-300]
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| advsweep_spec::EpochMetrics {
-            epoch: i as u32 + 1,
-            train_loss: v,
-            train_accuracy: v,
-            test_accuracy: if i % 2 == 0 { f64::NAN } else { v },
-            seconds: v,
-            images_per_second: v,
-        })
-        .collect();
+    let epochs = [
+        f64::NAN,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::MAX,
+        0.0,
+        1e-300,
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, &v)| advsweep_spec::EpochMetrics {
+        epoch: i as u32 + 1,
+        train_loss: v,
+        train_accuracy: v,
+        test_accuracy: if i % 2 == 0 { f64::NAN } else { v },
+        seconds: v,
+        images_per_second: v,
+    })
+    .collect();
     let run = RunRecord {
         run_id: "r-0000000000000001".into(),
         model: "basic".into(),
@@ -168,9 +178,10 @@ fn every_report_format_renders_non_finite_metrics() {
     assert!(written.files.len() >= 6, "{:?}", written.files);
     let csv = std::fs::read_to_string(out.path().join("epochs.csv")).expect("epochs.csv");
     assert!(csv.contains("NaN") && csv.contains(",inf,"), "{csv}");
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.path().join("sweep.json")).expect("json"))
-            .expect("sweep.json is JSON");
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join("sweep.json")).expect("json"),
+    )
+    .expect("sweep.json is JSON");
     assert!(json["runs"][0]["epochs"][0]["train_loss"].is_null());
     if written.plots_skipped.is_none() {
         assert!(out.path().join("learning_curves_train_loss.svg").exists());

@@ -613,8 +613,12 @@ pub fn training_from_wire(t: &pb::TrainingSpec) -> Result<TrainingSpec, WireErro
         optimizer,
         schedule,
         augment: t.augment,
-        eval_batch_size: at_most(t.eval_batch_size, MAX_BATCH_SIZE, "training.eval_batch_size")?
-            .max(1),
+        eval_batch_size: at_most(
+            t.eval_batch_size,
+            MAX_BATCH_SIZE,
+            "training.eval_batch_size",
+        )?
+        .max(1),
         checkpoint_every: t.checkpoint_every.max(1),
     })
 }

@@ -78,8 +78,12 @@ pub async fn begin(mut stream: Streaming<pb::CheckpointChunk>) -> Result<Upload,
         .message()
         .await?
         .ok_or_else(|| invalid("empty checkpoint upload"))?;
-    let lease = lease_ref(first.lease.clone())
-        .map_err(|s| invalid(format!("the first chunk must carry a valid `lease`: {}", s.message())))?;
+    let lease = lease_ref(first.lease.clone()).map_err(|s| {
+        invalid(format!(
+            "the first chunk must carry a valid `lease`: {}",
+            s.message()
+        ))
+    })?;
     let sha256 = require_sha256("sha256", &first.sha256)?;
     if !(1..=MAX_EPOCHS).contains(&first.epoch) {
         return Err(invalid(format!(
@@ -130,7 +134,9 @@ pub async fn receive(upload: Upload, dir: PathBuf) -> Result<(UploadHeader, Path
                 check_later_chunk(index, &c)?;
             }
             if index >= MAX_CHUNKS {
-                return Err(invalid(format!("more than {MAX_CHUNKS} chunks in one upload")));
+                return Err(invalid(format!(
+                    "more than {MAX_CHUNKS} chunks in one upload"
+                )));
             }
             total = total.saturating_add(c.data.len() as u64);
             if total > MAX_CHECKPOINT_BYTES {

@@ -273,7 +273,12 @@ mod tests {
     fn sha256_is_64_hex_digits() {
         let ok = "A".repeat(64);
         assert_eq!(require_sha256("sha256", &ok).expect("ok"), "a".repeat(64));
-        for bad in ["", "g".repeat(64).as_str(), "a".repeat(63).as_str(), "é".repeat(32).as_str()] {
+        for bad in [
+            "",
+            "g".repeat(64).as_str(),
+            "a".repeat(63).as_str(),
+            "é".repeat(32).as_str(),
+        ] {
             assert!(require_sha256("sha256", bad).is_err(), "{bad:?}");
         }
     }

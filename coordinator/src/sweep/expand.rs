@@ -893,17 +893,17 @@ fn count_cells(
     attacks: &[(String, AttackTemplate)],
 ) -> u64 {
     let n = |x: usize| u64::try_from(x).unwrap_or(u64::MAX);
-    let clean = n(attacks
-        .iter()
-        .filter(|(_, a)| a.attack.is_none())
-        .count());
+    let clean = n(attacks.iter().filter(|(_, a)| a.attack.is_none()).count());
     let attacked = n(attacks.len()).saturating_sub(clean);
     defenses.iter().fold(0u64, |total, d| {
         let (runs_per_seed, cells_per_run) = if d.tied() {
             // One run per ε, each evaluated at its ε only.
             (n(epsilons), clean.saturating_add(attacked))
         } else {
-            (1, clean.saturating_add(attacked.saturating_mul(n(epsilons))))
+            (
+                1,
+                clean.saturating_add(attacked.saturating_mul(n(epsilons))),
+            )
         };
         total.saturating_add(
             n(models)

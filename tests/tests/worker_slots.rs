@@ -50,9 +50,15 @@ async fn two_slots_train_two_runs_at_once() {
         })
         .expect("worker status");
     let log_text = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(status.success(), "worker exited with {status}; log:\n{log_text}");
+    assert!(
+        status.success(),
+        "worker exited with {status}; log:\n{log_text}"
+    );
     for slot in ["box/slot-0", "box/slot-1"] {
-        assert!(log_text.contains(slot), "{slot} never appears; log:\n{log_text}");
+        assert!(
+            log_text.contains(slot),
+            "{slot} never appears; log:\n{log_text}"
+        );
     }
 
     let mut client = SweepServiceClient::connect(coordinator.url.clone())
@@ -65,7 +71,10 @@ async fn two_slots_train_two_runs_at_once() {
         .await
         .expect("get sweep")
         .into_inner();
-    assert!(detail.cells.iter().all(|c| c.result.is_some()), "{detail:?}");
+    assert!(
+        detail.cells.iter().all(|c| c.result.is_some()),
+        "{detail:?}"
+    );
     let workers: BTreeSet<&str> = detail.runs.iter().map(|r| r.worker_id.as_str()).collect();
     assert_eq!(
         workers.len(),

@@ -314,10 +314,7 @@ pub async fn run(
     let mut children = Vec::new();
     for i in 0..workers {
         let log = logs.join(format!("worker-{i}.log"));
-        children.push((
-            spawn_worker(&launch, i, &log)?,
-            log,
-        ));
+        children.push((spawn_worker(&launch, i, &log)?, log));
     }
 
     // Follow progress while watching the workers: if every worker dies before the sweep ends,

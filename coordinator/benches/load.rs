@@ -376,6 +376,7 @@ async fn worker(channel: Channel, index: usize, go: Arc<tokio::sync::Barrier>) -
     loop {
         let request = pb::LeaseRequest {
             worker_id: worker_id.clone(),
+            ..Default::default()
         };
         let sent = Instant::now();
         stats.first_lease.get_or_insert(sent);

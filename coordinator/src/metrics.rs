@@ -16,6 +16,49 @@ use tokio::net::TcpListener;
 
 use crate::store::Store;
 
+/// The gRPC methods this coordinator serves, as `Service/Method` labels. Anything else (a
+/// probe of random paths, before or after authentication) is counted as `other`: label
+/// cardinality, and so memory, stays bounded whatever callers send.
+const KNOWN_METHODS: [&str; 19] = [
+    "WorkerService/Register",
+    "WorkerService/Lease",
+    "WorkerService/Heartbeat",
+    "WorkerService/ReportMetrics",
+    "WorkerService/CompleteCell",
+    "WorkerService/CompleteRun",
+    "WorkerService/FailRun",
+    "WorkerService/ReleaseRun",
+    "WorkerService/UploadCheckpoint",
+    "WorkerService/DownloadCheckpoint",
+    "SweepService/SubmitSweep",
+    "SweepService/ListSweeps",
+    "SweepService/GetSweep",
+    "SweepService/WatchSweep",
+    "SweepService/CancelSweep",
+    "SweepService/RetrySweep",
+    "Health/Check",
+    "Health/Watch",
+    "ServerReflection/ServerReflectionInfo",
+];
+
+/// `/advsweep.v1.WorkerService/Lease` → `WorkerService/Lease`; unknown paths → `other`.
+fn method_label(path: &str) -> &'static str {
+    let mut parts = path.rsplit('/');
+    let (Some(method), Some(service)) = (parts.next(), parts.next()) else {
+        return "other";
+    };
+    let service = service.rsplit('.').next().unwrap_or(service);
+    KNOWN_METHODS
+        .iter()
+        .find(|known| {
+            known
+                .split_once('/')
+                .is_some_and(|(s, m)| s == service && m == method)
+        })
+        .copied()
+        .unwrap_or("other")
+}
+
 /// Latency histogram bounds, seconds.
 const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
@@ -230,16 +273,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let method = request
-            .uri()
-            .path()
-            .rsplit('/')
-            .take(2)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect::<Vec<_>>()
-            .join("/");
+        let method = method_label(request.uri().path());
         let metrics = Arc::clone(&self.metrics);
         let start = Instant::now();
         let future = self.inner.call(request);
@@ -253,8 +287,56 @@ where
                     .is_none_or(|v| v.as_bytes() == b"0"),
                 Err(_) => false,
             };
-            metrics.observe(&method, start.elapsed(), ok);
+            metrics.observe(method, start.elapsed(), ok);
             response
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_the_served_methods_or_other() {
+        assert_eq!(
+            method_label("/advsweep.v1.WorkerService/Lease"),
+            "WorkerService/Lease"
+        );
+        assert_eq!(method_label("/grpc.health.v1.Health/Check"), "Health/Check");
+        for junk in [
+            "/",
+            "",
+            "/x/y/z",
+            "/advsweep.v1.WorkerService/Nope",
+            "/a/Lease",
+        ] {
+            assert_eq!(method_label(junk), "other", "{junk}");
+        }
+    }
+
+    #[test]
+    fn every_rpc_of_the_contract_has_a_label() {
+        let proto = include_str!("../../proto/proto/advsweep/v1/advsweep.proto");
+        let mut service = "";
+        let mut served = 0;
+        for line in proto.lines().map(str::trim) {
+            if let Some(rest) = line.strip_prefix("service ") {
+                service = rest.split_whitespace().next().unwrap_or("");
+            } else if let Some(rest) = line.strip_prefix("rpc ") {
+                let method = rest.split('(').next().unwrap_or("").trim();
+                let label = format!("{service}/{method}");
+                assert!(
+                    KNOWN_METHODS.contains(&label.as_str()),
+                    "{label} has no label"
+                );
+                served += 1;
+            }
+        }
+        assert_eq!(
+            served + 3,
+            KNOWN_METHODS.len(),
+            "a label for a method that is gone"
+        );
     }
 }

@@ -320,7 +320,10 @@ fn lease_and_heartbeat_2000_random_requests() {
                 // A real worker id leases the fixture's other run: fine, that is its right.
                 let r = f
                     .workers
-                    .lease(Request::new(pb::LeaseRequest { worker_id }))
+                    .lease(Request::new(pb::LeaseRequest {
+                        worker_id,
+                        ..Default::default()
+                    }))
                     .await;
                 check("Lease", r)?;
                 let r = f

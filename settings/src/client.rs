@@ -16,6 +16,7 @@ pub struct ClientSettings {
 
 impl RoleSettings for ClientSettings {
     const TABLE: &'static str = "client";
+    const EITHER_OR: &'static [(&'static str, &'static str)] = &[("token", "token_file")];
     fn keys() -> Vec<&'static str> {
         CONNECTION_KEYS.to_vec()
     }

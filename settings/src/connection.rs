@@ -25,8 +25,8 @@ pub struct ConnectionSettings {
     /// Bearer token sent as `authorization: Bearer …` (prefer `token_file`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<Secret>,
-    /// A file whose first non-comment line is the token (a mounted Kubernetes Secret);
-    /// `token`, when set, takes precedence.
+    /// A file whose first non-comment line is the token (a mounted Kubernetes Secret).
+    /// Of `token` and `token_file`, the one set by the higher layer counts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
     /// PEM CA certificate(s) to verify the coordinator with; needed for `https://`.
@@ -100,9 +100,12 @@ impl ConnectionSettings {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(bad("tls_cert and tls_key must be set together".to_owned()));
         }
-        // An explicit token wins over a token file: `ADVSWEEP_TOKEN=… advsweep status` must
-        // work on a machine whose config file names the worker's token file.
-        if let (Some(path), None) = (&self.token_file, &self.token) {
+        // The loader keeps only the higher layer's of `token` and `token_file` (an
+        // `ADVSWEEP_TOKEN` beats a file's `token_file`; `--token-file` beats `ADVSWEEP_TOKEN`).
+        if self.token.is_some() && self.token_file.is_some() {
+            return Err(bad("set token or token_file, not both".to_owned()));
+        }
+        if let Some(path) = &self.token_file {
             let lines = read_lines_file("token_file", path)?;
             let first = lines
                 .into_iter()
@@ -147,11 +150,14 @@ impl ConnectionSettings {
     pub fn bearer(&self) -> Result<BearerToken, SettingsError> {
         let header = match &self.token {
             None => None,
-            Some(token) => Some(
-                format!("Bearer {}", token.expose())
+            Some(token) => {
+                let mut value = format!("Bearer {}", token.expose())
                     .parse::<MetadataValue<Ascii>>()
-                    .map_err(|_| SettingsError("the token is not a valid header value".into()))?,
-            ),
+                    .map_err(|_| SettingsError("the token is not a valid header value".into()))?;
+                // Never put the token into HTTP/2 header compression tables.
+                value.set_sensitive(true);
+                Some(value)
+            }
         };
         Ok(BearerToken(header))
     }

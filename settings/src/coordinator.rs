@@ -52,10 +52,12 @@ pub struct CoordinatorSettings {
     pub tls_client_ca: Option<PathBuf>,
     pub tls_client_auth: ClientAuth,
     /// Tokens that may call WorkerService (register, lease, report).
+    #[serde(deserialize_with = "secret_list")]
     pub worker_tokens: Vec<Secret>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worker_tokens_file: Option<PathBuf>,
     /// Tokens that may call SweepService (submit, status, watch, retry, cancel).
+    #[serde(deserialize_with = "secret_list")]
     pub client_tokens: Vec<Secret>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_tokens_file: Option<PathBuf>,
@@ -83,7 +85,8 @@ impl Default for CoordinatorSettings {
     }
 }
 
-const MIN_MESSAGE_BYTES: u64 = 64 << 10;
+/// Workers upload checkpoints in 1 MiB chunks: anything smaller would refuse every upload.
+const MIN_MESSAGE_BYTES: u64 = 2 << 20;
 const MAX_MESSAGE_BYTES: u64 = 1 << 30;
 
 impl RoleSettings for CoordinatorSettings {
@@ -153,6 +156,13 @@ impl RoleSettings for CoordinatorSettings {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return bad("tls_cert and tls_key must be set together".into());
         }
+        if self.tls_client_auth == ClientAuth::All && self.tls_client_ca.is_none() {
+            return bad(
+                "tls_client_auth = \"all\" needs tls_client_ca (the CA client certificates \
+                 must chain to)"
+                    .into(),
+            );
+        }
         if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
             return bad("tls_client_ca (mutual TLS) needs tls_cert and tls_key".into());
         }
@@ -179,6 +189,29 @@ impl RoleSettings for CoordinatorSettings {
         }
         Ok(())
     }
+}
+
+/// A list of tokens, or one string of comma-separated tokens. Accepting both means a type
+/// mistake never produces a config error, whose text would quote the token.
+fn secret_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Secret>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    let items = match OneOrMany::deserialize(d)
+        .map_err(|_| serde::de::Error::custom("expected a list of token strings"))?
+    {
+        OneOrMany::One(text) => text.split(',').map(str::to_owned).collect(),
+        OneOrMany::Many(list) => list,
+    };
+    Ok(items
+        .iter()
+        .map(|t| t.trim())
+        .filter(|t| !t.is_empty())
+        .map(Secret::new)
+        .collect())
 }
 
 /// Inline tokens plus those of the file, each checked.

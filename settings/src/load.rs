@@ -34,6 +34,9 @@ pub trait RoleSettings: DeserializeOwned + Serialize + Default {
     fn keys() -> Vec<&'static str>;
     /// Keys holding lists; in the environment they are comma-separated.
     const LIST_KEYS: &'static [&'static str] = &[];
+    /// Pairs of keys that say the same thing two ways (`token`, `token_file`): the one set by
+    /// the higher layer counts, the other is dropped; both in one layer is an error.
+    const EITHER_OR: &'static [(&'static str, &'static str)] = &[];
 
     /// Cross-field checks and derived values (reading token files), after all layers merged.
     fn finish(&mut self) -> Result<(), SettingsError>;
@@ -111,6 +114,33 @@ pub fn load_from<T: RoleSettings>(
         }
         builder = builder.add_source(File::from(path).format(FileFormat::Toml).required(true));
     }
+    let file_keys = file_table_keys::<T>(file)?;
+    let layer_of = |key: &str| -> u8 {
+        let var = format!("{ENV_PREFIX}{}", key.to_uppercase());
+        if overrides.0.iter().any(|(k, _)| *k == key) {
+            3
+        } else if env.get(&var).is_some_and(|v| !v.is_empty()) {
+            2
+        } else if file_keys.iter().any(|k| k == key) {
+            1
+        } else {
+            0
+        }
+    };
+    let mut dropped = Vec::new();
+    for (a, b) in T::EITHER_OR {
+        let (la, lb) = (layer_of(a), layer_of(b));
+        if la > 0 && la == lb {
+            return Err(SettingsError(format!(
+                "[{}] set {a} or {b}, not both (both come from {})",
+                T::TABLE,
+                ["", "the config file", "the environment", "the command line"][usize::from(la)]
+            )));
+        }
+        if la > 0 && lb > 0 {
+            dropped.push(if la > lb { *b } else { *a });
+        }
+    }
     let mut env_vars = Vec::new();
     for key in T::keys() {
         let var = format!("{ENV_PREFIX}{}", key.to_uppercase());
@@ -124,6 +154,14 @@ pub fn load_from<T: RoleSettings>(
             .set_override(format!("{}.{key}", T::TABLE), Value::new(Some(&var), value))
             .map_err(|e| SettingsError(format!("{var}: {e}")))?;
         env_vars.push(var);
+    }
+    for key in dropped {
+        builder = builder
+            .set_override(
+                format!("{}.{key}", T::TABLE),
+                Value::new(None, ValueKind::Nil),
+            )
+            .map_err(|e| SettingsError(e.to_string()))?;
     }
     for (key, value) in &overrides.0 {
         builder = builder
@@ -149,6 +187,35 @@ pub fn load_from<T: RoleSettings>(
         file: file.map(Path::to_path_buf),
         env_vars,
     })
+}
+
+/// Checks a config file's tables and keys against every role, without reading the files it
+/// names (token files, certificates): what a deployment's files can be checked for anywhere.
+pub fn check_file(path: &Path) -> Result<(), SettingsError> {
+    use crate::{ClientSettings, CoordinatorSettings, WorkerSettings};
+    let parsed = Config::builder()
+        .add_source(File::from(path).format(FileFormat::Toml).required(true))
+        .build()
+        .map_err(|e| SettingsError(format!("cannot read config file {}: {e}", path.display())))?;
+    let origin = format!("config file {}", path.display());
+    check_known_keys::<CoordinatorSettings>(&parsed, &origin)?;
+    check_known_keys::<WorkerSettings>(&parsed, &origin)?;
+    check_known_keys::<ClientSettings>(&parsed, &origin)
+}
+
+/// The keys the file's table of role `T` sets (for telling the layers apart).
+fn file_table_keys<T: RoleSettings>(file: Option<&Path>) -> Result<Vec<String>, SettingsError> {
+    let Some(path) = file else {
+        return Ok(Vec::new());
+    };
+    let parsed = Config::builder()
+        .add_source(File::from(path).format(FileFormat::Toml).required(true))
+        .build()
+        .map_err(|e| SettingsError(format!("cannot read config file {}: {e}", path.display())))?;
+    Ok(parsed
+        .get_table(T::TABLE)
+        .map(|t| t.into_keys().collect())
+        .unwrap_or_default())
 }
 
 /// Unknown tables, unknown keys of our table: errors that list what is allowed.

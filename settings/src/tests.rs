@@ -251,14 +251,13 @@ fn connection_rules() {
     assert!(e.contains("plain http://"), "{e}");
     let e = client(&[("ADVSWEEP_COORDINATOR", "c:1")]).unwrap_err().0;
     assert!(e.contains("http:// or https://"), "{e}");
-    // An explicit token wins over a token file (which is then not even read).
-    let both = client(&[
+    let e = client(&[
         ("ADVSWEEP_TOKEN", "explicit-token-0123456789"),
         ("ADVSWEEP_TOKEN_FILE", "/nonexistent/token"),
     ])
-    .expect("token wins");
-    let token = both.connection.token.as_ref().map(Secret::expose);
-    assert_eq!(token, Some("explicit-token-0123456789"));
+    .unwrap_err()
+    .0;
+    assert!(e.contains("not both") && e.contains("environment"), "{e}");
     let e = client(&[("ADVSWEEP_TOKEN_FILE", "/nonexistent/token")])
         .unwrap_err()
         .0;
@@ -294,4 +293,92 @@ fn worker_limits() {
     assert!(worker(&[("ADVSWEEP_THREADS", "0")]).is_err());
     let w = worker(&[("ADVSWEEP_DEVICE", "cuda"), ("ADVSWEEP_SLOTS", "3")]).expect("valid");
     assert_eq!((w.device, w.slots), (DeviceSetting::Cuda, 3));
+}
+
+#[test]
+fn token_and_token_file_follow_the_layers() -> Result<(), SettingsError> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let worker_token = write(dir.path(), "worker-token", &format!("{TOKEN_W}\n"));
+    let client_token = write(dir.path(), "client-token", &format!("{TOKEN_C}\n"));
+    let file = write(
+        dir.path(),
+        "f.toml",
+        &format!("[client]\ntoken_file = \"{}\"\n", worker_token.display()),
+    );
+    let token = |loaded: Loaded<ClientSettings>| {
+        loaded
+            .settings
+            .connection
+            .token
+            .map(|t| t.expose().to_owned())
+    };
+    // The environment's token beats the file's token_file (which is not even read).
+    let env_wins = load_from::<ClientSettings>(
+        Some(&file),
+        &env(&[("ADVSWEEP_TOKEN", TOKEN_C)]),
+        &Overrides::new(),
+    )?;
+    assert_eq!(token(env_wins).as_deref(), Some(TOKEN_C));
+    // A --token-file flag beats the environment's token.
+    let flag_wins = load_from::<ClientSettings>(
+        Some(&file),
+        &env(&[("ADVSWEEP_TOKEN", TOKEN_W)]),
+        &Overrides::new().set_path("token_file", Some(&client_token)),
+    )?;
+    assert_eq!(token(flag_wins).as_deref(), Some(TOKEN_C));
+    // Both in one file: refused.
+    let both = write(
+        dir.path(),
+        "both.toml",
+        &format!(
+            "[client]\ntoken = \"{TOKEN_C}\"\ntoken_file = \"{}\"\n",
+            worker_token.display()
+        ),
+    );
+    let e = load_from::<ClientSettings>(Some(&both), &env(&[]), &Overrides::new())
+        .unwrap_err()
+        .0;
+    assert!(
+        e.contains("not both") && e.contains("config file") && !e.contains(TOKEN_C),
+        "{e}"
+    );
+    Ok(())
+}
+
+#[test]
+fn token_lists_take_a_string_too_and_never_echo_it() -> Result<(), SettingsError> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = write(
+        dir.path(),
+        "t.toml",
+        &format!("[coordinator]\nworker_tokens = \"{TOKEN_W}\"\nclient_tokens = [\"{TOKEN_C}\"]\n"),
+    );
+    let c = coordinator(Some(&file), &[], &Overrides::new())?.settings;
+    assert_eq!(c.worker_tokens.len(), 1);
+    let bad = write(
+        dir.path(),
+        "bad.toml",
+        &format!("[coordinator]\nworker_tokens = {{ x = \"{TOKEN_W}\" }}\n"),
+    );
+    let e = coordinator(Some(&bad), &[], &Overrides::new())
+        .unwrap_err()
+        .0;
+    assert!(!e.contains(TOKEN_W), "{e}");
+    let e = coordinator(
+        None,
+        &[("ADVSWEEP_TLS_CLIENT_AUTH", "all")],
+        &Overrides::new(),
+    )
+    .unwrap_err()
+    .0;
+    assert!(e.contains("needs tls_client_ca"), "{e}");
+    let e = coordinator(
+        None,
+        &[("ADVSWEEP_MAX_MESSAGE_BYTES", "65536")],
+        &Overrides::new(),
+    )
+    .unwrap_err()
+    .0;
+    assert!(e.contains("max_message_bytes = 65536"), "{e}");
+    Ok(())
 }

@@ -39,6 +39,9 @@ pub struct WorkerSettings {
     pub max_consecutive_failures: u32,
     /// Exit (status 0) when the coordinator reports that no sweep has work left.
     pub exit_when_idle: bool,
+    /// Take only the runs this sweep (id) needs: a worker pool dedicated to one sweep.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<String>,
 }
 
 impl Default for WorkerSettings {
@@ -51,12 +54,14 @@ impl Default for WorkerSettings {
             slots: 1,
             max_consecutive_failures: 3,
             exit_when_idle: false,
+            sweep: None,
         }
     }
 }
 
 impl RoleSettings for WorkerSettings {
     const TABLE: &'static str = "worker";
+    const EITHER_OR: &'static [(&'static str, &'static str)] = &[("token", "token_file")];
     fn keys() -> Vec<&'static str> {
         let own = [
             "name",
@@ -65,6 +70,7 @@ impl RoleSettings for WorkerSettings {
             "slots",
             "max_consecutive_failures",
             "exit_when_idle",
+            "sweep",
         ];
         CONNECTION_KEYS.iter().chain(&own).copied().collect()
     }
@@ -78,6 +84,16 @@ impl RoleSettings for WorkerSettings {
             return Err(SettingsError(
                 "[worker] name must be at most 128 characters, without control characters".into(),
             ));
+        }
+        self.sweep = self.sweep.take().filter(|s| !s.is_empty());
+        if let Some(sweep) = &self.sweep
+            && !is_sweep_id(sweep)
+        {
+            return Err(SettingsError(format!(
+                "[worker] sweep = `{}` is not a sweep id (s- and 16 hex digits; \
+                 `advsweep status` lists them)",
+                sweep.chars().take(40).collect::<String>()
+            )));
         }
         if self.threads == Some(0) || self.threads.is_some_and(|t| t > 4096) {
             return Err(SettingsError("[worker] threads must be in 1..=4096".into()));
@@ -95,4 +111,14 @@ impl RoleSettings for WorkerSettings {
         }
         Ok(())
     }
+}
+
+/// `s-` and 16 lowercase hex digits: what `advsweep status` shows as a sweep's id.
+fn is_sweep_id(text: &str) -> bool {
+    text.strip_prefix("s-").is_some_and(|hex| {
+        hex.len() == 16
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
 }

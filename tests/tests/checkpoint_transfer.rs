@@ -109,6 +109,7 @@ async fn checkpoints_travel_through_the_coordinator_and_survive_corruption() {
     let lease = w
         .lease(pb::LeaseRequest {
             worker_id: a.clone(),
+            ..Default::default()
         })
         .await
         .expect("lease")
@@ -155,6 +156,7 @@ async fn checkpoints_travel_through_the_coordinator_and_survive_corruption() {
     let lease2 = w
         .lease(pb::LeaseRequest {
             worker_id: b.clone(),
+            ..Default::default()
         })
         .await
         .expect("lease")

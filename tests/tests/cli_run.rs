@@ -136,3 +136,61 @@ epsilons = [0.0]
     assert_eq!(detail.runs[0].state, "pending", "{:?}", detail.runs[0]);
     assert_eq!(detail.runs[0].attempts[0].outcome, "preempted");
 }
+
+/// A state directory holding another unfinished sweep: `advsweep run FILE` trains FILE's runs
+/// only and leaves the other sweep's work untouched (its local workers lease by sweep).
+#[test]
+fn advsweep_run_leaves_other_sweeps_in_the_state_dir_alone() {
+    use advsweep_coordinator::store::{LeaseSettings, Store};
+    use advsweep_coordinator::sweep::{Overrides, expand, parse_sweep};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let other_text = SWEEP
+        .replace("cli-run", "someone-elses")
+        .replace("\"standard\", \"at-fgsm\"", "\"at-pgd-linf\"");
+    let other = expand(
+        &parse_sweep(&other_text, "other.toml").expect("parses"),
+        &Overrides::default(),
+        "other.toml",
+    )
+    .expect("expands");
+    {
+        let store = Store::open(&state, LeaseSettings::default()).expect("store");
+        store
+            .submit(&other, &other_text)
+            .expect("submit the other sweep");
+    }
+    let file = dir.path().join("sweep.toml");
+    std::fs::write(&file, SWEEP).expect("write sweep");
+    let out = Command::new(workspace_bin("advsweep"))
+        .arg("run")
+        .arg(&file)
+        .args(["--workers", "2", "--threads", "1", "--device", "cpu"])
+        .arg("--state-dir")
+        .arg(&state)
+        .env("ADVSWEEP_WORKER_BIN", workspace_bin("advsweep-worker"))
+        .output()
+        .expect("advsweep runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(": done (4 cells done, 0 failed)"),
+        "{stdout}"
+    );
+
+    let store = Store::open(&state, LeaseSettings::default()).expect("store");
+    let detail = store.sweep_detail(&other.sweep_id).expect("other sweep");
+    assert!(
+        detail
+            .runs
+            .iter()
+            .all(|r| r.state == "pending" && r.attempt == 0),
+        "the other sweep's runs were touched: {:?}",
+        detail.runs
+    );
+}

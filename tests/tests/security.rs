@@ -139,6 +139,52 @@ async fn tokens_admit_each_role_to_its_own_service_only() {
         })
         .await;
     assert_eq!(submit.err().map(|s| s.code()), Some(Code::PermissionDenied));
+
+    // Streaming calls are guarded the same way, in both directions.
+    let watch = as_worker
+        .watch_sweep(pb::WatchSweepRequest {
+            sweep_id: "s-0123456789abcdef".into(),
+        })
+        .await;
+    assert_eq!(watch.err().map(|s| s.code()), Some(Code::PermissionDenied));
+    let mut as_client = workers(&client).await.expect("channel");
+    let download = as_client
+        .download_checkpoint(pb::DownloadCheckpointRequest {
+            worker_id: "w-x".into(),
+            run_id: "r-0123456789abcdef".into(),
+            checkpoint_id: "k-x".into(),
+        })
+        .await;
+    assert_eq!(
+        download.err().map(|s| s.code()),
+        Some(Code::PermissionDenied)
+    );
+    let mut anonymous = workers(&none).await.expect("channel");
+    let upload = anonymous
+        .upload_checkpoint(tokio_stream::iter(vec![pb::CheckpointChunk::default()]))
+        .await;
+    assert_eq!(upload.err().map(|s| s.code()), Some(Code::Unauthenticated));
+
+    // Reflection (grpcurl) needs a client token.
+    let reflect = |c: ConnectionSettings| async move {
+        use tonic_reflection::pb::v1::ServerReflectionRequest;
+        use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+        let bearer = c.bearer().expect("bearer");
+        let mut r =
+            ServerReflectionClient::with_interceptor(channel(&c).await.expect("ch"), bearer);
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        r.server_reflection_info(tokio_stream::iter(vec![request]))
+            .await
+            .map(|_| ())
+            .map_err(|s| s.code())
+    };
+    assert_eq!(reflect(none.clone()).await, Err(Code::Unauthenticated));
+    assert_eq!(reflect(worker.clone()).await, Err(Code::PermissionDenied));
+    assert_eq!(reflect(client.clone()).await, Ok(()));
 }
 
 fn tls_options(ca: &TestCa, client_ca: Option<&TestCa>, client_auth: ClientAuth) -> ServeOptions {

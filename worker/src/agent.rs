@@ -60,6 +60,8 @@ const IDLE_POLL_MIN: Duration = Duration::from_millis(50);
 const IDLE_POLL_MAX: Duration = Duration::from_secs(2);
 const UNREACHABLE_BACKOFF_MAX: Duration = Duration::from_secs(5);
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
+/// Largest message accepted from the coordinator (a lease with all of a big run's cells).
+const MAX_LEASE_BYTES: usize = 64 << 20;
 
 /// How this worker presents itself and behaves.
 #[derive(Debug, Clone)]
@@ -71,6 +73,8 @@ pub struct AgentConfig {
     /// "cpu", "cuda:0", …
     pub device_label: String,
     pub exit_when_idle: bool,
+    /// Take only runs this sweep needs ("idle" then means: this sweep has no work left).
+    pub sweep_id: Option<String>,
     /// After this many failed runs in a row, the worker stops taking work: a bad node should
     /// not burn through a sweep's retries.
     pub max_consecutive_failures: u32,
@@ -98,7 +102,10 @@ pub async fn run(
     let bearer = cfg.connection.bearer().map_err(|e| anyhow::anyhow!(e))?;
     // Lazy: the channel (re)connects on demand, so a coordinator that starts later or restarts
     // is picked up without rebuilding anything.
-    let client = WorkerServiceClient::with_interceptor(endpoint.connect_lazy(), bearer);
+    // A lease carries every pending cell of its run: tonic's default 4 MiB limit would refuse
+    // the lease of a run with some 60k cells, again on every retry.
+    let client = WorkerServiceClient::with_interceptor(endpoint.connect_lazy(), bearer)
+        .max_decoding_message_size(MAX_LEASE_BYTES);
 
     let mut session = tokio::select! {
         s = register(&client, &cfg) => s?,
@@ -114,6 +121,7 @@ pub async fn run(
         }
         let request = pb::LeaseRequest {
             worker_id: session.worker_id.clone(),
+            sweep_id: cfg.sweep_id.clone().unwrap_or_default(),
         };
         let mut lease_client = client.clone();
         let response = tokio::select! {
@@ -768,6 +776,7 @@ mod tests {
             hostname: "h".into(),
             device_label: "cpu".into(),
             exit_when_idle: true,
+            sweep_id: None,
             max_consecutive_failures: 3,
         };
         let (_tx, rx) = watch::channel(false);

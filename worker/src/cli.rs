@@ -43,6 +43,10 @@ pub struct Cli {
     #[arg(long)]
     pub exit_when_idle: bool,
 
+    /// Take only the runs this sweep (id) needs; with --exit-when-idle, exit when it is done
+    #[arg(long)]
+    pub sweep: Option<String>,
+
     /// Build BasicNet, run one forward/backward pass on the chosen device, print the device
     /// and "ok", and exit.
     #[arg(long)]
@@ -96,6 +100,7 @@ impl Cli {
             .set("threads", self.threads.map(u64::from))
             .set("slots", self.slots.map(u64::from))
             .set_flag("exit_when_idle", self.exit_when_idle)
+            .set("sweep", self.sweep.clone())
             .set(
                 "max_consecutive_failures",
                 self.max_consecutive_failures.map(u64::from),

@@ -107,6 +107,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 hostname: hostname.clone(),
                 device_label: label.clone(),
                 exit_when_idle: settings.exit_when_idle,
+                sweep_id: settings.sweep.clone(),
                 max_consecutive_failures: settings.max_consecutive_failures,
             };
             (cfg, Arc::new(job::Executor::new(device, threads)))

@@ -74,6 +74,13 @@ pub async fn serve_forever(settings: &CoordinatorSettings) -> anyhow::Result<()>
              submit, cancel and report (set worker_tokens_file and client_tokens_file)"
         );
     }
+    if options.auth.tokens_required() && options.tls.is_none() && !is_loopback(&settings.listen) {
+        tracing::warn!(
+            listen = %settings.listen,
+            "tokens are configured but TLS is off: tokens cross the network in clear text \
+             (set tls_cert and tls_key)"
+        );
+    }
     let leases = LeaseSettings {
         lease_ttl: settings.lease_ttl(),
         heartbeat_interval: settings.heartbeat_interval(),
@@ -170,6 +177,7 @@ struct WorkerLaunch<'a> {
     bin: &'a Path,
     url: &'a str,
     token: &'a str,
+    sweep_id: &'a str,
     threads: usize,
     device: &'a str,
     log_format: crate::telemetry::LogFormat,
@@ -183,6 +191,7 @@ fn spawn_worker(launch: &WorkerLaunch<'_>, index: usize, log_path: &Path) -> any
         bin,
         url,
         token,
+        sweep_id,
         threads,
         device,
         log_format,
@@ -209,6 +218,8 @@ fn spawn_worker(launch: &WorkerLaunch<'_>, index: usize, log_path: &Path) -> any
         .arg("--device")
         .arg(device)
         .arg("--exit-when-idle")
+        .arg("--sweep")
+        .arg(sweep_id)
         .arg("--log-format")
         .arg(match log_format {
             crate::telemetry::LogFormat::Human => "human",
@@ -307,6 +318,7 @@ pub async fn run(
         bin: &worker_bin,
         url: &url,
         token: &worker_token,
+        sweep_id: &submitted.sweep_id,
         threads,
         device: &args.device,
         log_format,

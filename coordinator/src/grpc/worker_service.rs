@@ -197,11 +197,20 @@ impl WorkerService for WorkerApi {
         &self,
         request: Request<pb::LeaseRequest>,
     ) -> Result<Response<pb::LeaseResponse>, Status> {
-        let worker_id = request.into_inner().worker_id;
+        let pb::LeaseRequest {
+            worker_id,
+            sweep_id,
+        } = request.into_inner();
         require_id("worker_id", &worker_id)?;
+        let sweep_filter = if sweep_id.is_empty() {
+            None
+        } else {
+            require_content_id("sweep_id", &sweep_id, ContentId::Sweep)?;
+            Some(sweep_id)
+        };
         let outcome = self
             .store
-            .lease_async(worker_id.clone())
+            .lease_async(worker_id.clone(), sweep_filter)
             .await
             .map_err(status_of)?;
         let response = match outcome {

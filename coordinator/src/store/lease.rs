@@ -120,14 +120,29 @@ impl Store {
 
     /// Grants the oldest ready run to `worker_id`.
     pub fn lease(&self, worker_id: &str) -> Result<LeaseOutcome, StoreError> {
-        let (worker_id, settings) = (worker_id.to_owned(), self.settings.clone());
-        self.write_urgent(move |c| lease(c, &settings, &worker_id))
+        self.lease_for(worker_id, None)
     }
 
-    /// [`Store::lease`] for async callers.
-    pub async fn lease_async(&self, worker_id: String) -> Result<LeaseOutcome, StoreError> {
+    /// [`Store::lease`], restricted to the runs `sweep_id` needs when given (`Idle` when that
+    /// sweep has no work left, or does not exist).
+    pub fn lease_for(
+        &self,
+        worker_id: &str,
+        sweep_id: Option<&str>,
+    ) -> Result<LeaseOutcome, StoreError> {
+        let (worker_id, settings) = (worker_id.to_owned(), self.settings.clone());
+        let sweep_id = sweep_id.map(str::to_owned);
+        self.write_urgent(move |c| lease(c, &settings, &worker_id, sweep_id.as_deref()))
+    }
+
+    /// [`Store::lease_for`] for async callers.
+    pub async fn lease_async(
+        &self,
+        worker_id: String,
+        sweep_id: Option<String>,
+    ) -> Result<LeaseOutcome, StoreError> {
         let settings = self.settings.clone();
-        self.write_urgent_async(move |c| lease(c, &settings, &worker_id))
+        self.write_urgent_async(move |c| lease(c, &settings, &worker_id, sweep_id.as_deref()))
             .await
     }
 
@@ -177,25 +192,49 @@ fn lease(
     conn: &Connection,
     settings: &LeaseSettings,
     worker_id: &str,
+    sweep_id: Option<&str>,
 ) -> Result<LeaseOutcome, StoreError> {
     let now = now_ms();
     touch_worker(conn, worker_id, now)?;
     expire_leases(conn, settings, now)?;
-    let candidate: Option<(String, String, u32)> = conn
-        .prepare_cached(
-            "SELECT run_id, spec_json, attempt FROM runs
-             WHERE state = 'pending' AND not_before_ms <= ?1
-             ORDER BY seq LIMIT 1",
-        )?
-        .query_row([now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .optional()?;
-    let Some((run_id, spec_json, attempt)) = candidate else {
-        let next: Option<i64> = conn
+    let candidate: Option<(String, String, u32)> = match sweep_id {
+        None => conn
             .prepare_cached(
-                "SELECT MIN(CASE WHEN state = 'pending' THEN not_before_ms ELSE ?1 + 1000 END)
-                 FROM runs WHERE state IN ('pending', 'leased')",
+                "SELECT run_id, spec_json, attempt FROM runs
+                 WHERE state = 'pending' AND not_before_ms <= ?1
+                 ORDER BY seq LIMIT 1",
             )?
-            .query_row([now], |r| r.get(0))?;
+            .query_row([now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?,
+        Some(sweep) => conn
+            .prepare_cached(
+                "SELECT r.run_id, r.spec_json, r.attempt
+                 FROM sweep_runs sr JOIN runs r ON r.run_id = sr.run_id
+                 WHERE sr.sweep_id = ?2 AND r.state = 'pending' AND r.not_before_ms <= ?1
+                 ORDER BY r.seq LIMIT 1",
+            )?
+            .query_row(params![now, sweep], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()?,
+    };
+    let Some((run_id, spec_json, attempt)) = candidate else {
+        let next: Option<i64> = match sweep_id {
+            None => conn
+                .prepare_cached(
+                    "SELECT MIN(CASE WHEN state = 'pending' THEN not_before_ms ELSE ?1 + 1000 END)
+                     FROM runs WHERE state IN ('pending', 'leased')",
+                )?
+                .query_row([now], |r| r.get(0))?,
+            Some(sweep) => conn
+                .prepare_cached(
+                    "SELECT MIN(CASE WHEN r.state = 'pending' THEN r.not_before_ms
+                                     ELSE ?1 + 1000 END)
+                     FROM sweep_runs sr JOIN runs r ON r.run_id = sr.run_id
+                     WHERE sr.sweep_id = ?2 AND r.state IN ('pending', 'leased')",
+                )?
+                .query_row(params![now, sweep], |r| r.get(0))?,
+        };
         return Ok(match next {
             None => LeaseOutcome::Idle,
             Some(at) => LeaseOutcome::Wait {

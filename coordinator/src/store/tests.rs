@@ -494,3 +494,38 @@ fn the_worker_path_queries_search_indices_instead_of_scanning() {
     // Expiry seeks on the deadline, not through every leased run.
     assert!(plans[0].1.contains("lease_expires_ms<?"), "{}", plans[0].1);
 }
+
+#[test]
+fn a_lease_for_one_sweep_leaves_the_other_sweeps_runs_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = store(&dir, LeaseSettings::default());
+    let first = plan(SWEEP);
+    let other_text = SWEEP
+        .replace("store-test", "other")
+        .replace("\"standard\", \"at-fgsm\"", "\"at-pgd-linf\"");
+    let other = plan(&other_text);
+    s.submit(&first, SWEEP).expect("submit first");
+    s.submit(&other, &other_text).expect("submit other");
+    let w = s
+        .register_worker("w", "host", "cpu", 1, "test")
+        .expect("register");
+    let mut leased = Vec::new();
+    while let LeaseOutcome::Granted(g) = s.lease_for(&w, Some(&other.sweep_id)).expect("lease") {
+        assert_eq!(g.sweep_id, other.sweep_id);
+        leased.push(g.run.id.clone());
+        s.complete_run(&lease_ref(&w, &g)).expect("run done");
+    }
+    assert_eq!(leased.len(), other.runs.len());
+    // That sweep is done: idle for it, though the first sweep still has work.
+    assert!(matches!(
+        s.lease_for(&w, Some(&other.sweep_id)).expect("lease"),
+        LeaseOutcome::Idle
+    ));
+    assert!(matches!(
+        s.lease_for(&w, Some("s-0000000000000000"))
+            .expect("unknown sweep"),
+        LeaseOutcome::Idle
+    ));
+    let g = grant(&s, &w);
+    assert_eq!(g.sweep_id, first.sweep_id);
+}

@@ -158,6 +158,7 @@ async fn lease(workers: &WorkerApi, worker_id: &str) -> Option<Live> {
     let lease = workers
         .lease(Request::new(pb::LeaseRequest {
             worker_id: worker_id.to_owned(),
+            ..Default::default()
         }))
         .await
         .expect("leases")

@@ -55,6 +55,8 @@ check_toml() {
   mapfile -t files < <(find deploy -name '*.toml' | sort)
   if python3 - "${files[@]}" >"$work/log" 2>&1 <<'PY'; then
 import sys, tomllib
+# A copy of settings/src's keys for machines without a build; the test command also checks
+# these files against the real key check (tests/tests/deploy_files.rs).
 conn = ["coordinator", "token", "token_file", "tls_ca", "tls_cert", "tls_key", "tls_domain"]
 known = {
     "coordinator": ["listen", "metrics_listen", "state_dir", "lease_ttl_s", "heartbeat_interval_s",
@@ -62,7 +64,7 @@ known = {
                     "tls_client_ca", "tls_client_auth", "worker_tokens", "worker_tokens_file",
                     "client_tokens", "client_tokens_file"],
     "worker": conn + ["name", "device", "threads", "slots", "max_consecutive_failures",
-                      "exit_when_idle"],
+                      "exit_when_idle", "sweep"],
     "client": conn,
 }
 bad = 0

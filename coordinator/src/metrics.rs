@@ -16,45 +16,37 @@ use tokio::net::TcpListener;
 
 use crate::store::Store;
 
-/// The gRPC methods this coordinator serves, as `Service/Method` labels. Anything else (a
-/// probe of random paths, before or after authentication) is counted as `other`: label
+/// The gRPC methods this coordinator serves, as `package.Service/Method` labels. Anything else
+/// (a probe of random paths, before or after authentication) is counted as `other`: label
 /// cardinality, and so memory, stays bounded whatever callers send.
 const KNOWN_METHODS: [&str; 19] = [
-    "WorkerService/Register",
-    "WorkerService/Lease",
-    "WorkerService/Heartbeat",
-    "WorkerService/ReportMetrics",
-    "WorkerService/CompleteCell",
-    "WorkerService/CompleteRun",
-    "WorkerService/FailRun",
-    "WorkerService/ReleaseRun",
-    "WorkerService/UploadCheckpoint",
-    "WorkerService/DownloadCheckpoint",
-    "SweepService/SubmitSweep",
-    "SweepService/ListSweeps",
-    "SweepService/GetSweep",
-    "SweepService/WatchSweep",
-    "SweepService/CancelSweep",
-    "SweepService/RetrySweep",
-    "Health/Check",
-    "Health/Watch",
-    "ServerReflection/ServerReflectionInfo",
+    "advsweep.v1.WorkerService/Register",
+    "advsweep.v1.WorkerService/Lease",
+    "advsweep.v1.WorkerService/Heartbeat",
+    "advsweep.v1.WorkerService/ReportMetrics",
+    "advsweep.v1.WorkerService/CompleteCell",
+    "advsweep.v1.WorkerService/CompleteRun",
+    "advsweep.v1.WorkerService/FailRun",
+    "advsweep.v1.WorkerService/ReleaseRun",
+    "advsweep.v1.WorkerService/UploadCheckpoint",
+    "advsweep.v1.WorkerService/DownloadCheckpoint",
+    "advsweep.v1.SweepService/SubmitSweep",
+    "advsweep.v1.SweepService/ListSweeps",
+    "advsweep.v1.SweepService/GetSweep",
+    "advsweep.v1.SweepService/WatchSweep",
+    "advsweep.v1.SweepService/CancelSweep",
+    "advsweep.v1.SweepService/RetrySweep",
+    "grpc.health.v1.Health/Check",
+    "grpc.health.v1.Health/Watch",
+    "grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
 ];
 
-/// `/advsweep.v1.WorkerService/Lease` → `WorkerService/Lease`; unknown paths → `other`.
+/// `/advsweep.v1.WorkerService/Lease` → `advsweep.v1.WorkerService/Lease`; unknown → `other`.
 fn method_label(path: &str) -> &'static str {
-    let mut parts = path.rsplit('/');
-    let (Some(method), Some(service)) = (parts.next(), parts.next()) else {
-        return "other";
-    };
-    let service = service.rsplit('.').next().unwrap_or(service);
+    let path = path.strip_prefix('/').unwrap_or(path);
     KNOWN_METHODS
         .iter()
-        .find(|known| {
-            known
-                .split_once('/')
-                .is_some_and(|(s, m)| s == service && m == method)
-        })
+        .find(|known| **known == path)
         .copied()
         .unwrap_or("other")
 }
@@ -301,9 +293,12 @@ mod tests {
     fn labels_are_the_served_methods_or_other() {
         assert_eq!(
             method_label("/advsweep.v1.WorkerService/Lease"),
-            "WorkerService/Lease"
+            "advsweep.v1.WorkerService/Lease"
         );
-        assert_eq!(method_label("/grpc.health.v1.Health/Check"), "Health/Check");
+        assert_eq!(
+            method_label("/grpc.health.v1.Health/Check"),
+            "grpc.health.v1.Health/Check"
+        );
         for junk in [
             "/",
             "",
@@ -325,7 +320,7 @@ mod tests {
                 service = rest.split_whitespace().next().unwrap_or("");
             } else if let Some(rest) = line.strip_prefix("rpc ") {
                 let method = rest.split('(').next().unwrap_or("").trim();
-                let label = format!("{service}/{method}");
+                let label = format!("advsweep.v1.{service}/{method}");
                 assert!(
                     KNOWN_METHODS.contains(&label.as_str()),
                     "{label} has no label"

@@ -22,6 +22,8 @@ pub const TOLERANCE: f64 = 0.01;
 /// ε on (a normalized ε is converted: it must allow at least this much in every channel).
 const LARGE_LINF_EPSILON: f64 = 8.0 / 255.0;
 const NEAR_ZERO: f64 = 0.05;
+/// Accuracy of a constant prediction over 10 balanced classes.
+const TEN_CLASS_CHANCE: f64 = 0.1;
 
 fn pct(a: f64) -> String {
     format!("{:.1} %", 100.0 * a)
@@ -95,6 +97,24 @@ pub fn warnings(run: &RunSpec, cells: &[EvaluatedCell]) -> Vec<String> {
                 ));
             }
         }
+    }
+
+    // A model at chance on clean data learned nothing: training collapsed to a constant
+    // prediction, and its "robust" accuracies (also at chance) say nothing about robustness.
+    let ten_classes = matches!(
+        run.data.source,
+        DataSource::Cifar10Binary { .. } | DataSource::Synthetic { .. }
+    );
+    if ten_classes
+        && let Some(clean) = cells.iter().find(|c| c.attack.is_none())
+        && clean.accuracy <= TEN_CLASS_CHANCE + TOLERANCE
+    {
+        out.push(format!(
+            "clean accuracy {} is chance level for 10 classes: training collapsed (a constant \
+             prediction), so the attacked accuracies say nothing about robustness; try other \
+             seeds, a lower learning rate or a smaller training ε",
+            pct(clean.accuracy)
+        ));
     }
 
     // A randomized model must be attacked with EOT.
@@ -254,6 +274,19 @@ mod tests {
             &[cell("pgd", pgd().with_eot(10), 8.0 / 255.0, 0.1)],
         );
         assert!(with_eot.iter().all(|w| !w.contains("EOT")), "{with_eot:?}");
+
+        // A collapsed adversarial training (CPU run of the seed's noise-injection sweep).
+        let collapsed = warnings(
+            &run(DataSource::Cifar10Binary { path: "x".into() }, None),
+            &[
+                cell("none", Attack::None, 0.0, 0.1007),
+                cell("pgd", pgd(), 8.0 / 255.0, 0.0995),
+            ],
+        );
+        assert!(
+            collapsed.iter().any(|w| w.contains("clean accuracy 10.1 % is chance level")),
+            "{collapsed:?}"
+        );
     }
 
     #[test]

@@ -284,7 +284,9 @@ mod tests {
             ],
         );
         assert!(
-            collapsed.iter().any(|w| w.contains("clean accuracy 10.1 % is chance level")),
+            collapsed
+                .iter()
+                .any(|w| w.contains("clean accuracy 10.1 % is chance level")),
             "{collapsed:?}"
         );
     }

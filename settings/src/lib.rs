@@ -12,6 +12,7 @@
 pub mod client;
 pub mod connection;
 pub mod coordinator;
+pub mod flags;
 pub mod load;
 pub mod secret;
 pub mod worker;
@@ -19,6 +20,7 @@ pub mod worker;
 pub use client::ClientSettings;
 pub use connection::{AuthChannel, BearerToken, ConnectionSettings};
 pub use coordinator::{ClientAuth, CoordinatorSettings};
+pub use flags::ConnectionFlags;
 pub use load::{Loaded, Overrides, RoleSettings, load, load_from, render};
 pub use secret::Secret;
 pub use worker::{DeviceSetting, WorkerSettings};

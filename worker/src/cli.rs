@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use advsweep_settings::{Loaded, Overrides, SettingsError, WorkerSettings, load};
+use advsweep_settings::{ConnectionFlags, Loaded, Overrides, SettingsError, WorkerSettings, load};
 
 use crate::bench::{BenchMode, BenchModel};
 use crate::device::DeviceChoice;
@@ -56,25 +56,8 @@ pub struct Cli {
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_consecutive_failures: Option<u32>,
 
-    /// File holding the worker bearer token [env: ADVSWEEP_TOKEN_FILE; or ADVSWEEP_TOKEN]
-    #[arg(long)]
-    pub token_file: Option<PathBuf>,
-
-    /// PEM CA that signed the coordinator's certificate (needed for https://)
-    #[arg(long)]
-    pub tls_ca: Option<PathBuf>,
-
-    /// PEM client certificate, for coordinators that require mutual TLS
-    #[arg(long, requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-
-    /// PEM key of --tls-cert
-    #[arg(long, requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-
-    /// Name to verify the coordinator's certificate against, when not the URL's host
-    #[arg(long)]
-    pub tls_domain: Option<String>,
+    #[command(flatten)]
+    pub connection: ConnectionFlags,
 
     /// Log line format: human, or json (one object per line, for log shippers).
     #[arg(long, value_enum, default_value_t = LogFormat::Human, env = "ADVSWEEP_LOG_FORMAT")]
@@ -104,13 +87,8 @@ impl Cli {
             .set(
                 "max_consecutive_failures",
                 self.max_consecutive_failures.map(u64::from),
-            )
-            .set_path("token_file", self.token_file.as_deref())
-            .set_path("tls_ca", self.tls_ca.as_deref())
-            .set_path("tls_cert", self.tls_cert.as_deref())
-            .set_path("tls_key", self.tls_key.as_deref())
-            .set("tls_domain", self.tls_domain.clone());
-        load(self.config.as_deref(), &overrides)
+            );
+        load(self.config.as_deref(), &self.connection.apply(overrides))
     }
 }
 

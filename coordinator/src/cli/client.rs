@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use advsweep_proto::v1 as pb;
 use advsweep_proto::v1::sweep_service_client::SweepServiceClient;
-use advsweep_settings::{AuthChannel, ClientSettings, Overrides, load};
+use advsweep_settings::{AuthChannel, ClientSettings, ConnectionFlags, Overrides, load};
 
 use super::{BadInput, progress, rows};
 use crate::report::{Layout, Pivot};
@@ -26,33 +26,16 @@ pub struct Target {
     /// Config file with a [client] table [env: ADVSWEEP_CONFIG]
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// File holding the client bearer token [env: ADVSWEEP_TOKEN_FILE]
-    #[arg(long)]
-    pub token_file: Option<PathBuf>,
-    /// PEM CA that signed the coordinator's certificate (needed for https://)
-    #[arg(long)]
-    pub tls_ca: Option<PathBuf>,
-    /// PEM client certificate, for coordinators that require mutual TLS of every caller
-    #[arg(long, requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM key of --tls-cert
-    #[arg(long, requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-    /// Name to verify the coordinator's certificate against, when not the URL's host
-    #[arg(long)]
-    pub tls_domain: Option<String>,
+    #[command(flatten)]
+    pub connection: ConnectionFlags,
 }
 
 impl Target {
     /// The effective client settings.
     pub fn settings(&self) -> anyhow::Result<ClientSettings> {
-        let overrides = Overrides::new()
-            .set("coordinator", self.coordinator.clone())
-            .set_path("token_file", self.token_file.as_deref())
-            .set_path("tls_ca", self.tls_ca.as_deref())
-            .set_path("tls_cert", self.tls_cert.as_deref())
-            .set_path("tls_key", self.tls_key.as_deref())
-            .set("tls_domain", self.tls_domain.clone());
+        let overrides = self
+            .connection
+            .apply(Overrides::new().set("coordinator", self.coordinator.clone()));
         let loaded = load::<ClientSettings>(self.config.as_deref(), &overrides)
             .map_err(|e| BadInput(e.to_string()))?;
         Ok(loaded.settings)

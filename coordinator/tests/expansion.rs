@@ -312,6 +312,40 @@ fn the_epsilon_space_is_part_of_the_identity() {
     assert!(normalized.runs.iter().all(|r| !a.contains(&r.id)));
 }
 
+/// A denoiser's `pairs_per_epoch` budget changes what its run computes, so it changes the run's
+/// id; left at 0 (the default) it changes nothing, so the ids of runs made before the option
+/// existed, and their finished cells, stay valid.
+#[test]
+fn the_denoiser_budget_is_part_of_the_identity_only_when_set() {
+    let base = r#"
+version = 1
+name = "dn"
+[data]
+source = "synthetic"
+[grid]
+models = ["basic"]
+defenses = ["dn"]
+attacks = ["none"]
+epsilons = [0.1]
+[defenses.dn]
+kind = "standard"
+denoiser = { blocks = 2, epsilon = 0.1, epochs = 1 }
+"#;
+    let id = |text: &str| plan(text).runs[0].id.clone();
+    let default = id(base);
+    let explicit_zero = id(&base.replace("epochs = 1 }", "epochs = 1, pairs_per_epoch = 0 }"));
+    let budget = id(&base.replace("epochs = 1 }", "epochs = 1, pairs_per_epoch = 500 }"));
+    assert_eq!(default, explicit_zero);
+    assert_ne!(default, budget);
+    let json = serde_json::to_string(&plan(base).runs[0].defense).expect("json");
+    assert!(!json.contains("pairs_per_epoch"), "{json}");
+    let run = &plan(&base.replace("epochs = 1 }", "epochs = 1, pairs_per_epoch = 500 }")).runs[0];
+    assert_eq!(
+        run.defense.denoiser.as_ref().map(|d| d.pairs_per_epoch),
+        Some(500)
+    );
+}
+
 #[test]
 fn every_shipped_sweep_file_expands() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sweeps");

@@ -174,6 +174,16 @@ pub struct DenoiserSpec {
     pub epsilon: f64,
     pub epochs: u32,
     pub learning_rate: f64,
+    /// Training pairs per denoiser epoch, drawn afresh in each epoch's seeded shuffle of the
+    /// training set (0 = the whole training set every epoch). A compute budget knob: the
+    /// classifier still trains on the whole set. Left out of the run id when 0, so runs made
+    /// before it existed keep their ids.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pairs_per_epoch: u32,
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
 }
 
 /// How a run's model is trained and wrapped at inference.

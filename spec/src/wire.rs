@@ -243,6 +243,7 @@ pub fn defense_to_wire(defense: &Defense) -> pb::DefenseSpec {
             epsilon: d.epsilon,
             epochs: d.epochs,
             learning_rate: d.learning_rate,
+            pairs_per_epoch: d.pairs_per_epoch,
         }),
     }
 }
@@ -527,6 +528,7 @@ fn denoiser_from_wire(n: &pb::DenoiserSpec) -> Result<DenoiserSpec, WireError> {
         epsilon: non_negative(n.epsilon, "defense.denoiser.epsilon")?,
         epochs: in_range(n.epochs, 1, MAX_EPOCHS, "defense.denoiser.epochs")?,
         learning_rate: positive(n.learning_rate, "defense.denoiser.learning_rate")?,
+        pairs_per_epoch: n.pairs_per_epoch,
     })
 }
 
@@ -854,6 +856,7 @@ mod tests {
                     epsilon: 0.03,
                     epochs: 5,
                     learning_rate: 1e-3,
+                    pairs_per_epoch: 2000,
                 }),
             },
             training: TrainingSpec {

@@ -170,16 +170,28 @@ fn defense() -> BoxedStrategy<Option<pb::DefenseSpec>> {
             }
         ),
     ];
-    let denoiser = (count(), count(), attack(), number(), count(), number()).prop_map(
-        |(blocks, channels, attack, epsilon, epochs, learning_rate)| pb::DenoiserSpec {
-            blocks,
-            channels,
-            attack,
-            epsilon,
-            epochs,
-            learning_rate,
-        },
-    );
+    let denoiser = (
+        count(),
+        count(),
+        attack(),
+        number(),
+        count(),
+        number(),
+        count(),
+    )
+        .prop_map(
+            |(blocks, channels, attack, epsilon, epochs, learning_rate, pairs_per_epoch)| {
+                pb::DenoiserSpec {
+                    blocks,
+                    channels,
+                    attack,
+                    epsilon,
+                    epochs,
+                    learning_rate,
+                    pairs_per_epoch,
+                }
+            },
+        );
     proptest::option::weighted(
         0.9,
         (

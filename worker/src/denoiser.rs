@@ -20,7 +20,8 @@
 //! make a residual branch start neutral).
 //!
 //! Training ([`train`]): after the classifier has been trained, for `epochs` epochs over the
-//! training set in a seeded shuffled order, each batch `x` is attacked with the denoiser
+//! training set in a seeded shuffled order (or its first `pairs_per_epoch` images, a fresh
+//! subset each epoch, when the spec sets that budget), each batch `x` is attacked with the denoiser
 //! spec's attack at its ε (in the run's ε space) against the *fixed* classifier in eval mode —
 //! pairs are regenerated per batch — and the denoiser (in training mode) minimizes
 //! `MSE(x_adv − dncnn(x_adv), x)` with Adam at the spec's learning rate. The classifier's
@@ -207,7 +208,13 @@ pub fn train(
     .build(&denoiser.vs, spec.learning_rate)
     .context("building the denoiser's Adam optimizer")?;
     let n = usize::try_from(data.train_len()).context("training set size")?;
-    let batch_size = (cfg.batch_size as usize).clamp(1, n.max(1));
+    // Each epoch uses the first `pairs` images of its own shuffle: a budget that still sees
+    // different images from epoch to epoch.
+    let pairs = match spec.pairs_per_epoch {
+        0 => n,
+        p => n.min(p as usize),
+    };
+    let batch_size = (cfg.batch_size as usize).clamp(1, pairs.max(1));
     let budget = Budget::new(spec.epsilon, cfg.space);
     for epoch in 1..=spec.epochs {
         let started = std::time::Instant::now();
@@ -218,9 +225,9 @@ pub fn train(
         let mut sum = 0.0;
         let mut seen = 0usize;
         let mut start = 0usize;
-        while start < n {
+        while start < pairs {
             check_cancel(cancel)?;
-            let len = batch_size.min(n - start);
+            let len = batch_size.min(pairs - start);
             let index = permutation.f_narrow(0, start as i64, len as i64)?;
             let (x, y) = data.train_batch(&index)?;
             let x_adv = attacks::perturb(
@@ -250,6 +257,7 @@ pub fn train(
         info!(
             epoch,
             of = spec.epochs,
+            pairs,
             mse = format_args!("{mse:.6}"),
             seconds = format_args!("{:.1}", started.elapsed().as_secs_f64()),
             "denoiser epoch done"

@@ -426,6 +426,7 @@ mod tests {
                     epsilon: 8.0 / 255.0,
                     epochs: 1,
                     learning_rate: 1e-3,
+                    pairs_per_epoch: 0,
                 }),
             },
         );

@@ -100,6 +100,7 @@ fn the_denoiser_learns_and_passes_gradients() -> anyhow::Result<()> {
         epsilon: eps,
         epochs: 2,
         learning_rate: 1e-3,
+        pairs_per_epoch: 0,
     };
     let small = data(1500, 10)?;
     let mut epochs = Vec::new();
@@ -149,6 +150,42 @@ fn the_denoiser_learns_and_passes_gradients() -> anyhow::Result<()> {
     );
     let before = acc(&defended, &d, &fgsm(Norm::Linf), Budget::pixel(EPS8), 1)?;
     println!("defended FGSM 8/255 accuracy {before:.3}");
+    Ok(())
+}
+
+/// `pairs_per_epoch` is a budget: each epoch trains on that many pairs (whole batches and one
+/// short one), not on the whole training set.
+#[test]
+fn the_denoiser_trains_on_pairs_per_epoch_only() -> anyhow::Result<()> {
+    let _serial = serial();
+    let d = data(1000, 10)?;
+    let classifier = standard(&d)?;
+    let spec = DenoiserSpec {
+        blocks: 1,
+        channels: 4,
+        attack: fgsm(Norm::Linf),
+        epsilon: EPS4,
+        epochs: 3,
+        learning_rate: 1e-3,
+        pairs_per_epoch: 70,
+    };
+    let den = denoiser::train(
+        classifier.as_ref(),
+        &d,
+        DenoiserTraining {
+            spec: &spec,
+            batch_size: 32,
+            space: EpsilonSpace::Pixel,
+            seed: 3,
+        },
+        &AtomicBool::new(false),
+        &mut |_, _| {},
+    )?;
+    // 70 pairs in batches of 32: 32 + 32 + 6, three batches per epoch, three epochs.
+    let batches = den
+        .batches_tracked()
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(batches, 9, "training batches over 3 epochs of 70 pairs");
     Ok(())
 }
 

@@ -430,6 +430,7 @@ struct DenoiserTemplate {
     epsilon: EpsilonSetting,
     epochs: u32,
     learning_rate: f64,
+    pairs_per_epoch: u32,
 }
 
 impl ResolvedDefense {
@@ -493,6 +494,7 @@ impl ResolvedDefense {
                 epsilon: at(d.epsilon),
                 epochs: d.epochs,
                 learning_rate: d.learning_rate,
+                pairs_per_epoch: d.pairs_per_epoch,
             }),
         }
     }
@@ -674,6 +676,7 @@ fn resolve_defense(
                 epsilon: check_eps("denoiser.epsilon", d.epsilon)?,
                 epochs: d.epochs,
                 learning_rate: d.learning_rate,
+                pairs_per_epoch: d.pairs_per_epoch,
             })
         }
     };

@@ -420,6 +420,9 @@ pub struct DenoiserSection {
     pub epochs: u32,
     #[serde(default = "default_denoiser_lr")]
     pub learning_rate: f64,
+    /// Training pairs per denoiser epoch (0 = the whole training set): a compute budget.
+    #[serde(default)]
+    pub pairs_per_epoch: u32,
 }
 
 fn default_denoiser_blocks() -> u32 {

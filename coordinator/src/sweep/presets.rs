@@ -133,6 +133,7 @@ pub fn builtin_defense(name: &str) -> Option<DefensePreset> {
                 epsilon: EpsilonSetting::Tied,
                 epochs: 5,
                 learning_rate: 1e-3,
+                pairs_per_epoch: 0,
             }),
             ..DefensePreset::default()
         },

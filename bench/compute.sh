@@ -5,6 +5,7 @@
 #   bench/compute.sh [--device cpu|cuda|auto] [--model basic|resnet18|all]
 #                    [--mode standard|at-fgsm|at-pgd|pgd10-eval|all] [--rounds N] [--repeats R]
 #                    [--threads T] [--images N] [--batch-size B] [--reference-cudnn-benchmark]
+#                    [--precision fp32|bf16]
 #
 # For every round and every (model, mode) it runs the worker, then the reference (the other
 # order on even rounds), each process doing one warm-up pass and R timed passes; it prints one
@@ -18,11 +19,15 @@
 #                     through scripts/env.sh)
 #   PYTHON=path       the Python with torch for the reference (default: $ADVSWEEP_TORCH_PYTHON
 #                     from scripts/env.sh, torch 2.13.0); another version works and is recorded
-# Defaults: --device auto, --model all, --mode all, --rounds 3, --repeats 3, --threads = cores.
+# --precision bf16 runs the training modes of both sides under bf16 autocast (PGD evaluation
+# stays fp32 on both).
+# Defaults: --device auto, --model all, --mode all, --rounds 3, --repeats 3, --threads = cores,
+# --precision fp32.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 device=auto model=all mode=all rounds=3 repeats=3 threads="" images="" batch="" ref_flags=()
+precision=fp32
 while [ $# -gt 0 ]; do
   case "$1" in
     --device) device="$2"; shift 2 ;;
@@ -34,7 +39,8 @@ while [ $# -gt 0 ]; do
     --images) images="$2"; shift 2 ;;
     --batch-size) batch="$2"; shift 2 ;;
     --reference-cudnn-benchmark) ref_flags+=(--cudnn-benchmark); shift ;;
-    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --precision) precision="$2"; shift 2 ;;
+    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "compute.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -56,7 +62,7 @@ case "$mode" in all) modes=(standard at-fgsm at-pgd pgd10-eval) ;; *) modes=("$m
 
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
-common=(--device "$device" --threads "$threads" --repeats "$repeats" --json)
+common=(--device "$device" --threads "$threads" --repeats "$repeats" --precision "$precision" --json)
 [ -n "$images" ] && common+=(--images "$images")
 [ -n "$batch" ] && common+=(--batch-size "$batch")
 
@@ -98,6 +104,9 @@ ref_docs, ref = load("ref")
 devices = {d["device"] for d in ours_docs} | {d["device"] for d in ref_docs}
 if len(devices) != 1:
     sys.exit(f"compute.sh: the two sides ran on different devices: {sorted(devices)}")
+precisions = {d.get("precision") for d in ours_docs + ref_docs}
+if len(precisions) != 1:
+    sys.exit(f"compute.sh: the two sides trained in different precisions: {sorted(map(str, precisions))}")
 cpu = "unknown"
 try:
     for line in open("/proc/cpuinfo"):
@@ -141,6 +150,7 @@ doc = {
     "threads": ours_docs[0]["threads"], "rounds": int(rounds), "repeats": int(repeats),
     "advsweep_worker": ours_docs[0].get("version"), "reference_torch": ref_docs[0].get("torch"),
     "reference_cudnn_benchmark": ref_docs[0].get("cudnn_benchmark"),
+    "precision": ours_docs[0].get("precision"),
     "python": platform.python_version(),
     "load_average_before": load_before, "load_average_after": load_after,
     "results": results,

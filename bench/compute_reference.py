@@ -113,7 +113,7 @@ def data(n, device, seed):
     return x, y
 
 
-def train_epoch(model, optimizer, x_all, y_all, batch, attack):
+def train_epoch(model, optimizer, x_all, y_all, batch, attack, bf16=False):
     criterion = nn.CrossEntropyLoss()
     model.train()
     n = y_all.size(0)
@@ -125,11 +125,14 @@ def train_epoch(model, optimizer, x_all, y_all, batch, attack):
         idx = perm[start : start + batch]
         inputs = x_all[idx].float() / 255
         targets = y_all[idx]
-        if attack is not None:
-            inputs = attack(model, inputs, targets)
-        optimizer.zero_grad()
-        outputs = model(inputs)
-        loss = criterion(outputs, targets)
+        # bf16 autocast (--precision bf16) over the step's forward passes, backward outside it:
+        # what the worker does with `[training] precision = "bf16"`.
+        with torch.autocast(x_all.device.type, dtype=torch.bfloat16, enabled=bf16):
+            if attack is not None:
+                inputs = attack(model, inputs, targets)
+            optimizer.zero_grad()
+            outputs = model(inputs)
+            loss = criterion(outputs, targets)
         loss.backward()
         optimizer.step()
         train_loss += loss.item()
@@ -149,7 +152,7 @@ def clean_accuracy(model, x_all, y_all, batch):
     return correct / max(y_all.size(0), 1)
 
 
-def training(arch, mode, device, batch, images, repeats):
+def training(arch, mode, device, batch, images, repeats, bf16=False):
     x, y = data(images, device, 1)
     tx, ty = data(TRAINING_TEST_IMAGES, device, 2)
     torch.manual_seed(0)
@@ -157,14 +160,14 @@ def training(arch, mode, device, batch, images, repeats):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     attack = ATTACKS[mode]
     warm = min(images, 2 * batch)
-    train_epoch(model, optimizer, x[:warm], y[:warm], batch, attack)
+    train_epoch(model, optimizer, x[:warm], y[:warm], batch, attack, bf16)
     clean_accuracy(model, tx, ty, EVAL_BATCH)
     runs, cpu_runs = [], []
     c0 = time.process_time()
     for _ in range(repeats):
         sync(device)
         t0 = time.perf_counter()
-        train_epoch(model, optimizer, x, y, batch, attack)
+        train_epoch(model, optimizer, x, y, batch, attack, bf16)
         sync(device)
         runs.append(images / (time.perf_counter() - t0))
         clean_accuracy(model, tx, ty, EVAL_BATCH)  # per-epoch test accuracy, untimed
@@ -218,6 +221,8 @@ def main():
     p.add_argument("--images", type=int, default=None)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="training modes: bf16 autocast over each step's forward passes")
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
 
@@ -235,7 +240,8 @@ def main():
             batch = a.batch_size or (TRAIN_BATCH if training_mode else EVAL_BATCH)
             images = a.images or default_images(arch, mode, device.type == "cuda")
             if training_mode:
-                runs, cpu_runs = training(arch, mode, device, batch, images, a.repeats)
+                runs, cpu_runs = training(arch, mode, device, batch, images, a.repeats,
+                                          a.precision == "bf16")
             else:
                 runs, cpu_runs = evaluation(arch, device, batch, images, a.repeats)
             results.append(
@@ -257,6 +263,7 @@ def main():
         "implementation": "pytorch-eager",
         "torch": torch.__version__,
         "device": label,
+        "precision": a.precision,
         "threads": threads,
         "repeats": a.repeats,
         "cudnn_benchmark": a.cudnn_benchmark,

@@ -346,6 +346,36 @@ denoiser = { blocks = 2, epsilon = 0.1, epochs = 1 }
     );
 }
 
+/// `[training] precision`: bf16 is a different experiment (another run id), fp32 written out
+/// is the default (same ids as before the key existed), and an unknown name is refused by name.
+#[test]
+fn training_precision_is_validated_and_part_of_the_identity_only_when_bf16() {
+    let with = |value: &str| {
+        GRID.replace(
+            "[data]",
+            &format!("[training]\nprecision = \"{value}\"\n[data]"),
+        )
+    };
+    let ids = |p: &Plan| p.runs.iter().map(|r| r.id.clone()).collect::<HashSet<_>>();
+    let default = plan(GRID);
+    assert_eq!(ids(&default), ids(&plan(&with("fp32"))));
+    let bf16 = plan(&with("bf16"));
+    assert!(
+        bf16.runs
+            .iter()
+            .all(|r| r.training.precision == advsweep_spec::Precision::Bf16)
+    );
+    assert!(ids(&default).is_disjoint(&ids(&bf16)));
+    let file = parse_sweep(&with("fp16"), "test.toml").expect("parses");
+    let err = expand(&file, &Overrides::default(), "test.toml")
+        .expect_err("fp16 is not offered")
+        .to_string();
+    assert!(
+        err.contains("training.precision") && err.contains("fp16"),
+        "{err}"
+    );
+}
+
 #[test]
 fn every_shipped_sweep_file_expands() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sweeps");

@@ -267,6 +267,35 @@ pub struct TrainingSpec {
     pub eval_batch_size: u32,
     /// A resumable checkpoint every this many epochs (and after the last one).
     pub checkpoint_every: u32,
+    /// Arithmetic of the training step's forward passes (adversarial examples for training
+    /// included). Evaluation is always fp32, so accuracies stay comparable across precisions.
+    /// Left out of the run id when fp32, so runs made before it existed keep their ids.
+    #[serde(default, skip_serializing_if = "Precision::is_fp32")]
+    pub precision: Precision,
+}
+
+/// How a training step computes: plain fp32, or bf16 autocast (matrix products and
+/// convolutions in bfloat16 with fp32 weights and optimizer, as `torch.autocast`), the usual
+/// way to use a GPU's tensor cores.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    #[default]
+    Fp32,
+    Bf16,
+}
+
+impl Precision {
+    pub fn is_fp32(&self) -> bool {
+        *self == Precision::Fp32
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Bf16 => "bf16",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -13,7 +13,7 @@ pub mod wire;
 pub use catalogue::Arch;
 pub use experiment::{
     Attack, CIFAR10_STD, CellSpec, DataSource, DataSpec, Defense, DenoiserSpec, EpsilonSpace,
-    LrSchedule, MixStrategy, Model, NoiseInjection, Norm, Optimizer, RunSpec, StepSize,
+    LrSchedule, MixStrategy, Model, NoiseInjection, Norm, Optimizer, Precision, RunSpec, StepSize,
     TrainingMethod, TrainingSpec,
 };
 pub use results::{CellResult, EpochMetrics};

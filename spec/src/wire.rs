@@ -14,8 +14,8 @@ use advsweep_proto::v1 as pb;
 
 use crate::{
     Attack, CellResult, CellSpec, DataSource, DataSpec, Defense, DenoiserSpec, EpochMetrics,
-    EpsilonSpace, LrSchedule, MixStrategy, Model, NoiseInjection, Norm, Optimizer, RunSpec,
-    StepSize, TrainingMethod, TrainingSpec,
+    EpsilonSpace, LrSchedule, MixStrategy, Model, NoiseInjection, Norm, Optimizer, Precision,
+    RunSpec, StepSize, TrainingMethod, TrainingSpec,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -292,6 +292,10 @@ pub fn training_to_wire(t: &TrainingSpec) -> pb::TrainingSpec {
         augment: t.augment,
         eval_batch_size: t.eval_batch_size,
         checkpoint_every: t.checkpoint_every,
+        precision: match t.precision {
+            Precision::Fp32 => pb::Precision::Fp32 as i32,
+            Precision::Bf16 => pb::Precision::Bf16 as i32,
+        },
     }
 }
 
@@ -622,6 +626,16 @@ pub fn training_from_wire(t: &pb::TrainingSpec) -> Result<TrainingSpec, WireErro
         )?
         .max(1),
         checkpoint_every: t.checkpoint_every.max(1),
+        precision: match pb::Precision::try_from(t.precision) {
+            Ok(pb::Precision::Fp32) => Precision::Fp32,
+            Ok(pb::Precision::Bf16) => Precision::Bf16,
+            Err(_) => {
+                return Err(invalid(
+                    "training.precision",
+                    format!("unknown precision {}", t.precision),
+                ));
+            }
+        },
     })
 }
 
@@ -875,6 +889,7 @@ mod tests {
                 augment: true,
                 eval_batch_size: 500,
                 checkpoint_every: 2,
+                precision: crate::Precision::Fp32,
             },
             data: DataSpec {
                 source: DataSource::ImageFolder {

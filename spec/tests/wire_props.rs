@@ -245,6 +245,7 @@ fn training() -> BoxedStrategy<Option<pb::TrainingSpec>> {
             schedule,
             count(),
             count(),
+            -2i32..4, // known precisions are 0 and 1
         )
             .prop_map(
                 |(
@@ -255,6 +256,7 @@ fn training() -> BoxedStrategy<Option<pb::TrainingSpec>> {
                     kind,
                     eval_batch_size,
                     checkpoint_every,
+                    precision,
                 )| {
                     pb::TrainingSpec {
                         epochs,
@@ -265,6 +267,7 @@ fn training() -> BoxedStrategy<Option<pb::TrainingSpec>> {
                         augment: false,
                         eval_batch_size,
                         checkpoint_every,
+                        precision,
                     }
                 },
             ),

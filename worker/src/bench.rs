@@ -31,8 +31,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::AtomicBool;
 
 use advsweep_spec::{
-    Attack, CellResult, Defense, EpochMetrics, EpsilonSpace, LrSchedule, Norm, Optimizer, StepSize,
-    TrainingMethod, TrainingSpec,
+    Attack, CellResult, Defense, EpochMetrics, EpsilonSpace, LrSchedule, Norm, Optimizer,
+    Precision, StepSize, TrainingMethod, TrainingSpec,
 };
 use tch::Device;
 
@@ -151,7 +151,7 @@ fn method(mode: BenchMode) -> TrainingMethod {
 }
 
 /// The sweep file's `[training]` defaults with one epoch per timed repeat.
-fn training_spec(batch_size: u32, epochs: u32) -> TrainingSpec {
+fn training_spec(batch_size: u32, epochs: u32, precision: Precision) -> TrainingSpec {
     TrainingSpec {
         epochs,
         batch_size,
@@ -165,6 +165,7 @@ fn training_spec(batch_size: u32, epochs: u32) -> TrainingSpec {
         augment: false,
         eval_batch_size: EVAL_BATCH,
         checkpoint_every: 1,
+        precision,
     }
 }
 
@@ -246,6 +247,8 @@ pub fn median(values: &[f64]) -> f64 {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
     pub device: String,
+    /// Of the training modes (evaluation is always fp32).
+    pub precision: Precision,
     pub threads: usize,
     pub repeats: u32,
     pub measurements: Vec<Measurement>,
@@ -274,6 +277,7 @@ pub fn run(args: &BenchArgs, device: Device, threads: usize) -> anyhow::Result<R
                     batch_size,
                     images,
                     args.repeats,
+                    args.precision,
                     &cancel,
                 )?
             } else {
@@ -298,6 +302,7 @@ pub fn run(args: &BenchArgs, device: Device, threads: usize) -> anyhow::Result<R
     }
     Ok(Report {
         device: crate::device::label(device),
+        precision: args.precision,
         threads,
         repeats: args.repeats,
         measurements,
@@ -319,6 +324,7 @@ fn training(
     batch_size: u32,
     images: u32,
     repeats: u32,
+    precision: Precision,
     cancel: &AtomicBool,
 ) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
     let warm_up = synthetic_data(images.min(2 * batch_size), TRAINING_TEST_IMAGES, device)?;
@@ -336,11 +342,11 @@ fn training(
         seed: SEED,
         space: EpsilonSpace::Pixel,
     };
-    let spec = training_spec(batch_size, 1);
+    let spec = training_spec(batch_size, 1, precision);
     train(net.as_ref(), &warm_up, config(&spec), cancel, &mut |_| {
         Ok(())
     })?;
-    let spec = training_spec(batch_size, repeats);
+    let spec = training_spec(batch_size, repeats, precision);
     let mut runs = Vec::new();
     let mut cpu_runs = Vec::new();
     let mut cpu = process_cpu_seconds();
@@ -406,10 +412,11 @@ impl Report {
         let _ = write!(
             out,
             "{{\"benchmark\": \"worker-compute\", \"implementation\": \"advsweep-worker\", \
-             \"version\": \"{}\", \"device\": \"{}\", \"threads\": {}, \"repeats\": {}, \
-             \"results\": [",
+             \"version\": \"{}\", \"device\": \"{}\", \"precision\": \"{}\", \"threads\": {}, \
+             \"repeats\": {}, \"results\": [",
             env!("CARGO_PKG_VERSION"),
             json_escape(&self.device),
+            self.precision.name(),
             self.threads,
             self.repeats
         );
@@ -443,10 +450,13 @@ impl Report {
     /// A Markdown table for people.
     pub fn to_table(&self) -> String {
         let mut out = format!(
-            "advsweep-worker bench: device {}, {} threads, median of {} repeats\n\n\
+            "advsweep-worker bench: device {}, {} training, {} threads, median of {} repeats\n\n\
              | model    | mode       | batch | images | images/s | repeats |\n\
              |----------|------------|------:|-------:|---------:|---------|\n",
-            self.device, self.threads, self.repeats
+            self.device,
+            self.precision.name(),
+            self.threads,
+            self.repeats
         );
         for m in &self.measurements {
             let runs: Vec<String> = m.runs.iter().map(|r| format!("{r:.1}")).collect();
@@ -511,6 +521,7 @@ mod tests {
             batch_size: Some(16),
             images: Some(32),
             repeats: 2,
+            precision: Precision::Fp32,
             json: true,
         };
         let report = run(&args, Device::Cpu, 1)?;

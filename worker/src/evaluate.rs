@@ -124,6 +124,7 @@ mod tests {
             augment: false,
             eval_batch_size: 150,
             checkpoint_every: 1,
+            precision: advsweep_spec::Precision::Fp32,
         };
         let cancel = AtomicBool::new(false);
         tch::manual_seed(seed as i64);

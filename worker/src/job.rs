@@ -366,6 +366,7 @@ mod tests {
                 augment: true,
                 eval_batch_size: 64,
                 checkpoint_every: 1,
+                precision: advsweep_spec::Precision::Fp32,
             },
             data: DataSpec {
                 source: data,

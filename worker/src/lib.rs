@@ -23,6 +23,7 @@ pub mod evaluate;
 pub mod job;
 pub mod models;
 pub mod optim;
+pub mod precision;
 pub mod rng;
 pub mod schedule;
 pub mod selfcheck;

@@ -48,6 +48,7 @@ use crate::data::{self, Dataset};
 use crate::error::{Permanent, check_cancel};
 use crate::models::Classifier;
 use crate::optim::Optim;
+use crate::precision;
 use crate::rng::Rng;
 use crate::schedule;
 
@@ -138,6 +139,8 @@ pub fn train_from(
             if t.augment {
                 x = data::augment(&x, &mut augment_rng)?;
             }
+            // bf16 autocast (when asked) for the step's forward passes only; see precision.rs.
+            let autocast = precision::training_step(t.precision, device)?;
             (x, y) = training_batch(model, x, y, &cfg.defense.method, cfg.space, &mut attack_rng)
                 .with_context(|| format!("crafting adversarial examples (epoch {epoch})"))?;
             opt.set_lr(schedule::learning_rate(
@@ -151,6 +154,7 @@ pub fn train_from(
             let logits = model.forward(&x, true)?;
             let loss =
                 logits.f_cross_entropy_loss::<Tensor>(&y, None, Reduction::Mean, -100, 0.0)?;
+            drop(autocast);
             // The parameters' gradients, fresh (no zeroing and accumulating into `.grad`).
             let grads = Tensor::f_run_backward(&[&loss], opt.params(), false, false)?;
             opt.step_with(grads)?;
@@ -533,6 +537,7 @@ mod tests {
             augment: false,
             eval_batch_size: 10,
             checkpoint_every: 1,
+            precision: advsweep_spec::Precision::Fp32,
         };
         let snapshot = |m: &BasicNet| -> Vec<Tensor> {
             m.var_store()

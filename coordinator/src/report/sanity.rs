@@ -191,6 +191,7 @@ mod tests {
                 augment: false,
                 eval_batch_size: 1,
                 checkpoint_every: 1,
+                precision: advsweep_spec::Precision::Fp32,
             },
             data: DataSpec {
                 source: data,

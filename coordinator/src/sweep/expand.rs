@@ -18,8 +18,8 @@ use advsweep_spec::wire::{
 };
 use advsweep_spec::{
     Arch, Attack, CellSpec, DataSource, DataSpec, Defense, DenoiserSpec, EpsilonSpace, LrSchedule,
-    MixStrategy, Model, NoiseInjection, Norm, Optimizer, RunSpec, StepSize, TrainingMethod,
-    TrainingSpec,
+    MixStrategy, Model, NoiseInjection, Norm, Optimizer, Precision, RunSpec, StepSize,
+    TrainingMethod, TrainingSpec,
 };
 
 use super::file::{
@@ -768,6 +768,15 @@ fn training(v: &Validator, file: &SweepFile) -> Result<TrainingSpec, SweepError>
     v.check(t.checkpoint_every >= 1, || {
         "training.checkpoint_every must be at least 1".into()
     })?;
+    let precision = match t.precision.as_str() {
+        "fp32" => Precision::Fp32,
+        "bf16" => Precision::Bf16,
+        other => {
+            return v.fail(format!(
+                "training.precision: unknown precision `{other}` (known: fp32, bf16)"
+            ));
+        }
+    };
     v.check(
         (1..=MAX_BATCH_SIZE).contains(&file.evaluation.batch_size),
         || {
@@ -790,6 +799,7 @@ fn training(v: &Validator, file: &SweepFile) -> Result<TrainingSpec, SweepError>
         augment: t.augment,
         eval_batch_size: file.evaluation.batch_size,
         checkpoint_every: t.checkpoint_every,
+        precision,
     })
 }
 

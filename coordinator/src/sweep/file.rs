@@ -117,6 +117,13 @@ pub struct TrainingSection {
     /// Epochs between resumable checkpoints (streamed to the coordinator).
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: u32,
+    /// `fp32` or `bf16` (autocast) for the training step; evaluation is always fp32.
+    #[serde(default = "default_precision")]
+    pub precision: String,
+}
+
+fn default_precision() -> String {
+    "fp32".to_owned()
 }
 
 fn default_checkpoint_every() -> u32 {
@@ -156,6 +163,7 @@ impl Default for TrainingSection {
             step_gamma: default_step_gamma(),
             augment: false,
             checkpoint_every: default_checkpoint_every(),
+            precision: default_precision(),
         }
     }
 }

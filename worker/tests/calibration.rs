@@ -66,6 +66,7 @@ fn synthetic_calibration() -> anyhow::Result<()> {
         augment: false,
         eval_batch_size: 500,
         checkpoint_every: 1,
+        precision: advsweep_spec::Precision::Fp32,
     };
     let cancel = AtomicBool::new(false);
     let eps = 8.0 / 255.0;

@@ -50,6 +50,7 @@ pub fn training(epochs: u32) -> TrainingSpec {
         augment: false,
         eval_batch_size: 150,
         checkpoint_every: 1,
+        precision: advsweep_spec::Precision::Fp32,
     }
 }
 

@@ -16,6 +16,9 @@ use common::*;
 use tch::{Device, Kind, Reduction, Tensor};
 
 const EPS4: f64 = 4.0 / 255.0;
+/// Epochs of the adversarially trained models: enough to be clear of the convergence edge
+/// whatever the CPU's kernels (see `adversarial_training_beats_standard_training`).
+const AT_EPOCHS: u32 = 3;
 
 fn standard(d: &advsweep_worker::data::Dataset) -> anyhow::Result<Box<dyn Classifier>> {
     trained(
@@ -217,7 +220,10 @@ fn adversarial_training_beats_standard_training() -> anyhow::Result<()> {
             epsilon: EPS4,
             fraction: 0.5,
         }),
-        &training(2),
+        // Three epochs, not two: after two the adversarial model is still on the edge of
+        // converging (on an AMX Xeon it scored exactly the standard model's 78 %, on the AMD
+        // machine before it scored higher); after three or four it keeps 89–92 % here.
+        &training(AT_EPOCHS),
         1,
         EpsilonSpace::Pixel,
     )?;
@@ -253,7 +259,7 @@ fn mixed_norm_training_beats_standard_under_both_norms() -> anyhow::Result<()> {
             strategy,
             fraction,
         };
-        let m = trained(&d, &defense(method), &training(2), 1, EpsilonSpace::Pixel)?;
+        let m = trained(&d, &defense(method), &training(AT_EPOCHS), 1, EpsilonSpace::Pixel)?;
         let (linf, l2) = robust(m.as_ref())?;
         println!(
             "{strategy:?} (fraction {fraction}): PGD-5-linf 4/255 {linf:.3} (standard {std_linf:.3}), PGD-5-l2 0.5 {l2:.3} (standard {std_l2:.3})"

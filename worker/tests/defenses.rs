@@ -259,7 +259,13 @@ fn mixed_norm_training_beats_standard_under_both_norms() -> anyhow::Result<()> {
             strategy,
             fraction,
         };
-        let m = trained(&d, &defense(method), &training(AT_EPOCHS), 1, EpsilonSpace::Pixel)?;
+        let m = trained(
+            &d,
+            &defense(method),
+            &training(AT_EPOCHS),
+            1,
+            EpsilonSpace::Pixel,
+        )?;
         let (linf, l2) = robust(m.as_ref())?;
         println!(
             "{strategy:?} (fraction {fraction}): PGD-5-linf 4/255 {linf:.3} (standard {std_linf:.3}), PGD-5-l2 0.5 {l2:.3} (standard {std_l2:.3})"

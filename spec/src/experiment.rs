@@ -290,11 +290,22 @@ impl Precision {
         *self == Precision::Fp32
     }
 
+    pub const ALL: [Precision; 2] = [Precision::Fp32, Precision::Bf16];
+
+    /// The name sweep files and flags use (`fp32`, `bf16`).
     pub fn name(self) -> &'static str {
         match self {
             Precision::Fp32 => "fp32",
             Precision::Bf16 => "bf16",
         }
+    }
+
+    /// The precision called `name`, or an error listing the known names.
+    pub fn from_name(name: &str) -> Result<Precision, String> {
+        Precision::ALL
+            .into_iter()
+            .find(|p| p.name() == name)
+            .ok_or_else(|| format!("unknown precision `{name}` (known: fp32, bf16)"))
     }
 }
 

@@ -138,20 +138,12 @@ pub struct BenchArgs {
 
     /// Arithmetic of the training modes: fp32, or bf16 autocast (the sweep file's
     /// `[training] precision`); PGD evaluation is always fp32.
-    #[arg(long, default_value = "fp32", value_parser = parse_precision)]
+    #[arg(long, default_value = "fp32", value_parser = advsweep_spec::Precision::from_name)]
     pub precision: advsweep_spec::Precision,
 
     /// Print one JSON document on stdout instead of a table.
     #[arg(long)]
     pub json: bool,
-}
-
-fn parse_precision(text: &str) -> Result<advsweep_spec::Precision, String> {
-    match text {
-        "fp32" => Ok(advsweep_spec::Precision::Fp32),
-        "bf16" => Ok(advsweep_spec::Precision::Bf16),
-        other => Err(format!("unknown precision `{other}` (known: fp32, bf16)")),
-    }
 }
 
 /// How log lines look.

@@ -30,6 +30,27 @@ fn standard(d: &advsweep_worker::data::Dataset) -> anyhow::Result<Box<dyn Classi
     )
 }
 
+/// `spec`'s denoiser trained against `classifier` on `data` (batches of 32, pixel ε, seed 3).
+fn train_denoiser(
+    classifier: &dyn Classifier,
+    data: &advsweep_worker::data::Dataset,
+    spec: &DenoiserSpec,
+    on_epoch: &mut dyn FnMut(u32, f64),
+) -> anyhow::Result<denoiser::Denoiser> {
+    denoiser::train(
+        classifier,
+        data,
+        DenoiserTraining {
+            spec,
+            batch_size: 32,
+            space: EpsilonSpace::Pixel,
+            seed: 3,
+        },
+        &AtomicBool::new(false),
+        on_epoch,
+    )
+}
+
 fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len().max(1) as f64
 }
@@ -107,18 +128,9 @@ fn the_denoiser_learns_and_passes_gradients() -> anyhow::Result<()> {
     };
     let small = data(1500, 10)?;
     let mut epochs = Vec::new();
-    let den = denoiser::train(
-        classifier.as_ref(),
-        &small,
-        DenoiserTraining {
-            spec: &spec,
-            batch_size: 32,
-            space: EpsilonSpace::Pixel,
-            seed: 3,
-        },
-        &AtomicBool::new(false),
-        &mut |epoch, mse| epochs.push((epoch, mse)),
-    )?;
+    let den = train_denoiser(classifier.as_ref(), &small, &spec, &mut |epoch, mse| {
+        epochs.push((epoch, mse))
+    })?;
     assert_eq!(epochs.len(), 2);
     let (x, y) = d.test_batch(0, 200)?;
     let x_adv = perturb(
@@ -172,18 +184,7 @@ fn the_denoiser_trains_on_pairs_per_epoch_only() -> anyhow::Result<()> {
         learning_rate: 1e-3,
         pairs_per_epoch: 70,
     };
-    let den = denoiser::train(
-        classifier.as_ref(),
-        &d,
-        DenoiserTraining {
-            spec: &spec,
-            batch_size: 32,
-            space: EpsilonSpace::Pixel,
-            seed: 3,
-        },
-        &AtomicBool::new(false),
-        &mut |_, _| {},
-    )?;
+    let den = train_denoiser(classifier.as_ref(), &d, &spec, &mut |_, _| {})?;
     // 70 pairs in batches of 32: 32 + 32 + 6, three batches per epoch, three epochs.
     let batches = den
         .batches_tracked()

@@ -768,14 +768,9 @@ fn training(v: &Validator, file: &SweepFile) -> Result<TrainingSpec, SweepError>
     v.check(t.checkpoint_every >= 1, || {
         "training.checkpoint_every must be at least 1".into()
     })?;
-    let precision = match t.precision.as_str() {
-        "fp32" => Precision::Fp32,
-        "bf16" => Precision::Bf16,
-        other => {
-            return v.fail(format!(
-                "training.precision: unknown precision `{other}` (known: fp32, bf16)"
-            ));
-        }
+    let precision = match Precision::from_name(&t.precision) {
+        Ok(precision) => precision,
+        Err(e) => return v.fail(format!("training.precision: {e}")),
     };
     v.check(
         (1..=MAX_BATCH_SIZE).contains(&file.evaluation.batch_size),

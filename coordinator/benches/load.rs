@@ -5,13 +5,19 @@
 //! ```sh
 //! cargo bench -p advsweep-coordinator --bench load -- [--quick] [--repeats N]
 //!     [--scenarios 2x1000,2x10000,2x100000,1000x100000] [--sweep-dir DIR]
+//!     [--reporting batched|per-event]
 //! ```
 //! (or `bench/coordinator.sh`, which also runs the Optuna comparison). Prints one JSON object on
 //! stdout; progress goes to stderr.
 //!
 //! Each simulated worker behaves like `advsweep-worker` (worker/src/agent.rs) minus the compute:
-//! `Register` once, then sequentially `Lease`; for a granted run one `ReportMetrics` per epoch
-//! (one point each), one `CompleteCell` per cell with a plausible result, `CompleteRun`; when no
+//! `Register` once, then sequentially `Lease`; for a granted run its epoch points and cell
+//! results, `CompleteRun`. How the results go depends on `--reporting`: `batched` (the default)
+//! is what the real worker sends when its job finishes faster than a round trip, as a no-op job
+//! does — everything queued goes in one call, i.e. one `ReportMetrics` with the run's epochs and
+//! one `CompleteCells` with its cells (worker/src/report_batch.rs); `per-event` is the real
+//! worker's pattern when every epoch and cell takes longer than a round trip — one
+//! `ReportMetrics` per epoch, one `CompleteCell` per cell, each awaited. When no
 //! run is ready it sleeps `retry_after_ms` clamped to [50 ms, 2 s], and it exits when the
 //! coordinator says idle (`--exit-when-idle`). Transient RPC errors are retried as the worker
 //! does. No RPC of one worker overlaps another of the same worker (no pipelining). Every worker
@@ -106,6 +112,23 @@ struct Options {
     repeats: usize,
     sweep_dir: Option<PathBuf>,
     quick: bool,
+    reporting: Reporting,
+}
+
+/// How a simulated worker reports a run's epochs and cells (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reporting {
+    Batched,
+    PerEvent,
+}
+
+impl Reporting {
+    fn name(self) -> &'static str {
+        match self {
+            Reporting::Batched => "batched",
+            Reporting::PerEvent => "per-event",
+        }
+    }
 }
 
 fn parse_args() -> Options {
@@ -114,6 +137,7 @@ fn parse_args() -> Options {
         repeats: 3,
         sweep_dir: None,
         quick: false,
+        reporting: Reporting::Batched,
     };
     let mut scenarios: Option<Vec<(usize, usize)>> = None;
     let mut repeats: Option<usize> = None;
@@ -123,6 +147,13 @@ fn parse_args() -> Options {
             "--quick" => opts.quick = true,
             "--repeats" => repeats = args.next().and_then(|v| v.parse().ok()),
             "--sweep-dir" => opts.sweep_dir = args.next().map(PathBuf::from),
+            "--reporting" => {
+                opts.reporting = match args.next().as_deref() {
+                    Some("batched") => Reporting::Batched,
+                    Some("per-event") => Reporting::PerEvent,
+                    other => panic!("--reporting takes batched or per-event, got {other:?}"),
+                }
+            }
             "--scenarios" => {
                 scenarios = args.next().map(|v| {
                     v.split(',')
@@ -348,7 +379,12 @@ fn accuracy_for(attack: &str, epsilon: f64) -> f64 {
 }
 
 /// One simulated worker: the real worker's RPC sequence without the compute.
-async fn worker(channel: Channel, index: usize, go: Arc<tokio::sync::Barrier>) -> WorkerStats {
+async fn worker(
+    channel: Channel,
+    index: usize,
+    go: Arc<tokio::sync::Barrier>,
+    reporting: Reporting,
+) -> WorkerStats {
     let client = WorkerServiceClient::new(channel);
     let mut stats = WorkerStats::default();
     let register = pb::RegisterRequest {
@@ -407,22 +443,30 @@ async fn worker(channel: Channel, index: usize, go: Arc<tokio::sync::Barrier>) -
             lease_id: lease.lease_id.clone(),
             attempt: lease.attempt,
         };
+        let epochs: Vec<pb::EpochMetrics> = (1..=EPOCHS)
+            .map(|epoch| pb::EpochMetrics {
+                epoch,
+                train_loss: 2.3 / f64::from(epoch),
+                train_accuracy: 0.3 + 0.1 * f64::from(epoch),
+                test_accuracy: 0.25 + 0.1 * f64::from(epoch),
+                seconds: 1.0,
+                images_per_second: 10_000.0,
+            })
+            .collect();
+        let metric_calls: Vec<Vec<pb::EpochMetrics>> = match reporting {
+            Reporting::Batched => vec![epochs],
+            Reporting::PerEvent => epochs.into_iter().map(|e| vec![e]).collect(),
+        };
         let mut lost = false;
-        for epoch in 1..=EPOCHS {
+        for epochs in metric_calls {
+            let n = epochs.len() as u64;
             let request = pb::ReportMetricsRequest {
                 lease: Some(lease_ref.clone()),
-                epochs: vec![pb::EpochMetrics {
-                    epoch,
-                    train_loss: 2.3 / f64::from(epoch),
-                    train_accuracy: 0.3 + 0.1 * f64::from(epoch),
-                    test_accuracy: 0.25 + 0.1 * f64::from(epoch),
-                    seconds: 1.0,
-                    images_per_second: 10_000.0,
-                }],
+                epochs,
             };
             let r: Result<pb::Ack, Status> = call!(stats, client, report_metrics, request);
             match r {
-                Ok(_) => stats.points += 1,
+                Ok(_) => stats.points += n,
                 Err(status) => {
                     stats.errors.push(format!("ReportMetrics: {status}"));
                     lost = true;
@@ -430,35 +474,60 @@ async fn worker(channel: Channel, index: usize, go: Arc<tokio::sync::Barrier>) -
                 }
             }
         }
-        for cell in &run.cells {
+        let reports: Vec<pb::CellReport> = run
+            .cells
+            .iter()
+            .map(|cell| {
+                let accuracy = accuracy_for(&cell.attack_name, cell.epsilon);
+                pb::CellReport {
+                    cell_id: cell.cell_id.clone(),
+                    result: Some(pb::CellResult {
+                        accuracy,
+                        attack_success_rate: (0.85 - accuracy) / 0.85,
+                        mean_linf: cell.epsilon,
+                        mean_l2: cell.epsilon * 40.0,
+                        images_per_second: 5_000.0,
+                        seconds: 0.2,
+                        examples: 1_000,
+                    }),
+                }
+            })
+            .collect();
+        let cell_calls: Vec<Vec<pb::CellReport>> = match reporting {
+            Reporting::Batched => vec![reports],
+            Reporting::PerEvent => reports.into_iter().map(|r| vec![r]).collect(),
+        };
+        for cells in cell_calls {
             if lost {
                 break;
             }
-            let accuracy = accuracy_for(&cell.attack_name, cell.epsilon);
-            let request = pb::CompleteCellRequest {
-                lease: Some(lease_ref.clone()),
-                cell_id: cell.cell_id.clone(),
-                result: Some(pb::CellResult {
-                    accuracy,
-                    attack_success_rate: (0.85 - accuracy) / 0.85,
-                    mean_linf: cell.epsilon,
-                    mean_l2: cell.epsilon * 40.0,
-                    images_per_second: 5_000.0,
-                    seconds: 0.2,
-                    examples: 1_000,
-                }),
-            };
             let sent = Instant::now();
-            let r: Result<pb::Ack, Status> = call!(stats, client, complete_cell, request);
+            let r: Result<pb::Ack, Status> = if reporting == Reporting::Batched {
+                let request = pb::CompleteCellsRequest {
+                    lease: Some(lease_ref.clone()),
+                    cells: cells.clone(),
+                };
+                call!(stats, client, complete_cells, request)
+            } else {
+                let cell = cells[0].clone();
+                let request = pb::CompleteCellRequest {
+                    lease: Some(lease_ref.clone()),
+                    cell_id: cell.cell_id,
+                    result: cell.result,
+                };
+                call!(stats, client, complete_cell, request)
+            };
             match r {
                 Ok(_) => {
                     stats.cell_latency.push(sent.elapsed().as_secs_f64());
-                    stats
-                        .acks
-                        .push((cell.cell_id.clone(), lease.lease_id.clone()));
+                    for cell in &cells {
+                        stats
+                            .acks
+                            .push((cell.cell_id.clone(), lease.lease_id.clone()));
+                    }
                 }
                 Err(status) => {
-                    stats.errors.push(format!("CompleteCell: {status}"));
+                    stats.errors.push(format!("CompleteCell(s): {status}"));
                     lost = true;
                 }
             }
@@ -543,6 +612,7 @@ fn one_repeat(
     workers: usize,
     cells: usize,
     sweep: &str,
+    reporting: Reporting,
 ) -> serde_json::Map<String, Value> {
     let dir = tempfile::Builder::new()
         .prefix("advsweep-bench-")
@@ -576,7 +646,7 @@ fn one_repeat(
             // same millisecond); each worker registers as soon as it is connected.
             let channel = connect(&addr).await;
             let go = Arc::clone(&go);
-            tasks.push(tokio::spawn(worker(channel, i, go)));
+            tasks.push(tokio::spawn(worker(channel, i, go, reporting)));
         }
         // CPU from the moment every worker is registered to the end.
         let cpu_at_start = cpu_seconds(&format!("/proc/{pid}/stat"));
@@ -721,7 +791,13 @@ fn one_repeat(
         );
     }
     // Time spent inside the coordinator per RPC (its own histogram), to tell it from transit.
-    for method in ["Lease", "ReportMetrics", "CompleteCell", "CompleteRun"] {
+    for method in [
+        "Lease",
+        "ReportMetrics",
+        "CompleteCell",
+        "CompleteCells",
+        "CompleteRun",
+    ] {
         let key = |what: &str| {
             format!(
                 "advsweep_rpc_duration_seconds_{what}{{method=\"advsweep.v1.WorkerService/{method}\"}}"
@@ -778,7 +854,7 @@ fn main() {
                 "load: {workers} workers, {cells} cells, repeat {repeat}/{}",
                 opts.repeats
             );
-            let sample = one_repeat(&rt, workers, cells, &sweep);
+            let sample = one_repeat(&rt, workers, cells, &sweep, opts.reporting);
             eprintln!(
                 "load:   {} cells/s, lease p99 {} ms, peak RSS {} MB, duplicated {}",
                 sample["cells_per_s"],
@@ -802,7 +878,8 @@ fn main() {
             cost_by_cells.insert((workers, cells), us);
         }
         scenarios.push(json!({
-            "name": format!("{workers} workers, {cells} cells"),
+            "name": format!("{workers} workers, {cells} cells, {} reports", opts.reporting.name()),
+            "reporting": opts.reporting.name(),
             "workers": workers,
             "cells": cells,
             "runs": cells / (ATTACKS.len() * EPSILONS.len()),
@@ -829,7 +906,11 @@ fn main() {
             "epochs_per_run": EPOCHS, "cells_per_run": ATTACKS.len() * EPSILONS.len(),
             "cells_per_seed": CELLS_PER_SEED,
         },
-        "worker_model": "each simulated worker: own HTTP/2 channel, sequential RPCs like worker/src/agent.rs (Register; Lease; ReportMetrics per epoch; CompleteCell per cell; CompleteRun), no heartbeats, no checkpoint uploads",
+        "worker_model": match opts.reporting {
+            Reporting::Batched => "each simulated worker: own HTTP/2 channel, sequential RPCs like worker/src/agent.rs with a job faster than a round trip (Register; Lease; one ReportMetrics with the run's epochs; one CompleteCells with its cells; CompleteRun), no heartbeats, no checkpoint uploads",
+            Reporting::PerEvent => "each simulated worker: own HTTP/2 channel, sequential RPCs like worker/src/agent.rs with epochs and cells slower than a round trip (Register; Lease; ReportMetrics per epoch; CompleteCell per cell; CompleteRun), no heartbeats, no checkpoint uploads",
+        },
+        "reporting": opts.reporting.name(),
         "scenarios": scenarios,
         "per_cell_cost_100k_over_1k_2_workers": flatness,
     });

@@ -395,6 +395,57 @@ fn complete_cell_1000_random_requests() {
 }
 
 #[test]
+fn complete_cells_1000_random_requests() {
+    fuzz(
+        1000,
+        |f| {
+            (
+                lease_choice(),
+                prop::collection::vec(
+                    (
+                        prop_oneof![
+                            3 => any::<prop::sample::Index>().prop_map(Ok),
+                            1 => one_of(f.cell_ids.clone()).prop_map(Err),
+                        ],
+                        // Mostly valid results, so that whole batches get through too.
+                        proptest::option::weighted(
+                            0.95,
+                            prop_oneof![4 => valid_cell_result(), 1 => hostile_cell_result()],
+                        ),
+                    ),
+                    0..5,
+                ),
+            )
+        },
+        |f, (lease, cells)| {
+            Box::pin(async move {
+                let live = f.live();
+                let lease = resolve(&lease, &live.lease);
+                // Cells of the live run, or any other ids, with or without results.
+                let cells = cells
+                    .into_iter()
+                    .map(|(cell, result)| pb::CellReport {
+                        cell_id: match cell {
+                            Ok(i) if !live.cells.is_empty() => {
+                                live.cells[i.index(live.cells.len())].clone()
+                            }
+                            Ok(_) => String::new(),
+                            Err(other) => other,
+                        },
+                        result,
+                    })
+                    .collect();
+                let r = f
+                    .workers
+                    .complete_cells(Request::new(pb::CompleteCellsRequest { lease, cells }))
+                    .await;
+                check("CompleteCells", r)
+            })
+        },
+    );
+}
+
+#[test]
 fn fail_release_complete_run_1000_random_requests() {
     fuzz(
         1000,

@@ -7,9 +7,10 @@
 //!   `keep_going = false` (or rejects the lease as gone) the shared cancel flag is set, the job
 //!   stops at the next batch boundary, and the run is abandoned without a `FailRun` — the
 //!   coordinator already moved on;
-//! * progress events from the job become `ReportMetrics` (one per epoch) and `CompleteCell` (one
-//!   per cell) calls, in order, followed by `CompleteRun` — or `FailRun` with the full error
-//!   chain and whether a retry could help.
+//! * progress events from the job become `ReportMetrics` and `CompleteCells` calls, in order,
+//!   followed by `CompleteRun` — or `FailRun` with the full error chain and whether a retry could
+//!   help. The job does not wait for its reports: what queued while a call was in flight goes in
+//!   the next one ([`crate::report_batch`]), so fast cells share a round trip and a commit.
 //!
 //! Transient transport errors are retried a few times with exponential backoff; everything
 //! that fails is logged with the RPC name and status. A shutdown signal (SIGTERM, SIGINT)
@@ -34,6 +35,7 @@ use tracing::{Instrument as _, Span, debug, error, info, info_span, warn};
 
 use crate::error::{is_cancelled, is_retryable};
 use crate::job::{Executor, Progress};
+use crate::report_batch::{MAX_CELLS_PER_CALL, Report, coalesce};
 
 type Client = WorkerServiceClient<AuthChannel>;
 
@@ -394,16 +396,16 @@ impl LeaseState {
         }
     }
 
-    async fn report(&self, progress: Progress) {
+    async fn report(&self, report: Report) {
         if self.is_lost() {
-            debug!("lease lost; not reporting {progress:?}");
+            debug!("lease lost; not reporting {report:?}");
             return;
         }
-        match progress {
-            Progress::Epoch(m) => {
+        match report {
+            Report::Epochs(epochs) => {
                 let request = pb::ReportMetricsRequest {
                     lease: Some(self.lease.clone()),
-                    epochs: vec![epoch_to_wire(&m)],
+                    epochs: epochs.iter().map(epoch_to_wire).collect(),
                 };
                 let result = call("ReportMetrics", || {
                     rpc!(self.client, report_metrics, request)
@@ -411,7 +413,7 @@ impl LeaseState {
                 .await;
                 self.check("ReportMetrics", result);
             }
-            Progress::Checkpoint { epoch, bytes } => {
+            Report::Checkpoint { epoch, bytes } => {
                 // Best effort: a lost checkpoint only costs recomputation after a failure.
                 match upload_checkpoint(&self.client, &self.lease, epoch, bytes).await {
                     Ok(ack) => debug!(
@@ -426,18 +428,53 @@ impl LeaseState {
                     }
                 }
             }
-            Progress::Cell { cell_id, result } => {
-                let request = pb::CompleteCellRequest {
+            Report::Cells(cells) => {
+                let request = pb::CompleteCellsRequest {
                     lease: Some(self.lease.clone()),
-                    cell_id: cell_id.clone(),
-                    result: Some(cell_result_to_wire(&result)),
+                    cells: cells
+                        .iter()
+                        .map(|(cell_id, result)| pb::CellReport {
+                            cell_id: cell_id.clone(),
+                            result: Some(cell_result_to_wire(result)),
+                        })
+                        .collect(),
                 };
-                let result =
-                    call("CompleteCell", || rpc!(self.client, complete_cell, request)).await;
-                if self.check("CompleteCell", result) {
-                    debug!(cell_id, "cell reported");
+                let result = call("CompleteCells", || {
+                    rpc!(self.client, complete_cells, request)
+                })
+                .await;
+                match result {
+                    Err(status) if status.code() == Code::Unimplemented => {
+                        // A coordinator older than CompleteCells: one call per cell.
+                        debug!("CompleteCells not served; reporting cells one by one");
+                        for (cell_id, result) in cells {
+                            self.complete_one_cell(cell_id, result).await;
+                        }
+                    }
+                    result => {
+                        if self.check("CompleteCells", result) {
+                            for (cell_id, _) in &cells {
+                                debug!(cell_id, "cell reported");
+                            }
+                        }
+                    }
                 }
             }
+        }
+    }
+
+    async fn complete_one_cell(&self, cell_id: String, result: advsweep_spec::CellResult) {
+        if self.is_lost() {
+            return;
+        }
+        let request = pb::CompleteCellRequest {
+            lease: Some(self.lease.clone()),
+            cell_id: cell_id.clone(),
+            result: Some(cell_result_to_wire(&result)),
+        };
+        let result = call("CompleteCell", || rpc!(self.client, complete_cell, request)).await;
+        if self.check("CompleteCell", result) {
+            debug!(cell_id, "cell reported");
         }
     }
 
@@ -689,7 +726,19 @@ async fn execute_lease_inner(
     loop {
         tokio::select! {
             event = rx.recv() => match event {
-                Some(progress) => state.report(progress).await,
+                Some(progress) => {
+                    // Whatever else queued while the last call was in flight goes along.
+                    let mut queued = vec![progress];
+                    while queued.len() < 4 * MAX_CELLS_PER_CALL {
+                        match rx.try_recv() {
+                            Ok(more) => queued.push(more),
+                            Err(_) => break,
+                        }
+                    }
+                    for report in coalesce(queued) {
+                        state.report(report).await;
+                    }
+                }
                 None => break,
             },
             changed = shutdown.changed(), if !shutting_down => {

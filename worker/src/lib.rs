@@ -24,6 +24,7 @@ pub mod job;
 pub mod models;
 pub mod optim;
 pub mod precision;
+pub mod report_batch;
 pub mod rng;
 pub mod schedule;
 pub mod selfcheck;

@@ -40,6 +40,8 @@ pub const MAX_STATUS_MESSAGE_BYTES: usize = 4096;
 pub const MAX_SLOTS: u32 = 1024;
 /// Most epochs in one `ReportMetrics` call.
 pub const MAX_EPOCHS_PER_REPORT: usize = 10_000;
+/// Most cells in one `CompleteCells` call.
+pub const MAX_CELLS_PER_REPORT: usize = 10_000;
 /// Most cell ids named in one `RetrySweep` call.
 pub const MAX_RETRY_CELL_IDS: usize = 100_000;
 /// Most entries in `SubmitSweepRequest.overrides`.

@@ -12,8 +12,8 @@ use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
 use super::validate::{
-    self, ContentId, MAX_EPOCHS_PER_REPORT, MAX_SLOTS, clean_reason, lease_ref, require_content_id,
-    require_count, require_id, require_label, wire_error,
+    self, ContentId, MAX_CELLS_PER_REPORT, MAX_EPOCHS_PER_REPORT, MAX_SLOTS, clean_reason,
+    lease_ref, require_content_id, require_count, require_id, require_label, wire_error,
 };
 use super::{ChangeNotifier, blocking, status_of};
 use crate::metrics::Metrics;
@@ -327,6 +327,64 @@ impl WorkerService for WorkerApi {
             accuracy,
             stored,
             "cell result"
+        );
+        self.changes.notify();
+        Ok(Response::new(pb::Ack {}))
+    }
+
+    async fn complete_cells(
+        &self,
+        request: Request<pb::CompleteCellsRequest>,
+    ) -> Result<Response<pb::Ack>, Status> {
+        let r = request.into_inner();
+        let lease = lease_ref(r.lease)?;
+        if r.cells.is_empty() {
+            return Err(validate::invalid("field `cells` is empty"));
+        }
+        require_count("cells", r.cells.len(), MAX_CELLS_PER_REPORT)?;
+        let mut cells = Vec::with_capacity(r.cells.len());
+        for (i, cell) in r.cells.into_iter().enumerate() {
+            require_content_id(
+                &format!("cells[{i}].cell_id"),
+                &cell.cell_id,
+                ContentId::Cell,
+            )?;
+            let result = cell
+                .result
+                .as_ref()
+                .ok_or_else(|| validate::invalid(format!("missing field `cells[{i}].result`")))?;
+            let result = wire::cell_result_from_wire(result)
+                .map_err(|e| validate::invalid(format!("cells[{i}]: {e}")))?;
+            cells.push((cell.cell_id, result));
+        }
+        let count = cells.len();
+        let logged: Vec<(String, f64)> = cells
+            .iter()
+            .map(|(id, r)| (id.clone(), r.accuracy))
+            .collect();
+        let stored = self
+            .store
+            .complete_cells_async(lease.clone(), cells)
+            .await
+            .map_err(status_of)?;
+        self.metrics
+            .cell_results
+            .fetch_add(stored as u64, std::sync::atomic::Ordering::Relaxed);
+        for (cell_id, accuracy) in logged {
+            info!(
+                run_id = lease.run_id,
+                cell_id,
+                attempt = lease.attempt,
+                accuracy,
+                "cell result"
+            );
+        }
+        info!(
+            run_id = lease.run_id,
+            attempt = lease.attempt,
+            cells = count,
+            stored,
+            "cell results stored together"
         );
         self.changes.notify();
         Ok(Response::new(pb::Ack {}))

@@ -90,6 +90,28 @@ impl Store {
             .await
     }
 
+    /// Stores several cells' results in one transaction: all of them or, when one is refused
+    /// (not a cell of the leased run, or the lease is gone), none. Returns how many this call
+    /// stored; cells already done (a retried call, or an earlier attempt's result) count 0.
+    pub fn complete_cells(
+        &self,
+        lease: &LeaseRef,
+        cells: &[(String, CellResult)],
+    ) -> Result<usize, StoreError> {
+        let (lease, cells) = (lease.clone(), cells.to_vec());
+        self.write(move |c| complete_cells(c, &lease, &cells))
+    }
+
+    /// [`Store::complete_cells`] for async callers.
+    pub async fn complete_cells_async(
+        &self,
+        lease: LeaseRef,
+        cells: Vec<(String, CellResult)>,
+    ) -> Result<usize, StoreError> {
+        self.write_async(move |c| complete_cells(c, &lease, &cells))
+            .await
+    }
+
     /// Ends a run's lease successfully. Cells the worker did not report are failed, since the
     /// worker claims to be finished with them.
     pub fn complete_run(&self, lease: &LeaseRef) -> Result<(), StoreError> {
@@ -197,6 +219,21 @@ fn complete_cell(
         now
     ])?;
     Ok(true)
+}
+
+/// One writer job, so one savepoint: the first refused cell rolls back the ones before it.
+fn complete_cells(
+    conn: &Connection,
+    lease: &LeaseRef,
+    cells: &[(String, CellResult)],
+) -> Result<usize, StoreError> {
+    let mut stored = 0;
+    for (cell_id, result) in cells {
+        if complete_cell(conn, lease, cell_id, result)? {
+            stored += 1;
+        }
+    }
+    Ok(stored)
 }
 
 fn complete_run(conn: &Connection, lease: &LeaseRef) -> Result<(), StoreError> {

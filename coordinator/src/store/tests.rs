@@ -529,3 +529,87 @@ fn a_lease_for_one_sweep_leaves_the_other_sweeps_runs_alone() {
     let g = grant(&s, &w);
     assert_eq!(g.sweep_id, first.sweep_id);
 }
+
+/// (cell id, state, accuracy) of every cell of a run, read through a fresh connection.
+fn cells_of(s: &Store, run_id: &str) -> Vec<(String, String, Option<f64>)> {
+    let conn = rusqlite::Connection::open(s.path()).expect("open");
+    conn.prepare("SELECT cell_id, state, result_json FROM cells WHERE run_id = ?1 ORDER BY cell_id")
+        .expect("prepare")
+        .query_map([run_id], |r| {
+            let result: Option<String> = r.get(2)?;
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                result.map(|j| {
+                    serde_json::from_str::<CellResult>(&j)
+                        .expect("stored result")
+                        .accuracy
+                }),
+            ))
+        })
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}
+
+#[test]
+fn cells_reported_together_are_stored_all_or_none() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = store(&dir, LeaseSettings::default());
+    s.submit(&plan(SWEEP), SWEEP).expect("submit");
+    let w = s
+        .register_worker("w", "host", "cpu", 1, "test")
+        .expect("register");
+    let g = grant(&s, &w);
+    let l = lease_ref(&w, &g);
+    let other = grant(&s, &w);
+    assert_eq!(g.cells.len(), 2);
+
+    // One cell of another run in the batch: refused by name, and nothing of it is stored.
+    let mixed = vec![
+        (g.cells[0].id.clone(), result(0.7)),
+        (other.cells[0].id.clone(), result(0.6)),
+    ];
+    let err = s.complete_cells(&l, &mixed).expect_err("a foreign cell");
+    assert!(
+        matches!(&err, StoreError::NoSuchCell { cell_id, .. } if *cell_id == other.cells[0].id),
+        "{err}"
+    );
+    assert!(
+        cells_of(&s, &g.run.id)
+            .iter()
+            .all(|(_, state, acc)| state == "pending" && acc.is_none())
+    );
+
+    // The run's own cells: both stored, in one call; the same call again stores nothing.
+    let batch: Vec<(String, CellResult)> = g
+        .cells
+        .iter()
+        .zip([0.7, 0.3])
+        .map(|(c, a)| (c.id.clone(), result(a)))
+        .collect();
+    assert_eq!(s.complete_cells(&l, &batch).expect("stored"), 2);
+    assert_eq!(s.complete_cells(&l, &batch).expect("a retry"), 0);
+    let mut expected: Vec<(String, String, Option<f64>)> = batch
+        .iter()
+        .map(|(id, r)| (id.clone(), "done".into(), Some(r.accuracy)))
+        .collect();
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(cells_of(&s, &g.run.id), expected);
+    s.complete_run(&l).expect("complete");
+
+    // A lease that is gone stores nothing either.
+    let stale = LeaseRef {
+        lease_id: "not-the-lease".into(),
+        ..lease_ref(&w, &other)
+    };
+    let err = s
+        .complete_cells(&stale, &[(other.cells[0].id.clone(), result(0.5))])
+        .expect_err("fenced");
+    assert!(matches!(err, StoreError::LeaseLost { .. }), "{err}");
+    assert!(
+        cells_of(&s, &other.run.id)
+            .iter()
+            .all(|(_, state, _)| state == "pending")
+    );
+}

@@ -407,6 +407,76 @@ fn a_group_commit_rolls_back_only_the_request_that_failed() {
 }
 
 #[test]
+fn a_lease_commits_ahead_of_the_reports_queued_before_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = store(&dir, LeaseSettings::default());
+    s.write(|c| {
+        c.execute_batch("CREATE TABLE t (x TEXT)")?;
+        Ok(())
+    })
+    .expect("create");
+    let path = s.path().to_owned();
+    // What another connection sees: committed rows only.
+    let committed = move || -> Vec<String> {
+        let conn = rusqlite::Connection::open(&path).expect("open");
+        conn.prepare("SELECT x FROM t ORDER BY rowid")
+            .expect("prepare")
+            .query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    };
+    // One report holds the writer; three more reports queue up, then a lease.
+    let started = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let seen_by_reports = std::thread::scope(|scope| {
+        let s = &s;
+        let gate = std::sync::Arc::clone(&started);
+        let first = scope.spawn(move || {
+            s.write(move |c| {
+                gate.wait();
+                std::thread::sleep(Duration::from_millis(200));
+                c.execute("INSERT INTO t VALUES ('first')", [])?;
+                Ok(())
+            })
+        });
+        started.wait();
+        let reports: Vec<_> = (1..=3)
+            .map(|i| {
+                let committed = committed.clone();
+                scope.spawn(move || {
+                    s.write(move |c| {
+                        let seen = committed();
+                        c.execute("INSERT INTO t VALUES (?1)", [format!("report {i}")])?;
+                        Ok(seen)
+                    })
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(50));
+        let lease = scope.spawn(move || {
+            s.write_urgent(|c| {
+                c.execute("INSERT INTO t VALUES ('lease')", [])?;
+                Ok(())
+            })
+        });
+        first.join().expect("thread").expect("first");
+        lease.join().expect("thread").expect("lease");
+        reports
+            .into_iter()
+            .map(|h| h.join().expect("thread").expect("report"))
+            .collect::<Vec<_>>()
+    });
+    // Every queued report ran after the lease had committed (it did not wait for them), and
+    // nothing was lost.
+    for seen in &seen_by_reports {
+        assert!(seen.contains(&"lease".to_owned()), "{seen:?}");
+    }
+    let mut all = committed();
+    all.sort();
+    assert_eq!(all, ["first", "lease", "report 1", "report 2", "report 3"]);
+}
+
+#[test]
 fn concurrent_workers_share_commits_and_lose_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let text = SWEEP.replace(

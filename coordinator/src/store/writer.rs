@@ -8,7 +8,10 @@
 //! each job. So nothing is acknowledged before it is durable, and N concurrent requests cost one
 //! fsync instead of N. Jobs run in arrival order, except that urgent ones (leases, heartbeats,
 //! registrations: a worker idles until they are answered) go ahead of the reports queued
-//! before them; each job sees the writes of those before it.
+//! before them; each job sees the writes of those before it. Urgent jobs also commit among
+//! themselves: a batch is either all urgent or all reports, and a batch of reports ends early
+//! (commits what it ran) as soon as an urgent job arrives, so a lease waits for at most one
+//! report and one commit, not for a transaction of hundreds of reports.
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -146,7 +149,14 @@ impl Drop for Writer {
 fn run(conn: Connection, queue: mpsc::Receiver<(Priority, Job)>) {
     let mut urgent: VecDeque<Job> = VecDeque::new();
     let mut normal: VecDeque<Job> = VecDeque::new();
-    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    let take_queued = |urgent: &mut VecDeque<Job>, normal: &mut VecDeque<Job>| {
+        while let Ok((priority, job)) = queue.try_recv() {
+            match priority {
+                Priority::Urgent => urgent.push_back(job),
+                Priority::Normal => normal.push_back(job),
+            }
+        }
+    };
     loop {
         if urgent.is_empty() && normal.is_empty() {
             match queue.recv() {
@@ -155,33 +165,42 @@ fn run(conn: Connection, queue: mpsc::Receiver<(Priority, Job)>) {
                 Err(_) => return, // the store is closed and every job answered
             }
         }
-        // Take everything queued, so an urgent job is never stuck behind older reports.
-        while let Ok((priority, job)) = queue.try_recv() {
-            match priority {
-                Priority::Urgent => urgent.push_back(job),
-                Priority::Normal => normal.push_back(job),
+        take_queued(&mut urgent, &mut normal);
+        let urgent_batch = !urgent.is_empty();
+        let mut taken = 0;
+        run_batch(&conn, || {
+            if taken == MAX_BATCH {
+                return None;
             }
-        }
-        while batch.len() < MAX_BATCH
-            && let Some(job) = urgent.pop_front().or_else(|| normal.pop_front())
-        {
-            batch.push(job);
-        }
-        run_batch(&conn, &mut batch);
+            // Jobs that arrived while the previous one ran; an urgent one ends a batch of
+            // reports here, so that it commits in the next batch instead of after all of them.
+            take_queued(&mut urgent, &mut normal);
+            let job = if urgent_batch {
+                urgent.pop_front()
+            } else if urgent.is_empty() {
+                normal.pop_front()
+            } else {
+                None
+            };
+            taken += usize::from(job.is_some());
+            job
+        });
     }
 }
 
-/// Runs the jobs in one transaction and replies to each after the commit.
-fn run_batch(conn: &Connection, batch: &mut Vec<Job>) {
-    let mut jobs = batch.drain(..);
+/// Runs the jobs `next` hands out, in one transaction, and replies to each after the commit.
+fn run_batch(conn: &Connection, mut next: impl FnMut() -> Option<Job>) {
     // Replies waiting for the current transaction's commit.
     let mut pending: Vec<Finish> = Vec::new();
     let mut open = false;
     loop {
+        let Some(job) = next() else { break };
         if !open {
             if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
                 let why = format!("cannot begin a transaction: {e}");
-                for job in jobs.by_ref() {
+                let (_, finish) = job(None);
+                finish(Err(StoreError::CommitFailed(why.clone())));
+                while let Some(job) = next() {
                     let (_, finish) = job(None);
                     finish(Err(StoreError::CommitFailed(why.clone())));
                 }
@@ -189,7 +208,6 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Job>) {
             }
             open = true;
         }
-        let Some(job) = jobs.next() else { break };
         if let Err(e) = exec(conn, "SAVEPOINT job") {
             // The transaction is unusable; fail what it holds and this job, start afresh.
             rollback(conn);

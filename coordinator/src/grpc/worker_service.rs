@@ -376,16 +376,11 @@ impl WorkerService for WorkerApi {
                 cell_id,
                 attempt = lease.attempt,
                 accuracy,
+                batch = count,
+                batch_stored = stored,
                 "cell result"
             );
         }
-        info!(
-            run_id = lease.run_id,
-            attempt = lease.attempt,
-            cells = count,
-            stored,
-            "cell results stored together"
-        );
         self.changes.notify();
         Ok(Response::new(pb::Ack {}))
     }

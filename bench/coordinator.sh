@@ -7,7 +7,10 @@
 #   bench/coordinator.sh --quick    # 2 workers × 1k/10k, 100 workers × 10k, Optuna 1k; 1 repeat
 #
 # advsweep side: coordinator/benches/load.rs (cargo bench, release build) — the real
-# `advsweep coordinator` process and simulated workers over gRPC (see that file). Optuna side:
+# `advsweep coordinator` process and simulated workers over gRPC (see that file), twice: with
+# the reports a no-op job gets from the real worker (`--reporting batched`: one ReportMetrics
+# and one CompleteCells per run) and with one call per epoch and per cell (`--reporting
+# per-event`, what a worker sends when every cell takes longer than a round trip). Optuna side:
 # bench/optuna_grid.py on the same sweep files, 2 processes, SQLite storage, in a virtualenv
 # cached outside the clone ($ADVSWEEP_CACHE/bench-venv, created on first use; needs pip).
 # Progress goes to stderr; the JSON (both sides) to stdout.
@@ -40,7 +43,10 @@ trap 'rm -rf "$out"' EXIT
 
 echo "bench: advsweep coordinator (cargo bench -p advsweep-coordinator --bench load)" >&2
 cargo bench -q -p advsweep-coordinator --bench load -- "${load_args[@]}" \
-  --sweep-dir "$out/sweeps" >"$out/advsweep.json"
+  --sweep-dir "$out/sweeps" --reporting batched >"$out/advsweep.json"
+echo "bench: the same, one report call per epoch and per cell" >&2
+cargo bench -q -p advsweep-coordinator --bench load -- "${load_args[@]}" \
+  --reporting per-event >"$out/advsweep-per-event.json"
 
 optuna_files=()
 for spec in "${optuna_runs[@]}"; do
@@ -51,13 +57,15 @@ for spec in "${optuna_runs[@]}"; do
   optuna_files+=("$out/optuna-$cells.json")
 done
 
-python3 - "$out/advsweep.json" "${optuna_files[@]}" <<'EOF'
+python3 - "$out/advsweep.json" "$out/advsweep-per-event.json" "${optuna_files[@]}" <<'EOF'
 import json, sys
 advsweep = json.load(open(sys.argv[1]))
-optuna = [json.load(open(p)) for p in sys.argv[2:]]
+per_event = json.load(open(sys.argv[2]))
+optuna = [json.load(open(p)) for p in sys.argv[3:]]
 merged = dict(optuna[0])
 merged["scenarios"] = [s for o in optuna for s in o["scenarios"]]
 for s in merged["scenarios"]:
     s.pop("sweep", None)
-print(json.dumps({"advsweep": advsweep, "optuna": merged}, indent=2))
+print(json.dumps({"advsweep": advsweep, "advsweep_per_event": per_event, "optuna": merged},
+                 indent=2))
 EOF

@@ -169,12 +169,18 @@ pub(crate) fn count_batch(counter: &AtomicI64, train: bool) {
 ///
 /// The normalized batch is also laid out channels-last (same shape and values, NHWC strides;
 /// [`channels_last`]) where that makes convolutions faster, and the later layers keep the
-/// layout. On the CPU, oneDNN's convolutions otherwise reorder NCHW inputs on every call: on
-/// NHWC the input gradient of a 3-channel first convolution, which every attack step needs,
-/// runs about 2.3× faster. On CUDA, cuDNN's tensor-core kernels prefer NHWC: ResNet-18 trained
-/// 1–14 % and evaluated PGD-10 15 % faster on an H100 (docs/PERFORMANCE.md); BasicNet, whose
-/// 3-, 6- and 16-channel convolutions were not measured that way, stays NCHW there. Results
-/// agree with the NCHW layout up to float rounding (the same sums in another order).
+/// layout. Which layout is faster depends on the model's width and the device
+/// (docs/PERFORMANCE.md):
+/// * narrow models (BasicNet: 6 and 16 channels) on the CPU: NHWC, 1.2–2× faster — oneDNN
+///   otherwise reorders NCHW inputs on every call, and the input gradient of the 3-channel first
+///   convolution, which every attack step needs, runs about 2.3× faster on NHWC;
+/// * wide models (ResNet, WideResNet, VGG: 64–512 channels) on the CPU: NCHW — ResNet-18 was
+///   7–23 % slower on NHWC in every mode (training, adversarial training, PGD-10), where
+///   oneDNN's NCHW kernels are as good and the layout conversions only cost;
+/// * wide models on CUDA: NHWC, for cuDNN's tensor-core kernels (ResNet-18 trained 1–14 % and
+///   evaluated PGD-10 15 % faster on an H100); BasicNet, not measured that way, stays NCHW.
+///
+/// Results agree with the NCHW layout up to float rounding (the same sums in another order).
 #[derive(Debug)]
 pub struct Normalize {
     mean: Tensor,
@@ -183,14 +189,14 @@ pub struct Normalize {
 }
 
 impl Normalize {
-    /// CIFAR-10 statistics; channels-last on the CPU and on CUDA.
+    /// CIFAR-10 statistics for a wide model: channels-last on CUDA only.
     pub fn cifar10(device: Device) -> Result<Normalize, TchError> {
-        Normalize::with_layout(device, channels_last_on(device, true))
+        Normalize::with_layout(device, channels_last_on(device, Width::Wide))
     }
 
     /// CIFAR-10 statistics for a model with few channels: channels-last on the CPU only.
     pub fn cifar10_narrow(device: Device) -> Result<Normalize, TchError> {
-        Normalize::with_layout(device, channels_last_on(device, false))
+        Normalize::with_layout(device, channels_last_on(device, Width::Narrow))
     }
 
     fn with_layout(device: Device, channels_last: bool) -> Result<Normalize, TchError> {
@@ -216,14 +222,26 @@ impl Normalize {
     }
 }
 
-/// Whether a model on `device` takes channels-last input: always on the CPU, on CUDA when
-/// `on_cuda`; the environment variable `ADVSWEEP_CHANNELS_LAST` = `0` or `1` overrides both
-/// (for measurements).
-pub fn channels_last_on(device: Device, on_cuda: bool) -> bool {
+/// How many channels a model's convolutions have, for the choice of layout ([`Normalize`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Width {
+    /// Tens of channels (BasicNet).
+    Narrow,
+    /// Hundreds of channels (ResNet, WideResNet, VGG).
+    Wide,
+}
+
+/// Whether a model of `width` on `device` takes channels-last input: narrow ones on the CPU,
+/// wide ones on CUDA (see [`Normalize`]); the environment variable `ADVSWEEP_CHANNELS_LAST` =
+/// `0` or `1` overrides both (for measurements).
+pub fn channels_last_on(device: Device, width: Width) -> bool {
     match std::env::var("ADVSWEEP_CHANNELS_LAST").as_deref() {
         Ok("0") => false,
         Ok("1") => true,
-        _ => device == Device::Cpu || (device.is_cuda() && on_cuda),
+        _ => match width {
+            Width::Narrow => device == Device::Cpu,
+            Width::Wide => device.is_cuda(),
+        },
     }
 }
 
@@ -262,6 +280,17 @@ mod tests {
         });
         let e = build(&m, Device::Cpu).err();
         assert!(e.is_some_and(|e| !crate::error::is_retryable(&e)));
+    }
+
+    #[test]
+    fn narrow_models_go_channels_last_on_the_cpu_and_wide_ones_on_cuda() {
+        if std::env::var_os("ADVSWEEP_CHANNELS_LAST").is_some() {
+            return; // overridden for a measurement
+        }
+        assert!(channels_last_on(Device::Cpu, Width::Narrow));
+        assert!(!channels_last_on(Device::Cpu, Width::Wide));
+        assert!(!channels_last_on(Device::Cuda(0), Width::Narrow));
+        assert!(channels_last_on(Device::Cuda(0), Width::Wide));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use tch::{Device, TchError, Tensor};
 
 use super::layers::{Conv2d, ConvSpec, Linear, max_pool2};
 use super::noise::{Noise, NoiseConfig};
-use super::{Classifier, Normalize};
+use super::{Classifier, Layout, Normalize};
 
 #[derive(Debug)]
 pub struct BasicNet {
@@ -48,7 +48,7 @@ impl BasicNet {
         let fc3 = Linear::new(&root.sub("fc3"), 84, 10)?;
         let noise = Noise::new(&root, noise)?;
         Ok(BasicNet {
-            normalize: Normalize::cifar10_narrow(device)?,
+            normalize: Normalize::cifar10(device, Layout::BASIC)?,
             vs,
             conv1,
             conv2,

@@ -168,19 +168,10 @@ pub(crate) fn count_batch(counter: &AtomicI64, train: bool) {
 /// buffers).
 ///
 /// The normalized batch is also laid out channels-last (same shape and values, NHWC strides;
-/// [`channels_last`]) where that makes convolutions faster, and the later layers keep the
-/// layout. Which layout is faster depends on the model's width and the device
-/// (docs/PERFORMANCE.md):
-/// * narrow models (BasicNet: 6 and 16 channels) on the CPU: NHWC, 1.2–2× faster — oneDNN
-///   otherwise reorders NCHW inputs on every call, and the input gradient of the 3-channel first
-///   convolution, which every attack step needs, runs about 2.3× faster on NHWC;
-/// * wide models (ResNet, WideResNet, VGG: 64–512 channels) on the CPU: NCHW — ResNet-18 was
-///   7–23 % slower on NHWC in every mode (training, adversarial training, PGD-10), where
-///   oneDNN's NCHW kernels are as good and the layout conversions only cost;
-/// * wide models on CUDA: NHWC, for cuDNN's tensor-core kernels (ResNet-18 trained 1–14 % and
-///   evaluated PGD-10 15 % faster on an H100); BasicNet, not measured that way, stays NCHW.
-///
-/// Results agree with the NCHW layout up to float rounding (the same sums in another order).
+/// [`channels_last`]) where that makes the model faster, and the later layers keep the layout.
+/// Which layout is faster depends on the model family and the device, so each family states
+/// its [`Layout`] (measured, docs/PERFORMANCE.md). Results agree with the NCHW layout up to
+/// float rounding (the same sums in another order).
 #[derive(Debug)]
 pub struct Normalize {
     mean: Tensor,
@@ -189,14 +180,9 @@ pub struct Normalize {
 }
 
 impl Normalize {
-    /// CIFAR-10 statistics for a wide model: channels-last on CUDA only.
-    pub fn cifar10(device: Device) -> Result<Normalize, TchError> {
-        Normalize::with_layout(device, channels_last_on(device, Width::Wide))
-    }
-
-    /// CIFAR-10 statistics for a model with few channels: channels-last on the CPU only.
-    pub fn cifar10_narrow(device: Device) -> Result<Normalize, TchError> {
-        Normalize::with_layout(device, channels_last_on(device, Width::Narrow))
+    /// CIFAR-10 statistics, laid out as `layout` says for `device`.
+    pub fn cifar10(device: Device, layout: Layout) -> Result<Normalize, TchError> {
+        Normalize::with_layout(device, channels_last_on(device, layout))
     }
 
     fn with_layout(device: Device, channels_last: bool) -> Result<Normalize, TchError> {
@@ -222,25 +208,49 @@ impl Normalize {
     }
 }
 
-/// How many channels a model's convolutions have, for the choice of layout ([`Normalize`]).
+/// Where a model family takes channels-last input. Measured at the sweeps' batch size
+/// (docs/PERFORMANCE.md, "Input layout per model family"):
+/// * on the CPU, oneDNN reorders NCHW inputs of its convolutions on every call, which costs
+///   most where channels are few: BasicNet (3, 6, 16 channels) runs 1.2–2× faster
+///   channels-last, ResNet-18 and WRN-16-4 3–16 % faster; VGG, plain stacks of 64–512-channel
+///   convolutions, runs 13–31 % faster NCHW;
+/// * on CUDA, cuDNN's tensor-core kernels prefer NHWC for the wide models (ResNet-18 trained
+///   1–14 % and evaluated PGD-10 15 % faster on an H100); BasicNet, not measured that way,
+///   stays NCHW there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Width {
-    /// Tens of channels (BasicNet).
-    Narrow,
-    /// Hundreds of channels (ResNet, WideResNet, VGG).
-    Wide,
+pub struct Layout {
+    /// Channels-last on the CPU.
+    pub cpu: bool,
+    /// Channels-last on CUDA.
+    pub cuda: bool,
 }
 
-/// Whether a model of `width` on `device` takes channels-last input: narrow ones on the CPU,
-/// wide ones on CUDA (see [`Normalize`]); the environment variable `ADVSWEEP_CHANNELS_LAST` =
-/// `0` or `1` overrides both (for measurements).
-pub fn channels_last_on(device: Device, width: Width) -> bool {
+impl Layout {
+    pub const BASIC: Layout = Layout {
+        cpu: true,
+        cuda: false,
+    };
+    /// ResNet and WideResNet.
+    pub const RESIDUAL: Layout = Layout {
+        cpu: true,
+        cuda: true,
+    };
+    pub const VGG: Layout = Layout {
+        cpu: false,
+        cuda: true,
+    };
+}
+
+/// Whether a model with `layout` on `device` takes channels-last input; the environment
+/// variable `ADVSWEEP_CHANNELS_LAST` = `0` or `1` overrides it (for measurements).
+pub fn channels_last_on(device: Device, layout: Layout) -> bool {
     match std::env::var("ADVSWEEP_CHANNELS_LAST").as_deref() {
         Ok("0") => false,
         Ok("1") => true,
-        _ => match width {
-            Width::Narrow => device == Device::Cpu,
-            Width::Wide => device.is_cuda(),
+        _ => match device {
+            Device::Cpu => layout.cpu,
+            d if d.is_cuda() => layout.cuda,
+            _ => false,
         },
     }
 }
@@ -283,14 +293,19 @@ mod tests {
     }
 
     #[test]
-    fn narrow_models_go_channels_last_on_the_cpu_and_wide_ones_on_cuda() {
+    fn each_model_family_gets_its_measured_layout() {
         if std::env::var_os("ADVSWEEP_CHANNELS_LAST").is_some() {
             return; // overridden for a measurement
         }
-        assert!(channels_last_on(Device::Cpu, Width::Narrow));
-        assert!(!channels_last_on(Device::Cpu, Width::Wide));
-        assert!(!channels_last_on(Device::Cuda(0), Width::Narrow));
-        assert!(channels_last_on(Device::Cuda(0), Width::Wide));
+        let on = |layout| {
+            (
+                channels_last_on(Device::Cpu, layout),
+                channels_last_on(Device::Cuda(0), layout),
+            )
+        };
+        assert_eq!(on(Layout::BASIC), (true, false));
+        assert_eq!(on(Layout::RESIDUAL), (true, true));
+        assert_eq!(on(Layout::VGG), (false, true));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use tch::{Device, TchError, Tensor};
 
 use super::layers::{BatchNorm2d, Conv2d, ConvSpec, Linear, avg_pool};
 use super::noise::{Noise, NoiseConfig};
-use super::{Classifier, Normalize, count_batch};
+use super::{Classifier, Layout, Normalize, count_batch};
 
 #[derive(Debug)]
 struct BasicBlock {
@@ -101,7 +101,7 @@ impl ResNet18 {
         let linear = Linear::new(&root.sub("linear"), 512, 10)?;
         let noise = Noise::new(&root, noise)?;
         Ok(ResNet18 {
-            normalize: Normalize::cifar10(device)?,
+            normalize: Normalize::cifar10(device, Layout::RESIDUAL)?,
             vs,
             conv1,
             bn1,

@@ -16,7 +16,7 @@ use tch::{Device, TchError, Tensor};
 
 use super::layers::{BatchNorm2d, Conv2d, ConvSpec, Linear, max_pool2};
 use super::noise::{Noise, NoiseConfig};
-use super::{Classifier, Normalize, count_batch};
+use super::{Classifier, Layout, Normalize, count_batch};
 
 /// Which VGG.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +85,7 @@ impl Vgg {
         let noise = Noise::new(&root, noise)?;
         Ok(Vgg {
             kind,
-            normalize: Normalize::cifar10(device)?,
+            normalize: Normalize::cifar10(device, Layout::VGG)?,
             vs,
             features,
             classifier,

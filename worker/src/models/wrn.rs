@@ -22,7 +22,7 @@ use tch::{Device, TchError, Tensor};
 
 use super::layers::{BatchNorm2d, Conv2d, ConvSpec, Linear, WeightInit, avg_pool};
 use super::noise::{Noise, NoiseConfig};
-use super::{Classifier, Normalize, count_batch};
+use super::{Classifier, Layout, Normalize, count_batch};
 
 fn conv(
     p: &nn::Path<'_>,
@@ -133,7 +133,7 @@ impl WideResNet {
         let noise = Noise::new(&root, noise)?;
         Ok(WideResNet {
             name,
-            normalize: Normalize::cifar10(device)?,
+            normalize: Normalize::cifar10(device, Layout::RESIDUAL)?,
             vs,
             conv1,
             groups,

@@ -36,6 +36,21 @@ impl WorkerApi {
     }
 }
 
+/// A reported cell's id and result, validated; `at` prefixes the field names (`""` for
+/// `CompleteCell`, `cells[i].` for one cell of `CompleteCells`).
+fn cell_report(
+    at: &str,
+    cell_id: &str,
+    result: Option<&pb::CellResult>,
+) -> Result<advsweep_spec::CellResult, Status> {
+    require_content_id(&format!("{at}cell_id"), cell_id, ContentId::Cell)?;
+    let result = result.ok_or_else(|| validate::invalid(format!("missing field `{at}result`")))?;
+    wire::cell_result_from_wire(result).map_err(|e| match at.strip_suffix('.') {
+        Some(cell) => validate::invalid(format!("{cell}: {e}")),
+        None => wire_error(e),
+    })
+}
+
 fn millis(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -303,12 +318,7 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<pb::Ack>, Status> {
         let r = request.into_inner();
         let lease = lease_ref(r.lease)?;
-        require_content_id("cell_id", &r.cell_id, ContentId::Cell)?;
-        let result = r
-            .result
-            .as_ref()
-            .ok_or_else(|| validate::invalid("missing field `result`"))?;
-        let result = wire::cell_result_from_wire(result).map_err(wire_error)?;
+        let result = cell_report("", &r.cell_id, r.result.as_ref())?;
         let accuracy = result.accuracy;
         let stored = self
             .store
@@ -344,17 +354,7 @@ impl WorkerService for WorkerApi {
         require_count("cells", r.cells.len(), MAX_CELLS_PER_REPORT)?;
         let mut cells = Vec::with_capacity(r.cells.len());
         for (i, cell) in r.cells.into_iter().enumerate() {
-            require_content_id(
-                &format!("cells[{i}].cell_id"),
-                &cell.cell_id,
-                ContentId::Cell,
-            )?;
-            let result = cell
-                .result
-                .as_ref()
-                .ok_or_else(|| validate::invalid(format!("missing field `cells[{i}].result`")))?;
-            let result = wire::cell_result_from_wire(result)
-                .map_err(|e| validate::invalid(format!("cells[{i}]: {e}")))?;
+            let result = cell_report(&format!("cells[{i}]."), &cell.cell_id, cell.result.as_ref())?;
             cells.push((cell.cell_id, result));
         }
         let count = cells.len();

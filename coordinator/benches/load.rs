@@ -5,7 +5,7 @@
 //! ```sh
 //! cargo bench -p advsweep-coordinator --bench load -- [--quick] [--repeats N]
 //!     [--scenarios 2x1000,2x10000,2x100000,1000x100000] [--sweep-dir DIR]
-//!     [--reporting batched|per-event]
+//!     [--reporting batched|per-event] [--compute-ms MS]
 //! ```
 //! (or `bench/coordinator.sh`, which also runs the Optuna comparison). Prints one JSON object on
 //! stdout; progress goes to stderr.
@@ -24,6 +24,15 @@
 //! has its own `Channel`, i.e. its own HTTP/2 connection, as separate machines would. Not
 //! simulated: heartbeats (no run lasts a heartbeat interval) and checkpoint uploads (data-plane
 //! bytes proportional to the model, not bookkeeping).
+//!
+//! `--compute-ms MS` (default 0) makes each worker hold every leased run for MS milliseconds on
+//! average before reporting it — the training and attacks a real worker spends on it — so that
+//! W workers offer about W × 10 cells per MS ms: the coordinator serving a sweep at a chosen
+//! rate instead of as fast as a closed loop of no-op workers can drive it (with 1,000 such
+//! workers about 1,000 calls are always waiting, and by Little's law each waits 1,000 / (calls
+//! per second), however fast the handler). Each run's time is drawn uniformly from
+//! [0.5, 1.5] × MS (a fixed generator per worker), as real runs differ in length; equal times
+//! would keep the workers in lockstep, all reporting in the same millisecond every MS ms.
 //!
 //! Measured per repeat: cells/s from the first `Lease` sent to the last `CompleteRun`
 //! acknowledged; latency of granted `Lease` calls (p50, p99) and of `CompleteCell`; epoch
@@ -113,6 +122,8 @@ struct Options {
     sweep_dir: Option<PathBuf>,
     quick: bool,
     reporting: Reporting,
+    /// Milliseconds each worker holds a leased run before reporting it (0: no-op cells).
+    compute_ms: u64,
 }
 
 /// How a simulated worker reports a run's epochs and cells (see the module docs).
@@ -138,6 +149,7 @@ fn parse_args() -> Options {
         sweep_dir: None,
         quick: false,
         reporting: Reporting::Batched,
+        compute_ms: 0,
     };
     let mut scenarios: Option<Vec<(usize, usize)>> = None;
     let mut repeats: Option<usize> = None;
@@ -152,6 +164,12 @@ fn parse_args() -> Options {
                     Some("batched") => Reporting::Batched,
                     Some("per-event") => Reporting::PerEvent,
                     other => panic!("--reporting takes batched or per-event, got {other:?}"),
+                }
+            }
+            "--compute-ms" => {
+                opts.compute_ms = match args.next().map(|v| v.parse()) {
+                    Some(Ok(ms)) => ms,
+                    other => panic!("--compute-ms takes milliseconds, got {other:?}"),
                 }
             }
             "--scenarios" => {
@@ -373,6 +391,21 @@ struct WorkerStats {
     last_done: Option<Instant>,
 }
 
+/// SplitMix64: a worker's own reproducible sequence of run lengths.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    /// Uniform in [0, 1).
+    fn next_unit(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
 fn accuracy_for(attack: &str, epsilon: f64) -> f64 {
     let strength = if attack.starts_with("pgd") { 1.2 } else { 1.0 };
     (0.85 - 9.0 * epsilon * strength).max(0.02)
@@ -384,9 +417,11 @@ async fn worker(
     index: usize,
     go: Arc<tokio::sync::Barrier>,
     reporting: Reporting,
+    compute: Duration,
 ) -> WorkerStats {
     let client = WorkerServiceClient::new(channel);
     let mut stats = WorkerStats::default();
+    let mut jitter = SplitMix64(index as u64);
     let register = pb::RegisterRequest {
         name: format!("bench-{index}"),
         hostname: "bench".into(),
@@ -453,6 +488,9 @@ async fn worker(
                 images_per_second: 10_000.0,
             })
             .collect();
+        if !compute.is_zero() {
+            tokio::time::sleep(compute.mul_f64(0.5 + jitter.next_unit())).await;
+        }
         let metric_calls: Vec<Vec<pb::EpochMetrics>> = match reporting {
             Reporting::Batched => vec![epochs],
             Reporting::PerEvent => epochs.into_iter().map(|e| vec![e]).collect(),
@@ -613,6 +651,7 @@ fn one_repeat(
     cells: usize,
     sweep: &str,
     reporting: Reporting,
+    compute: Duration,
 ) -> serde_json::Map<String, Value> {
     let dir = tempfile::Builder::new()
         .prefix("advsweep-bench-")
@@ -646,7 +685,7 @@ fn one_repeat(
             // same millisecond); each worker registers as soon as it is connected.
             let channel = connect(&addr).await;
             let go = Arc::clone(&go);
-            tasks.push(tokio::spawn(worker(channel, i, go, reporting)));
+            tasks.push(tokio::spawn(worker(channel, i, go, reporting, compute)));
         }
         // CPU from the moment every worker is registered to the end.
         let cpu_at_start = cpu_seconds(&format!("/proc/{pid}/stat"));
@@ -866,7 +905,8 @@ fn main() {
                 "load: {workers} workers, {cells} cells, repeat {repeat}/{}",
                 opts.repeats
             );
-            let sample = one_repeat(&rt, workers, cells, &sweep, opts.reporting);
+            let compute = Duration::from_millis(opts.compute_ms);
+            let sample = one_repeat(&rt, workers, cells, &sweep, opts.reporting, compute);
             eprintln!(
                 "load:   {} cells/s, lease p99 {} ms, peak RSS {} MB, duplicated {}",
                 sample["cells_per_s"],
@@ -890,8 +930,17 @@ fn main() {
             cost_by_cells.insert((workers, cells), us);
         }
         scenarios.push(json!({
-            "name": format!("{workers} workers, {cells} cells, {} reports", opts.reporting.name()),
+            "name": format!(
+                "{workers} workers, {cells} cells, {} reports{}",
+                opts.reporting.name(),
+                if opts.compute_ms > 0 { format!(", {} ms per run", opts.compute_ms) } else { String::new() }
+            ),
             "reporting": opts.reporting.name(),
+            "compute_ms_per_run": opts.compute_ms,
+            // What W workers holding each run compute_ms can deliver at most.
+            "offered_cells_per_s": (opts.compute_ms > 0).then(|| {
+                round(workers as f64 * (ATTACKS.len() * EPSILONS.len()) as f64 * 1e3 / opts.compute_ms as f64, 1)
+            }),
             "workers": workers,
             "cells": cells,
             "runs": cells / (ATTACKS.len() * EPSILONS.len()),
@@ -923,6 +972,7 @@ fn main() {
             Reporting::PerEvent => "each simulated worker: own HTTP/2 channel, sequential RPCs like worker/src/agent.rs with epochs and cells slower than a round trip (Register; Lease; ReportMetrics per epoch; CompleteCell per cell; CompleteRun), no heartbeats, no checkpoint uploads",
         },
         "reporting": opts.reporting.name(),
+        "compute_ms_per_run": opts.compute_ms,
         "scenarios": scenarios,
         "per_cell_cost_100k_over_1k_2_workers": flatness,
     });

@@ -40,7 +40,7 @@ use tracing::info;
 use crate::attacks::{self, Budget};
 use crate::data::Dataset;
 use crate::error::{Permanent, check_cancel};
-use crate::models::layers::{BatchNorm2d, Conv2d, ConvSpec};
+use crate::models::layers::{BatchNorm2d, Conv2d, ConvBn, ConvSpec};
 use crate::models::{Classifier, count_batch};
 use crate::rng::{Rng, derive_seed};
 
@@ -55,18 +55,12 @@ const ATTACK_STREAM: u64 = 0x444e_4154; // "DNAT"
 pub const MAX_BLOCKS: u32 = 64;
 pub const MAX_CHANNELS: u32 = 1024;
 
-#[derive(Debug)]
-struct Block {
-    conv: Conv2d,
-    bn: BatchNorm2d,
-}
-
 /// DnCNN: `x ↦ clamp(x − net(x), 0, 1)`.
 #[derive(Debug)]
 pub struct Denoiser {
     vs: VarStore,
     head: Conv2d,
-    body: Vec<Block>,
+    body: Vec<ConvBn>,
     tail: Conv2d,
     batches: AtomicI64,
     blocks: u32,
@@ -96,10 +90,10 @@ impl Denoiser {
         let mut body = Vec::with_capacity(blocks as usize);
         for b in 0..blocks {
             let at = 3 * b + 2;
-            body.push(Block {
-                conv: Conv2d::new(&seq.sub(at.to_string()), ConvSpec::new(c, c, 3))?,
-                bn: BatchNorm2d::new(&seq.sub((at + 1).to_string()), c)?,
-            });
+            body.push(ConvBn::new(
+                Conv2d::new(&seq.sub(at.to_string()), ConvSpec::new(c, c, 3))?,
+                BatchNorm2d::new(&seq.sub((at + 1).to_string()), c)?,
+            ));
         }
         let tail = Conv2d::new(
             &seq.sub((3 * blocks + 2).to_string()),
@@ -146,10 +140,7 @@ impl Denoiser {
         count_batch(&self.batches, train);
         let mut h = self.head.forward(x)?.f_relu()?;
         for block in &self.body {
-            h = block
-                .bn
-                .forward(&block.conv.forward(&h)?, train)?
-                .f_relu()?;
+            h = block.forward(&h, train)?.f_relu()?;
         }
         self.tail.forward(&h)
     }

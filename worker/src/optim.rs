@@ -88,6 +88,18 @@ impl Flat {
     }
 }
 
+/// Bumps `p`'s version counter without touching its values: an in-place no-op on an empty view,
+/// which shares the counter of the tensor it views.
+fn mark_written(p: &Tensor) -> Result<(), tch::TchError> {
+    let mut empty = if p.dim() == 0 {
+        p.f_unsqueeze(0)?.f_narrow(0, 0, 0)?
+    } else {
+        p.f_narrow(0, 0, 0)?
+    };
+    let _ = empty.f_zero_()?;
+    Ok(())
+}
+
 impl Optim {
     pub fn new(params: Vec<Tensor>, spec: &Optimizer, lr: f64) -> anyhow::Result<Optim> {
         Optim::with_layout(params, spec, lr, true)
@@ -313,6 +325,12 @@ impl Optim {
             }
             let mut p = flat.params.shallow_clone();
             let _ = p.f_sub_(&d.f_mul_scalar(self.lr)?)?;
+            // The parameters were written through the buffer, which their own version counters
+            // (autograd's record of in-place writes) do not see; whatever caches a function of
+            // the weights relies on them (the folded batch norm, `models::layers::ConvBn`).
+            for p in &self.params {
+                mark_written(p)?;
+            }
             Ok(())
         })
     }

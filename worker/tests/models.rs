@@ -182,6 +182,27 @@ fn forward_passes_give_logits_and_batch_norm_tracks_statistics() {
     }
 }
 
+/// Eval mode runs each convolution + batch norm as one folded convolution, kept between calls;
+/// weights copied in afterwards (a checkpoint loaded into a model that already evaluated) must
+/// be what the next evaluation uses.
+#[test]
+fn eval_mode_uses_weights_loaded_after_a_first_evaluation() {
+    let x = input(2);
+    for name in ["resnet18", "vgg11"] {
+        let trained = build(name);
+        // Give the source model statistics of its own (a training-mode pass).
+        let _ = trained.forward(&x, true).unwrap();
+        let expected = trained.forward(&x, false).unwrap();
+
+        let loaded = build(name);
+        let stale = loaded.forward(&x, false).unwrap();
+        copy_weights(trained.as_ref(), loaded.as_ref());
+        let now = loaded.forward(&x, false).unwrap();
+        assert!(now.allclose(&expected, 1e-5, 1e-6, false), "{name}");
+        assert!(!now.allclose(&stale, 1e-3, 1e-3, false), "{name}");
+    }
+}
+
 #[test]
 fn basic_has_no_batch_norm_and_is_deterministic() {
     let model = build("basic");

@@ -15,17 +15,15 @@ use std::sync::atomic::AtomicI64;
 use tch::nn::{self, VarStore};
 use tch::{Device, TchError, Tensor};
 
-use super::layers::{BatchNorm2d, Conv2d, ConvSpec, Linear, avg_pool};
+use super::layers::{BatchNorm2d, Conv2d, ConvBn, ConvSpec, Linear, avg_pool};
 use super::noise::{Noise, NoiseConfig};
 use super::{Classifier, Layout, Normalize, count_batch};
 
 #[derive(Debug)]
 struct BasicBlock {
-    conv1: Conv2d,
-    bn1: BatchNorm2d,
-    conv2: Conv2d,
-    bn2: BatchNorm2d,
-    shortcut: Option<(Conv2d, BatchNorm2d)>,
+    first: ConvBn,
+    second: ConvBn,
+    shortcut: Option<ConvBn>,
 }
 
 impl BasicBlock {
@@ -39,7 +37,7 @@ impl BasicBlock {
         let bn2 = BatchNorm2d::new(&p.sub("bn2"), planes)?;
         let shortcut = if stride != 1 || input != planes {
             let s = p.sub("shortcut");
-            Some((
+            Some(ConvBn::new(
                 Conv2d::new(&s.sub(0), ConvSpec::new(input, planes, 1).stride(stride))?,
                 BatchNorm2d::new(&s.sub(1), planes)?,
             ))
@@ -47,19 +45,17 @@ impl BasicBlock {
             None
         };
         Ok(BasicBlock {
-            conv1,
-            bn1,
-            conv2,
-            bn2,
+            first: ConvBn::new(conv1, bn1),
+            second: ConvBn::new(conv2, bn2),
             shortcut,
         })
     }
 
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor, TchError> {
-        let out = self.bn1.forward(&self.conv1.forward(x)?, train)?.f_relu()?;
-        let out = self.bn2.forward(&self.conv2.forward(&out)?, train)?;
+        let out = self.first.forward(x, train)?.f_relu()?;
+        let out = self.second.forward(&out, train)?;
         let short = match &self.shortcut {
-            Some((conv, bn)) => bn.forward(&conv.forward(x)?, train)?,
+            Some(projection) => projection.forward(x, train)?,
             None => x.shallow_clone(),
         };
         out.f_add(&short)?.f_relu()
@@ -70,8 +66,7 @@ impl BasicBlock {
 pub struct ResNet18 {
     vs: VarStore,
     normalize: Normalize,
-    conv1: Conv2d,
-    bn1: BatchNorm2d,
+    stem: ConvBn,
     layers: Vec<Vec<BasicBlock>>,
     linear: Linear,
     noise: Noise,
@@ -103,8 +98,7 @@ impl ResNet18 {
         Ok(ResNet18 {
             normalize: Normalize::cifar10(device, Layout::RESIDUAL)?,
             vs,
-            conv1,
-            bn1,
+            stem: ConvBn::new(conv1, bn1),
             layers,
             linear,
             noise,
@@ -128,12 +122,7 @@ impl Classifier for ResNet18 {
         let x = self
             .normalize
             .apply(&n.apply("input", x.shallow_clone())?)?;
-        let mut out = n.apply(
-            "stem",
-            self.bn1
-                .forward(&self.conv1.forward(&x)?, train)?
-                .f_relu()?,
-        )?;
+        let mut out = n.apply("stem", self.stem.forward(&x, train)?.f_relu()?)?;
         for (layer, point) in self.layers.iter().zip(LAYER_POINTS) {
             for block in layer {
                 out = block.forward(&out, train)?;

@@ -14,7 +14,7 @@ use std::sync::atomic::AtomicI64;
 use tch::nn::VarStore;
 use tch::{Device, TchError, Tensor};
 
-use super::layers::{BatchNorm2d, Conv2d, ConvSpec, Linear, max_pool2};
+use super::layers::{BatchNorm2d, Conv2d, ConvBn, ConvSpec, Linear, max_pool2};
 use super::noise::{Noise, NoiseConfig};
 use super::{Classifier, Layout, Normalize, count_batch};
 
@@ -35,7 +35,7 @@ const STAGE_POINTS: [&str; 5] = ["stage1", "stage2", "stage3", "stage4", "stage5
 
 #[derive(Debug)]
 enum Layer {
-    ConvBnRelu(Conv2d, BatchNorm2d),
+    ConvBnRelu(ConvBn),
     Pool,
 }
 
@@ -76,7 +76,7 @@ impl Vgg {
                     ConvSpec::new(input, c, 3).bias(true),
                 )?;
                 let bn = BatchNorm2d::new(&features_path.sub(index + 1), c)?;
-                features.push(Layer::ConvBnRelu(conv, bn));
+                features.push(Layer::ConvBnRelu(ConvBn::new(conv, bn)));
                 index += 3;
                 input = c;
             }
@@ -116,7 +116,7 @@ impl Classifier for Vgg {
         let mut stages = STAGE_POINTS.iter();
         for layer in &self.features {
             out = match layer {
-                Layer::ConvBnRelu(conv, bn) => bn.forward(&conv.forward(&out)?, train)?.f_relu()?,
+                Layer::ConvBnRelu(pair) => pair.forward(&out, train)?.f_relu()?,
                 Layer::Pool => {
                     let pooled = max_pool2(&out)?;
                     match stages.next() {

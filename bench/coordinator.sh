@@ -6,6 +6,10 @@
 #                                   # and on the 10k grid (1 repeat, capped at 300 s)
 #   bench/coordinator.sh --quick    # 2 workers × 1k/10k, 100 workers × 10k, Optuna 1k; 1 repeat
 #
+# Both also run the workers that compute: 1,000 workers × 100k cells (--quick: 100 × 10k), each
+# holding every run about 1 s (--quick: 0.1 s) before reporting it (`--compute-ms`), i.e. the
+# coordinator serving about 10,000 cells/s instead of a closed loop of no-op workers.
+#
 # advsweep side: coordinator/benches/load.rs (cargo bench, release build) — the real
 # `advsweep coordinator` process and simulated workers over gRPC (see that file), twice: with
 # the reports a no-op job gets from the real worker (`--reporting batched`: one ReportMetrics
@@ -24,9 +28,11 @@ VENV="$ADVSWEEP_CACHE/bench-venv"
 
 load_args=()
 optuna_runs=()
+paced_args=(--scenarios 1000x100000 --repeats 3 --compute-ms 1000)
 if [ "${1:-}" = "--quick" ]; then
   load_args=(--quick)
   optuna_runs=("1000 1 0")
+  paced_args=(--scenarios 100x10000 --repeats 1 --compute-ms 100)
 else
   optuna_runs=("1000 3 0" "10000 1 300")
 fi
@@ -47,6 +53,9 @@ cargo bench -q -p advsweep-coordinator --bench load -- "${load_args[@]}" \
 echo "bench: the same, one report call per epoch and per cell" >&2
 cargo bench -q -p advsweep-coordinator --bench load -- "${load_args[@]}" \
   --reporting per-event >"$out/advsweep-per-event.json"
+echo "bench: workers that compute (${paced_args[*]})" >&2
+cargo bench -q -p advsweep-coordinator --bench load -- "${paced_args[@]}" \
+  --reporting batched >"$out/advsweep-paced.json"
 
 optuna_files=()
 for spec in "${optuna_runs[@]}"; do
@@ -57,15 +66,17 @@ for spec in "${optuna_runs[@]}"; do
   optuna_files+=("$out/optuna-$cells.json")
 done
 
-python3 - "$out/advsweep.json" "$out/advsweep-per-event.json" "${optuna_files[@]}" <<'EOF'
+python3 - "$out/advsweep.json" "$out/advsweep-per-event.json" "$out/advsweep-paced.json" \
+  "${optuna_files[@]}" <<'EOF'
 import json, sys
 advsweep = json.load(open(sys.argv[1]))
 per_event = json.load(open(sys.argv[2]))
-optuna = [json.load(open(p)) for p in sys.argv[3:]]
+paced = json.load(open(sys.argv[3]))
+optuna = [json.load(open(p)) for p in sys.argv[4:]]
 merged = dict(optuna[0])
 merged["scenarios"] = [s for o in optuna for s in o["scenarios"]]
 for s in merged["scenarios"]:
     s.pop("sweep", None)
-print(json.dumps({"advsweep": advsweep, "advsweep_per_event": per_event, "optuna": merged},
-                 indent=2))
+print(json.dumps({"advsweep": advsweep, "advsweep_per_event": per_event,
+                  "advsweep_computing_workers": paced, "optuna": merged}, indent=2))
 EOF

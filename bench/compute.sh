@@ -2,7 +2,7 @@
 # Worker compute benchmark: `advsweep-worker bench` next to the same computations in PyTorch
 # eager (bench/compute_reference.py), on the same machine, device, batch size and threads.
 #
-#   bench/compute.sh [--device cpu|cuda|auto] [--model basic|resnet18|all]
+#   bench/compute.sh [--device cpu|cuda|auto] [--model basic|resnet18|wrn-16-4|vgg11|vgg16|all]
 #                    [--mode standard|at-fgsm|at-pgd|pgd10-eval|all] [--rounds N] [--repeats R]
 #                    [--threads T] [--images N] [--batch-size B] [--reference-cudnn-benchmark]
 #                    [--precision fp32|bf16]

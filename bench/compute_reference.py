@@ -57,7 +57,8 @@ def default_images(model, mode, cuda):
         (True, "basic"): {"standard": 51200, "at-fgsm": 25600, "at-pgd": 12800, "pgd10-eval": 10000},
         (True, "resnet18"): {"standard": 12800, "at-fgsm": 6400, "at-pgd": 2560, "pgd10-eval": 2000},
     }
-    return table[(cuda, model)][mode]
+    # The wider models: ResNet-18's sizes, as the worker's `_` arms.
+    return table.get((cuda, model), table[(cuda, "resnet18")])[mode]
 
 
 def sync(device):
@@ -213,7 +214,8 @@ def evaluation(arch, device, batch, images, repeats):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", choices=["basic", "resnet18", "all"], default="all")
+    p.add_argument("--model", choices=["basic", "resnet18", "wrn-16-4", "vgg11", "vgg16", "all"],
+                   default="all")
     p.add_argument("--mode", choices=MODES + ["all"], default="all")
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto")
     p.add_argument("--threads", type=int, default=None)

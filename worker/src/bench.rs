@@ -45,11 +45,16 @@ use crate::models;
 use crate::rng::Rng;
 use crate::train::{TrainConfig, train};
 
-/// Models the benchmark knows.
+/// Models the benchmark knows: `all` is the two the targets name (BasicNet and
+/// ResNet-18); the seed's other families can be measured one at a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BenchModel {
     Basic,
     Resnet18,
+    #[value(name = "wrn-16-4")]
+    Wrn16x4,
+    Vgg11,
+    Vgg16,
     All,
 }
 
@@ -58,6 +63,9 @@ impl BenchModel {
         match self {
             BenchModel::Basic => &["basic"],
             BenchModel::Resnet18 => &["resnet18"],
+            BenchModel::Wrn16x4 => &["wrn-16-4"],
+            BenchModel::Vgg11 => &["vgg11"],
+            BenchModel::Vgg16 => &["vgg16"],
             BenchModel::All => &["basic", "resnet18"],
         }
     }

@@ -115,7 +115,7 @@ pub enum ConfigCommand {
 /// `advsweep-worker bench`: which computations, how large, how often.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
-    /// Model(s) to measure.
+    /// Model(s) to measure: `all` is BasicNet and ResNet-18; the other families one at a time.
     #[arg(long, value_enum, default_value_t = BenchModel::All)]
     pub model: BenchModel,
 
@@ -234,6 +234,11 @@ mod tests {
         assert_eq!((b.model, b.mode), (BenchModel::Basic, BenchMode::Pgd10Eval));
         assert_eq!((b.images, b.repeats, b.json), (Some(64), 3, true));
         assert!(Cli::try_parse_from(["advsweep-worker", "bench", "--mode", "x"]).is_err());
+        let wide = Cli::try_parse_from(["advsweep-worker", "bench", "--model", "wrn-16-4"])?;
+        let Some(Command::Bench(b)) = wide.command else {
+            anyhow::bail!("expected the bench subcommand");
+        };
+        assert_eq!(b.model, BenchModel::Wrn16x4);
         assert!(Cli::try_parse_from(["advsweep-worker"])?.command.is_none());
         Ok(())
     }

@@ -27,7 +27,7 @@
 # Environment: BIN_DIR (default .devbin) holds advsweep and advsweep-worker; PYTHON (default
 # python3 on cuda, $ADVSWEEP_TORCH_PYTHON on cpu) has torch; OUT (default a temporary folder).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 
 device=cuda quick=0
 while [ $# -gt 0 ]; do

@@ -40,7 +40,7 @@ use crate::attacks::Budget;
 use crate::cli::BenchArgs;
 use crate::data::{Dataset, synthetic};
 use crate::defended::Defended;
-use crate::evaluate::evaluate_cell;
+use crate::evaluate::{CleanPredictions, evaluate_cell};
 use crate::models;
 use crate::rng::Rng;
 use crate::train::{TrainConfig, train};
@@ -397,6 +397,8 @@ fn evaluation(
             &attack,
             Budget::pixel(EPSILON),
             batch_size,
+            // Fresh each time: every timed pass does its clean pass, as the reference loop does.
+            &mut CleanPredictions::default(),
             &mut rng,
             cancel,
         )

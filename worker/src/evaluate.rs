@@ -8,7 +8,10 @@
 //!
 //! Per batch of `eval_batch_size`: a clean forward pass (no autograd), the attack (input
 //! gradients only, model in eval mode), and a forward pass on the adversarial inputs. A
-//! randomized model is sampled once per forward pass, as it would be in deployment. Reported:
+//! randomized model is sampled once per forward pass, as it would be in deployment. A
+//! deterministic model's clean predictions depend on nothing but the model and the data, so
+//! the cells of a run share them ([`CleanPredictions`]: the first cell computes them, the
+//! others reuse them), and the clean cell (`none`, or ε = 0) needs no second pass. Reported:
 //! * `accuracy`: fraction of attacked inputs classified correctly;
 //! * `attack_success_rate`: among clean-correct examples, the fraction the attack made wrong
 //!   (0 when none was clean-correct);
@@ -18,6 +21,7 @@
 //!   ε · max_c std_c);
 //! * throughput and wall time of the whole cell.
 
+use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
@@ -32,14 +36,49 @@ use crate::models::Classifier;
 use crate::rng::Rng;
 use crate::train::correct_mask;
 
+/// Which evaluation examples one trained, deterministic model classifies correctly, per batch
+/// (`(first example, batch size)` → bool mask on the device): computed by the first cell that
+/// needs a batch, reused by every later cell of the same run. Make one per trained model and
+/// data set and pass it to each of that model's cells; it is never used for a randomized
+/// model, whose clean pass draws its own noise in every cell.
+#[derive(Debug, Default)]
+pub struct CleanPredictions {
+    batches: HashMap<(i64, i64), Tensor>,
+}
+
+impl CleanPredictions {
+    fn hits(
+        &mut self,
+        model: &dyn Classifier,
+        start: i64,
+        batch: i64,
+        x: &Tensor,
+        y: &Tensor,
+    ) -> anyhow::Result<Tensor> {
+        let compute = || tch::no_grad(|| correct_mask(&model.forward(x, false)?, y));
+        if model.randomized() {
+            return Ok(compute()?);
+        }
+        if let Some(hits) = self.batches.get(&(start, batch)) {
+            return Ok(hits.shallow_clone());
+        }
+        let hits = compute()?;
+        self.batches.insert((start, batch), hits.shallow_clone());
+        Ok(hits)
+    }
+}
+
 /// Evaluates `attack` at `budget`; `rng` seeds the attack's random starts and the model's
-/// noise.
+/// noise. `clean` holds (or receives) `model`'s clean predictions on `data`'s evaluation
+/// examples: the same one for every cell of one trained model, a fresh one otherwise.
+#[allow(clippy::too_many_arguments)] // the cell's inputs; a struct would only rename them
 pub fn evaluate_cell(
     model: &dyn Classifier,
     data: &Dataset,
     attack: &Attack,
     budget: Budget,
     eval_batch_size: u32,
+    clean: &mut CleanPredictions,
     rng: &mut Rng,
     cancel: &AtomicBool,
 ) -> anyhow::Result<CellResult> {
@@ -58,11 +97,18 @@ pub fn evaluate_cell(
     while start < m {
         check_cancel(cancel)?;
         let (x, y) = data.test_batch(start, batch)?;
-        let clean_hit = tch::no_grad(|| correct_mask(&model.forward(&x, false)?, &y))?;
+        let clean_hit = clean.hits(model, start, batch, &x, &y)?;
         let x_adv = attacks::perturb(model, &x, &y, attack, budget, false, rng)
             .with_context(|| format!("batch starting at example {start}"))?;
+        // The clean cell of a deterministic model: the inputs are the clean ones, and so are
+        // the predictions.
+        let unperturbed = attack.is_none() || budget.epsilon == 0.0;
         tch::no_grad(|| -> anyhow::Result<()> {
-            let adv_hit = correct_mask(&model.forward(&x_adv, false)?, &y)?;
+            let adv_hit = if unperturbed && !model.randomized() {
+                clean_hit.shallow_clone()
+            } else {
+                correct_mask(&model.forward(&x_adv, false)?, &y)?
+            };
             let flipped = clean_hit.f_logical_and(&adv_hit.f_logical_not()?)?;
             let batch_counts = Tensor::f_stack(&[adv_hit, clean_hit, flipped], 0)?
                 .f_sum_dim_intlist([1i64].as_slice(), false, Kind::Int64)?;
@@ -139,6 +185,7 @@ mod tests {
 
         let eps = 8.0 / 255.0;
         let mut rng = Rng::new(seed);
+        let mut clean = CleanPredictions::default();
         let mut eval = |attack: &Attack, e: f64| {
             evaluate_cell(
                 model.as_ref(),
@@ -146,6 +193,7 @@ mod tests {
                 attack,
                 Budget::pixel(e),
                 150,
+                &mut clean,
                 &mut rng,
                 &cancel,
             )
@@ -176,6 +224,140 @@ mod tests {
         assert!(fgsm.mean_linf <= eps + 1e-6 && fgsm.mean_linf > eps * 0.9);
         assert!(pgd.attack_success_rate > 0.0);
         Ok((clean.accuracy, fgsm.accuracy, pgd.accuracy))
+    }
+
+    /// Counts the forward passes of the model it wraps.
+    struct Counting {
+        inner: Box<dyn Classifier>,
+        forwards: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Classifier for Counting {
+        fn name(&self) -> &'static str {
+            self.inner.name()
+        }
+        fn var_store(&self) -> &tch::nn::VarStore {
+            self.inner.var_store()
+        }
+        fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor, tch::TchError> {
+            self.forwards
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.inner.forward(x, train)
+        }
+        fn randomized(&self) -> bool {
+            self.inner.randomized()
+        }
+    }
+
+    /// (result, forward passes) of one cell on 300 synthetic examples in batches of 100.
+    fn cell(
+        model: &Counting,
+        data: &Dataset,
+        attack: &Attack,
+        epsilon: f64,
+        clean: &mut CleanPredictions,
+    ) -> anyhow::Result<(CellResult, usize)> {
+        let before = model.forwards.load(std::sync::atomic::Ordering::Relaxed);
+        let result = evaluate_cell(
+            model,
+            data,
+            attack,
+            Budget::pixel(epsilon),
+            100,
+            clean,
+            &mut Rng::new(5),
+            &AtomicBool::new(false),
+        )?;
+        let after = model.forwards.load(std::sync::atomic::Ordering::Relaxed);
+        Ok((result, after - before))
+    }
+
+    fn fgsm() -> Attack {
+        Attack::Fgsm {
+            norm: Norm::Linf,
+            random_start: false,
+            step_fraction: 1.0,
+            eot: 1,
+        }
+    }
+
+    fn same(a: &CellResult, b: &CellResult) -> bool {
+        (
+            a.accuracy,
+            a.attack_success_rate,
+            a.mean_linf,
+            a.mean_l2,
+            a.examples,
+        ) == (
+            b.accuracy,
+            b.attack_success_rate,
+            b.mean_linf,
+            b.mean_l2,
+            b.examples,
+        )
+    }
+
+    #[test]
+    fn the_cells_of_a_run_share_the_clean_predictions() -> anyhow::Result<()> {
+        let (train_split, test_split) = synthetic::generate(7, 100, 300)?;
+        let data = Dataset::from_host(train_split, test_split, "synthetic".into(), Device::Cpu)?;
+        let model = Counting {
+            inner: models::build("basic", Device::Cpu)?,
+            forwards: Default::default(),
+        };
+        let eps = 8.0 / 255.0;
+        let mut shared = CleanPredictions::default();
+        let (first, n_first) = cell(&model, &data, &fgsm(), eps, &mut shared)?;
+        let (second, n_second) = cell(&model, &data, &fgsm(), eps, &mut shared)?;
+        let (alone, n_alone) = cell(&model, &data, &fgsm(), eps, &mut Default::default())?;
+        // Three batches: the second cell skips their three clean passes, and nothing changes.
+        assert_eq!(n_second + 3, n_first);
+        assert_eq!(n_alone, n_first);
+        assert!(
+            same(&first, &alone) && same(&second, &alone),
+            "{second:?} vs {alone:?}"
+        );
+        assert!(
+            alone.attack_success_rate > 0.0,
+            "the attack did something: {alone:?}"
+        );
+
+        // The clean cell: no pass at all once the predictions are known, one per batch alone.
+        let (clean, n_clean) = cell(&model, &data, &Attack::None, 0.0, &mut shared)?;
+        let (clean_alone, n_clean_alone) =
+            cell(&model, &data, &Attack::None, 0.0, &mut Default::default())?;
+        assert_eq!((n_clean, n_clean_alone), (0, 3));
+        assert!(same(&clean, &clean_alone), "{clean:?} vs {clean_alone:?}");
+        assert_eq!(clean.attack_success_rate, 0.0);
+        Ok(())
+    }
+
+    #[test]
+    fn a_randomized_model_draws_its_clean_passes_in_every_cell() -> anyhow::Result<()> {
+        let (train_split, test_split) = synthetic::generate(7, 100, 300)?;
+        let data = Dataset::from_host(train_split, test_split, "synthetic".into(), Device::Cpu)?;
+        let spec = advsweep_spec::Model {
+            name: "basic".into(),
+            noise: Some(advsweep_spec::NoiseInjection {
+                sigma: 0.1,
+                layers: vec!["input".into()],
+                learnable: false,
+            }),
+        };
+        let model = Counting {
+            inner: models::build(&spec, Device::Cpu)?,
+            forwards: Default::default(),
+        };
+        assert!(model.randomized());
+        let mut shared = CleanPredictions::default();
+        // (Only the counts: the noise comes from torch's one global generator, which tests
+        // running in parallel draw from too.)
+        let (_, n_first) = cell(&model, &data, &fgsm(), 8.0 / 255.0, &mut shared)?;
+        let (_, n_second) = cell(&model, &data, &fgsm(), 8.0 / 255.0, &mut shared)?;
+        assert_eq!(n_first, n_second);
+        let (_, n_clean) = cell(&model, &data, &Attack::None, 0.0, &mut shared)?;
+        assert_eq!(n_clean, 6, "a clean and a second noisy pass per batch");
+        Ok(())
     }
 
     #[test]

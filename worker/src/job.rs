@@ -26,7 +26,7 @@ use crate::attacks::Budget;
 use crate::data::Dataset;
 use crate::defended::Defended;
 use crate::denoiser::{self, DenoiserTraining};
-use crate::evaluate::evaluate_cell;
+use crate::evaluate::{CleanPredictions, evaluate_cell};
 use crate::models;
 use crate::optim::Optim;
 use crate::rng::{Rng, hash_str};
@@ -290,6 +290,7 @@ impl Executor {
         };
         let defended = Defended::new(model, denoiser, run.defense.inference_noise)?;
         let budget = |epsilon| Budget::new(epsilon, run.epsilon_space);
+        let mut clean = CleanPredictions::default();
 
         for cell in cells {
             let span = info_span!(
@@ -306,6 +307,7 @@ impl Executor {
                 &cell.attack,
                 budget(cell.epsilon),
                 run.training.eval_batch_size,
+                &mut clean,
                 &mut rng,
                 cancel,
             )

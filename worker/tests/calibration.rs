@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicBool;
 use advsweep_spec::{Attack, Defense, Norm, Optimizer, StepSize, TrainingSpec};
 use advsweep_worker::attacks::Budget;
 use advsweep_worker::data::{Dataset, synthetic};
-use advsweep_worker::evaluate::evaluate_cell;
+use advsweep_worker::evaluate::{CleanPredictions, evaluate_cell};
 use advsweep_worker::models;
 use advsweep_worker::rng::Rng;
 use advsweep_worker::train::{TrainConfig, train};
@@ -136,6 +136,7 @@ fn synthetic_calibration() -> anyhow::Result<()> {
             },
         )?;
         let mut rng = Rng::new(seed);
+        let mut clean = CleanPredictions::default();
         for (name, attack, e) in [
             ("clean", &Attack::None, 0.0),
             ("fgsm 8/255", &fgsm, eps),
@@ -149,6 +150,7 @@ fn synthetic_calibration() -> anyhow::Result<()> {
                 attack,
                 Budget::pixel(e),
                 500,
+                &mut clean,
                 &mut rng,
                 &cancel,
             )?;

@@ -11,7 +11,7 @@ use advsweep_spec::{
 };
 use advsweep_worker::attacks::Budget;
 use advsweep_worker::data::{Dataset, synthetic};
-use advsweep_worker::evaluate::evaluate_cell;
+use advsweep_worker::evaluate::{CleanPredictions, evaluate_cell};
 use advsweep_worker::models::{self, Classifier};
 use advsweep_worker::rng::Rng;
 use advsweep_worker::train::{TrainConfig, train};
@@ -121,6 +121,7 @@ pub fn eval(
         attack,
         budget,
         150,
+        &mut CleanPredictions::default(),
         &mut Rng::new(seed),
         &AtomicBool::new(false),
     )

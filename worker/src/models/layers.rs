@@ -283,11 +283,7 @@ impl ConvBn {
             let scale = bn
                 .weight
                 .f_div(&bn.running_var.f_add_scalar(BN_EPS)?.f_sqrt()?)?;
-            let channels = scale.size()[0];
-            let weight = self
-                .conv
-                .weight
-                .f_mul(&scale.f_view([channels, 1, 1, 1])?)?;
+            let weight = self.conv.weight.f_mul(&scale.f_view([-1, 1, 1, 1])?)?;
             let shift = match &self.conv.bias {
                 Some(b) => b.f_sub(&bn.running_mean)?,
                 None => bn.running_mean.f_neg()?,

@@ -325,6 +325,7 @@ fn synthetic_data(train: u32, test: usize, device: Device) -> anyhow::Result<Dat
 
 /// Images per second and per CPU-second of `repeats` training epochs over `images` images,
 /// after a warm-up epoch over at most two batches.
+#[allow(clippy::too_many_arguments)] // one measurement's settings, each a bench flag
 fn training(
     model: &str,
     mode: BenchMode,

@@ -126,14 +126,21 @@ def cells(state):
         " FROM cells c JOIN runs r ON r.run_id = c.run_id WHERE c.state = 'done'"
     ).fetchall()
     trainings = db.execute("SELECT COUNT(*) FROM runs WHERE state = 'done'").fetchone()[0]
-    return {tuple(row[:4]): row[4] for row in rows}, trainings
+    training_s = db.execute("SELECT COALESCE(SUM(seconds), 0) FROM epochs").fetchone()[0]
+    evaluation_s = sum(
+        json.loads(r)["seconds"]
+        for (r,) in db.execute("SELECT result_json FROM cells WHERE state = 'done'")
+    )
+    return {tuple(row[:4]): row[4] for row in rows}, (trainings, training_s, evaluation_s)
 
-together, sweep_trainings = cells(os.path.join(work, "sweep-state"))
-alone, alone_trainings = {}, 0
+together, (sweep_trainings, sweep_train_s, sweep_eval_s) = cells(os.path.join(work, "sweep-state"))
+alone, alone_trainings, alone_train_s, alone_eval_s = {}, 0, 0.0, 0.0
 for state in glob.glob(os.path.join(work, "cells", "state-*")):
-    c, t = cells(state)
+    c, (t, ts, es) = cells(state)
     alone.update(c)
     alone_trainings += t
+    alone_train_s += ts
+    alone_eval_s += es
 assert len(together) == int(n) == len(alone), (len(together), n, len(alone))
 diff = max(abs(together[k] - alone[k]) for k in together)
 sweep_s = float(sweep_end) - float(sweep_start)
@@ -144,9 +151,14 @@ print(json.dumps({
     % (device, threads, train, test, epochs),
     "grid": "basic x {at-pgd-l2, at-pgd-linf, at-mixed, at-mixed-worst} x {none, pgd-l2, pgd-linf} x eps {0.05, 0.15, 0.40} (tied, normalized)",
     "cells": int(n),
-    "sweep": {"wall_s": round(sweep_s, 2), "trainings": sweep_trainings},
-    "per_cell": {"wall_s": round(per_cell_s, 2), "trainings": alone_trainings},
+    # training_s: the epochs' own seconds; evaluation_s: the cells' own seconds; the rest of
+    # wall_s is start-up (coordinator, worker process, data) and bookkeeping.
+    "sweep": {"wall_s": round(sweep_s, 2), "trainings": sweep_trainings,
+              "training_s": round(sweep_train_s, 2), "evaluation_s": round(sweep_eval_s, 2)},
+    "per_cell": {"wall_s": round(per_cell_s, 2), "trainings": alone_trainings,
+                 "training_s": round(alone_train_s, 2), "evaluation_s": round(alone_eval_s, 2)},
     "speedup": round(per_cell_s / sweep_s, 2),
+    "training_speedup": round(alone_train_s / sweep_train_s, 2) if sweep_train_s else None,
     "max_accuracy_difference": diff,
     "load_before": load_before,
     "load_after": load_after,

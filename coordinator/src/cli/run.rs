@@ -23,6 +23,10 @@ use crate::report::{Layout, Pivot};
 use crate::store::{LeaseSettings, Store};
 use crate::sweep::{Overrides, load_plan};
 
+/// How long the progress stream may take to report the sweep's end once every worker has
+/// exited, before `run` says the workers gave up too early.
+const WORKERS_GONE_GRACE: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
     /// The sweep file (TOML).
@@ -369,7 +373,18 @@ pub async fn run(
                     }
                 }
                 if alive == 0 {
-                    break Err(anyhow::anyhow!("all workers exited before the sweep finished"));
+                    // Workers exit as soon as the coordinator has nothing left for them, which
+                    // can be before the progress stream (refreshed at most every 200 ms) has
+                    // shown the sweep's end: give it the time to, and only then call it a
+                    // failure.
+                    match tokio::time::timeout(WORKERS_GONE_GRACE, &mut follow).await {
+                        Ok(result) => break result,
+                        Err(_) => {
+                            break Err(anyhow::anyhow!(
+                                "all workers exited before the sweep finished"
+                            ));
+                        }
+                    }
                 }
             }
         }

@@ -55,7 +55,9 @@ pub trait Classifier: Send {
     /// The trainable parameters (and any buffers registered there).
     fn var_store(&self) -> &VarStore;
     /// Logits for images in [0, 1]. `train` selects training behaviour (batch-norm statistics,
-    /// dropout) for models that have any.
+    /// dropout) for models that have any. Eval mode (`train == false`) is for evaluation and
+    /// attacks: its output is differentiable in `x` but not in the convolutions and batch norms
+    /// that [`layers::ConvBn`] folds into one; train through training mode only.
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor, TchError>;
     /// Whether `forward` is random (noise injection with σ > 0), so that repeated forward
     /// passes on the same input differ; attacks may then average gradients (EOT).

@@ -132,12 +132,16 @@ impl Noise {
             points.push(Point { name, scale });
         }
         Ok(Noise {
-            randomized: config.sigma > 0.0 && !points.is_empty(),
+            // A learnable scale that starts at 0 is no noise yet, but its gradient at 0 is not
+            // zero (`clamp_min` passes it), so training can make it one: count it as random, so
+            // that evaluation seeds its draws and never reuses a clean pass.
+            randomized: !points.is_empty() && (config.sigma > 0.0 || config.learnable),
             points,
         })
     }
 
-    /// Whether forward passes are random (some point has σ > 0).
+    /// Whether forward passes may be random: some point has σ > 0, or a learnable scale (which
+    /// training can move off 0).
     pub fn randomized(&self) -> bool {
         self.randomized
     }

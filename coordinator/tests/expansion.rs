@@ -295,6 +295,42 @@ fn the_catalogue_resolves_models_defenses_and_eot() {
     assert!(noisy_at.randomized());
 }
 
+/// A learnable noise scale that starts at 0 adds no noise yet, but training can move it off 0:
+/// the run counts as randomized (EOT for `auto` attacks), as the worker treats it.
+#[test]
+fn a_learnable_noise_scale_at_zero_is_randomized() {
+    let p = plan(
+        r#"
+version = 1
+name = "pni-zero"
+[data]
+source = "synthetic"
+[evaluation]
+eot_samples = 5
+[grid]
+models = ["pni-zero", "fixed-zero"]
+defenses = ["standard"]
+attacks = ["pgd-linf"]
+epsilons = ["8/255"]
+
+[models.pni-zero]
+arch = "basic"
+noise = { sigma = 0.0, layers = ["input"], learnable = true }
+
+[models.fixed-zero]
+arch = "basic"
+noise = { sigma = 0.0, layers = ["input"], learnable = false }
+"#,
+    );
+    for run in &p.runs {
+        let learnable = run.model_name == "pni-zero";
+        assert_eq!(run.randomized(), learnable, "{}", run.model_name);
+        for cell in p.cells_of(&run.id) {
+            assert_eq!(cell.attack.eot(), if learnable { 5 } else { 1 });
+        }
+    }
+}
+
 #[test]
 fn the_epsilon_space_is_part_of_the_identity() {
     let pixel = plan(GRID);

@@ -381,9 +381,14 @@ pub struct RunSpec {
 
 impl RunSpec {
     /// Whether the model under attack is randomized (noisy layers or inference noise), in
-    /// which case attacks need EOT to be sound.
+    /// which case attacks need EOT to be sound. A learnable noise scale counts even at σ = 0:
+    /// training can move it off 0 (the worker's `Noise::randomized` agrees).
     pub fn randomized(&self) -> bool {
-        self.model.noise.as_ref().is_some_and(|n| n.sigma > 0.0) || self.defense.randomized()
+        self.model
+            .noise
+            .as_ref()
+            .is_some_and(|n| !n.layers.is_empty() && (n.sigma > 0.0 || n.learnable))
+            || self.defense.randomized()
     }
 }
 

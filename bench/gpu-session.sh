@@ -51,7 +51,10 @@ else
   BIN_DIR="${BIN_DIR:-.devbin}"
   PYTHON="${PYTHON:-python3}"
   # A worker built for the device's torch finds its libraries through that torch.
-  torch_lib="$("$PYTHON" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
+  torch_lib="$("$PYTHON" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')" || {
+    echo "bench/gpu-session.sh: $PYTHON cannot import torch (set PYTHON)" >&2
+    exit 2
+  }
   export LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
 BIN_DIR="$(cd "$BIN_DIR" && pwd)"

@@ -80,6 +80,11 @@ impl Budget {
     }
 }
 
+/// Whether [`perturb`] returns its inputs as they are: the clean attack, or a zero budget.
+pub fn leaves_inputs_unchanged(attack: &Attack, budget: Budget) -> bool {
+    budget.epsilon == 0.0 || attack.is_none()
+}
+
 /// Returns adversarial versions of `x` (`f32 [N, 3, H, W]` in [0, 1]) for labels `y`.
 ///
 /// `train` is the mode the model runs in while the attack queries it (eval for evaluation
@@ -97,7 +102,7 @@ pub fn perturb(
     if !epsilon.is_finite() || epsilon < 0.0 {
         return Err(Permanent(format!("epsilon {epsilon} is not a non-negative number")).into());
     }
-    if epsilon == 0.0 || attack.is_none() {
+    if leaves_inputs_unchanged(attack, budget) {
         return Ok(x.f_detach()?);
     }
     check_parameters(attack, epsilon)?;

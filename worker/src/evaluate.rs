@@ -102,7 +102,7 @@ pub fn evaluate_cell(
             .with_context(|| format!("batch starting at example {start}"))?;
         // The clean cell of a deterministic model: the inputs are the clean ones, and so are
         // the predictions.
-        let unperturbed = attack.is_none() || budget.epsilon == 0.0;
+        let unperturbed = attacks::leaves_inputs_unchanged(attack, budget);
         tch::no_grad(|| -> anyhow::Result<()> {
             let adv_hit = if unperturbed && !model.randomized() {
                 clean_hit.shallow_clone()
@@ -199,15 +199,7 @@ mod tests {
             )
         };
         let clean = eval(&Attack::None, 0.0)?;
-        let fgsm = eval(
-            &Attack::Fgsm {
-                norm: Norm::Linf,
-                random_start: false,
-                step_fraction: 1.0,
-                eot: 1,
-            },
-            eps,
-        )?;
+        let fgsm = eval(&fgsm(), eps)?;
         let pgd = eval(
             &Attack::Pgd {
                 norm: Norm::Linf,

@@ -2,7 +2,7 @@
 //! plus the `advsweep` command line that drives them.
 //!
 //! Architecture invariant: this crate never links libtorch (tch). Prost types appear only in
-//! [`grpc`] and [`cli`]'s client calls; everything else speaks `advsweep_spec`.
+//! [`grpc`] and [`cli`]'s client calls; everything else speaks `advsweep_core`.
 
 pub mod cli;
 pub mod grpc;

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use advsweep_coordinator::sweep::{Overrides, Plan, expand, parse_sweep};
-use advsweep_spec::{Attack, Defense, TrainingMethod};
+use advsweep_core::{Attack, Defense, TrainingMethod};
 
 fn plan(text: &str) -> Plan {
     let file = parse_sweep(text, "test.toml").unwrap_or_else(|e| panic!("parse: {e}"));
@@ -189,7 +189,7 @@ epsilons = [0.0]
     )
     .expect("expands");
     match &overridden.runs[0].data.source {
-        advsweep_spec::DataSource::Cifar10Binary { path } => assert_eq!(path, "/data/cifar"),
+        advsweep_core::DataSource::Cifar10Binary { path } => assert_eq!(path, "/data/cifar"),
         other => panic!("unexpected source {other:?}"),
     }
 }
@@ -276,7 +276,7 @@ fn the_catalogue_resolves_models_defenses_and_eot() {
             ..
         } => {
             assert_eq!((*epsilon_linf, *epsilon_l2), (8.0 / 255.0, 8.0 / 255.0));
-            assert_eq!(*strategy, advsweep_spec::MixStrategy::WorstPerExample);
+            assert_eq!(*strategy, advsweep_core::MixStrategy::WorstPerExample);
         }
         other => panic!("unexpected {other:?}"),
     }
@@ -342,7 +342,7 @@ fn the_epsilon_space_is_part_of_the_identity() {
         normalized
             .runs
             .iter()
-            .all(|r| r.epsilon_space == advsweep_spec::EpsilonSpace::Normalized)
+            .all(|r| r.epsilon_space == advsweep_core::EpsilonSpace::Normalized)
     );
     let a: HashSet<_> = pixel.runs.iter().map(|r| &r.id).collect();
     assert!(normalized.runs.iter().all(|r| !a.contains(&r.id)));
@@ -399,7 +399,7 @@ fn training_precision_is_validated_and_part_of_the_identity_only_when_bf16() {
     assert!(
         bf16.runs
             .iter()
-            .all(|r| r.training.precision == advsweep_spec::Precision::Bf16)
+            .all(|r| r.training.precision == advsweep_core::Precision::Bf16)
     );
     assert!(ids(&default).is_disjoint(&ids(&bf16)));
     let file = parse_sweep(&with("fp16"), "test.toml").expect("parses");

@@ -2,7 +2,7 @@
 //! clean error for every input — random text, and random mutations of the real files in
 //! `sweeps/` (byte flips, truncations, duplicated and dropped lines, huge / negative / NaN /
 //! infinite numbers, unicode) — and never panic. Whatever expands also survives the trip to a
-//! worker: every run decodes with `advsweep_spec::wire::run_from_wire` (the parser's bounds are
+//! worker: every run decodes with `advsweep_core::wire::run_from_wire` (the parser's bounds are
 //! the wire's), and no plan exceeds the cell limit.
 //!
 //! Case counts: 3,000 random texts, 4,000 mutated real files, 3,000 numeric substitutions.
@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use advsweep_coordinator::sweep::{
     Limits, Overrides, Plan, SweepError, expand, expand_within, parse_sweep,
 };
-use advsweep_spec::wire;
+use advsweep_core::wire;
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 

@@ -1,6 +1,6 @@
 //! Corrupted bytes on the wire: real leased runs (from the sweep files in `sweeps/`) and epoch
 //! reports are encoded, their bytes mutated (flipped, dropped, inserted, truncated), decoded by
-//! prost, and whatever prost accepts goes through `advsweep_spec::wire` decoding — which must
+//! prost, and whatever prost accepts goes through `advsweep_core::wire` decoding — which must
 //! return a run or a named error, never panic, and never accept a run that breaks its bounds.
 //!
 //! Case count: 4,000 mutated messages.
@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use advsweep_coordinator::sweep::{Overrides, load_plan};
 use advsweep_proto::v1 as pb;
-use advsweep_spec::wire;
+use advsweep_core::wire;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use prost::Message;

@@ -119,7 +119,7 @@ fn report_with_non_finite_metrics() -> SweepReport {
     ]
     .iter()
     .enumerate()
-    .map(|(i, &v)| advsweep_spec::EpochMetrics {
+    .map(|(i, &v)| advsweep_core::EpochMetrics {
         epoch: i as u32 + 1,
         train_loss: v,
         train_accuracy: v,
@@ -134,7 +134,7 @@ fn report_with_non_finite_metrics() -> SweepReport {
         defense: "standard".into(),
         defense_epsilon: None,
         seed: 0,
-        epsilon_space: advsweep_spec::EpsilonSpace::Pixel,
+        epsilon_space: advsweep_core::EpsilonSpace::Pixel,
         state: "done".into(),
         attempt: 1,
         error: None,
@@ -154,7 +154,7 @@ fn report_with_non_finite_metrics() -> SweepReport {
             epsilon: eps,
             epsilon_space: run.epsilon_space,
             state: "done".into(),
-            result: Some(advsweep_spec::CellResult {
+            result: Some(advsweep_core::CellResult {
                 accuracy: 0.5,
                 ..Default::default()
             }),

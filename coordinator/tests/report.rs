@@ -7,7 +7,7 @@ use std::path::Path;
 use advsweep_coordinator::report::{
     self, CellRecord, Dim, Layout, Metric, Pivot, RunRecord, SweepReport,
 };
-use advsweep_spec::{CellResult, EpochMetrics, EpsilonSpace};
+use advsweep_core::{CellResult, EpochMetrics, EpsilonSpace};
 
 fn result(accuracy: f64) -> Option<CellResult> {
     Some(CellResult {

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use advsweep_proto::v1 as pb;
 use advsweep_proto::v1::worker_service_client::WorkerServiceClient;
 use advsweep_settings::{AuthChannel, ConnectionSettings};
-use advsweep_spec::wire::{cell_result_to_wire, epoch_to_wire, run_from_wire};
+use advsweep_core::wire::{cell_result_to_wire, epoch_to_wire, run_from_wire};
 use anyhow::Context as _;
 use tokio::sync::{mpsc, watch};
 use tonic::{Code, Status};
@@ -463,7 +463,7 @@ impl LeaseState {
         }
     }
 
-    async fn complete_one_cell(&self, cell_id: String, result: advsweep_spec::CellResult) {
+    async fn complete_one_cell(&self, cell_id: String, result: advsweep_core::CellResult) {
         if self.is_lost() {
             return;
         }

@@ -36,7 +36,7 @@
 use std::cell::Cell;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use advsweep_spec::{Attack, EpsilonSpace, Norm};
+use advsweep_core::{Attack, EpsilonSpace, Norm};
 use anyhow::Context as _;
 use tch::{Kind, Reduction, Tensor};
 use tracing::warn;
@@ -850,7 +850,7 @@ mod tests {
         let pgd = Attack::Pgd {
             norm: Norm::Linf,
             steps: 1,
-            step: advsweep_spec::StepSize::Absolute(f64::NAN),
+            step: advsweep_core::StepSize::Absolute(f64::NAN),
             random_start: false,
             restarts: 1,
             eot: 1,
@@ -874,7 +874,7 @@ mod tests {
         let pgd = Attack::Pgd {
             norm: Norm::L2,
             steps: 20,
-            step: advsweep_spec::StepSize::FractionOfEpsilon(0.1),
+            step: advsweep_core::StepSize::FractionOfEpsilon(0.1),
             random_start: true,
             restarts: 2,
             eot: 1,

@@ -30,7 +30,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::AtomicBool;
 
-use advsweep_spec::{
+use advsweep_core::{
     Attack, CellResult, Defense, EpochMetrics, EpsilonSpace, LrSchedule, Norm, Optimizer,
     Precision, StepSize, TrainingMethod, TrainingSpec,
 };

@@ -138,8 +138,8 @@ pub struct BenchArgs {
 
     /// Arithmetic of the training modes: fp32, or bf16 autocast (the sweep file's
     /// `[training] precision`); PGD evaluation is always fp32.
-    #[arg(long, default_value = "fp32", value_parser = advsweep_spec::Precision::from_name)]
-    pub precision: advsweep_spec::Precision,
+    #[arg(long, default_value = "fp32", value_parser = advsweep_core::Precision::from_name)]
+    pub precision: advsweep_core::Precision,
 
     /// Print one JSON document on stdout instead of a table.
     #[arg(long)]

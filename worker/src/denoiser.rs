@@ -31,7 +31,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicI64};
 
-use advsweep_spec::{DenoiserSpec, EpsilonSpace};
+use advsweep_core::{DenoiserSpec, EpsilonSpace};
 use anyhow::Context as _;
 use tch::nn::{self, OptimizerConfig as _, VarStore};
 use tch::{Device, Reduction, TchError, Tensor};

@@ -36,7 +36,7 @@ pub fn is_retryable(err: &anyhow::Error) -> bool {
     !err.chain().any(|e| {
         e.is::<Permanent>()
             || e.is::<UnknownModel>()
-            || e.is::<advsweep_spec::wire::WireError>()
+            || e.is::<advsweep_core::wire::WireError>()
             || e.downcast_ref::<DataError>()
                 .is_some_and(DataError::is_permanent)
     })

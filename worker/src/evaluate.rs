@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use advsweep_spec::{Attack, CellResult};
+use advsweep_core::{Attack, CellResult};
 use anyhow::Context as _;
 use tch::{Kind, Tensor};
 
@@ -149,7 +149,7 @@ mod tests {
     use crate::data::{Dataset, synthetic};
     use crate::models;
     use crate::train::{TrainConfig, train};
-    use advsweep_spec::{Defense, Norm, Optimizer, StepSize, TrainingSpec};
+    use advsweep_core::{Defense, Norm, Optimizer, StepSize, TrainingSpec};
     use tch::Device;
 
     /// Trains BasicNet briefly on synthetic data and checks the attack ordering
@@ -166,11 +166,11 @@ mod tests {
                 weight_decay: 5e-4,
                 nesterov: false,
             },
-            schedule: advsweep_spec::LrSchedule::Constant,
+            schedule: advsweep_core::LrSchedule::Constant,
             augment: false,
             eval_batch_size: 150,
             checkpoint_every: 1,
-            precision: advsweep_spec::Precision::Fp32,
+            precision: advsweep_core::Precision::Fp32,
         };
         let cancel = AtomicBool::new(false);
         tch::manual_seed(seed as i64);
@@ -179,7 +179,7 @@ mod tests {
             training: &training,
             defense: &Defense::standard(),
             seed,
-            space: advsweep_spec::EpsilonSpace::Pixel,
+            space: advsweep_core::EpsilonSpace::Pixel,
         };
         train(model.as_ref(), &data, cfg, &cancel, &mut |_| Ok(()))?;
 
@@ -328,9 +328,9 @@ mod tests {
     fn a_randomized_model_draws_its_clean_passes_in_every_cell() -> anyhow::Result<()> {
         let (train_split, test_split) = synthetic::generate(7, 100, 300)?;
         let data = Dataset::from_host(train_split, test_split, "synthetic".into(), Device::Cpu)?;
-        let spec = advsweep_spec::Model {
+        let spec = advsweep_core::Model {
             name: "basic".into(),
-            noise: Some(advsweep_spec::NoiseInjection {
+            noise: Some(advsweep_core::NoiseInjection {
                 sigma: 0.1,
                 layers: vec!["input".into()],
                 learnable: false,

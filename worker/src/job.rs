@@ -17,7 +17,7 @@ use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use advsweep_spec::{CellResult, CellSpec, DataSpec, EpochMetrics, RunSpec};
+use advsweep_core::{CellResult, CellSpec, DataSpec, EpochMetrics, RunSpec};
 use anyhow::Context as _;
 use tch::Device;
 use tracing::{info, info_span};
@@ -343,7 +343,7 @@ impl Executor {
 mod tests {
     use super::*;
     use crate::error::{is_cancelled, is_retryable};
-    use advsweep_spec::{
+    use advsweep_core::{
         Attack, DataSource, Defense, Model, Norm, Optimizer, StepSize, TrainingSpec,
     };
     use std::sync::atomic::Ordering;
@@ -364,11 +364,11 @@ mod tests {
                     weight_decay: 5e-4,
                     nesterov: true,
                 },
-                schedule: advsweep_spec::LrSchedule::Constant,
+                schedule: advsweep_core::LrSchedule::Constant,
                 augment: true,
                 eval_batch_size: 64,
                 checkpoint_every: 1,
-                precision: advsweep_spec::Precision::Fp32,
+                precision: advsweep_core::Precision::Fp32,
             },
             data: DataSpec {
                 source: data,
@@ -376,7 +376,7 @@ mod tests {
                 train_limit: 200,
             },
             seed: 5,
-            epsilon_space: advsweep_spec::EpsilonSpace::Pixel,
+            epsilon_space: advsweep_core::EpsilonSpace::Pixel,
         }
     }
 
@@ -408,16 +408,16 @@ mod tests {
                 test_size: 60,
             },
             Defense {
-                method: advsweep_spec::TrainingMethod::Mixed {
+                method: advsweep_core::TrainingMethod::Mixed {
                     linf: pgd(Norm::Linf),
                     l2: pgd(Norm::L2),
                     epsilon_linf: 4.0 / 255.0,
                     epsilon_l2: 0.25,
-                    strategy: advsweep_spec::MixStrategy::WorstPerExample,
+                    strategy: advsweep_core::MixStrategy::WorstPerExample,
                     fraction: 0.5,
                 },
                 inference_noise: Some(0.05),
-                denoiser: Some(advsweep_spec::DenoiserSpec {
+                denoiser: Some(advsweep_core::DenoiserSpec {
                     blocks: 1,
                     channels: 8,
                     attack: Attack::Fgsm {
@@ -440,8 +440,8 @@ mod tests {
             weight_decay: 0.0,
         };
         run.training.learning_rate = 1e-3;
-        run.training.schedule = advsweep_spec::LrSchedule::OneCycle;
-        run.epsilon_space = advsweep_spec::EpsilonSpace::Normalized;
+        run.training.schedule = advsweep_core::LrSchedule::OneCycle;
+        run.epsilon_space = advsweep_core::EpsilonSpace::Normalized;
         let eps = 8.0 / 255.0;
         let cells = vec![
             CellSpec {
@@ -502,7 +502,7 @@ mod tests {
             "basic",
             synthetic(),
             Defense {
-                method: advsweep_spec::TrainingMethod::Adversarial {
+                method: advsweep_core::TrainingMethod::Adversarial {
                     attack: pgd.clone(),
                     epsilon: 4.0 / 255.0,
                     fraction: 0.5,

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use advsweep_spec::Optimizer;
+use advsweep_core::Optimizer;
 use tch::{Kind, Tensor};
 
 use crate::error::Permanent;

@@ -7,7 +7,7 @@
 //! accuracies are measured exactly as an fp32 run's.
 
 use advsweep_autocast::{Autocast, DeviceType};
-use advsweep_spec::Precision;
+use advsweep_core::Precision;
 use tch::Device;
 
 use crate::error::Permanent;

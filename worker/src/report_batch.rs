@@ -8,7 +8,7 @@
 //! trip. Order is kept across kinds: epochs, checkpoints and cells are never reordered, only
 //! neighbours of the same kind are merged.
 
-use advsweep_spec::{CellResult, EpochMetrics};
+use advsweep_core::{CellResult, EpochMetrics};
 
 use crate::job::Progress;
 

@@ -13,7 +13,7 @@
 //!   cosine from `lr` down to `lr / 10⁴` at the end (the shape of PyTorch's `OneCycleLR`
 //!   with `pct_start = 0.3`, `div_factor = 25`, a linear warm-up and `lr / 10⁴` as the floor).
 
-use advsweep_spec::LrSchedule;
+use advsweep_core::LrSchedule;
 
 use crate::error::Permanent;
 

@@ -37,7 +37,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use advsweep_spec::{
+use advsweep_core::{
     Defense, EpochMetrics, EpsilonSpace, MixStrategy, Norm, TrainingMethod, TrainingSpec,
 };
 use anyhow::Context as _;
@@ -378,7 +378,7 @@ pub fn clean_accuracy(
 mod tests {
     use super::*;
     use crate::models::basic::BasicNet;
-    use advsweep_spec::{Attack, StepSize};
+    use advsweep_core::{Attack, StepSize};
     use tch::Device;
 
     // No random starts: these tests draw nothing from torch's (process-wide) generator, so
@@ -525,19 +525,19 @@ mod tests {
             epochs: 2,
             batch_size: 16,
             learning_rate: 0.05,
-            optimizer: advsweep_spec::Optimizer::Sgd {
+            optimizer: advsweep_core::Optimizer::Sgd {
                 momentum: 0.9,
                 weight_decay: 5e-4,
                 nesterov: false,
             },
-            schedule: advsweep_spec::LrSchedule::Step {
+            schedule: advsweep_core::LrSchedule::Step {
                 every_epochs: 1,
                 gamma: 1e-12,
             },
             augment: false,
             eval_batch_size: 10,
             checkpoint_every: 1,
-            precision: advsweep_spec::Precision::Fp32,
+            precision: advsweep_core::Precision::Fp32,
         };
         let snapshot = |m: &BasicNet| -> Vec<Tensor> {
             m.var_store()

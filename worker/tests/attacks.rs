@@ -3,7 +3,7 @@
 
 mod common;
 
-use advsweep_spec::{Attack, EpsilonSpace, Norm, StepSize, TrainingMethod};
+use advsweep_core::{Attack, EpsilonSpace, Norm, StepSize, TrainingMethod};
 use advsweep_worker::attacks::{Budget, perturb, perturbation_norms, perturbation_norms_in};
 use advsweep_worker::defended::Defended;
 use advsweep_worker::models::basic::BasicNet;

@@ -8,7 +8,7 @@
 
 use std::sync::atomic::AtomicBool;
 
-use advsweep_spec::{Attack, Defense, Norm, Optimizer, StepSize, TrainingSpec};
+use advsweep_core::{Attack, Defense, Norm, Optimizer, StepSize, TrainingSpec};
 use advsweep_worker::attacks::Budget;
 use advsweep_worker::data::{Dataset, synthetic};
 use advsweep_worker::evaluate::{CleanPredictions, evaluate_cell};
@@ -62,11 +62,11 @@ fn synthetic_calibration() -> anyhow::Result<()> {
             weight_decay: 5e-4,
             nesterov: false,
         },
-        schedule: advsweep_spec::LrSchedule::Constant,
+        schedule: advsweep_core::LrSchedule::Constant,
         augment: false,
         eval_batch_size: 500,
         checkpoint_every: 1,
-        precision: advsweep_spec::Precision::Fp32,
+        precision: advsweep_core::Precision::Fp32,
     };
     let cancel = AtomicBool::new(false);
     let eps = 8.0 / 255.0;
@@ -96,7 +96,7 @@ fn synthetic_calibration() -> anyhow::Result<()> {
     // SYN_AT_FRACTION of each batch, instead of standard training.
     let defense = if env_f64("SYN_AT", 0.0) > 0.0 {
         Defense {
-            method: advsweep_spec::TrainingMethod::Adversarial {
+            method: advsweep_core::TrainingMethod::Adversarial {
                 attack: Attack::Pgd {
                     norm: Norm::Linf,
                     steps: 7,
@@ -124,7 +124,7 @@ fn synthetic_calibration() -> anyhow::Result<()> {
                 training: &training,
                 defense: &defense,
                 seed,
-                space: advsweep_spec::EpsilonSpace::Pixel,
+                space: advsweep_core::EpsilonSpace::Pixel,
             },
             &cancel,
             &mut |m| {

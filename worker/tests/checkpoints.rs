@@ -8,7 +8,7 @@ mod reference;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
-use advsweep_spec::{Model, NoiseInjection};
+use advsweep_core::{Model, NoiseInjection};
 use advsweep_worker::checkpoint;
 use advsweep_worker::models::{self, Classifier};
 use tch::nn::{self, VarStore};

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use advsweep_spec::{DataSource, DataSpec};
+use advsweep_core::{DataSource, DataSpec};
 use advsweep_worker::data::image_folder;
 use advsweep_worker::data::{DataError, Dataset, IMAGE_BYTES};
 use advsweep_worker::error::is_retryable;

@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::atomic::AtomicBool;
 
-use advsweep_spec::{Attack, DenoiserSpec, EpsilonSpace, MixStrategy, Norm, TrainingMethod};
+use advsweep_core::{Attack, DenoiserSpec, EpsilonSpace, MixStrategy, Norm, TrainingMethod};
 use advsweep_worker::attacks::{Budget, perturb};
 use advsweep_worker::defended::Defended;
 use advsweep_worker::denoiser::{self, DenoiserTraining};

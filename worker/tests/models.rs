@@ -9,7 +9,7 @@ mod reference;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
-use advsweep_spec::{Model, NoiseInjection};
+use advsweep_core::{Model, NoiseInjection};
 use advsweep_worker::checkpoint;
 use advsweep_worker::models::{self, Classifier};
 use tch::{Device, Kind, Reduction, Tensor};

@@ -3,7 +3,7 @@
 
 mod common;
 
-use advsweep_spec::{EpsilonSpace, Precision, TrainingMethod};
+use advsweep_core::{EpsilonSpace, Precision, TrainingMethod};
 use advsweep_worker::attacks::Budget;
 use advsweep_worker::precision;
 use common::*;
@@ -51,7 +51,7 @@ fn a_bf16_training_learns_and_keeps_fp32_weights() -> anyhow::Result<()> {
         let clean = eval(
             model.as_ref(),
             &d,
-            &advsweep_spec::Attack::None,
+            &advsweep_core::Attack::None,
             Budget::pixel(0.0),
             0,
         )?;

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use advsweep_spec::{Attack, Defense};
+use advsweep_core::{Attack, Defense};
 
 use super::BadInput;
 use crate::report::epsilon;

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use advsweep_proto::v1 as pb;
-use advsweep_spec::{EpsilonSpace, wire};
+use advsweep_core::{EpsilonSpace, wire};
 
 use crate::report::{CellRecord, RunRecord, SweepReport};
 

@@ -1,7 +1,7 @@
 //! Store views → v1 messages.
 
 use advsweep_proto::v1 as pb;
-use advsweep_spec::wire;
+use advsweep_core::wire;
 
 use crate::store::{CellStatus, CheckpointInfo, RunStatus, StateCounts, SweepDetail, SweepSummary};
 

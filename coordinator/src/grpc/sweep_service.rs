@@ -66,7 +66,7 @@ pub fn overrides_from(
     for (key, value) in map {
         match key.as_str() {
             "data.path" => {
-                advsweep_spec::wire::check_path(value, "overrides[\"data.path\"]")
+                advsweep_core::wire::check_path(value, "overrides[\"data.path\"]")
                     .map_err(|e| e.to_string())?;
                 overrides.data_path = Some(value.clone());
             }

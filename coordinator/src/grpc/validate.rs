@@ -23,7 +23,7 @@
 //! megabyte back into a gRPC header.
 
 use advsweep_proto::v1 as pb;
-use advsweep_spec::wire::WireError;
+use advsweep_core::wire::WireError;
 use tonic::Status;
 
 use crate::store::LeaseRef;

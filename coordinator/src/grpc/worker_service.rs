@@ -1,13 +1,13 @@
 //! `advsweep.v1.WorkerService`: what GPU workers call.
 //!
 //! Every request is validated ([`super::validate`]) before the store sees it: ids by shape,
-//! labels and counts by bound, metrics and results through `advsweep_spec::wire`.
+//! labels and counts by bound, metrics and results through `advsweep_core::wire`.
 
 use std::sync::Arc;
 
 use advsweep_proto::v1 as pb;
 use advsweep_proto::v1::worker_service_server::WorkerService;
-use advsweep_spec::wire;
+use advsweep_core::wire;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
@@ -42,7 +42,7 @@ fn cell_report(
     at: &str,
     cell_id: &str,
     result: Option<&pb::CellResult>,
-) -> Result<advsweep_spec::CellResult, Status> {
+) -> Result<advsweep_core::CellResult, Status> {
     require_content_id(&format!("{at}cell_id"), cell_id, ContentId::Cell)?;
     let result = result.ok_or_else(|| validate::invalid(format!("missing field `{at}result`")))?;
     wire::cell_result_from_wire(result).map_err(|e| match at.strip_suffix('.') {

@@ -2,7 +2,7 @@
 //! `8/255`; in normalized space ε is in units of each channel's σ, so it always prints as a
 //! decimal (0.2 normalized is not 51/255 of anything).
 
-use advsweep_spec::EpsilonSpace;
+use advsweep_core::EpsilonSpace;
 
 /// A pixel-space label (the default space of sweep files).
 pub fn label(epsilon: f64) -> String {
@@ -25,7 +25,7 @@ pub fn label_in(epsilon: f64, space: EpsilonSpace) -> String {
 
 #[cfg(test)]
 mod tests {
-    use advsweep_spec::EpsilonSpace;
+    use advsweep_core::EpsilonSpace;
 
     use super::{label, label_in};
 

@@ -315,7 +315,7 @@ pub fn accuracy_vs_epsilon(r: &SweepReport) -> Vec<((String, String), Chart)> {
             Chart {
                 title: format!("{model} / {defense}: accuracy vs ε"),
                 x_label: match cells.first().map(|c| c.epsilon_space) {
-                    Some(advsweep_spec::EpsilonSpace::Normalized) => {
+                    Some(advsweep_core::EpsilonSpace::Normalized) => {
                         "ε (normalized inputs, units of σ)".into()
                     }
                     _ => "ε (pixels in [0, 1])".into(),
@@ -347,7 +347,7 @@ pub fn learning_curves(r: &SweepReport) -> Vec<(&'static str, Chart)> {
     if runs.is_empty() {
         return Vec::new();
     }
-    let series = |f: &dyn Fn(&advsweep_spec::EpochMetrics) -> f64| -> Vec<Series> {
+    let series = |f: &dyn Fn(&advsweep_core::EpochMetrics) -> f64| -> Vec<Series> {
         runs.iter()
             .map(|run| Series {
                 name: run_label(run),
@@ -396,7 +396,7 @@ pub fn robust_vs_clean(r: &SweepReport) -> Option<Chart> {
     let space = r
         .runs
         .first()
-        .map_or(advsweep_spec::EpsilonSpace::Pixel, |run| run.epsilon_space);
+        .map_or(advsweep_core::EpsilonSpace::Pixel, |run| run.epsilon_space);
     // ε bits -> (ε, points, point labels)
     type Scatter = (f64, Vec<(f64, f64)>, Vec<String>);
     let mut by_eps: BTreeMap<u64, Scatter> = BTreeMap::new();

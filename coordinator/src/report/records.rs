@@ -1,7 +1,7 @@
 //! The flat records every report is made from: one per run and one per cell, with the run's
 //! identity (model, defense, seed) copied onto each cell so tables and exports need no joins.
 
-use advsweep_spec::{CellResult, EpochMetrics, EpsilonSpace};
+use advsweep_core::{CellResult, EpochMetrics, EpsilonSpace};
 use serde::Serialize;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -2,7 +2,7 @@
 //! checks a careful reviewer would run on a run's numbers before believing them. They are
 //! warnings stored with the run's results, never silent corrections.
 
-use advsweep_spec::{Attack, DataSource, Norm, RunSpec, TrainingMethod};
+use advsweep_core::{Attack, DataSource, Norm, RunSpec, TrainingMethod};
 
 use super::epsilon;
 
@@ -165,7 +165,7 @@ pub fn warnings(run: &RunSpec, cells: &[EvaluatedCell]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use advsweep_spec::{
+    use advsweep_core::{
         DataSpec, Defense, EpsilonSpace, Model, Optimizer, StepSize, TrainingSpec,
     };
 
@@ -187,11 +187,11 @@ mod tests {
                     weight_decay: 0.0,
                     nesterov: false,
                 },
-                schedule: advsweep_spec::LrSchedule::Constant,
+                schedule: advsweep_core::LrSchedule::Constant,
                 augment: false,
                 eval_batch_size: 1,
                 checkpoint_every: 1,
-                precision: advsweep_spec::Precision::Fp32,
+                precision: advsweep_core::Precision::Fp32,
             },
             data: DataSpec {
                 source: data,

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use advsweep_spec::{CellSpec, RunSpec};
+use advsweep_core::{CellSpec, RunSpec};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Store, StoreError, now_ms, random_id};

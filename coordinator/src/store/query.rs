@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use advsweep_spec::{CellResult, EpochMetrics, EpsilonSpace};
+use advsweep_core::{CellResult, EpochMetrics, EpsilonSpace};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Store, StoreError};

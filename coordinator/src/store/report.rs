@@ -3,7 +3,7 @@
 //! Every call is fenced by [`check_lease`]; repeating a call that already took effect for the
 //! same attempt is a no-op success, so a worker may safely retry after a lost response.
 
-use advsweep_spec::{CellResult, EpochMetrics};
+use advsweep_core::{CellResult, EpochMetrics};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::report::sanity::EvaluatedCell;
@@ -16,7 +16,7 @@ fn sanity_warnings(tx: &Connection, run_id: &str) -> Result<Vec<String>, StoreEr
     let spec: String = tx
         .prepare_cached("SELECT spec_json FROM runs WHERE run_id = ?1")?
         .query_row([run_id], |r| r.get(0))?;
-    let run: advsweep_spec::RunSpec = serde_json::from_str(&spec)?;
+    let run: advsweep_core::RunSpec = serde_json::from_str(&spec)?;
     let mut stmt = tx.prepare_cached(
         "SELECT spec_json, result_json FROM cells WHERE run_id = ?1 AND state = 'done'",
     )?;
@@ -26,7 +26,7 @@ fn sanity_warnings(tx: &Connection, run_id: &str) -> Result<Vec<String>, StoreEr
     let mut cells = Vec::new();
     for row in rows {
         let (spec, result) = row?;
-        let cell: advsweep_spec::CellSpec = serde_json::from_str(&spec)?;
+        let cell: advsweep_core::CellSpec = serde_json::from_str(&spec)?;
         let result: CellResult = serde_json::from_str(&result)?;
         cells.push(EvaluatedCell {
             attack_name: cell.attack_name,

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use advsweep_spec::{CellResult, EpochMetrics};
+use advsweep_core::{CellResult, EpochMetrics};
 
 use super::*;
 use crate::sweep::{Overrides, Plan, expand, parse_sweep};

@@ -6,17 +6,17 @@
 //!
 //! Sweep files arrive from anyone who can reach the coordinator, so expansion is defensive:
 //! names are restricted to a file- and table-safe charset, every number is bounded (the same
-//! bounds `advsweep_spec::wire` enforces on the worker side), and the number of cells is counted
+//! bounds `advsweep_core::wire` enforces on the worker side), and the number of cells is counted
 //! with saturating arithmetic and checked against [`Limits`] before any cell is built.
 
 use std::collections::HashSet;
 use std::path::Path;
 
-use advsweep_spec::wire::{
+use advsweep_core::wire::{
     self, MAX_BATCH_SIZE, MAX_DENOISER_BLOCKS, MAX_DENOISER_CHANNELS, MAX_EOT_SAMPLES, MAX_EPOCHS,
     MAX_PGD_STEPS, MAX_RESTARTS, MAX_SYNTHETIC_IMAGES,
 };
-use advsweep_spec::{
+use advsweep_core::{
     Arch, Attack, CellSpec, DataSource, DataSpec, Defense, DenoiserSpec, EpsilonSpace, LrSchedule,
     MixStrategy, Model, NoiseInjection, Norm, Optimizer, Precision, RunSpec, StepSize,
     TrainingMethod, TrainingSpec,

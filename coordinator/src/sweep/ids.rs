@@ -4,7 +4,7 @@
 //! same experiment therefore has the same id in every sweep file and every submission, which is
 //! what lets the coordinator reuse finished work and refuse duplicates.
 
-use advsweep_spec::{Attack, DataSpec, Defense, EpsilonSpace, Model, RunSpec, TrainingSpec};
+use advsweep_core::{Attack, DataSpec, Defense, EpsilonSpace, Model, RunSpec, TrainingSpec};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 

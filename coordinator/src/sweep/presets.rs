@@ -2,7 +2,7 @@
 //! defining. A sweep file's `[models.NAME]`, `[attacks.NAME]` and `[defenses.NAME]` tables add
 //! presets or shadow these.
 
-use advsweep_spec::Arch;
+use advsweep_core::Arch;
 
 use super::file::{
     AttackPreset, DefensePreset, DenoiserSection, EotSetting, EpsilonSetting, ModelPreset,

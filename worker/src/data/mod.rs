@@ -17,7 +17,7 @@ pub mod synthetic;
 
 use std::path::PathBuf;
 
-use advsweep_spec::{DataSource, DataSpec};
+use advsweep_core::{DataSource, DataSpec};
 use anyhow::Context as _;
 use tch::{Device, Kind, Tensor};
 

@@ -403,7 +403,7 @@ mod tests {
 
     #[test]
     fn eval_mode_follows_optimizer_steps() {
-        use advsweep_spec::Optimizer;
+        use advsweep_core::Optimizer;
         for spec in [
             Optimizer::Sgd {
                 momentum: 0.9,

@@ -1,4 +1,4 @@
-//! The model catalogue: classifiers built from a [`advsweep_spec::Model`].
+//! The model catalogue: classifiers built from a [`advsweep_core::Model`].
 //!
 //! Every model takes images in [0, 1] (`f32 [N, 3, 32, 32]`) and normalizes them itself, so
 //! that attacks, budgets and clamping all live in pixel space, and returns logits `[N, 10]`.
@@ -7,7 +7,7 @@
 //! (`conv1.weight`, `layer1.0.bn1.running_mean`, …); [`crate::checkpoint`] writes them as
 //! safetensors that `model.load_state_dict` accepts (docs/CHECKPOINTS.md).
 //!
-//! The architectures ([`advsweep_spec::Arch`]):
+//! The architectures ([`advsweep_core::Arch`]):
 //! * `basic` ([`basic`]): the seed's LeNet-style CNN, 62,006 parameters;
 //! * `resnet18` ([`resnet`]): CIFAR ResNet-18, 11,173,962 parameters;
 //! * `wrn-D-K` ([`wrn`]): WideResNet, e.g. wrn-16-4 (2,748,890), wrn-28-10 (36,479,194);
@@ -26,14 +26,14 @@ pub mod wrn;
 use std::sync::atomic::AtomicI64;
 use std::sync::{Mutex, OnceLock};
 
-use advsweep_spec::{Arch, Model};
+use advsweep_core::{Arch, Model};
 use tch::nn::VarStore;
 use tch::{Device, TchError, Tensor};
 
 pub use noise::NoiseConfig;
 
 /// Names [`build`] accepts (`wrn-D-K` is a pattern), for messages.
-pub const CATALOGUE: &[&str] = advsweep_spec::catalogue::ARCHITECTURES;
+pub const CATALOGUE: &[&str] = advsweep_core::catalogue::ARCHITECTURES;
 
 /// CIFAR-10 channel statistics, used by the models' built-in normalization.
 pub const CIFAR10_MEAN: [f32; 3] = [0.4914, 0.4822, 0.4465];
@@ -285,7 +285,7 @@ mod tests {
         let e = build("wrn-27-10", Device::Cpu).err();
         assert!(e.is_some_and(|e| !crate::error::is_retryable(&e)));
         let mut m = Model::plain("basic");
-        m.noise = Some(advsweep_spec::NoiseInjection {
+        m.noise = Some(advsweep_core::NoiseInjection {
             sigma: 0.1,
             layers: vec!["layer1".into()],
             learnable: false,

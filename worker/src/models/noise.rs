@@ -1,9 +1,9 @@
 //! Noise injection ("network randomization", the seed's noisy-* models; Parametric Noise
 //! Injection of He, Rakin & Fan 2019 when learnable).
 //!
-//! A model built with [`advsweep_spec::NoiseInjection`] adds Gaussian noise, in training AND in
+//! A model built with [`advsweep_core::NoiseInjection`] adds Gaussian noise, in training AND in
 //! inference, at each listed injection point of its architecture
-//! ([`advsweep_spec::Arch::noise_points`]):
+//! ([`advsweep_core::Arch::noise_points`]):
 //!
 //! * `input`: the image in [0, 1], before normalization: `x + s·n`, `s` in pixel units; the
 //!   noisy image is not clamped (the noise is part of the model, not of the data);
@@ -21,7 +21,7 @@
 //! deterministic; [`Noise::randomized`] tells attacks whether expectation over
 //! transformation is worth anything.
 
-use advsweep_spec::{Arch, NoiseInjection};
+use advsweep_core::{Arch, NoiseInjection};
 use tch::nn::{self, Init};
 use tch::{TchError, Tensor};
 

@@ -98,7 +98,7 @@ pub struct WideResNet {
 const GROUP_POINTS: [&str; 3] = ["block1", "block2", "block3"];
 
 impl WideResNet {
-    /// `depth` must be 6n+4 (n ≥ 1) and `width` ≥ 1 ([`advsweep_spec::Arch::parse`] checks).
+    /// `depth` must be 6n+4 (n ≥ 1) and `width` ≥ 1 ([`advsweep_core::Arch::parse`] checks).
     pub fn new(
         name: &'static str,
         depth: i64,

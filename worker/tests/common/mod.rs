@@ -5,7 +5,7 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::{Mutex, MutexGuard};
 
-use advsweep_spec::{
+use advsweep_core::{
     Attack, CellResult, Defense, EpsilonSpace, LrSchedule, Norm, Optimizer, StepSize,
     TrainingMethod, TrainingSpec,
 };
@@ -50,7 +50,7 @@ pub fn training(epochs: u32) -> TrainingSpec {
         augment: false,
         eval_batch_size: 150,
         checkpoint_every: 1,
-        precision: advsweep_spec::Precision::Fp32,
+        precision: advsweep_core::Precision::Fp32,
     }
 }
 

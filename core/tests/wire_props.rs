@@ -6,7 +6,7 @@
 //! random runs.
 
 use advsweep_proto::v1 as pb;
-use advsweep_spec::wire::{self, WireError};
+use advsweep_core::wire::{self, WireError};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 

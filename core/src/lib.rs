@@ -8,6 +8,7 @@
 pub mod catalogue;
 pub mod experiment;
 pub mod results;
+pub mod state;
 pub mod wire;
 
 pub use catalogue::Arch;
@@ -17,3 +18,6 @@ pub use experiment::{
     TrainingMethod, TrainingSpec,
 };
 pub use results::{CellResult, EpochMetrics};
+pub use state::{
+    AttemptOutcome, CellState, RunState, ShownState, StateCounts, SweepState, UnknownState,
+};

@@ -37,7 +37,6 @@ use advsweep_core::{
 use tch::Device;
 
 use crate::attacks::Budget;
-use crate::cli::BenchArgs;
 use crate::data::{Dataset, synthetic};
 use crate::defended::Defended;
 use crate::evaluate::{CleanPredictions, evaluate_cell};
@@ -252,6 +251,41 @@ pub fn median(values: &[f64]) -> f64 {
 }
 
 /// Everything one `bench` invocation measured.
+/// `advsweep-worker bench`: which computations, how large, how often (the subcommand's flags,
+/// kept here so that the CLI depends on the benchmark and not the other way round).
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Model(s) to measure: `all` is BasicNet and ResNet-18; the other families one at a time.
+    #[arg(long, value_enum, default_value_t = BenchModel::All)]
+    pub model: BenchModel,
+
+    /// Computation(s) to measure: standard training, FGSM or PGD-10 adversarial training
+    /// (the at-fgsm / at-pgd-linf presets at ε = 8/255), or PGD-10 ℓ∞ evaluation.
+    #[arg(long, value_enum, default_value_t = BenchMode::All)]
+    pub mode: BenchMode,
+
+    /// Batch size [default: 128 for training, 500 for evaluation, the sweep defaults].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch_size: Option<u32>,
+
+    /// Images per timed repeat [default: depends on model, mode and device].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub images: Option<u32>,
+
+    /// Timed repeats after one warm-up pass; the median is reported.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub repeats: u32,
+
+    /// Arithmetic of the training modes: fp32, or bf16 autocast (the sweep file's
+    /// `[training] precision`); PGD evaluation is always fp32.
+    #[arg(long, default_value = "fp32", value_parser = advsweep_core::Precision::from_name)]
+    pub precision: advsweep_core::Precision,
+
+    /// Print one JSON document on stdout instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
     pub device: String,

@@ -9,11 +9,11 @@
 //! loads it, and [`load`] reads files PyTorch wrote the same way. docs/CHECKPOINTS.md lists the
 //! keys per model.
 //!
-//! A checkpoint holds every variable of the model's VarStore (parameters, batch-norm
+//! A checkpoint holds every named tensor of the model's [`Weights`] (parameters, batch-norm
 //! `running_mean` / `running_var`, learnable noise scales `noise.<point>.alpha`), all float32
 //! as in the model, plus, for every batch norm (a prefix with `running_mean` and
 //! `running_var`), PyTorch's `<prefix>.num_batches_tracked`: an int64 scalar that tch does not
-//! store, written from [`Classifier::batches_tracked`] (0 for a bare VarStore) and, on load,
+//! store, written from [`Classifier::batches_tracked`] (0 for bare weights) and, on load,
 //! accepted when present (and restored into the model's counter), not required.
 //!
 //! Loading is all-or-nothing: every expected key must be present with the model's shape and
@@ -22,19 +22,19 @@
 //! Files are written to a temporary name and renamed into place, so a crash never leaves a
 //! truncated checkpoint behind.
 //!
-//! [`save_var_store`] / [`load_var_store`] do the same for any VarStore (a denoiser, …), with
-//! extra named tensors written beside the variables and handed back on load.
+//! [`save_weights`] / [`load_weights`] do the same for any [`Weights`] (a denoiser's VarStore,
+//! a training checkpoint, …), with extra named tensors written beside the model's and handed
+//! back on load.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use anyhow::Context as _;
-use tch::nn::VarStore;
 use tch::{Device, Kind, TchError, Tensor};
 
 use crate::error::Permanent;
-use crate::models::Classifier;
+use crate::models::{Classifier, Weights};
 
 /// The per-batch-norm buffer PyTorch has and tch has not.
 pub const NUM_BATCHES_TRACKED: &str = "num_batches_tracked";
@@ -49,7 +49,7 @@ pub fn state_dict(model: &dyn Classifier) -> Result<BTreeMap<String, Tensor>, Tc
     let batches = model
         .batches_tracked()
         .map_or(0, |c| c.load(Ordering::Relaxed));
-    var_store_state(model.var_store(), batches)
+    weights_state(model.weights(), batches)
 }
 
 /// Writes `model`'s checkpoint to `path` (conventionally `*.safetensors`).
@@ -60,21 +60,21 @@ pub fn save(model: &dyn Classifier, path: impl AsRef<Path>) -> anyhow::Result<()
     write(&state, path)
 }
 
-/// Writes every variable of `vs` (plus `num_batches_tracked` = 0 for each batch norm) and the
-/// `extra` tensors to `path`. An extra tensor may replace a synthesized `num_batches_tracked`
-/// but not a variable.
-pub fn save_var_store(
-    vs: &VarStore,
+/// Writes every named tensor of `weights` (plus `num_batches_tracked` = 0 for each batch norm)
+/// and the `extra` tensors to `path`. An extra tensor may replace a synthesized
+/// `num_batches_tracked` but not one of the weights.
+pub fn save_weights(
+    weights: &dyn Weights,
     extra: &[(&str, &Tensor)],
     path: impl AsRef<Path>,
 ) -> anyhow::Result<()> {
     let path = path.as_ref();
-    let variables = vs.variables();
-    let mut state = var_store_state(vs, 0)?;
+    let variables = weights.named_tensors();
+    let mut state = weights_state(weights, 0)?;
     for (key, tensor) in extra {
         if variables.contains_key(*key) {
             return Err(Permanent(format!(
-                "extra tensor `{key}` has the name of a variable of the VarStore"
+                "extra tensor `{key}` has the name of one of the weights"
             ))
             .into());
         }
@@ -87,7 +87,7 @@ pub fn save_var_store(
 /// the batch-norm counter from `num_batches_tracked` when the file has it.
 pub fn load(model: &dyn Classifier, path: impl AsRef<Path>) -> anyhow::Result<()> {
     let path = path.as_ref();
-    let plan = check(model.var_store(), path, model.name(), false)?;
+    let plan = check(model.weights(), path, model.name(), false)?;
     plan.apply()?;
     if let (Some(counter), Some(n)) = (model.batches_tracked(), plan.batches_tracked) {
         counter.store(n, Ordering::Relaxed);
@@ -95,14 +95,14 @@ pub fn load(model: &dyn Classifier, path: impl AsRef<Path>) -> anyhow::Result<()
     Ok(())
 }
 
-/// Loads the variables of `vs` from `path` with the same checks as [`load`], except that
-/// tensors which are not variables of `vs` are returned (by key) instead of rejected.
-pub fn load_var_store(
-    vs: &VarStore,
+/// Loads the named tensors of `weights` from `path` with the same checks as [`load`], except
+/// that tensors which are not among them are returned (by key) instead of rejected.
+pub fn load_weights(
+    weights: &dyn Weights,
     path: impl AsRef<Path>,
 ) -> anyhow::Result<BTreeMap<String, Tensor>> {
     let path = path.as_ref();
-    let plan = check(vs, path, "VarStore", true)?;
+    let plan = check(weights, path, "weights", true)?;
     plan.apply()?;
     Ok(plan.extra)
 }
@@ -122,8 +122,11 @@ fn to_cpu(t: &Tensor) -> Result<Tensor, TchError> {
     t.f_detach()?.f_to_device(Device::Cpu)?.f_contiguous()
 }
 
-fn var_store_state(vs: &VarStore, batches: i64) -> Result<BTreeMap<String, Tensor>, TchError> {
-    let variables = vs.variables();
+fn weights_state(
+    weights: &dyn Weights,
+    batches: i64,
+) -> Result<BTreeMap<String, Tensor>, TchError> {
+    let variables = weights.named_tensors();
     let mut state = BTreeMap::new();
     for prefix in batch_norm_prefixes(variables.keys()) {
         let n = Tensor::f_from_slice(&[batches])?.f_reshape([0i64; 0])?;
@@ -204,12 +207,17 @@ fn list(what: (&str, &str), items: &[String]) -> String {
     format!("{} {what} ({shown}{more})", items.len())
 }
 
-fn check(vs: &VarStore, path: &Path, model: &str, allow_extra: bool) -> anyhow::Result<Plan> {
+fn check(
+    weights: &dyn Weights,
+    path: &Path,
+    model: &str,
+    allow_extra: bool,
+) -> anyhow::Result<Plan> {
     let file: BTreeMap<String, Tensor> = Tensor::read_safetensors(path)
         .with_context(|| format!("reading checkpoint `{}`", path.display()))?
         .into_iter()
         .collect();
-    let variables = vs.variables();
+    let variables = weights.named_tensors();
     let bn_prefixes = batch_norm_prefixes(variables.keys());
 
     let mut missing = Vec::new();

@@ -14,17 +14,16 @@
 //! adversarially) on clean inputs without noise or denoiser, and the denoiser is trained
 //! afterwards against the bare classifier; only evaluation uses this wrapper.
 //!
-//! [`Classifier::var_store`] is the classifier's (the denoiser has its own,
+//! [`Classifier::weights`] are the classifier's (the denoiser has its own,
 //! [`Defended::denoiser`]).
 
 use std::sync::atomic::AtomicI64;
 
-use tch::nn::VarStore;
 use tch::{TchError, Tensor};
 
 use crate::denoiser::Denoiser;
 use crate::error::Permanent;
-use crate::models::Classifier;
+use crate::models::{Classifier, Weights};
 
 /// A classifier with optional inference noise and denoiser in front of it.
 pub struct Defended {
@@ -109,12 +108,12 @@ impl Defended {
 }
 
 impl Classifier for Defended {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         self.classifier.name()
     }
 
-    fn var_store(&self) -> &VarStore {
-        self.classifier.var_store()
+    fn weights(&self) -> &dyn Weights {
+        self.classifier.weights()
     }
 
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor, TchError> {

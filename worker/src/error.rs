@@ -14,7 +14,6 @@
 //! retryable: another attempt, maybe on another worker, may well succeed.
 
 use crate::data::DataError;
-use crate::models::UnknownModel;
 
 /// The run was stopped on purpose; nothing to report as a failure.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +24,17 @@ pub struct Cancelled;
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct Permanent(pub String);
+
+/// A model name that is not in the catalogue ([`crate::models::build`]); permanent (retrying
+/// cannot help). Defined here, beside the other kinds [`is_retryable`] tells apart, so that
+/// this module depends on no model code.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct UnknownModel {
+    pub name: String,
+    /// Why, naming the known architectures (from `advsweep_core::Arch::parse`).
+    pub message: String,
+}
 
 /// Whether an error chain contains [`Cancelled`].
 pub fn is_cancelled(err: &anyhow::Error) -> bool {

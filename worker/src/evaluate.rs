@@ -91,7 +91,7 @@ pub fn evaluate_cell(
     let mut counts = Tensor::f_zeros([3], (Kind::Int64, data.device()))?;
     let mut norms = Tensor::f_zeros([2], (Kind::Double, data.device()))?;
     if model.randomized() {
-        tch::manual_seed((rng.next_u64() >> 1) as i64);
+        tch::manual_seed(rng.torch_seed());
     }
     let mut start = 0;
     while start < m {
@@ -225,11 +225,11 @@ mod tests {
     }
 
     impl Classifier for Counting {
-        fn name(&self) -> &'static str {
+        fn name(&self) -> &str {
             self.inner.name()
         }
-        fn var_store(&self) -> &tch::nn::VarStore {
-            self.inner.var_store()
+        fn weights(&self) -> &dyn crate::models::Weights {
+            self.inner.weights()
         }
         fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor, tch::TchError> {
             self.forwards

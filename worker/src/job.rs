@@ -102,7 +102,7 @@ fn encode_checkpoint(
 fn decode_checkpoint(model: &dyn models::Classifier, bytes: &[u8]) -> anyhow::Result<Resume> {
     let path = scratch_file("resume");
     std::fs::write(&path, bytes).context("staging the downloaded checkpoint")?;
-    let extra = crate::checkpoint::load_var_store(model.var_store(), &path);
+    let extra = crate::checkpoint::load_weights(model.weights(), &path);
     let _ = std::fs::remove_file(&path);
     let extra = extra.context("loading the checkpoint's weights")?;
     let epochs_done = extra

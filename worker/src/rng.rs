@@ -53,6 +53,13 @@ impl Rng {
         mix64(self.state)
     }
 
+    /// A seed for torch's (process-wide) generator drawn from this stream: non-negative, as
+    /// `tch::manual_seed` takes an `i64`. Attacks and randomized models re-seed torch with it
+    /// before drawing, so their draws are a function of our seed.
+    pub fn torch_seed(&mut self) -> i64 {
+        (self.next_u64() >> 1) as i64
+    }
+
     /// Uniform in [0, 1) with 53 bits of precision.
     pub fn next_f64(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)

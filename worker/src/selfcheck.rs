@@ -15,8 +15,8 @@ pub fn run(device: Device) -> anyhow::Result<f64> {
     let loss = logits.f_cross_entropy_loss::<Tensor>(&y, None, Reduction::Mean, -100, 0.0)?;
     loss.f_backward()?;
     let grads_ok = model
-        .var_store()
-        .trainable_variables()
+        .weights()
+        .parameters()
         .iter()
         .all(|p| p.grad().defined());
     if !grads_ok {

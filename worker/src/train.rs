@@ -100,11 +100,7 @@ pub fn train_from(
     let t = cfg.training;
     schedule::validate(&t.schedule)?;
     check_method(&cfg.defense.method)?;
-    let mut opt = Optim::new(
-        model.var_store().trainable_variables(),
-        &t.optimizer,
-        t.learning_rate,
-    )?;
+    let mut opt = Optim::new(model.weights().parameters(), &t.optimizer, t.learning_rate)?;
     let first_epoch = match resume {
         None => 1,
         Some(r) => {
@@ -540,8 +536,8 @@ mod tests {
             precision: advsweep_core::Precision::Fp32,
         };
         let snapshot = |m: &BasicNet| -> Vec<Tensor> {
-            m.var_store()
-                .trainable_variables()
+            m.weights()
+                .parameters()
                 .iter()
                 .map(|t| t.f_to_kind(Kind::Double))
                 .collect::<Result<_, _>>()

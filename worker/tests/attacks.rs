@@ -96,7 +96,7 @@ fn perturbations_stay_within_the_budget() -> anyhow::Result<()> {
             }
         }
     }
-    for p in plain.var_store().trainable_variables() {
+    for p in plain.weights().parameters() {
         assert!(!p.grad().defined(), "a parameter gradient was accumulated");
     }
     // ε = 0 and `none` return the input exactly.

@@ -80,7 +80,10 @@ fn a_saved_checkpoint_reloads_to_identical_logits() {
             );
         }
         // Every variable is restored, including non-trainable running statistics.
-        let (a, b) = (model.var_store().variables(), fresh.var_store().variables());
+        let (a, b) = (
+            model.weights().named_tensors(),
+            fresh.weights().named_tensors(),
+        );
         for (key, t) in &a {
             assert!(t.equal(&b[key]), "{name}: {key}");
         }
@@ -124,7 +127,7 @@ fn mismatched_checkpoints_are_errors_naming_the_keys() {
 
     // Wrong architecture: nothing fits.
     let resnet = build("resnet18");
-    let before = resnet.var_store().variables()["conv1.weight"].copy();
+    let before = resnet.weights().named_tensors()["conv1.weight"].copy();
     let err = checkpoint::load(resnet.as_ref(), &basic).unwrap_err();
     let msg = err.to_string();
     assert!(
@@ -146,7 +149,7 @@ fn mismatched_checkpoints_are_errors_naming_the_keys() {
         "a mismatch is permanent"
     );
     assert!(
-        resnet.var_store().variables()["conv1.weight"].equal(&before),
+        resnet.weights().named_tensors()["conv1.weight"].equal(&before),
         "a failed load changes nothing"
     );
 
@@ -202,7 +205,7 @@ fn var_stores_round_trip_with_extra_tensors() {
     let vs = make();
     let sigma = Tensor::from_slice(&[0.25f32]);
     let path = dir.path().join("denoiser.safetensors");
-    checkpoint::save_var_store(&vs, &[("sigma", &sigma)], &path).unwrap();
+    checkpoint::save_weights(&vs, &[("sigma", &sigma)], &path).unwrap();
     let file: std::collections::BTreeMap<String, Tensor> = Tensor::read_safetensors(&path)
         .unwrap()
         .into_iter()
@@ -210,13 +213,13 @@ fn var_stores_round_trip_with_extra_tensors() {
     assert!(file.contains_key("body.1.num_batches_tracked"));
 
     let other = make();
-    let extra = checkpoint::load_var_store(&other, &path).unwrap();
+    let extra = checkpoint::load_weights(&other, &path).unwrap();
     assert_eq!(extra.keys().collect::<Vec<_>>(), ["sigma"]);
     assert!(extra["sigma"].equal(&sigma));
     for (key, t) in vs.variables() {
         assert!(t.equal(&other.variables()[&key]), "{key}");
     }
-    let clash = checkpoint::save_var_store(&vs, &[("body.0.weight", &sigma)], &path);
+    let clash = checkpoint::save_weights(&vs, &[("body.0.weight", &sigma)], &path);
     assert!(clash.is_err());
 }
 
@@ -274,7 +277,7 @@ fn pytorch_loads_rust_checkpoints_with_noise_scales() {
         }),
     };
     let model = models::build(&spec, Device::Cpu).unwrap();
-    let vars = model.var_store().variables();
+    let vars = model.weights().named_tensors();
     tch::no_grad(|| {
         for key in ["noise.input.alpha", "noise.conv2.alpha"] {
             let _ = vars[key].shallow_clone().fill_(0.0);

@@ -43,9 +43,9 @@ fn noisy(name: &str, sigma: f64, layers: &[&str], learnable: bool) -> Model {
 /// Copies every variable `from` has into `to` (which may have more, e.g. noise scales); tests
 /// run in parallel on torch's one global generator, so seeding is no way to get equal weights.
 fn copy_weights(from: &dyn Classifier, to: &dyn Classifier) {
-    let dst = to.var_store().variables();
+    let dst = to.weights().named_tensors();
     tch::no_grad(|| {
-        for (key, src) in from.var_store().variables() {
+        for (key, src) in from.weights().named_tensors() {
             dst[&key].shallow_clone().copy_(&src);
         }
     });
@@ -150,7 +150,7 @@ fn forward_passes_give_logits_and_batch_norm_tracks_statistics() {
         let counter = model
             .batches_tracked()
             .expect("batch-norm model counts batches");
-        let vars = model.var_store().variables();
+        let vars = model.weights().named_tensors();
         let running = vars
             .iter()
             .find(|(k, _)| k.ends_with("running_mean"))
@@ -332,7 +332,7 @@ fn learnable_noise_scales_are_trainable_and_get_gradients() {
     let spec = noisy("resnet18", 0.2, &["input", "layer2"], true);
     let model = models::build(&spec, Device::Cpu).unwrap();
     assert!(model.randomized());
-    let vars = model.var_store().variables();
+    let vars = model.weights().named_tensors();
     let alphas: Vec<&str> = vars
         .keys()
         .filter(|k| k.starts_with("noise."))
@@ -348,7 +348,7 @@ fn learnable_noise_scales_are_trainable_and_get_gradients() {
         "a 0-dimensional scalar like PyTorch's"
     );
     assert!((f64::try_from(alpha).unwrap() - 0.2).abs() < 1e-7);
-    let trainable = model.var_store().trainable_variables();
+    let trainable = model.weights().parameters();
     assert!(
         trainable.iter().any(|t| t.data_ptr() == alpha.data_ptr()),
         "alpha is trainable"

@@ -56,8 +56,8 @@ fn a_bf16_training_learns_and_keeps_fp32_weights() -> anyhow::Result<()> {
             0,
         )?;
         let kinds = model
-            .var_store()
-            .trainable_variables()
+            .weights()
+            .parameters()
             .iter()
             .map(Tensor::kind)
             .collect();

@@ -13,7 +13,7 @@ use tch::{Device, TchError, Tensor};
 
 use super::layers::{Conv2d, ConvSpec, Linear, max_pool2};
 use super::noise::{Noise, NoiseConfig};
-use super::{Classifier, Layout, Normalize};
+use super::{Classifier, Layout, Normalize, Weights};
 
 #[derive(Debug)]
 pub struct BasicNet {
@@ -61,11 +61,11 @@ impl BasicNet {
 }
 
 impl Classifier for BasicNet {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "basic"
     }
 
-    fn var_store(&self) -> &VarStore {
+    fn weights(&self) -> &dyn Weights {
         &self.vs
     }
 
@@ -97,7 +97,7 @@ mod tests {
     fn has_the_seed_architecture() -> anyhow::Result<()> {
         let net = BasicNet::new(Device::Cpu)?;
         assert_eq!(trainable_parameters(&net), 62_006);
-        let mut names: Vec<String> = net.var_store().variables().into_keys().collect();
+        let mut names: Vec<String> = net.weights().named_tensors().into_keys().collect();
         names.sort();
         let expected = [
             "conv1.bias",

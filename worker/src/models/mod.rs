@@ -2,10 +2,13 @@
 //!
 //! Every model takes images in [0, 1] (`f32 [N, 3, 32, 32]`) and normalizes them itself, so
 //! that attacks, budgets and clamping all live in pixel space, and returns logits `[N, 10]`.
-//! Parameters and batch-norm buffers live in a [`VarStore`] whose paths are exactly PyTorch's
-//! `state_dict` keys for the reference definitions in `worker/tests/reference/models.py`
-//! (`conv1.weight`, `layer1.0.bn1.running_mean`, …); [`crate::checkpoint`] writes them as
-//! safetensors that `model.load_state_dict` accepts (docs/CHECKPOINTS.md).
+//! A model hands out its tensors through [`Classifier::weights`] ([`Weights`]), named exactly
+//! like PyTorch's `state_dict` keys for the reference definitions in
+//! `worker/tests/reference/models.py` (`conv1.weight`, `layer1.0.bn1.running_mean`, …);
+//! [`crate::checkpoint`] writes them as safetensors that `model.load_state_dict` accepts
+//! (docs/CHECKPOINTS.md). The built-in families keep them in a `tch::nn::VarStore`, but nothing
+//! outside a family's file depends on that, so a model that is not built from `tch::nn` (a
+//! TorchScript module) fits the same trait.
 //!
 //! The architectures ([`advsweep_core::Arch`]):
 //! * `basic` ([`basic`]): the seed's LeNet-style CNN, 62,006 parameters;
@@ -21,16 +24,17 @@ pub mod layers;
 pub mod noise;
 pub mod resnet;
 pub mod vgg;
+pub mod weights;
 pub mod wrn;
 
 use std::sync::atomic::AtomicI64;
-use std::sync::{Mutex, OnceLock};
 
 use advsweep_core::{Arch, Model};
-use tch::nn::VarStore;
 use tch::{Device, TchError, Tensor};
 
+pub use crate::error::UnknownModel;
 pub use noise::NoiseConfig;
+pub use weights::Weights;
 
 /// Names [`build`] accepts (`wrn-D-K` is a pattern), for messages.
 pub const CATALOGUE: &[&str] = advsweep_core::catalogue::ARCHITECTURES;
@@ -39,21 +43,13 @@ pub const CATALOGUE: &[&str] = advsweep_core::catalogue::ARCHITECTURES;
 pub const CIFAR10_MEAN: [f32; 3] = [0.4914, 0.4822, 0.4465];
 pub const CIFAR10_STD: [f32; 3] = [0.2470, 0.2435, 0.2616];
 
-/// A model name that is not in the catalogue; permanent (retrying cannot help).
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct UnknownModel {
-    pub name: String,
-    /// Why, naming the known architectures (from [`Arch::parse`]).
-    pub message: String,
-}
-
 /// An image classifier.
 pub trait Classifier: Send {
     /// Catalogue name (`basic`, `resnet18`, `wrn-28-10`, …).
-    fn name(&self) -> &'static str;
-    /// The trainable parameters (and any buffers registered there).
-    fn var_store(&self) -> &VarStore;
+    fn name(&self) -> &str;
+    /// The model's tensors: by `state_dict` name for checkpoints, and the trainable parameters
+    /// for the optimizer.
+    fn weights(&self) -> &dyn Weights;
     /// Logits for images in [0, 1]. `train` selects training behaviour (batch-norm statistics,
     /// dropout) for models that have any. Eval mode (`train == false`) is for evaluation and
     /// attacks: its output is differentiable in `x` but not in the convolutions and batch norms
@@ -120,7 +116,7 @@ pub fn build<'a>(
         Arch::Basic => Box::new(basic::BasicNet::with_noise(device, noise)?),
         Arch::ResNet18 => Box::new(resnet::ResNet18::new(device, noise)?),
         Arch::WideResNet { depth, width } => Box::new(wrn::WideResNet::new(
-            intern(name),
+            name,
             i64::from(depth),
             i64::from(width),
             device,
@@ -131,27 +127,11 @@ pub fn build<'a>(
     })
 }
 
-/// A `'static` copy of `name`, allocated once per distinct name (WideResNet names are
-/// open-ended, [`Classifier::name`] is `'static`).
-fn intern(name: &str) -> &'static str {
-    static NAMES: OnceLock<Mutex<Vec<&'static str>>> = OnceLock::new();
-    let mut names = NAMES
-        .get_or_init(|| Mutex::new(Vec::new()))
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    if let Some(&n) = names.iter().find(|&&n| n == name) {
-        return n;
-    }
-    let n: &'static str = Box::leak(name.to_owned().into_boxed_str());
-    names.push(n);
-    n
-}
-
 /// Number of trainable scalars.
 pub fn trainable_parameters(model: &dyn Classifier) -> i64 {
     model
-        .var_store()
-        .trainable_variables()
+        .weights()
+        .parameters()
         .iter()
         .map(Tensor::numel)
         .map(|n| n as i64)
@@ -165,8 +145,8 @@ pub(crate) fn count_batch(counter: &AtomicI64, train: bool) {
     }
 }
 
-/// Input normalization with fixed (non-trainable) per-channel statistics. Not stored in the
-/// VarStore, so not in checkpoints (the PyTorch reference keeps them in non-persistent
+/// Input normalization with fixed (non-trainable) per-channel statistics. Not among the
+/// model's [`Weights`], so not in checkpoints (the PyTorch reference keeps them in non-persistent
 /// buffers).
 ///
 /// The normalized batch is also laid out channels-last (same shape and values, NHWC strides;
@@ -320,10 +300,5 @@ mod tests {
         // Elementwise operations keep the layout.
         assert_eq!(y.f_sub_scalar(0.5)?.f_div_scalar(2.0)?.stride(), y.stride());
         Ok(())
-    }
-
-    #[test]
-    fn names_are_interned_once() {
-        assert!(std::ptr::eq(intern("wrn-40-2"), intern("wrn-40-2")));
     }
 }

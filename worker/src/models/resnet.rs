@@ -17,7 +17,7 @@ use tch::{Device, TchError, Tensor};
 
 use super::layers::{BatchNorm2d, Conv2d, ConvBn, ConvSpec, Linear, avg_pool};
 use super::noise::{Noise, NoiseConfig};
-use super::{Classifier, Layout, Normalize, count_batch};
+use super::{Classifier, Layout, Normalize, Weights, count_batch};
 
 #[derive(Debug)]
 struct BasicBlock {
@@ -108,11 +108,11 @@ impl ResNet18 {
 }
 
 impl Classifier for ResNet18 {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "resnet18"
     }
 
-    fn var_store(&self) -> &VarStore {
+    fn weights(&self) -> &dyn Weights {
         &self.vs
     }
 

@@ -16,7 +16,7 @@ use tch::{Device, TchError, Tensor};
 
 use super::layers::{BatchNorm2d, Conv2d, ConvBn, ConvSpec, Linear, max_pool2};
 use super::noise::{Noise, NoiseConfig};
-use super::{Classifier, Layout, Normalize, count_batch};
+use super::{Classifier, Layout, Normalize, Weights, count_batch};
 
 /// Which VGG.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,14 +96,14 @@ impl Vgg {
 }
 
 impl Classifier for Vgg {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         match self.kind {
             VggKind::Vgg11 => "vgg11",
             VggKind::Vgg16 => "vgg16",
         }
     }
 
-    fn var_store(&self) -> &VarStore {
+    fn weights(&self) -> &dyn Weights {
         &self.vs
     }
 

@@ -22,7 +22,7 @@ use tch::{Device, TchError, Tensor};
 
 use super::layers::{BatchNorm2d, Conv2d, ConvSpec, Linear, WeightInit, avg_pool};
 use super::noise::{Noise, NoiseConfig};
-use super::{Classifier, Layout, Normalize, count_batch};
+use super::{Classifier, Layout, Normalize, Weights, count_batch};
 
 fn conv(
     p: &nn::Path<'_>,
@@ -84,7 +84,8 @@ impl Block {
 
 #[derive(Debug)]
 pub struct WideResNet {
-    name: &'static str,
+    /// `wrn-<depth>-<width>`, as asked for.
+    name: String,
     vs: VarStore,
     normalize: Normalize,
     conv1: Conv2d,
@@ -100,7 +101,7 @@ const GROUP_POINTS: [&str; 3] = ["block1", "block2", "block3"];
 impl WideResNet {
     /// `depth` must be 6n+4 (n ≥ 1) and `width` ≥ 1 ([`advsweep_core::Arch::parse`] checks).
     pub fn new(
-        name: &'static str,
+        name: impl Into<String>,
         depth: i64,
         width: i64,
         device: Device,
@@ -132,7 +133,7 @@ impl WideResNet {
         let fc = Linear::zero_bias(&root.sub("fc"), input, 10)?;
         let noise = Noise::new(&root, noise)?;
         Ok(WideResNet {
-            name,
+            name: name.into(),
             normalize: Normalize::cifar10(device, Layout::RESIDUAL)?,
             vs,
             conv1,
@@ -146,11 +147,11 @@ impl WideResNet {
 }
 
 impl Classifier for WideResNet {
-    fn name(&self) -> &'static str {
-        self.name
+    fn name(&self) -> &str {
+        &self.name
     }
 
-    fn var_store(&self) -> &VarStore {
+    fn weights(&self) -> &dyn Weights {
         &self.vs
     }
 

@@ -1,0 +1,77 @@
+//! Checkpoint bytes between the worker and the coordinator: upload in 1 MiB chunks with the
+//! SHA-256 the coordinator verifies, download verified against the SHA-256 it declares.
+//!
+//! Separate from the lease's reporting because it is a byte-stream protocol of its own (the
+//! only streaming RPCs the worker makes) with its own integrity check.
+
+use advsweep_proto::v1 as pb;
+use tonic::Status;
+
+use super::retry::Client;
+
+/// Lower-case hex SHA-256 of `bytes`, as the coordinator spells it.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Streams a checkpoint to the coordinator in 1 MiB chunks with its SHA-256.
+pub(super) async fn upload_checkpoint(
+    client: &Client,
+    lease: &pb::LeaseRef,
+    epoch: u32,
+    bytes: Vec<u8>,
+) -> Result<pb::CheckpointAck, Status> {
+    let sha256 = sha256_hex(&bytes);
+    let chunks: Vec<pb::CheckpointChunk> = bytes
+        .chunks(1 << 20)
+        .enumerate()
+        .map(|(i, data)| pb::CheckpointChunk {
+            lease: (i == 0).then(|| lease.clone()),
+            epoch: if i == 0 { epoch } else { 0 },
+            sha256: if i == 0 {
+                sha256.clone()
+            } else {
+                String::new()
+            },
+            data: data.to_vec(),
+        })
+        .collect();
+    let mut client = client.clone();
+    client
+        .upload_checkpoint(tokio_stream::iter(chunks))
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Fetches a checkpoint and verifies its SHA-256 before anything loads it.
+pub(super) async fn download_checkpoint(
+    client: &Client,
+    lease: &pb::LeaseRef,
+    checkpoint: &pb::CheckpointRef,
+) -> Result<Vec<u8>, Status> {
+    let mut client = client.clone();
+    let mut stream = client
+        .download_checkpoint(pb::DownloadCheckpointRequest {
+            worker_id: lease.worker_id.clone(),
+            run_id: lease.run_id.clone(),
+            checkpoint_id: checkpoint.checkpoint_id.clone(),
+        })
+        .await?
+        .into_inner();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.message().await? {
+        bytes.extend_from_slice(&chunk.data);
+    }
+    let actual = sha256_hex(&bytes);
+    if actual != checkpoint.sha256 {
+        return Err(Status::data_loss(format!(
+            "checkpoint {} arrived corrupted (SHA-256 {actual}, expected {})",
+            checkpoint.checkpoint_id, checkpoint.sha256
+        )));
+    }
+    Ok(bytes)
+}

@@ -135,7 +135,7 @@ fn report_with_non_finite_metrics() -> SweepReport {
         defense_epsilon: None,
         seed: 0,
         epsilon_space: advsweep_core::EpsilonSpace::Pixel,
-        state: "done".into(),
+        state: advsweep_core::ShownState::Done,
         attempt: 1,
         error: None,
         warnings: vec!["training diverged".into()],
@@ -153,7 +153,7 @@ fn report_with_non_finite_metrics() -> SweepReport {
             attack: attack.into(),
             epsilon: eps,
             epsilon_space: run.epsilon_space,
-            state: "done".into(),
+            state: advsweep_core::ShownState::Done,
             result: Some(advsweep_core::CellResult {
                 accuracy: 0.5,
                 ..Default::default()
@@ -164,7 +164,7 @@ fn report_with_non_finite_metrics() -> SweepReport {
     SweepReport {
         sweep_id: "s-0000000000000001".into(),
         name: "..".into(),
-        state: "done".into(),
+        state: advsweep_core::SweepState::Done,
         runs: vec![run],
         cells,
     }

@@ -7,7 +7,7 @@ use std::path::Path;
 use advsweep_coordinator::report::{
     self, CellRecord, Dim, Layout, Metric, Pivot, RunRecord, SweepReport,
 };
-use advsweep_core::{CellResult, EpochMetrics, EpsilonSpace};
+use advsweep_core::{CellResult, EpochMetrics, EpsilonSpace, ShownState, SweepState};
 
 fn result(accuracy: f64) -> Option<CellResult> {
     Some(CellResult {
@@ -29,7 +29,7 @@ fn run(id: &str, defense: &str, eps: Option<f64>, seed: u64, warnings: &[&str]) 
         defense_epsilon: eps,
         seed,
         epsilon_space: EpsilonSpace::Pixel,
-        state: "done".into(),
+        state: ShownState::Done,
         attempt: 1,
         error: None,
         warnings: warnings.iter().map(|w| (*w).to_owned()).collect(),
@@ -57,7 +57,7 @@ fn cell(run: &RunRecord, attack: &str, eps: f64, state: &str, acc: Option<f64>) 
         attack: attack.into(),
         epsilon: eps,
         epsilon_space: run.epsilon_space,
-        state: state.into(),
+        state: ShownState::parse(state).expect("a state"),
         result: acc.and_then(result),
         error: (state == "failed").then(|| {
             "attempt 3 failed: CUDA out of memory (gave up after 3 failed attempts)".into()
@@ -100,7 +100,7 @@ fn sweep() -> SweepReport {
     SweepReport {
         sweep_id: "s-golden".into(),
         name: "golden".into(),
-        state: "running".into(),
+        state: SweepState::Running,
         runs: vec![s0, s1, a2, a8],
         cells,
     }

@@ -227,6 +227,56 @@ impl StateCounts {
     }
 }
 
+/// Comparison with a spelling, and serialization as the spelling, for each state enum.
+macro_rules! state_text {
+    ($($name:ident),+) => {$(
+        impl PartialEq<str> for $name {
+            fn eq(&self, text: &str) -> bool {
+                self.as_str() == text
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, text: &&str) -> bool {
+                self.as_str() == *text
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<$name, D::Error> {
+                let text = <String as serde::Deserialize>::deserialize(deserializer)?;
+                $name::parse(&text).map_err(serde::de::Error::custom)
+            }
+        }
+    )+};
+}
+
+state_text!(RunState, CellState, ShownState, AttemptOutcome, SweepState);
+
+impl StateCounts {
+    /// The count of `state`.
+    pub fn get(&self, state: ShownState) -> u32 {
+        match state {
+            ShownState::Pending => self.pending,
+            ShownState::Running => self.running,
+            ShownState::Done => self.done,
+            ShownState::Failed => self.failed,
+            ShownState::Cancelled => self.cancelled,
+        }
+    }
+
+    /// Work that has settled: done, failed or cancelled.
+    pub fn finished(&self) -> u32 {
+        self.done + self.failed + self.cancelled
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

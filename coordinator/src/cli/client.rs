@@ -2,74 +2,15 @@
 //! a sweep accepts its id or its name (the newest sweep of that name).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
+use advsweep_core::{AttemptOutcome, ShownState, SweepState};
 use advsweep_proto::v1 as pb;
-use advsweep_proto::v1::sweep_service_client::SweepServiceClient;
-use advsweep_settings::{AuthChannel, ClientSettings, ConnectionFlags, Overrides, load};
 
+use super::connection::{Client, Target, connect, error_chain, rpc_error};
 use super::{BadInput, progress, rows};
 use crate::report::{Layout, Pivot};
-
-/// A SweepService client that sends the client token.
-pub type Client = SweepServiceClient<AuthChannel>;
-
-/// Which coordinator to call and how: the `[client]` settings (config file, `ADVSWEEP_*`),
-/// overridden by these flags. The token comes from `ADVSWEEP_TOKEN`, `--token-file` or the
-/// config file, never from a flag (flags show up in `ps`).
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct Target {
-    /// Coordinator URL, http:// or https:// [default: http://127.0.0.1:50051]
-    #[arg(long)]
-    pub coordinator: Option<String>,
-    /// Config file with a [client] table [env: ADVSWEEP_CONFIG]
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    #[command(flatten)]
-    pub connection: ConnectionFlags,
-}
-
-impl Target {
-    /// The effective client settings.
-    pub fn settings(&self) -> anyhow::Result<ClientSettings> {
-        let overrides = self
-            .connection
-            .apply(Overrides::new().set("coordinator", self.coordinator.clone()));
-        let loaded = load::<ClientSettings>(self.config.as_deref(), &overrides)
-            .map_err(|e| BadInput(e.to_string()))?;
-        Ok(loaded.settings)
-    }
-}
-
-/// Connects to the coordinator `target` names.
-pub async fn connect(target: &Target) -> anyhow::Result<Client> {
-    connect_with(&target.settings()?).await
-}
-
-/// Connects with explicit settings (the embedded coordinator of `advsweep run`).
-pub async fn connect_with(settings: &ClientSettings) -> anyhow::Result<Client> {
-    let connection = &settings.connection;
-    let url = &connection.coordinator;
-    let endpoint = connection.endpoint().map_err(|e| BadInput(e.to_string()))?;
-    let channel = endpoint.connect().await.map_err(|e| {
-        anyhow::anyhow!("cannot reach the coordinator at {url}: {}", error_chain(&e))
-    })?;
-    let bearer = connection.bearer().map_err(|e| BadInput(e.to_string()))?;
-    Ok(SweepServiceClient::with_interceptor(channel, bearer).max_decoding_message_size(64 << 20))
-}
-
-/// An error and its causes on one line (a TLS failure hides its reason two levels down).
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
 
 /// `advsweep health`: asks the coordinator's gRPC health service whether it is SERVING.
 pub async fn health(target: &Target) -> anyhow::Result<ExitCode> {
@@ -101,26 +42,6 @@ pub async fn health(target: &Target) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
-}
-
-/// Maps a gRPC error to an error naming the call; `invalid_argument` counts as bad input.
-pub fn rpc_error(call: &str, status: tonic::Status) -> anyhow::Error {
-    if status.code() == tonic::Code::InvalidArgument || status.code() == tonic::Code::NotFound {
-        BadInput(status.message().to_owned()).into()
-    } else {
-        let hint = match status.code() {
-            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
-                " (this coordinator needs a client token: ADVSWEEP_TOKEN, --token-file, or \
-                 token_file in the [client] table of the config file)"
-            }
-            _ => "",
-        };
-        anyhow::anyhow!(
-            "{call} failed: {:?}: {}{hint}",
-            status.code(),
-            status.message()
-        )
-    }
 }
 
 /// The id of the sweep `id_or_name` names: an id as it is, else the newest sweep with that name.
@@ -191,23 +112,23 @@ pub async fn submit(
 }
 
 fn counts(c: Option<&pb::StateCounts>) -> String {
-    let c = c.cloned().unwrap_or_default();
-    let total = c.pending + c.running + c.done + c.failed + c.cancelled;
-    let mut s = format!("{}/{} done", c.done, total);
-    for (n, label) in [
-        (c.running, "running"),
-        (c.pending, "pending"),
-        (c.failed, "failed"),
-        (c.cancelled, "cancelled"),
+    let c = rows::counts(c);
+    let mut s = format!("{}/{} done", c.done, c.total());
+    for state in [
+        ShownState::Running,
+        ShownState::Pending,
+        ShownState::Failed,
+        ShownState::Cancelled,
     ] {
+        let n = c.get(state);
         if n > 0 {
-            s.push_str(&format!(", {n} {label}"));
+            s.push_str(&format!(", {n} {state}"));
         }
     }
     s
 }
 
-pub fn print_detail(detail: &pb::SweepDetail) {
+pub fn print_detail(detail: &pb::SweepDetail) -> anyhow::Result<()> {
     if let Some(s) = &detail.summary {
         outln!("sweep {} ({}): {}", s.name, s.sweep_id, s.state);
         outln!("  runs:  {}", counts(s.runs.as_ref()));
@@ -240,7 +161,12 @@ pub fn print_detail(detail: &pb::SweepDetail) {
         for w in &run.warnings {
             outln!("    warning: {w}");
         }
-        if run.attempts.len() > 1 || run.attempts.iter().any(|a| a.outcome != "done") {
+        if run.attempts.len() > 1
+            || run
+                .attempts
+                .iter()
+                .any(|a| a.outcome != AttemptOutcome::Done.as_str())
+        {
             for a in &run.attempts {
                 outln!(
                     "    attempt {}/{} on {}: {}{}",
@@ -267,8 +193,9 @@ pub fn print_detail(detail: &pb::SweepDetail) {
     outln!();
     out!(
         "{}",
-        Pivot::new(&rows::sweep_report(detail).cells, Layout::default()).markdown()
+        Pivot::new(&rows::sweep_report(detail)?.cells, Layout::default()).markdown()
     );
+    Ok(())
 }
 
 #[derive(serde::Serialize)]
@@ -303,7 +230,7 @@ pub async fn status(target: &Target, sweep: Option<&str>, json: bool) -> anyhow:
                             state: s.state.clone(),
                             created_unix_ms: s.created_unix_ms,
                             cells_done: c.done,
-                            cells_total: c.pending + c.running + c.done + c.failed + c.cancelled,
+                            cells_total: rows::counts(Some(&c)).total(),
                             cells_failed: c.failed,
                         }
                     })
@@ -334,10 +261,10 @@ pub async fn status(target: &Target, sweep: Option<&str>, json: bool) -> anyhow:
             if json {
                 outln!(
                     "{}",
-                    crate::report::export::json(&rows::sweep_report(&detail))
+                    crate::report::export::json(&rows::sweep_report(&detail)?)
                 );
             } else {
-                print_detail(&detail);
+                print_detail(&detail)?;
             }
         }
     }
@@ -364,7 +291,7 @@ pub async fn watch(target: &Target, sweep: &str, json: bool) -> anyhow::Result<E
             c.cancelled
         );
     }
-    Ok(if last.state == "done" {
+    Ok(if SweepState::parse(&last.state) == Ok(SweepState::Done) {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -17,6 +17,7 @@ macro_rules! out {
 
 mod client;
 mod config;
+mod connection;
 mod plan;
 mod progress;
 mod report;
@@ -73,7 +74,7 @@ pub enum Command {
     /// probes that must speak TLS.
     Health {
         #[command(flatten)]
-        target: client::Target,
+        target: connection::Target,
     },
     /// Inspect settings.
     Config {
@@ -86,7 +87,7 @@ pub enum Command {
         #[arg(long, env = "ADVSWEEP_CIFAR10_DIR")]
         data_path: Option<String>,
         #[command(flatten)]
-        target: client::Target,
+        target: connection::Target,
     },
     /// Show all sweeps, or one sweep's runs, cells and results.
     Status {
@@ -96,7 +97,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        target: client::Target,
+        target: connection::Target,
     },
     /// Follow a sweep's progress until it ends.
     Watch {
@@ -106,7 +107,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        target: client::Target,
+        target: connection::Target,
     },
     /// Write the sweep's tables (Markdown, CSV), exports (CSV, JSON) and figures (SVG, PNG).
     Report(report::ReportArgs),
@@ -121,14 +122,14 @@ pub enum Command {
         #[arg(long, conflicts_with = "cells")]
         failed: bool,
         #[command(flatten)]
-        target: client::Target,
+        target: connection::Target,
     },
     /// Cancel a sweep's unfinished cells.
     Cancel {
         /// A sweep id or name (the newest sweep of that name).
         sweep: String,
         #[command(flatten)]
-        target: client::Target,
+        target: connection::Target,
     },
 }
 

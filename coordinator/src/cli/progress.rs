@@ -4,11 +4,13 @@
 
 use std::io::IsTerminal;
 
+use advsweep_core::{ShownState, StateCounts};
 use advsweep_proto::v1 as pb;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use super::client::rpc_error;
+use super::connection::{Client, rpc_error};
+use super::rows;
 
 /// How to show progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,15 +31,15 @@ struct Counts {
     total: u32,
 }
 
-impl From<&pb::StateCounts> for Counts {
-    fn from(c: &pb::StateCounts) -> Self {
+impl From<&StateCounts> for Counts {
+    fn from(c: &StateCounts) -> Self {
         Counts {
             pending: c.pending,
             running: c.running,
             done: c.done,
             failed: c.failed,
             cancelled: c.cancelled,
-            total: c.pending + c.running + c.done + c.failed + c.cancelled,
+            total: c.total(),
         }
     }
 }
@@ -101,7 +103,7 @@ fn run_line(r: &pb::RunStatus) -> String {
 
 /// Streams events until the sweep reaches a terminal state; returns the last summary.
 pub async fn follow(
-    client: &mut super::client::Client,
+    client: &mut Client,
     sweep_id: &str,
     output: Output,
 ) -> anyhow::Result<pb::SweepSummary> {
@@ -126,12 +128,12 @@ pub async fn follow(
         bar
     });
     // One bar per cell state under the overall one.
-    let state_bars: Vec<(&str, ProgressBar)> = if interactive {
+    let state_bars: Vec<(ShownState, ProgressBar)> = if interactive {
         [
-            ("done", "green"),
-            ("running", "yellow"),
-            ("pending", "white"),
-            ("failed", "red"),
+            (ShownState::Done, "green"),
+            (ShownState::Running, "yellow"),
+            (ShownState::Pending, "white"),
+            (ShownState::Failed, "red"),
         ]
         .into_iter()
         .map(|(state, colour)| {
@@ -142,7 +144,7 @@ pub async fn follow(
                 ))
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
-            b.set_prefix(state);
+            b.set_prefix(state.as_str());
             (state, b)
         })
         .collect()
@@ -158,8 +160,8 @@ pub async fn follow(
         .map_err(|s| rpc_error("WatchSweep", s))?
     {
         let summary = event.summary.clone().unwrap_or_default();
-        let cells = summary.cells.unwrap_or_default();
-        let total = cells.pending + cells.running + cells.done + cells.failed + cells.cancelled;
+        let cells = rows::counts(summary.cells.as_ref());
+        let total = cells.total();
         match (output, &bar) {
             (Output::Json, _) => {
                 let json = JsonEvent {
@@ -168,7 +170,7 @@ pub async fn follow(
                     state: &summary.state,
                     finished: event.finished,
                     message: &event.message,
-                    runs: Counts::from(&summary.runs.unwrap_or_default()),
+                    runs: Counts::from(&rows::counts(summary.runs.as_ref())),
                     cells: Counts::from(&cells),
                     running: event.running.iter().map(in_flight).collect(),
                 };
@@ -176,19 +178,14 @@ pub async fn follow(
             }
             (Output::Human, Some(bar)) => {
                 bar.set_length(u64::from(total));
-                bar.set_position(u64::from(cells.done + cells.failed + cells.cancelled));
+                bar.set_position(u64::from(cells.finished()));
                 bar.set_message(format!(
                     "{} running, {} pending, {} failed",
                     cells.running, cells.pending, cells.failed
                 ));
                 for (state, b) in &state_bars {
                     b.set_length(u64::from(total));
-                    b.set_position(u64::from(match *state {
-                        "done" => cells.done,
-                        "running" => cells.running,
-                        "pending" => cells.pending,
-                        _ => cells.failed,
-                    }));
+                    b.set_position(u64::from(cells.get(*state)));
                 }
                 while run_lines.len() < event.running.len() {
                     let line = multi.add(ProgressBar::new_spinner());

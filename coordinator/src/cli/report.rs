@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use advsweep_proto::v1 as pb;
 
-use super::{BadInput, client, rows};
+use super::{BadInput, client, connection, rows};
 use crate::report::{self, Dim, Layout, Metric};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -29,7 +29,7 @@ pub struct ReportArgs {
     #[arg(long)]
     pub no_plots: bool,
     #[command(flatten)]
-    pub target: client::Target,
+    pub target: connection::Target,
 }
 
 fn dims(list: &str) -> Result<Vec<Dim>, BadInput> {
@@ -60,14 +60,14 @@ pub fn layout(rows: &str, cols: &str, metric: &str) -> Result<Layout, BadInput> 
 
 pub async fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let layout = layout(&args.rows, &args.cols, &args.metric)?;
-    let mut c = client::connect(&args.target).await?;
+    let mut c = connection::connect(&args.target).await?;
     let sweep_id = client::resolve_sweep(&mut c, &args.sweep).await?;
     let detail = c
         .get_sweep(pb::GetSweepRequest { sweep_id })
         .await
-        .map_err(|s| client::rpc_error("GetSweep", s))?
+        .map_err(|s| connection::rpc_error("GetSweep", s))?
         .into_inner();
-    let r = rows::sweep_report(&detail);
+    let r = rows::sweep_report(&detail)?;
     let out = args
         .out
         .unwrap_or_else(|| PathBuf::from("reports").join(report::plots::slug(&r.name)));

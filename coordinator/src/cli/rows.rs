@@ -1,9 +1,10 @@
-//! v1 sweep details → report records.
+//! v1 sweep details → report records. States arrive as their spelling (the v1 wire keeps
+//! `string state`) and are read back through `advsweep_core`'s `parse` here.
 
 use std::collections::HashMap;
 
+use advsweep_core::{EpsilonSpace, ShownState, StateCounts, SweepState, wire};
 use advsweep_proto::v1 as pb;
-use advsweep_core::{EpsilonSpace, wire};
 
 use crate::report::{CellRecord, RunRecord, SweepReport};
 
@@ -11,32 +12,46 @@ fn non_empty(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_owned())
 }
 
-pub fn sweep_report(detail: &pb::SweepDetail) -> SweepReport {
+/// Counts by state from the wire (none: all zero).
+pub fn counts(c: Option<&pb::StateCounts>) -> StateCounts {
+    let c = c.copied().unwrap_or_default();
+    StateCounts {
+        pending: c.pending,
+        running: c.running,
+        done: c.done,
+        failed: c.failed,
+        cancelled: c.cancelled,
+    }
+}
+
+pub fn sweep_report(detail: &pb::SweepDetail) -> anyhow::Result<SweepReport> {
     let summary = detail.summary.clone().unwrap_or_default();
     let runs: Vec<RunRecord> = detail
         .runs
         .iter()
-        .map(|r| RunRecord {
-            run_id: r.run_id.clone(),
-            model: r.model.clone(),
-            defense: r.defense_name.clone(),
-            defense_epsilon: (r.defense_epsilon > 0.0).then_some(r.defense_epsilon),
-            seed: r.seed,
-            epsilon_space: wire::epsilon_space_from_wire(r.epsilon_space),
-            state: r.state.clone(),
-            attempt: r.attempt,
-            error: non_empty(&r.error),
-            warnings: r.warnings.clone(),
-            epochs: r.epochs.iter().map(wire::epoch_from_wire).collect(),
+        .map(|r| {
+            Ok(RunRecord {
+                run_id: r.run_id.clone(),
+                model: r.model.clone(),
+                defense: r.defense_name.clone(),
+                defense_epsilon: (r.defense_epsilon > 0.0).then_some(r.defense_epsilon),
+                seed: r.seed,
+                epsilon_space: wire::epsilon_space_from_wire(r.epsilon_space),
+                state: ShownState::parse(&r.state)?,
+                attempt: r.attempt,
+                error: non_empty(&r.error),
+                warnings: r.warnings.clone(),
+                epochs: r.epochs.iter().map(wire::epoch_from_wire).collect(),
+            })
         })
-        .collect();
+        .collect::<anyhow::Result<_>>()?;
     let by_id: HashMap<&str, &RunRecord> = runs.iter().map(|r| (r.run_id.as_str(), r)).collect();
     let cells = detail
         .cells
         .iter()
         .map(|c| {
             let run = by_id.get(c.run_id.as_str());
-            CellRecord {
+            Ok(CellRecord {
                 cell_id: c.cell_id.clone(),
                 run_id: c.run_id.clone(),
                 model: run.map(|r| r.model.clone()).unwrap_or_default(),
@@ -46,20 +61,20 @@ pub fn sweep_report(detail: &pb::SweepDetail) -> SweepReport {
                 attack: c.attack_name.clone(),
                 epsilon: c.epsilon,
                 epsilon_space: run.map(|r| r.epsilon_space).unwrap_or(EpsilonSpace::Pixel),
-                state: c.state.clone(),
+                state: ShownState::parse(&c.state)?,
                 result: c
                     .result
                     .as_ref()
                     .and_then(|r| wire::cell_result_from_wire(r).ok()),
                 error: non_empty(&c.error),
-            }
+            })
         })
-        .collect();
-    SweepReport {
+        .collect::<anyhow::Result<_>>()?;
+    Ok(SweepReport {
+        state: SweepState::parse(&summary.state)?,
         sweep_id: summary.sweep_id,
         name: summary.name,
-        state: summary.state,
         runs,
         cells,
-    }
+    })
 }

@@ -7,12 +7,13 @@ use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use advsweep_core::SweepState;
 use advsweep_proto::v1 as pb;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 
-use super::{BadInput, client, progress, rows};
+use super::{BadInput, client, connection, progress, rows};
 use advsweep_settings::{
     ClientSettings, ConnectionSettings, CoordinatorSettings, RoleSettings, Secret, WorkerSettings,
 };
@@ -289,7 +290,7 @@ pub async fn run(
         let _ = stop_rx.await;
     }));
 
-    let mut client = client::connect_with(&ClientSettings {
+    let mut client = connection::connect_with(&ClientSettings {
         connection: ConnectionSettings {
             coordinator: url.clone(),
             token: Some(Secret::new(client_token)),
@@ -300,7 +301,7 @@ pub async fn run(
     let submitted = client
         .submit_sweep(client::submit_request(&args.file, args.data_path.clone())?)
         .await
-        .map_err(|s| client::rpc_error("SubmitSweep", s))?
+        .map_err(|s| connection::rpc_error("SubmitSweep", s))?
         .into_inner();
     eprintln!(
         "advsweep: sweep {} ({}): {} runs, {} cells{}; {} worker(s) × {} thread(s); state in {}",
@@ -407,7 +408,7 @@ pub async fn run(
             sweep_id: submitted.sweep_id.clone(),
         })
         .await
-        .map_err(|s| client::rpc_error("GetSweep", s));
+        .map_err(|s| connection::rpc_error("GetSweep", s));
     drop(client);
     let _ = stop_tx.send(());
     if tokio::time::timeout(Duration::from_secs(10), server)
@@ -434,7 +435,7 @@ pub async fn run(
     outln!();
     out!(
         "{}",
-        Pivot::new(&rows::sweep_report(&detail).cells, Layout::default()).markdown()
+        Pivot::new(&rows::sweep_report(&detail)?.cells, Layout::default()).markdown()
     );
     outln!();
     let cells = summary.cells.unwrap_or_default();
@@ -459,9 +460,11 @@ pub async fn run(
             );
         }
     }
-    Ok(if summary.state == "done" {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(
+        if SweepState::parse(&summary.state) == Ok(SweepState::Done) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        },
+    )
 }

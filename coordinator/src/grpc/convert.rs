@@ -1,7 +1,8 @@
-//! Store views → v1 messages.
+//! Store views → v1 messages. States travel as their one spelling (`as_str`): the v1 wire
+//! keeps its `string state` fields.
 
-use advsweep_proto::v1 as pb;
 use advsweep_core::wire;
+use advsweep_proto::v1 as pb;
 
 use crate::store::{CellStatus, CheckpointInfo, RunStatus, StateCounts, SweepDetail, SweepSummary};
 
@@ -42,7 +43,7 @@ pub fn run(r: &RunStatus) -> pb::RunStatus {
         defense_name: r.defense_name.clone(),
         defense_epsilon: r.defense_epsilon.unwrap_or(0.0),
         seed: r.seed,
-        state: r.state.clone(),
+        state: r.state.as_str().to_owned(),
         attempt: r.attempt,
         worker_id: r.worker_id.clone().unwrap_or_default(),
         error: r.error.clone().unwrap_or_default(),
@@ -55,7 +56,7 @@ pub fn run(r: &RunStatus) -> pb::RunStatus {
             .map(|a| pb::AttemptRecord {
                 attempt: a.attempt,
                 worker_id: a.worker_id.clone().unwrap_or_default(),
-                outcome: a.outcome.clone(),
+                outcome: a.outcome.as_str().to_owned(),
                 reason: a.reason.clone().unwrap_or_default(),
                 ended_unix_ms: a.ended_ms,
             })
@@ -70,7 +71,7 @@ fn cell(c: &CellStatus) -> pb::CellStatus {
         run_id: c.run_id.clone(),
         attack_name: c.attack_name.clone(),
         epsilon: c.epsilon,
-        state: c.state.clone(),
+        state: c.state.as_str().to_owned(),
         result: c.result.as_ref().map(wire::cell_result_to_wire),
         error: c.error.clone().unwrap_or_default(),
     }

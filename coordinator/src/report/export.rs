@@ -27,7 +27,7 @@ pub fn cells_csv(r: &SweepReport) -> String {
             c.seed.to_string(),
             csv_field(&c.attack),
             c.epsilon.to_string(),
-            csv_field(&c.state),
+            csv_field(c.state.as_str()),
             opt(res.map(|x| x.accuracy)),
             opt(res.map(|x| x.attack_success_rate)),
             opt(res.map(|x| x.mean_linf)),

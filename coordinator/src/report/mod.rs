@@ -12,6 +12,8 @@ pub mod sanity;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use advsweep_core::{ShownState, StateCounts};
+
 pub use pivot::{Dim, Layout, Metric, Pivot};
 pub use records::{CellRecord, RunRecord, SweepReport};
 
@@ -34,7 +36,7 @@ fn put(dir: &Path, name: &str, text: &str, written: &mut Written) -> std::io::Re
 pub fn summary_markdown(r: &SweepReport, layout: &Layout, plots: &[PathBuf]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# {} ({})\n", r.name, r.sweep_id);
-    let done = r.cells.iter().filter(|c| c.state == "done").count();
+    let done = StateCounts::of(r.cells.iter().map(|c| c.state)).done;
     let _ = writeln!(
         out,
         "State: **{}**, {done}/{} cells done, {} runs.\n",
@@ -49,7 +51,11 @@ pub fn summary_markdown(r: &SweepReport, layout: &Layout, plots: &[PathBuf]) -> 
     };
     let _ = writeln!(out, "## {metric}{unit}, mean ± std over seeds\n");
     out.push_str(&Pivot::new(&r.cells, layout.clone()).markdown());
-    let missing: Vec<_> = r.cells.iter().filter(|c| c.state != "done").collect();
+    let missing: Vec<_> = r
+        .cells
+        .iter()
+        .filter(|c| c.state != ShownState::Done)
+        .collect();
     if !missing.is_empty() {
         let _ = writeln!(out, "\n## Missing cells ({})\n", missing.len());
         for c in missing {

@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use advsweep_core::ShownState;
+
 use super::epsilon;
 use super::records::CellRecord;
 
@@ -143,7 +145,7 @@ impl Default for Layout {
 enum Entry {
     Values(Vec<f64>),
     /// Expected but without a result yet: the cells' state.
-    Missing(String),
+    Missing(ShownState),
 }
 
 /// A key along one axis: labels, and the order it sorts in.
@@ -221,12 +223,12 @@ impl Pivot {
                 .entry((r, col))
                 .or_insert_with(|| Entry::Values(Vec::new()));
             match (layout.metric.value(c), &mut *entry) {
-                (Some(v), Entry::Values(vs)) if c.state == "done" => vs.push(v),
-                (Some(v), Entry::Missing(_)) if c.state == "done" => {
+                (Some(v), Entry::Values(vs)) if c.state == ShownState::Done => vs.push(v),
+                (Some(v), Entry::Missing(_)) if c.state == ShownState::Done => {
                     *entry = Entry::Values(vec![v])
                 }
-                (_, Entry::Values(vs)) if vs.is_empty() && c.state != "done" => {
-                    *entry = Entry::Missing(c.state.clone())
+                (_, Entry::Values(vs)) if vs.is_empty() && c.state != ShownState::Done => {
+                    *entry = Entry::Missing(c.state)
                 }
                 _ => {}
             }
@@ -277,7 +279,7 @@ impl Pivot {
     fn text(&self, r: usize, c: usize) -> String {
         match self.entries.get(&(r, c)) {
             None => String::new(),
-            Some(Entry::Missing(state)) => state.clone(),
+            Some(Entry::Missing(state)) => state.as_str().to_owned(),
             Some(Entry::Values(v)) if v.is_empty() => "—".into(),
             Some(Entry::Values(v)) => {
                 let (mean, std) = mean_std(v);

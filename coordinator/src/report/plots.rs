@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use advsweep_core::ShownState;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -265,7 +266,7 @@ pub fn accuracy_vs_epsilon(r: &SweepReport) -> Vec<((String, String), Chart)> {
         let cells: Vec<_> = r
             .cells
             .iter()
-            .filter(|c| c.model == model && c.defense == defense && c.state == "done")
+            .filter(|c| c.model == model && c.defense == defense && c.state == ShownState::Done)
             .collect();
         let clean_at_zero: Vec<f64> = cells
             .iter()
@@ -404,7 +405,7 @@ pub fn robust_vs_clean(r: &SweepReport) -> Option<Chart> {
         let cells: Vec<_> = r
             .cells
             .iter()
-            .filter(|c| c.run_id == run.run_id && c.state == "done")
+            .filter(|c| c.run_id == run.run_id && c.state == ShownState::Done)
             .collect();
         let Some(clean) = cells
             .iter()

@@ -1,7 +1,7 @@
 //! The flat records every report is made from: one per run and one per cell, with the run's
 //! identity (model, defense, seed) copied onto each cell so tables and exports need no joins.
 
-use advsweep_core::{CellResult, EpochMetrics, EpsilonSpace};
+use advsweep_core::{CellResult, EpochMetrics, EpsilonSpace, ShownState, SweepState};
 use serde::Serialize;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -14,7 +14,7 @@ pub struct RunRecord {
     pub seed: u64,
     /// The space of the run's ε (its defense's and its cells').
     pub epsilon_space: EpsilonSpace,
-    pub state: String,
+    pub state: ShownState,
     pub attempt: u32,
     pub error: Option<String>,
     pub warnings: Vec<String>,
@@ -32,8 +32,7 @@ pub struct CellRecord {
     pub attack: String,
     pub epsilon: f64,
     pub epsilon_space: EpsilonSpace,
-    /// pending | running | done | failed | cancelled
-    pub state: String,
+    pub state: ShownState,
     pub result: Option<CellResult>,
     pub error: Option<String>,
 }
@@ -43,7 +42,7 @@ pub struct CellRecord {
 pub struct SweepReport {
     pub sweep_id: String,
     pub name: String,
-    pub state: String,
+    pub state: SweepState,
     pub runs: Vec<RunRecord>,
     pub cells: Vec<CellRecord>,
 }

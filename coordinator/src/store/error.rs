@@ -24,12 +24,31 @@ pub enum StoreError {
         source: std::io::Error,
     },
     #[error("state database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(#[source] rusqlite::Error),
     #[error("stored record is corrupt: {0}")]
     Corrupt(String),
     /// The group commit this call was part of did not commit; nothing it wrote happened.
     #[error("state database write failed: {0}")]
     CommitFailed(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    /// A stored state that is none of the known spellings is a corrupt record, not a database
+    /// failure.
+    fn from(e: rusqlite::Error) -> Self {
+        if let rusqlite::Error::FromSqlConversionFailure(_, _, source) = &e
+            && let Some(unknown) = source.downcast_ref::<advsweep_core::UnknownState>()
+        {
+            return StoreError::Corrupt(unknown.to_string());
+        }
+        StoreError::Sqlite(e)
+    }
+}
+
+impl From<advsweep_core::UnknownState> for StoreError {
+    fn from(e: advsweep_core::UnknownState) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
 }
 
 impl From<serde_json::Error> for StoreError {

@@ -2,65 +2,15 @@
 //!
 //! A lease is granted for a whole run (train once, evaluate all its pending cells). It expires
 //! unless heartbeats renew it; an expired lease re-queues the run with back-off. Every report a
-//! worker makes carries its [`LeaseRef`]; a report whose lease id or attempt no longer matches
-//! is rejected, so a worker that lost its lease can never overwrite or duplicate a result
-//! (fencing).
+//! worker makes carries its [`LeaseRef`], checked by [`super::fencing`].
 
-use std::time::Duration;
-
-use advsweep_core::{CellSpec, RunSpec};
+use advsweep_core::{AttemptOutcome, CellSpec, CellState, RunSpec, RunState};
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::fencing::{FailedAttempt, LeaseRef, check_lease, end_failed_attempt};
+use super::recovery::{CheckpointInfo, latest_checkpoint};
+use super::settings::LeaseSettings;
 use super::{Store, StoreError, now_ms, random_id};
-
-/// Timing and retry policy.
-#[derive(Debug, Clone)]
-pub struct LeaseSettings {
-    /// A lease not renewed within this time is lost and its run re-queued.
-    pub lease_ttl: Duration,
-    /// How often workers are told to heartbeat (well under the TTL).
-    pub heartbeat_interval: Duration,
-    /// First retry delay; doubles per failure, with ±25 % jitter, up to `retry_max`.
-    pub retry_base: Duration,
-    pub retry_max: Duration,
-}
-
-impl Default for LeaseSettings {
-    fn default() -> Self {
-        LeaseSettings {
-            lease_ttl: Duration::from_secs(30),
-            heartbeat_interval: Duration::from_secs(5),
-            retry_base: Duration::from_secs(2),
-            retry_max: Duration::from_secs(120),
-        }
-    }
-}
-
-impl LeaseSettings {
-    fn ms(d: Duration) -> i64 {
-        i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-    }
-
-    /// Delay before attempt `failures + 1` may start.
-    pub fn backoff_ms(&self, failures: u32) -> i64 {
-        let exp = failures.saturating_sub(1).min(20);
-        let raw = Self::ms(self.retry_base).saturating_mul(1 << exp);
-        let capped = raw.min(Self::ms(self.retry_max));
-        // Jitter in [-25 %, +25 %] from a random id's bits.
-        let bits = u64::from_str_radix(&random_id("")[..8], 16).unwrap_or(0);
-        let jitter = (bits % 501) as i64 - 250; // per mille, in [-250, 250]
-        (capped + capped * jitter / 1000).max(0)
-    }
-}
-
-/// What a worker quotes back on every call about a leased run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LeaseRef {
-    pub worker_id: String,
-    pub run_id: String,
-    pub lease_id: String,
-    pub attempt: u32,
-}
 
 /// A run handed to a worker, with the cells it still has to evaluate.
 #[derive(Debug, Clone)]
@@ -71,7 +21,7 @@ pub struct LeaseGrant {
     pub run: RunSpec,
     pub cells: Vec<CellSpec>,
     /// The latest checkpoint to resume from.
-    pub resume_from: Option<super::CheckpointInfo>,
+    pub resume_from: Option<CheckpointInfo>,
 }
 
 #[derive(Debug, Clone)]
@@ -199,20 +149,22 @@ fn lease(
     expire_leases(conn, settings, now)?;
     let candidate: Option<(String, String, u32)> = match sweep_id {
         None => conn
-            .prepare_cached(
+            .prepare_cached(sql!(
                 "SELECT run_id, spec_json, attempt FROM runs
-                 WHERE state = 'pending' AND not_before_ms <= ?1
+                 WHERE state = '{}' AND not_before_ms <= ?1
                  ORDER BY seq LIMIT 1",
-            )?
+                RunState::Pending
+            ))?
             .query_row([now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()?,
         Some(sweep) => conn
-            .prepare_cached(
+            .prepare_cached(sql!(
                 "SELECT r.run_id, r.spec_json, r.attempt
                  FROM sweep_runs sr JOIN runs r ON r.run_id = sr.run_id
-                 WHERE sr.sweep_id = ?2 AND r.state = 'pending' AND r.not_before_ms <= ?1
+                 WHERE sr.sweep_id = ?2 AND r.state = '{}' AND r.not_before_ms <= ?1
                  ORDER BY r.seq LIMIT 1",
-            )?
+                RunState::Pending
+            ))?
             .query_row(params![now, sweep], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })
@@ -222,16 +174,24 @@ fn lease(
         let next: Option<i64> = match sweep_id {
             None => conn
                 .prepare_cached(
-                    "SELECT MIN(CASE WHEN state = 'pending' THEN not_before_ms ELSE ?1 + 1000 END)
-                     FROM runs WHERE state IN ('pending', 'leased')",
+                    sql!(
+                        "SELECT MIN(CASE WHEN state = '{pending}' THEN not_before_ms ELSE ?1 + 1000 END)
+                     FROM runs WHERE state IN ('{pending}', '{leased}')",
+                        pending = RunState::Pending,
+                        leased = RunState::Leased
+                    ),
                 )?
                 .query_row([now], |r| r.get(0))?,
             Some(sweep) => conn
                 .prepare_cached(
-                    "SELECT MIN(CASE WHEN r.state = 'pending' THEN r.not_before_ms
+                    sql!(
+                        "SELECT MIN(CASE WHEN r.state = '{pending}' THEN r.not_before_ms
                                      ELSE ?1 + 1000 END)
                      FROM sweep_runs sr JOIN runs r ON r.run_id = sr.run_id
-                     WHERE sr.sweep_id = ?2 AND r.state IN ('pending', 'leased')",
+                     WHERE sr.sweep_id = ?2 AND r.state IN ('{pending}', '{leased}')",
+                        pending = RunState::Pending,
+                        leased = RunState::Leased
+                    ),
                 )?
                 .query_row(params![now, sweep], |r| r.get(0))?,
         };
@@ -246,16 +206,18 @@ fn lease(
     let attempt = attempt + 1;
     let lease_id = random_id("l-");
     let expires = now + LeaseSettings::ms(settings.lease_ttl);
-    conn.prepare_cached(
-        "UPDATE runs SET state = 'leased', attempt = ?2, lease_id = ?3, worker_id = ?4,
+    conn.prepare_cached(sql!(
+        "UPDATE runs SET state = '{}', attempt = ?2, lease_id = ?3, worker_id = ?4,
              lease_expires_ms = ?5, updated_ms = ?6
          WHERE run_id = ?1",
-    )?
+        RunState::Leased
+    ))?
     .execute(params![run_id, attempt, lease_id, worker_id, expires, now])?;
     let cells = {
-        let mut stmt = conn.prepare_cached(
-            "SELECT spec_json FROM cells WHERE run_id = ?1 AND state = 'pending' ORDER BY seq",
-        )?;
+        let mut stmt = conn.prepare_cached(sql!(
+            "SELECT spec_json FROM cells WHERE run_id = ?1 AND state = '{}' ORDER BY seq",
+            CellState::Pending
+        ))?;
         let rows = stmt.query_map([&run_id], |r| r.get::<_, String>(0))?;
         let mut cells = Vec::new();
         for row in rows {
@@ -269,7 +231,7 @@ fn lease(
              WHERE sr.run_id = ?1 ORDER BY s.cancelled, s.created_ms LIMIT 1",
         )?
         .query_row([&run_id], |r| r.get(0))?;
-    let resume_from = super::recovery::latest_checkpoint(conn, &run_id)?;
+    let resume_from = latest_checkpoint(conn, &run_id)?;
     Ok(LeaseOutcome::Granted(Box::new(LeaseGrant {
         lease_id,
         attempt,
@@ -312,117 +274,13 @@ fn touch_worker(conn: &Connection, worker_id: &str, now: i64) -> Result<(), Stor
     Ok(())
 }
 
-/// Fails the check unless `lease` is the live lease of its run.
-pub(super) fn check_lease(conn: &Connection, lease: &LeaseRef, now: i64) -> Result<(), StoreError> {
-    let row: Option<(String, Option<String>, u32, Option<i64>)> = conn
-        .prepare_cached(
-            "SELECT state, lease_id, attempt, lease_expires_ms FROM runs WHERE run_id = ?1",
-        )?
-        .query_row([&lease.run_id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })
-        .optional()?;
-    let lost = |why: String| StoreError::LeaseLost {
-        run_id: lease.run_id.clone(),
-        lease_id: lease.lease_id.clone(),
-        attempt: lease.attempt,
-        why,
-    };
-    let Some((state, lease_id, attempt, expires)) = row else {
-        return Err(lost("no such run".into()));
-    };
-    if attempt != lease.attempt || lease_id.as_deref() != Some(lease.lease_id.as_str()) {
-        return Err(lost(format!("the run is now on attempt {attempt}")));
-    }
-    if state != "leased" {
-        return Err(lost(format!("the run is {state}")));
-    }
-    if expires.is_some_and(|e| e < now) {
-        return Err(lost("the lease expired".into()));
-    }
-    Ok(())
-}
-
-/// An attempt that ended without success.
-pub(super) struct FailedAttempt<'a> {
-    pub run_id: &'a str,
-    pub attempt: u32,
-    pub worker_id: Option<&'a str>,
-    /// "failed" (reported by the worker) or "expired" (no heartbeat).
-    pub outcome: &'a str,
-    pub reason: &'a str,
-    pub retryable: bool,
-}
-
-/// Records the end of an attempt that did not succeed and decides what happens next: back to
-/// `pending` after a back-off, or `failed` (with its pending cells) once attempts run out or
-/// the error cannot succeed on retry.
-pub(super) fn end_failed_attempt(
-    tx: &Connection,
-    settings: &LeaseSettings,
-    failed: FailedAttempt<'_>,
-    now: i64,
-) -> Result<Option<i64>, StoreError> {
-    let FailedAttempt {
-        run_id,
-        attempt,
-        worker_id,
-        outcome,
-        reason,
-        retryable,
-    } = failed;
-    tx.execute(
-        "INSERT OR REPLACE INTO attempts (run_id, attempt, worker_id, outcome, reason, ended_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![run_id, attempt, worker_id, outcome, reason, now],
-    )?;
-    let failures: u32 = tx.query_row(
-        "UPDATE runs SET failures = failures + 1 WHERE run_id = ?1 RETURNING failures",
-        [run_id],
-        |r| r.get(0),
-    )?;
-    let error = format!("attempt {attempt} {outcome}: {reason}");
-    let max_attempts: u32 = tx.query_row(
-        "SELECT max_attempts FROM runs WHERE run_id = ?1",
-        [run_id],
-        |r| r.get(0),
-    )?;
-    if retryable && failures < max_attempts {
-        let at = now + settings.backoff_ms(failures);
-        tx.execute(
-            "UPDATE runs SET state = 'pending', lease_id = NULL, worker_id = NULL,
-                 lease_expires_ms = NULL, not_before_ms = ?2, error = ?3, updated_ms = ?4
-             WHERE run_id = ?1",
-            params![run_id, at, error, now],
-        )?;
-        Ok(Some(at))
-    } else {
-        let error = if retryable {
-            format!("{error} (gave up after {failures} failed attempts)")
-        } else {
-            format!("{error} (not retryable)")
-        };
-        tx.execute(
-            "UPDATE runs SET state = 'failed', lease_id = NULL, lease_expires_ms = NULL,
-                 error = ?2, updated_ms = ?3
-             WHERE run_id = ?1",
-            params![run_id, error, now],
-        )?;
-        tx.execute(
-            "UPDATE cells SET state = 'failed', error = ?2, updated_ms = ?3
-             WHERE run_id = ?1 AND state = 'pending'",
-            params![run_id, error, now],
-        )?;
-        Ok(None)
-    }
-}
-
 fn expire_leases(tx: &Connection, settings: &LeaseSettings, now: i64) -> Result<usize, StoreError> {
     let expired: Vec<(String, u32, Option<String>)> = {
-        let mut stmt = tx.prepare_cached(
+        let mut stmt = tx.prepare_cached(sql!(
             "SELECT run_id, attempt, worker_id FROM runs
-             WHERE state = 'leased' AND lease_expires_ms < ?1",
-        )?;
+             WHERE state = '{}' AND lease_expires_ms < ?1",
+            RunState::Leased
+        ))?;
         let rows = stmt.query_map([now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         rows.collect::<Result<_, _>>()?
     };
@@ -440,7 +298,7 @@ fn expire_leases(tx: &Connection, settings: &LeaseSettings, now: i64) -> Result<
                 run_id,
                 attempt: *attempt,
                 worker_id: worker_id.as_deref(),
-                outcome: "expired",
+                outcome: AttemptOutcome::Expired,
                 reason: "no heartbeat within the lease TTL (worker died or hung)",
                 retryable: true,
             },

@@ -9,13 +9,29 @@
 //! only after that transaction's commit (and fsync) — concurrent workers share fsyncs, nothing is
 //! acknowledged before it is durable. Reads (`status`, reports, metrics) use a small pool of
 //! read-only connections, which WAL lets run beside the writer.
+//!
+//! States are stored as their one spelling from `advsweep_core` (`RunState::as_str` and
+//! friends): statements that name a state are built from it once ([`sql!`]), and state
+//! columns read back through `parse` ([`state`]), so an unknown spelling is a
+//! [`StoreError::Corrupt`], never a panic.
+
+/// SQL text with `advsweep_core` state spellings in it (a `format!`), built once per call site:
+/// every call returns the same `&'static str`, so `prepare_cached` keeps hitting its cache.
+macro_rules! sql {
+    ($($text:tt)+) => {{
+        static TEXT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| format!($($text)+));
+        TEXT.as_str()
+    }};
+}
 
 mod error;
+mod fencing;
 mod lease;
 mod query;
 mod recovery;
 mod report;
 mod schema;
+mod settings;
 mod submit;
 mod writer;
 
@@ -24,16 +40,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use advsweep_core::{RunState, UnknownState};
 use rusqlite::{Connection, OptionalExtension};
 
+pub use advsweep_core::{StateCounts, SweepState};
 pub use error::StoreError;
-pub use lease::{LeaseGrant, LeaseOutcome, LeaseRef, LeaseSettings};
-pub use query::{
-    AttemptRecord, CellStatus, Gauges, RunStatus, StateCounts, SweepDetail, SweepState,
-    SweepSummary,
-};
+pub use fencing::LeaseRef;
+pub use lease::{LeaseGrant, LeaseOutcome};
+pub use query::{AttemptRecord, CellStatus, Gauges, RunStatus, SweepDetail, SweepSummary};
 pub use recovery::{CHECKPOINTS_KEPT, CheckpointInfo, RetryOutcome};
 pub use report::FailOutcome;
+pub use settings::LeaseSettings;
 pub use submit::SubmitOutcome;
 
 /// Milliseconds since the Unix epoch.
@@ -42,6 +59,18 @@ pub fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+/// Reads the state column `idx` of `row` through its one spelling (`RunState`, `CellState`,
+/// `AttemptOutcome`); an unknown spelling is a conversion error ([`StoreError::Corrupt`]).
+fn state<T>(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<T>
+where
+    T: std::str::FromStr<Err = UnknownState>,
+{
+    let text: String = row.get(idx)?;
+    text.parse().map_err(|e: UnknownState| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 /// Idle read connections kept for reuse.
@@ -218,7 +247,11 @@ impl Store {
         let conn = self.reader()?;
         Ok(conn
             .query_row(
-                "SELECT 1 FROM runs WHERE state IN ('pending', 'leased') LIMIT 1",
+                sql!(
+                    "SELECT 1 FROM runs WHERE state IN ('{}', '{}') LIMIT 1",
+                    RunState::Pending,
+                    RunState::Leased
+                ),
                 [],
                 |_| Ok(()),
             )

@@ -2,10 +2,13 @@
 
 use std::collections::HashMap;
 
-use advsweep_core::{CellResult, EpochMetrics, EpsilonSpace};
+use advsweep_core::{
+    AttemptOutcome, CellResult, CellState, EpochMetrics, EpsilonSpace, RunState, ShownState,
+    StateCounts, SweepState,
+};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, state};
 
 /// A run's ε space from its stored spec (`json_extract` of `epsilon_space`); specs from before
 /// the field existed are pixel-space.
@@ -13,61 +16,6 @@ fn space(stored: Option<String>) -> EpsilonSpace {
     match stored.as_deref() {
         Some("normalized") => EpsilonSpace::Normalized,
         _ => EpsilonSpace::Pixel,
-    }
-}
-
-/// Counts by state. For cells, `running` means a pending cell whose run is leased.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StateCounts {
-    pub pending: u32,
-    pub running: u32,
-    pub done: u32,
-    pub failed: u32,
-    pub cancelled: u32,
-}
-
-impl StateCounts {
-    pub fn total(&self) -> u32 {
-        self.pending + self.running + self.done + self.failed + self.cancelled
-    }
-
-    /// Nothing left to do (no pending or running work).
-    pub fn settled(&self) -> bool {
-        self.pending == 0 && self.running == 0
-    }
-
-    fn add(&mut self, state: &str, n: u32) {
-        match state {
-            "pending" => self.pending += n,
-            "running" | "leased" => self.running += n,
-            "done" => self.done += n,
-            "failed" => self.failed += n,
-            _ => self.cancelled += n,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SweepState {
-    Running,
-    Done,
-    /// Settled with at least one failed cell.
-    Failed,
-    Cancelled,
-}
-
-impl SweepState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SweepState::Running => "running",
-            SweepState::Done => "done",
-            SweepState::Failed => "failed",
-            SweepState::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn is_terminal(self) -> bool {
-        self != SweepState::Running
     }
 }
 
@@ -89,8 +37,7 @@ pub struct RunStatus {
     pub defense_name: String,
     pub defense_epsilon: Option<f64>,
     pub seed: u64,
-    /// pending | running | done | failed | cancelled
-    pub state: String,
+    pub state: ShownState,
     pub attempt: u32,
     pub worker_id: Option<String>,
     pub error: Option<String>,
@@ -109,8 +56,7 @@ pub struct RunStatus {
 pub struct AttemptRecord {
     pub attempt: u32,
     pub worker_id: Option<String>,
-    /// done | failed | expired | preempted
-    pub outcome: String,
+    pub outcome: AttemptOutcome,
     pub reason: Option<String>,
     pub ended_ms: i64,
 }
@@ -121,8 +67,7 @@ pub struct CellStatus {
     pub run_id: String,
     pub attack_name: String,
     pub epsilon: f64,
-    /// pending | running | done | failed | cancelled
-    pub state: String,
+    pub state: ShownState,
     pub result: Option<CellResult>,
     pub error: Option<String>,
 }
@@ -156,37 +101,34 @@ fn summary(conn: &Connection, sweep_id: &str) -> Result<SweepSummary, StoreError
             "SELECT r.state, COUNT(*) FROM sweep_runs sr JOIN runs r ON r.run_id = sr.run_id
              WHERE sr.sweep_id = ?1 GROUP BY r.state",
         )?;
-        let rows = stmt.query_map([sweep_id], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))?;
+        let rows = stmt.query_map([sweep_id], |r| Ok((state::<RunState>(r, 0)?, r.get(1)?)))?;
         for row in rows {
-            let (state, n) = row?;
-            runs.add(&state, n);
+            let (run, n) = row?;
+            runs.add(run.shown(), n);
         }
     }
     let mut cells = StateCounts::default();
     {
         let mut stmt = conn.prepare_cached(
-            "SELECT CASE WHEN c.state = 'pending' AND r.state = 'leased' THEN 'running'
-                         ELSE c.state END AS s, COUNT(*)
+            "SELECT c.state, r.state, COUNT(*)
              FROM sweep_cells sc
              JOIN cells c ON c.cell_id = sc.cell_id
              JOIN runs r ON r.run_id = c.run_id
-             WHERE sc.sweep_id = ?1 GROUP BY s",
+             WHERE sc.sweep_id = ?1 GROUP BY c.state, r.state",
         )?;
-        let rows = stmt.query_map([sweep_id], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))?;
+        let rows = stmt.query_map([sweep_id], |r| {
+            Ok((
+                state::<CellState>(r, 0)?,
+                state::<RunState>(r, 1)?,
+                r.get(2)?,
+            ))
+        })?;
         for row in rows {
-            let (state, n) = row?;
-            cells.add(&state, n);
+            let (cell, run, n) = row?;
+            cells.add(cell.shown(run), n);
         }
     }
-    let state = if cancelled && (!cells.settled() || cells.cancelled > 0) {
-        SweepState::Cancelled
-    } else if !cells.settled() {
-        SweepState::Running
-    } else if cells.failed > 0 {
-        SweepState::Failed
-    } else {
-        SweepState::Done
-    };
+    let state = cells.sweep_state(cancelled);
     Ok(SweepSummary {
         sweep_id: sweep_id.to_owned(),
         name,
@@ -201,8 +143,10 @@ fn summary(conn: &Connection, sweep_id: &str) -> Result<SweepSummary, StoreError
 /// Whole-coordinator gauges for the metrics endpoint.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Gauges {
-    pub cells: Vec<(String, u64)>,
-    pub runs: Vec<(String, u64)>,
+    /// Cells by stored state, in the order of their spellings.
+    pub cells: Vec<(CellState, u64)>,
+    /// Runs by stored state, in the order of their spellings.
+    pub runs: Vec<(RunState, u64)>,
     pub leases: u64,
     pub workers: u64,
     pub workers_alive: u64,
@@ -213,21 +157,30 @@ impl Store {
     /// heartbeat intervals).
     pub fn gauges(&self) -> Result<Gauges, StoreError> {
         let conn = self.snapshot()?;
-        let by_state = |sql: &str| -> Result<Vec<(String, u64)>, StoreError> {
+        fn by_state<T>(conn: &Connection, sql: &str) -> Result<Vec<(T, u64)>, StoreError>
+        where
+            T: std::str::FromStr<Err = advsweep_core::UnknownState>,
+        {
             let mut stmt = conn.prepare_cached(sql)?;
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            let rows = stmt.query_map([], |r| Ok((state::<T>(r, 0)?, r.get::<_, i64>(1)?)))?;
             let mut out = Vec::new();
             for row in rows {
                 let (s, n) = row?;
                 out.push((s, u64::try_from(n).unwrap_or_default()));
             }
             Ok(out)
-        };
-        let cells = by_state("SELECT state, COUNT(*) FROM cells GROUP BY state ORDER BY state")?;
-        let runs = by_state("SELECT state, COUNT(*) FROM runs GROUP BY state ORDER BY state")?;
+        }
+        let cells: Vec<(CellState, u64)> = by_state(
+            &conn,
+            "SELECT state, COUNT(*) FROM cells GROUP BY state ORDER BY state",
+        )?;
+        let runs: Vec<(RunState, u64)> = by_state(
+            &conn,
+            "SELECT state, COUNT(*) FROM runs GROUP BY state ORDER BY state",
+        )?;
         let leases = runs
             .iter()
-            .find(|(s, _)| s == "leased")
+            .find(|(s, _)| *s == RunState::Leased)
             .map_or(0, |(_, n)| *n);
         let alive_after = super::now_ms()
             - 3 * i64::try_from(self.settings.heartbeat_interval.as_millis())
@@ -249,7 +202,7 @@ impl Store {
     /// The sweep's leased runs with their latest epoch, for live progress.
     pub fn running_runs(&self, sweep_id: &str) -> Result<Vec<RunStatus>, StoreError> {
         let conn = self.reader()?;
-        let mut stmt = conn.prepare_cached(
+        let mut stmt = conn.prepare_cached(sql!(
             "SELECT r.run_id, r.model, r.defense_name, r.defense_epsilon, r.seed, r.attempt,
                     r.worker_id,
                     e.epoch, e.train_loss, e.train_accuracy, e.test_accuracy, e.seconds,
@@ -257,8 +210,9 @@ impl Store {
              FROM sweep_runs sr JOIN runs r ON r.run_id = sr.run_id
              LEFT JOIN epochs e ON e.run_id = r.run_id
                  AND e.epoch = (SELECT MAX(epoch) FROM epochs WHERE run_id = r.run_id)
-             WHERE sr.sweep_id = ?1 AND r.state = 'leased' ORDER BY r.seq",
-        )?;
+             WHERE sr.sweep_id = ?1 AND r.state = '{}' ORDER BY r.seq",
+            RunState::Leased
+        ))?;
         let rows = stmt.query_map([sweep_id], |r| {
             let epoch: Option<u32> = r.get(7)?;
             Ok(RunStatus {
@@ -267,7 +221,7 @@ impl Store {
                 defense_name: r.get(2)?,
                 defense_epsilon: r.get(3)?,
                 seed: u64::try_from(r.get::<_, i64>(4)?).unwrap_or_default(),
-                state: "running".into(),
+                state: RunState::Leased.shown(),
                 attempt: r.get(5)?,
                 worker_id: r.get(6)?,
                 error: None,
@@ -344,18 +298,13 @@ impl Store {
                  WHERE sr.sweep_id = ?1 ORDER BY r.seq",
             )?;
             let rows = stmt.query_map([sweep_id], |r| {
-                let state: String = r.get(5)?;
                 Ok(RunStatus {
                     run_id: r.get(0)?,
                     model: r.get(1)?,
                     defense_name: r.get(2)?,
                     defense_epsilon: r.get(3)?,
                     seed: u64::try_from(r.get::<_, i64>(4)?).unwrap_or_default(),
-                    state: if state == "leased" {
-                        "running".into()
-                    } else {
-                        state
-                    },
+                    state: state::<RunState>(r, 5)?.shown(),
                     attempt: r.get(6)?,
                     worker_id: r.get(7)?,
                     error: r.get(8)?,
@@ -388,7 +337,7 @@ impl Store {
                     Ok(AttemptRecord {
                         attempt: r.get(0)?,
                         worker_id: r.get(1)?,
-                        outcome: r.get(2)?,
+                        outcome: state(r, 2)?,
                         reason: r.get(3)?,
                         ended_ms: r.get(4)?,
                     })
@@ -398,9 +347,7 @@ impl Store {
         }
         let cells = {
             let mut stmt = conn.prepare_cached(
-                "SELECT c.cell_id, c.run_id, c.attack_name, c.epsilon,
-                        CASE WHEN c.state = 'pending' AND r.state = 'leased' THEN 'running'
-                             ELSE c.state END,
+                "SELECT c.cell_id, c.run_id, c.attack_name, c.epsilon, c.state, r.state,
                         c.result_json, c.error
                  FROM sweep_cells sc
                  JOIN cells c ON c.cell_id = sc.cell_id
@@ -414,11 +361,11 @@ impl Store {
                         run_id: r.get(1)?,
                         attack_name: r.get(2)?,
                         epsilon: r.get(3)?,
-                        state: r.get(4)?,
+                        state: state::<CellState>(r, 4)?.shown(state(r, 5)?),
                         result: None,
-                        error: r.get(6)?,
+                        error: r.get(7)?,
                     },
-                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, Option<String>>(6)?,
                 ))
             })?;
             let mut cells = Vec::new();

@@ -3,10 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
+use advsweep_core::{AttemptOutcome, CellState, RunState};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::lease::check_lease;
-use super::{LeaseRef, Store, StoreError, now_ms, random_id};
+use super::fencing::{LeaseRef, check_lease};
+use super::submit::reopen_runs;
+use super::{Store, StoreError, now_ms, random_id, state};
 
 /// A stored checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,13 +146,23 @@ fn release_run(conn: &Connection, lease: &LeaseRef, reason: &str) -> Result<(), 
     check_lease(conn, lease, now)?;
     conn.execute(
         "INSERT OR REPLACE INTO attempts (run_id, attempt, worker_id, outcome, reason, ended_ms)
-             VALUES (?1, ?2, ?3, 'preempted', ?4, ?5)",
-        params![lease.run_id, lease.attempt, lease.worker_id, reason, now],
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            lease.run_id,
+            lease.attempt,
+            lease.worker_id,
+            AttemptOutcome::Preempted.as_str(),
+            reason,
+            now
+        ],
     )?;
     conn.execute(
-        "UPDATE runs SET state = 'pending', lease_id = NULL, worker_id = NULL,
+        sql!(
+            "UPDATE runs SET state = '{}', lease_id = NULL, worker_id = NULL,
                  lease_expires_ms = NULL, not_before_ms = 0, updated_ms = ?2
              WHERE run_id = ?1",
+            RunState::Pending
+        ),
         params![lease.run_id, now],
     )?;
     Ok(())
@@ -180,31 +192,38 @@ fn retry(
     let mut cells = 0usize;
     if cell_ids.is_empty() {
         cells += conn.execute(
-            "UPDATE cells SET state = 'pending', error = NULL, updated_ms = ?2
-                 WHERE state = 'failed'
+            sql!(
+                "UPDATE cells SET state = '{}', error = NULL, updated_ms = ?2
+                 WHERE state = '{}'
                    AND cell_id IN (SELECT cell_id FROM sweep_cells WHERE sweep_id = ?1)",
+                CellState::Pending,
+                CellState::Failed
+            ),
             params![sweep_id, now],
         )?;
     } else {
         for id in cell_ids {
-            let state: Option<String> = conn
+            let cell: Option<CellState> = conn
                 .query_row(
                     "SELECT c.state FROM cells c JOIN sweep_cells sc ON sc.cell_id = c.cell_id
                          WHERE sc.sweep_id = ?1 AND c.cell_id = ?2",
                     params![sweep_id, id],
-                    |r| r.get(0),
+                    |r| state(r, 0),
                 )
                 .optional()?;
-            match state.as_deref() {
+            match cell {
                 None => {
                     return Err(StoreError::Invalid(format!(
                         "cell `{id}` is not part of sweep `{sweep_id}`"
                     )));
                 }
-                Some("failed" | "cancelled") => {
+                Some(CellState::Failed | CellState::Cancelled) => {
                     cells += conn.execute(
-                        "UPDATE cells SET state = 'pending', error = NULL, updated_ms = ?2
+                        sql!(
+                            "UPDATE cells SET state = '{}', error = NULL, updated_ms = ?2
                              WHERE cell_id = ?1",
+                            CellState::Pending
+                        ),
                         params![id, now],
                     )?;
                 }
@@ -216,15 +235,7 @@ fn retry(
             }
         }
     }
-    let runs = conn.execute(
-            "UPDATE runs SET state = 'pending', failures = 0, error = NULL, not_before_ms = 0,
-                 warnings = NULL, lease_id = NULL, worker_id = NULL, lease_expires_ms = NULL,
-                 updated_ms = ?2
-             WHERE run_id IN (SELECT run_id FROM sweep_runs WHERE sweep_id = ?1)
-               AND state IN ('done', 'failed', 'cancelled')
-               AND EXISTS (SELECT 1 FROM cells c WHERE c.run_id = runs.run_id AND c.state = 'pending')",
-            params![sweep_id, now],
-        )?;
+    let runs = reopen_runs(conn, sweep_id, now)?;
     Ok(RetryOutcome {
         cells: count(cells),
         runs: count(runs),

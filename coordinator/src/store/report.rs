@@ -3,13 +3,14 @@
 //! Every call is fenced by [`check_lease`]; repeating a call that already took effect for the
 //! same attempt is a no-op success, so a worker may safely retry after a lost response.
 
-use advsweep_core::{CellResult, EpochMetrics};
+use advsweep_core::{AttemptOutcome, CellResult, CellState, EpochMetrics, RunState};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::report::sanity::EvaluatedCell;
 
-use super::lease::{FailedAttempt, check_lease, end_failed_attempt};
-use super::{LeaseRef, LeaseSettings, Store, StoreError, now_ms};
+use super::fencing::{FailedAttempt, LeaseRef, check_lease, end_failed_attempt};
+use super::settings::LeaseSettings;
+use super::{Store, StoreError, now_ms, state};
 
 /// The run's sanity warnings, from its stored spec and finished cells.
 fn sanity_warnings(tx: &Connection, run_id: &str) -> Result<Vec<String>, StoreError> {
@@ -17,9 +18,10 @@ fn sanity_warnings(tx: &Connection, run_id: &str) -> Result<Vec<String>, StoreEr
         .prepare_cached("SELECT spec_json FROM runs WHERE run_id = ?1")?
         .query_row([run_id], |r| r.get(0))?;
     let run: advsweep_core::RunSpec = serde_json::from_str(&spec)?;
-    let mut stmt = tx.prepare_cached(
-        "SELECT spec_json, result_json FROM cells WHERE run_id = ?1 AND state = 'done'",
-    )?;
+    let mut stmt = tx.prepare_cached(sql!(
+        "SELECT spec_json, result_json FROM cells WHERE run_id = ?1 AND state = '{}'",
+        CellState::Done
+    ))?;
     let rows = stmt.query_map([run_id], |r| {
         Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
     })?;
@@ -183,11 +185,11 @@ fn complete_cell(
     result: &CellResult,
 ) -> Result<bool, StoreError> {
     let now = now_ms();
-    let cell: Option<(String, String, Option<u32>)> = conn
+    let cell: Option<(String, CellState, Option<u32>)> = conn
         .prepare_cached("SELECT run_id, state, attempt FROM cells WHERE cell_id = ?1")?
-        .query_row([cell_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_row([cell_id], |r| Ok((r.get(0)?, state(r, 1)?, r.get(2)?)))
         .optional()?;
-    let Some((run_id, state, attempt)) = cell else {
+    let Some((run_id, cell_state, attempt)) = cell else {
         return Err(StoreError::NoSuchCell {
             run_id: lease.run_id.clone(),
             cell_id: cell_id.to_owned(),
@@ -199,19 +201,20 @@ fn complete_cell(
             cell_id: cell_id.to_owned(),
         });
     }
-    if state == "done" && attempt == Some(lease.attempt) {
+    if cell_state == CellState::Done && attempt == Some(lease.attempt) {
         return Ok(false);
     }
     check_lease(conn, lease, now)?;
-    if state == "done" {
+    if cell_state == CellState::Done {
         // Evaluated by an earlier attempt; the first result stands.
         return Ok(false);
     }
-    conn.prepare_cached(
-        "UPDATE cells SET state = 'done', result_json = ?2, attempt = ?3, error = NULL,
+    conn.prepare_cached(sql!(
+        "UPDATE cells SET state = '{}', result_json = ?2, attempt = ?3, error = NULL,
              updated_ms = ?4
          WHERE cell_id = ?1",
-    )?
+        CellState::Done
+    ))?
     .execute(params![
         cell_id,
         serde_json::to_string(result)?,
@@ -238,14 +241,11 @@ fn complete_cells(
 
 fn complete_run(conn: &Connection, lease: &LeaseRef) -> Result<(), StoreError> {
     let now = now_ms();
-    let finished: Option<(String, u32)> = conn
+    let finished: Option<(RunState, u32)> = conn
         .prepare_cached("SELECT state, attempt FROM runs WHERE run_id = ?1")?
-        .query_row([&lease.run_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row([&lease.run_id], |r| Ok((state(r, 0)?, r.get(1)?)))
         .optional()?;
-    if finished
-        .as_ref()
-        .is_some_and(|(s, a)| s == "done" && *a == lease.attempt)
-    {
+    if finished == Some((RunState::Done, lease.attempt)) {
         return Ok(());
     }
     check_lease(conn, lease, now)?;
@@ -253,17 +253,20 @@ fn complete_run(conn: &Connection, lease: &LeaseRef) -> Result<(), StoreError> {
         "worker {} finished attempt {} without a result for this cell",
         lease.worker_id, lease.attempt
     );
-    conn.prepare_cached(
-        "UPDATE cells SET state = 'failed', error = ?2, updated_ms = ?3
-         WHERE run_id = ?1 AND state = 'pending'",
-    )?
+    conn.prepare_cached(sql!(
+        "UPDATE cells SET state = '{}', error = ?2, updated_ms = ?3
+         WHERE run_id = ?1 AND state = '{}'",
+        CellState::Failed,
+        CellState::Pending
+    ))?
     .execute(params![lease.run_id, reason, now])?;
     let warnings = sanity_warnings(conn, &lease.run_id)?;
-    conn.prepare_cached(
-        "UPDATE runs SET state = 'done', lease_id = NULL, lease_expires_ms = NULL,
+    conn.prepare_cached(sql!(
+        "UPDATE runs SET state = '{}', lease_id = NULL, lease_expires_ms = NULL,
              error = NULL, updated_ms = ?2, warnings = ?3
          WHERE run_id = ?1",
-    )?
+        RunState::Done
+    ))?
     .execute(params![
         lease.run_id,
         now,
@@ -272,10 +275,11 @@ fn complete_run(conn: &Connection, lease: &LeaseRef) -> Result<(), StoreError> {
     for w in &warnings {
         tracing::warn!(run_id = lease.run_id, warning = %w, "unsound-looking evaluation");
     }
-    conn.prepare_cached(
+    conn.prepare_cached(sql!(
         "INSERT OR REPLACE INTO attempts (run_id, attempt, worker_id, outcome, reason, ended_ms)
-         VALUES (?1, ?2, ?3, 'done', NULL, ?4)",
-    )?
+         VALUES (?1, ?2, ?3, '{}', NULL, ?4)",
+        AttemptOutcome::Done
+    ))?
     .execute(params![lease.run_id, lease.attempt, lease.worker_id, now])?;
     Ok(())
 }
@@ -296,7 +300,7 @@ fn fail_run(
             run_id: &lease.run_id,
             attempt: lease.attempt,
             worker_id: Some(&lease.worker_id),
-            outcome: "failed",
+            outcome: AttemptOutcome::Failed,
             reason,
             retryable,
         },

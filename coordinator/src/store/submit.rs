@@ -3,9 +3,10 @@
 //! Re-submitting a sweep (or a second sweep sharing runs) inserts only what is new, keeps every
 //! finished cell, and re-opens failed or cancelled cells so that only missing work runs.
 
+use advsweep_core::{CellState, RunState};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Store, StoreError, now_ms};
+use super::{Store, StoreError, now_ms, state};
 use crate::sweep::Plan;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,17 +72,19 @@ fn submit(tx: &Connection, plan: &Plan, sweep_toml: &str) -> Result<SubmitOutcom
         )?;
     }
     {
-        let mut insert_run = tx.prepare_cached(
+        let mut insert_run = tx.prepare_cached(sql!(
             "INSERT OR IGNORE INTO runs (run_id, spec_json, model, defense_name,
                      defense_epsilon, seed, state, max_attempts, updated_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8)",
-        )?;
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, '{}', ?7, ?8)",
+            RunState::Pending
+        ))?;
         let mut link_run = tx.prepare_cached(
             "INSERT OR IGNORE INTO sweep_runs (sweep_id, run_id) VALUES (?1, ?2)",
         )?;
-        let mut set_budget = tx.prepare_cached(
-            "UPDATE runs SET max_attempts = ?2 WHERE run_id = ?1 AND state != 'done'",
-        )?;
+        let mut set_budget = tx.prepare_cached(sql!(
+            "UPDATE runs SET max_attempts = ?2 WHERE run_id = ?1 AND state != '{}'",
+            RunState::Done
+        ))?;
         for run in &plan.runs {
             insert_run.execute(params![
                 run.id,
@@ -101,19 +104,22 @@ fn submit(tx: &Connection, plan: &Plan, sweep_toml: &str) -> Result<SubmitOutcom
     let mut already_done = 0usize;
     {
         let mut state_of = tx.prepare_cached("SELECT state FROM cells WHERE cell_id = ?1")?;
-        let mut insert_cell = tx.prepare_cached(
-                "INSERT INTO cells (cell_id, run_id, attack_name, spec_json, epsilon, state, updated_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6)",
-            )?;
-        let mut reopen_cell = tx.prepare_cached(
-            "UPDATE cells SET state = 'pending', error = NULL, updated_ms = ?2 WHERE cell_id = ?1",
-        )?;
+        let mut insert_cell = tx.prepare_cached(sql!(
+            "INSERT INTO cells (cell_id, run_id, attack_name, spec_json, epsilon, state, updated_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, '{}', ?6)",
+            CellState::Pending
+        ))?;
+        let mut reopen_cell = tx.prepare_cached(sql!(
+            "UPDATE cells SET state = '{}', error = NULL, updated_ms = ?2 WHERE cell_id = ?1",
+            CellState::Pending
+        ))?;
         let mut link_cell = tx.prepare_cached(
             "INSERT OR IGNORE INTO sweep_cells (sweep_id, cell_id, ord) VALUES (?1, ?2, ?3)",
         )?;
         for (ord, cell) in plan.cells.iter().enumerate() {
-            let state: Option<String> = state_of.query_row([&cell.id], |r| r.get(0)).optional()?;
-            match state.as_deref() {
+            let stored: Option<CellState> =
+                state_of.query_row([&cell.id], |r| state(r, 0)).optional()?;
+            match stored {
                 None => {
                     insert_cell.execute(params![
                         cell.id,
@@ -124,24 +130,16 @@ fn submit(tx: &Connection, plan: &Plan, sweep_toml: &str) -> Result<SubmitOutcom
                         now
                     ])?;
                 }
-                Some("done") => already_done += 1,
-                Some("failed" | "cancelled") => {
+                Some(CellState::Done) => already_done += 1,
+                Some(CellState::Failed | CellState::Cancelled) => {
                     reopen_cell.execute(params![cell.id, now])?;
                 }
-                Some(_) => {}
+                Some(CellState::Pending) => {}
             }
             link_cell.execute(params![plan.sweep_id, cell.id, ord as i64])?;
         }
     }
-    // A finished, failed or cancelled run that has pending cells again must be re-leased.
-    tx.execute(
-            "UPDATE runs SET state = 'pending', failures = 0, error = NULL, not_before_ms = 0, warnings = NULL,
-                 lease_id = NULL, worker_id = NULL, lease_expires_ms = NULL, updated_ms = ?2
-             WHERE run_id IN (SELECT run_id FROM sweep_runs WHERE sweep_id = ?1)
-               AND state IN ('done', 'failed', 'cancelled')
-               AND EXISTS (SELECT 1 FROM cells c WHERE c.run_id = runs.run_id AND c.state = 'pending')",
-            params![plan.sweep_id, now],
-        )?;
+    reopen_runs(tx, &plan.sweep_id, now)?;
     Ok(SubmitOutcome {
         sweep_id: plan.sweep_id.clone(),
         name: plan.name.clone(),
@@ -150,6 +148,27 @@ fn submit(tx: &Connection, plan: &Plan, sweep_toml: &str) -> Result<SubmitOutcom
         cells_already_done: count(already_done),
         new_sweep: !existed,
     })
+}
+
+/// Re-queues the sweep's finished, failed or cancelled runs that have pending cells again, with
+/// a fresh attempt budget (after a submission or a retry re-opened cells). Returns how many.
+pub(super) fn reopen_runs(tx: &Connection, sweep_id: &str, now: i64) -> Result<usize, StoreError> {
+    Ok(tx.execute(
+        sql!(
+            "UPDATE runs SET state = '{pending}', failures = 0, error = NULL, not_before_ms = 0,
+                 warnings = NULL, lease_id = NULL, worker_id = NULL, lease_expires_ms = NULL,
+                 updated_ms = ?2
+             WHERE run_id IN (SELECT run_id FROM sweep_runs WHERE sweep_id = ?1)
+               AND state IN ('{done}', '{failed}', '{cancelled}')
+               AND EXISTS (SELECT 1 FROM cells c WHERE c.run_id = runs.run_id AND c.state = '{cell_pending}')",
+            pending = RunState::Pending,
+            done = RunState::Done,
+            failed = RunState::Failed,
+            cancelled = RunState::Cancelled,
+            cell_pending = CellState::Pending
+        ),
+        params![sweep_id, now],
+    )?)
 }
 
 fn cancel(tx: &Connection, sweep_id: &str) -> Result<u32, StoreError> {
@@ -162,21 +181,31 @@ fn cancel(tx: &Connection, sweep_id: &str) -> Result<u32, StoreError> {
         return Err(StoreError::SweepNotFound(sweep_id.to_owned()));
     }
     let cells = tx.execute(
-        "UPDATE cells SET state = 'cancelled', updated_ms = ?2
-             WHERE state = 'pending'
+        sql!(
+            "UPDATE cells SET state = '{}', updated_ms = ?2
+             WHERE state = '{}'
                AND cell_id IN (SELECT cell_id FROM sweep_cells WHERE sweep_id = ?1)
                AND NOT EXISTS (
                    SELECT 1 FROM sweep_cells sc JOIN sweeps s ON s.sweep_id = sc.sweep_id
                    WHERE sc.cell_id = cells.cell_id AND s.cancelled = 0)",
+            CellState::Cancelled,
+            CellState::Pending
+        ),
         params![sweep_id, now],
     )?;
     tx.execute(
-            "UPDATE runs SET state = 'cancelled', lease_id = NULL, lease_expires_ms = NULL,
+        sql!(
+            "UPDATE runs SET state = '{cancelled}', lease_id = NULL, lease_expires_ms = NULL,
                  updated_ms = ?2
              WHERE run_id IN (SELECT run_id FROM sweep_runs WHERE sweep_id = ?1)
-               AND state IN ('pending', 'leased')
-               AND NOT EXISTS (SELECT 1 FROM cells c WHERE c.run_id = runs.run_id AND c.state = 'pending')",
-            params![sweep_id, now],
-        )?;
+               AND state IN ('{pending}', '{leased}')
+               AND NOT EXISTS (SELECT 1 FROM cells c WHERE c.run_id = runs.run_id AND c.state = '{cell_pending}')",
+            cancelled = RunState::Cancelled,
+            pending = RunState::Pending,
+            leased = RunState::Leased,
+            cell_pending = CellState::Pending
+        ),
+        params![sweep_id, now],
+    )?;
     Ok(count(cells))
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use advsweep_core::{CellResult, EpochMetrics};
+use advsweep_core::{AttemptOutcome, CellResult, CellState, EpochMetrics, RunState, ShownState};
 
 use super::*;
 use crate::sweep::{Overrides, Plan, expand, parse_sweep};
@@ -183,7 +183,7 @@ fn failures_retry_with_backoff_then_fail_for_good() {
             .unwrap_or("")
             .contains("CUDA OOM")
     );
-    assert!(d.cells.iter().all(|c| c.state == "failed"));
+    assert!(d.cells.iter().all(|c| c.state == ShownState::Failed));
     // Re-submitting re-opens the failed cells.
     s.submit(&p, &text).expect("resubmit");
     assert!(matches!(
@@ -267,12 +267,15 @@ fn preemption_is_not_a_failure_and_retry_requeues_failed_cells() {
         FailOutcome::Failed
     );
     let d = s.sweep_detail(&p.sweep_id).expect("detail");
-    let outcomes: Vec<&str> = d.runs[0]
-        .attempts
-        .iter()
-        .map(|a| a.outcome.as_str())
-        .collect();
-    assert_eq!(outcomes, ["preempted", "preempted", "failed"]);
+    let outcomes: Vec<AttemptOutcome> = d.runs[0].attempts.iter().map(|a| a.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [
+            AttemptOutcome::Preempted,
+            AttemptOutcome::Preempted,
+            AttemptOutcome::Failed
+        ]
+    );
     assert_eq!(d.runs[0].max_attempts, 1);
     assert_eq!(d.summary.cells.failed, 2);
     // A cell that is not failed cannot be retried by name; unknown cells are named.
@@ -513,7 +516,11 @@ fn concurrent_workers_share_commits_and_lose_nothing() {
     let s = store(&dir, LeaseSettings::default());
     let d = s.sweep_detail(&p.sweep_id).expect("detail");
     assert_eq!(d.summary.cells.done as usize, p.cells.len());
-    assert!(d.runs.iter().all(|r| r.state == "done" && r.attempt == 1));
+    assert!(
+        d.runs
+            .iter()
+            .all(|r| r.state == ShownState::Done && r.attempt == 1)
+    );
     // The writer commits with a full sync of the WAL.
     let (mode, sync): (String, i64) = s
         .write(|c| {
@@ -532,14 +539,24 @@ fn the_worker_path_queries_search_indices_instead_of_scanning() {
     let s = store(&dir, LeaseSettings::default());
     s.submit(&plan(SWEEP), SWEEP).expect("submit");
     // The statements every lease, report and completion runs (lease.rs, report.rs).
+    let (leased, pending) = (RunState::Leased, RunState::Pending);
+    let (cell_pending, cell_failed) = (CellState::Pending, CellState::Failed);
     let hot = [
-        "SELECT run_id, attempt, worker_id FROM runs WHERE state = 'leased' AND lease_expires_ms < ?1",
-        "SELECT run_id, spec_json, attempt FROM runs WHERE state = 'pending' AND not_before_ms <= ?1 ORDER BY seq LIMIT 1",
-        "SELECT spec_json FROM cells WHERE run_id = ?1 AND state = 'pending' ORDER BY seq",
-        "SELECT state, lease_id, attempt, lease_expires_ms FROM runs WHERE run_id = ?1",
-        "SELECT run_id, state, attempt FROM cells WHERE cell_id = ?1",
-        "UPDATE cells SET state = 'failed' WHERE run_id = ?1 AND state = 'pending'",
-        "UPDATE workers SET last_seen_ms = ?2 WHERE worker_id = ?1",
+        format!(
+            "SELECT run_id, attempt, worker_id FROM runs WHERE state = '{leased}' AND lease_expires_ms < ?1"
+        ),
+        format!(
+            "SELECT run_id, spec_json, attempt FROM runs WHERE state = '{pending}' AND not_before_ms <= ?1 ORDER BY seq LIMIT 1"
+        ),
+        format!(
+            "SELECT spec_json FROM cells WHERE run_id = ?1 AND state = '{cell_pending}' ORDER BY seq"
+        ),
+        "SELECT state, lease_id, attempt, lease_expires_ms FROM runs WHERE run_id = ?1".to_owned(),
+        "SELECT run_id, state, attempt FROM cells WHERE cell_id = ?1".to_owned(),
+        format!(
+            "UPDATE cells SET state = '{cell_failed}' WHERE run_id = ?1 AND state = '{cell_pending}'"
+        ),
+        "UPDATE workers SET last_seen_ms = ?2 WHERE worker_id = ?1".to_owned(),
     ];
     let plans = s
         .write(move |c| {
@@ -601,7 +618,7 @@ fn a_lease_for_one_sweep_leaves_the_other_sweeps_runs_alone() {
 }
 
 /// (cell id, state, accuracy) of every cell of a run, read through a fresh connection.
-fn cells_of(s: &Store, run_id: &str) -> Vec<(String, String, Option<f64>)> {
+fn cells_of(s: &Store, run_id: &str) -> Vec<(String, CellState, Option<f64>)> {
     let conn = rusqlite::Connection::open(s.path()).expect("open");
     conn.prepare("SELECT cell_id, state, result_json FROM cells WHERE run_id = ?1 ORDER BY cell_id")
         .expect("prepare")
@@ -609,7 +626,7 @@ fn cells_of(s: &Store, run_id: &str) -> Vec<(String, String, Option<f64>)> {
             let result: Option<String> = r.get(2)?;
             Ok((
                 r.get(0)?,
-                r.get(1)?,
+                state(r, 1)?,
                 result.map(|j| {
                     serde_json::from_str::<CellResult>(&j)
                         .expect("stored result")
@@ -648,7 +665,7 @@ fn cells_reported_together_are_stored_all_or_none() {
     assert!(
         cells_of(&s, &g.run.id)
             .iter()
-            .all(|(_, state, acc)| state == "pending" && acc.is_none())
+            .all(|(_, state, acc)| *state == CellState::Pending && acc.is_none())
     );
 
     // The run's own cells: both stored, in one call; the same call again stores nothing.
@@ -660,9 +677,9 @@ fn cells_reported_together_are_stored_all_or_none() {
         .collect();
     assert_eq!(s.complete_cells(&l, &batch).expect("stored"), 2);
     assert_eq!(s.complete_cells(&l, &batch).expect("a retry"), 0);
-    let mut expected: Vec<(String, String, Option<f64>)> = batch
+    let mut expected: Vec<(String, CellState, Option<f64>)> = batch
         .iter()
-        .map(|(id, r)| (id.clone(), "done".into(), Some(r.accuracy)))
+        .map(|(id, r)| (id.clone(), CellState::Done, Some(r.accuracy)))
         .collect();
     expected.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(cells_of(&s, &g.run.id), expected);
@@ -680,6 +697,6 @@ fn cells_reported_together_are_stored_all_or_none() {
     assert!(
         cells_of(&s, &other.run.id)
             .iter()
-            .all(|(_, state, _)| state == "pending")
+            .all(|(_, state, _)| *state == CellState::Pending)
     );
 }

@@ -343,9 +343,7 @@ pub enum EpsilonSpace {
     Normalized,
 }
 
-/// Per-channel standard deviation of CIFAR-10's training pixels (R, G, B on [0, 1]): the model's
-/// normalization divides by it, so a normalized ℓ∞ budget ε allows ε·σ_c in pixels of channel c.
-pub const CIFAR10_STD: [f64; 3] = [0.2470, 0.2435, 0.2616];
+pub use crate::catalogue::datasets::CIFAR10_STD;
 
 impl EpsilonSpace {
     /// The per-channel pixel-space ℓ∞ budgets, smallest and largest, that an ℓ∞ budget of

@@ -3,12 +3,16 @@
 //!
 //! The coordinator produces these values from sweep files; the worker consumes them from the
 //! wire. Both sides share this one definition so the meaning of a field cannot drift between
-//! them, and [`wire`] is the single place where they meet prost types.
+//! them, [`validate`] is the one statement of what a valid run and cell are (each type's
+//! `validate()`), [`catalogue`] the one list of built-in presets, architectures and defaults, and
+//! [`wire`] is the single place where they meet prost types.
 
 pub mod catalogue;
 pub mod experiment;
+pub mod limits;
 pub mod results;
 pub mod state;
+pub mod validate;
 pub mod wire;
 
 pub use catalogue::Arch;
@@ -21,3 +25,4 @@ pub use results::{CellResult, EpochMetrics};
 pub use state::{
     AttemptOutcome, CellState, RunState, ShownState, StateCounts, SweepState, UnknownState,
 };
+pub use validate::FieldError;

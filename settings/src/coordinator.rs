@@ -63,16 +63,23 @@ pub struct CoordinatorSettings {
     pub client_tokens_file: Option<PathBuf>,
 }
 
+/// Default `lease_ttl_s`: a run whose worker is silent this long goes back to the queue.
+pub const DEFAULT_LEASE_TTL_S: f64 = 30.0;
+/// Default `max_message_bytes` (8 MiB).
+pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 8 << 20;
+/// Default `max_cells_per_sweep`: the largest sweep the coordinator is benchmarked at.
+pub const DEFAULT_MAX_CELLS_PER_SWEEP: u64 = 100_000;
+
 impl Default for CoordinatorSettings {
     fn default() -> Self {
         CoordinatorSettings {
             listen: "127.0.0.1:50051".to_owned(),
             metrics_listen: None,
             state_dir: PathBuf::from("advsweep-state"),
-            lease_ttl_s: 30.0,
+            lease_ttl_s: DEFAULT_LEASE_TTL_S,
             heartbeat_interval_s: 5.0,
-            max_message_bytes: 8 << 20,
-            max_cells_per_sweep: 100_000,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_cells_per_sweep: DEFAULT_MAX_CELLS_PER_SWEEP,
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,

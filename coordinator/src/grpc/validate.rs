@@ -22,14 +22,15 @@
 //! Every message built here is itself bounded ([`invalid`]), so an error never echoes a
 //! megabyte back into a gRPC header.
 
-use advsweep_proto::v1 as pb;
+use advsweep_core::validate;
 use advsweep_core::wire::WireError;
+use advsweep_proto::v1 as pb;
 use tonic::Status;
 
 use crate::store::LeaseRef;
 
-/// Longest opaque id accepted.
-pub const MAX_ID_BYTES: usize = 128;
+/// Longest opaque id accepted (the vocabulary's id rule, `advsweep_core::validate::id`).
+pub use advsweep_core::limits::MAX_ID_BYTES;
 /// Longest worker name, hostname, device or version.
 pub const MAX_LABEL_BYTES: usize = 256;
 /// Failure and release reasons are cut to this many bytes.
@@ -61,12 +62,7 @@ pub fn cut(value: &str, max: usize) -> &str {
 
 /// A value for an error message: quoted and escaped, at most 64 bytes of it.
 pub fn shown(value: &str) -> String {
-    let head = cut(value, 64);
-    if head.len() == value.len() {
-        format!("{value:?}")
-    } else {
-        format!("{head:?}… ({} bytes)", value.len())
-    }
+    validate::shown(value, 64)
 }
 
 /// `INVALID_ARGUMENT` with a message of at most [`MAX_STATUS_MESSAGE_BYTES`].
@@ -84,18 +80,10 @@ pub fn wire_error(e: WireError) -> Status {
     invalid(e.to_string())
 }
 
-/// An opaque id: non-empty, at most [`MAX_ID_BYTES`], printable ASCII without spaces.
-pub fn require_id(field: &str, value: &str) -> Result<(), Status> {
-    if value.is_empty() {
-        return Err(invalid(format!("missing field `{field}`")));
-    }
-    if value.len() > MAX_ID_BYTES || !value.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(invalid(format!(
-            "field `{field}` = {} is not a valid id (1-{MAX_ID_BYTES} printable ASCII characters, no spaces)",
-            shown(value)
-        )));
-    }
-    Ok(())
+/// An opaque id: non-empty, at most [`MAX_ID_BYTES`], printable ASCII without spaces (the
+/// vocabulary's one id rule).
+pub fn require_id(field: &'static str, value: &str) -> Result<(), Status> {
+    validate::id(field, value).map_err(wire_error)
 }
 
 /// What a content id identifies; its prefix.

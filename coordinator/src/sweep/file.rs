@@ -5,6 +5,8 @@
 
 use std::collections::BTreeMap;
 
+use advsweep_core::catalogue::defaults;
+use advsweep_core::{EpsilonSpace, MixStrategy, Norm, Precision};
 use serde::{Deserialize, Deserializer};
 
 /// The only sweep-file version this build reads.
@@ -19,8 +21,8 @@ pub struct SweepFile {
     pub description: Option<String>,
     /// Where every ε of the file is measured: `pixel` (inputs in [0, 1], the default) or
     /// `normalized` (after the model's per-channel normalization, as the seed quotes them).
-    #[serde(default)]
-    pub epsilon_space: EpsilonSpaceName,
+    #[serde(default = "pixel")]
+    pub epsilon_space: EpsilonSpace,
     pub data: DataSection,
     #[serde(default)]
     pub training: TrainingSection,
@@ -67,19 +69,120 @@ pub enum DataSection {
     },
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EpsilonSpaceName {
-    #[default]
-    Pixel,
-    Normalized,
+fn pixel() -> EpsilonSpace {
+    EpsilonSpace::Pixel
 }
 
 fn default_synthetic_train() -> u32 {
-    4000
+    defaults::SYNTHETIC_TRAIN_SIZE
 }
 fn default_synthetic_test() -> u32 {
-    1000
+    defaults::SYNTHETIC_TEST_SIZE
+}
+
+/// A word from a closed list (`optimizer = "sgd"`): its value, or an error that names the key
+/// and lists the words it knows (the parser adds the key's full path).
+fn word<'de, D: Deserializer<'de>, T: Copy>(
+    d: D,
+    key: &str,
+    words: &[(&str, T)],
+) -> Result<T, D::Error> {
+    let text = String::deserialize(d)?;
+    words
+        .iter()
+        .find(|(word, _)| *word == text)
+        .map(|(_, value)| *value)
+        .ok_or_else(|| {
+            let known: Vec<&str> = words.iter().map(|(word, _)| *word).collect();
+            serde::de::Error::custom(format!(
+                "{key} = {text:?} is unknown (known: {})",
+                known.join(", ")
+            ))
+        })
+}
+
+/// `training.optimizer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptimizerKind {
+    Sgd,
+    Adam,
+}
+
+impl<'de> Deserialize<'de> for OptimizerKind {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        word(
+            d,
+            "optimizer",
+            &[("sgd", OptimizerKind::Sgd), ("adam", OptimizerKind::Adam)],
+        )
+    }
+}
+
+/// `training.schedule`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduleKind {
+    Constant,
+    Step,
+    Cosine,
+    OneCycle,
+}
+
+impl<'de> Deserialize<'de> for ScheduleKind {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        word(
+            d,
+            "schedule",
+            &[
+                ("constant", ScheduleKind::Constant),
+                ("step", ScheduleKind::Step),
+                ("cosine", ScheduleKind::Cosine),
+                ("one-cycle", ScheduleKind::OneCycle),
+            ],
+        )
+    }
+}
+
+/// `[defenses.NAME] kind`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DefenseKind {
+    #[default]
+    Standard,
+    Adversarial,
+    Mixed,
+}
+
+impl DefenseKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            DefenseKind::Standard => "standard",
+            DefenseKind::Adversarial => "adversarial",
+            DefenseKind::Mixed => "mixed",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for DefenseKind {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let kinds = [
+            DefenseKind::Standard,
+            DefenseKind::Adversarial,
+            DefenseKind::Mixed,
+        ];
+        word(d, "kind", &kinds.map(|k| (k.name(), k)))
+    }
+}
+
+/// `strategy` of a mixed defense: `both` or `worst`.
+fn strategy<'de, D: Deserializer<'de>>(d: D) -> Result<Option<MixStrategy>, D::Error> {
+    word(
+        d,
+        "strategy",
+        &[
+            ("both", MixStrategy::BothPerBatch),
+            ("worst", MixStrategy::WorstPerExample),
+        ],
+    )
+    .map(Some)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -90,7 +193,7 @@ pub struct TrainingSection {
     #[serde(default = "default_batch_size")]
     pub batch_size: u32,
     #[serde(default = "default_optimizer")]
-    pub optimizer: String,
+    pub optimizer: OptimizerKind,
     #[serde(default = "default_lr")]
     pub learning_rate: f64,
     #[serde(default = "default_momentum")]
@@ -106,7 +209,7 @@ pub struct TrainingSection {
     pub beta2: f64,
     /// `constant`, `step`, `cosine` or `one-cycle`.
     #[serde(default = "default_schedule")]
-    pub schedule: String,
+    pub schedule: ScheduleKind,
     /// `step` schedule: multiply the learning rate by `step_gamma` every `step_every` epochs.
     #[serde(default = "default_step_every")]
     pub step_every: u32,
@@ -117,33 +220,35 @@ pub struct TrainingSection {
     /// Epochs between resumable checkpoints (streamed to the coordinator).
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: u32,
-    /// `fp32` or `bf16` (autocast) for the training step; evaluation is always fp32.
+    /// `fp32` or `bf16` (autocast) for the training step; evaluation is always fp32. A name,
+    /// resolved by `Precision::from_name` when the file is expanded (an unknown one is an
+    /// expansion error, as tests pin).
     #[serde(default = "default_precision")]
     pub precision: String,
 }
 
 fn default_precision() -> String {
-    "fp32".to_owned()
+    Precision::Fp32.name().to_owned()
 }
 
 fn default_checkpoint_every() -> u32 {
-    1
+    defaults::CHECKPOINT_EVERY
 }
 
 fn default_beta1() -> f64 {
-    0.9
+    defaults::BETA1
 }
 fn default_beta2() -> f64 {
-    0.999
+    defaults::BETA2
 }
-fn default_schedule() -> String {
-    "constant".to_owned()
+fn default_schedule() -> ScheduleKind {
+    ScheduleKind::Constant
 }
 fn default_step_every() -> u32 {
-    10
+    defaults::STEP_EVERY
 }
 fn default_step_gamma() -> f64 {
-    0.1
+    defaults::STEP_GAMMA
 }
 
 impl Default for TrainingSection {
@@ -169,22 +274,22 @@ impl Default for TrainingSection {
 }
 
 fn default_epochs() -> u32 {
-    5
+    defaults::EPOCHS
 }
 fn default_batch_size() -> u32 {
-    128
+    defaults::BATCH_SIZE
 }
-fn default_optimizer() -> String {
-    "sgd".to_owned()
+fn default_optimizer() -> OptimizerKind {
+    OptimizerKind::Sgd
 }
 fn default_lr() -> f64 {
-    0.01
+    defaults::LEARNING_RATE
 }
 fn default_momentum() -> f64 {
-    0.9
+    defaults::MOMENTUM
 }
 fn default_weight_decay() -> f64 {
-    5e-4
+    defaults::WEIGHT_DECAY
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -212,14 +317,14 @@ impl Default for EvaluationSection {
 }
 
 fn default_eot_samples() -> u32 {
-    10
+    defaults::AUTO_EOT_SAMPLES
 }
 
 fn default_eval_limit() -> u32 {
-    1000
+    defaults::EVAL_LIMIT
 }
 fn default_eval_batch_size() -> u32 {
-    500
+    defaults::EVAL_BATCH_SIZE
 }
 
 /// `[retry]`: how hard to try before a run is failed for good.
@@ -240,7 +345,7 @@ impl Default for RetrySection {
 }
 
 fn default_max_attempts() -> u32 {
-    3
+    defaults::MAX_ATTEMPTS
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -327,8 +432,8 @@ impl<'de> Deserialize<'de> for EotSetting {
 pub enum AttackPreset {
     None,
     Fgsm {
-        #[serde(default)]
-        norm: NormName,
+        #[serde(default = "linf")]
+        norm: Norm,
         #[serde(default)]
         random_start: bool,
         /// Multiple of ε per step; default 1.0 (1.25 is the usual value with a random start).
@@ -338,8 +443,8 @@ pub enum AttackPreset {
         eot: EotSetting,
     },
     Pgd {
-        #[serde(default)]
-        norm: NormName,
+        #[serde(default = "linf")]
+        norm: Norm,
         #[serde(default = "default_pgd_steps")]
         steps: u32,
         /// Absolute step size; exclusive with `step_fraction`.
@@ -357,22 +462,17 @@ pub enum AttackPreset {
     },
 }
 
+fn linf() -> Norm {
+    Norm::Linf
+}
 fn default_pgd_steps() -> u32 {
-    10
+    defaults::PGD_STEPS
 }
 fn default_true() -> bool {
     true
 }
 fn default_restarts() -> u32 {
-    1
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum NormName {
-    #[default]
-    Linf,
-    L2,
+    defaults::PGD_RESTARTS
 }
 
 /// `[defenses.NAME]`: a training procedure plus optional inference-time defenses. Which keys
@@ -381,7 +481,7 @@ pub enum NormName {
 #[serde(deny_unknown_fields)]
 pub struct DefensePreset {
     /// `standard`, `adversarial` or `mixed`.
-    pub kind: String,
+    pub kind: DefenseKind,
     /// adversarial: the attack preset that makes the training examples.
     #[serde(default)]
     pub attack: Option<String>,
@@ -402,8 +502,8 @@ pub struct DefensePreset {
     #[serde(default)]
     pub epsilon_l2: Option<EpsilonSetting>,
     /// mixed: `both` (both versions in every batch, the default) or `worst` (per example).
-    #[serde(default)]
-    pub strategy: Option<String>,
+    #[serde(default, deserialize_with = "strategy")]
+    pub strategy: Option<MixStrategy>,
     /// σ of Gaussian noise added to inputs at inference (pixel units).
     #[serde(default)]
     pub inference_noise: Option<f64>,
@@ -434,22 +534,22 @@ pub struct DenoiserSection {
 }
 
 fn default_denoiser_blocks() -> u32 {
-    10
+    defaults::DENOISER_BLOCKS
 }
 fn default_denoiser_channels() -> u32 {
-    64
+    defaults::DENOISER_CHANNELS
 }
 fn default_denoiser_attack() -> String {
-    "pgd-linf".to_owned()
+    defaults::DENOISER_ATTACK.to_owned()
 }
 fn default_tied() -> EpsilonSetting {
     EpsilonSetting::Tied
 }
 fn default_denoiser_epochs() -> u32 {
-    5
+    defaults::DENOISER_EPOCHS
 }
 fn default_denoiser_lr() -> f64 {
-    1e-3
+    defaults::DENOISER_LEARNING_RATE
 }
 
 /// An ε written as a number or as a fraction string like `"8/255"`.

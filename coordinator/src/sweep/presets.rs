@@ -1,156 +1,112 @@
-//! The built-in catalogue: model, attack and defense presets a sweep file can name without
-//! defining. A sweep file's `[models.NAME]`, `[attacks.NAME]` and `[defenses.NAME]` tables add
+//! The built-in catalogue (`advsweep_core::catalogue::presets`, the one list of its names) in the
+//! sweep file's own terms: the preset tables a file could have written to get the same
+//! experiments. A sweep file's `[models.NAME]`, `[attacks.NAME]` and `[defenses.NAME]` tables add
 //! presets or shadow these.
 
-use advsweep_core::Arch;
+use advsweep_core::catalogue::defaults;
+use advsweep_core::catalogue::presets::{self as catalogue, Recipe};
+use advsweep_core::{Attack, StepSize};
 
 use super::file::{
-    AttackPreset, DefensePreset, DenoiserSection, EotSetting, EpsilonSetting, ModelPreset,
-    NoiseSection, NormName,
+    AttackPreset, DefenseKind, DefensePreset, DenoiserSection, EotSetting, EpsilonSetting,
+    ModelPreset, NoiseSection,
 };
 
-/// σ of the built-in `noisy-*` models (relative to each hidden layer's output std).
-pub const NOISY_SIGMA: f64 = 0.1;
-/// σ of the built-in inference-noise defenses (pixel units).
-pub const INFERENCE_NOISE_SIGMA: f64 = 0.05;
+pub use catalogue::{INFERENCE_NOISE_SIGMA, NOISY_SIGMA};
 
 /// `basic`, `resnet18`, `wrn-D-K`, `vgg11`, `vgg16`, and `noisy-<any of those>` (noise in every
 /// hidden injection point, σ = [`NOISY_SIGMA`]).
 pub fn builtin_model(name: &str) -> Option<ModelPreset> {
-    if let Some(arch) = name.strip_prefix("noisy-") {
-        Arch::parse(arch).ok()?;
-        return Some(ModelPreset {
-            arch: arch.to_owned(),
-            noise: Some(NoiseSection {
-                sigma: NOISY_SIGMA,
-                layers: vec!["hidden".to_owned()],
-                learnable: false,
-            }),
-        });
-    }
-    Arch::parse(name).ok()?;
+    let model = catalogue::model(name)?;
     Some(ModelPreset {
-        arch: name.to_owned(),
-        noise: None,
+        arch: model.name,
+        noise: model.noise.map(|n| NoiseSection {
+            sigma: n.sigma,
+            layers: n.layers,
+            learnable: n.learnable,
+        }),
     })
 }
 
-pub const BUILTIN_MODELS: &[&str] = &[
-    "basic",
-    "resnet18",
-    "wrn-D-K (e.g. wrn-16-4, wrn-28-10)",
-    "vgg11",
-    "vgg16",
-    "noisy-<model>",
-];
+pub const BUILTIN_MODELS: &[&str] = &catalogue::MODEL_NAMES;
 
+/// A built-in attack, with `eot = "auto"`.
 pub fn builtin_attack(name: &str) -> Option<AttackPreset> {
-    let pgd = |norm| AttackPreset::Pgd {
-        norm,
-        steps: 10,
-        step_size: None,
-        step_fraction: None,
-        random_start: true,
-        restarts: 1,
-        eot: EotSetting::Auto,
-    };
-    let fgsm = |norm, random_start, step_fraction| AttackPreset::Fgsm {
-        norm,
-        random_start,
-        step_fraction,
-        eot: EotSetting::Auto,
-    };
-    Some(match name {
-        "none" => AttackPreset::None,
-        "fgsm" => fgsm(NormName::Linf, false, None),
-        "fgsm-l2" => fgsm(NormName::L2, false, None),
-        "fgsm-rs" => fgsm(NormName::Linf, true, Some(1.25)),
-        "pgd-linf" => pgd(NormName::Linf),
-        "pgd-l2" => pgd(NormName::L2),
-        "pgd20-linf" => AttackPreset::Pgd {
-            norm: NormName::Linf,
-            steps: 20,
-            step_size: None,
-            step_fraction: None,
-            random_start: true,
-            restarts: 1,
+    Some(match *catalogue::attack(name)? {
+        Attack::None => AttackPreset::None,
+        Attack::Fgsm {
+            norm,
+            random_start,
+            step_fraction,
+            eot: _,
+        } => AttackPreset::Fgsm {
+            norm,
+            random_start,
+            step_fraction: Some(step_fraction),
             eot: EotSetting::Auto,
         },
-        _ => return None,
+        Attack::Pgd {
+            norm,
+            steps,
+            step,
+            random_start,
+            restarts,
+            eot: _,
+        } => {
+            let (step_size, step_fraction) = match step {
+                StepSize::Absolute(s) => (Some(s), None),
+                StepSize::FractionOfEpsilon(f) => (None, Some(f)),
+            };
+            AttackPreset::Pgd {
+                norm,
+                steps,
+                step_size,
+                step_fraction,
+                random_start,
+                restarts,
+                eot: EotSetting::Auto,
+            }
+        }
     })
 }
 
-pub const BUILTIN_ATTACKS: &[&str] = &[
-    "none",
-    "fgsm",
-    "fgsm-l2",
-    "fgsm-rs",
-    "pgd-linf",
-    "pgd-l2",
-    "pgd20-linf",
-];
+/// The built-in attack names, in catalogue order.
+pub fn builtin_attacks() -> Vec<&'static str> {
+    catalogue::attack_names()
+}
 
+/// A built-in defense: every budget tied to the grid's ε.
 pub fn builtin_defense(name: &str) -> Option<DefensePreset> {
-    let adversarial = |attack: &str| DefensePreset {
-        kind: "adversarial".into(),
-        attack: Some(attack.to_owned()),
-        epsilon: Some(EpsilonSetting::Tied),
-        ..DefensePreset::default()
-    };
-    let mixed = |strategy: &str| DefensePreset {
-        kind: "mixed".into(),
-        epsilon: Some(EpsilonSetting::Tied),
-        strategy: Some(strategy.to_owned()),
-        ..DefensePreset::default()
-    };
-    let with_noise = |mut d: DefensePreset| {
-        d.inference_noise = Some(INFERENCE_NOISE_SIGMA);
-        d
-    };
-    Some(match name {
-        "standard" => DefensePreset {
-            kind: "standard".into(),
+    let p = catalogue::defense_preset(name)?;
+    let mut preset = match p.recipe {
+        Recipe::Standard => DefensePreset::default(),
+        Recipe::Adversarial { attack } => DefensePreset {
+            kind: DefenseKind::Adversarial,
+            attack: Some(attack.to_owned()),
+            epsilon: Some(EpsilonSetting::Tied),
             ..DefensePreset::default()
         },
-        "at-fgsm" => adversarial("fgsm"),
-        "at-fgsm-rs" => adversarial("fgsm-rs"),
-        "at-pgd-linf" => adversarial("pgd-linf"),
-        "at-pgd-l2" => adversarial("pgd-l2"),
-        "at-mixed" => mixed("both"),
-        "at-mixed-worst" => mixed("worst"),
-        "noise-injection" => with_noise(DefensePreset {
-            kind: "standard".into(),
-            ..DefensePreset::default()
-        }),
-        "at-fgsm-noise" => with_noise(adversarial("fgsm")),
-        "at-pgd-linf-noise" => with_noise(adversarial("pgd-linf")),
-        "dncnn" => DefensePreset {
-            kind: "standard".into(),
-            denoiser: Some(DenoiserSection {
-                blocks: 10,
-                channels: 64,
-                attack: "pgd-linf".into(),
-                epsilon: EpsilonSetting::Tied,
-                epochs: 5,
-                learning_rate: 1e-3,
-                pairs_per_epoch: 0,
-            }),
+        Recipe::Mixed { strategy } => DefensePreset {
+            kind: DefenseKind::Mixed,
+            epsilon: Some(EpsilonSetting::Tied),
+            strategy: Some(strategy),
             ..DefensePreset::default()
         },
-        _ => return None,
-    })
+    };
+    preset.inference_noise = p.inference_noise;
+    preset.denoiser = p.denoiser.then(|| DenoiserSection {
+        blocks: defaults::DENOISER_BLOCKS,
+        channels: defaults::DENOISER_CHANNELS,
+        attack: defaults::DENOISER_ATTACK.to_owned(),
+        epsilon: EpsilonSetting::Tied,
+        epochs: defaults::DENOISER_EPOCHS,
+        learning_rate: defaults::DENOISER_LEARNING_RATE,
+        pairs_per_epoch: 0,
+    });
+    Some(preset)
 }
 
-pub const BUILTIN_DEFENSES: &[&str] = &[
-    "standard",
-    "at-fgsm",
-    "at-fgsm-rs",
-    "at-pgd-linf",
-    "at-pgd-l2",
-    "at-mixed",
-    "at-mixed-worst",
-    "noise-injection",
-    "at-fgsm-noise",
-    "at-pgd-linf-noise",
-    "dncnn",
-];
+/// The built-in defense names, in catalogue order.
+pub fn builtin_defenses() -> Vec<&'static str> {
+    catalogue::defense_names()
+}

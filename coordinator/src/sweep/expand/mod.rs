@@ -1,0 +1,268 @@
+//! Validation and expansion of a sweep file into runs (training jobs) and cells (evaluations).
+//!
+//! Grid semantics (see PRODUCT.md): a run is (model, defense, seed, training, data); a cell is
+//! (run, attack, ε). Cells of a run share its weights. A defense whose ε is `"tied"` gets one
+//! run per grid ε, evaluated at that ε only. The clean attack `none` gets one cell per run.
+//!
+//! Sweep files arrive from anyone who can reach the coordinator, so expansion is defensive:
+//! names are restricted to a file- and table-safe charset, every value is checked by the
+//! vocabulary's own `validate()` (the rules `advsweep_core::wire` decoding applies on the worker
+//! side), and the number of cells is counted with saturating arithmetic and checked against
+//! [`Limits`] before any cell is built.
+//!
+//! Phases, one module each: `check` (the file's own syntax rules, and how vocabulary errors are
+//! shown in the file's spelling), `attacks`, `models` and `defenses` (presets resolved),
+//! `training` (the `[training]`, `[evaluation]` and `[data]` tables), `grid` (counting and
+//! building runs and cells).
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use advsweep_core::validate::epsilon;
+use advsweep_core::{CellSpec, RunSpec};
+
+use super::file::{SWEEP_FILE_VERSION, SweepFile};
+use super::ids;
+
+mod attacks;
+mod check;
+mod defenses;
+mod grid;
+mod models;
+mod training;
+
+pub use check::{MAX_NAME_LEN, valid_name};
+use check::{Validator, check_names, check_sweep_name};
+use grid::Grid;
+
+/// Everything that can be wrong with a sweep file. Messages name the file, key or value.
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    #[error("cannot read sweep file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("{origin}: {message}")]
+    Invalid { origin: String, message: String },
+}
+
+/// A sweep file expanded into the work it asks for.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub sweep_id: String,
+    pub name: String,
+    pub description: String,
+    pub runs: Vec<RunSpec>,
+    pub cells: Vec<CellSpec>,
+    /// Failed attempts (errors, lost workers) before a run is failed for good.
+    pub max_attempts: u32,
+}
+
+impl Plan {
+    pub fn cells_of<'a>(&'a self, run_id: &'a str) -> impl Iterator<Item = &'a CellSpec> + 'a {
+        self.cells.iter().filter(move |c| c.run_id == run_id)
+    }
+}
+
+/// Limits a coordinator puts on what one sweep may ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Most cells one sweep may expand to (checked before the grid is built).
+    pub max_cells: u64,
+}
+
+impl Limits {
+    /// The default [`Limits::max_cells`]: the largest sweep the coordinator is benchmarked at
+    /// (the default of the `max_cells_per_sweep` setting).
+    pub const DEFAULT_MAX_CELLS: u64 = advsweep_settings::coordinator::DEFAULT_MAX_CELLS_PER_SWEEP;
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_cells: Limits::DEFAULT_MAX_CELLS,
+        }
+    }
+}
+
+/// Settings applied on top of the file (command-line flags, environment).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// Replaces `data.path` of a CIFAR-10 sweep.
+    pub data_path: Option<String>,
+}
+
+/// Parses the TOML text of a sweep file. `origin` names it in error messages.
+pub fn parse_sweep(text: &str, origin: &str) -> Result<SweepFile, SweepError> {
+    let parse_error = |message: String| SweepError::Parse {
+        origin: origin.to_owned(),
+        message,
+    };
+    let raw = config::Config::builder()
+        .add_source(config::File::from_str(text, config::FileFormat::Toml))
+        .build()
+        .map_err(|e| parse_error(e.to_string()))?;
+    // Check the version first so an old or future file gets a version error, not a key error.
+    match raw.get::<i64>("version") {
+        Ok(v) if v == i64::from(SWEEP_FILE_VERSION) => {}
+        Ok(v) => {
+            return Err(parse_error(format!(
+                "unsupported sweep file version {v} (this build reads version {SWEEP_FILE_VERSION})"
+            )));
+        }
+        Err(_) => {
+            return Err(parse_error(format!(
+                "missing `version = {SWEEP_FILE_VERSION}` at the top of the file"
+            )));
+        }
+    }
+    raw.try_deserialize::<SweepFile>()
+        .map_err(|e| parse_error(e.to_string()))
+}
+
+/// Reads, parses, validates and expands a sweep file (within the default [`Limits`]).
+pub fn load_plan(path: &Path, overrides: &Overrides) -> Result<Plan, SweepError> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| SweepError::Read {
+        path: origin.clone(),
+        source,
+    })?;
+    let file = parse_sweep(&text, &origin)?;
+    expand(&file, overrides, &origin)
+}
+
+/// [`expand_within`] the default [`Limits`].
+pub fn expand(file: &SweepFile, overrides: &Overrides, origin: &str) -> Result<Plan, SweepError> {
+    expand_within(file, overrides, origin, &Limits::default())
+}
+
+/// Validates a parsed sweep file and expands it. Runs and cells come out in file order, with
+/// content duplicates (two preset names for the same experiment) merged. A grid of more than
+/// `limits.max_cells` cells is refused before it is built.
+pub fn expand_within(
+    file: &SweepFile,
+    overrides: &Overrides,
+    origin: &str,
+    limits: &Limits,
+) -> Result<Plan, SweepError> {
+    let v = Validator { origin };
+    check_header(&v, file)?;
+    let grid = resolve_grid(&v, file, overrides)?;
+    let cells = grid.count_cells();
+    v.check(cells <= limits.max_cells, || {
+        format!(
+            "sweep expands to {cells} cells, more than the coordinator's max_cells_per_sweep = {}",
+            limits.max_cells
+        )
+    })?;
+    let (runs, cells) = grid.build(&v)?;
+    let cell_ids: Vec<String> = cells.iter().map(|c| c.id.clone()).collect();
+    Ok(Plan {
+        sweep_id: ids::sweep_id(&file.name, &cell_ids),
+        name: file.name.clone(),
+        description: file.description.clone().unwrap_or_default(),
+        runs,
+        cells,
+        max_attempts: file.retry.max_attempts,
+    })
+}
+
+/// `[retry]`, the sweep's name, and the grid's axes: non-empty, valid names, no repeats.
+fn check_header(v: &Validator, file: &SweepFile) -> Result<(), SweepError> {
+    v.check((1..=100).contains(&file.retry.max_attempts), || {
+        format!(
+            "retry.max_attempts = {} must be in 1..=100",
+            file.retry.max_attempts
+        )
+    })?;
+    check_sweep_name(v, &file.name)?;
+    let grid = &file.grid;
+    v.non_empty("models", &grid.models)?;
+    v.non_empty("defenses", &grid.defenses)?;
+    v.non_empty("attacks", &grid.attacks)?;
+    v.non_empty("epsilons", &grid.epsilons)?;
+    v.non_empty("seeds", &grid.seeds)?;
+    for (axis, names) in [
+        ("models", &grid.models),
+        ("defenses", &grid.defenses),
+        ("attacks", &grid.attacks),
+    ] {
+        check_names(v, axis, names)?;
+    }
+    for (axis, names) in [
+        ("models", &grid.models),
+        ("defenses", &grid.defenses),
+        ("attacks", &grid.attacks),
+    ] {
+        v.unique_names(axis, names)?;
+    }
+    let mut seen_seeds = HashSet::new();
+    for seed in &grid.seeds {
+        v.check(seen_seeds.insert(seed), || {
+            format!("grid.seeds lists {seed} twice")
+        })?;
+    }
+    Ok(())
+}
+
+/// The grid's ε: valid budgets, -0.0 as 0.0 (one cell id for both), no repeats.
+fn grid_epsilons(v: &Validator, file: &SweepFile) -> Result<Vec<f64>, SweepError> {
+    let mut epsilons = Vec::with_capacity(file.grid.epsilons.len());
+    let mut seen = HashSet::new();
+    for (i, e) in file.grid.epsilons.iter().enumerate() {
+        v.check(epsilon("grid.epsilons", e.0).is_ok(), || {
+            format!(
+                "grid.epsilons[{i}] = {}: ε must be a non-negative finite number",
+                e.0
+            )
+        })?;
+        let e = if e.0 == 0.0 { 0.0 } else { e.0 };
+        v.check(seen.insert(e.to_bits()), || {
+            format!("grid.epsilons lists {e} twice")
+        })?;
+        epsilons.push(e);
+    }
+    Ok(epsilons)
+}
+
+/// Every axis resolved (presets looked up and validated) and what the runs share.
+fn resolve_grid(
+    v: &Validator,
+    file: &SweepFile,
+    overrides: &Overrides,
+) -> Result<Grid, SweepError> {
+    let grid = &file.grid;
+    let epsilons = grid_epsilons(v, file)?;
+    let models = grid
+        .models
+        .iter()
+        .map(|name| models::resolve_model(v, file, name))
+        .collect::<Result<Vec<_>, _>>()?;
+    let attacks = grid
+        .attacks
+        .iter()
+        .map(|name| {
+            let template = attacks::resolve_attack(v, file, name, "grid.attacks")?;
+            Ok((name.clone(), template))
+        })
+        .collect::<Result<Vec<_>, SweepError>>()?;
+    let defenses = grid
+        .defenses
+        .iter()
+        .map(|name| defenses::resolve_defense(v, file, name))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Grid {
+        models,
+        defenses,
+        attacks,
+        epsilons,
+        seeds: grid.seeds.clone(),
+        training: training::training(v, file)?,
+        data: training::data(v, file, overrides)?,
+        epsilon_space: file.epsilon_space,
+        auto_eot: file.evaluation.eot_samples,
+    })
+}

@@ -1,0 +1,308 @@
+//! The built-in presets: model, attack and defense names a sweep file can use without defining
+//! them (its `[models.NAME]`, `[attacks.NAME]` and `[defenses.NAME]` tables add presets or shadow
+//! these), and the worker's bench measures. Each table below is the one list of its names.
+
+use super::defaults::{
+    ADVERSARIAL_FRACTION, DENOISER_ATTACK, DENOISER_BLOCKS, DENOISER_CHANNELS, DENOISER_EPOCHS,
+    DENOISER_LEARNING_RATE, FGSM_STEP_FRACTION, MIXED_L2_ATTACK, MIXED_LINF_ATTACK, PGD_RESTARTS,
+    PGD_STEPS, pgd_step_fraction,
+};
+use super::{ARCHITECTURES, Arch, HIDDEN_POINTS};
+use crate::{
+    Attack, Defense, DenoiserSpec, MixStrategy, Model, NoiseInjection, Norm, StepSize,
+    TrainingMethod,
+};
+
+/// `noisy-<model>`: the model with noise in every hidden injection point.
+pub const NOISY_PREFIX: &str = "noisy-";
+/// σ of the built-in `noisy-*` models (relative to each hidden layer's output std).
+pub const NOISY_SIGMA: f64 = 0.1;
+/// σ of the built-in inference-noise defenses (pixel units).
+pub const INFERENCE_NOISE_SIGMA: f64 = 0.05;
+
+/// The built-in model names, for error messages.
+pub const MODEL_NAMES: [&str; 6] = [
+    ARCHITECTURES[0],
+    ARCHITECTURES[1],
+    ARCHITECTURES[2],
+    ARCHITECTURES[3],
+    ARCHITECTURES[4],
+    "noisy-<model>",
+];
+
+/// `basic`, `resnet18`, `wrn-D-K`, `vgg11`, `vgg16`, and `noisy-<any of those>` (noise in every
+/// hidden injection point, σ = [`NOISY_SIGMA`]).
+pub fn model(name: &str) -> Option<Model> {
+    if let Some(arch_name) = name.strip_prefix(NOISY_PREFIX) {
+        let arch = Arch::parse(arch_name).ok()?;
+        return Some(Model {
+            name: arch_name.to_owned(),
+            noise: Some(NoiseInjection {
+                sigma: NOISY_SIGMA,
+                layers: arch.noise_layers(&[HIDDEN_POINTS.to_owned()]).ok()?,
+                learnable: false,
+            }),
+        });
+    }
+    Arch::parse(name).ok()?;
+    Some(Model::plain(name))
+}
+
+/// A named attack. Its `eot` is 1: how many gradient samples it takes against a randomized
+/// model is the resolver's choice (`eot = "auto"`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttackPreset {
+    pub name: &'static str,
+    pub attack: Attack,
+}
+
+const fn fgsm(norm: Norm, random_start: bool, step_fraction: f64) -> Attack {
+    Attack::Fgsm {
+        norm,
+        random_start,
+        step_fraction,
+        eot: 1,
+    }
+}
+
+/// PGD with the default step (2.5 ε / steps), a random start and one restart.
+const fn pgd(norm: Norm, steps: u32) -> Attack {
+    Attack::Pgd {
+        norm,
+        steps,
+        step: StepSize::FractionOfEpsilon(pgd_step_fraction(steps)),
+        random_start: true,
+        restarts: PGD_RESTARTS,
+        eot: 1,
+    }
+}
+
+/// `fgsm`: one signed-gradient step of ε, no random start.
+pub const FGSM: Attack = fgsm(Norm::Linf, false, FGSM_STEP_FRACTION);
+/// `pgd-linf`: PGD-10 ℓ∞, step 2.5 ε / 10, random start, one restart.
+pub const PGD_LINF: Attack = pgd(Norm::Linf, PGD_STEPS);
+
+/// The built-in attacks.
+pub static ATTACKS: [AttackPreset; 7] = [
+    AttackPreset {
+        name: "none",
+        attack: Attack::None,
+    },
+    AttackPreset {
+        name: "fgsm",
+        attack: FGSM,
+    },
+    AttackPreset {
+        name: "fgsm-l2",
+        attack: fgsm(Norm::L2, false, FGSM_STEP_FRACTION),
+    },
+    AttackPreset {
+        name: "fgsm-rs",
+        attack: fgsm(Norm::Linf, true, 1.25),
+    },
+    AttackPreset {
+        name: "pgd-linf",
+        attack: PGD_LINF,
+    },
+    AttackPreset {
+        name: "pgd-l2",
+        attack: pgd(Norm::L2, PGD_STEPS),
+    },
+    AttackPreset {
+        name: "pgd20-linf",
+        attack: pgd(Norm::Linf, 20),
+    },
+];
+
+/// The built-in attack called `name`.
+pub fn attack(name: &str) -> Option<&'static Attack> {
+    ATTACKS.iter().find(|p| p.name == name).map(|p| &p.attack)
+}
+
+/// The built-in attack names, in catalogue order.
+pub fn attack_names() -> Vec<&'static str> {
+    ATTACKS.iter().map(|p| p.name).collect()
+}
+
+/// How a built-in defense trains. Every budget of a built-in defense is tied to the grid's ε.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Recipe {
+    Standard,
+    /// Adversarial training with the attack preset `attack`.
+    Adversarial {
+        attack: &'static str,
+    },
+    /// Mixed-norm training with the default slots ([`MIXED_LINF_ATTACK`], [`MIXED_L2_ATTACK`]).
+    Mixed {
+        strategy: MixStrategy,
+    },
+}
+
+/// A named defense.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DefensePreset {
+    pub name: &'static str,
+    pub recipe: Recipe,
+    /// σ of inference noise, if any.
+    pub inference_noise: Option<f64>,
+    /// A default DnCNN denoiser (the `[defenses.NAME.denoiser]` defaults) in front.
+    pub denoiser: bool,
+}
+
+const fn defense(
+    name: &'static str,
+    recipe: Recipe,
+    inference_noise: Option<f64>,
+    denoiser: bool,
+) -> DefensePreset {
+    DefensePreset {
+        name,
+        recipe,
+        inference_noise,
+        denoiser,
+    }
+}
+
+const fn adversarial(attack: &'static str) -> Recipe {
+    Recipe::Adversarial { attack }
+}
+
+/// The built-in defenses.
+pub static DEFENSES: [DefensePreset; 11] = [
+    defense("standard", Recipe::Standard, None, false),
+    defense("at-fgsm", adversarial("fgsm"), None, false),
+    defense("at-fgsm-rs", adversarial("fgsm-rs"), None, false),
+    defense("at-pgd-linf", adversarial("pgd-linf"), None, false),
+    defense("at-pgd-l2", adversarial("pgd-l2"), None, false),
+    defense(
+        "at-mixed",
+        Recipe::Mixed {
+            strategy: MixStrategy::BothPerBatch,
+        },
+        None,
+        false,
+    ),
+    defense(
+        "at-mixed-worst",
+        Recipe::Mixed {
+            strategy: MixStrategy::WorstPerExample,
+        },
+        None,
+        false,
+    ),
+    defense(
+        "noise-injection",
+        Recipe::Standard,
+        Some(INFERENCE_NOISE_SIGMA),
+        false,
+    ),
+    defense(
+        "at-fgsm-noise",
+        adversarial("fgsm"),
+        Some(INFERENCE_NOISE_SIGMA),
+        false,
+    ),
+    defense(
+        "at-pgd-linf-noise",
+        adversarial("pgd-linf"),
+        Some(INFERENCE_NOISE_SIGMA),
+        false,
+    ),
+    defense("dncnn", Recipe::Standard, None, true),
+];
+
+/// The built-in defense called `name`.
+pub fn defense_preset(name: &str) -> Option<&'static DefensePreset> {
+    DEFENSES.iter().find(|p| p.name == name)
+}
+
+/// The built-in defense names, in catalogue order.
+pub fn defense_names() -> Vec<&'static str> {
+    DEFENSES.iter().map(|p| p.name).collect()
+}
+
+/// A built-in attack for making training examples (one gradient sample). The catalogue only
+/// names attacks it has; a missing one is `none`, which validation refuses.
+fn training_attack(name: &str) -> Attack {
+    attack(name).cloned().unwrap_or(Attack::None)
+}
+
+impl DefensePreset {
+    /// The defense with every budget at `epsilon` (what a sweep grid's tied ε gives).
+    pub fn build(&self, epsilon: f64) -> Defense {
+        let method = match self.recipe {
+            Recipe::Standard => TrainingMethod::Standard,
+            Recipe::Adversarial { attack } => TrainingMethod::Adversarial {
+                attack: training_attack(attack),
+                epsilon,
+                fraction: ADVERSARIAL_FRACTION,
+            },
+            Recipe::Mixed { strategy } => TrainingMethod::Mixed {
+                linf: training_attack(MIXED_LINF_ATTACK),
+                l2: training_attack(MIXED_L2_ATTACK),
+                epsilon_linf: epsilon,
+                epsilon_l2: epsilon,
+                strategy,
+                fraction: ADVERSARIAL_FRACTION,
+            },
+        };
+        Defense {
+            method,
+            inference_noise: self.inference_noise,
+            denoiser: self.denoiser.then(|| DenoiserSpec {
+                blocks: DENOISER_BLOCKS,
+                channels: DENOISER_CHANNELS,
+                attack: training_attack(DENOISER_ATTACK),
+                epsilon,
+                epochs: DENOISER_EPOCHS,
+                learning_rate: DENOISER_LEARNING_RATE,
+                pairs_per_epoch: 0,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_preset_is_valid_and_named_once() {
+        for table in [attack_names(), defense_names()] {
+            let mut sorted = table.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            assert_eq!(sorted.len(), table.len(), "{table:?}");
+        }
+        for p in &ATTACKS {
+            p.attack
+                .validate()
+                .unwrap_or_else(|e| panic!("{}: {e}", p.name));
+        }
+        for p in &DEFENSES {
+            p.build(8.0 / 255.0)
+                .validate()
+                .unwrap_or_else(|e| panic!("{}: {e}", p.name));
+        }
+        let noisy = model("noisy-resnet18").expect("built in");
+        noisy.validate().expect("valid");
+        assert_eq!(noisy.noise.map(|n| n.layers.len()), Some(5));
+        assert_eq!(model("basic"), Some(Model::plain("basic")));
+        assert_eq!(model("noisy-resnet50"), None);
+    }
+
+    #[test]
+    fn pgd_takes_the_default_step() {
+        assert_eq!(
+            attack("pgd-linf"),
+            Some(&Attack::Pgd {
+                norm: Norm::Linf,
+                steps: 10,
+                step: StepSize::FractionOfEpsilon(0.25),
+                random_start: true,
+                restarts: 1,
+                eot: 1,
+            })
+        );
+    }
+}

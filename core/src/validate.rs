@@ -1,0 +1,507 @@
+//! What a valid run and cell are: one `validate()` per vocabulary type, each rule written once.
+//!
+//! The sweep-file resolver (the coordinator's `sweep::expand`) and [`crate::wire`] decoding call
+//! these and nothing else does, so a run the coordinator hands out is exactly a run a worker
+//! accepts. A failed rule is a [`FieldError`] naming the field by its wire path (`attack.pgd.steps`,
+//! `training.sgd.momentum`: the one spelling every field has); its reason starts with the value
+//! (`4294967295 must be in 1..=10000`), so the sweep file can show it as `steps = 4294967295 must
+//! be in 1..=10000` and the wire as ``field `attack.pgd.steps` is invalid: …``.
+//!
+//! Decoding may first normalize what proto3 cannot leave unset (0 restarts means 1); the rules
+//! here judge the normalized value.
+
+use crate::limits::{
+    MAX_BATCH_SIZE, MAX_DENOISER_BLOCKS, MAX_DENOISER_CHANNELS, MAX_EOT_SAMPLES, MAX_EPOCHS,
+    MAX_ID_BYTES, MAX_NAME_BYTES, MAX_NOISE_LAYERS, MAX_PATH_BYTES, MAX_PGD_STEPS, MAX_RESTARTS,
+    MAX_SYNTHETIC_IMAGES, MIN_SYNTHETIC_IMAGES,
+};
+use crate::{
+    Attack, CellSpec, DataSource, DataSpec, Defense, DenoiserSpec, LrSchedule, Model,
+    NoiseInjection, Norm, Optimizer, RunSpec, StepSize, TrainingMethod, TrainingSpec,
+};
+
+/// A field that is missing or breaks a rule, named by its wire path.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FieldError {
+    #[error("missing field `{0}`")]
+    Missing(&'static str),
+    #[error("field `{field}` is invalid: {why}")]
+    Invalid { field: &'static str, why: String },
+}
+
+impl FieldError {
+    /// The field's wire path.
+    pub fn field(&self) -> &'static str {
+        match self {
+            FieldError::Missing(field) | FieldError::Invalid { field, .. } => field,
+        }
+    }
+}
+
+/// The result of a rule.
+pub type Checked<T = ()> = Result<T, FieldError>;
+
+/// `field` breaks a rule, for the reason `why` (which starts with the value).
+pub fn invalid(field: &'static str, why: impl Into<String>) -> FieldError {
+    FieldError::Invalid {
+        field,
+        why: why.into(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// the rules, each once
+// ---------------------------------------------------------------------------------------------
+
+/// At most `max` bytes of `value`, quoted and escaped, cut at a character boundary: how a value
+/// a peer or a user sent is shown in an error message.
+pub fn shown(value: &str, max: usize) -> String {
+    if value.len() <= max {
+        return format!("{value:?}");
+    }
+    let mut cut = max;
+    while !value.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{:?}… ({} bytes)", &value[..cut], value.len())
+}
+
+/// `value` in `min..=max`.
+pub fn in_range(field: &'static str, value: u32, min: u32, max: u32) -> Checked {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(invalid(field, format!("{value} must be in {min}..={max}")))
+    }
+}
+
+/// A finite number greater than 0.
+pub fn positive(field: &'static str, value: f64) -> Checked {
+    if value.is_finite() && value > 0.0 {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!("{value} must be positive and finite"),
+        ))
+    }
+}
+
+/// A finite number, 0 or more.
+pub fn non_negative(field: &'static str, value: f64) -> Checked {
+    if value.is_finite() && value >= 0.0 {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!("{value} must be non-negative and finite"),
+        ))
+    }
+}
+
+/// A perturbation budget ε: finite, 0 or more.
+pub fn epsilon(field: &'static str, value: f64) -> Checked {
+    if value.is_finite() && value >= 0.0 {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!("{value}: ε must be a non-negative finite number"),
+        ))
+    }
+}
+
+/// A share of a batch: in (0, 1].
+pub fn fraction(field: &'static str, value: f64) -> Checked {
+    if value > 0.0 && value <= 1.0 {
+        Ok(())
+    } else {
+        Err(invalid(field, format!("{value} must be in (0, 1]")))
+    }
+}
+
+/// A decay rate (momentum, Adam's β): in [0, 1).
+pub fn decay_rate(field: &'static str, value: f64) -> Checked {
+    if (0.0..1.0).contains(&value) {
+        Ok(())
+    } else {
+        Err(invalid(field, format!("{value} must be in [0, 1)")))
+    }
+}
+
+/// Gradient samples per attack step: 1..=[`MAX_EOT_SAMPLES`].
+pub fn eot_samples(field: &'static str, value: u32) -> Checked {
+    in_range(field, value, 1, MAX_EOT_SAMPLES)
+}
+
+/// An identifier: 1–[`MAX_ID_BYTES`] printable ASCII characters, no spaces.
+pub fn id(field: &'static str, value: &str) -> Checked {
+    if value.is_empty() {
+        return Err(FieldError::Missing(field));
+    }
+    if value.len() > MAX_ID_BYTES || !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid(
+            field,
+            format!(
+                "{} is not an id (1-{MAX_ID_BYTES} printable ASCII characters, no spaces)",
+                shown(value, 64)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A display name: at most [`MAX_NAME_BYTES`] bytes, no control characters (may be empty).
+pub fn name(field: &'static str, value: &str) -> Checked {
+    if value.len() > MAX_NAME_BYTES || value.chars().any(char::is_control) {
+        return Err(invalid(
+            field,
+            format!(
+                "{} is not a name (at most {MAX_NAME_BYTES} bytes, no control characters)",
+                shown(value, 64)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A file-system path: 1–[`MAX_PATH_BYTES`] bytes, no NUL or other control characters.
+pub fn path(field: &'static str, value: &str) -> Checked {
+    if value.trim().is_empty() {
+        return Err(FieldError::Missing(field));
+    }
+    if value.len() > MAX_PATH_BYTES || value.chars().any(char::is_control) {
+        return Err(invalid(
+            field,
+            format!(
+                "{} is not a path (at most {MAX_PATH_BYTES} bytes, no NUL or control characters)",
+                shown(value, 64)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// one validate() per type
+// ---------------------------------------------------------------------------------------------
+
+/// How an attack is named in an error about the slot it fills: `pgd (l2)`.
+fn summary(attack: &Attack) -> String {
+    match attack {
+        Attack::None => "none".to_owned(),
+        Attack::Fgsm { norm, .. } => format!("fgsm ({})", norm.as_str()),
+        Attack::Pgd { norm, .. } => format!("pgd ({})", norm.as_str()),
+    }
+}
+
+impl Attack {
+    /// Steps, step sizes, restarts and EOT samples within their bounds.
+    pub fn validate(&self) -> Checked {
+        match self {
+            Attack::None => Ok(()),
+            Attack::Fgsm {
+                step_fraction, eot, ..
+            } => {
+                positive("attack.fgsm.step_fraction", *step_fraction)?;
+                eot_samples("attack.fgsm.eot_samples", *eot)
+            }
+            Attack::Pgd {
+                steps,
+                step,
+                restarts,
+                eot,
+                ..
+            } => {
+                in_range("attack.pgd.steps", *steps, 1, MAX_PGD_STEPS)?;
+                in_range("attack.pgd.restarts", *restarts, 1, MAX_RESTARTS)?;
+                match step {
+                    StepSize::Absolute(s) => positive("attack.pgd.step_size", *s)?,
+                    StepSize::FractionOfEpsilon(f) => positive("attack.pgd.step_fraction", *f)?,
+                }
+                eot_samples("attack.pgd.eot_samples", *eot)
+            }
+        }
+    }
+
+    /// An attack that makes training examples (adversarial training, a denoiser's pairs): valid
+    /// and not `none`; of norm `norm` when one is asked for (the slots of mixed training).
+    pub fn validate_for_training(&self, field: &'static str, norm: Option<Norm>) -> Checked {
+        if self.is_none() {
+            return Err(invalid(
+                field,
+                "none: adversarial training needs an attack other than `none`",
+            ));
+        }
+        if let Some(want) = norm
+            && self.norm() != Some(want)
+        {
+            return Err(invalid(
+                field,
+                format!("{} is not an {} attack", summary(self), want.as_str()),
+            ));
+        }
+        self.validate()
+    }
+}
+
+impl NoiseInjection {
+    /// σ finite and ≥ 0; 1–[`MAX_NOISE_LAYERS`] injection points with printable names. (Whether
+    /// the points exist is the architecture's business: [`crate::Arch::noise_layers`].)
+    pub fn validate(&self) -> Checked {
+        non_negative("run.model.noise.sigma", self.sigma)?;
+        if self.layers.is_empty() {
+            return Err(FieldError::Missing("run.model.noise.layers"));
+        }
+        if self.layers.len() > MAX_NOISE_LAYERS {
+            return Err(invalid(
+                "run.model.noise.layers",
+                format!("{} layers, more than {MAX_NOISE_LAYERS}", self.layers.len()),
+            ));
+        }
+        self.layers
+            .iter()
+            .try_for_each(|layer| name("run.model.noise.layers", layer))
+    }
+}
+
+impl Model {
+    pub fn validate(&self) -> Checked {
+        if self.name.is_empty() {
+            return Err(FieldError::Missing("run.model.name"));
+        }
+        name("run.model.name", &self.name)?;
+        self.noise.as_ref().map_or(Ok(()), NoiseInjection::validate)
+    }
+}
+
+impl TrainingMethod {
+    /// Its attacks make training examples of the right norm; budgets and fractions in range.
+    pub fn validate(&self) -> Checked {
+        match self {
+            TrainingMethod::Standard => Ok(()),
+            TrainingMethod::Adversarial {
+                attack,
+                epsilon: e,
+                fraction: f,
+            } => {
+                attack.validate_for_training("defense.adversarial.attack", None)?;
+                epsilon("defense.adversarial.epsilon", *e)?;
+                fraction("defense.adversarial.fraction", *f)
+            }
+            TrainingMethod::Mixed {
+                linf,
+                l2,
+                epsilon_linf,
+                epsilon_l2,
+                strategy: _,
+                fraction: f,
+            } => {
+                linf.validate_for_training("defense.mixed.linf", Some(Norm::Linf))?;
+                l2.validate_for_training("defense.mixed.l2", Some(Norm::L2))?;
+                epsilon("defense.mixed.epsilon_linf", *epsilon_linf)?;
+                epsilon("defense.mixed.epsilon_l2", *epsilon_l2)?;
+                fraction("defense.mixed.fraction", *f)
+            }
+        }
+    }
+}
+
+impl DenoiserSpec {
+    pub fn validate(&self) -> Checked {
+        in_range(
+            "defense.denoiser.blocks",
+            self.blocks,
+            1,
+            MAX_DENOISER_BLOCKS,
+        )?;
+        in_range(
+            "defense.denoiser.channels",
+            self.channels,
+            1,
+            MAX_DENOISER_CHANNELS,
+        )?;
+        self.attack
+            .validate_for_training("defense.denoiser.attack", None)?;
+        epsilon("defense.denoiser.epsilon", self.epsilon)?;
+        in_range("defense.denoiser.epochs", self.epochs, 1, MAX_EPOCHS)?;
+        positive("defense.denoiser.learning_rate", self.learning_rate)
+    }
+}
+
+impl Defense {
+    /// The training method, a positive inference-noise σ when there is one, the denoiser.
+    pub fn validate(&self) -> Checked {
+        self.method.validate()?;
+        if let Some(sigma) = self.inference_noise {
+            positive("defense.inference_noise", sigma)?;
+        }
+        self.denoiser
+            .as_ref()
+            .map_or(Ok(()), DenoiserSpec::validate)
+    }
+}
+
+impl Optimizer {
+    pub fn validate(&self) -> Checked {
+        match *self {
+            Optimizer::Sgd {
+                momentum,
+                weight_decay,
+                nesterov,
+            } => {
+                decay_rate("training.sgd.momentum", momentum)?;
+                non_negative("training.sgd.weight_decay", weight_decay)?;
+                if nesterov && momentum <= 0.0 {
+                    return Err(invalid(
+                        "training.sgd.nesterov",
+                        "true needs a momentum greater than 0",
+                    ));
+                }
+                Ok(())
+            }
+            Optimizer::Adam {
+                beta1,
+                beta2,
+                weight_decay,
+            } => {
+                decay_rate("training.adam.beta1", beta1)?;
+                decay_rate("training.adam.beta2", beta2)?;
+                non_negative("training.adam.weight_decay", weight_decay)
+            }
+        }
+    }
+}
+
+impl LrSchedule {
+    pub fn validate(&self) -> Checked {
+        match *self {
+            LrSchedule::Step {
+                every_epochs,
+                gamma,
+            } => {
+                in_range(
+                    "training.schedule.step.every_epochs",
+                    every_epochs,
+                    1,
+                    u32::MAX,
+                )?;
+                positive("training.schedule.step.gamma", gamma)
+            }
+            LrSchedule::Constant | LrSchedule::Cosine | LrSchedule::OneCycle => Ok(()),
+        }
+    }
+}
+
+impl TrainingSpec {
+    pub fn validate(&self) -> Checked {
+        in_range("training.epochs", self.epochs, 1, MAX_EPOCHS)?;
+        in_range("training.batch_size", self.batch_size, 1, MAX_BATCH_SIZE)?;
+        positive("training.learning_rate", self.learning_rate)?;
+        self.optimizer.validate()?;
+        self.schedule.validate()?;
+        in_range(
+            "training.checkpoint_every",
+            self.checkpoint_every,
+            1,
+            u32::MAX,
+        )?;
+        in_range(
+            "training.eval_batch_size",
+            self.eval_batch_size,
+            1,
+            MAX_BATCH_SIZE,
+        )
+    }
+}
+
+impl DataSpec {
+    pub fn validate(&self) -> Checked {
+        match &self.source {
+            DataSource::Synthetic {
+                train_size,
+                test_size,
+                ..
+            } => {
+                for (field, size) in [
+                    ("data.synthetic.train_size", *train_size),
+                    ("data.synthetic.test_size", *test_size),
+                ] {
+                    in_range(field, size, MIN_SYNTHETIC_IMAGES, MAX_SYNTHETIC_IMAGES)?;
+                }
+                Ok(())
+            }
+            DataSource::Cifar10Binary { path: p } => path("data.cifar10_binary.path", p),
+            DataSource::ImageFolder { path: p } => path("data.image_folder.path", p),
+        }
+    }
+}
+
+impl RunSpec {
+    /// Its id and display names, then everything it trains on and with.
+    pub fn validate(&self) -> Checked {
+        id("run.run_id", &self.id)?;
+        name("run.model_name", &self.model_name)?;
+        name("run.defense_name", &self.defense_name)?;
+        self.model.validate()?;
+        self.defense.validate()?;
+        self.training.validate()?;
+        self.data.validate()
+    }
+}
+
+impl CellSpec {
+    pub fn validate(&self) -> Checked {
+        id("cell.cell_id", &self.id)?;
+        id("cell.run_id", &self.run_id)?;
+        name("cell.attack_name", &self.attack_name)?;
+        self.attack.validate()?;
+        epsilon("cell.epsilon", self.epsilon)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_start_with_the_value() {
+        let e = in_range("attack.pgd.steps", 0, 1, 10).expect_err("0 steps");
+        assert_eq!(
+            e.to_string(),
+            "field `attack.pgd.steps` is invalid: 0 must be in 1..=10"
+        );
+        assert_eq!(e.field(), "attack.pgd.steps");
+        assert!(positive("x", f64::NAN).is_err());
+        assert!(epsilon("x", -0.0).is_ok());
+        assert!(fraction("x", 0.0).is_err());
+        assert!(decay_rate("x", 1.0).is_err());
+    }
+
+    #[test]
+    fn a_mixed_slot_names_the_norm_it_wants() {
+        let l2 = Attack::Fgsm {
+            norm: Norm::L2,
+            random_start: false,
+            step_fraction: 1.0,
+            eot: 1,
+        };
+        let e = l2
+            .validate_for_training("defense.mixed.linf", Some(Norm::Linf))
+            .expect_err("l2 in the linf slot");
+        assert!(e.to_string().contains("not an linf attack"), "{e}");
+        assert!(
+            Attack::None
+                .validate_for_training("defense.adversarial.attack", None)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn shown_cuts_at_a_character_boundary() {
+        let long = "é".repeat(100);
+        let s = shown(&long, 63);
+        assert!(s.ends_with("(200 bytes)"), "{s}");
+        assert_eq!(shown("ab", 64), "\"ab\"");
+    }
+}

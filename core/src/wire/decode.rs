@@ -1,0 +1,285 @@
+//! Wire → vocabulary: the structure (a missing message, an unknown enum value) is checked
+//! here, proto3's zero defaults are filled in, and the values are then judged by the types'
+//! `validate()` ([`crate::validate`]), the same rules the sweep-file resolver applies.
+
+use advsweep_proto::v1 as pb;
+
+use super::{MAX_CELLS_PER_RUN, WireError};
+use crate::validate::{self, invalid};
+use crate::{
+    Attack, CellSpec, DataSource, DataSpec, Defense, DenoiserSpec, EpsilonSpace, LrSchedule,
+    MixStrategy, Model, NoiseInjection, Norm, Optimizer, Precision, RunSpec, StepSize,
+    TrainingMethod, TrainingSpec,
+};
+
+fn norm_from_wire(norm: i32, field: &'static str) -> Result<Norm, WireError> {
+    match pb::Norm::try_from(norm) {
+        Ok(pb::Norm::Linf) => Ok(Norm::Linf),
+        Ok(pb::Norm::L2) => Ok(Norm::L2),
+        _ => Err(invalid(field, format!("unknown norm {norm}"))),
+    }
+}
+
+fn required<'a, T>(value: Option<&'a T>, field: &'static str) -> Result<&'a T, WireError> {
+    value.ok_or(WireError::Missing(field))
+}
+
+/// The attack as sent: 0 restarts or EOT samples mean 1 (not validated).
+fn attack_structure(a: &pb::AttackSpec) -> Result<Attack, WireError> {
+    Ok(match required(a.kind.as_ref(), "attack.kind")? {
+        pb::attack_spec::Kind::None(_) => Attack::None,
+        pb::attack_spec::Kind::Fgsm(f) => Attack::Fgsm {
+            norm: norm_from_wire(f.norm, "attack.fgsm.norm")?,
+            random_start: f.random_start,
+            step_fraction: f.step_fraction,
+            eot: f.eot_samples.max(1),
+        },
+        pb::attack_spec::Kind::Pgd(p) => Attack::Pgd {
+            norm: norm_from_wire(p.norm, "attack.pgd.norm")?,
+            steps: p.steps,
+            // A positive step_size wins; otherwise the step is a fraction of ε.
+            step: if p.step_size > 0.0 {
+                StepSize::Absolute(p.step_size)
+            } else {
+                StepSize::FractionOfEpsilon(p.step_fraction)
+            },
+            random_start: p.random_start,
+            restarts: p.restarts.max(1),
+            eot: p.eot_samples.max(1),
+        },
+    })
+}
+
+fn required_attack(a: Option<&pb::AttackSpec>, field: &'static str) -> Result<Attack, WireError> {
+    attack_structure(required(a, field)?)
+}
+
+pub fn attack_from_wire(a: &pb::AttackSpec) -> Result<Attack, WireError> {
+    let attack = attack_structure(a)?;
+    attack.validate()?;
+    Ok(attack)
+}
+
+fn model_structure(m: &pb::ModelSpec) -> Model {
+    Model {
+        name: m.name.clone(),
+        noise: m.noise.as_ref().map(|n| NoiseInjection {
+            sigma: n.sigma,
+            layers: n.layers.clone(),
+            learnable: n.learnable,
+        }),
+    }
+}
+
+pub fn model_from_wire(m: &pb::ModelSpec) -> Result<Model, WireError> {
+    let model = model_structure(m);
+    model.validate()?;
+    Ok(model)
+}
+
+fn mix_from_wire(strategy: i32) -> Result<MixStrategy, WireError> {
+    match pb::MixStrategy::try_from(strategy) {
+        Ok(pb::MixStrategy::BothPerBatch) => Ok(MixStrategy::BothPerBatch),
+        Ok(pb::MixStrategy::WorstPerExample) => Ok(MixStrategy::WorstPerExample),
+        _ => Err(invalid(
+            "defense.mixed.strategy",
+            format!("unknown strategy {strategy}"),
+        )),
+    }
+}
+
+fn method_structure(kind: &pb::defense_spec::Kind) -> Result<TrainingMethod, WireError> {
+    Ok(match kind {
+        pb::defense_spec::Kind::Standard(_) => TrainingMethod::Standard,
+        pb::defense_spec::Kind::Adversarial(a) => TrainingMethod::Adversarial {
+            attack: required_attack(a.attack.as_ref(), "defense.adversarial.attack")?,
+            epsilon: a.epsilon,
+            fraction: a.fraction,
+        },
+        pb::defense_spec::Kind::Mixed(m) => TrainingMethod::Mixed {
+            linf: required_attack(m.linf.as_ref(), "defense.mixed.linf")?,
+            l2: required_attack(m.l2.as_ref(), "defense.mixed.l2")?,
+            epsilon_linf: m.epsilon_linf,
+            epsilon_l2: m.epsilon_l2,
+            strategy: mix_from_wire(m.strategy)?,
+            fraction: m.fraction,
+        },
+    })
+}
+
+fn denoiser_structure(n: &pb::DenoiserSpec) -> Result<DenoiserSpec, WireError> {
+    Ok(DenoiserSpec {
+        blocks: n.blocks,
+        channels: n.channels,
+        attack: required_attack(n.attack.as_ref(), "defense.denoiser.attack")?,
+        epsilon: n.epsilon,
+        epochs: n.epochs,
+        learning_rate: n.learning_rate,
+        pairs_per_epoch: n.pairs_per_epoch,
+    })
+}
+
+fn defense_structure(d: &pb::DefenseSpec) -> Result<Defense, WireError> {
+    Ok(Defense {
+        method: method_structure(required(d.kind.as_ref(), "defense.kind")?)?,
+        // 0 (proto3's unset) is no inference noise.
+        inference_noise: (d.inference_noise != 0.0).then_some(d.inference_noise),
+        denoiser: d.denoiser.as_ref().map(denoiser_structure).transpose()?,
+    })
+}
+
+pub fn defense_from_wire(d: &pb::DefenseSpec) -> Result<Defense, WireError> {
+    let defense = defense_structure(d)?;
+    defense.validate()?;
+    Ok(defense)
+}
+
+fn optimizer_structure(o: &pb::training_spec::Optimizer) -> Optimizer {
+    match o {
+        pb::training_spec::Optimizer::Sgd(s) => Optimizer::Sgd {
+            momentum: s.momentum,
+            weight_decay: s.weight_decay,
+            nesterov: s.nesterov,
+        },
+        pb::training_spec::Optimizer::Adam(a) => Optimizer::Adam {
+            beta1: a.beta1,
+            beta2: a.beta2,
+            weight_decay: a.weight_decay,
+        },
+    }
+}
+
+fn schedule_structure(s: Option<&pb::lr_schedule::Kind>) -> LrSchedule {
+    match s {
+        None | Some(pb::lr_schedule::Kind::Constant(_)) => LrSchedule::Constant,
+        Some(pb::lr_schedule::Kind::Step(s)) => LrSchedule::Step {
+            every_epochs: s.every_epochs,
+            gamma: s.gamma,
+        },
+        Some(pb::lr_schedule::Kind::Cosine(_)) => LrSchedule::Cosine,
+        Some(pb::lr_schedule::Kind::OneCycle(_)) => LrSchedule::OneCycle,
+    }
+}
+
+fn precision_from_wire(precision: i32) -> Result<Precision, WireError> {
+    match pb::Precision::try_from(precision) {
+        Ok(pb::Precision::Fp32) => Ok(Precision::Fp32),
+        Ok(pb::Precision::Bf16) => Ok(Precision::Bf16),
+        Err(_) => Err(invalid(
+            "training.precision",
+            format!("unknown precision {precision}"),
+        )),
+    }
+}
+
+/// 0 evaluation batch size and 0 checkpoint interval (proto3's unset) mean 1.
+fn training_structure(t: &pb::TrainingSpec) -> Result<TrainingSpec, WireError> {
+    Ok(TrainingSpec {
+        epochs: t.epochs,
+        batch_size: t.batch_size,
+        learning_rate: t.learning_rate,
+        optimizer: optimizer_structure(required(t.optimizer.as_ref(), "training.optimizer")?),
+        schedule: schedule_structure(t.schedule.as_ref().and_then(|s| s.kind.as_ref())),
+        augment: t.augment,
+        eval_batch_size: t.eval_batch_size.max(1),
+        checkpoint_every: t.checkpoint_every.max(1),
+        precision: precision_from_wire(t.precision)?,
+    })
+}
+
+pub fn training_from_wire(t: &pb::TrainingSpec) -> Result<TrainingSpec, WireError> {
+    let training = training_structure(t)?;
+    training.validate()?;
+    Ok(training)
+}
+
+fn data_structure(d: &pb::DataSpec) -> Result<DataSpec, WireError> {
+    let source = match required(d.source.as_ref(), "data.source")? {
+        pb::data_spec::Source::Synthetic(s) => DataSource::Synthetic {
+            seed: s.seed,
+            train_size: s.train_size,
+            test_size: s.test_size,
+        },
+        pb::data_spec::Source::Cifar10Binary(c) => DataSource::Cifar10Binary {
+            path: c.path.clone(),
+        },
+        pb::data_spec::Source::ImageFolder(f) => DataSource::ImageFolder {
+            path: f.path.clone(),
+        },
+    };
+    Ok(DataSpec {
+        source,
+        eval_limit: d.eval_limit,
+        train_limit: d.train_limit,
+    })
+}
+
+pub fn data_from_wire(d: &pb::DataSpec) -> Result<DataSpec, WireError> {
+    let data = data_structure(d)?;
+    data.validate()?;
+    Ok(data)
+}
+
+pub fn cell_from_wire(run_id: &str, c: &pb::CellSpec) -> Result<CellSpec, WireError> {
+    let cell = CellSpec {
+        id: c.cell_id.clone(),
+        run_id: run_id.to_owned(),
+        attack_name: c.attack_name.clone(),
+        attack: required_attack(c.attack.as_ref(), "cell.attack")?,
+        epsilon: c.epsilon,
+    };
+    cell.validate()?;
+    Ok(cell)
+}
+
+/// Unknown values are pixel space (the default), for display; [`run_from_wire`] rejects them.
+pub fn epsilon_space_from_wire(space: i32) -> EpsilonSpace {
+    match pb::EpsilonSpace::try_from(space) {
+        Ok(pb::EpsilonSpace::Normalized) => EpsilonSpace::Normalized,
+        _ => EpsilonSpace::Pixel,
+    }
+}
+
+/// Decodes a leased run and its cells.
+pub fn run_from_wire(r: &pb::RunSpec) -> Result<(RunSpec, Vec<CellSpec>), WireError> {
+    validate::name("run.sweep_id", &r.sweep_id)?;
+    if r.cells.len() > MAX_CELLS_PER_RUN {
+        return Err(invalid(
+            "run.cells",
+            format!("{} cells, more than {MAX_CELLS_PER_RUN}", r.cells.len()),
+        ));
+    }
+    let model = model_structure(required(r.model.as_ref(), "run.model")?);
+    let epsilon_space = match pb::EpsilonSpace::try_from(r.epsilon_space) {
+        Ok(pb::EpsilonSpace::Pixel | pb::EpsilonSpace::Unspecified) => EpsilonSpace::Pixel,
+        Ok(pb::EpsilonSpace::Normalized) => EpsilonSpace::Normalized,
+        Err(_) => {
+            return Err(invalid(
+                "run.epsilon_space",
+                format!("unknown space {}", r.epsilon_space),
+            ));
+        }
+    };
+    let run = RunSpec {
+        id: r.run_id.clone(),
+        model_name: if r.model_name.is_empty() {
+            model.name.clone()
+        } else {
+            r.model_name.clone()
+        },
+        model,
+        epsilon_space,
+        defense_name: r.defense_name.clone(),
+        defense: defense_structure(required(r.defense.as_ref(), "run.defense")?)?,
+        training: training_structure(required(r.training.as_ref(), "run.training")?)?,
+        data: data_structure(required(r.data.as_ref(), "run.data")?)?,
+        seed: r.seed,
+    };
+    run.validate()?;
+    let cells = r
+        .cells
+        .iter()
+        .map(|c| cell_from_wire(&run.id, c))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((run, cells))
+}

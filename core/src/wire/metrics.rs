@@ -1,0 +1,119 @@
+//! Epoch metrics and cell results, both ways. Reports from workers are checked against the NaN
+//! policy of the module docs ([`super`]); what the coordinator stored is shown as it is.
+
+use advsweep_proto::v1 as pb;
+
+use super::{MAX_EPOCHS, WireError};
+use crate::validate::{in_range, invalid};
+use crate::{CellResult, EpochMetrics};
+
+pub fn epoch_to_wire(m: &EpochMetrics) -> pb::EpochMetrics {
+    pb::EpochMetrics {
+        epoch: m.epoch,
+        train_loss: m.train_loss,
+        train_accuracy: m.train_accuracy,
+        test_accuracy: m.test_accuracy,
+        seconds: m.seconds,
+        images_per_second: m.images_per_second,
+    }
+}
+
+pub fn cell_result_to_wire(r: &CellResult) -> pb::CellResult {
+    pb::CellResult {
+        accuracy: r.accuracy,
+        attack_success_rate: r.attack_success_rate,
+        mean_linf: r.mean_linf,
+        mean_l2: r.mean_l2,
+        images_per_second: r.images_per_second,
+        seconds: r.seconds,
+        examples: r.examples,
+    }
+}
+
+/// An epoch as shown by `status` and reports: no validation (what the coordinator stored).
+/// Reports from workers go through [`epoch_metrics_from_wire`].
+pub fn epoch_from_wire(m: &pb::EpochMetrics) -> EpochMetrics {
+    EpochMetrics {
+        epoch: m.epoch,
+        train_loss: m.train_loss,
+        train_accuracy: m.train_accuracy,
+        test_accuracy: m.test_accuracy,
+        seconds: m.seconds,
+        images_per_second: m.images_per_second,
+    }
+}
+
+/// An accuracy: in [0, 1], or NaN when it was not measured.
+fn accuracy_or_nan(value: f64, field: &'static str) -> Result<f64, WireError> {
+    if value.is_nan() || (0.0..=1.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(invalid(field, format!("{value} is not in [0, 1] (or NaN)")))
+    }
+}
+
+/// A training loss: non-negative, or NaN / +∞ for a diverged run (kept as data).
+fn loss(value: f64, field: &'static str) -> Result<f64, WireError> {
+    if value.is_nan() || value >= 0.0 {
+        Ok(value)
+    } else {
+        Err(invalid(
+            field,
+            format!("{value} is negative (a loss is ≥ 0, or NaN / inf when diverged)"),
+        ))
+    }
+}
+
+fn finite_non_negative(value: f64, field: &'static str) -> Result<f64, WireError> {
+    if value.is_finite() && value >= 0.0 {
+        Ok(value)
+    } else {
+        Err(invalid(
+            field,
+            format!("{value} is not a finite non-negative number"),
+        ))
+    }
+}
+
+/// An epoch reported by a worker, validated (see the module docs for the NaN policy).
+pub fn epoch_metrics_from_wire(m: &pb::EpochMetrics) -> Result<EpochMetrics, WireError> {
+    Ok(EpochMetrics {
+        epoch: {
+            in_range("epochs.epoch", m.epoch, 1, MAX_EPOCHS)?;
+            m.epoch
+        },
+        train_loss: loss(m.train_loss, "epochs.train_loss")?,
+        train_accuracy: accuracy_or_nan(m.train_accuracy, "epochs.train_accuracy")?,
+        test_accuracy: accuracy_or_nan(m.test_accuracy, "epochs.test_accuracy")?,
+        seconds: finite_non_negative(m.seconds, "epochs.seconds")?,
+        images_per_second: finite_non_negative(m.images_per_second, "epochs.images_per_second")?,
+    })
+}
+
+pub fn cell_result_from_wire(r: &pb::CellResult) -> Result<CellResult, WireError> {
+    for (value, field) in [
+        (r.accuracy, "result.accuracy"),
+        (r.attack_success_rate, "result.attack_success_rate"),
+    ] {
+        if !(0.0..=1.0).contains(&value) {
+            return Err(invalid(field, format!("{value} is not in [0, 1]")));
+        }
+    }
+    for (value, field) in [
+        (r.mean_linf, "result.mean_linf"),
+        (r.mean_l2, "result.mean_l2"),
+        (r.images_per_second, "result.images_per_second"),
+        (r.seconds, "result.seconds"),
+    ] {
+        finite_non_negative(value, field)?;
+    }
+    Ok(CellResult {
+        accuracy: r.accuracy,
+        attack_success_rate: r.attack_success_rate,
+        mean_linf: r.mean_linf,
+        mean_l2: r.mean_l2,
+        images_per_second: r.images_per_second,
+        seconds: r.seconds,
+        examples: r.examples,
+    })
+}

@@ -1,0 +1,136 @@
+//! Round trips and named errors.
+
+use advsweep_proto::v1 as pb;
+
+use super::*;
+use crate::{
+    Attack, CellSpec, DataSource, DataSpec, Defense, DenoiserSpec, EpsilonSpace, LrSchedule,
+    MixStrategy, Model, NoiseInjection, Norm, Optimizer, RunSpec, StepSize, TrainingMethod,
+    TrainingSpec,
+};
+
+fn pgd(norm: Norm) -> Attack {
+    Attack::Pgd {
+        norm,
+        steps: 7,
+        step: StepSize::FractionOfEpsilon(0.25),
+        random_start: true,
+        restarts: 2,
+        eot: 1,
+    }
+}
+
+fn sample_run() -> (RunSpec, Vec<CellSpec>) {
+    let run = RunSpec {
+        id: "r1".into(),
+        model_name: "noisy-resnet18".into(),
+        model: Model {
+            name: "resnet18".into(),
+            noise: Some(NoiseInjection {
+                sigma: 0.1,
+                layers: vec!["input".into(), "layer1".into()],
+                learnable: true,
+            }),
+        },
+        defense_name: "at-mixed".into(),
+        defense: Defense {
+            method: TrainingMethod::Mixed {
+                linf: pgd(Norm::Linf),
+                l2: pgd(Norm::L2),
+                epsilon_linf: 0.03,
+                epsilon_l2: 0.5,
+                strategy: MixStrategy::WorstPerExample,
+                fraction: 1.0,
+            },
+            inference_noise: Some(0.05),
+            denoiser: Some(DenoiserSpec {
+                blocks: 10,
+                channels: 64,
+                attack: pgd(Norm::Linf),
+                epsilon: 0.03,
+                epochs: 5,
+                learning_rate: 1e-3,
+                pairs_per_epoch: 2000,
+            }),
+        },
+        training: TrainingSpec {
+            epochs: 3,
+            batch_size: 64,
+            learning_rate: 0.05,
+            optimizer: Optimizer::Adam {
+                beta1: 0.9,
+                beta2: 0.999,
+                weight_decay: 5e-4,
+            },
+            schedule: LrSchedule::Step {
+                every_epochs: 2,
+                gamma: 0.1,
+            },
+            augment: true,
+            eval_batch_size: 500,
+            checkpoint_every: 2,
+            precision: crate::Precision::Fp32,
+        },
+        data: DataSpec {
+            source: DataSource::ImageFolder {
+                path: "/data/cifar".into(),
+            },
+            eval_limit: 1000,
+            train_limit: 0,
+        },
+        seed: 7,
+        epsilon_space: EpsilonSpace::Normalized,
+    };
+    let cells = vec![CellSpec {
+        id: "c1".into(),
+        run_id: "r1".into(),
+        attack_name: "fgsm".into(),
+        attack: Attack::Fgsm {
+            norm: Norm::Linf,
+            random_start: false,
+            step_fraction: 1.0,
+            eot: 8,
+        },
+        epsilon: 0.03,
+    }];
+    (run, cells)
+}
+
+#[test]
+fn a_run_survives_the_round_trip() {
+    let (run, cells) = sample_run();
+    let wire = run_to_wire(&run, "s1", &cells);
+    assert_eq!(run_from_wire(&wire), Ok((run, cells)));
+}
+
+#[test]
+fn missing_fields_are_named() {
+    let (run, cells) = sample_run();
+    let mut wire = run_to_wire(&run, "s1", &cells);
+    wire.training = None;
+    assert_eq!(
+        run_from_wire(&wire)
+            .expect_err("must be rejected")
+            .to_string(),
+        "missing field `run.training`"
+    );
+    let mut wire = run_to_wire(&run, "s1", &cells);
+    if let Some(t) = wire.training.as_mut() {
+        t.learning_rate = f64::NAN;
+    }
+    assert!(
+        run_from_wire(&wire)
+            .expect_err("must be rejected")
+            .to_string()
+            .contains("training.learning_rate")
+    );
+}
+
+#[test]
+fn out_of_range_results_are_rejected() {
+    let bad = pb::CellResult {
+        accuracy: 1.5,
+        ..Default::default()
+    };
+    assert!(cell_result_from_wire(&bad).is_err());
+}

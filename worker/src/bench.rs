@@ -4,7 +4,7 @@
 //!
 //! Every measurement goes through the code paths runs use: [`crate::train::train`] with the
 //! sweep defaults (SGD, learning rate 0.01, momentum 0.9, weight decay 5e-4, constant schedule,
-//! no augmentation) and the defense presets of the coordinator's catalogue, and
+//! no augmentation) and the defense presets of the catalogue (`advsweep_core::catalogue`), and
 //! [`crate::evaluate::evaluate_cell`] on the [`Defended`] wrapper with the `pgd-linf` preset:
 //! * `standard`: plain training;
 //! * `at-fgsm`: every batch replaced by FGSM ℓ∞ at ε = 8/255 (step ε, no random start), crafted
@@ -30,9 +30,10 @@
 use std::fmt::Write as _;
 use std::sync::atomic::AtomicBool;
 
+use advsweep_core::catalogue::{defaults, presets};
 use advsweep_core::{
-    Attack, CellResult, Defense, EpochMetrics, EpsilonSpace, LrSchedule, Norm, Optimizer,
-    Precision, StepSize, TrainingMethod, TrainingSpec,
+    Attack, CellResult, Defense, EpochMetrics, EpsilonSpace, Precision, TrainingMethod,
+    TrainingSpec,
 };
 use tch::Device;
 
@@ -117,62 +118,40 @@ const SEED: u64 = 0;
 /// Evaluation images of the training data sets (the per-epoch clean accuracy, untimed).
 const TRAINING_TEST_IMAGES: usize = 64;
 /// The sweep defaults: training and evaluation batch sizes.
-pub const TRAIN_BATCH: u32 = 128;
-pub const EVAL_BATCH: u32 = 500;
+pub const TRAIN_BATCH: u32 = defaults::BATCH_SIZE;
+pub const EVAL_BATCH: u32 = defaults::EVAL_BATCH_SIZE;
 
 /// The `pgd-linf` preset: 10 steps of 2.5 ε / 10, random start, one restart.
 pub fn pgd10() -> Attack {
-    Attack::Pgd {
-        norm: Norm::Linf,
-        steps: 10,
-        step: StepSize::FractionOfEpsilon(0.25),
-        random_start: true,
-        restarts: 1,
-        eot: 1,
-    }
+    presets::PGD_LINF
 }
 
 /// The `fgsm` preset: one step of ε, no random start.
 pub fn fgsm() -> Attack {
-    Attack::Fgsm {
-        norm: Norm::Linf,
-        random_start: false,
-        step_fraction: 1.0,
-        eot: 1,
+    presets::FGSM
+}
+
+/// The catalogue's defense preset of a mode (`at-fgsm`, `at-pgd-linf`; `standard`).
+fn defense_preset(mode: BenchMode) -> &'static str {
+    match mode {
+        BenchMode::AtFgsm => "at-fgsm",
+        BenchMode::AtPgd => "at-pgd-linf",
+        _ => "standard",
     }
 }
 
-/// The training method of a training mode (`at-fgsm`, `at-pgd-linf` at ε = 8/255, all of
-/// every batch adversarial).
+/// The training method of a training mode: its defense preset with ε = 8/255 (all of every
+/// batch adversarial).
 fn method(mode: BenchMode) -> TrainingMethod {
-    let adversarial = |attack| TrainingMethod::Adversarial {
-        attack,
-        epsilon: EPSILON,
-        fraction: 1.0,
-    };
-    match mode {
-        BenchMode::AtFgsm => adversarial(fgsm()),
-        BenchMode::AtPgd => adversarial(pgd10()),
-        _ => TrainingMethod::Standard,
-    }
+    presets::defense_preset(defense_preset(mode))
+        .map_or(TrainingMethod::Standard, |d| d.build(EPSILON).method)
 }
 
 /// The sweep file's `[training]` defaults with one epoch per timed repeat.
 fn training_spec(batch_size: u32, epochs: u32, precision: Precision) -> TrainingSpec {
     TrainingSpec {
-        epochs,
-        batch_size,
-        learning_rate: 0.01,
-        optimizer: Optimizer::Sgd {
-            momentum: 0.9,
-            weight_decay: 5e-4,
-            nesterov: false,
-        },
-        schedule: LrSchedule::Constant,
-        augment: false,
-        eval_batch_size: EVAL_BATCH,
-        checkpoint_every: 1,
         precision,
+        ..defaults::training(epochs, batch_size)
     }
 }
 

@@ -39,9 +39,16 @@ pub use weights::Weights;
 /// Names [`build`] accepts (`wrn-D-K` is a pattern), for messages.
 pub const CATALOGUE: &[&str] = advsweep_core::catalogue::ARCHITECTURES;
 
-/// CIFAR-10 channel statistics, used by the models' built-in normalization.
-pub const CIFAR10_MEAN: [f32; 3] = [0.4914, 0.4822, 0.4465];
-pub const CIFAR10_STD: [f32; 3] = [0.2470, 0.2435, 0.2616];
+/// CIFAR-10 channel statistics (`advsweep_core::catalogue::datasets`), used by the models'
+/// built-in normalization.
+pub const CIFAR10_MEAN: [f32; 3] = {
+    let m = advsweep_core::catalogue::datasets::CIFAR10_MEAN;
+    [m[0] as f32, m[1] as f32, m[2] as f32]
+};
+pub const CIFAR10_STD: [f32; 3] = {
+    let s = advsweep_core::catalogue::datasets::CIFAR10_STD;
+    [s[0] as f32, s[1] as f32, s[2] as f32]
+};
 
 /// An image classifier.
 pub trait Classifier: Send {

@@ -67,7 +67,7 @@ impl WorkerService for WorkerApi {
         let lease = lease_ref(r.lease)?;
         let reason = clean_reason(&r.reason);
         self.store
-            .release_run_async(lease.clone(), reason.clone())
+            .release_run(lease.clone(), reason.clone())
             .await
             .map_err(status_of)?;
         info!(
@@ -189,7 +189,7 @@ impl WorkerService for WorkerApi {
         );
         let worker_id = self
             .store
-            .register_worker_async(name, hostname, device, r.slots, version)
+            .register_worker(name, hostname, device, r.slots, version)
             .await
             .map_err(status_of)?;
         info!(
@@ -225,7 +225,7 @@ impl WorkerService for WorkerApi {
         };
         let outcome = self
             .store
-            .lease_async(worker_id.clone(), sweep_filter)
+            .lease(worker_id.clone(), sweep_filter)
             .await
             .map_err(status_of)?;
         let response = match outcome {
@@ -272,7 +272,7 @@ impl WorkerService for WorkerApi {
         let lease = lease_ref(request.into_inner().lease)?;
         let keep_going = self
             .store
-            .heartbeat_async(lease.clone())
+            .heartbeat(lease.clone())
             .await
             .map_err(status_of)?;
         if !keep_going {
@@ -302,7 +302,7 @@ impl WorkerService for WorkerApi {
             .map_err(wire_error)?;
         let points = epochs.len() as u64;
         self.store
-            .report_epochs_async(lease, epochs)
+            .report_epochs(lease, epochs)
             .await
             .map_err(status_of)?;
         self.metrics
@@ -322,7 +322,7 @@ impl WorkerService for WorkerApi {
         let accuracy = result.accuracy;
         let stored = self
             .store
-            .complete_cell_async(lease.clone(), r.cell_id.clone(), result)
+            .complete_cell(lease.clone(), r.cell_id.clone(), result)
             .await
             .map_err(status_of)?;
         if stored {
@@ -364,7 +364,7 @@ impl WorkerService for WorkerApi {
             .collect();
         let stored = self
             .store
-            .complete_cells_async(lease.clone(), cells)
+            .complete_cells(lease.clone(), cells)
             .await
             .map_err(status_of)?;
         self.metrics
@@ -391,7 +391,7 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<pb::Ack>, Status> {
         let lease = lease_ref(request.into_inner().lease)?;
         self.store
-            .complete_run_async(lease.clone())
+            .complete_run(lease.clone())
             .await
             .map_err(status_of)?;
         info!(
@@ -414,7 +414,7 @@ impl WorkerService for WorkerApi {
         let retryable = r.retryable;
         let outcome = self
             .store
-            .fail_run_async(lease.clone(), reason.clone(), retryable)
+            .fail_run(lease.clone(), reason.clone(), retryable)
             .await
             .map_err(status_of)?;
         match outcome {

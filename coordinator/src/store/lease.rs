@@ -36,25 +36,8 @@ pub enum LeaseOutcome {
 }
 
 impl Store {
-    pub fn register_worker(
-        &self,
-        name: &str,
-        hostname: &str,
-        device: &str,
-        slots: u32,
-        version: &str,
-    ) -> Result<String, StoreError> {
-        let (name, hostname, device, version) = (
-            name.to_owned(),
-            hostname.to_owned(),
-            device.to_owned(),
-            version.to_owned(),
-        );
-        self.write_urgent(move |c| register_worker(c, &name, &hostname, &device, slots, &version))
-    }
-
-    /// [`Store::register_worker`] for async callers.
-    pub async fn register_worker_async(
+    /// Registers a worker; returns its new id.
+    pub async fn register_worker(
         &self,
         name: String,
         hostname: String,
@@ -62,50 +45,26 @@ impl Store {
         slots: u32,
         version: String,
     ) -> Result<String, StoreError> {
-        self.write_urgent_async(move |c| {
-            register_worker(c, &name, &hostname, &device, slots, &version)
-        })
-        .await
+        self.write_urgent(move |c| register_worker(c, &name, &hostname, &device, slots, &version))
+            .await
     }
 
-    /// Grants the oldest ready run to `worker_id`.
-    pub fn lease(&self, worker_id: &str) -> Result<LeaseOutcome, StoreError> {
-        self.lease_for(worker_id, None)
-    }
-
-    /// [`Store::lease`], restricted to the runs `sweep_id` needs when given (`Idle` when that
-    /// sweep has no work left, or does not exist).
-    pub fn lease_for(
-        &self,
-        worker_id: &str,
-        sweep_id: Option<&str>,
-    ) -> Result<LeaseOutcome, StoreError> {
-        let (worker_id, settings) = (worker_id.to_owned(), self.settings.clone());
-        let sweep_id = sweep_id.map(str::to_owned);
-        self.write_urgent(move |c| lease(c, &settings, &worker_id, sweep_id.as_deref()))
-    }
-
-    /// [`Store::lease_for`] for async callers.
-    pub async fn lease_async(
+    /// Grants the oldest ready run to `worker_id`, restricted to the runs `sweep_id` needs when
+    /// given (`Idle` when that sweep has no work left, or does not exist).
+    pub async fn lease(
         &self,
         worker_id: String,
         sweep_id: Option<String>,
     ) -> Result<LeaseOutcome, StoreError> {
         let settings = self.settings.clone();
-        self.write_urgent_async(move |c| lease(c, &settings, &worker_id, sweep_id.as_deref()))
+        self.write_urgent(move |c| lease(c, &settings, &worker_id, sweep_id.as_deref()))
             .await
     }
 
     /// Renews a lease. `Ok(false)` tells the worker to stop: the lease is gone.
-    pub fn heartbeat(&self, lease: &LeaseRef) -> Result<bool, StoreError> {
-        let (lease, settings) = (lease.clone(), self.settings.clone());
-        self.write_urgent(move |c| heartbeat(c, &settings, &lease))
-    }
-
-    /// [`Store::heartbeat`] for async callers.
-    pub async fn heartbeat_async(&self, lease: LeaseRef) -> Result<bool, StoreError> {
+    pub async fn heartbeat(&self, lease: LeaseRef) -> Result<bool, StoreError> {
         let settings = self.settings.clone();
-        self.write_urgent_async(move |c| heartbeat(c, &settings, &lease))
+        self.write_urgent(move |c| heartbeat(c, &settings, &lease))
             .await
     }
 

@@ -224,17 +224,8 @@ impl Store {
         self.writer.write_async(writer::Priority::Normal, f).await
     }
 
-    /// [`Store::write`] ahead of queued reports: a worker waits idle for the answer.
-    fn write_urgent<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
-    {
-        self.writer.write(writer::Priority::Urgent, f)
-    }
-
-    /// [`Store::write_urgent`] for async callers.
-    async fn write_urgent_async<T, F>(&self, f: F) -> Result<T, StoreError>
+    /// [`Store::write_async`] ahead of queued reports: a worker waits idle for the answer.
+    async fn write_urgent<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,

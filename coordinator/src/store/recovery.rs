@@ -52,17 +52,7 @@ impl Store {
     }
 
     /// Hands a leased run back (preemption): re-queued now, not counted as a failure.
-    pub fn release_run(&self, lease: &LeaseRef, reason: &str) -> Result<(), StoreError> {
-        let (lease, reason) = (lease.clone(), reason.to_owned());
-        self.write(move |c| release_run(c, &lease, &reason))
-    }
-
-    /// [`Store::release_run`] for async callers.
-    pub async fn release_run_async(
-        &self,
-        lease: LeaseRef,
-        reason: String,
-    ) -> Result<(), StoreError> {
+    pub async fn release_run(&self, lease: LeaseRef, reason: String) -> Result<(), StoreError> {
         self.write_async(move |c| release_run(c, &lease, &reason))
             .await
     }

@@ -50,17 +50,8 @@ pub enum FailOutcome {
 }
 
 impl Store {
-    pub fn report_epochs(
-        &self,
-        lease: &LeaseRef,
-        epochs: &[EpochMetrics],
-    ) -> Result<(), StoreError> {
-        let (lease, epochs) = (lease.clone(), epochs.to_vec());
-        self.write(move |c| report_epochs(c, &lease, &epochs))
-    }
-
-    /// [`Store::report_epochs`] for async callers.
-    pub async fn report_epochs_async(
+    /// Stores a run's epoch metrics (the latest attempt's value of each epoch stands).
+    pub async fn report_epochs(
         &self,
         lease: LeaseRef,
         epochs: Vec<EpochMetrics>,
@@ -71,18 +62,7 @@ impl Store {
 
     /// Stores a cell's result. Returns `false` when the result had already been stored (a
     /// retried call), `true` when this call stored it.
-    pub fn complete_cell(
-        &self,
-        lease: &LeaseRef,
-        cell_id: &str,
-        result: &CellResult,
-    ) -> Result<bool, StoreError> {
-        let (lease, cell_id, result) = (lease.clone(), cell_id.to_owned(), *result);
-        self.write(move |c| complete_cell(c, &lease, &cell_id, &result))
-    }
-
-    /// [`Store::complete_cell`] for async callers.
-    pub async fn complete_cell_async(
+    pub async fn complete_cell(
         &self,
         lease: LeaseRef,
         cell_id: String,
@@ -95,17 +75,7 @@ impl Store {
     /// Stores several cells' results in one transaction: all of them or, when one is refused
     /// (not a cell of the leased run, or the lease is gone), none. Returns how many this call
     /// stored; cells already done (a retried call, or an earlier attempt's result) count 0.
-    pub fn complete_cells(
-        &self,
-        lease: &LeaseRef,
-        cells: &[(String, CellResult)],
-    ) -> Result<usize, StoreError> {
-        let (lease, cells) = (lease.clone(), cells.to_vec());
-        self.write(move |c| complete_cells(c, &lease, &cells))
-    }
-
-    /// [`Store::complete_cells`] for async callers.
-    pub async fn complete_cells_async(
+    pub async fn complete_cells(
         &self,
         lease: LeaseRef,
         cells: Vec<(String, CellResult)>,
@@ -116,30 +86,13 @@ impl Store {
 
     /// Ends a run's lease successfully. Cells the worker did not report are failed, since the
     /// worker claims to be finished with them.
-    pub fn complete_run(&self, lease: &LeaseRef) -> Result<(), StoreError> {
-        let lease = lease.clone();
-        self.write(move |c| complete_run(c, &lease))
-    }
-
-    /// [`Store::complete_run`] for async callers.
-    pub async fn complete_run_async(&self, lease: LeaseRef) -> Result<(), StoreError> {
+    pub async fn complete_run(&self, lease: LeaseRef) -> Result<(), StoreError> {
         self.write_async(move |c| complete_run(c, &lease)).await
     }
 
     /// Ends a run's lease with an error; retried with back-off when `retryable` and attempts
     /// remain.
-    pub fn fail_run(
-        &self,
-        lease: &LeaseRef,
-        reason: &str,
-        retryable: bool,
-    ) -> Result<FailOutcome, StoreError> {
-        let (lease, reason, settings) = (lease.clone(), reason.to_owned(), self.settings.clone());
-        self.write(move |c| fail_run(c, &settings, &lease, &reason, retryable))
-    }
-
-    /// [`Store::fail_run`] for async callers.
-    pub async fn fail_run_async(
+    pub async fn fail_run(
         &self,
         lease: LeaseRef,
         reason: String,

@@ -36,8 +36,8 @@ fn result(accuracy: f64) -> CellResult {
     }
 }
 
-fn grant(store: &Store, worker: &str) -> LeaseGrant {
-    match store.lease(worker).expect("lease") {
+async fn grant(store: &Store, worker: &str) -> LeaseGrant {
+    match store.lease(worker.to_owned(), None).await.expect("lease") {
         LeaseOutcome::Granted(g) => *g,
         other => panic!("expected a lease, got {other:?}"),
     }
@@ -52,8 +52,8 @@ fn lease_ref(worker: &str, g: &LeaseGrant) -> LeaseRef {
     }
 }
 
-#[test]
-fn a_sweep_runs_to_done_and_survives_reopening() {
+#[tokio::test]
+async fn a_sweep_runs_to_done_and_survives_reopening() {
     let dir = tempfile::tempdir().expect("tempdir");
     let p = plan(SWEEP);
     {
@@ -61,32 +61,42 @@ fn a_sweep_runs_to_done_and_survives_reopening() {
         let out = s.submit(&p, SWEEP).expect("submit");
         assert_eq!((out.runs, out.cells, out.cells_already_done), (2, 4, 0));
         let w = s
-            .register_worker("w", "host", "cpu", 1, "test")
+            .register_worker("w".into(), "host".into(), "cpu".into(), 1, "test".into())
+            .await
             .expect("register");
-        while let LeaseOutcome::Granted(g) = s.lease(&w).expect("lease") {
+        while let LeaseOutcome::Granted(g) = s.lease(w.clone(), None).await.expect("lease") {
             let l = lease_ref(&w, &g);
-            assert!(s.heartbeat(&l).expect("heartbeat"));
+            assert!(s.heartbeat(l.clone()).await.expect("heartbeat"));
             s.report_epochs(
-                &l,
-                &[EpochMetrics {
+                l.clone(),
+                vec![EpochMetrics {
                     epoch: 1,
                     train_loss: f64::NAN,
                     ..Default::default()
                 }],
             )
+            .await
             .expect("epochs");
             for cell in &g.cells {
                 assert!(
-                    s.complete_cell(&l, &cell.id, &result(0.5))
+                    s.complete_cell(l.clone(), cell.id.clone(), result(0.5))
+                        .await
                         .expect("complete")
                 );
                 // A retried report for the same attempt is a no-op, not a duplicate.
-                assert!(!s.complete_cell(&l, &cell.id, &result(0.9)).expect("again"));
+                assert!(
+                    !s.complete_cell(l.clone(), cell.id.clone(), result(0.9))
+                        .await
+                        .expect("again")
+                );
             }
-            s.complete_run(&l).expect("run done");
-            s.complete_run(&l).expect("idempotent");
+            s.complete_run(l.clone()).await.expect("run done");
+            s.complete_run(l.clone()).await.expect("idempotent");
         }
-        assert!(matches!(s.lease(&w).expect("lease"), LeaseOutcome::Idle));
+        assert!(matches!(
+            s.lease(w.clone(), None).await.expect("lease"),
+            LeaseOutcome::Idle
+        ));
     }
     // Everything acknowledged is on disk.
     let s = store(&dir, LeaseSettings::default());
@@ -110,8 +120,8 @@ fn a_sweep_runs_to_done_and_survives_reopening() {
     assert!(!s.has_work().expect("has_work"));
 }
 
-#[test]
-fn an_expired_lease_is_fenced_off_and_the_run_requeued() {
+#[tokio::test]
+async fn an_expired_lease_is_fenced_off_and_the_run_requeued() {
     let dir = tempfile::tempdir().expect("tempdir");
     let settings = LeaseSettings {
         lease_ttl: Duration::from_millis(1),
@@ -121,35 +131,42 @@ fn an_expired_lease_is_fenced_off_and_the_run_requeued() {
     let s = store(&dir, settings);
     let p = plan(SWEEP);
     s.submit(&p, SWEEP).expect("submit");
-    let a = s.register_worker("a", "h", "cpu", 1, "t").expect("a");
-    let b = s.register_worker("b", "h", "cpu", 1, "t").expect("b");
-    let first = grant(&s, &a);
+    let a = s
+        .register_worker("a".into(), "h".into(), "cpu".into(), 1, "t".into())
+        .await
+        .expect("a");
+    let b = s
+        .register_worker("b".into(), "h".into(), "cpu".into(), 1, "t".into())
+        .await
+        .expect("b");
+    let first = grant(&s, &a).await;
     std::thread::sleep(Duration::from_millis(5));
     let old = lease_ref(&a, &first);
     assert!(
-        !s.heartbeat(&old).expect("heartbeat answers"),
+        !s.heartbeat(old.clone()).await.expect("heartbeat answers"),
         "expired lease must stop"
     );
     // The run goes to another worker under a new attempt...
-    let mut second = grant(&s, &b);
+    let mut second = grant(&s, &b).await;
     while second.run.id != first.run.id {
-        second = grant(&s, &b);
+        second = grant(&s, &b).await;
     }
     assert_eq!(second.attempt, first.attempt + 1);
     // ...and the old attempt can no longer report anything.
     let cell = &first.cells[0].id;
     let err = s
-        .complete_cell(&old, cell, &result(0.1))
+        .complete_cell(old.clone(), cell.clone(), result(0.1))
+        .await
         .expect_err("fenced");
     assert!(matches!(err, StoreError::LeaseLost { .. }), "{err}");
     assert!(matches!(
-        s.complete_run(&old),
+        s.complete_run(old.clone()).await,
         Err(StoreError::LeaseLost { .. })
     ));
 }
 
-#[test]
-fn failures_retry_with_backoff_then_fail_for_good() {
+#[tokio::test]
+async fn failures_retry_with_backoff_then_fail_for_good() {
     let dir = tempfile::tempdir().expect("tempdir");
     let settings = LeaseSettings {
         retry_base: Duration::ZERO,
@@ -160,17 +177,22 @@ fn failures_retry_with_backoff_then_fail_for_good() {
         + "\n[retry]\nmax_attempts = 2\n";
     let p = plan(&text);
     s.submit(&p, &text).expect("submit");
-    let w = s.register_worker("w", "h", "cpu", 1, "t").expect("w");
-    let g = grant(&s, &w);
+    let w = s
+        .register_worker("w".into(), "h".into(), "cpu".into(), 1, "t".into())
+        .await
+        .expect("w");
+    let g = grant(&s, &w).await;
     assert!(matches!(
-        s.fail_run(&lease_ref(&w, &g), "CUDA OOM", true)
+        s.fail_run(lease_ref(&w, &g), "CUDA OOM".into(), true)
+            .await
             .expect("fail"),
         FailOutcome::RetryAt(_)
     ));
-    let g2 = grant(&s, &w);
+    let g2 = grant(&s, &w).await;
     assert_eq!(g2.attempt, 2);
     assert_eq!(
-        s.fail_run(&lease_ref(&w, &g2), "CUDA OOM", true)
+        s.fail_run(lease_ref(&w, &g2), "CUDA OOM".into(), true)
+            .await
             .expect("fail"),
         FailOutcome::Failed
     );
@@ -187,54 +209,64 @@ fn failures_retry_with_backoff_then_fail_for_good() {
     // Re-submitting re-opens the failed cells.
     s.submit(&p, &text).expect("resubmit");
     assert!(matches!(
-        s.lease(&w).expect("lease"),
+        s.lease(w.clone(), None).await.expect("lease"),
         LeaseOutcome::Granted(_)
     ));
 }
 
-#[test]
-fn a_bad_parameter_is_not_retried() {
+#[tokio::test]
+async fn a_bad_parameter_is_not_retried() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = store(&dir, LeaseSettings::default());
     let p = plan(SWEEP);
     s.submit(&p, SWEEP).expect("submit");
-    let w = s.register_worker("w", "h", "cpu", 1, "t").expect("w");
-    let g = grant(&s, &w);
+    let w = s
+        .register_worker("w".into(), "h".into(), "cpu".into(), 1, "t".into())
+        .await
+        .expect("w");
+    let g = grant(&s, &w).await;
     assert_eq!(
-        s.fail_run(&lease_ref(&w, &g), "no such file", false)
+        s.fail_run(lease_ref(&w, &g), "no such file".into(), false)
+            .await
             .expect("fail"),
         FailOutcome::Failed
     );
 }
 
-#[test]
-fn cancel_stops_leased_work_and_settles_the_sweep() {
+#[tokio::test]
+async fn cancel_stops_leased_work_and_settles_the_sweep() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = store(&dir, LeaseSettings::default());
     let p = plan(SWEEP);
     s.submit(&p, SWEEP).expect("submit");
-    let w = s.register_worker("w", "h", "cpu", 1, "t").expect("w");
-    let g = grant(&s, &w);
+    let w = s
+        .register_worker("w".into(), "h".into(), "cpu".into(), 1, "t".into())
+        .await
+        .expect("w");
+    let g = grant(&s, &w).await;
     assert_eq!(s.cancel(&p.sweep_id).expect("cancel"), 4);
     assert!(
-        !s.heartbeat(&lease_ref(&w, &g)).expect("heartbeat"),
+        !s.heartbeat(lease_ref(&w, &g)).await.expect("heartbeat"),
         "worker must stop"
     );
     let summary = s.sweep_summary(&p.sweep_id).expect("summary");
     assert_eq!(summary.state, SweepState::Cancelled);
-    assert!(matches!(s.lease(&w).expect("lease"), LeaseOutcome::Idle));
+    assert!(matches!(
+        s.lease(w.clone(), None).await.expect("lease"),
+        LeaseOutcome::Idle
+    ));
     assert!(matches!(
         s.cancel("s-nope"),
         Err(StoreError::SweepNotFound(_))
     ));
 }
 
-#[test]
-fn unknown_workers_and_sweeps_are_named_errors() {
+#[tokio::test]
+async fn unknown_workers_and_sweeps_are_named_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = store(&dir, LeaseSettings::default());
     assert!(matches!(
-        s.lease("w-nobody"),
+        s.lease("w-nobody".into(), None).await,
         Err(StoreError::UnknownWorker(_))
     ));
     assert!(matches!(
@@ -243,26 +275,31 @@ fn unknown_workers_and_sweeps_are_named_errors() {
     ));
 }
 
-#[test]
-fn preemption_is_not_a_failure_and_retry_requeues_failed_cells() {
+#[tokio::test]
+async fn preemption_is_not_a_failure_and_retry_requeues_failed_cells() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = store(&dir, LeaseSettings::default());
     let text = SWEEP.replace(r#"["standard", "at-fgsm"]"#, r#"["standard"]"#)
         + "\n[retry]\nmax_attempts = 1\n";
     let p = plan(&text);
     s.submit(&p, &text).expect("submit");
-    let w = s.register_worker("w", "h", "cpu", 1, "t").expect("w");
+    let w = s
+        .register_worker("w".into(), "h".into(), "cpu".into(), 1, "t".into())
+        .await
+        .expect("w");
     // Preempted twice: still pending, attempts recorded, budget untouched.
     for _ in 0..2 {
-        let g = grant(&s, &w);
-        s.release_run(&lease_ref(&w, &g), "SIGTERM")
+        let g = grant(&s, &w).await;
+        s.release_run(lease_ref(&w, &g), "SIGTERM".into())
+            .await
             .expect("release");
     }
-    let g = grant(&s, &w);
+    let g = grant(&s, &w).await;
     assert_eq!(g.attempt, 3);
     // One real failure exhausts max_attempts = 1.
     assert_eq!(
-        s.fail_run(&lease_ref(&w, &g), "bad node", true)
+        s.fail_run(lease_ref(&w, &g), "bad node".into(), true)
+            .await
             .expect("fail"),
         FailOutcome::Failed
     );
@@ -286,13 +323,13 @@ fn preemption_is_not_a_failure_and_retry_requeues_failed_cells() {
     let out = s.retry(&p.sweep_id, &[]).expect("retry");
     assert_eq!((out.cells, out.runs), (2, 1));
     assert!(matches!(
-        s.lease(&w).expect("lease"),
+        s.lease(w.clone(), None).await.expect("lease"),
         LeaseOutcome::Granted(_)
     ));
 }
 
-#[test]
-fn checkpoints_are_fenced_pruned_and_offered_on_the_next_lease() {
+#[tokio::test]
+async fn checkpoints_are_fenced_pruned_and_offered_on_the_next_lease() {
     let dir = tempfile::tempdir().expect("tempdir");
     let settings = LeaseSettings {
         lease_ttl: Duration::from_millis(200),
@@ -303,8 +340,11 @@ fn checkpoints_are_fenced_pruned_and_offered_on_the_next_lease() {
     let text = SWEEP.replace(r#"["standard", "at-fgsm"]"#, r#"["standard"]"#);
     let p = plan(&text);
     s.submit(&p, &text).expect("submit");
-    let w = s.register_worker("w", "h", "cpu", 1, "t").expect("w");
-    let g = grant(&s, &w);
+    let w = s
+        .register_worker("w".into(), "h".into(), "cpu".into(), 1, "t".into())
+        .await
+        .expect("w");
+    let g = grant(&s, &w).await;
     assert!(g.resume_from.is_none());
     let l = lease_ref(&w, &g);
     let art = s.artifacts_dir(&g.run.id);
@@ -327,7 +367,7 @@ fn checkpoints_are_fenced_pruned_and_offered_on_the_next_lease() {
         Err(StoreError::LeaseLost { .. })
     ));
     // ...and the next lease resumes from epoch 3.
-    let g2 = grant(&s, &w);
+    let g2 = grant(&s, &w).await;
     assert_eq!(g2.resume_from.as_ref().map(|c| c.epoch), Some(3));
     assert!(
         s.checkpoint(&w, &g2.run.id, &ids[2])
@@ -457,10 +497,14 @@ fn a_lease_commits_ahead_of_the_reports_queued_before_it() {
             .collect();
         std::thread::sleep(Duration::from_millis(50));
         let lease = scope.spawn(move || {
-            s.write_urgent(|c| {
-                c.execute("INSERT INTO t VALUES ('lease')", [])?;
-                Ok(())
-            })
+            // A lease is an async call (a worker's RPC): awaited on a runtime of its own.
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime")
+                .block_on(s.write_urgent(|c| {
+                    c.execute("INSERT INTO t VALUES ('lease')", [])?;
+                    Ok(())
+                }))
         });
         first.join().expect("thread").expect("first");
         lease.join().expect("thread").expect("lease");
@@ -479,35 +523,50 @@ fn a_lease_commits_ahead_of_the_reports_queued_before_it() {
     assert_eq!(all, ["first", "lease", "report 1", "report 2", "report 3"]);
 }
 
-#[test]
-fn concurrent_workers_share_commits_and_lose_nothing() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_workers_share_commits_and_lose_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let text = SWEEP.replace(
         "epsilons = [\"8/255\"]",
         "epsilons = [\"8/255\"]\nseeds = [0, 1, 2, 3, 4, 5, 6, 7]",
     );
     let p = plan(&text);
-    let s = store(&dir, LeaseSettings::default());
+    let s = std::sync::Arc::new(store(&dir, LeaseSettings::default()));
     s.submit(&p, &text).expect("submit");
-    let reported = std::sync::atomic::AtomicUsize::new(0);
-    std::thread::scope(|scope| {
-        for i in 0..4 {
-            let (s, reported) = (&s, &reported);
-            scope.spawn(move || {
+    let reported = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let workers: Vec<_> = (0..4)
+        .map(|i| {
+            let (s, reported) = (std::sync::Arc::clone(&s), std::sync::Arc::clone(&reported));
+            tokio::spawn(async move {
                 let w = s
-                    .register_worker(&format!("w{i}"), "host", "cpu", 1, "test")
+                    .register_worker(
+                        format!("w{i}"),
+                        "host".into(),
+                        "cpu".into(),
+                        1,
+                        "test".into(),
+                    )
+                    .await
                     .expect("register");
-                while let LeaseOutcome::Granted(g) = s.lease(&w).expect("lease") {
+                while let LeaseOutcome::Granted(g) = s.lease(w.clone(), None).await.expect("lease")
+                {
                     let l = lease_ref(&w, &g);
                     for cell in &g.cells {
-                        assert!(s.complete_cell(&l, &cell.id, &result(0.5)).expect("cell"));
+                        assert!(
+                            s.complete_cell(l.clone(), cell.id.clone(), result(0.5))
+                                .await
+                                .expect("cell")
+                        );
                         reported.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
-                    s.complete_run(&l).expect("complete");
+                    s.complete_run(l).await.expect("complete");
                 }
-            });
-        }
-    });
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await.expect("worker task");
+    }
     assert_eq!(
         reported.load(std::sync::atomic::Ordering::Relaxed),
         p.cells.len()
@@ -582,8 +641,8 @@ fn the_worker_path_queries_search_indices_instead_of_scanning() {
     assert!(plans[0].1.contains("lease_expires_ms<?"), "{}", plans[0].1);
 }
 
-#[test]
-fn a_lease_for_one_sweep_leaves_the_other_sweeps_runs_alone() {
+#[tokio::test]
+async fn a_lease_for_one_sweep_leaves_the_other_sweeps_runs_alone() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = store(&dir, LeaseSettings::default());
     let first = plan(SWEEP);
@@ -594,26 +653,34 @@ fn a_lease_for_one_sweep_leaves_the_other_sweeps_runs_alone() {
     s.submit(&first, SWEEP).expect("submit first");
     s.submit(&other, &other_text).expect("submit other");
     let w = s
-        .register_worker("w", "host", "cpu", 1, "test")
+        .register_worker("w".into(), "host".into(), "cpu".into(), 1, "test".into())
+        .await
         .expect("register");
     let mut leased = Vec::new();
-    while let LeaseOutcome::Granted(g) = s.lease_for(&w, Some(&other.sweep_id)).expect("lease") {
+    while let LeaseOutcome::Granted(g) = s
+        .lease(w.clone(), Some(other.sweep_id.clone()))
+        .await
+        .expect("lease")
+    {
         assert_eq!(g.sweep_id, other.sweep_id);
         leased.push(g.run.id.clone());
-        s.complete_run(&lease_ref(&w, &g)).expect("run done");
+        s.complete_run(lease_ref(&w, &g)).await.expect("run done");
     }
     assert_eq!(leased.len(), other.runs.len());
     // That sweep is done: idle for it, though the first sweep still has work.
     assert!(matches!(
-        s.lease_for(&w, Some(&other.sweep_id)).expect("lease"),
+        s.lease(w.clone(), Some(other.sweep_id.clone()))
+            .await
+            .expect("lease"),
         LeaseOutcome::Idle
     ));
     assert!(matches!(
-        s.lease_for(&w, Some("s-0000000000000000"))
+        s.lease(w.clone(), Some("s-0000000000000000".into()))
+            .await
             .expect("unknown sweep"),
         LeaseOutcome::Idle
     ));
-    let g = grant(&s, &w);
+    let g = grant(&s, &w).await;
     assert_eq!(g.sweep_id, first.sweep_id);
 }
 
@@ -639,17 +706,18 @@ fn cells_of(s: &Store, run_id: &str) -> Vec<(String, CellState, Option<f64>)> {
         .expect("rows")
 }
 
-#[test]
-fn cells_reported_together_are_stored_all_or_none() {
+#[tokio::test]
+async fn cells_reported_together_are_stored_all_or_none() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = store(&dir, LeaseSettings::default());
     s.submit(&plan(SWEEP), SWEEP).expect("submit");
     let w = s
-        .register_worker("w", "host", "cpu", 1, "test")
+        .register_worker("w".into(), "host".into(), "cpu".into(), 1, "test".into())
+        .await
         .expect("register");
-    let g = grant(&s, &w);
+    let g = grant(&s, &w).await;
     let l = lease_ref(&w, &g);
-    let other = grant(&s, &w);
+    let other = grant(&s, &w).await;
     assert_eq!(g.cells.len(), 2);
 
     // One cell of another run in the batch: refused by name, and nothing of it is stored.
@@ -657,7 +725,10 @@ fn cells_reported_together_are_stored_all_or_none() {
         (g.cells[0].id.clone(), result(0.7)),
         (other.cells[0].id.clone(), result(0.6)),
     ];
-    let err = s.complete_cells(&l, &mixed).expect_err("a foreign cell");
+    let err = s
+        .complete_cells(l.clone(), mixed.clone())
+        .await
+        .expect_err("a foreign cell");
     assert!(
         matches!(&err, StoreError::NoSuchCell { cell_id, .. } if *cell_id == other.cells[0].id),
         "{err}"
@@ -675,15 +746,25 @@ fn cells_reported_together_are_stored_all_or_none() {
         .zip([0.7, 0.3])
         .map(|(c, a)| (c.id.clone(), result(a)))
         .collect();
-    assert_eq!(s.complete_cells(&l, &batch).expect("stored"), 2);
-    assert_eq!(s.complete_cells(&l, &batch).expect("a retry"), 0);
+    assert_eq!(
+        s.complete_cells(l.clone(), batch.clone())
+            .await
+            .expect("stored"),
+        2
+    );
+    assert_eq!(
+        s.complete_cells(l.clone(), batch.clone())
+            .await
+            .expect("a retry"),
+        0
+    );
     let mut expected: Vec<(String, CellState, Option<f64>)> = batch
         .iter()
         .map(|(id, r)| (id.clone(), CellState::Done, Some(r.accuracy)))
         .collect();
     expected.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(cells_of(&s, &g.run.id), expected);
-    s.complete_run(&l).expect("complete");
+    s.complete_run(l.clone()).await.expect("complete");
 
     // A lease that is gone stores nothing either.
     let stale = LeaseRef {
@@ -691,7 +772,8 @@ fn cells_reported_together_are_stored_all_or_none() {
         ..lease_ref(&w, &other)
     };
     let err = s
-        .complete_cells(&stale, &[(other.cells[0].id.clone(), result(0.5))])
+        .complete_cells(stale, vec![(other.cells[0].id.clone(), result(0.5))])
+        .await
         .expect_err("fenced");
     assert!(matches!(err, StoreError::LeaseLost { .. }), "{err}");
     assert!(

@@ -2,6 +2,11 @@
 //! checkpointed: libtorch's optimizers keep momentum buffers where `tch` cannot reach them, and
 //! a run resumed without them would not continue the same optimization. The updates follow
 //! `torch.optim.SGD` and `torch.optim.Adam` (L2 weight decay added to the gradient).
+//!
+//! The update rules live here; `flat.rs` is SGD's fast layout (one buffer for all
+//! parameters), which computes the same update bit for bit.
+
+mod flat;
 
 use std::collections::BTreeMap;
 
@@ -9,6 +14,7 @@ use advsweep_core::Optimizer;
 use tch::{Kind, Tensor};
 
 use crate::error::Permanent;
+use flat::{Flat, Sgd};
 
 /// An optimizer over a fixed list of trainable tensors.
 #[derive(Debug)]
@@ -21,83 +27,6 @@ pub struct Optim {
     flat: Option<Flat>,
     step: i64,
     lr: f64,
-}
-
-/// The parameters, and SGD's momentum buffers, as views of one contiguous buffer each, so that
-/// an SGD step is a handful of elementwise kernels over the whole model instead of a handful
-/// per parameter (ResNet-18 has 62 parameter tensors: hundreds of tiny kernel launches per
-/// step on a GPU, the same few on one buffer). Elementwise kernels compute every element the
-/// same way wherever it lives, so the update is bit for bit the per-parameter one; the
-/// parameters stay ordinary leaf tensors to autograd, the model and checkpoints.
-#[derive(Debug)]
-struct Flat {
-    params: Tensor,
-    /// Offset and length of each parameter in the buffers.
-    spans: Vec<(i64, i64)>,
-    /// SGD's momentum buffer, whose views are `state[..]`, once it exists.
-    momentum: Option<Tensor>,
-}
-
-impl Flat {
-    /// Moves `params` into one buffer (their values unchanged); `None` when they differ in
-    /// device or kind.
-    fn new(params: &mut [Tensor]) -> anyhow::Result<Option<Flat>> {
-        let Some(first) = params.first() else {
-            return Ok(None);
-        };
-        let (device, kind) = (first.device(), first.kind());
-        if params
-            .iter()
-            .any(|p| p.device() != device || p.kind() != kind)
-        {
-            return Ok(None);
-        }
-        tch::no_grad(|| -> anyhow::Result<Option<Flat>> {
-            let pieces = params
-                .iter()
-                .map(|p| p.f_detach()?.f_reshape([-1]))
-                .collect::<Result<Vec<_>, _>>()?;
-            let buffer = Tensor::f_cat(&pieces, 0)?;
-            let mut spans = Vec::with_capacity(params.len());
-            let mut offset = 0;
-            for p in params.iter_mut() {
-                let len = p.numel() as i64;
-                p.f_set_data(
-                    &buffer
-                        .f_narrow(0, offset, len)?
-                        .f_view(p.size().as_slice())?,
-                )?;
-                spans.push((offset, len));
-                offset += len;
-            }
-            Ok(Some(Flat {
-                params: buffer,
-                spans,
-                momentum: None,
-            }))
-        })
-    }
-
-    /// Views of `buffer` shaped like the parameters.
-    fn views(&self, buffer: &Tensor, params: &[Tensor]) -> Result<Vec<Tensor>, tch::TchError> {
-        self.spans
-            .iter()
-            .zip(params)
-            .map(|(&(offset, len), p)| buffer.f_narrow(0, offset, len)?.f_view(p.size().as_slice()))
-            .collect()
-    }
-}
-
-/// Bumps `p`'s version counter without touching its values: an in-place no-op on an empty view,
-/// which shares the counter of the tensor it views.
-fn mark_written(p: &Tensor) -> Result<(), tch::TchError> {
-    let mut empty = if p.dim() == 0 {
-        p.f_unsqueeze(0)?.f_narrow(0, 0, 0)?
-    } else {
-        p.f_narrow(0, 0, 0)?
-    };
-    let _ = empty.f_zero_()?;
-    Ok(())
 }
 
 impl Optim {
@@ -274,8 +203,8 @@ impl Optim {
         Ok(())
     }
 
-    /// The SGD update of the per-parameter path below, on the flat buffers: the gradients
-    /// concatenated (one copy), then the same operations in the same order.
+    /// The SGD update on the flat buffers ([`Flat::sgd_step`]); the caller checked that the
+    /// optimizer is SGD and the parameters are flat.
     fn sgd_flat(&mut self, grads: Vec<Tensor>) -> anyhow::Result<()> {
         let Optimizer::Sgd {
             momentum,
@@ -289,50 +218,12 @@ impl Optim {
             anyhow::bail!("the parameters are not flat");
         };
         self.step += 1;
-        tch::no_grad(|| -> anyhow::Result<()> {
-            let pieces = grads
-                .iter()
-                .map(|g| g.f_reshape([-1]))
-                .collect::<Result<Vec<_>, _>>()?;
-            drop(grads);
-            // d = g + wd·p
-            let mut d = Tensor::f_cat(&pieces, 0)?;
-            drop(pieces);
-            if weight_decay != 0.0 {
-                let _ = d.f_add_(&flat.params.f_mul_scalar(weight_decay)?)?;
-            }
-            if momentum != 0.0 {
-                let buf = match flat.momentum.take() {
-                    None => {
-                        let b = d.f_detach_copy()?;
-                        for (slot, view) in self.state.iter_mut().zip(flat.views(&b, &self.params)?)
-                        {
-                            *slot = Some(view);
-                        }
-                        b
-                    }
-                    Some(mut b) => {
-                        let _ = b.f_mul_scalar_(momentum)?.f_add_(&d)?;
-                        b
-                    }
-                };
-                if nesterov {
-                    let _ = d.f_add_(&buf.f_mul_scalar(momentum)?)?;
-                } else {
-                    d = buf.shallow_clone();
-                }
-                flat.momentum = Some(buf);
-            }
-            let mut p = flat.params.shallow_clone();
-            let _ = p.f_sub_(&d.f_mul_scalar(self.lr)?)?;
-            // The parameters were written through the buffer, which their own version counters
-            // (autograd's record of in-place writes) do not see; whatever caches a function of
-            // the weights relies on them (the folded batch norm, `models::layers::ConvBn`).
-            for p in &self.params {
-                mark_written(p)?;
-            }
-            Ok(())
-        })
+        let sgd = Sgd {
+            momentum,
+            weight_decay,
+            nesterov,
+        };
+        flat.sgd_step(grads, &self.params, &mut self.state, sgd, self.lr)
     }
 
     /// After the state was replaced slot by slot: SGD's momentum buffers back into one flat
@@ -341,26 +232,8 @@ impl Optim {
         let Some(flat) = self.flat.as_mut() else {
             return Ok(());
         };
-        flat.momentum = None;
-        if !matches!(self.spec, Optimizer::Sgd { .. }) || self.state.iter().any(Option::is_none) {
-            return Ok(());
-        }
-        let pieces = self
-            .state
-            .iter()
-            .flatten()
-            .map(|t| t.f_reshape([-1]))
-            .collect::<Result<Vec<_>, _>>()?;
-        let buffer = Tensor::f_cat(&pieces, 0)?;
-        for (slot, view) in self
-            .state
-            .iter_mut()
-            .zip(flat.views(&buffer, &self.params)?)
-        {
-            *slot = Some(view);
-        }
-        flat.momentum = Some(buffer);
-        Ok(())
+        let sgd = matches!(self.spec, Optimizer::Sgd { .. });
+        flat.regather_momentum(&mut self.state, &self.params, sgd)
     }
 
     /// The optimizer's state as named tensors (`optim.step`, `optim.state.<slot>`), for

@@ -10,7 +10,11 @@
 //!
 //! The last data set stays cached on the device: the runs of a sweep usually share one
 //! `DataSpec`, and reloading CIFAR-10 (or regenerating synthetic data) per run would waste
-//! seconds each time.
+//! seconds each time.//!
+//! Layout: this file is the executor; `resume.rs` encodes and decodes the training checkpoints
+//! it emits and resumes from.
+
+mod resume;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Mutex;
@@ -30,7 +34,8 @@ use crate::evaluate::{CleanPredictions, evaluate_cell};
 use crate::models;
 use crate::optim::Optim;
 use crate::rng::{Rng, hash_str};
-use crate::train::{self, Resume, TrainConfig};
+use crate::train::{self, TrainConfig};
+use resume::{decode_checkpoint, encode_checkpoint};
 
 /// What a run reports while it executes.
 #[derive(Clone, PartialEq)]
@@ -63,60 +68,6 @@ impl std::fmt::Debug for Progress {
                 .finish(),
         }
     }
-}
-
-/// Key of the completed-epoch counter inside a training checkpoint.
-const EPOCHS_DONE_KEY: &str = "advsweep.epochs_done";
-
-fn scratch_file(tag: &str) -> std::path::PathBuf {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    std::env::temp_dir().join(format!(
-        "advsweep-{tag}-{}-{}.safetensors",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ))
-}
-
-/// Weights + optimizer state + epoch counter, as safetensors bytes.
-fn encode_checkpoint(
-    model: &dyn models::Classifier,
-    opt: &Optim,
-    epoch: u32,
-) -> anyhow::Result<Vec<u8>> {
-    let mut state = crate::checkpoint::state_dict(model)?;
-    state.extend(opt.state_tensors()?);
-    state.insert(
-        EPOCHS_DONE_KEY.to_owned(),
-        tch::Tensor::f_from_slice(&[i64::from(epoch)])?,
-    );
-    let path = scratch_file("ckpt");
-    let named: Vec<(&str, &tch::Tensor)> = state.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    tch::Tensor::write_safetensors(&named, &path).context("writing the training checkpoint")?;
-    let bytes = std::fs::read(&path).context("reading back the training checkpoint");
-    let _ = std::fs::remove_file(&path);
-    bytes
-}
-
-/// Loads a training checkpoint into `model`; returns where training resumes.
-fn decode_checkpoint(model: &dyn models::Classifier, bytes: &[u8]) -> anyhow::Result<Resume> {
-    let path = scratch_file("resume");
-    std::fs::write(&path, bytes).context("staging the downloaded checkpoint")?;
-    let extra = crate::checkpoint::load_weights(model.weights(), &path);
-    let _ = std::fs::remove_file(&path);
-    let extra = extra.context("loading the checkpoint's weights")?;
-    let epochs_done = extra
-        .get(EPOCHS_DONE_KEY)
-        .ok_or_else(|| anyhow::anyhow!("the checkpoint has no `{EPOCHS_DONE_KEY}`"))?
-        .int64_value(&[0]);
-    let optimizer = extra
-        .into_iter()
-        .filter(|(k, _)| k.starts_with("optim."))
-        .collect();
-    Ok(Resume {
-        epochs_done: u32::try_from(epochs_done).context("epochs_done out of range")?,
-        optimizer,
-    })
 }
 
 const CELL_STREAM: u64 = 0x4345_4c4c; // "CELL"

@@ -48,6 +48,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use advsweep_core::{AttemptOutcome, CellState, RunState};
 use advsweep_proto::v1 as pb;
 use pb::sweep_service_client::SweepServiceClient;
 use pb::worker_service_client::WorkerServiceClient;
@@ -622,16 +623,23 @@ fn store_counts(state_dir: &Path) -> HashMap<&'static str, i64> {
     )
     .expect("open state.sqlite");
     let q = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).expect(sql) };
+    let done = CellState::Done.as_str();
+    let run_done = RunState::Done.as_str();
+    let outcome_done = AttemptOutcome::Done.as_str();
     HashMap::from([
         ("cells", q("SELECT COUNT(*) FROM cells")),
         (
             "cells_done",
-            q("SELECT COUNT(*) FROM cells WHERE state = 'done' AND result_json IS NOT NULL"),
+            q(&format!(
+                "SELECT COUNT(*) FROM cells WHERE state = '{done}' AND result_json IS NOT NULL"
+            )),
         ),
         ("runs", q("SELECT COUNT(*) FROM runs")),
         (
             "runs_done",
-            q("SELECT COUNT(*) FROM runs WHERE state = 'done'"),
+            q(&format!(
+                "SELECT COUNT(*) FROM runs WHERE state = '{run_done}'"
+            )),
         ),
         (
             "runs_leased_more_than_once",
@@ -639,7 +647,9 @@ fn store_counts(state_dir: &Path) -> HashMap<&'static str, i64> {
         ),
         (
             "attempts_not_done",
-            q("SELECT COUNT(*) FROM attempts WHERE outcome != 'done'"),
+            q(&format!(
+                "SELECT COUNT(*) FROM attempts WHERE outcome != '{outcome_done}'"
+            )),
         ),
         ("epoch_points", q("SELECT COUNT(*) FROM epochs")),
     ])

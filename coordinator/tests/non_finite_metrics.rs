@@ -65,7 +65,7 @@ async fn diverge(f: &Fixture) -> String {
             lease: Some(live.lease.clone()),
         }))
         .await
-        .expect("done");
+        .expect("the run completes");
     live.lease.run_id
 }
 

@@ -46,7 +46,13 @@ fn run(id: &str, defense: &str, eps: Option<f64>, seed: u64, warnings: &[&str]) 
     }
 }
 
-fn cell(run: &RunRecord, attack: &str, eps: f64, state: &str, acc: Option<f64>) -> CellRecord {
+fn cell(
+    run: &RunRecord,
+    attack: &str,
+    eps: f64,
+    state: ShownState,
+    acc: Option<f64>,
+) -> CellRecord {
     CellRecord {
         cell_id: format!("c-{}-{attack}-{eps}", run.run_id),
         run_id: run.run_id.clone(),
@@ -57,9 +63,9 @@ fn cell(run: &RunRecord, attack: &str, eps: f64, state: &str, acc: Option<f64>) 
         attack: attack.into(),
         epsilon: eps,
         epsilon_space: run.epsilon_space,
-        state: ShownState::parse(state).expect("a state"),
+        state,
         result: acc.and_then(result),
-        error: (state == "failed").then(|| {
+        error: (state == ShownState::Failed).then(|| {
             "attempt 3 failed: CUDA out of memory (gave up after 3 failed attempts)".into()
         }),
     }
@@ -85,18 +91,18 @@ fn sweep() -> SweepReport {
         (&s0, 0.8, 0.5, 0.2, 0.4, 0.1),
         (&s1, 0.9, 0.6, 0.3, 0.5, 0.2),
     ] {
-        cells.push(cell(r, "none", 0.0, "done", Some(clean)));
-        cells.push(cell(r, "fgsm", e2, "done", Some(f2)));
-        cells.push(cell(r, "fgsm", e8, "done", Some(f8)));
-        cells.push(cell(r, "pgd-linf", e2, "done", Some(p2)));
-        cells.push(cell(r, "pgd-linf", e8, "done", Some(p8)));
+        cells.push(cell(r, "none", 0.0, ShownState::Done, Some(clean)));
+        cells.push(cell(r, "fgsm", e2, ShownState::Done, Some(f2)));
+        cells.push(cell(r, "fgsm", e8, ShownState::Done, Some(f8)));
+        cells.push(cell(r, "pgd-linf", e2, ShownState::Done, Some(p2)));
+        cells.push(cell(r, "pgd-linf", e8, ShownState::Done, Some(p8)));
     }
-    cells.push(cell(&a2, "none", e2, "done", Some(0.75)));
-    cells.push(cell(&a2, "fgsm", e2, "done", Some(0.6)));
-    cells.push(cell(&a2, "pgd-linf", e2, "pending", None));
-    cells.push(cell(&a8, "none", e8, "done", Some(0.6)));
-    cells.push(cell(&a8, "fgsm", e8, "failed", None));
-    cells.push(cell(&a8, "pgd-linf", e8, "done", Some(0.35)));
+    cells.push(cell(&a2, "none", e2, ShownState::Done, Some(0.75)));
+    cells.push(cell(&a2, "fgsm", e2, ShownState::Done, Some(0.6)));
+    cells.push(cell(&a2, "pgd-linf", e2, ShownState::Pending, None));
+    cells.push(cell(&a8, "none", e8, ShownState::Done, Some(0.6)));
+    cells.push(cell(&a8, "fgsm", e8, ShownState::Failed, None));
+    cells.push(cell(&a8, "pgd-linf", e8, ShownState::Done, Some(0.35)));
     SweepReport {
         sweep_id: "s-golden".into(),
         name: "golden".into(),
@@ -157,7 +163,10 @@ fn the_default_table_is_the_seeds_figure_4_layout_with_mean_and_std() {
         "{md}"
     );
     // Missing cells show their state.
-    assert!(md.contains("pending") && md.contains("failed"), "{md}");
+    assert!(
+        md.contains(ShownState::Pending.as_str()) && md.contains(ShownState::Failed.as_str()),
+        "{md}"
+    );
 }
 
 #[test]

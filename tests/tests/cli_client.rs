@@ -2,6 +2,7 @@
 //! reflection (what grpcurl and Kubernetes probes use), then `submit`, `status`, `cancel`,
 //! `watch` from the CLI.
 
+use advsweep_core::SweepState;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -238,7 +239,7 @@ async fn coordinator_process_serves_health_reflection_and_the_cli() {
     let out = cli(&url, &["watch", &sweep_id]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("cancelled"),
+        String::from_utf8_lossy(&out.stderr).contains(SweepState::Cancelled.as_str()),
         "{}",
         text(&out)
     );

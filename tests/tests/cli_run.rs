@@ -1,6 +1,7 @@
 //! `advsweep run` as a user types it: embedded coordinator, two local worker processes over
 //! TCP, and the results table at the end; a second run reuses every finished cell.
 
+use advsweep_core::{AttemptOutcome, ShownState};
 use std::process::Command;
 
 use advsweep_tests::workspace_bin;
@@ -133,8 +134,16 @@ epsilons = [0.0]
     let store = Store::open(&state, LeaseSettings::default()).expect("state opens");
     let sweeps = store.list_sweeps().expect("list");
     let detail = store.sweep_detail(&sweeps[0].sweep_id).expect("detail");
-    assert_eq!(detail.runs[0].state, "pending", "{:?}", detail.runs[0]);
-    assert_eq!(detail.runs[0].attempts[0].outcome, "preempted");
+    assert_eq!(
+        detail.runs[0].state,
+        ShownState::Pending,
+        "{:?}",
+        detail.runs[0]
+    );
+    assert_eq!(
+        detail.runs[0].attempts[0].outcome,
+        AttemptOutcome::Preempted
+    );
 }
 
 /// A state directory holding another unfinished sweep: `advsweep run FILE` trains FILE's runs
@@ -189,7 +198,7 @@ fn advsweep_run_leaves_other_sweeps_in_the_state_dir_alone() {
         detail
             .runs
             .iter()
-            .all(|r| r.state == "pending" && r.attempt == 0),
+            .all(|r| r.state == ShownState::Pending && r.attempt == 0),
         "the other sweep's runs were touched: {:?}",
         detail.runs
     );

@@ -2,6 +2,7 @@
 //! over real gRPC. What a user would check: every cell has exactly one result, the trained model
 //! beats chance, and the attacks order as they must (PGD ≤ FGSM ≤ clean at the same ε).
 
+use advsweep_core::{ShownState, SweepState};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -107,7 +108,11 @@ async fn a_real_worker_runs_a_sweep_over_grpc() {
     })
     .expect("a final event");
     let log_text = std::fs::read_to_string(&log).unwrap_or_default();
-    assert_eq!(finished.state, "done", "worker log:\n{log_text}");
+    assert_eq!(
+        finished.state,
+        SweepState::Done.as_str(),
+        "worker log:\n{log_text}"
+    );
 
     let status = tokio::time::timeout(Duration::from_secs(30), worker.wait())
         .await
@@ -131,7 +136,13 @@ async fn a_real_worker_runs_a_sweep_over_grpc() {
     ids.dedup();
     assert_eq!(ids.len(), 3, "duplicate cells");
     for cell in &detail.cells {
-        assert_eq!(cell.state, "done", "cell {}: {}", cell.cell_id, cell.error);
+        assert_eq!(
+            cell.state,
+            ShownState::Done.as_str(),
+            "cell {}: {}",
+            cell.cell_id,
+            cell.error
+        );
         let r = cell.result.as_ref().expect("result");
         assert_eq!(
             r.examples, 400,
@@ -187,8 +198,8 @@ async fn a_real_worker_runs_a_sweep_over_grpc() {
     let last: serde_json::Value =
         serde_json::from_str(stdout.lines().last().expect("events")).expect("JSON event");
     assert_eq!(last["finished"], true);
-    assert_eq!(last["state"], "done");
-    assert_eq!(last["cells"]["done"], 3);
+    assert_eq!(last["state"], SweepState::Done.as_str());
+    assert_eq!(last["cells"][ShownState::Done.as_str()], 3);
     assert_eq!(last["cells"]["total"], 3);
     for line in stdout.lines() {
         let _: serde_json::Value = serde_json::from_str(line).expect("every event is JSON");

@@ -6,6 +6,7 @@
 //! request goes to a method name no version serves, which tonic answers `Unimplemented`, just
 //! as an old server does for a method it was generated without).
 
+use advsweep_core::ShownState;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -107,7 +108,11 @@ async fn a_new_worker_reports_cell_by_cell_to_a_coordinator_without_complete_cel
         .into_inner();
     assert_eq!(detail.cells.len(), 3);
     for cell in &detail.cells {
-        assert_eq!(cell.state, "done", "{cell:?}\n{log_text}");
+        assert_eq!(
+            cell.state,
+            ShownState::Done.as_str(),
+            "{cell:?}\n{log_text}"
+        );
         let result = cell.result.as_ref().expect("a done cell has its result");
         assert_eq!(result.examples, 200, "{cell:?}");
     }

@@ -3,6 +3,7 @@
 //! the run moves to another worker, which resumes from the last checkpoint; when the link
 //! heals, the old worker's late reports are rejected and every cell has exactly one result.
 
+use advsweep_core::AttemptOutcome;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -139,7 +140,11 @@ epsilons = ["8/255"]
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let d = c.store.sweep_detail(&sweep).expect("detail");
-        if d.runs[0].attempts.iter().any(|x| x.outcome == "expired") {
+        if d.runs[0]
+            .attempts
+            .iter()
+            .any(|x| x.outcome == AttemptOutcome::Expired)
+        {
             break;
         }
         assert!(
@@ -172,10 +177,6 @@ epsilons = ["8/255"]
     assert_eq!(d.summary.state, SweepState::Done);
     assert_eq!(d.summary.cells.done, 2);
     assert!(d.cells.iter().all(|cell| cell.result.is_some()));
-    let outcomes: Vec<&str> = d.runs[0]
-        .attempts
-        .iter()
-        .map(|x| x.outcome.as_str())
-        .collect();
-    assert_eq!(outcomes, ["expired", "done"]);
+    let outcomes: Vec<AttemptOutcome> = d.runs[0].attempts.iter().map(|x| x.outcome).collect();
+    assert_eq!(outcomes, [AttemptOutcome::Expired, AttemptOutcome::Done]);
 }

@@ -2,6 +2,7 @@
 //! workers — over real gRPC, with certificates generated in the test — and the real
 //! `advsweep` and `advsweep-worker` processes running a sweep through all of it.
 
+use advsweep_core::ShownState;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -484,7 +485,9 @@ tls_ca = "{ca}"
     let cells = detail["cells"].as_array().expect("cells");
     assert_eq!(cells.len(), 2);
     assert!(
-        cells.iter().all(|c| c["state"] == "done"),
+        cells
+            .iter()
+            .all(|c| c["state"] == ShownState::Done.as_str()),
         "{}",
         serde_json::to_string_pretty(&detail).unwrap_or_default()
     );

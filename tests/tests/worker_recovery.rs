@@ -1,6 +1,10 @@
-//! Worker-side recovery with real processes: SIGTERM hands the run back as "preempted" (not a
+//! Worker-side recovery with real processes: SIGTERM hands the run back as *preempted* (not a
 //! failure) and the worker exits promptly; a node that fails run after run stops taking work.
 
+use advsweep_core::{AttemptOutcome, ShownState, SweepState};
+
+/// A done cell's state on the wire.
+const DONE: &str = ShownState::Done.as_str();
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -60,11 +64,12 @@ epsilons = [0.0]
     let d = c.store.sweep_detail(&sweep).expect("detail");
     let run = &d.runs[0];
     assert_eq!(
-        run.state, "pending",
+        run.state,
+        ShownState::Pending,
         "the run is re-queued at once:\n{text}"
     );
     assert_eq!(run.attempts.len(), 1);
-    assert_eq!(run.attempts[0].outcome, "preempted");
+    assert_eq!(run.attempts[0].outcome, AttemptOutcome::Preempted);
     assert!(
         run.error.is_none(),
         "a preemption is not an error: {:?}",
@@ -110,7 +115,11 @@ seeds = [0, 1, 2, 3, 4]
     let d = c.store.sweep_detail(&sweep).expect("detail");
     // Missing data is not retryable: those two runs failed for good, naming the file; the
     // other three were never touched by the bad node.
-    let failed: Vec<_> = d.runs.iter().filter(|r| r.state == "failed").collect();
+    let failed: Vec<_> = d
+        .runs
+        .iter()
+        .filter(|r| r.state == ShownState::Failed)
+        .collect();
     assert_eq!(failed.len(), 2, "{d:?}");
     assert!(
         failed.iter().all(|r| r
@@ -120,7 +129,13 @@ seeds = [0, 1, 2, 3, 4]
             .contains("/nonexistent/cifar")),
         "{failed:?}"
     );
-    assert_eq!(d.runs.iter().filter(|r| r.state == "pending").count(), 3);
+    assert_eq!(
+        d.runs
+            .iter()
+            .filter(|r| r.state == ShownState::Pending)
+            .count(),
+        3
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,18 +225,14 @@ epsilons = ["8/255"]
         d.summary.state,
         advsweep_coordinator::store::SweepState::Done
     );
-    let outcomes: Vec<&str> = d.runs[0]
-        .attempts
-        .iter()
-        .map(|x| x.outcome.as_str())
-        .collect();
-    assert_eq!(outcomes, ["expired", "done"]);
+    let outcomes: Vec<AttemptOutcome> = d.runs[0].attempts.iter().map(|x| x.outcome).collect();
+    assert_eq!(outcomes, [AttemptOutcome::Expired, AttemptOutcome::Done]);
     assert_eq!(d.runs[0].epochs.len(), 8, "every epoch recorded once");
     assert_eq!(d.cells.len(), 2);
     assert!(
         d.cells
             .iter()
-            .all(|cell| cell.state == "done" && cell.result.is_some())
+            .all(|cell| cell.state == ShownState::Done && cell.result.is_some())
     );
     let clean = d
         .cells
@@ -310,11 +321,11 @@ seeds = [0, 1]
             .await
             .expect("get")
             .into_inner();
-        let done = d.cells.iter().filter(|c| c.state == "done").count();
+        let done = d.cells.iter().filter(|c| c.state == DONE).count();
         let training = d
             .runs
             .iter()
-            .any(|r| r.state == "running" && !r.epochs.is_empty());
+            .any(|r| r.state == ShownState::Running.as_str() && !r.epochs.is_empty());
         if done >= 2 && training {
             break d;
         }
@@ -348,7 +359,7 @@ seeds = [0, 1]
     let _ = coordinator.wait();
     assert_eq!(
         after.summary.as_ref().map(|s| s.state.as_str()),
-        Some("done"),
+        Some(SweepState::Done.as_str()),
         "{text}"
     );
     assert_eq!(after.cells.len(), 4);
@@ -356,12 +367,12 @@ seeds = [0, 1]
         after
             .cells
             .iter()
-            .all(|c| c.state == "done" && c.result.is_some()),
+            .all(|c| c.state == DONE && c.result.is_some()),
         "{:?}",
         after.cells
     );
     // Every result acknowledged before the kill is still there, unchanged.
-    for c in before.cells.iter().filter(|c| c.state == "done") {
+    for c in before.cells.iter().filter(|c| c.state == DONE) {
         let same = after
             .cells
             .iter()

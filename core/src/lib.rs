@@ -9,6 +9,7 @@
 
 pub mod catalogue;
 pub mod experiment;
+pub mod ids;
 pub mod limits;
 pub mod results;
 pub mod state;

@@ -86,41 +86,9 @@ pub fn require_id(field: &'static str, value: &str) -> Result<(), Status> {
     validate::id(field, value).map_err(wire_error)
 }
 
-/// What a content id identifies; its prefix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ContentId {
-    Sweep,
-    Run,
-    Cell,
-}
-
-impl ContentId {
-    fn prefix(self) -> &'static str {
-        match self {
-            ContentId::Sweep => "s-",
-            ContentId::Run => "r-",
-            ContentId::Cell => "c-",
-        }
-    }
-
-    fn what(self) -> &'static str {
-        match self {
-            ContentId::Sweep => "sweep",
-            ContentId::Run => "run",
-            ContentId::Cell => "cell",
-        }
-    }
-
-    /// Whether `value` has the shape `sweep::ids` gives this kind of id.
-    pub fn matches(self, value: &str) -> bool {
-        value.strip_prefix(self.prefix()).is_some_and(|hex| {
-            hex.len() == 16
-                && hex
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        })
-    }
-}
+/// What a content id identifies, and its shape (`advsweep_core::ids`, the one `sweep::ids`
+/// makes).
+pub use advsweep_core::ids::ContentId;
 
 /// A content-hash id of `kind`: its prefix and 16 lowercase hex digits, nothing else.
 pub fn require_content_id(field: &str, value: &str, kind: ContentId) -> Result<(), Status> {

@@ -4,20 +4,15 @@
 //! same experiment therefore has the same id in every sweep file and every submission, which is
 //! what lets the coordinator reuse finished work and refuse duplicates.
 
+use advsweep_core::ids::ContentId;
 use advsweep_core::{Attack, DataSpec, Defense, EpsilonSpace, Model, RunSpec, TrainingSpec};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-fn hash_hex(prefix: &str, value: &impl Serialize) -> String {
+fn hash_id(kind: ContentId, value: &impl Serialize) -> String {
     // Serializing our own plain data types to JSON cannot fail.
     let bytes = serde_json::to_vec(value).unwrap_or_default();
-    let digest = Sha256::digest(&bytes);
-    let mut id = String::with_capacity(prefix.len() + 16);
-    id.push_str(prefix);
-    for byte in &digest[..8] {
-        id.push_str(&format!("{byte:02x}"));
-    }
-    id
+    kind.from_digest(&Sha256::digest(&bytes))
 }
 
 #[derive(Serialize)]
@@ -32,8 +27,8 @@ struct RunIdentity<'a> {
 
 /// Hashes everything that changes what a run computes; not its id or display names.
 pub fn run_id(run: &RunSpec) -> String {
-    hash_hex(
-        "r-",
+    hash_id(
+        ContentId::Run,
         &RunIdentity {
             model: &run.model,
             defense: &run.defense,
@@ -53,8 +48,8 @@ struct CellIdentity<'a> {
 }
 
 pub fn cell_id(run_id: &str, attack: &Attack, epsilon: f64) -> String {
-    hash_hex(
-        "c-",
+    hash_id(
+        ContentId::Cell,
         &CellIdentity {
             run_id,
             attack,
@@ -67,5 +62,5 @@ pub fn cell_id(run_id: &str, attack: &Attack, epsilon: f64) -> String {
 pub fn sweep_id(name: &str, cell_ids: &[String]) -> String {
     let mut sorted: Vec<&str> = cell_ids.iter().map(String::as_str).collect();
     sorted.sort_unstable();
-    hash_hex("s-", &(name, sorted))
+    hash_id(ContentId::Sweep, &(name, sorted))
 }

@@ -11,6 +11,7 @@ pub mod catalogue;
 pub mod experiment;
 pub mod ids;
 pub mod limits;
+pub mod refusal;
 pub mod results;
 pub mod state;
 pub mod validate;

@@ -12,9 +12,12 @@ mod sweep_service;
 pub mod validate;
 mod worker_service;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use tonic::Status;
+use advsweep_core::refusal::{self, Refusal};
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::store::{Store, StoreError};
 
@@ -52,8 +55,12 @@ impl ChangeNotifier {
 pub fn status_of(error: StoreError) -> Status {
     match &error {
         StoreError::SweepNotFound(_) => Status::not_found(error.to_string()),
-        StoreError::UnknownWorker(_) => Status::unauthenticated(error.to_string()),
-        StoreError::LeaseLost { .. } => Status::failed_precondition(error.to_string()),
+        StoreError::UnknownWorker(_) => {
+            refused(Code::Unauthenticated, Refusal::WorkerUnknown, &error)
+        }
+        StoreError::LeaseLost { .. } => {
+            refused(Code::FailedPrecondition, Refusal::LeaseLost, &error)
+        }
         StoreError::NoSuchCell { .. } | StoreError::Invalid(_) => {
             Status::invalid_argument(error.to_string())
         }
@@ -65,6 +72,16 @@ pub fn status_of(error: StoreError) -> Status {
             Status::internal(error.to_string())
         }
     }
+}
+
+/// A refusal the worker acts on: the v1 code it always had, and the reason as a
+/// `google.rpc.ErrorInfo` in the status details (see `advsweep_core::refusal`).
+fn refused(code: Code, reason: Refusal, error: &StoreError) -> Status {
+    Status::with_error_details(
+        code,
+        error.to_string(),
+        ErrorDetails::with_error_info(reason.as_str(), refusal::DOMAIN, HashMap::new()),
+    )
 }
 
 /// Runs a store call on the blocking pool.

@@ -3,6 +3,15 @@
 //! coordinator makes them (`sweep::ids`) and checks every id a peer quotes against this shape
 //! (`grpc::validate`); a run id names a directory under the state directory, so the shape is
 //! also what keeps paths inside it.
+//!
+//! [`SweepId`], [`RunId`], [`CellId`] (content ids) and [`LeaseId`] (an opaque id the store hands
+//! out) are checked when made: a value of one of these types has its shape, and serializes as
+//! the bare string (`#[serde(transparent)]`), so a type holding one hashes and stores exactly as
+//! with a `String`.
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::validate::{self, shown};
 
 /// Hex digits after the prefix.
 pub const CONTENT_ID_HEX_DIGITS: usize = 16;
@@ -54,9 +63,160 @@ impl ContentId {
     }
 }
 
+/// An id that does not have the shape its type requires.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{shown} is not a {what} id ({shape})")]
+pub struct InvalidId {
+    shown: String,
+    what: &'static str,
+    shape: String,
+}
+
+macro_rules! content_id {
+    ($(#[$doc:meta])* $name:ident, $kind:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// `value`, if it has the shape of this kind of content id.
+            pub fn new(value: impl Into<String>) -> Result<Self, InvalidId> {
+                let value = value.into();
+                if $kind.matches(&value) {
+                    Ok($name(value))
+                } else {
+                    Err(InvalidId {
+                        shown: shown(&value, 64),
+                        what: $kind.what(),
+                        shape: format!(
+                            "`{}` and {CONTENT_ID_HEX_DIGITS} lowercase hex digits",
+                            $kind.prefix()
+                        ),
+                    })
+                }
+            }
+
+            /// The id of a content digest.
+            pub fn from_digest(digest: &[u8]) -> Self {
+                $name($kind.from_digest(digest))
+            }
+        }
+
+        id_common!($name);
+    };
+}
+
+macro_rules! id_common {
+    ($name:ident) => {
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
+            pub fn into_string(self) -> String {
+                self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = InvalidId;
+            fn from_str(value: &str) -> Result<Self, InvalidId> {
+                $name::new(value)
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = InvalidId;
+            fn try_from(value: String) -> Result<Self, InvalidId> {
+                $name::new(value)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                $name::new(String::deserialize(d)?).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+content_id!(
+    /// A sweep's id: its name and the set of its cells, hashed.
+    SweepId,
+    ContentId::Sweep
+);
+content_id!(
+    /// A run's id: what it trains, hashed.
+    RunId,
+    ContentId::Run
+);
+content_id!(
+    /// A cell's id: its run id, attack and ε, hashed.
+    CellId,
+    ContentId::Cell
+);
+
+/// A lease's id, as the store hands it out: an opaque id (1–[`crate::limits::MAX_ID_BYTES`]
+/// printable ASCII characters, the rule [`validate::id`] states).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct LeaseId(String);
+
+impl LeaseId {
+    pub fn new(value: impl Into<String>) -> Result<Self, InvalidId> {
+        let value = value.into();
+        if validate::id("lease_id", &value).is_ok() {
+            return Ok(LeaseId(value));
+        }
+        Err(InvalidId {
+            shown: shown(&value, 64),
+            what: "lease",
+            shape: format!(
+                "1-{} printable ASCII characters, no spaces",
+                crate::limits::MAX_ID_BYTES
+            ),
+        })
+    }
+}
+
+id_common!(LeaseId);
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn typed_ids_are_checked_when_made_and_when_read() {
+        let run = RunId::from_digest(&[0x01; 32]);
+        assert_eq!(run.as_str(), "r-0101010101010101");
+        assert_eq!(RunId::new(run.to_string()), Ok(run.clone()));
+        let e = RunId::new("c-0101010101010101").expect_err("a cell id");
+        assert!(e.to_string().contains("is not a run id"), "{e}");
+        assert!("../etc".parse::<CellId>().is_err());
+        assert!(SweepId::new("s-0123456789abcdef").is_ok());
+        assert!(LeaseId::new("l-1").is_ok());
+        assert!(LeaseId::new("").is_err());
+        assert!(LeaseId::new("l 1").is_err());
+        use serde::de::IntoDeserializer;
+        let read = |s: &'static str| {
+            RunId::deserialize(IntoDeserializer::<serde::de::value::Error>::into_deserializer(s))
+        };
+        assert_eq!(read("r-0101010101010101"), Ok(run));
+        assert!(read("r-../../etc").is_err());
+    }
 
     #[test]
     fn made_ids_have_the_shape_checked() {

@@ -23,6 +23,7 @@ pub use experiment::{
     LrSchedule, MixStrategy, Model, NoiseInjection, Norm, Optimizer, Precision, RunSpec, StepSize,
     TrainingMethod, TrainingSpec,
 };
+pub use ids::{CellId, ContentId, InvalidId, LeaseId, RunId, SweepId};
 pub use results::{CellResult, EpochMetrics};
 pub use state::{
     AttemptOutcome, CellState, RunState, ShownState, StateCounts, SweepState, UnknownState,

@@ -55,7 +55,8 @@ pub trait Classifier: Send {
     /// Catalogue name (`basic`, `resnet18`, `wrn-28-10`, …).
     fn name(&self) -> &str;
     /// The model's tensors: by `state_dict` name for checkpoints, and the trainable parameters
-    /// for the optimizer.
+    /// for the optimizer. Models built from `tch::nn` return their VarStore; a model that is
+    /// not (a TorchScript module) implements [`Weights`] itself and returns `self`.
     fn weights(&self) -> &dyn Weights;
     /// Logits for images in [0, 1]. `train` selects training behaviour (batch-norm statistics,
     /// dropout) for models that have any. Eval mode (`train == false`) is for evaluation and

@@ -1,0 +1,273 @@
+//! The executor's tests: whole tiny runs (training, denoiser, cells) on synthetic data, and
+//! the failures a run reports as permanent or cancelled.
+
+use super::*;
+use crate::error::{is_cancelled, is_retryable};
+use advsweep_core::{Attack, DataSource, Defense, Model, Norm, Optimizer, StepSize, TrainingSpec};
+use std::sync::atomic::Ordering;
+
+fn run_spec(model: &str, data: DataSource, defense: Defense) -> RunSpec {
+    RunSpec {
+        id: "r".into(),
+        model_name: model.into(),
+        model: Model::plain(model),
+        defense_name: "d".into(),
+        defense,
+        training: TrainingSpec {
+            epochs: 1,
+            batch_size: 50,
+            learning_rate: 0.05,
+            optimizer: Optimizer::Sgd {
+                momentum: 0.9,
+                weight_decay: 5e-4,
+                nesterov: true,
+            },
+            schedule: advsweep_core::LrSchedule::Constant,
+            augment: true,
+            eval_batch_size: 64,
+            checkpoint_every: 1,
+            precision: advsweep_core::Precision::Fp32,
+        },
+        data: DataSpec {
+            source: data,
+            eval_limit: 100,
+            train_limit: 200,
+        },
+        seed: 5,
+        epsilon_space: advsweep_core::EpsilonSpace::Pixel,
+    }
+}
+
+fn synthetic() -> DataSource {
+    DataSource::Synthetic {
+        seed: 1,
+        train_size: 1000,
+        test_size: 500,
+    }
+}
+
+/// Every part of the seed study at once, tiny: mixed-norm training with Adam and a
+/// one-cycle schedule, a denoiser, inference noise, normalized-space ε, an EOT cell.
+#[test]
+fn a_run_with_every_defense_reports_epochs_then_cells() -> anyhow::Result<()> {
+    let pgd = |norm| Attack::Pgd {
+        norm,
+        steps: 2,
+        step: StepSize::FractionOfEpsilon(0.5),
+        random_start: true,
+        restarts: 1,
+        eot: 1,
+    };
+    let mut run = run_spec(
+        "basic",
+        DataSource::Synthetic {
+            seed: 2,
+            train_size: 200,
+            test_size: 60,
+        },
+        Defense {
+            method: advsweep_core::TrainingMethod::Mixed {
+                linf: pgd(Norm::Linf),
+                l2: pgd(Norm::L2),
+                epsilon_linf: 4.0 / 255.0,
+                epsilon_l2: 0.25,
+                strategy: advsweep_core::MixStrategy::WorstPerExample,
+                fraction: 0.5,
+            },
+            inference_noise: Some(0.05),
+            denoiser: Some(advsweep_core::DenoiserSpec {
+                blocks: 1,
+                channels: 8,
+                attack: Attack::Fgsm {
+                    norm: Norm::Linf,
+                    random_start: false,
+                    step_fraction: 1.0,
+                    eot: 1,
+                },
+                epsilon: 8.0 / 255.0,
+                epochs: 1,
+                learning_rate: 1e-3,
+                pairs_per_epoch: 0,
+            }),
+        },
+    );
+    run.training.epochs = 2;
+    run.training.optimizer = Optimizer::Adam {
+        beta1: 0.9,
+        beta2: 0.999,
+        weight_decay: 0.0,
+    };
+    run.training.learning_rate = 1e-3;
+    run.training.schedule = advsweep_core::LrSchedule::OneCycle;
+    run.epsilon_space = advsweep_core::EpsilonSpace::Normalized;
+    let eps = 8.0 / 255.0;
+    let cells = vec![
+        CellSpec {
+            id: "clean".into(),
+            run_id: "r".into(),
+            attack_name: "none".into(),
+            attack: Attack::None,
+            epsilon: 0.0,
+        },
+        CellSpec {
+            id: "pgd-eot".into(),
+            run_id: "r".into(),
+            attack_name: "pgd".into(),
+            attack: pgd(Norm::Linf).with_eot(3),
+            epsilon: eps,
+        },
+    ];
+    let executor = Executor::new(Device::Cpu, 2);
+    let mut events = Vec::new();
+    let mut checkpoints = Vec::new();
+    executor.run_catching(&run, &cells, &AtomicBool::new(false), &mut |p| {
+        match p {
+            Progress::Checkpoint { epoch, .. } => checkpoints.push(epoch),
+            other => events.push(other),
+        }
+        Ok(())
+    })?;
+    // One resumable checkpoint after every epoch.
+    let epochs: Vec<u32> = (1..=run.training.epochs).collect();
+    assert_eq!(checkpoints, epochs);
+    assert_eq!(events.len(), 4, "{events:?}");
+    assert!(matches!(
+        events[1],
+        Progress::Epoch(EpochMetrics { epoch: 2, .. })
+    ));
+    let Progress::Cell { result: adv, .. } = &events[3] else {
+        anyhow::bail!("expected a cell, got {:?}", events[3]);
+    };
+    assert_eq!(adv.examples, 60);
+    // Normalized ε: the pixel perturbation is at most ε · max std (≈ ε / 3.8).
+    let max_std = f64::from(crate::models::CIFAR10_STD[2]);
+    assert!(adv.mean_linf <= eps * max_std + 1e-6, "{}", adv.mean_linf);
+    assert!(adv.mean_linf > eps * 0.1);
+    Ok(())
+}
+
+#[test]
+fn a_small_adversarial_run_reports_epochs_then_cells() -> anyhow::Result<()> {
+    let pgd = Attack::Pgd {
+        norm: Norm::Linf,
+        steps: 2,
+        step: StepSize::FractionOfEpsilon(0.5),
+        random_start: true,
+        restarts: 1,
+        eot: 1,
+    };
+    let run = run_spec(
+        "basic",
+        synthetic(),
+        Defense {
+            method: advsweep_core::TrainingMethod::Adversarial {
+                attack: pgd.clone(),
+                epsilon: 4.0 / 255.0,
+                fraction: 0.5,
+            },
+            inference_noise: None,
+            denoiser: None,
+        },
+    );
+    let cells = vec![
+        CellSpec {
+            id: "clean".into(),
+            run_id: "r".into(),
+            attack_name: "none".into(),
+            attack: Attack::None,
+            epsilon: 0.0,
+        },
+        CellSpec {
+            id: "pgd".into(),
+            run_id: "r".into(),
+            attack_name: "pgd".into(),
+            attack: pgd,
+            epsilon: 8.0 / 255.0,
+        },
+    ];
+    let executor = Executor::new(Device::Cpu, 2);
+    let mut events = Vec::new();
+    let mut checkpoints = Vec::new();
+    executor.run_catching(&run, &cells, &AtomicBool::new(false), &mut |p| {
+        match p {
+            Progress::Checkpoint { epoch, .. } => checkpoints.push(epoch),
+            other => events.push(other),
+        }
+        Ok(())
+    })?;
+    // One resumable checkpoint after every epoch.
+    let epochs: Vec<u32> = (1..=run.training.epochs).collect();
+    assert_eq!(checkpoints, epochs);
+    assert_eq!(events.len(), 3);
+    assert!(matches!(
+        events[0],
+        Progress::Epoch(EpochMetrics { epoch: 1, .. })
+    ));
+    let Progress::Cell { cell_id, result } = &events[1] else {
+        anyhow::bail!("expected a cell, got {:?}", events[1]);
+    };
+    assert_eq!(cell_id, "clean");
+    assert_eq!(result.examples, 100);
+    assert_eq!(result.attack_success_rate, 0.0);
+    assert_eq!(result.mean_linf, 0.0);
+    let Progress::Cell { result: adv, .. } = &events[2] else {
+        anyhow::bail!("expected a cell, got {:?}", events[2]);
+    };
+    assert!(adv.accuracy <= result.accuracy);
+    assert!(adv.mean_linf <= 8.0 / 255.0 + 1e-6);
+    Ok(())
+}
+
+#[test]
+fn bad_parameters_and_data_are_permanent_failures() {
+    let executor = Executor::new(Device::Cpu, 1);
+    let cancel = AtomicBool::new(false);
+    let mut ignore = |_: Progress| Ok(());
+
+    let err = executor.run_catching(
+        &run_spec("nope", synthetic(), Defense::standard()),
+        &[],
+        &cancel,
+        &mut ignore,
+    );
+    let err = err
+        .err()
+        .unwrap_or_else(|| anyhow::anyhow!("expected an error"));
+    assert!(
+        format!("{err:#}").contains("unknown model `nope`"),
+        "{err:#}"
+    );
+    assert!(!is_retryable(&err));
+
+    let missing = DataSource::Cifar10Binary {
+        path: "/definitely/not/here".into(),
+    };
+    let err = executor.run_catching(
+        &run_spec("basic", missing, Defense::standard()),
+        &[],
+        &cancel,
+        &mut ignore,
+    );
+    let err = err
+        .err()
+        .unwrap_or_else(|| anyhow::anyhow!("expected an error"));
+    assert!(
+        format!("{err:#}").contains("/definitely/not/here"),
+        "{err:#}"
+    );
+    assert!(!is_retryable(&err));
+}
+
+#[test]
+fn a_set_cancel_flag_stops_the_run() {
+    let executor = Executor::new(Device::Cpu, 1);
+    let cancel = AtomicBool::new(false);
+    cancel.store(true, Ordering::Relaxed);
+    let result = executor.run_catching(
+        &run_spec("basic", synthetic(), Defense::standard()),
+        &[],
+        &cancel,
+        &mut |_| Ok(()),
+    );
+    assert!(result.is_err_and(|e| is_cancelled(&e)));
+}

@@ -35,13 +35,12 @@ use advsweep_proto::v1::worker_service_client::WorkerServiceClient;
 use advsweep_settings::ConnectionSettings;
 use anyhow::Context as _;
 use tokio::sync::watch;
-use tonic::Code;
 use tracing::{Instrument as _, debug, error, info, info_span, warn};
 
 use crate::job::Executor;
 pub use lease::RunOutcome;
 use lease::{Session, execute_lease};
-use retry::{Client, RPC_FIRST_BACKOFF, is_transient};
+use retry::{Client, RPC_FIRST_BACKOFF, is_transient, must_register};
 
 /// How long to keep trying to reach a coordinator that is not up yet.
 const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
@@ -158,12 +157,7 @@ pub async fn run(
                     }
                 }
             }
-            Err(status)
-                if matches!(
-                    status.code(),
-                    Code::NotFound | Code::Unauthenticated | Code::FailedPrecondition
-                ) =>
-            {
+            Err(status) if must_register(&status) => {
                 // The coordinator does not know us (it restarted with fresh state): register
                 // again.
                 warn!(code = ?status.code(), message = status.message(), "lease refused; registering again");

@@ -8,8 +8,8 @@
 use std::path::PathBuf;
 
 use advsweep_coordinator::sweep::{Overrides, load_plan};
-use advsweep_proto::v1 as pb;
 use advsweep_core::wire;
+use advsweep_proto::v1 as pb;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use prost::Message;

@@ -5,8 +5,8 @@
 //! Case counts: 5,000 epochs and 5,000 cell results against an oracle of the NaN policy, 3,000
 //! random runs.
 
-use advsweep_proto::v1 as pb;
 use advsweep_core::wire::{self, WireError};
+use advsweep_proto::v1 as pb;
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 

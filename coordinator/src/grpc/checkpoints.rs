@@ -11,8 +11,8 @@
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
-use advsweep_proto::v1 as pb;
 use advsweep_core::wire::MAX_EPOCHS;
+use advsweep_proto::v1 as pb;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_stream::Stream;

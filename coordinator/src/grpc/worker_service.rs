@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
+use advsweep_core::wire;
 use advsweep_proto::v1 as pb;
 use advsweep_proto::v1::worker_service_server::WorkerService;
-use advsweep_core::wire;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 

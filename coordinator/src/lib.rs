@@ -7,7 +7,10 @@
 pub mod cli;
 pub mod grpc;
 pub mod metrics;
-pub mod report;
 pub mod store;
 pub mod sweep;
 pub mod telemetry;
+
+/// Reports live in their own crate (`advsweep-report`); the store's sanity warnings use it as
+/// `crate::report`.
+pub use advsweep_report as report;

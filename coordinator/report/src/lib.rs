@@ -1,6 +1,12 @@
-//! Turning stored results into what researchers read: pivot tables (Markdown, CSV), long-format
-//! exports (CSV, JSON), the seed's figures (SVG, PNG) and each run's sanity warnings. Works on
-//! partial sweeps: what exists is reported, what is missing is marked.
+//! advsweep reports: turning stored results into what researchers read: pivot tables (Markdown,
+//! CSV), long-format exports (CSV, JSON), the seed's figures (SVG, PNG) and each run's sanity
+//! warnings. Works on partial sweeps: what exists is reported, what is missing is marked.
+//!
+//! A crate of its own because it is pure presentation over `advsweep-core` types
+//! ([`SweepReport`], [`RunRecord`], [`CellRecord`], `RunSpec` for [`sanity`]): it depends on no
+//! server code (no tonic, no SQLite, not `advsweep-coordinator`), so the `advsweep` CLI, the
+//! server (sanity warnings on completion) and a future web dashboard render the same tables and
+//! figures from the same code.
 
 pub mod epsilon;
 pub mod export;

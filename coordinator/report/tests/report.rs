@@ -1,13 +1,13 @@
 //! `advsweep report` on a stored sweep with known numbers: the tables and exports match golden
-//! files (regenerate with `UPDATE_GOLDEN=1 cargo test -p advsweep-coordinator --test report`
+//! files (regenerate with `UPDATE_GOLDEN=1 cargo test -p advsweep-report --test report`
 //! and review the diff), and every figure is produced with the expected series.
 
 use std::path::Path;
 
-use advsweep_coordinator::report::{
-    self, CellRecord, Dim, Layout, Metric, Pivot, RunRecord, SweepReport,
-};
 use advsweep_core::{CellResult, EpochMetrics, EpsilonSpace, ShownState, SweepState};
+use advsweep_report::{
+    self as report, CellRecord, Dim, Layout, Metric, Pivot, RunRecord, SweepReport,
+};
 
 fn result(accuracy: f64) -> Option<CellResult> {
     Some(CellResult {

@@ -10,7 +10,7 @@
 # holding every run about 1 s (--quick: 0.1 s) before reporting it (`--compute-ms`), i.e. the
 # coordinator serving about 10,000 cells/s instead of a closed loop of no-op workers.
 #
-# advsweep side: coordinator/benches/load.rs (cargo bench, release build) — the real
+# advsweep side: coordinator/cli/benches/load.rs (cargo bench, release build) — the real
 # `advsweep coordinator` process and simulated workers over gRPC (see that file), twice: with
 # the reports a no-op job gets from the real worker (`--reporting batched`: one ReportMetrics
 # and one CompleteCells per run) and with one call per epoch and per cell (`--reporting
@@ -47,14 +47,14 @@ fi
 out="$(mktemp -d "${TMPDIR:-/tmp}/advsweep-bench-XXXXXX")"
 trap 'rm -rf "$out"' EXIT
 
-echo "bench: advsweep coordinator (cargo bench -p advsweep-coordinator --bench load)" >&2
-cargo bench -q -p advsweep-coordinator --bench load -- "${load_args[@]}" \
+echo "bench: advsweep coordinator (cargo bench -p advsweep-cli --bench load)" >&2
+cargo bench -q -p advsweep-cli --bench load -- "${load_args[@]}" \
   --sweep-dir "$out/sweeps" --reporting batched >"$out/advsweep.json"
 echo "bench: the same, one report call per epoch and per cell" >&2
-cargo bench -q -p advsweep-coordinator --bench load -- "${load_args[@]}" \
+cargo bench -q -p advsweep-cli --bench load -- "${load_args[@]}" \
   --reporting per-event >"$out/advsweep-per-event.json"
 echo "bench: workers that compute (${paced_args[*]})" >&2
-cargo bench -q -p advsweep-coordinator --bench load -- "${paced_args[@]}" \
+cargo bench -q -p advsweep-cli --bench load -- "${paced_args[@]}" \
   --reporting batched >"$out/advsweep-paced.json"
 
 optuna_files=()

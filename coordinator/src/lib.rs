@@ -1,12 +1,13 @@
-//! The advsweep coordinator: sweep files, grid expansion, durable state and the gRPC services,
-//! plus the `advsweep` command line that drives them.
+//! The advsweep coordinator server library: sweep files, grid expansion, durable state, the gRPC
+//! services and the server loop ([`serve`]). The `advsweep` command line that drives it is
+//! `advsweep-cli` (coordinator/cli/); reports are `advsweep-report` (coordinator/report/).
 //!
 //! Architecture invariant: this crate never links libtorch (tch). Prost types appear only in
-//! [`grpc`] and [`cli`]'s client calls; everything else speaks `advsweep_core`.
+//! [`grpc`]; everything else speaks `advsweep_core`.
 
-pub mod cli;
 pub mod grpc;
 pub mod metrics;
+pub mod serve;
 pub mod store;
 pub mod sweep;
 pub mod telemetry;

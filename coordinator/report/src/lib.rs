@@ -4,9 +4,9 @@
 //!
 //! A crate of its own because it is pure presentation over `advsweep-core` types
 //! ([`SweepReport`], [`RunRecord`], [`CellRecord`], `RunSpec` for [`sanity`]): it depends on no
-//! server code (no tonic, no SQLite, not `advsweep-coordinator`), so the `advsweep` CLI, the
-//! server (sanity warnings on completion) and a future web dashboard render the same tables and
-//! figures from the same code.
+//! server code (not `advsweep-coordinator`, no SQLite, no gRPC of its own), so the `advsweep`
+//! CLI, the server (sanity warnings on completion) and a future web dashboard render the same
+//! tables and figures from the same code.
 
 pub mod epsilon;
 pub mod export;

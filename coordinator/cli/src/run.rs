@@ -1,28 +1,26 @@
 //! `advsweep run FILE`: the one-machine mode. An embedded coordinator on 127.0.0.1 (real gRPC
 //! over TCP), `--workers` local `advsweep-worker` processes, a progress bar, and the results
-//! table at the end. `advsweep coordinator` (serve forever) shares the start-up path.
+//! table at the end. `advsweep coordinator` (serve forever) shares the start-up path
+//! (`advsweep_coordinator::serve::start`).
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use advsweep_core::SweepState;
 use advsweep_proto::v1 as pb;
 use anyhow::Context;
-use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 
 use super::{BadInput, client, connection, progress, rows};
-use advsweep_settings::{
-    ClientSettings, ConnectionSettings, CoordinatorSettings, RoleSettings, Secret, WorkerSettings,
-};
+use advsweep_settings::{ClientSettings, ConnectionSettings, RoleSettings, Secret, WorkerSettings};
 
-use crate::grpc::auth::Auth;
-use crate::grpc::{Coordinator, ServeOptions, serve};
-use crate::report::{Layout, Pivot};
-use crate::store::{LeaseSettings, Store};
-use crate::sweep::{Overrides, load_plan};
+use advsweep_coordinator::grpc::auth::Auth;
+use advsweep_coordinator::grpc::{ServeOptions, serve};
+use advsweep_coordinator::serve::start;
+use advsweep_coordinator::store::LeaseSettings;
+use advsweep_coordinator::sweep::{Overrides, load_plan};
+use advsweep_report::{Layout, Pivot};
 
 /// How long the progress stream may take to report the sweep's end once every worker has
 /// exited, before `run` says the workers gave up too early.
@@ -51,89 +49,6 @@ pub struct RunArgs {
     #[arg(long, env = "ADVSWEEP_WORKER_BIN")]
     pub worker_bin: Option<PathBuf>,
 }
-
-async fn start(
-    state_dir: &Path,
-    listen: &str,
-    leases: LeaseSettings,
-    options: ServeOptions,
-) -> anyhow::Result<(Coordinator, TcpListener)> {
-    let store = Store::open(state_dir, leases)
-        .with_context(|| format!("cannot open the state directory {}", state_dir.display()))?;
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    Ok((
-        Coordinator::new(Arc::new(store)).with_options(options),
-        listener,
-    ))
-}
-
-/// `advsweep coordinator`: serve until SIGINT/SIGTERM.
-pub async fn serve_forever(settings: &CoordinatorSettings) -> anyhow::Result<()> {
-    let options = ServeOptions::from_settings(settings).map_err(|e| BadInput(e.to_string()))?;
-    if !options.auth.tokens_required() && !is_loopback(&settings.listen) {
-        tracing::warn!(
-            listen = %settings.listen,
-            "no worker or client tokens are configured: anyone who can reach this address can \
-             submit, cancel and report (set worker_tokens_file and client_tokens_file)"
-        );
-    }
-    if options.auth.tokens_required() && options.tls.is_none() && !is_loopback(&settings.listen) {
-        tracing::warn!(
-            listen = %settings.listen,
-            "tokens are configured but TLS is off: tokens cross the network in clear text \
-             (set tls_cert and tls_key)"
-        );
-    }
-    let leases = LeaseSettings {
-        lease_ttl: settings.lease_ttl(),
-        heartbeat_interval: settings.heartbeat_interval(),
-        ..LeaseSettings::default()
-    };
-    let (coordinator, listener) =
-        start(&settings.state_dir, &settings.listen, leases, options).await?;
-    if let Some(addr) = settings.metrics_listen.as_deref() {
-        let metrics_listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen for metrics on {addr}"))?;
-        tracing::info!(addr = %metrics_listener.local_addr()?, "serving Prometheus metrics on /metrics");
-        tokio::spawn(crate::metrics::serve_metrics(
-            metrics_listener,
-            Arc::clone(&coordinator.metrics),
-            Arc::clone(&coordinator.store),
-        ));
-    }
-    let shutdown = async {
-        wait_for_stop_signal().await;
-        tracing::info!("stop signal received; shutting down");
-    };
-    serve(coordinator, listener, shutdown).await
-}
-
-/// SIGINT, or SIGTERM (what Kubernetes, systemd and Slurm send).
-async fn wait_for_stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
-}
-
-fn is_loopback(listen: &str) -> bool {
-    listen
-        .parse::<std::net::SocketAddr>()
-        .is_ok_and(|a| a.ip().is_loopback())
-        || listen.starts_with("localhost:")
-}
-
 /// A fresh random token for the embedded coordinator of `advsweep run`: its port is on
 /// 127.0.0.1, but other users of the machine can reach that too.
 fn fresh_token() -> anyhow::Result<String> {
@@ -185,7 +100,7 @@ struct WorkerLaunch<'a> {
     sweep_id: &'a str,
     threads: usize,
     device: &'a str,
-    log_format: crate::telemetry::LogFormat,
+    log_format: advsweep_coordinator::telemetry::LogFormat,
 }
 
 fn spawn_worker(launch: &WorkerLaunch<'_>, index: usize, log_path: &Path) -> anyhow::Result<Child> {
@@ -227,8 +142,8 @@ fn spawn_worker(launch: &WorkerLaunch<'_>, index: usize, log_path: &Path) -> any
         .arg(sweep_id)
         .arg("--log-format")
         .arg(match log_format {
-            crate::telemetry::LogFormat::Human => "human",
-            crate::telemetry::LogFormat::Json => "json",
+            advsweep_coordinator::telemetry::LogFormat::Human => "human",
+            advsweep_coordinator::telemetry::LogFormat::Json => "json",
         })
         .stdin(Stdio::null())
         .stdout(log)
@@ -247,7 +162,7 @@ fn tail(path: &Path, lines: usize) -> String {
 
 pub async fn run(
     args: RunArgs,
-    log_format: crate::telemetry::LogFormat,
+    log_format: advsweep_coordinator::telemetry::LogFormat,
 ) -> anyhow::Result<ExitCode> {
     // Validate everything before touching the state directory: a bad file writes nothing.
     let overrides = Overrides {
@@ -265,7 +180,7 @@ pub async fn run(
 
     let logs = args.state_dir.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
-    crate::telemetry::init_file(&logs.join("coordinator.log"), log_format);
+    advsweep_coordinator::telemetry::init_file(&logs.join("coordinator.log"), log_format);
     let worker_token = fresh_token()?;
     let client_token = fresh_token()?;
     let options = ServeOptions {

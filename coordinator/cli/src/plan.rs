@@ -5,8 +5,8 @@ use std::path::Path;
 use advsweep_core::{Attack, Defense};
 
 use super::BadInput;
-use crate::report::epsilon;
-use crate::sweep::{Overrides, load_plan};
+use advsweep_coordinator::sweep::{Overrides, load_plan};
+use advsweep_report::epsilon;
 
 pub fn defense_label(name: &str, defense: &Defense) -> String {
     match defense.epsilon() {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use advsweep_core::{EpsilonSpace, ShownState, StateCounts, SweepState, wire};
 use advsweep_proto::v1 as pb;
 
-use crate::report::{CellRecord, RunRecord, SweepReport};
+use advsweep_report::{CellRecord, RunRecord, SweepReport};
 
 fn non_empty(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_owned())

@@ -1,18 +1,25 @@
-//! The `advsweep` command line.
+//! The `advsweep` command line (the binary `advsweep`).
 //!
 //! `plan` and `run` work on a local sweep file; `coordinator` serves; `submit`, `status`,
 //! `watch` and `cancel` are gRPC clients of a running coordinator.
+//!
+//! A crate of its own because it is a client of the server, not part of it: argument parsing,
+//! gRPC client calls, progress bars, `config print`, `health`, and `run`'s local cluster
+//! supervisor (an embedded coordinator plus worker processes). The server itself, including
+//! the serve-until-stopped loop, is the `advsweep-coordinator` library; tables and figures are
+//! `advsweep-report`. Like the server, it never links libtorch: it starts `advsweep-worker`
+//! processes instead.
 
 /// `println!` that ends the process quietly when stdout is closed (`advsweep status | head`)
 /// instead of panicking.
 macro_rules! outln {
-    () => { $crate::cli::write_stdout(format_args!(""), true) };
-    ($($t:tt)*) => { $crate::cli::write_stdout(format_args!($($t)*), true) };
+    () => { $crate::write_stdout(format_args!(""), true) };
+    ($($t:tt)*) => { $crate::write_stdout(format_args!($($t)*), true) };
 }
 
 /// `print!` with the same behaviour as [`outln!`].
 macro_rules! out {
-    ($($t:tt)*) => { $crate::cli::write_stdout(format_args!($($t)*), false) };
+    ($($t:tt)*) => { $crate::write_stdout(format_args!($($t)*), false) };
 }
 
 mod client;
@@ -27,6 +34,7 @@ mod run;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use advsweep_coordinator::serve::BadSettings;
 use clap::{Parser, Subcommand};
 
 pub use run::RunArgs;
@@ -51,7 +59,7 @@ pub struct Cli {
         default_value = "human",
         env = "ADVSWEEP_LOG_FORMAT"
     )]
-    pub log_format: crate::telemetry::LogFormat,
+    pub log_format: advsweep_coordinator::telemetry::LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -181,7 +189,7 @@ pub fn main() -> ExitCode {
 
 async fn dispatch(
     command: Command,
-    log_format: crate::telemetry::LogFormat,
+    log_format: advsweep_coordinator::telemetry::LogFormat,
 ) -> anyhow::Result<ExitCode> {
     match command {
         Command::Plan { file, data_path } => {
@@ -191,11 +199,16 @@ async fn dispatch(
         Command::Run(args) => run::run(args, log_format).await,
         Command::Coordinator(args) => {
             let loaded = args.load()?;
-            crate::telemetry::init_stderr(log_format);
+            advsweep_coordinator::telemetry::init_stderr(log_format);
             if let Some(file) = &loaded.file {
                 tracing::info!(config = %file.display(), env = ?loaded.env_vars, "settings loaded");
             }
-            run::serve_forever(&loaded.settings).await?;
+            advsweep_coordinator::serve::serve_forever(&loaded.settings)
+                .await
+                .map_err(|e| match e.downcast::<BadSettings>() {
+                    Ok(bad) => BadInput(bad.0).into(),
+                    Err(e) => e,
+                })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Health { target } => client::health(&target).await,

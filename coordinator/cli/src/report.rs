@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use advsweep_proto::v1 as pb;
 
 use super::{BadInput, client, connection, rows};
-use crate::report::{self, Dim, Layout, Metric};
+use advsweep_report::{self as report, Dim, Layout, Metric};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReportArgs {

@@ -1,4 +1,4 @@
 //! `advsweep`: see `advsweep --help` and the README.
 fn main() -> std::process::ExitCode {
-    advsweep_coordinator::cli::main()
+    advsweep_cli::main()
 }

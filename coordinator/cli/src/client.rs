@@ -10,7 +10,7 @@ use advsweep_proto::v1 as pb;
 
 use super::connection::{Client, Target, connect, error_chain, rpc_error};
 use super::{BadInput, progress, rows};
-use crate::report::{Layout, Pivot};
+use advsweep_report::{Layout, Pivot};
 
 /// `advsweep health`: asks the coordinator's gRPC health service whether it is SERVING.
 pub async fn health(target: &Target) -> anyhow::Result<ExitCode> {
@@ -261,7 +261,7 @@ pub async fn status(target: &Target, sweep: Option<&str>, json: bool) -> anyhow:
             if json {
                 outln!(
                     "{}",
-                    crate::report::export::json(&rows::sweep_report(&detail)?)
+                    advsweep_report::export::json(&rows::sweep_report(&detail)?)
                 );
             } else {
                 print_detail(&detail)?;

@@ -6,14 +6,16 @@
 //! and NULL reads back as NaN; ±∞ is a REAL SQLite keeps as it is. Exports write NaN as `NaN`
 //! and +∞ as `inf` in CSV (what pandas reads back) and both as `null` in JSON.
 
+// The hostile-input fixture of the server library's tests (a real store and handlers).
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::process::Command;
 
-use advsweep_coordinator::report::{self, CellRecord, Layout, RunRecord, SweepReport};
 use advsweep_proto::v1 as pb;
 use advsweep_proto::v1::sweep_service_server::{SweepService, SweepServiceServer};
 use advsweep_proto::v1::worker_service_server::WorkerService;
+use advsweep_report::{self as report, CellRecord, Layout, RunRecord, SweepReport};
 use common::Fixture;
 use tonic::Request;
 

@@ -165,7 +165,7 @@ fn plan_prints_the_expansion_without_running_anything() {
     let out = Command::new(env!("CARGO_BIN_EXE_advsweep"))
         .args([
             "plan",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/../sweeps/quickstart.toml"),
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../sweeps/quickstart.toml"),
         ])
         .output()
         .expect("advsweep runs");

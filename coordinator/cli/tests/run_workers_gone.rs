@@ -11,7 +11,7 @@ fn run_stops_with_a_clear_error_when_every_worker_exits_early() {
     let out = Command::new(env!("CARGO_BIN_EXE_advsweep"))
         .args([
             "run",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/../sweeps/quickstart.toml"),
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../sweeps/quickstart.toml"),
             "--workers",
             "2",
             "--state-dir",

@@ -23,7 +23,7 @@ use advsweep_core::{ShownState, StateCounts};
 pub use pivot::{Dim, Layout, Metric, Pivot};
 pub use records::{CellRecord, RunRecord, SweepReport};
 
-/// What [`write`] produced.
+/// What [`write()`] produced.
 #[derive(Debug, Default)]
 pub struct Written {
     pub files: Vec<PathBuf>,

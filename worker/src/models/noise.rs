@@ -37,43 +37,29 @@ pub struct NoiseConfig {
 }
 
 impl NoiseConfig {
-    /// Checks `spec` against `arch`: sigma finite and ≥ 0, at least one point, every point one
-    /// of `arch.noise_points()`, none repeated. Errors are [`Permanent`] and name the offending
+    /// Checks `spec` against `arch`: core's rules for noise (`NoiseInjection::validate`), its
+    /// points those of the architecture (`Arch::noise_layers`, which also reads `hidden` and
+    /// `all`), none repeated. Errors are [`Permanent`] and name the offending
     /// value and the valid points.
     pub fn validate(arch: Arch, spec: &NoiseInjection) -> Result<NoiseConfig, Permanent> {
-        let valid = arch.noise_points();
-        if !spec.sigma.is_finite() || spec.sigma < 0.0 {
-            return Err(Permanent(format!(
-                "noise sigma must be finite and ≥ 0, got {}",
-                spec.sigma
-            )));
+        // σ and the list's shape are core's rules (the same the wire applies); whether the
+        // points exist is the architecture's (core's catalogue). Only a repeated point is the
+        // worker's own concern: the coordinator never sends one, a direct caller might.
+        spec.validate().map_err(|e| Permanent(e.to_string()))?;
+        let layers = arch.noise_layers(&spec.layers).map_err(Permanent)?;
+        if let Some(layer) = spec
+            .layers
+            .iter()
+            .enumerate()
+            .find_map(|(i, layer)| spec.layers[..i].contains(layer).then_some(layer))
+        {
+            return Err(Permanent(format!("noise point `{layer}` is listed twice")));
         }
-        if spec.layers.is_empty() {
-            return Err(Permanent(format!(
-                "noise injection needs at least one point (valid: {})",
-                valid.join(", ")
-            )));
-        }
-        let mut unknown = Vec::new();
-        for (i, layer) in spec.layers.iter().enumerate() {
-            if !valid.contains(&layer.as_str()) {
-                unknown.push(format!("`{layer}`"));
-            } else if spec.layers[..i].contains(layer) {
-                return Err(Permanent(format!("noise point `{layer}` is listed twice")));
-            }
-        }
-        if !unknown.is_empty() {
-            return Err(Permanent(format!(
-                "unknown noise point{} {} for this architecture (valid: {})",
-                if unknown.len() > 1 { "s" } else { "" },
-                unknown.join(", "),
-                valid.join(", ")
-            )));
-        }
-        let points = valid
+        let points = arch
+            .noise_points()
             .iter()
             .copied()
-            .filter(|p| spec.layers.iter().any(|l| l == p))
+            .filter(|p| layers.iter().any(|l| l == p))
             .collect();
         Ok(NoiseConfig {
             sigma: spec.sigma,

@@ -11,3 +11,17 @@ pub mod v1 {
 
 /// Encoded `FileDescriptorSet` of the contract, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("advsweep_descriptor");
+
+/// Transport-level failures worth another try: the coordinator is down, restarting, overloaded
+/// or too slow, or the call was cut off. What the worker and the load bench retry.
+pub fn is_transient(status: &tonic::Status) -> bool {
+    use tonic::Code;
+    matches!(
+        status.code(),
+        Code::Unavailable
+            | Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Aborted
+    )
+}

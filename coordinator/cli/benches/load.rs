@@ -49,6 +49,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use advsweep_core::{AttemptOutcome, CellState, RunState};
+use advsweep_proto::is_transient;
 use advsweep_proto::v1 as pb;
 use pb::sweep_service_client::SweepServiceClient;
 use pb::worker_service_client::WorkerServiceClient;
@@ -344,17 +345,6 @@ async fn connect(addr: &str) -> Channel {
             Err(e) => panic!("cannot connect to the coordinator at {addr}: {e}"),
         }
     }
-}
-
-fn is_transient(status: &Status) -> bool {
-    matches!(
-        status.code(),
-        Code::Unavailable
-            | Code::Unknown
-            | Code::DeadlineExceeded
-            | Code::ResourceExhausted
-            | Code::Aborted
-    )
 }
 
 /// Calls an RPC, retrying transient failures like the real worker.

@@ -7,40 +7,41 @@ use super::{MAX_EPOCHS, WireError};
 use crate::validate::{in_range, invalid};
 use crate::{CellResult, EpochMetrics};
 
-pub fn epoch_to_wire(m: &EpochMetrics) -> pb::EpochMetrics {
-    pb::EpochMetrics {
-        epoch: m.epoch,
-        train_loss: m.train_loss,
-        train_accuracy: m.train_accuracy,
-        test_accuracy: m.test_accuracy,
-        seconds: m.seconds,
-        images_per_second: m.images_per_second,
-    }
+/// The copies both ways between a core type and its wire message, which have the same fields
+/// (listed once here): into the message, and out of it as it is (no validation).
+macro_rules! same_fields {
+    (
+        $ty:ident { $($field:ident),+ $(,)? }
+        $(#[$to_doc:meta])* $to_vis:vis fn $to_wire:ident;
+        $(#[$from_doc:meta])* $from_vis:vis fn $from_wire:ident;
+    ) => {
+        $(#[$to_doc])*
+        $to_vis fn $to_wire(v: &$ty) -> pb::$ty {
+            pb::$ty { $($field: v.$field),+ }
+        }
+
+        $(#[$from_doc])*
+        $from_vis fn $from_wire(v: &pb::$ty) -> $ty {
+            $ty { $($field: v.$field),+ }
+        }
+    };
 }
 
-pub fn cell_result_to_wire(r: &CellResult) -> pb::CellResult {
-    pb::CellResult {
-        accuracy: r.accuracy,
-        attack_success_rate: r.attack_success_rate,
-        mean_linf: r.mean_linf,
-        mean_l2: r.mean_l2,
-        images_per_second: r.images_per_second,
-        seconds: r.seconds,
-        examples: r.examples,
-    }
+same_fields! {
+    EpochMetrics { epoch, train_loss, train_accuracy, test_accuracy, seconds, images_per_second }
+    pub fn epoch_to_wire;
+    /// An epoch as shown by `status` and reports: no validation (what the coordinator stored).
+    /// Reports from workers go through [`epoch_metrics_from_wire`].
+    pub fn epoch_from_wire;
 }
 
-/// An epoch as shown by `status` and reports: no validation (what the coordinator stored).
-/// Reports from workers go through [`epoch_metrics_from_wire`].
-pub fn epoch_from_wire(m: &pb::EpochMetrics) -> EpochMetrics {
-    EpochMetrics {
-        epoch: m.epoch,
-        train_loss: m.train_loss,
-        train_accuracy: m.train_accuracy,
-        test_accuracy: m.test_accuracy,
-        seconds: m.seconds,
-        images_per_second: m.images_per_second,
+same_fields! {
+    CellResult {
+        accuracy, attack_success_rate, mean_linf, mean_l2, images_per_second, seconds, examples,
     }
+    pub fn cell_result_to_wire;
+    /// A result as reported, copied; [`cell_result_from_wire`] checks it first.
+    fn copy_cell_result_from_wire;
 }
 
 /// An accuracy: in [0, 1], or NaN when it was not measured.
@@ -107,13 +108,5 @@ pub fn cell_result_from_wire(r: &pb::CellResult) -> Result<CellResult, WireError
     ] {
         finite_non_negative(value, field)?;
     }
-    Ok(CellResult {
-        accuracy: r.accuracy,
-        attack_success_rate: r.attack_success_rate,
-        mean_linf: r.mean_linf,
-        mean_l2: r.mean_l2,
-        images_per_second: r.images_per_second,
-        seconds: r.seconds,
-        examples: r.examples,
-    })
+    Ok(copy_cell_result_from_wire(r))
 }

@@ -39,17 +39,8 @@ pub(super) const RPC_FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// The longest wait between two tries of one report.
 const RPC_MAX_BACKOFF: Duration = Duration::from_secs(2);
 
-/// Transport-level failures worth another try.
-pub(super) fn is_transient(status: &Status) -> bool {
-    matches!(
-        status.code(),
-        Code::Unavailable
-            | Code::Unknown
-            | Code::DeadlineExceeded
-            | Code::ResourceExhausted
-            | Code::Aborted
-    )
-}
+/// Transport-level failures worth another try (the contract's rule, shared with the load bench).
+pub(super) use advsweep_proto::is_transient;
 
 /// The refusal reason a coordinator put in the status details (`google.rpc.ErrorInfo` in
 /// advsweep's domain), if any: what the worker acts on. `None` from a coordinator built before

@@ -31,6 +31,32 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     bin
 }
 
+/// A loopback port that was free a moment ago (for a process that binds it itself).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// A finished process's exit status and output, for assertion messages.
+pub fn text(o: &std::process::Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A child process killed (and reaped) when the test lets go of it, pass or fail.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A coordinator serving on an ephemeral loopback port until dropped.
 pub struct TestCoordinator {
     pub url: String,
@@ -125,6 +151,71 @@ pub fn spawn_worker_via(
 /// [`spawn_worker_via`] without a launcher.
 pub fn spawn_worker(url: &str, log: &std::path::Path, extra: &[&str]) -> tokio::process::Child {
     spawn_worker_via(&[], url, log, extra)
+}
+
+/// A sweep that trains the basic model for `epochs` epochs on 3000 synthetic images (long
+/// enough to interrupt, short enough to finish) and evaluates it clean and under FGSM at 8/255;
+/// `grid_extra` is added to its `[grid]` table (e.g. `seeds = [0, 1]`).
+pub fn training_sweep(name: &str, epochs: u32, grid_extra: &str) -> String {
+    format!(
+        r#"
+version = 1
+name = "{name}"
+[data]
+source = "synthetic"
+train_size = 3000
+test_size = 200
+[training]
+epochs = {epochs}
+batch_size = 100
+learning_rate = 0.05
+[evaluation]
+limit = 200
+[grid]
+models = ["basic"]
+defenses = ["standard"]
+attacks = ["none", "fgsm"]
+epsilons = ["8/255"]
+{grid_extra}"#
+    )
+}
+
+/// What a process wrote to its log file so far (empty when there is none yet).
+pub fn log_text(log: &std::path::Path) -> String {
+    std::fs::read_to_string(log).unwrap_or_default()
+}
+
+/// Calls `probe` every `every` until it gives a value, which it returns; panics with
+/// `failure()` when `within` has passed first.
+pub async fn poll_until<T>(
+    within: Duration,
+    every: Duration,
+    mut probe: impl FnMut() -> Option<T>,
+    failure: impl Fn() -> String,
+) -> T {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", failure());
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Waits up to `within` for `child` to exit (panicking with `what` when it does not); returns
+/// its exit status and its `log`.
+pub async fn wait_for_exit(
+    child: &mut tokio::process::Child,
+    within: Duration,
+    what: &str,
+    log: &std::path::Path,
+) -> (std::process::ExitStatus, String) {
+    let status = tokio::time::timeout(within, child.wait())
+        .await
+        .expect(what)
+        .expect("status");
+    (status, log_text(log))
 }
 
 /// Submits a sweep file's text to the coordinator at `url`; returns the sweep id.

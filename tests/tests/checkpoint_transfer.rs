@@ -3,9 +3,8 @@
 //! is detected by checksum and the run falls back to the previous checkpoint.
 
 use advsweep_proto::v1 as pb;
-use advsweep_proto::v1::sweep_service_client::SweepServiceClient;
 use advsweep_proto::v1::worker_service_client::WorkerServiceClient;
-use advsweep_tests::TestCoordinator;
+use advsweep_tests::{TestCoordinator, submit};
 use tonic::transport::Channel;
 
 const SWEEP: &str = r#"
@@ -40,6 +39,18 @@ async fn register(w: &mut WorkerServiceClient<Channel>, name: &str) -> String {
     .expect("register")
     .into_inner()
     .worker_id
+}
+
+/// What the coordinator leases to `worker_id`, if anything.
+async fn lease_for(w: &mut WorkerServiceClient<Channel>, worker_id: &str) -> Option<pb::Lease> {
+    w.lease(pb::LeaseRequest {
+        worker_id: worker_id.into(),
+        ..Default::default()
+    })
+    .await
+    .expect("lease")
+    .into_inner()
+    .lease
 }
 
 async fn upload(
@@ -92,30 +103,12 @@ async fn download(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoints_travel_through_the_coordinator_and_survive_corruption() {
     let coordinator = TestCoordinator::start().await;
-    let mut sweeps = SweepServiceClient::connect(coordinator.url.clone())
-        .await
-        .expect("connect");
-    sweeps
-        .submit_sweep(pb::SubmitSweepRequest {
-            sweep_toml: SWEEP.into(),
-            overrides: Default::default(),
-        })
-        .await
-        .expect("submit");
+    submit(&coordinator.url, SWEEP).await;
     let mut w = WorkerServiceClient::connect(coordinator.url.clone())
         .await
         .expect("connect");
     let a = register(&mut w, "a").await;
-    let lease = w
-        .lease(pb::LeaseRequest {
-            worker_id: a.clone(),
-            ..Default::default()
-        })
-        .await
-        .expect("lease")
-        .into_inner()
-        .lease
-        .expect("a run");
+    let lease = lease_for(&mut w, &a).await.expect("a run");
     let run_id = lease.run.as_ref().expect("run").run_id.clone();
     let lease_ref = pb::LeaseRef {
         worker_id: a.clone(),
@@ -153,16 +146,7 @@ async fn checkpoints_travel_through_the_coordinator_and_survive_corruption() {
     assert_eq!(late.code(), tonic::Code::FailedPrecondition, "{late}");
 
     let b = register(&mut w, "b").await;
-    let lease2 = w
-        .lease(pb::LeaseRequest {
-            worker_id: b.clone(),
-            ..Default::default()
-        })
-        .await
-        .expect("lease")
-        .into_inner()
-        .lease
-        .expect("re-leased");
+    let lease2 = lease_for(&mut w, &b).await.expect("re-leased");
     let resume = lease2.resume_from.expect("resume point");
     assert_eq!(
         (resume.epoch, resume.checkpoint_id.as_str()),

@@ -3,10 +3,10 @@
 //! `watch` from the CLI.
 
 use advsweep_core::SweepState;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use advsweep_tests::workspace_bin;
+use advsweep_tests::{KillOnDrop, free_port, text, workspace_bin};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -27,15 +27,6 @@ attacks = ["none", "pgd-linf"]
 epsilons = ["4/255", "8/255"]
 "#;
 
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn http_get(addr: &str, path: &str) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("metrics endpoint");
@@ -45,26 +36,12 @@ fn http_get(addr: &str, path: &str) -> String {
     body
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
 fn cli(url: &str, args: &[&str]) -> Output {
     Command::new(workspace_bin("advsweep"))
         .args(args)
         .env("ADVSWEEP_COORDINATOR", url)
         .output()
         .expect("advsweep runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,6 +2,7 @@
 //! TCP, and the results table at the end; a second run reuses every finished cell.
 
 use advsweep_core::{AttemptOutcome, ShownState};
+use std::path::Path;
 use std::process::Command;
 
 use advsweep_tests::workspace_bin;
@@ -25,6 +26,21 @@ attacks = ["none", "fgsm"]
 epsilons = ["8/255"]
 "#;
 
+/// `advsweep run FILE` as a user types it: `workers` local worker processes on the CPU (one
+/// thread each), the state in `state`, the workers from this build.
+fn advsweep_run(file: &Path, workers: u32, state: &Path) -> Command {
+    let mut command = Command::new(workspace_bin("advsweep"));
+    command
+        .arg("run")
+        .arg(file)
+        .args(["--workers", &workers.to_string()])
+        .args(["--threads", "1", "--device", "cpu"])
+        .arg("--state-dir")
+        .arg(state)
+        .env("ADVSWEEP_WORKER_BIN", workspace_bin("advsweep-worker"));
+    command
+}
+
 #[test]
 fn advsweep_run_prints_the_results_table_and_reuses_finished_cells() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -32,13 +48,7 @@ fn advsweep_run_prints_the_results_table_and_reuses_finished_cells() {
     std::fs::write(&file, SWEEP).expect("write sweep");
     let state = dir.path().join("state");
     let run = || {
-        Command::new(workspace_bin("advsweep"))
-            .arg("run")
-            .arg(&file)
-            .args(["--workers", "2", "--threads", "1", "--device", "cpu"])
-            .arg("--state-dir")
-            .arg(&state)
-            .env("ADVSWEEP_WORKER_BIN", workspace_bin("advsweep-worker"))
+        advsweep_run(&file, 2, &state)
             .output()
             .expect("advsweep runs")
     };
@@ -91,13 +101,7 @@ epsilons = [0.0]
     )
     .expect("write sweep");
     let state = dir.path().join("state");
-    let child = Command::new(workspace_bin("advsweep"))
-        .arg("run")
-        .arg(&file)
-        .args(["--workers", "1", "--threads", "1", "--device", "cpu"])
-        .arg("--state-dir")
-        .arg(&state)
-        .env("ADVSWEEP_WORKER_BIN", workspace_bin("advsweep-worker"))
+    let child = advsweep_run(&file, 1, &state)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -172,13 +176,7 @@ fn advsweep_run_leaves_other_sweeps_in_the_state_dir_alone() {
     }
     let file = dir.path().join("sweep.toml");
     std::fs::write(&file, SWEEP).expect("write sweep");
-    let out = Command::new(workspace_bin("advsweep"))
-        .arg("run")
-        .arg(&file)
-        .args(["--workers", "2", "--threads", "1", "--device", "cpu"])
-        .arg("--state-dir")
-        .arg(&state)
-        .env("ADVSWEEP_WORKER_BIN", workspace_bin("advsweep-worker"))
+    let out = advsweep_run(&file, 2, &state)
         .output()
         .expect("advsweep runs");
     let stdout = String::from_utf8_lossy(&out.stdout);

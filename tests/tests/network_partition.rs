@@ -5,10 +5,13 @@
 
 use advsweep_core::AttemptOutcome;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use advsweep_coordinator::store::{LeaseSettings, SweepState};
-use advsweep_tests::{TestCoordinator, spawn_worker, spawn_worker_via, submit};
+use advsweep_tests::{
+    TestCoordinator, log_text, poll_until, spawn_worker, spawn_worker_via, submit, training_sweep,
+    wait_for_exit,
+};
 
 /// A namespace joined to the host by a veth pair; removed on drop.
 struct Netns {
@@ -90,29 +93,7 @@ async fn a_partitioned_worker_loses_its_lease_and_its_late_reports_are_rejected(
         },
     )
     .await;
-    let sweep = submit(
-        &c.url,
-        r#"
-version = 1
-name = "partition"
-[data]
-source = "synthetic"
-train_size = 3000
-test_size = 200
-[training]
-epochs = 10
-batch_size = 100
-learning_rate = 0.05
-[evaluation]
-limit = 200
-[grid]
-models = ["basic"]
-defenses = ["standard"]
-attacks = ["none", "fgsm"]
-epsilons = ["8/255"]
-"#,
-    )
-    .await;
+    let sweep = submit(&c.url, &training_sweep("partition", 10, "")).await;
 
     // Worker A lives in the namespace, on the far side of the veth link.
     let log_a = c.state_dir.path().join("worker-a.log");
@@ -122,52 +103,52 @@ epsilons = ["8/255"]
         &log_a,
         &["--exit-when-idle"],
     );
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let d = c.store.sweep_detail(&sweep).expect("detail");
-        if d.runs[0].epochs.len() >= 2 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no progress:\n{}",
-            std::fs::read_to_string(&log_a).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll_until(
+        Duration::from_secs(120),
+        Duration::from_millis(50),
+        || {
+            (c.store.sweep_detail(&sweep).expect("detail").runs[0]
+                .epochs
+                .len()
+                >= 2)
+                .then_some(())
+        },
+        || format!("no progress:\n{}", log_text(&log_a)),
+    )
+    .await;
     ns.link(false); // the partition
     // The lease expires and the run is re-queued.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let d = c.store.sweep_detail(&sweep).expect("detail");
-        if d.runs[0]
-            .attempts
-            .iter()
-            .any(|x| x.outcome == AttemptOutcome::Expired)
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the partitioned lease never expired"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll_until(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            let d = c.store.sweep_detail(&sweep).expect("detail");
+            d.runs[0]
+                .attempts
+                .iter()
+                .any(|x| x.outcome == AttemptOutcome::Expired)
+                .then_some(())
+        },
+        || "the partitioned lease never expired".to_owned(),
+    )
+    .await;
     // Worker B, on the host, takes the run over and finishes the sweep.
     let log_b = c.state_dir.path().join("worker-b.log");
     let mut b = spawn_worker(&c.url, &log_b, &["--exit-when-idle"]);
-    let status = tokio::time::timeout(Duration::from_secs(180), b.wait())
-        .await
-        .expect("worker b finishes")
-        .expect("status");
-    let text_b = std::fs::read_to_string(&log_b).unwrap_or_default();
+    let (status, text_b) = wait_for_exit(
+        &mut b,
+        Duration::from_secs(180),
+        "worker b finishes",
+        &log_b,
+    )
+    .await;
     assert!(status.success(), "{text_b}");
     assert!(text_b.contains("resuming from checkpoint"), "{text_b}");
 
     // Heal the link: A's late reports reach the coordinator and are refused.
     ns.link(true);
     let _ = tokio::time::timeout(Duration::from_secs(90), a.wait()).await;
-    let text_a = std::fs::read_to_string(&log_a).unwrap_or_default();
+    let text_a = log_text(&log_a);
     assert!(
         text_a.contains("lease lost"),
         "worker a never learned it lost the lease:\n{text_a}"

@@ -14,7 +14,7 @@ use advsweep_proto::v1::sweep_service_client::SweepServiceClient;
 use advsweep_proto::v1::worker_service_client::WorkerServiceClient;
 use advsweep_settings::{AuthChannel, ClientAuth, ConnectionSettings, CoordinatorSettings, Secret};
 use advsweep_tests::pki::{PemPair, TestCa};
-use advsweep_tests::{TestCoordinator, workspace_bin};
+use advsweep_tests::{KillOnDrop, TestCoordinator, free_port, text, workspace_bin};
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
@@ -295,29 +295,6 @@ defenses = ["standard"]
 attacks = ["none", "fgsm"]
 epsilons = ["8/255"]
 "#;
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The deployment path end to end: a config file with TLS, mutual TLS for workers and token
 /// files; `advsweep coordinator`, `advsweep health|submit|status|config print` and a real

@@ -9,7 +9,10 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use advsweep_proto::v1 as pb;
-use advsweep_tests::{TestCoordinator, spawn_worker, submit, workspace_bin};
+use advsweep_tests::{
+    TestCoordinator, free_port, log_text, poll_until, spawn_worker, submit, training_sweep,
+    wait_for_exit, workspace_bin,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_releases_the_run_as_preempted() {
@@ -36,30 +39,31 @@ epsilons = [0.0]
     let log = c.state_dir.path().join("worker.log");
     let mut w = spawn_worker(&c.url, &log, &[]);
     // Wait until it is training (an epoch reported).
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let d = c.store.sweep_detail(&sweep).expect("detail");
-        if !d.runs[0].epochs.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no epoch within 2 minutes:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll_until(
+        Duration::from_secs(120),
+        Duration::from_millis(100),
+        || {
+            (!c.store.sweep_detail(&sweep).expect("detail").runs[0]
+                .epochs
+                .is_empty())
+            .then_some(())
+        },
+        || format!("no epoch within 2 minutes:\n{}", log_text(&log)),
+    )
+    .await;
     let pid = w.id().expect("pid");
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()
         .expect("kill");
     assert!(killed.success());
-    let status = tokio::time::timeout(Duration::from_secs(30), w.wait())
-        .await
-        .expect("the worker exits within 30 s of SIGTERM")
-        .expect("status");
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let (status, text) = wait_for_exit(
+        &mut w,
+        Duration::from_secs(30),
+        "the worker exits within 30 s of SIGTERM",
+        &log,
+    )
+    .await;
     assert!(status.success(), "exit {status}:\n{text}");
     let d = c.store.sweep_detail(&sweep).expect("detail");
     let run = &d.runs[0];
@@ -105,11 +109,8 @@ seeds = [0, 1, 2, 3, 4]
     .await;
     let log = c.state_dir.path().join("worker.log");
     let mut w = spawn_worker(&c.url, &log, &["--max-consecutive-failures", "2"]);
-    let status = tokio::time::timeout(Duration::from_secs(60), w.wait())
-        .await
-        .expect("the worker gives up")
-        .expect("status");
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let (status, text) =
+        wait_for_exit(&mut w, Duration::from_secs(60), "the worker gives up", &log).await;
     assert!(!status.success(), "{text}");
     assert!(text.contains("2 runs failed in a row"), "{text}");
     let d = c.store.sweep_detail(&sweep).expect("detail");
@@ -148,50 +149,25 @@ async fn a_killed_worker_is_replaced_and_training_resumes_from_its_checkpoint() 
         ..LeaseSettings::default()
     })
     .await;
-    let sweep = submit(
-        &c.url,
-        r#"
-version = 1
-name = "resume"
-[data]
-source = "synthetic"
-train_size = 3000
-test_size = 200
-[training]
-epochs = 8
-batch_size = 100
-learning_rate = 0.05
-[evaluation]
-limit = 200
-[grid]
-models = ["basic"]
-defenses = ["standard"]
-attacks = ["none", "fgsm"]
-epsilons = ["8/255"]
-"#,
-    )
-    .await;
+    let sweep = submit(&c.url, &training_sweep("resume", 8, "")).await;
     let log_a = c.state_dir.path().join("worker-a.log");
     let mut a = spawn_worker(&c.url, &log_a, &[]);
     // Let it train three epochs (each checkpointed through the coordinator).
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let run_id = loop {
-        let d = c.store.sweep_detail(&sweep).expect("detail");
-        if d.runs[0].epochs.len() >= 3
-            && c.store
-                .latest_checkpoint(&d.runs[0].run_id)
-                .expect("ckpt")
-                .is_some_and(|k| k.epoch >= 3)
-        {
-            break d.runs[0].run_id.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no progress:\n{}",
-            std::fs::read_to_string(&log_a).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let run_id = poll_until(
+        Duration::from_secs(120),
+        Duration::from_millis(50),
+        || {
+            let d = c.store.sweep_detail(&sweep).expect("detail");
+            (d.runs[0].epochs.len() >= 3
+                && c.store
+                    .latest_checkpoint(&d.runs[0].run_id)
+                    .expect("ckpt")
+                    .is_some_and(|k| k.epoch >= 3))
+            .then(|| d.runs[0].run_id.clone())
+        },
+        || format!("no progress:\n{}", log_text(&log_a)),
+    )
+    .await;
     a.start_kill().expect("kill -9");
     let _ = a.wait().await;
     let resumed_from = c
@@ -203,11 +179,13 @@ epsilons = ["8/255"]
 
     let log_b = c.state_dir.path().join("worker-b.log");
     let mut b = spawn_worker(&c.url, &log_b, &["--exit-when-idle"]);
-    let status = tokio::time::timeout(Duration::from_secs(180), b.wait())
-        .await
-        .expect("the second worker finishes the sweep")
-        .expect("status");
-    let text_b = std::fs::read_to_string(&log_b).unwrap_or_default();
+    let (status, text_b) = wait_for_exit(
+        &mut b,
+        Duration::from_secs(180),
+        "the second worker finishes the sweep",
+        &log_b,
+    )
+    .await;
     assert!(status.success(), "{text_b}");
     assert!(text_b.contains("resuming from checkpoint"), "{text_b}");
     assert!(
@@ -251,10 +229,7 @@ epsilons = ["8/255"]
 async fn kill_9_of_the_coordinator_loses_nothing_acknowledged() {
     use advsweep_proto::v1::sweep_service_client::SweepServiceClient as Client;
     let state = tempfile::tempdir().expect("tempdir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port");
+    let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let url = format!("http://{addr}");
     let start = || {
@@ -282,27 +257,7 @@ async fn kill_9_of_the_coordinator_loses_nothing_acknowledged() {
     let mut client = connect().await;
     let sweep = client
         .submit_sweep(pb::SubmitSweepRequest {
-            sweep_toml: r#"
-version = 1
-name = "restart"
-[data]
-source = "synthetic"
-train_size = 3000
-test_size = 200
-[training]
-epochs = 6
-batch_size = 100
-learning_rate = 0.05
-[evaluation]
-limit = 200
-[grid]
-models = ["basic"]
-defenses = ["standard"]
-attacks = ["none", "fgsm"]
-epsilons = ["8/255"]
-seeds = [0, 1]
-"#
-            .into(),
+            sweep_toml: training_sweep("restart", 6, "seeds = [0, 1]\n"),
             overrides: Default::default(),
         })
         .await
@@ -332,7 +287,7 @@ seeds = [0, 1]
         assert!(
             Instant::now() < deadline,
             "no progress:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
+            log_text(&log)
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
@@ -342,11 +297,13 @@ seeds = [0, 1]
     let mut coordinator = start();
     let mut client = connect().await;
 
-    let status = tokio::time::timeout(Duration::from_secs(180), w.wait())
-        .await
-        .expect("the worker finishes after the restart")
-        .expect("status");
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let (status, text) = wait_for_exit(
+        &mut w,
+        Duration::from_secs(180),
+        "the worker finishes after the restart",
+        &log,
+    )
+    .await;
     assert!(status.success(), "{text}");
     let after = client
         .get_sweep(pb::GetSweepRequest {

@@ -5,17 +5,8 @@
 use std::path::Path;
 use std::sync::Mutex;
 
+pub use advsweep_settings::LogFormat;
 use tracing_subscriber::EnvFilter;
-
-/// How log lines look.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Human,
-    /// One JSON object per line.
-    Json,
-}
 
 fn filter() -> EnvFilter {
     EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))

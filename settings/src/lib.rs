@@ -14,6 +14,7 @@ pub mod connection;
 pub mod coordinator;
 pub mod flags;
 pub mod load;
+pub mod logging;
 pub mod secret;
 pub mod worker;
 
@@ -22,6 +23,7 @@ pub use connection::{AuthChannel, BearerToken, ConnectionSettings};
 pub use coordinator::{ClientAuth, CoordinatorSettings};
 pub use flags::ConnectionFlags;
 pub use load::{Loaded, Overrides, RoleSettings, load, load_from, render};
+pub use logging::LogFormat;
 pub use secret::Secret;
 pub use worker::{DeviceSetting, WorkerSettings};
 

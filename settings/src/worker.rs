@@ -7,8 +7,9 @@ use crate::SettingsError;
 use crate::connection::{CONNECTION_KEYS, ConnectionSettings};
 use crate::load::RoleSettings;
 
-/// Which device a worker trains on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// Which device a worker trains on: the `device` key and the worker's `--device` flag (one
+/// enum, so the two cannot drift).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceSetting {
     /// CUDA device 0 when libtorch sees one, else the CPU.
@@ -16,6 +17,17 @@ pub enum DeviceSetting {
     Auto,
     Cpu,
     Cuda,
+}
+
+impl DeviceSetting {
+    /// The key's and the flag's spelling (`auto`, `cpu`, `cuda`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceSetting::Auto => "auto",
+            DeviceSetting::Cpu => "cpu",
+            DeviceSetting::Cuda => "cuda",
+        }
+    }
 }
 
 /// The most runs one worker process trains at once.

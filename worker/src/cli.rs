@@ -2,10 +2,12 @@
 
 use std::path::PathBuf;
 
-use advsweep_settings::{ConnectionFlags, Loaded, Overrides, SettingsError, WorkerSettings, load};
+use advsweep_settings::{
+    ConnectionFlags, DeviceSetting, Loaded, LogFormat, Overrides, SettingsError, WorkerSettings,
+    load,
+};
 
 use crate::bench::BenchArgs;
-use crate::device::DeviceChoice;
 
 /// advsweep GPU worker: leases runs from the coordinator, trains and attacks models with
 /// libtorch, and reports metrics and results.
@@ -29,7 +31,7 @@ pub struct Cli {
 
     /// Device to train and attack on; `auto` uses CUDA when libtorch sees a GPU [default: auto]
     #[arg(long, value_enum, global = true)]
-    pub device: Option<DeviceChoice>,
+    pub device: Option<DeviceSetting>,
 
     /// libtorch intra-op CPU threads [default: the number of available cores]
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096), global = true)]
@@ -71,11 +73,7 @@ pub struct Cli {
 impl Cli {
     /// The effective `[worker]` settings: these flags over the environment over the file.
     pub fn settings(&self) -> Result<Loaded<WorkerSettings>, SettingsError> {
-        let device = self.device.map(|d| match d {
-            DeviceChoice::Auto => "auto",
-            DeviceChoice::Cpu => "cpu",
-            DeviceChoice::Cuda => "cuda",
-        });
+        let device = self.device.map(DeviceSetting::as_str);
         let overrides = Overrides::new()
             .set("coordinator", self.coordinator.clone())
             .set("name", self.name.clone())
@@ -110,13 +108,6 @@ pub enum Command {
 pub enum ConfigCommand {
     /// Print the effective [worker] settings as TOML, secrets masked.
     Print,
-}
-
-/// How log lines look.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    Human,
-    Json,
 }
 
 /// This machine's host name, without a libc call: the kernel's view, then /etc/hostname, then
@@ -193,7 +184,7 @@ mod tests {
             "64",
             "--json",
         ])?;
-        assert_eq!(cli.device, Some(DeviceChoice::Cpu));
+        assert_eq!(cli.device, Some(DeviceSetting::Cpu));
         assert_eq!(cli.threads, Some(2));
         let Some(Command::Bench(b)) = cli.command else {
             anyhow::bail!("expected the bench subcommand");

@@ -4,21 +4,14 @@
 //! machine without it is an error at start-up rather than a silent CPU fallback: a sweep
 //! planned for GPUs would otherwise crawl without anyone noticing.
 
+use advsweep_settings::DeviceSetting;
 use tch::Device;
 
-/// The `--device` choice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum DeviceChoice {
-    Cpu,
-    Cuda,
-    Auto,
-}
-
-/// Resolves a choice to a device.
-pub fn select(choice: DeviceChoice) -> anyhow::Result<Device> {
+/// Resolves the `device` setting (or `--device` flag) to a device.
+pub fn select(choice: DeviceSetting) -> anyhow::Result<Device> {
     match choice {
-        DeviceChoice::Cpu => Ok(Device::Cpu),
-        DeviceChoice::Cuda => {
+        DeviceSetting::Cpu => Ok(Device::Cpu),
+        DeviceSetting::Cuda => {
             if tch::Cuda::is_available() {
                 Ok(Device::Cuda(0))
             } else {
@@ -28,7 +21,7 @@ pub fn select(choice: DeviceChoice) -> anyhow::Result<Device> {
                 )
             }
         }
-        DeviceChoice::Auto => Ok(if tch::Cuda::is_available() {
+        DeviceSetting::Auto => Ok(if tch::Cuda::is_available() {
             Device::Cuda(0)
         } else {
             Device::Cpu
@@ -74,8 +67,8 @@ mod tests {
     fn labels_and_cpu_selection() -> anyhow::Result<()> {
         assert_eq!(label(Device::Cpu), "cpu");
         assert_eq!(label(Device::Cuda(1)), "cuda:1");
-        assert_eq!(select(DeviceChoice::Cpu)?, Device::Cpu);
-        let auto = select(DeviceChoice::Auto)?;
+        assert_eq!(select(DeviceSetting::Cpu)?, Device::Cpu);
+        let auto = select(DeviceSetting::Auto)?;
         assert_eq!(auto == Device::Cpu, !tch::Cuda::is_available());
         Ok(())
     }

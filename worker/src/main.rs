@@ -4,7 +4,7 @@ use std::io::IsTerminal as _;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use advsweep_settings::{DeviceSetting, render};
+use advsweep_settings::{LogFormat, render};
 use advsweep_worker::agent::{self, AgentConfig};
 use advsweep_worker::cli::{self, Cli};
 use advsweep_worker::{bench, device, job, selfcheck};
@@ -22,8 +22,8 @@ fn main() -> ExitCode {
         // Colours only on a terminal: worker logs usually end up in files.
         .with_ansi(std::io::stderr().is_terminal());
     match cli.log_format {
-        cli::LogFormat::Human => logs.init(),
-        cli::LogFormat::Json => logs
+        LogFormat::Human => logs.init(),
+        LogFormat::Json => logs
             .json()
             .flatten_event(true)
             .with_current_span(true)
@@ -52,11 +52,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .threads
         .map_or_else(device::default_threads, |t| t as usize);
     device::set_threads(threads);
-    let device = device::select(match settings.device {
-        DeviceSetting::Auto => device::DeviceChoice::Auto,
-        DeviceSetting::Cpu => device::DeviceChoice::Cpu,
-        DeviceSetting::Cuda => device::DeviceChoice::Cuda,
-    })?;
+    let device = device::select(settings.device)?;
     device::configure(device);
     let label = device::label(device);
 

@@ -141,10 +141,7 @@ fn spawn_worker(launch: &WorkerLaunch<'_>, index: usize, log_path: &Path) -> any
         .arg("--sweep")
         .arg(sweep_id)
         .arg("--log-format")
-        .arg(match log_format {
-            advsweep_coordinator::telemetry::LogFormat::Human => "human",
-            advsweep_coordinator::telemetry::LogFormat::Json => "json",
-        })
+        .arg(log_format.as_str())
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err)
@@ -170,54 +167,149 @@ pub async fn run(
     };
     let plan = load_plan(&args.file, &overrides).map_err(|e| BadInput(e.to_string()))?;
     let worker_bin = find_worker_bin(args.worker_bin.clone())?;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let workers = args
-        .workers
-        .unwrap_or_else(|| cores.min(4))
-        .clamp(1, 64)
-        .min(plan.runs.len().max(1));
-    let threads = args.threads.unwrap_or((cores / workers).max(1));
+    let (workers, threads) = local_sizing(args.workers, args.threads, plan.runs.len());
 
     let logs = args.state_dir.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
     advsweep_coordinator::telemetry::init_file(&logs.join("coordinator.log"), log_format);
-    let worker_token = fresh_token()?;
-    let client_token = fresh_token()?;
-    let options = ServeOptions {
-        auth: Auth::new(
-            &[Secret::new(worker_token.clone())],
-            &[Secret::new(client_token.clone())],
-            false,
-        ),
-        ..ServeOptions::default()
-    };
-    let (coordinator, listener) = start(
-        &args.state_dir,
-        "127.0.0.1:0",
-        LeaseSettings::default(),
-        options,
-    )
-    .await?;
-    let addr = listener.local_addr()?;
-    let url = format!("http://{addr}");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(coordinator, listener, async move {
-        let _ = stop_rx.await;
-    }));
-
-    let mut client = connection::connect_with(&ClientSettings {
-        connection: ConnectionSettings {
-            coordinator: url.clone(),
-            token: Some(Secret::new(client_token)),
-            ..ConnectionSettings::default()
-        },
-    })
-    .await?;
-    let submitted = client
+    let mut embedded = Embedded::start(&args.state_dir).await?;
+    let submitted = embedded
+        .client
         .submit_sweep(client::submit_request(&args.file, args.data_path.clone())?)
         .await
         .map_err(|s| connection::rpc_error("SubmitSweep", s))?
         .into_inner();
+    announce(&submitted, workers, threads, &args.state_dir);
+
+    let launch = WorkerLaunch {
+        bin: &worker_bin,
+        url: &embedded.url,
+        token: &embedded.worker_token,
+        sweep_id: &submitted.sweep_id,
+        threads,
+        device: &args.device,
+        log_format,
+    };
+    let mut children = Vec::new();
+    for i in 0..workers {
+        let log = logs.join(format!("worker-{i}.log"));
+        children.push((spawn_worker(&launch, i, &log)?, log));
+    }
+    let (outcome, worker_failures) =
+        supervise(&embedded.client, &submitted.sweep_id, &mut children).await;
+    stop_workers(&mut children).await;
+    let detail = embedded.shut_down(&submitted.sweep_id).await;
+
+    let summary = match outcome {
+        Ok(summary) => summary,
+        Err(e) => {
+            for (log, status) in &worker_failures {
+                eprintln!(
+                    "advsweep: worker exited ({status}); last lines of {}:\n{}",
+                    log.display(),
+                    tail(log, 15)
+                );
+            }
+            return Err(e);
+        }
+    };
+    print_results(&detail?, &summary, &logs)?;
+    Ok(
+        if SweepState::parse(&summary.state) == Ok(SweepState::Done) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        },
+    )
+}
+
+/// How many local workers, and how many threads each: one worker per core up to 4 (or
+/// `--workers`), never more than the sweep has runs; the cores shared among them (or
+/// `--threads`).
+fn local_sizing(workers: Option<usize>, threads: Option<usize>, runs: usize) -> (usize, usize) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = workers
+        .unwrap_or_else(|| cores.min(4))
+        .clamp(1, 64)
+        .min(runs.max(1));
+    (workers, threads.unwrap_or((cores / workers).max(1)))
+}
+
+/// The embedded coordinator of `advsweep run`: real gRPC on 127.0.0.1 with fresh tokens, and a
+/// client of it.
+struct Embedded {
+    url: String,
+    worker_token: String,
+    client: connection::Client,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Embedded {
+    async fn start(state_dir: &Path) -> anyhow::Result<Embedded> {
+        let worker_token = fresh_token()?;
+        let client_token = fresh_token()?;
+        let options = ServeOptions {
+            auth: Auth::new(
+                &[Secret::new(worker_token.clone())],
+                &[Secret::new(client_token.clone())],
+                false,
+            ),
+            ..ServeOptions::default()
+        };
+        let (coordinator, listener) =
+            start(state_dir, "127.0.0.1:0", LeaseSettings::default(), options).await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(coordinator, listener, async move {
+            let _ = stop_rx.await;
+        }));
+        let client = connection::connect_with(&ClientSettings {
+            connection: ConnectionSettings {
+                coordinator: url.clone(),
+                token: Some(Secret::new(client_token)),
+                ..ConnectionSettings::default()
+            },
+        })
+        .await?;
+        Ok(Embedded {
+            url,
+            worker_token,
+            client,
+            stop,
+            server,
+        })
+    }
+
+    /// The sweep's final detail, then the server stopped (within 10 s).
+    async fn shut_down(self, sweep_id: &str) -> anyhow::Result<pb::SweepDetail> {
+        let Embedded {
+            mut client,
+            stop,
+            server,
+            ..
+        } = self;
+        let detail = client
+            .get_sweep(pb::GetSweepRequest {
+                sweep_id: sweep_id.to_owned(),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| connection::rpc_error("GetSweep", s));
+        drop(client);
+        let _ = stop.send(());
+        if tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the embedded coordinator did not shut down within 10 s");
+        }
+        detail
+    }
+}
+
+/// The one line that says what is about to run.
+fn announce(submitted: &pb::SubmitSweepResponse, workers: usize, threads: usize, state: &Path) {
     eprintln!(
         "advsweep: sweep {} ({}): {} runs, {} cells{}; {} worker(s) × {} thread(s); state in {}",
         submitted.name,
@@ -231,36 +323,31 @@ pub async fn run(
         },
         workers,
         threads,
-        args.state_dir.display()
+        state.display()
     );
+}
 
-    let launch = WorkerLaunch {
-        bin: &worker_bin,
-        url: &url,
-        token: &worker_token,
-        sweep_id: &submitted.sweep_id,
-        threads,
-        device: &args.device,
-        log_format,
-    };
-    let mut children = Vec::new();
-    for i in 0..workers {
-        let log = logs.join(format!("worker-{i}.log"));
-        children.push((spawn_worker(&launch, i, &log)?, log));
-    }
+/// A local worker that exited, with its log.
+type WorkerExit = (PathBuf, std::process::ExitStatus);
 
-    // Follow progress while watching the workers: if every worker dies before the sweep ends,
-    // stop and say why instead of waiting forever.
+/// Follows the sweep's progress while watching the workers, until the sweep ends, Ctrl-C
+/// (the workers are sent SIGTERM and hand their runs back), or every worker has exited before
+/// the sweep finished (then the error says so, and the exits are returned for the message).
+async fn supervise(
+    client: &connection::Client,
+    sweep_id: &str,
+    children: &mut [(Child, PathBuf)],
+) -> (anyhow::Result<pb::SweepSummary>, Vec<WorkerExit>) {
     let mut watch_client = client.clone();
-    // Boxed (not stack-pinned) so it can be dropped before shutdown: an open WatchSweep
-    // stream would keep the server's graceful shutdown waiting forever.
+    // Boxed so it can be dropped before shutdown: an open WatchSweep stream would keep the
+    // server's graceful shutdown waiting forever.
     let mut follow = Box::pin(progress::follow(
         &mut watch_client,
-        &submitted.sweep_id,
+        sweep_id,
         progress::Output::Human,
     ));
     let mut alive = children.len();
-    let mut worker_failures = Vec::new();
+    let mut exits: Vec<WorkerExit> = Vec::new();
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
     let outcome = loop {
@@ -270,7 +357,7 @@ pub async fn run(
                 // Hand the runs in flight back (workers release them as preempted on SIGTERM);
                 // finished cells are already durable and a later `advsweep run` reuses them.
                 eprintln!("advsweep: interrupted; stopping the workers (their runs are re-queued)");
-                for (child, _) in &children {
+                for (child, _) in children.iter() {
                     if let Some(pid) = child.id() {
                         let _ = std::process::Command::new("kill")
                             .args(["-TERM", &pid.to_string()])
@@ -280,12 +367,12 @@ pub async fn run(
                 break Err(anyhow::anyhow!("interrupted; run the same command again to resume"));
             }
             _ = tokio::time::sleep(Duration::from_millis(500)) => {
-                for (child, log) in &mut children {
+                for (child, log) in children.iter_mut() {
                     if let Ok(Some(status)) = child.try_wait()
-                        && !worker_failures.iter().any(|(l, _): &(PathBuf, _)| l == log)
+                        && !exits.iter().any(|(l, _)| l == log)
                     {
                         alive -= 1;
-                        worker_failures.push((log.clone(), status));
+                        exits.push((log.clone(), status));
                     }
                 }
                 if alive == 0 {
@@ -305,10 +392,13 @@ pub async fn run(
             }
         }
     };
+    (outcome, exits)
+}
 
-    // Workers exit by themselves once idle (or after releasing their run on SIGTERM); give
-    // them a moment, then stop them.
-    for (child, _) in &mut children {
+/// Workers exit by themselves once idle (or after releasing their run on SIGTERM); give them a
+/// moment, then stop them.
+async fn stop_workers(children: &mut [(Child, PathBuf)]) {
+    for (child, _) in children.iter_mut() {
         if tokio::time::timeout(Duration::from_secs(30), child.wait())
             .await
             .is_err()
@@ -316,41 +406,18 @@ pub async fn run(
             let _ = child.kill().await;
         }
     }
-    drop(follow);
-    drop(watch_client);
-    let detail = client
-        .get_sweep(pb::GetSweepRequest {
-            sweep_id: submitted.sweep_id.clone(),
-        })
-        .await
-        .map_err(|s| connection::rpc_error("GetSweep", s));
-    drop(client);
-    let _ = stop_tx.send(());
-    if tokio::time::timeout(Duration::from_secs(10), server)
-        .await
-        .is_err()
-    {
-        tracing::warn!("the embedded coordinator did not shut down within 10 s");
-    }
+}
 
-    let summary = match outcome {
-        Ok(summary) => summary,
-        Err(e) => {
-            for (log, status) in &worker_failures {
-                eprintln!(
-                    "advsweep: worker exited ({status}); last lines of {}:\n{}",
-                    log.display(),
-                    tail(log, 15)
-                );
-            }
-            return Err(e);
-        }
-    };
-    let detail = detail?.into_inner();
+/// The results table, the sweep's end state, failed runs and sanity warnings.
+fn print_results(
+    detail: &pb::SweepDetail,
+    summary: &pb::SweepSummary,
+    logs: &Path,
+) -> anyhow::Result<()> {
     outln!();
     out!(
         "{}",
-        Pivot::new(&rows::sweep_report(&detail)?.cells, Layout::default()).markdown()
+        Pivot::new(&rows::sweep_report(detail)?.cells, Layout::default()).markdown()
     );
     outln!();
     let cells = summary.cells.unwrap_or_default();
@@ -375,11 +442,5 @@ pub async fn run(
             );
         }
     }
-    Ok(
-        if SweepState::parse(&summary.state) == Ok(SweepState::Done) {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        },
-    )
+    Ok(())
 }

@@ -317,9 +317,11 @@ async fn execute_lease_inner(
     let span = Span::current();
     let job = tokio::task::spawn_blocking(move || {
         span.in_scope(|| {
-            executor.run_catching_from(&run, &cells, resume.as_deref(), &cancel, &mut |progress| {
-                tx.blocking_send(progress)
-                    .map_err(|_| anyhow::anyhow!("the progress channel closed"))
+            executor.catching(|| {
+                executor.run(&run, &cells, resume.as_deref(), &cancel, &mut |progress| {
+                    tx.blocking_send(progress)
+                        .map_err(|_| anyhow::anyhow!("the progress channel closed"))
+                })
             })
         })
     });

@@ -93,8 +93,7 @@ impl Executor {
         self.device
     }
 
-    /// [`Executor::run`], with a panic anywhere below turned into a (retryable) error so that
-    /// one bad run cannot take the worker down.
+    /// [`Executor::run`] without a checkpoint to resume from, through [`Executor::catching`].
     pub fn run_catching(
         &self,
         run: &RunSpec,
@@ -102,21 +101,13 @@ impl Executor {
         cancel: &AtomicBool,
         emit: &mut dyn FnMut(Progress) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
-        self.run_catching_from(run, cells, None, cancel, emit)
+        self.catching(|| self.run(run, cells, None, cancel, emit))
     }
 
-    /// [`Executor::run_catching`], resuming from a training checkpoint when given one.
-    pub fn run_catching_from(
-        &self,
-        run: &RunSpec,
-        cells: &[CellSpec],
-        resume: Option<&[u8]>,
-        cancel: &AtomicBool,
-        emit: &mut dyn FnMut(Progress) -> anyhow::Result<()>,
-    ) -> anyhow::Result<()> {
-        match std::panic::catch_unwind(AssertUnwindSafe(|| {
-            self.run(run, cells, resume, cancel, emit)
-        })) {
+    /// `work` (an [`Executor::run`]), with a panic anywhere below turned into a (retryable) error
+    /// so that one bad run cannot take the worker down.
+    pub fn catching(&self, work: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
+        match std::panic::catch_unwind(AssertUnwindSafe(work)) {
             Ok(result) => result,
             Err(panic) => {
                 // The cached data set may be half-built; drop it.

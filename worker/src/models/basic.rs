@@ -71,9 +71,7 @@ impl Classifier for BasicNet {
 
     fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor, TchError> {
         let n = &self.noise;
-        let x = self
-            .normalize
-            .apply(&n.apply("input", x.shallow_clone())?)?;
+        let x = self.normalize.noisy_input(n, x)?;
         let x = n.apply("conv1", max_pool2(&self.conv1.forward(&x)?)?.f_relu()?)?;
         let x = n.apply("conv2", max_pool2(&self.conv2.forward(&x)?)?.f_relu()?)?;
         let x = x.f_flatten(1, -1)?;

@@ -188,6 +188,11 @@ impl Normalize {
         })
     }
 
+    /// A model's input: `x` with the noise of `noise`'s `input` point added, then normalized.
+    pub fn noisy_input(&self, noise: &noise::Noise, x: &Tensor) -> Result<Tensor, TchError> {
+        self.apply(&noise.apply("input", x.shallow_clone())?)
+    }
+
     pub fn apply(&self, x: &Tensor) -> Result<Tensor, TchError> {
         let z = x.f_sub(&self.mean)?.f_div(&self.std)?;
         if self.channels_last && z.dim() == 4 {

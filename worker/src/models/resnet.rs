@@ -119,9 +119,7 @@ impl Classifier for ResNet18 {
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor, TchError> {
         count_batch(&self.batches, train);
         let n = &self.noise;
-        let x = self
-            .normalize
-            .apply(&n.apply("input", x.shallow_clone())?)?;
+        let x = self.normalize.noisy_input(n, x)?;
         let mut out = n.apply("stem", self.stem.forward(&x, train)?.f_relu()?)?;
         for (layer, point) in self.layers.iter().zip(LAYER_POINTS) {
             for block in layer {

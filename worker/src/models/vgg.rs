@@ -110,9 +110,7 @@ impl Classifier for Vgg {
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor, TchError> {
         count_batch(&self.batches, train);
         let n = &self.noise;
-        let mut out = self
-            .normalize
-            .apply(&n.apply("input", x.shallow_clone())?)?;
+        let mut out = self.normalize.noisy_input(n, x)?;
         let mut stages = STAGE_POINTS.iter();
         for layer in &self.features {
             out = match layer {

@@ -158,9 +158,7 @@ impl Classifier for WideResNet {
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor, TchError> {
         count_batch(&self.batches, train);
         let n = &self.noise;
-        let x = self
-            .normalize
-            .apply(&n.apply("input", x.shallow_clone())?)?;
+        let x = self.normalize.noisy_input(n, x)?;
         let mut out = n.apply("stem", self.conv1.forward(&x)?)?;
         for (blocks, point) in self.groups.iter().zip(GROUP_POINTS) {
             for block in blocks {

@@ -207,22 +207,31 @@ mod tests {
         Ok((model, x, y))
     }
 
+    /// [`batch`] and the training batch the mixed method with `strategy` and `fraction` makes
+    /// of it: model, clean images and labels, training images and labels.
+    fn mixed_batch(
+        strategy: MixStrategy,
+        fraction: f64,
+    ) -> anyhow::Result<(BasicNet, Tensor, Tensor, Tensor, Tensor)> {
+        let (model, x, y) = batch()?;
+        let (bx, by) = training_batch(
+            &model,
+            x.shallow_clone(),
+            y.shallow_clone(),
+            &mixed(strategy, fraction),
+            EpsilonSpace::Pixel,
+            &mut Rng::new(1),
+        )?;
+        Ok((model, x, y, bx, by))
+    }
+
     fn rows(t: &Tensor, start: i64, len: i64) -> anyhow::Result<Tensor> {
         Ok(t.f_narrow(0, start, len)?)
     }
 
     #[test]
     fn both_per_batch_trains_on_both_versions_of_the_head() -> anyhow::Result<()> {
-        let (model, x, y) = batch()?;
-        let method = mixed(MixStrategy::BothPerBatch, 0.3);
-        let (bx, by) = training_batch(
-            &model,
-            x.shallow_clone(),
-            y.shallow_clone(),
-            &method,
-            EpsilonSpace::Pixel,
-            &mut Rng::new(1),
-        )?;
+        let (_, x, _, bx, by) = mixed_batch(MixStrategy::BothPerBatch, 0.3)?;
         assert_eq!(bx.size(), vec![13, 3, 32, 32]);
         assert_eq!(
             Vec::<i64>::try_from(&by)?,
@@ -242,39 +251,26 @@ mod tests {
 
     #[test]
     fn worst_per_example_keeps_the_higher_loss_version() -> anyhow::Result<()> {
-        let (model, x, y) = batch()?;
-        let method = mixed(MixStrategy::WorstPerExample, 0.6);
-        let (bx, by) = training_batch(
-            &model,
-            x.shallow_clone(),
-            y.shallow_clone(),
-            &method,
-            EpsilonSpace::Pixel,
-            &mut Rng::new(1),
-        )?;
+        let (model, x, y, bx, by) = mixed_batch(MixStrategy::WorstPerExample, 0.6)?;
         assert_eq!(bx.size(), vec![10, 3, 32, 32]);
         assert!(by.f_equal(&y)?);
         assert!(rows(&bx, 6, 4)?.f_equal(&rows(&x, 6, 4)?)?);
         let (head, y_head) = (rows(&x, 0, 6)?, rows(&y, 0, 6)?);
         let mut rng = Rng::new(1);
-        let linf = attacks::perturb(
-            &model,
-            &head,
-            &y_head,
-            &attack(Norm::Linf),
-            Budget::pixel(8.0 / 255.0),
-            true,
-            &mut rng,
-        )?;
-        let l2 = attacks::perturb(
-            &model,
-            &head,
-            &y_head,
-            &attack(Norm::L2),
-            Budget::pixel(0.5),
-            true,
-            &mut rng,
-        )?;
+        let mut perturb = |norm: Norm, epsilon: f64| {
+            let budget = Budget::pixel(epsilon);
+            attacks::perturb(
+                &model,
+                &head,
+                &y_head,
+                &attack(norm),
+                budget,
+                true,
+                &mut rng,
+            )
+        };
+        let linf = perturb(Norm::Linf, 8.0 / 255.0)?;
+        let l2 = perturb(Norm::L2, 0.5)?;
         let loss = |t: &Tensor| -> anyhow::Result<Vec<f64>> {
             let l = tch::no_grad(|| {
                 model.forward(t, true)?.f_cross_entropy_loss::<Tensor>(

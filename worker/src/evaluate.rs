@@ -149,7 +149,8 @@ mod tests {
     use crate::data::{Dataset, synthetic};
     use crate::models;
     use crate::train::{TrainConfig, train};
-    use advsweep_core::{Defense, Norm, Optimizer, StepSize, TrainingSpec};
+    use advsweep_core::catalogue::{defaults, presets};
+    use advsweep_core::{Defense, TrainingSpec};
     use tch::Device;
 
     /// Trains BasicNet briefly on synthetic data and checks the attack ordering
@@ -158,19 +159,9 @@ mod tests {
         let (train_split, test_split) = synthetic::generate(7, 3000, 300)?;
         let data = Dataset::from_host(train_split, test_split, "synthetic".into(), Device::Cpu)?;
         let training = TrainingSpec {
-            epochs: 2,
-            batch_size: 32,
             learning_rate: 0.03,
-            optimizer: Optimizer::Sgd {
-                momentum: 0.9,
-                weight_decay: 5e-4,
-                nesterov: false,
-            },
-            schedule: advsweep_core::LrSchedule::Constant,
-            augment: false,
             eval_batch_size: 150,
-            checkpoint_every: 1,
-            precision: advsweep_core::Precision::Fp32,
+            ..defaults::training(2, 32)
         };
         let cancel = AtomicBool::new(false);
         tch::manual_seed(seed as i64);
@@ -200,17 +191,7 @@ mod tests {
         };
         let clean = eval(&Attack::None, 0.0)?;
         let fgsm = eval(&fgsm(), eps)?;
-        let pgd = eval(
-            &Attack::Pgd {
-                norm: Norm::Linf,
-                steps: 10,
-                step: StepSize::FractionOfEpsilon(0.25),
-                random_start: true,
-                restarts: 1,
-                eot: 1,
-            },
-            eps,
-        )?;
+        let pgd = eval(&presets::PGD_LINF, eps)?;
         assert_eq!(clean.examples, 300);
         assert_eq!(clean.attack_success_rate, 0.0);
         assert!(fgsm.mean_linf <= eps + 1e-6 && fgsm.mean_linf > eps * 0.9);
@@ -265,12 +246,7 @@ mod tests {
     }
 
     fn fgsm() -> Attack {
-        Attack::Fgsm {
-            norm: Norm::Linf,
-            random_start: false,
-            step_fraction: 1.0,
-            eot: 1,
-        }
+        presets::FGSM
     }
 
     fn same(a: &CellResult, b: &CellResult) -> bool {

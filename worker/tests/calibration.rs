@@ -8,7 +8,8 @@
 
 use std::sync::atomic::AtomicBool;
 
-use advsweep_core::{Attack, Defense, Norm, Optimizer, StepSize, TrainingSpec};
+use advsweep_core::catalogue::{defaults, presets};
+use advsweep_core::{Attack, Defense, Norm, StepSize, TrainingSpec};
 use advsweep_worker::attacks::Budget;
 use advsweep_worker::data::{Dataset, synthetic};
 use advsweep_worker::evaluate::{CleanPredictions, evaluate_cell};
@@ -54,44 +55,16 @@ fn synthetic_calibration() -> anyhow::Result<()> {
     );
     let data = Dataset::from_host(train_split, test_split, "synthetic".into(), Device::Cpu)?;
     let training = TrainingSpec {
-        epochs,
-        batch_size: 128,
         learning_rate: lr,
-        optimizer: Optimizer::Sgd {
-            momentum: 0.9,
-            weight_decay: 5e-4,
-            nesterov: false,
-        },
-        schedule: advsweep_core::LrSchedule::Constant,
-        augment: false,
-        eval_batch_size: 500,
-        checkpoint_every: 1,
-        precision: advsweep_core::Precision::Fp32,
+        ..defaults::training(epochs, 128)
     };
     let cancel = AtomicBool::new(false);
     let eps = 8.0 / 255.0;
-    let fgsm = Attack::Fgsm {
-        norm: Norm::Linf,
-        random_start: false,
-        step_fraction: 1.0,
-        eot: 1,
-    };
-    let pgd = Attack::Pgd {
-        norm: Norm::Linf,
-        steps: 10,
-        step: StepSize::FractionOfEpsilon(0.25),
-        random_start: true,
-        restarts: 1,
-        eot: 1,
-    };
-    let pgd_l2 = Attack::Pgd {
-        norm: Norm::L2,
-        steps: 10,
-        step: StepSize::FractionOfEpsilon(0.25),
-        random_start: true,
-        restarts: 1,
-        eot: 1,
-    };
+    let fgsm = presets::FGSM;
+    let pgd = presets::PGD_LINF;
+    let pgd_l2 = presets::attack("pgd-l2")
+        .expect("the pgd-l2 preset")
+        .clone();
     // SYN_AT=1: adversarial training with PGD-ℓ∞ (7 steps) at SYN_AT_EPS/255 (default 8) on
     // SYN_AT_FRACTION of each batch, instead of standard training.
     let defense = if env_f64("SYN_AT", 0.0) > 0.0 {

@@ -165,9 +165,8 @@ pub fn warnings(run: &RunSpec, cells: &[EvaluatedCell]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use advsweep_core::{
-        DataSpec, Defense, EpsilonSpace, Model, Optimizer, StepSize, TrainingSpec,
-    };
+    use advsweep_core::catalogue::presets;
+    use advsweep_core::{DataSpec, Defense, EpsilonSpace, Model, Optimizer, TrainingSpec};
 
     fn run(data: DataSource, inference_noise: Option<f64>) -> RunSpec {
         let mut defense = Defense::standard();
@@ -213,23 +212,11 @@ mod tests {
     }
 
     fn fgsm() -> Attack {
-        Attack::Fgsm {
-            norm: Norm::Linf,
-            random_start: false,
-            step_fraction: 1.0,
-            eot: 1,
-        }
+        presets::FGSM
     }
 
     fn pgd() -> Attack {
-        Attack::Pgd {
-            norm: Norm::Linf,
-            steps: 10,
-            step: StepSize::FractionOfEpsilon(0.25),
-            random_start: true,
-            restarts: 1,
-            eot: 1,
-        }
+        presets::PGD_LINF
     }
 
     #[test]

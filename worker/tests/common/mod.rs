@@ -6,8 +6,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Mutex, MutexGuard};
 
 use advsweep_core::{
-    Attack, CellResult, Defense, EpsilonSpace, LrSchedule, Norm, Optimizer, StepSize,
-    TrainingMethod, TrainingSpec,
+    Attack, CellResult, Defense, EpsilonSpace, Norm, StepSize, TrainingMethod, TrainingSpec,
 };
 use advsweep_worker::attacks::Budget;
 use advsweep_worker::data::{Dataset, synthetic};
@@ -38,19 +37,9 @@ pub fn data(train: usize, test: usize) -> anyhow::Result<Dataset> {
 
 pub fn training(epochs: u32) -> TrainingSpec {
     TrainingSpec {
-        epochs,
-        batch_size: 32,
         learning_rate: 0.03,
-        optimizer: Optimizer::Sgd {
-            momentum: 0.9,
-            weight_decay: 5e-4,
-            nesterov: false,
-        },
-        schedule: LrSchedule::Constant,
-        augment: false,
         eval_batch_size: 150,
-        checkpoint_every: 1,
-        precision: advsweep_core::Precision::Fp32,
+        ..advsweep_core::catalogue::defaults::training(epochs, 32)
     }
 }
 

@@ -37,6 +37,11 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("addr").port()
 }
 
+/// [`free_port`] on 127.0.0.1, as `host:port`.
+pub fn free_addr() -> String {
+    format!("127.0.0.1:{}", free_port())
+}
+
 /// A finished process's exit status and output, for assertion messages.
 pub fn text(o: &std::process::Output) -> String {
     format!(
@@ -54,6 +59,17 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// Lease timing for failure tests: 200 ms heartbeats, a 2 s TTL and a 100 ms retry base, so
+/// that a lost worker's lease expires within seconds.
+pub fn short_leases() -> LeaseSettings {
+    LeaseSettings {
+        heartbeat_interval: Duration::from_millis(200),
+        lease_ttl: Duration::from_secs(2),
+        retry_base: Duration::from_millis(100),
+        ..LeaseSettings::default()
     }
 }
 
@@ -180,6 +196,28 @@ epsilons = ["8/255"]
     )
 }
 
+/// A sweep whose one run trains the basic model for `epochs` epochs on 4000 synthetic images:
+/// far longer than a test waits, for the tests that interrupt it.
+pub fn long_sweep(epochs: u32) -> String {
+    format!(
+        r#"
+version = 1
+name = "long"
+[data]
+source = "synthetic"
+train_size = 4000
+test_size = 100
+[training]
+epochs = {epochs}
+[grid]
+models = ["basic"]
+defenses = ["standard"]
+attacks = ["none"]
+epsilons = [0.0]
+"#
+    )
+}
+
 /// What a process wrote to its log file so far (empty when there is none yet).
 pub fn log_text(log: &std::path::Path) -> String {
     std::fs::read_to_string(log).unwrap_or_default()
@@ -216,6 +254,18 @@ pub async fn wait_for_exit(
         .expect(what)
         .expect("status");
     (status, log_text(log))
+}
+
+/// Starts a second worker (logging to `worker-b.log` in `c`'s state directory) that takes an
+/// interrupted run over and finishes the sweep (`what` says so when it does not in 3 minutes);
+/// checks that it exited cleanly and resumed from a checkpoint, and returns its log.
+pub async fn second_worker_resumes(c: &TestCoordinator, what: &str) -> String {
+    let log_b = c.state_dir.path().join("worker-b.log");
+    let mut b = spawn_worker(&c.url, &log_b, &["--exit-when-idle"]);
+    let (status, text_b) = wait_for_exit(&mut b, Duration::from_secs(180), what, &log_b).await;
+    assert!(status.success(), "{text_b}");
+    assert!(text_b.contains("resuming from checkpoint"), "{text_b}");
+    text_b
 }
 
 /// Submits a sweep file's text to the coordinator at `url`; returns the sweep id.

@@ -6,7 +6,7 @@ use advsweep_core::SweepState;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use advsweep_tests::{KillOnDrop, free_port, text, workspace_bin};
+use advsweep_tests::{KillOnDrop, free_addr, text, workspace_bin};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -47,10 +47,9 @@ fn cli(url: &str, args: &[&str]) -> Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coordinator_process_serves_health_reflection_and_the_cli() {
     let state = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = free_addr();
     let url = format!("http://{addr}");
-    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let metrics_addr = free_addr();
     let _coordinator = KillOnDrop(
         Command::new(workspace_bin("advsweep"))
             .args([
@@ -229,7 +228,7 @@ async fn coordinator_process_serves_health_reflection_and_the_cli() {
         "{}",
         text(&out)
     );
-    let out = cli(&format!("http://127.0.0.1:{}", free_port()), &["status"]);
+    let out = cli(&format!("http://{}", free_addr()), &["status"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("cannot reach the coordinator"),

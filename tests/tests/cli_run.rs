@@ -5,7 +5,7 @@ use advsweep_core::{AttemptOutcome, ShownState};
 use std::path::Path;
 use std::process::Command;
 
-use advsweep_tests::workspace_bin;
+use advsweep_tests::{long_sweep, workspace_bin};
 
 const SWEEP: &str = r#"
 version = 1
@@ -81,25 +81,7 @@ fn ctrl_c_hands_the_runs_back_as_preempted() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("long.toml");
-    std::fs::write(
-        &file,
-        r#"
-version = 1
-name = "long"
-[data]
-source = "synthetic"
-train_size = 4000
-test_size = 100
-[training]
-epochs = 300
-[grid]
-models = ["basic"]
-defenses = ["standard"]
-attacks = ["none"]
-epsilons = [0.0]
-"#,
-    )
-    .expect("write sweep");
+    std::fs::write(&file, long_sweep(300)).expect("write sweep");
     let state = dir.path().join("state");
     let child = advsweep_run(&file, 1, &state)
         .stdout(std::process::Stdio::null())

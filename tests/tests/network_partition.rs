@@ -7,10 +7,10 @@ use advsweep_core::AttemptOutcome;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use advsweep_coordinator::store::{LeaseSettings, SweepState};
+use advsweep_coordinator::store::SweepState;
 use advsweep_tests::{
-    TestCoordinator, log_text, poll_until, spawn_worker, spawn_worker_via, submit, training_sweep,
-    wait_for_exit,
+    TestCoordinator, log_text, poll_until, second_worker_resumes, short_leases, spawn_worker_via,
+    submit, training_sweep,
 };
 
 /// A namespace joined to the host by a veth pair; removed on drop.
@@ -83,16 +83,7 @@ async fn a_partitioned_worker_loses_its_lease_and_its_late_reports_are_rejected(
         eprintln!("SKIPPED: cannot create a network namespace here (needs root and iproute2)");
         return;
     };
-    let c = TestCoordinator::start_on(
-        &format!("{host_ip}:0"),
-        LeaseSettings {
-            heartbeat_interval: Duration::from_millis(200),
-            lease_ttl: Duration::from_secs(2),
-            retry_base: Duration::from_millis(100),
-            ..LeaseSettings::default()
-        },
-    )
-    .await;
+    let c = TestCoordinator::start_on(&format!("{host_ip}:0"), short_leases()).await;
     let sweep = submit(&c.url, &training_sweep("partition", 10, "")).await;
 
     // Worker A lives in the namespace, on the far side of the veth link.
@@ -133,17 +124,7 @@ async fn a_partitioned_worker_loses_its_lease_and_its_late_reports_are_rejected(
     )
     .await;
     // Worker B, on the host, takes the run over and finishes the sweep.
-    let log_b = c.state_dir.path().join("worker-b.log");
-    let mut b = spawn_worker(&c.url, &log_b, &["--exit-when-idle"]);
-    let (status, text_b) = wait_for_exit(
-        &mut b,
-        Duration::from_secs(180),
-        "worker b finishes",
-        &log_b,
-    )
-    .await;
-    assert!(status.success(), "{text_b}");
-    assert!(text_b.contains("resuming from checkpoint"), "{text_b}");
+    second_worker_resumes(&c, "worker b finishes").await;
 
     // Heal the link: A's late reports reach the coordinator and are refused.
     ns.link(true);

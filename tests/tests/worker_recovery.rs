@@ -10,32 +10,14 @@ use std::time::{Duration, Instant};
 
 use advsweep_proto::v1 as pb;
 use advsweep_tests::{
-    TestCoordinator, free_port, log_text, poll_until, spawn_worker, submit, training_sweep,
-    wait_for_exit, workspace_bin,
+    TestCoordinator, free_addr, log_text, long_sweep, poll_until, second_worker_resumes,
+    short_leases, spawn_worker, submit, training_sweep, wait_for_exit, workspace_bin,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_releases_the_run_as_preempted() {
     let c = TestCoordinator::start().await;
-    let sweep = submit(
-        &c.url,
-        r#"
-version = 1
-name = "long"
-[data]
-source = "synthetic"
-train_size = 4000
-test_size = 100
-[training]
-epochs = 200
-[grid]
-models = ["basic"]
-defenses = ["standard"]
-attacks = ["none"]
-epsilons = [0.0]
-"#,
-    )
-    .await;
+    let sweep = submit(&c.url, &long_sweep(200)).await;
     let log = c.state_dir.path().join("worker.log");
     let mut w = spawn_worker(&c.url, &log, &[]);
     // Wait until it is training (an epoch reported).
@@ -141,14 +123,7 @@ seeds = [0, 1, 2, 3, 4]
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_worker_is_replaced_and_training_resumes_from_its_checkpoint() {
-    use advsweep_coordinator::store::LeaseSettings;
-    let c = TestCoordinator::start_with(LeaseSettings {
-        heartbeat_interval: Duration::from_millis(200),
-        lease_ttl: Duration::from_secs(2),
-        retry_base: Duration::from_millis(100),
-        ..LeaseSettings::default()
-    })
-    .await;
+    let c = TestCoordinator::start_with(short_leases()).await;
     let sweep = submit(&c.url, &training_sweep("resume", 8, "")).await;
     let log_a = c.state_dir.path().join("worker-a.log");
     let mut a = spawn_worker(&c.url, &log_a, &[]);
@@ -177,17 +152,7 @@ async fn a_killed_worker_is_replaced_and_training_resumes_from_its_checkpoint() 
         .expect("a checkpoint")
         .epoch;
 
-    let log_b = c.state_dir.path().join("worker-b.log");
-    let mut b = spawn_worker(&c.url, &log_b, &["--exit-when-idle"]);
-    let (status, text_b) = wait_for_exit(
-        &mut b,
-        Duration::from_secs(180),
-        "the second worker finishes the sweep",
-        &log_b,
-    )
-    .await;
-    assert!(status.success(), "{text_b}");
-    assert!(text_b.contains("resuming from checkpoint"), "{text_b}");
+    let text_b = second_worker_resumes(&c, "the second worker finishes the sweep").await;
     assert!(
         text_b.contains(&format!("epochs_done={resumed_from}")),
         "worker b should resume after epoch {resumed_from}:\n{text_b}"
@@ -229,8 +194,7 @@ async fn a_killed_worker_is_replaced_and_training_resumes_from_its_checkpoint() 
 async fn kill_9_of_the_coordinator_loses_nothing_acknowledged() {
     use advsweep_proto::v1::sweep_service_client::SweepServiceClient as Client;
     let state = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = free_addr();
     let url = format!("http://{addr}");
     let start = || {
         std::process::Command::new(workspace_bin("advsweep"))

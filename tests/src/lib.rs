@@ -241,6 +241,18 @@ pub async fn poll_until<T>(
     }
 }
 
+/// `work`'s output if it comes within `limit`; otherwise panics with `what` and `log`.
+pub async fn within<T>(
+    limit: Duration,
+    work: impl std::future::Future<Output = T>,
+    what: &str,
+    log: &std::path::Path,
+) -> T {
+    tokio::time::timeout(limit, work)
+        .await
+        .unwrap_or_else(|_| panic!("{what}:\n{}", log_text(log)))
+}
+
 /// Waits up to `within` for `child` to exit (panicking with `what` when it does not); returns
 /// its exit status and its `log`.
 pub async fn wait_for_exit(

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use advsweep_proto::v1 as pb;
 use advsweep_proto::v1::sweep_service_client::SweepServiceClient;
-use advsweep_tests::{TestCoordinator, spawn_worker, workspace_bin};
+use advsweep_tests::{TestCoordinator, log_text, spawn_worker, within, workspace_bin};
 
 const SWEEP: &str = r#"
 version = 1
@@ -91,23 +91,22 @@ async fn a_real_worker_runs_a_sweep_over_grpc() {
         .await
         .expect("watch")
         .into_inner();
-    let finished = tokio::time::timeout(Duration::from_secs(300), async {
-        while let Some(event) = events.message().await.expect("event stream") {
-            if event.finished {
-                return event.summary;
+    let finished = within(
+        Duration::from_secs(300),
+        async {
+            while let Some(event) = events.message().await.expect("event stream") {
+                if event.finished {
+                    return event.summary;
+                }
             }
-        }
-        None
-    })
+            None
+        },
+        "sweep did not finish in 5 minutes; worker log",
+        &log,
+    )
     .await
-    .unwrap_or_else(|_| {
-        panic!(
-            "sweep did not finish in 5 minutes; worker log:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        )
-    })
     .expect("a final event");
-    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    let log_text = log_text(&log);
     assert_eq!(
         finished.state,
         SweepState::Done.as_str(),

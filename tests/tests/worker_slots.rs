@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use advsweep_proto::v1 as pb;
 use advsweep_proto::v1::sweep_service_client::SweepServiceClient;
-use advsweep_tests::{TestCoordinator, spawn_worker, submit};
+use advsweep_tests::{TestCoordinator, log_text, spawn_worker, submit, within};
 
 const SWEEP: &str = r#"
 version = 1
@@ -40,16 +40,15 @@ async fn two_slots_train_two_runs_at_once() {
         &log,
         &["--slots", "2", "--exit-when-idle", "--name", "box"],
     );
-    let status = tokio::time::timeout(Duration::from_secs(300), worker.wait())
-        .await
-        .unwrap_or_else(|_| {
-            panic!(
-                "worker did not finish in 5 minutes; log:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            )
-        })
-        .expect("worker status");
-    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    let status = within(
+        Duration::from_secs(300),
+        worker.wait(),
+        "worker did not finish in 5 minutes; log",
+        &log,
+    )
+    .await
+    .expect("worker status");
+    let log_text = log_text(&log);
     assert!(
         status.success(),
         "worker exited with {status}; log:\n{log_text}"

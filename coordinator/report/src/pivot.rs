@@ -293,14 +293,18 @@ impl Pivot {
         }
     }
 
-    /// A Markdown table with aligned columns (also what the terminal shows).
-    pub fn markdown(&self) -> String {
-        let mut header: Vec<String> = self
-            .layout
+    /// The names of the row dimensions: the first cells of every export's header.
+    fn row_names(&self) -> Vec<String> {
+        self.layout
             .rows
             .iter()
             .map(|d| d.name().to_owned())
-            .collect();
+            .collect()
+    }
+
+    /// A Markdown table with aligned columns (also what the terminal shows).
+    pub fn markdown(&self) -> String {
+        let mut header = self.row_names();
         header.extend(self.columns.iter().map(|k| k.labels.join("/")));
         let mut lines = vec![header];
         for (r, row) in self.rows.iter().enumerate() {
@@ -347,12 +351,7 @@ impl Pivot {
     /// in `cells.csv`). Values not on an axis are averaged (normally the seeds).
     pub fn csv(&self) -> String {
         let mut out = String::new();
-        let mut header: Vec<String> = self
-            .layout
-            .rows
-            .iter()
-            .map(|d| d.name().to_owned())
-            .collect();
+        let mut header = self.row_names();
         for k in &self.columns {
             let label = k.labels.join("/");
             header.push(format!("{label} mean"));

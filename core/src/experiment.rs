@@ -106,7 +106,7 @@ pub struct NoiseInjection {
     /// At `input`: σ in pixel units. At a hidden layer: σ times the (detached) standard
     /// deviation of that layer's output, so one σ means the same for every layer.
     pub sigma: f64,
-    /// Injection points of the architecture (see [`crate::catalogue::noise_points`]).
+    /// Injection points of the architecture (see [`crate::Arch::noise_points`]).
     pub layers: Vec<String>,
     /// One trainable scale per layer, initialised to `sigma` (He, Rakin & Fan 2019).
     pub learnable: bool,

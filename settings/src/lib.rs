@@ -2,7 +2,7 @@
 //!
 //! Each process has one role — `coordinator`, `worker` or `client` (the CLI commands that
 //! call a coordinator) — and reads that role's settings from defaults, a TOML config file,
-//! `ADVSWEEP_*` environment variables and command-line flags ([`load`]). Secrets (bearer
+//! `ADVSWEEP_*` environment variables and command-line flags ([`load()`]). Secrets (bearer
 //! tokens) are [`Secret`]s: masked wherever they are printed. The connection side (TLS
 //! endpoints, the bearer-token interceptor) lives here too, so that the worker and the CLI —
 //! two crates that must not depend on each other — connect the same way.

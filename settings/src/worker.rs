@@ -38,7 +38,7 @@ pub const MAX_SLOTS: u32 = 64;
 pub struct WorkerSettings {
     #[serde(flatten)]
     pub connection: ConnectionSettings,
-    /// Shown by the coordinator [default: `<hostname>-<pid>`].
+    /// Shown by the coordinator (default: `<hostname>-<pid>`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     pub device: DeviceSetting,

@@ -7,7 +7,7 @@
 //! * [`data`], [`models`], [`attacks`], [`train`] (with [`schedule`]), [`denoiser`],
 //!   [`defended`], [`evaluate`]: the machine-learning parts;
 //! * [`device`], [`rng`], [`error`], [`cli`]: plumbing;
-//! * [`bench`]: `advsweep-worker bench`, throughput of the code above on synthetic data.
+//! * [`bench`](mod@bench): `advsweep-worker bench`, throughput of the code above on synthetic data.
 
 pub mod agent;
 pub mod attacks;

@@ -4,15 +4,15 @@
 //! transition (submit, lease, heartbeat, result, failure, cancel) is an atomic unit here and can
 //! be tested without a network.
 //!
-//! Writes go through one writer thread ([`writer`]) that group-commits whatever is queued: each
+//! Writes go through one writer thread (`writer`) that group-commits whatever is queued: each
 //! transition runs in its own savepoint of a shared transaction, and every caller is answered
 //! only after that transaction's commit (and fsync) — concurrent workers share fsyncs, nothing is
 //! acknowledged before it is durable. Reads (`status`, reports, metrics) use a small pool of
 //! read-only connections, which WAL lets run beside the writer.
 //!
 //! States are stored as their one spelling from `advsweep_core` (`RunState::as_str` and
-//! friends): statements that name a state are built from it once ([`sql!`]), and state
-//! columns read back through `parse` ([`state`]), so an unknown spelling is a
+//! friends): statements that name a state are built from it once (`sql!`), and state
+//! columns read back through `parse` (`state`), so an unknown spelling is a
 //! [`StoreError::Corrupt`], never a panic.
 
 /// SQL text with `advsweep_core` state spellings in it (a `format!`), built once per call site:

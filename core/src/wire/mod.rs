@@ -1,6 +1,6 @@
 //! The one mapping between the experiment vocabulary and the v1 wire types.
 //!
-//! Encoding ([`encode`]) is total. Decoding ([`decode`], [`metrics`]) never panics: it fills
+//! Encoding (`encode`) is total. Decoding (`decode`, `metrics`) never panics: it fills
 //! in what proto3 cannot leave unset (0 restarts means 1), then checks the result with the
 //! types' own `validate()` ([`crate::validate`]); a missing or out-of-range field is a
 //! [`WireError`] that names it, which the gRPC layers turn into `invalid_argument`. Every size a

@@ -5,6 +5,7 @@
 //! Architecture invariant: this crate never links libtorch (tch). Prost types appear only in
 //! [`grpc`]; everything else speaks `advsweep_core`.
 
+pub mod artifacts;
 pub mod grpc;
 pub mod metrics;
 pub mod serve;

@@ -29,6 +29,15 @@ pub async fn start(
 ) -> anyhow::Result<(Coordinator, TcpListener)> {
     let store = Store::open(state_dir, leases)
         .with_context(|| format!("cannot open the state directory {}", state_dir.display()))?;
+    // Uploads in flight when the previous coordinator stopped never finish: their temporary
+    // files go before anything can upload again.
+    let stale = store
+        .artifacts()
+        .sweep_stale_uploads()
+        .with_context(|| format!("cannot clean {}/artifacts", state_dir.display()))?;
+    if stale > 0 {
+        tracing::info!(files = stale, "removed unfinished checkpoint uploads");
+    }
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

@@ -336,3 +336,76 @@ fn random_uploads_300_cases_leave_nothing_behind() {
     }
     assert_clean(f.dir.path(), &all_runs);
 }
+
+/// An upload whose client goes quiet after the first chunk and whose deadline then passes: the
+/// handler is dropped mid-stream, and its temporary file must go with it (it used to stay, even
+/// across restarts).
+#[tokio::test]
+async fn an_upload_cut_off_mid_stream_leaves_no_temporary_file() {
+    let f = Fixture::new().await;
+    let addr = serve(&f).await;
+    let mut c = client(addr).await;
+    let live = f.live().lease;
+    let run_dir = f.store.artifacts_dir(&live.run_id);
+    let bytes = vec![7u8; 1 << 16];
+    let head = first(live.clone(), 1, sha_hex(&bytes), bytes);
+    // The first chunk, then nothing: the stream stays open until the deadline.
+    let stalled =
+        tokio_stream::StreamExt::chain(tokio_stream::iter(vec![head]), tokio_stream::pending());
+    let mut request = tonic::Request::new(stalled);
+    request.set_timeout(std::time::Duration::from_millis(300));
+    let e = c
+        .upload_checkpoint(request)
+        .await
+        .expect_err("the deadline passes");
+    assert!(
+        matches!(
+            e.code(),
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+        ),
+        "{e}"
+    );
+    let temporary = || {
+        std::fs::read_dir(&run_dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(".upload-"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while temporary() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a temporary upload file is still in {}",
+            run_dir.display()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_clean(f.dir.path(), &[live.run_id]);
+}
+
+/// A coordinator killed mid-upload leaves the temporary file; the next start removes it and
+/// keeps the finished checkpoints.
+#[tokio::test]
+async fn a_restart_removes_uploads_a_killed_coordinator_left_behind() {
+    let state = common::temp_dir();
+    let run = state.path().join("artifacts").join("r-0123456789abcdef");
+    std::fs::create_dir_all(&run).expect("run dir");
+    std::fs::write(run.join(".upload-left-behind"), b"partial").expect("temp file");
+    let kept = run.join("epoch-00001-0123456789abcdef.ckpt");
+    std::fs::write(&kept, b"whole").expect("checkpoint");
+    let started = advsweep_coordinator::serve::start(
+        state.path(),
+        "127.0.0.1:0",
+        advsweep_coordinator::store::LeaseSettings::default(),
+        advsweep_coordinator::grpc::ServeOptions::default(),
+    )
+    .await
+    .expect("starts");
+    drop(started);
+    assert!(!run.join(".upload-left-behind").exists());
+    assert!(kept.exists(), "finished checkpoints stay");
+}

@@ -19,6 +19,7 @@ use tokio_stream::Stream;
 use tonic::{Status, Streaming};
 
 use super::validate::{invalid, lease_ref, require_sha256};
+use crate::artifacts::TempUpload;
 use crate::store::LeaseRef;
 
 /// Largest checkpoint accepted (WideResNet-28-10 with optimizer state is ~300 MB).
@@ -119,9 +120,11 @@ pub async fn receive(upload: Upload, dir: PathBuf) -> Result<(UploadHeader, Path
         header.epoch,
         &header.sha256[..16]
     ));
-    let tmp_path = dir.join(format!(".upload-{}", crate::store::random_id("")));
+    // Removed on every way out, the handler being dropped mid-stream included.
+    let temp = TempUpload::new(&dir, &crate::store::random_id(""));
+    let tmp_path = temp.path().to_owned();
     let sha256 = header.sha256.clone();
-    let result = async {
+    let total = async {
         let mut file = tokio::fs::File::create(&tmp_path)
             .await
             .map_err(|e| Status::internal(format!("cannot create {}: {e}", tmp_path.display())))?;
@@ -168,14 +171,9 @@ pub async fn receive(upload: Upload, dir: PathBuf) -> Result<(UploadHeader, Path
             .map_err(|e| Status::internal(format!("storing checkpoint: {e}")))?;
         Ok(total)
     }
-    .await;
-    match result {
-        Ok(total) => Ok((header, final_path, total)),
-        Err(status) => {
-            let _ = tokio::fs::remove_file(&tmp_path).await;
-            Err(status)
-        }
-    }
+    .await?;
+    temp.keep();
+    Ok((header, final_path, total))
 }
 
 /// Reads and verifies a stored checkpoint; `Err(DataLoss)` when its bytes no longer match.

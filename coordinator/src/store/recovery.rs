@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use advsweep_core::{AttemptOutcome, CellState, RunState};
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::artifacts::Artifacts;
+
 use super::fencing::{LeaseRef, check_lease};
 use super::submit::reopen_runs;
 use super::{Store, StoreError, now_ms, random_id, state};
@@ -36,13 +38,14 @@ fn count(n: usize) -> u32 {
 }
 
 impl Store {
+    /// The checkpoint files of this state directory.
+    pub fn artifacts(&self) -> Artifacts {
+        Artifacts::new(self.path.parent().unwrap_or_else(|| Path::new(".")))
+    }
+
     /// Where checkpoint files of `run_id` live.
     pub fn artifacts_dir(&self, run_id: &str) -> PathBuf {
-        self.path
-            .parent()
-            .unwrap_or_else(|| Path::new("."))
-            .join("artifacts")
-            .join(run_id)
+        self.artifacts().run_dir(run_id)
     }
 
     /// Fails unless `lease` is the live lease of its run; writes nothing. Lets a checkpoint

@@ -151,18 +151,31 @@ pub fn id(field: &'static str, value: &str) -> Checked {
     Ok(())
 }
 
-/// A display name: at most [`MAX_NAME_BYTES`] bytes, no control characters (may be empty).
+/// A display name: at most [`MAX_NAME_BYTES`] bytes, no control or bidi characters
+/// ([`hides_text`]; may be empty).
 pub fn name(field: &'static str, value: &str) -> Checked {
-    if value.len() > MAX_NAME_BYTES || value.chars().any(char::is_control) {
+    if value.len() > MAX_NAME_BYTES || value.chars().any(hides_text) {
         return Err(invalid(
             field,
             format!(
-                "{} is not a name (at most {MAX_NAME_BYTES} bytes, no control characters)",
+                "{} is not a name (at most {MAX_NAME_BYTES} bytes, no control or bidi characters)",
                 shown(value, 64)
             ),
         ));
     }
     Ok(())
+}
+
+/// A character that must not be in a name shown to people: a control character (it can move
+/// the cursor or recolour a terminal) or a bidirectional formatting character (U+202A–U+202E,
+/// U+2066–U+2069, the marks U+200E, U+200F, U+061C: it can make a name read as something
+/// else, "Trojan Source").
+pub fn hides_text(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}'
+        )
 }
 
 /// A file-system path: 1–[`MAX_PATH_BYTES`] bytes, no NUL or other control characters.
@@ -463,6 +476,21 @@ impl CellSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_refuse_control_and_bidi_characters() {
+        for bad in [
+            "a\u{1b}[31mred",
+            "sweep-\u{202E}lmot.exe",
+            "x\u{2066}y",
+            "x\u{200F}",
+        ] {
+            assert!(name("name", bad).is_err(), "{bad:?}");
+        }
+        for good in ["quickstart", "wörker-ü", "ε-sweep 8/255"] {
+            assert!(name("name", good).is_ok(), "{good:?}");
+        }
+    }
 
     #[test]
     fn reasons_start_with_the_value() {

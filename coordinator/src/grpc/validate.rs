@@ -12,7 +12,7 @@
 //!   1–[`MAX_ID_BYTES`] printable ASCII characters; they only ever reach SQL as parameters. An
 //!   unknown one is the store's business (`UNAUTHENTICATED`, `FAILED_PRECONDITION`, `NOT_FOUND`).
 //! * **Labels** (worker name, hostname, device, version): at most [`MAX_LABEL_BYTES`], no control
-//!   characters — refused otherwise, since they identify a worker in `status` and logs.
+//!   or bidi characters — refused otherwise, since they identify a worker in `status` and logs.
 //! * **Free text** (failure and release reasons): cut to [`MAX_REASON_BYTES`] and control
 //!   characters other than newline and tab replaced, never refused — a worker must always be able
 //!   to report that it failed, however long its error.
@@ -22,7 +22,7 @@
 //! Every message built here is itself bounded ([`invalid`]), so an error never echoes a
 //! megabyte back into a gRPC header.
 
-use advsweep_core::validate;
+use advsweep_core::validate::{self, hides_text};
 use advsweep_core::wire::WireError;
 use advsweep_proto::v1 as pb;
 use tonic::Status;
@@ -106,7 +106,7 @@ pub fn require_content_id(field: &str, value: &str, kind: ContentId) -> Result<(
     Ok(())
 }
 
-/// A label: at most [`MAX_LABEL_BYTES`], no control characters (may be empty).
+/// A label: at most [`MAX_LABEL_BYTES`], no control or bidi characters (may be empty).
 pub fn require_label(field: &str, value: &str) -> Result<(), Status> {
     if value.len() > MAX_LABEL_BYTES {
         return Err(invalid(format!(
@@ -115,9 +115,9 @@ pub fn require_label(field: &str, value: &str) -> Result<(), Status> {
             shown(value)
         )));
     }
-    if value.chars().any(char::is_control) {
+    if value.chars().any(hides_text) {
         return Err(invalid(format!(
-            "field `{field}` = {} contains control characters",
+            "field `{field}` = {} contains control or bidi characters",
             shown(value)
         )));
     }
@@ -215,6 +215,13 @@ mod tests {
         assert!(e.message().len() < 400, "{}", e.message().len());
         let e = require_label("hostname", "a\u{1b}[31mred").expect_err("control");
         assert!(e.message().contains("hostname"));
+        // Right-to-left override: `worker-\u{202E}gpj.exe` would read as `worker-exe.jpg`.
+        let e = require_label("name", "worker-\u{202E}gpj.exe").expect_err("bidi");
+        assert!(e.message().contains("name"), "{}", e.message());
+        assert!(
+            require_label("name", "wörker-ü").is_ok(),
+            "other Unicode is fine"
+        );
         assert!(invalid(&huge).message().len() <= MAX_STATUS_MESSAGE_BYTES + 3);
     }
 

@@ -41,7 +41,7 @@ pub fn check_id(value: &str, field: &'static str) -> Result<(), WireError> {
     crate::validate::id(field, value)
 }
 
-/// A display name: at most [`MAX_NAME_BYTES`] bytes, no control characters (may be empty).
+/// A display name: at most [`MAX_NAME_BYTES`] bytes, no control or bidi characters (may be empty).
 pub fn check_name(value: &str, field: &'static str) -> Result<(), WireError> {
     crate::validate::name(field, value)
 }

@@ -1,18 +1,18 @@
 //! Worker-side recovery with real processes: SIGTERM hands the run back as *preempted* (not a
 //! failure) and the worker exits promptly; a node that fails run after run stops taking work.
 
-use advsweep_core::{AttemptOutcome, ShownState, SweepState};
-
-/// A done cell's state on the wire.
-const DONE: &str = ShownState::Done.as_str();
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use advsweep_core::{AttemptOutcome, ShownState, SweepState};
 use advsweep_proto::v1 as pb;
 use advsweep_tests::{
     TestCoordinator, free_addr, log_text, long_sweep, poll_until, second_worker_resumes,
     short_leases, spawn_worker, submit, training_sweep, wait_for_exit, workspace_bin,
 };
+
+/// A done cell's state on the wire.
+const DONE: &str = ShownState::Done.as_str();
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_releases_the_run_as_preempted() {
@@ -309,5 +309,77 @@ async fn kill_9_of_the_coordinator_loses_nothing_acknowledged() {
         after.runs.iter().all(|r| r.epochs.len() == 6),
         "{:?}",
         after.runs
+    );
+}
+
+/// Flaky storage under a resume: the newest checkpoint's file rots on disk while no worker holds
+/// the run. The next worker is told it is corrupt, hands the run back (no penalty) and the run
+/// resumes from the checkpoint before it, not from epoch 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_newest_checkpoint_resumes_from_the_one_before() {
+    let c = TestCoordinator::start_with(short_leases()).await;
+    let sweep = submit(&c.url, &training_sweep("corrupt-resume", 8, "")).await;
+    let log_a = c.state_dir.path().join("worker-a.log");
+    let mut a = spawn_worker(&c.url, &log_a, &[]);
+    let run_id = poll_until(
+        Duration::from_secs(120),
+        Duration::from_millis(50),
+        || {
+            let d = c.store.sweep_detail(&sweep).expect("detail");
+            c.store
+                .latest_checkpoint(&d.runs[0].run_id)
+                .expect("ckpt")
+                .is_some_and(|k| k.epoch >= 3)
+                .then(|| d.runs[0].run_id.clone())
+        },
+        || format!("no progress:\n{}", log_text(&log_a)),
+    )
+    .await;
+    a.start_kill().expect("kill -9");
+    let _ = a.wait().await;
+    let newest = c
+        .store
+        .latest_checkpoint(&run_id)
+        .expect("ckpt")
+        .expect("a checkpoint");
+    std::fs::write(&newest.path, b"rotten").expect("corrupt the newest checkpoint");
+    // The epoch of the newest checkpoint file left intact.
+    let epoch_of =
+        |name: &str| -> Option<u32> { name.strip_prefix("epoch-")?.get(..5)?.parse().ok() };
+    let intact = std::fs::read_dir(c.store.artifacts_dir(&run_id))
+        .expect("artifacts")
+        .flatten()
+        .filter(|e| e.path() != newest.path)
+        .filter_map(|e| epoch_of(&e.file_name().to_string_lossy()))
+        .max()
+        .expect("an earlier checkpoint");
+    assert!(intact < newest.epoch);
+
+    let text_b = second_worker_resumes(&c, "the second worker finishes the sweep").await;
+    assert!(
+        text_b.contains("newest checkpoint is corrupt"),
+        "worker b should notice the corrupt checkpoint:\n{text_b}"
+    );
+    assert!(
+        text_b.contains(&format!("epochs_done={intact}")),
+        "worker b should resume after epoch {intact}, the newest intact checkpoint:\n{text_b}"
+    );
+    assert!(
+        !text_b.contains("epoch=1 "),
+        "epoch 1 was retrained:\n{text_b}"
+    );
+    let d = c.store.sweep_detail(&sweep).expect("detail");
+    assert_eq!(
+        d.summary.state,
+        advsweep_coordinator::store::SweepState::Done
+    );
+    let outcomes: Vec<AttemptOutcome> = d.runs[0].attempts.iter().map(|x| x.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [
+            AttemptOutcome::Expired,
+            AttemptOutcome::Preempted,
+            AttemptOutcome::Done
+        ]
     );
 }

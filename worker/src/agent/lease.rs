@@ -16,7 +16,7 @@ use tonic::{Code, Status};
 use tracing::{Instrument as _, Span, debug, error, info, info_span, warn};
 
 use super::retry::{Client, call, lease_gone, rpc};
-use super::transfer::{download_checkpoint, upload_checkpoint};
+use super::transfer::{DownloadError, download_checkpoint, upload_checkpoint};
 use crate::error::{is_cancelled, is_retryable};
 use crate::job::{Executor, Progress};
 use crate::report_batch::{MAX_CELLS_PER_CALL, Report, coalesce};
@@ -306,7 +306,27 @@ async fn execute_lease_inner(
                 );
                 Some(bytes)
             }
-            Err(status) => {
+            Err(DownloadError::StoredCorrupt(status)) => {
+                // The coordinator has dropped the corrupt record; an earlier checkpoint may
+                // still be intact. Hand the run back (no penalty): its next lease resumes from
+                // that one instead of this attempt retraining from epoch 0.
+                warn!(
+                    checkpoint_id = c.checkpoint_id,
+                    epoch = c.epoch,
+                    message = status.message(),
+                    "the run's newest checkpoint is corrupt; handing the run back to resume from an earlier one"
+                );
+                heartbeat.abort();
+                state
+                    .release(format!(
+                        "checkpoint {} (epoch {}) is corrupt; re-queued to resume from an earlier one",
+                        c.checkpoint_id, c.epoch
+                    ))
+                    .await;
+                return RunOutcome::Released;
+            }
+            Err(e) => {
+                let status = e.status();
                 warn!(code = ?status.code(), message = status.message(), "cannot fetch the run's checkpoint; training from scratch");
                 None
             }

@@ -47,12 +47,37 @@ pub(super) async fn upload_checkpoint(
         .map(|r| r.into_inner())
 }
 
+/// Why a checkpoint could not be fetched.
+#[derive(Debug)]
+pub(super) enum DownloadError {
+    /// The coordinator found its stored file corrupt (`DATA_LOSS`) and dropped the record: the
+    /// run's next lease offers the newest intact checkpoint before it.
+    StoredCorrupt(Status),
+    /// Anything else: the call failed, or the bytes arrived damaged (the file itself is fine).
+    Other(Status),
+}
+
+impl DownloadError {
+    pub(super) fn status(&self) -> &Status {
+        match self {
+            DownloadError::StoredCorrupt(s) | DownloadError::Other(s) => s,
+        }
+    }
+}
+
 /// Fetches a checkpoint and verifies its SHA-256 before anything loads it.
 pub(super) async fn download_checkpoint(
     client: &Client,
     lease: &pb::LeaseRef,
     checkpoint: &pb::CheckpointRef,
-) -> Result<Vec<u8>, Status> {
+) -> Result<Vec<u8>, DownloadError> {
+    let from_coordinator = |status: Status| {
+        if status.code() == tonic::Code::DataLoss {
+            DownloadError::StoredCorrupt(status)
+        } else {
+            DownloadError::Other(status)
+        }
+    };
     let mut client = client.clone();
     let mut stream = client
         .download_checkpoint(pb::DownloadCheckpointRequest {
@@ -60,18 +85,19 @@ pub(super) async fn download_checkpoint(
             run_id: lease.run_id.clone(),
             checkpoint_id: checkpoint.checkpoint_id.clone(),
         })
-        .await?
+        .await
+        .map_err(from_coordinator)?
         .into_inner();
     let mut bytes = Vec::new();
-    while let Some(chunk) = stream.message().await? {
+    while let Some(chunk) = stream.message().await.map_err(from_coordinator)? {
         bytes.extend_from_slice(&chunk.data);
     }
     let actual = sha256_hex(&bytes);
     if actual != checkpoint.sha256 {
-        return Err(Status::data_loss(format!(
+        return Err(DownloadError::Other(Status::data_loss(format!(
             "checkpoint {} arrived corrupted (SHA-256 {actual}, expected {})",
             checkpoint.checkpoint_id, checkpoint.sha256
-        )));
+        ))));
     }
     Ok(bytes)
 }

@@ -125,26 +125,7 @@ seeds = [0, 1, 2, 3, 4]
 async fn a_killed_worker_is_replaced_and_training_resumes_from_its_checkpoint() {
     let c = TestCoordinator::start_with(short_leases()).await;
     let sweep = submit(&c.url, &training_sweep("resume", 8, "")).await;
-    let log_a = c.state_dir.path().join("worker-a.log");
-    let mut a = spawn_worker(&c.url, &log_a, &[]);
-    // Let it train three epochs (each checkpointed through the coordinator).
-    let run_id = poll_until(
-        Duration::from_secs(120),
-        Duration::from_millis(50),
-        || {
-            let d = c.store.sweep_detail(&sweep).expect("detail");
-            (d.runs[0].epochs.len() >= 3
-                && c.store
-                    .latest_checkpoint(&d.runs[0].run_id)
-                    .expect("ckpt")
-                    .is_some_and(|k| k.epoch >= 3))
-            .then(|| d.runs[0].run_id.clone())
-        },
-        || format!("no progress:\n{}", log_text(&log_a)),
-    )
-    .await;
-    a.start_kill().expect("kill -9");
-    let _ = a.wait().await;
+    let run_id = train_three_epochs_then_kill(&c, &sweep).await;
     let resumed_from = c
         .store
         .latest_checkpoint(&run_id)
@@ -319,24 +300,7 @@ async fn kill_9_of_the_coordinator_loses_nothing_acknowledged() {
 async fn a_corrupt_newest_checkpoint_resumes_from_the_one_before() {
     let c = TestCoordinator::start_with(short_leases()).await;
     let sweep = submit(&c.url, &training_sweep("corrupt-resume", 8, "")).await;
-    let log_a = c.state_dir.path().join("worker-a.log");
-    let mut a = spawn_worker(&c.url, &log_a, &[]);
-    let run_id = poll_until(
-        Duration::from_secs(120),
-        Duration::from_millis(50),
-        || {
-            let d = c.store.sweep_detail(&sweep).expect("detail");
-            c.store
-                .latest_checkpoint(&d.runs[0].run_id)
-                .expect("ckpt")
-                .is_some_and(|k| k.epoch >= 3)
-                .then(|| d.runs[0].run_id.clone())
-        },
-        || format!("no progress:\n{}", log_text(&log_a)),
-    )
-    .await;
-    a.start_kill().expect("kill -9");
-    let _ = a.wait().await;
+    let run_id = train_three_epochs_then_kill(&c, &sweep).await;
     let newest = c
         .store
         .latest_checkpoint(&run_id)
@@ -382,4 +346,29 @@ async fn a_corrupt_newest_checkpoint_resumes_from_the_one_before() {
             AttemptOutcome::Done
         ]
     );
+}
+
+/// Starts a worker on the sweep's one run, lets it train three epochs (each checkpointed
+/// through the coordinator), then kills it (-9); returns the run id.
+async fn train_three_epochs_then_kill(c: &TestCoordinator, sweep: &str) -> String {
+    let log_a = c.state_dir.path().join("worker-a.log");
+    let mut a = spawn_worker(&c.url, &log_a, &[]);
+    let run_id = poll_until(
+        Duration::from_secs(120),
+        Duration::from_millis(50),
+        || {
+            let d = c.store.sweep_detail(sweep).expect("detail");
+            (d.runs[0].epochs.len() >= 3
+                && c.store
+                    .latest_checkpoint(&d.runs[0].run_id)
+                    .expect("ckpt")
+                    .is_some_and(|k| k.epoch >= 3))
+            .then(|| d.runs[0].run_id.clone())
+        },
+        || format!("no progress:\n{}", log_text(&log_a)),
+    )
+    .await;
+    a.start_kill().expect("kill -9");
+    let _ = a.wait().await;
+    run_id
 }

@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 
 use advsweep_proto::v1 as pb;
 use advsweep_proto::v1::worker_service_client::WorkerServiceClient;
-use advsweep_proto::v1::worker_service_server::WorkerServiceServer;
 use common::{Fixture, is_callers_fault};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -28,17 +27,7 @@ fn sha_hex(bytes: &[u8]) -> String {
 }
 
 async fn serve(f: &Fixture) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("binds");
-    let addr = listener.local_addr().expect("address");
-    let service = WorkerServiceServer::new(f.workers.clone()).max_decoding_message_size(8 << 20);
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-    addr
+    common::serve_workers(f).await
 }
 
 async fn client(addr: SocketAddr) -> WorkerServiceClient<Channel> {

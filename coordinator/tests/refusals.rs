@@ -10,22 +10,12 @@ use std::net::SocketAddr;
 use advsweep_core::refusal::{self, Refusal};
 use advsweep_proto::v1 as pb;
 use advsweep_proto::v1::worker_service_client::WorkerServiceClient;
-use advsweep_proto::v1::worker_service_server::WorkerServiceServer;
 use common::Fixture;
 use tonic::Code;
 use tonic_types::StatusExt;
 
 async fn serve(f: &Fixture) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("binds");
-    let addr = listener.local_addr().expect("address");
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(WorkerServiceServer::new(f.workers.clone()))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-    addr
+    common::serve_workers(f).await
 }
 
 /// The reason in `status`'s details, checked to be advsweep's.

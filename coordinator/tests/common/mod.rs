@@ -200,6 +200,23 @@ fn store_checkpoint(store: &Store, lease: &pb::LeaseRef) -> (String, String) {
     (lease.run_id.clone(), id)
 }
 
+/// The fixture's WorkerService over real gRPC on 127.0.0.1 (8 MiB messages, as the
+/// coordinator allows); returns its address.
+pub async fn serve_workers(f: &Fixture) -> std::net::SocketAddr {
+    use advsweep_proto::v1::worker_service_server::WorkerServiceServer;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let addr = listener.local_addr().expect("address");
+    let service = WorkerServiceServer::new(f.workers.clone()).max_decoding_message_size(8 << 20);
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    addr
+}
+
 /// A multi-threaded runtime for driving handlers from synchronous (proptest) code.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()

@@ -160,6 +160,103 @@ impl<'a> Target<'a> {
     }
 }
 
+/// What one (EOT-averaged) query of the model for a per-example loss returns.
+pub(super) struct Query {
+    /// ∇_z of the summed loss, averaged over the passes (`None` when not asked for).
+    pub grad: Option<Tensor>,
+    /// The loss per example, `f32 [N]`, averaged over the passes.
+    pub loss: Tensor,
+    /// Class scores `[N, C]` whose argmax is the prediction: the logits for one pass, the mean
+    /// softmax over several.
+    pub scores: Tensor,
+}
+
+impl Target<'_> {
+    /// Queries the model at `z` for a per-example loss: `loss(logits, copies)` gets the logits
+    /// of `copies` stacked copies of the batch (copy-major, `[copies·N, C]`; see
+    /// [`repeat_labels`]) and returns the loss per row. Over `eot` passes the gradient, the loss
+    /// and the scores are averaged, as [`Target::gradient`] averages the cross-entropy's. Used
+    /// by the attacks whose loss is not the cross-entropy of the label (APGD's DLR losses,
+    /// FAB's logit differences).
+    pub(super) fn query(
+        &self,
+        z: &Tensor,
+        loss: &dyn Fn(&Tensor, i64) -> Result<Tensor, tch::TchError>,
+        with_grad: bool,
+    ) -> anyhow::Result<Query> {
+        let n = z.size().first().copied().unwrap_or(0);
+        let z = if with_grad {
+            z.f_detach()?.f_set_requires_grad(true)?
+        } else {
+            z.f_detach()?
+        };
+        let eot = self.eot.max(1);
+        let sample = || {
+            self.over_samples(&z, |copies| {
+                let input = if copies == 1 {
+                    z.shallow_clone()
+                } else {
+                    let mut reps = vec![1i64; z.dim()];
+                    if let Some(first) = reps.first_mut() {
+                        *first = copies;
+                    }
+                    z.f_repeat(reps.as_slice())?
+                };
+                let logits = self.logits(&input)?;
+                let per_row = loss(&logits, copies)?;
+                let mut parts = Vec::with_capacity(3);
+                if with_grad {
+                    let total = per_row.f_sum(Kind::Float)?.f_div_scalar(eot as f64)?;
+                    let mut grads = Tensor::f_run_backward(&[&total], &[&z], false, false)?;
+                    parts.push(grads.pop().context("autograd returned no input gradient")?);
+                }
+                let per_row = per_row.f_detach()?;
+                let logits = logits.f_detach()?;
+                if eot == 1 {
+                    parts.push(per_row);
+                    parts.push(logits);
+                } else {
+                    let sum0 =
+                        |t: Tensor| t.f_sum_dim_intlist([0i64].as_slice(), false, Kind::Float);
+                    parts.push(sum0(per_row.f_view([copies, n])?)?);
+                    parts.push(sum0(
+                        logits.f_softmax(-1, Kind::Float)?.f_view([copies, n, -1])?,
+                    )?);
+                }
+                Ok(parts)
+            })
+        };
+        // Without a gradient, no graph is recorded.
+        let mut sums = if with_grad {
+            sample()?
+        } else {
+            tch::no_grad(sample)?
+        };
+        let scale = |t: Tensor| -> Result<Tensor, tch::TchError> {
+            if eot == 1 {
+                Ok(t)
+            } else {
+                t.f_div_scalar(eot as f64)
+            }
+        };
+        let scores = scale(sums.pop().context("no scores")?)?;
+        let loss = scale(sums.pop().context("no loss")?)?;
+        // The gradient is already divided by `eot` (the loss was, before backward).
+        let grad = sums.pop();
+        Ok(Query { grad, loss, scores })
+    }
+}
+
+/// `labels` repeated for `copies` stacked copies of the batch (copy-major), as the loss of
+/// [`Target::query`] needs them.
+pub(super) fn repeat_labels(labels: &Tensor, copies: i64) -> Result<Tensor, tch::TchError> {
+    if copies == 1 {
+        Ok(labels.shallow_clone())
+    } else {
+        labels.f_repeat([copies])
+    }
+}
+
 /// Whether an error chain is the device running out of memory (CUDA's "CUDA out of memory",
 /// the CPU allocator's "DefaultCPUAllocator: can't allocate memory", MPS's "out of memory").
 fn out_of_memory(err: &anyhow::Error) -> bool {

@@ -43,15 +43,40 @@
 //! * `fgsm.rs`, `pgd.rs`: the attacks;
 //! * this file: the dispatch from an [`Attack`] to them, and its checks.
 //!
+//! **AutoAttack** (issue 19), beside them, as public library functions with their own
+//! configurations, each following its paper and the reference's settings:
+//! * `dlr.rs`: the cross-entropy, DLR and targeted DLR losses (and the margin);
+//! * `apgd.rs`: APGD-CE / APGD-DLR / APGD-T ([`apgd::apgd`], [`apgd::ApgdConfig`]);
+//! * `fab.rs`: FAB-T, the targeted minimum-norm attack ([`fab::fab`]);
+//! * `square.rs`: the score-based Square Attack ([`square::square`]);
+//! * `autoattack.rs`: the cascade's accounting and its `standard`/`rand` versions
+//!   ([`autoattack::autoattack`]);
+//! * `outcome.rs`: what they return ([`Adversarial`]: best adversarial images and fooled
+//!   flags) and their shared set-up (frame, [`eot`]'s `Target`, seeding).
+//!
+//! They work in the budget's frame and query the model through `Target` (EOT included), like
+//! FGSM and PGD. Not yet in the sweep vocabulary: phase 2 adds `Attack::Apgd`, `Attack::Fab`,
+//! `Attack::Square` and `Attack::AutoAttack` to `advsweep_core` (and the proto), one arm each in
+//! [`perturb`]/[`describe`]/`check_parameters` here calling `apgd::apgd_in`, `fab::fab_in`,
+//! `square::square_in` on the frame and target [`perturb`] already builds, and the cascade in
+//! `evaluate` (which needs the per-stage counts of `autoattack::CascadeResult`, not just the
+//! images `perturb` returns).
+//!
 //! [`EpsilonSpace::Pixel`]: advsweep_core::EpsilonSpace::Pixel
 //! [`EpsilonSpace::Normalized`]: advsweep_core::EpsilonSpace::Normalized
 
+pub mod apgd;
+pub mod autoattack;
 mod budget;
+pub mod dlr;
 mod eot;
+pub mod fab;
 mod fgsm;
 mod norms;
+mod outcome;
 mod pgd;
 mod space;
+pub mod square;
 #[cfg(test)]
 mod testing;
 
@@ -62,6 +87,7 @@ use tch::Tensor;
 pub use budget::{Budget, project};
 pub use eot::{EOT_PASS_IMAGES, PASS_LIMIT};
 pub use norms::{perturbation_norm_sums, perturbation_norms, perturbation_norms_in};
+pub use outcome::Adversarial;
 
 use crate::error::Permanent;
 use crate::models::Classifier;

@@ -8,11 +8,12 @@
 pub mod artifacts;
 pub mod grpc;
 pub mod metrics;
+pub mod scheduler;
 pub mod serve;
 pub mod store;
 pub mod sweep;
 pub mod telemetry;
 
-/// Reports live in their own crate (`advsweep-report`); the store's sanity warnings use it as
-/// `crate::report`.
+/// Reports live in their own crate (`advsweep-report`); the scheduler's sanity warnings use it
+/// as `crate::report`.
 pub use advsweep_report as report;

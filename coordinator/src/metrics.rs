@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::store::Store;
+use crate::scheduler::Scheduler;
+use crate::store::{Gauges, StoreError};
 
 /// The gRPC methods this coordinator serves, as `package.Service/Method` labels. Anything else
 /// (a probe of random paths, before or after authentication) is counted as `other`: label
@@ -90,10 +91,11 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition of everything.
-    pub fn render(&self, store: &Store) -> String {
+    /// The Prometheus text exposition of everything, with the store's `gauges` read at scrape
+    /// time.
+    pub fn render(&self, gauges: Result<Gauges, StoreError>) -> String {
         let mut out = String::new();
-        match store.gauges() {
+        match gauges {
             Ok(g) => {
                 let _ = writeln!(out, "# HELP advsweep_cells Cells by state (all sweeps).");
                 let _ = writeln!(out, "# TYPE advsweep_cells gauge");
@@ -194,13 +196,17 @@ impl Metrics {
 }
 
 /// Serves `GET /metrics` until the listener fails.
-pub async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>, store: Arc<Store>) {
+pub async fn serve_metrics(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    scheduler: Arc<Scheduler>,
+) {
     loop {
         let Ok((mut socket, _)) = listener.accept().await else {
             continue;
         };
         let metrics = Arc::clone(&metrics);
-        let store = Arc::clone(&store);
+        let scheduler = Arc::clone(&scheduler);
         tokio::spawn(async move {
             let mut head = Vec::with_capacity(1024);
             let mut buf = [0u8; 1024];
@@ -212,9 +218,7 @@ pub async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>, store: 
             }
             let request_line = String::from_utf8_lossy(&head);
             let (status, body) = if request_line.starts_with("GET /metrics ") {
-                let body = tokio::task::spawn_blocking(move || metrics.render(&store))
-                    .await
-                    .unwrap_or_else(|e| format!("# render failed: {e}\n"));
+                let body = metrics.render(scheduler.gauges().await);
                 ("200 OK", body)
             } else {
                 (

@@ -11,7 +11,8 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::grpc::{Coordinator, ServeOptions, serve};
-use crate::store::{LeaseSettings, Store};
+use crate::scheduler::{LeaseSettings, Scheduler};
+use crate::store::{SqliteStore, StateStore};
 
 /// The coordinator's settings cannot be served (bad TLS files, tokens): the caller's input is
 /// at fault, which the CLI reports with exit code 2.
@@ -27,7 +28,7 @@ pub async fn start(
     leases: LeaseSettings,
     options: ServeOptions,
 ) -> anyhow::Result<(Coordinator, TcpListener)> {
-    let store = Store::open(state_dir, leases)
+    let store = SqliteStore::open(state_dir)
         .with_context(|| format!("cannot open the state directory {}", state_dir.display()))?;
     // Uploads in flight when the previous coordinator stopped never finish: their temporary
     // files go before anything can upload again.
@@ -42,7 +43,7 @@ pub async fn start(
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     Ok((
-        Coordinator::new(Arc::new(store)).with_options(options),
+        Coordinator::new(Scheduler::new(Arc::new(store), leases)).with_options(options),
         listener,
     ))
 }
@@ -80,7 +81,7 @@ pub async fn serve_forever(settings: &CoordinatorSettings) -> anyhow::Result<()>
         tokio::spawn(crate::metrics::serve_metrics(
             metrics_listener,
             Arc::clone(&coordinator.metrics),
-            Arc::clone(&coordinator.store),
+            Arc::clone(&coordinator.scheduler),
         ));
     }
     let shutdown = async {

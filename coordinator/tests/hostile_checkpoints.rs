@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use advsweep_proto::v1 as pb;
 use advsweep_proto::v1::worker_service_client::WorkerServiceClient;
-use common::{Fixture, is_callers_fault};
+use common::{Fixture, StateStore, is_callers_fault};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use sha2::Digest;
@@ -389,7 +389,7 @@ async fn a_restart_removes_uploads_a_killed_coordinator_left_behind() {
     let started = advsweep_coordinator::serve::start(
         state.path(),
         "127.0.0.1:0",
-        advsweep_coordinator::store::LeaseSettings::default(),
+        advsweep_coordinator::scheduler::LeaseSettings::default(),
         advsweep_coordinator::grpc::ServeOptions::default(),
     )
     .await

@@ -17,7 +17,7 @@ use advsweep_coordinator::sweep::Limits;
 use advsweep_proto::v1 as pb;
 use advsweep_proto::v1::sweep_service_server::SweepService;
 use advsweep_proto::v1::worker_service_server::WorkerService;
-use common::{Fixture, is_callers_fault};
+use common::{Fixture, StateStore, is_callers_fault};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use tonic::{Request, Status};

@@ -11,7 +11,8 @@ use std::time::Duration;
 pub mod pki;
 
 use advsweep_coordinator::grpc::{Coordinator, ServeOptions, serve};
-use advsweep_coordinator::store::{LeaseSettings, Store};
+use advsweep_coordinator::scheduler::{LeaseSettings, Scheduler};
+use advsweep_coordinator::store::SqliteStore;
 
 /// A binary of this workspace, from the target directory the tests were built into.
 pub fn workspace_bin(name: &str) -> PathBuf {
@@ -76,7 +77,7 @@ pub fn short_leases() -> LeaseSettings {
 /// A coordinator serving on an ephemeral loopback port until dropped.
 pub struct TestCoordinator {
     pub url: String,
-    pub store: Arc<Store>,
+    pub store: Arc<SqliteStore>,
     pub state_dir: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -104,7 +105,7 @@ impl TestCoordinator {
     /// A coordinator with TLS, tokens or limits; its `url` is https:// when TLS is on.
     pub async fn start_serving(addr: &str, settings: LeaseSettings, options: ServeOptions) -> Self {
         let state_dir = tempfile::tempdir().expect("tempdir");
-        let store = Arc::new(Store::open(state_dir.path(), settings).expect("store opens"));
+        let store = Arc::new(SqliteStore::open(state_dir.path()).expect("store opens"));
         let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
         let scheme = if options.tls.is_some() {
             "https"
@@ -114,7 +115,8 @@ impl TestCoordinator {
         let url = format!("{scheme}://{}", listener.local_addr().expect("local addr"));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(serve(
-            Coordinator::new(Arc::clone(&store)).with_options(options),
+            Coordinator::new(Scheduler::new(Arc::clone(&store) as _, settings))
+                .with_options(options),
             listener,
             async move {
                 let _ = stopped.await;

@@ -2,6 +2,7 @@
 //! the lease, offered on the next lease, downloaded intact by another worker; a corrupted file
 //! is detected by checksum and the run falls back to the previous checkpoint.
 
+use advsweep_coordinator::store::StateStore;
 use advsweep_proto::v1 as pb;
 use advsweep_proto::v1::worker_service_client::WorkerServiceClient;
 use advsweep_tests::{TestCoordinator, submit};

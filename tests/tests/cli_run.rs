@@ -76,7 +76,7 @@ fn advsweep_run_prints_the_results_table_and_reuses_finished_cells() {
 
 #[test]
 fn ctrl_c_hands_the_runs_back_as_preempted() {
-    use advsweep_coordinator::store::{LeaseSettings, Store};
+    use advsweep_coordinator::store::{SqliteStore, StateStore};
     use std::time::{Duration, Instant};
 
     let dir = tempfile::tempdir().expect("tempdir");
@@ -117,7 +117,7 @@ fn ctrl_c_hands_the_runs_back_as_preempted() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("interrupted"), "{stderr}");
     // The run was handed back as preempted, not failed, and is ready for the next `run`.
-    let store = Store::open(&state, LeaseSettings::default()).expect("state opens");
+    let store = SqliteStore::open(&state).expect("state opens");
     let sweeps = store.list_sweeps().expect("list");
     let detail = store.sweep_detail(&sweeps[0].sweep_id).expect("detail");
     assert_eq!(
@@ -136,7 +136,7 @@ fn ctrl_c_hands_the_runs_back_as_preempted() {
 /// only and leaves the other sweep's work untouched (its local workers lease by sweep).
 #[test]
 fn advsweep_run_leaves_other_sweeps_in_the_state_dir_alone() {
-    use advsweep_coordinator::store::{LeaseSettings, Store};
+    use advsweep_coordinator::store::{SqliteStore, StateStore};
     use advsweep_coordinator::sweep::{Overrides, expand, parse_sweep};
 
     let dir = tempfile::tempdir().expect("tempdir");
@@ -151,9 +151,10 @@ fn advsweep_run_leaves_other_sweeps_in_the_state_dir_alone() {
     )
     .expect("expands");
     {
-        let store = Store::open(&state, LeaseSettings::default()).expect("store");
-        store
-            .submit(&other, &other_text)
+        let store = SqliteStore::open(&state).expect("store");
+        tokio::runtime::Runtime::new()
+            .expect("runtime")
+            .block_on(store.submit(other.clone(), other_text.clone()))
             .expect("submit the other sweep");
     }
     let file = dir.path().join("sweep.toml");
@@ -172,7 +173,7 @@ fn advsweep_run_leaves_other_sweeps_in_the_state_dir_alone() {
         "{stdout}"
     );
 
-    let store = Store::open(&state, LeaseSettings::default()).expect("store");
+    let store = SqliteStore::open(&state).expect("store");
     let detail = store.sweep_detail(&other.sweep_id).expect("other sweep");
     assert!(
         detail

@@ -2,6 +2,7 @@
 //! over real gRPC. What a user would check: every cell has exactly one result, the trained model
 //! beats chance, and the attacks order as they must (PGD ≤ FGSM ≤ clean at the same ε).
 
+use advsweep_coordinator::store::StateStore;
 use advsweep_core::{ShownState, SweepState};
 use std::process::Stdio;
 use std::time::Duration;

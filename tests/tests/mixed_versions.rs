@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use advsweep_coordinator::grpc::{ChangeNotifier, SweepApi, WorkerApi};
 use advsweep_coordinator::metrics::Metrics;
-use advsweep_coordinator::store::{LeaseSettings, Store};
+use advsweep_coordinator::scheduler::{LeaseSettings, Scheduler};
+use advsweep_coordinator::store::SqliteStore;
 use advsweep_proto::v1 as pb;
 use advsweep_proto::v1::sweep_service_client::SweepServiceClient;
 use advsweep_proto::v1::sweep_service_server::SweepServiceServer;
@@ -43,17 +44,15 @@ epsilons = ["2/255", "8/255"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_worker_reports_cell_by_cell_to_a_coordinator_without_complete_cells() {
     let state_dir = tempfile::tempdir().expect("tempdir");
-    let store = Arc::new(
-        Store::open(
-            state_dir.path(),
-            LeaseSettings {
-                heartbeat_interval: Duration::from_millis(500),
-                lease_ttl: Duration::from_secs(20),
-                ..LeaseSettings::default()
-            },
-        )
-        .expect("store opens"),
-    );
+    let store = Arc::new(SqliteStore::open(state_dir.path()).expect("store opens"));
+    let store = Arc::new(Scheduler::new(
+        store,
+        LeaseSettings {
+            heartbeat_interval: Duration::from_millis(500),
+            lease_ttl: Duration::from_secs(20),
+            ..LeaseSettings::default()
+        },
+    ));
     let changes = ChangeNotifier::default();
     let hidden_calls = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&hidden_calls);

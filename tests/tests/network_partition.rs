@@ -3,6 +3,7 @@
 //! the run moves to another worker, which resumes from the last checkpoint; when the link
 //! heals, the old worker's late reports are rejected and every cell has exactly one result.
 
+use advsweep_coordinator::store::StateStore;
 use advsweep_core::AttemptOutcome;
 use std::process::{Command, Stdio};
 use std::time::Duration;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use advsweep_coordinator::grpc::ServeOptions;
 use advsweep_coordinator::grpc::auth::Auth;
-use advsweep_coordinator::store::LeaseSettings;
+use advsweep_coordinator::scheduler::LeaseSettings;
 use advsweep_proto::v1 as pb;
 use advsweep_proto::v1::sweep_service_client::SweepServiceClient;
 use advsweep_proto::v1::worker_service_client::WorkerServiceClient;

@@ -4,6 +4,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use advsweep_coordinator::store::StateStore;
 use advsweep_core::{AttemptOutcome, ShownState, SweepState};
 use advsweep_proto::v1 as pb;
 use advsweep_tests::{

@@ -17,8 +17,8 @@ use advsweep_settings::{ClientSettings, ConnectionSettings, RoleSettings, Secret
 
 use advsweep_coordinator::grpc::auth::Auth;
 use advsweep_coordinator::grpc::{ServeOptions, serve};
+use advsweep_coordinator::scheduler::LeaseSettings;
 use advsweep_coordinator::serve::start;
-use advsweep_coordinator::store::LeaseSettings;
 use advsweep_coordinator::sweep::{Overrides, load_plan};
 use advsweep_report::{Layout, Pivot};
 

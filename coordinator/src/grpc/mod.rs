@@ -1,8 +1,9 @@
-//! The tonic glue: the two v1 services over the [`Store`], plus health and reflection.
+//! The tonic glue: the two v1 services over the [`Scheduler`](crate::scheduler::Scheduler),
+//! plus health and reflection.
 //!
-//! Handlers only translate: decode and validate the request, run the store call on a blocking
-//! thread (SQLite fsyncs must not stall the async runtime), map the outcome to a status, and
-//! wake the watchers.
+//! Handlers only translate: decode and validate the request, call the scheduler (which runs
+//! the store's blocking work off the async threads), map the outcome to a status, and wake the
+//! watchers.
 
 pub mod auth;
 mod checkpoints;
@@ -19,7 +20,7 @@ use advsweep_core::refusal::{self, Refusal};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 
 pub use server::{Coordinator, ServeOptions, serve};
 pub use sweep_service::SweepApi;
@@ -82,17 +83,4 @@ fn refused(code: Code, reason: Refusal, error: &StoreError) -> Status {
         error.to_string(),
         ErrorDetails::with_error_info(reason.as_str(), refusal::DOMAIN, HashMap::new()),
     )
-}
-
-/// Runs a store call on the blocking pool.
-pub async fn blocking<T, F>(store: &Arc<Store>, f: F) -> Result<T, Status>
-where
-    T: Send + 'static,
-    F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
-{
-    let store = Arc::clone(store);
-    tokio::task::spawn_blocking(move || f(&store))
-        .await
-        .map_err(|e| Status::internal(format!("store task panicked: {e}")))?
-        .map_err(status_of)
 }

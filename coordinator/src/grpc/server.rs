@@ -18,22 +18,22 @@ use tonic::transport::ServerTlsConfig;
 use super::auth::{Auth, Role};
 use super::{ChangeNotifier, SweepApi, WorkerApi};
 use crate::metrics::{Metrics, MetricsLayer};
-use crate::store::Store;
+use crate::scheduler::Scheduler;
 use crate::sweep::Limits;
 
-/// The services around one store.
+/// The services around one scheduler (and its store).
 #[derive(Debug, Clone)]
 pub struct Coordinator {
-    pub store: Arc<Store>,
+    pub scheduler: Arc<Scheduler>,
     pub changes: ChangeNotifier,
     pub metrics: Arc<Metrics>,
     pub options: ServeOptions,
 }
 
 impl Coordinator {
-    pub fn new(store: Arc<Store>) -> Self {
+    pub fn new(scheduler: Scheduler) -> Self {
         Coordinator {
-            store,
+            scheduler: Arc::new(scheduler),
             changes: ChangeNotifier::default(),
             metrics: Arc::new(Metrics::default()),
             options: ServeOptions::default(),
@@ -101,18 +101,16 @@ pub async fn serve(
 
     // Leases also expire lazily on every lease/heartbeat; this sweeper makes expiry visible in
     // `status` even when no worker is calling.
-    let expiry_store = Arc::clone(&coordinator.store);
+    let expiry = Arc::clone(&coordinator.scheduler);
     let expiry_changes = coordinator.changes.clone();
     let sweeper = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tick.tick().await;
-            let store = Arc::clone(&expiry_store);
-            match tokio::task::spawn_blocking(move || store.expire_leases()).await {
-                Ok(Ok(0)) => {}
-                Ok(Ok(_)) => expiry_changes.notify(),
-                Ok(Err(e)) => tracing::error!(error = %e, "lease expiry failed"),
-                Err(e) => tracing::error!(error = %e, "lease expiry task panicked"),
+            match expiry.expire_leases().await {
+                Ok(0) => {}
+                Ok(_) => expiry_changes.notify(),
+                Err(e) => tracing::error!(error = %e, "lease expiry failed"),
             }
         }
     });
@@ -121,7 +119,7 @@ pub async fn serve(
     let max_message = options.max_message_bytes;
     let worker = InterceptedService::new(
         WorkerServiceServer::new(WorkerApi::new(
-            Arc::clone(&coordinator.store),
+            Arc::clone(&coordinator.scheduler),
             coordinator.changes.clone(),
             Arc::clone(&coordinator.metrics),
         ))
@@ -130,8 +128,11 @@ pub async fn serve(
     );
     let sweeps = InterceptedService::new(
         SweepServiceServer::new(
-            SweepApi::new(Arc::clone(&coordinator.store), coordinator.changes.clone())
-                .with_limits(options.limits.clone()),
+            SweepApi::new(
+                Arc::clone(&coordinator.scheduler),
+                coordinator.changes.clone(),
+            )
+            .with_limits(options.limits.clone()),
         )
         .max_decoding_message_size(max_message),
         options.auth.guard(Role::Client),
@@ -149,7 +150,7 @@ pub async fn serve(
     });
     tracing::info!(
         %addr,
-        state = %coordinator.store.path().display(),
+        state = %coordinator.scheduler.store().location().display(),
         tls = options.tls.is_some(),
         tokens = options.auth.tokens_required(),
         max_message_bytes = max_message,

@@ -18,8 +18,9 @@ use tracing::info;
 use super::validate::{
     self, ContentId, MAX_OVERRIDES, MAX_RETRY_CELL_IDS, require_content_id, require_count,
 };
-use super::{ChangeNotifier, blocking, convert};
-use crate::store::{Store, SweepSummary};
+use super::{ChangeNotifier, convert, status_of};
+use crate::scheduler::Scheduler;
+use crate::store::SweepSummary;
 use crate::sweep::{self, Limits, Overrides};
 
 /// Least time between two refreshes of a `WatchSweep` stream.
@@ -30,16 +31,16 @@ pub const MAX_SWEEP_FILE_BYTES: usize = 1 << 20;
 
 #[derive(Debug, Clone)]
 pub struct SweepApi {
-    store: Arc<Store>,
+    scheduler: Arc<Scheduler>,
     changes: ChangeNotifier,
     limits: Limits,
 }
 
 impl SweepApi {
     /// With the default [`Limits`].
-    pub fn new(store: Arc<Store>, changes: ChangeNotifier) -> Self {
+    pub fn new(scheduler: Arc<Scheduler>, changes: ChangeNotifier) -> Self {
         SweepApi {
-            store,
+            scheduler,
             changes,
             limits: Limits::default(),
         }
@@ -134,7 +135,7 @@ impl SweepService for SweepApi {
         .await
         .map_err(|e| Status::internal(format!("sweep expansion panicked: {e}")))?
         .map_err(|e| validate::invalid(e.to_string()))?;
-        let outcome = blocking(&self.store, move |s| s.submit_owned(plan, toml)).await?;
+        let outcome = self.scheduler.submit(plan, toml).await.map_err(status_of)?;
         info!(
             sweep_id = outcome.sweep_id,
             name = outcome.name,
@@ -158,7 +159,7 @@ impl SweepService for SweepApi {
         &self,
         _request: Request<pb::ListSweepsRequest>,
     ) -> Result<Response<pb::ListSweepsResponse>, Status> {
-        let sweeps = blocking(&self.store, |s| s.list_sweeps()).await?;
+        let sweeps = self.scheduler.list_sweeps().await.map_err(status_of)?;
         Ok(Response::new(pb::ListSweepsResponse {
             sweeps: sweeps.iter().map(convert::summary).collect(),
         }))
@@ -170,7 +171,7 @@ impl SweepService for SweepApi {
     ) -> Result<Response<pb::SweepDetail>, Status> {
         let id = request.into_inner().sweep_id;
         require_content_id("sweep_id", &id, ContentId::Sweep)?;
-        let detail = blocking(&self.store, move |s| s.sweep_detail(&id)).await?;
+        let detail = self.scheduler.sweep_detail(&id).await.map_err(status_of)?;
         Ok(Response::new(convert::detail(&detail)))
     }
 
@@ -183,12 +184,9 @@ impl SweepService for SweepApi {
         let id = request.into_inner().sweep_id;
         require_content_id("sweep_id", &id, ContentId::Sweep)?;
         // Fail fast on an unknown sweep instead of opening an empty stream.
-        let first = {
-            let id = id.clone();
-            blocking(&self.store, move |s| s.sweep_summary(&id)).await?
-        };
+        let first = self.scheduler.sweep_summary(&id).await.map_err(status_of)?;
         let (tx, rx) = tokio::sync::mpsc::channel(16);
-        let store = Arc::clone(&self.store);
+        let scheduler = Arc::clone(&self.scheduler);
         let mut changed = self.changes.subscribe();
         tokio::spawn(async move {
             let mut last: Option<SweepSummary> = None;
@@ -224,12 +222,7 @@ impl SweepService for SweepApi {
                     }
                 }
                 refreshed = tokio::time::Instant::now();
-                let id = id.clone();
-                match blocking(&store, move |s| {
-                    Ok((s.sweep_summary(&id)?, s.running_runs(&id)?))
-                })
-                .await
-                {
+                match scheduler.sweep_progress(&id).await.map_err(status_of) {
                     Ok((s, r)) => {
                         current = s;
                         running = r;
@@ -254,8 +247,11 @@ impl SweepService for SweepApi {
         for (i, id) in r.cell_ids.iter().enumerate() {
             require_content_id(&format!("cell_ids[{i}]"), id, ContentId::Cell)?;
         }
-        let (id, cells) = (r.sweep_id.clone(), r.cell_ids.clone());
-        let out = blocking(&self.store, move |s| s.retry(&id, &cells)).await?;
+        let out = self
+            .scheduler
+            .retry(&r.sweep_id, &r.cell_ids)
+            .await
+            .map_err(status_of)?;
         info!(
             sweep_id = r.sweep_id,
             cells = out.cells,
@@ -275,8 +271,7 @@ impl SweepService for SweepApi {
     ) -> Result<Response<pb::CancelSweepResponse>, Status> {
         let id = request.into_inner().sweep_id;
         require_content_id("sweep_id", &id, ContentId::Sweep)?;
-        let sid = id.clone();
-        let cells_cancelled = blocking(&self.store, move |s| s.cancel(&sid)).await?;
+        let cells_cancelled = self.scheduler.cancel(&id).await.map_err(status_of)?;
         info!(sweep_id = id, cells_cancelled, "sweep cancelled");
         self.changes.notify();
         Ok(Response::new(pb::CancelSweepResponse { cells_cancelled }))

@@ -15,21 +15,22 @@ use super::validate::{
     self, ContentId, MAX_CELLS_PER_REPORT, MAX_EPOCHS_PER_REPORT, MAX_SLOTS, clean_reason,
     lease_ref, require_content_id, require_count, require_id, require_label, wire_error,
 };
-use super::{ChangeNotifier, blocking, status_of};
+use super::{ChangeNotifier, status_of};
 use crate::metrics::Metrics;
-use crate::store::{FailOutcome, LeaseOutcome, Store, now_ms};
+use crate::scheduler::Scheduler;
+use crate::store::{FailOutcome, LeaseOutcome, now_ms};
 
 #[derive(Debug, Clone)]
 pub struct WorkerApi {
-    store: Arc<Store>,
+    scheduler: Arc<Scheduler>,
     changes: ChangeNotifier,
     metrics: Arc<Metrics>,
 }
 
 impl WorkerApi {
-    pub fn new(store: Arc<Store>, changes: ChangeNotifier, metrics: Arc<Metrics>) -> Self {
+    pub fn new(scheduler: Arc<Scheduler>, changes: ChangeNotifier, metrics: Arc<Metrics>) -> Self {
         WorkerApi {
-            store,
+            scheduler,
             changes,
             metrics,
         }
@@ -66,7 +67,7 @@ impl WorkerService for WorkerApi {
         let r = request.into_inner();
         let lease = lease_ref(r.lease)?;
         let reason = clean_reason(&r.reason);
-        self.store
+        self.scheduler
             .release_run(lease.clone(), reason.clone())
             .await
             .map_err(status_of)?;
@@ -88,21 +89,19 @@ impl WorkerService for WorkerApi {
         let upload = super::checkpoints::begin(request.into_inner()).await?;
         // A stranger's (or a stale attempt's) upload is refused before it creates a directory
         // or writes a byte.
-        let live = upload.header.lease.clone();
-        blocking(&self.store, move |s| s.verify_lease(&live)).await?;
-        let dir = self.store.artifacts_dir(&upload.header.lease.run_id);
+        self.scheduler
+            .verify_lease(&upload.header.lease)
+            .await
+            .map_err(status_of)?;
+        let dir = self.scheduler.artifacts_dir(&upload.header.lease.run_id);
         let (header, path, bytes) = super::checkpoints::receive(upload, dir).await?;
-        let lease = header.lease.clone();
-        let (l, p, sha, epoch) = (
-            lease.clone(),
-            path.clone(),
-            header.sha256.clone(),
-            header.epoch,
-        );
-        let recorded = blocking(&self.store, move |s| {
-            s.record_checkpoint(&l, epoch, &sha, bytes, &p)
-        })
-        .await;
+        let lease = header.lease;
+        let epoch = header.epoch;
+        let recorded = self
+            .scheduler
+            .record_checkpoint(&lease, epoch, &header.sha256, bytes, &path)
+            .await
+            .map_err(status_of);
         match recorded {
             Ok(checkpoint_id) => {
                 info!(
@@ -134,13 +133,11 @@ impl WorkerService for WorkerApi {
         require_id("worker_id", &r.worker_id)?;
         require_content_id("run_id", &r.run_id, ContentId::Run)?;
         require_id("checkpoint_id", &r.checkpoint_id)?;
-        let (w, run, id) = (
-            r.worker_id.clone(),
-            r.run_id.clone(),
-            r.checkpoint_id.clone(),
-        );
-        let info = blocking(&self.store, move |s| s.checkpoint(&w, &run, &id))
-            .await?
+        let info = self
+            .scheduler
+            .checkpoint(&r.worker_id, &r.run_id, &r.checkpoint_id)
+            .await
+            .map_err(status_of)?
             .ok_or_else(|| {
                 Status::not_found(format!(
                     "no checkpoint `{}` for run `{}`",
@@ -155,8 +152,7 @@ impl WorkerService for WorkerApi {
             ))),
             Err(status) => {
                 warn!(run_id = r.run_id, checkpoint_id = r.checkpoint_id, error = %status.message(), "stored checkpoint is corrupt; dropping it so the run resumes from an earlier one");
-                let id = info.checkpoint_id.clone();
-                let _ = blocking(&self.store, move |s| s.drop_checkpoint(&id)).await;
+                let _ = self.scheduler.drop_checkpoint(&info.checkpoint_id).await;
                 Err(status)
             }
         }
@@ -188,7 +184,7 @@ impl WorkerService for WorkerApi {
             r.version.clone(),
         );
         let worker_id = self
-            .store
+            .scheduler
             .register_worker(name, hostname, device, r.slots, version)
             .await
             .map_err(status_of)?;
@@ -200,7 +196,7 @@ impl WorkerService for WorkerApi {
             slots = r.slots,
             "worker registered"
         );
-        let settings = self.store.settings();
+        let settings = self.scheduler.policy();
         Ok(Response::new(pb::RegisterResponse {
             worker_id,
             heartbeat_interval_ms: millis(settings.heartbeat_interval),
@@ -224,7 +220,7 @@ impl WorkerService for WorkerApi {
             Some(sweep_id)
         };
         let outcome = self
-            .store
+            .scheduler
             .lease(worker_id.clone(), sweep_filter)
             .await
             .map_err(status_of)?;
@@ -271,7 +267,7 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let lease = lease_ref(request.into_inner().lease)?;
         let keep_going = self
-            .store
+            .scheduler
             .heartbeat(lease.clone())
             .await
             .map_err(status_of)?;
@@ -301,7 +297,7 @@ impl WorkerService for WorkerApi {
             .collect::<Result<Vec<_>, _>>()
             .map_err(wire_error)?;
         let points = epochs.len() as u64;
-        self.store
+        self.scheduler
             .report_epochs(lease, epochs)
             .await
             .map_err(status_of)?;
@@ -321,7 +317,7 @@ impl WorkerService for WorkerApi {
         let result = cell_report("", &r.cell_id, r.result.as_ref())?;
         let accuracy = result.accuracy;
         let stored = self
-            .store
+            .scheduler
             .complete_cell(lease.clone(), r.cell_id.clone(), result)
             .await
             .map_err(status_of)?;
@@ -363,7 +359,7 @@ impl WorkerService for WorkerApi {
             .map(|(id, r)| (id.clone(), r.accuracy))
             .collect();
         let stored = self
-            .store
+            .scheduler
             .complete_cells(lease.clone(), cells)
             .await
             .map_err(status_of)?;
@@ -390,7 +386,7 @@ impl WorkerService for WorkerApi {
         request: Request<pb::CompleteRunRequest>,
     ) -> Result<Response<pb::Ack>, Status> {
         let lease = lease_ref(request.into_inner().lease)?;
-        self.store
+        self.scheduler
             .complete_run(lease.clone())
             .await
             .map_err(status_of)?;
@@ -413,7 +409,7 @@ impl WorkerService for WorkerApi {
         let reason = clean_reason(&r.reason);
         let retryable = r.retryable;
         let outcome = self
-            .store
+            .scheduler
             .fail_run(lease.clone(), reason.clone(), retryable)
             .await
             .map_err(status_of)?;

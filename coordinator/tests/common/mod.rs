@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use advsweep_coordinator::grpc::{ChangeNotifier, SweepApi, WorkerApi};
 use advsweep_coordinator::metrics::Metrics;
-use advsweep_coordinator::store::{LeaseSettings, Store};
+use advsweep_coordinator::scheduler::{LeaseSettings, Scheduler};
+use advsweep_coordinator::store::SqliteStore;
+pub use advsweep_coordinator::store::StateStore;
 use advsweep_coordinator::sweep::{Overrides, expand, parse_sweep};
 use advsweep_proto::v1 as pb;
 use advsweep_proto::v1::worker_service_server::WorkerService;
@@ -55,7 +57,8 @@ pub struct Live {
 /// one of its runs leased and a checkpoint stored for it.
 pub struct Fixture {
     pub dir: tempfile::TempDir,
-    pub store: Arc<Store>,
+    pub store: Arc<SqliteStore>,
+    pub scheduler: Arc<Scheduler>,
     pub workers: WorkerApi,
     pub sweeps: SweepApi,
     pub sweep_id: String,
@@ -80,17 +83,21 @@ fn settings() -> LeaseSettings {
 impl Fixture {
     pub async fn new() -> Fixture {
         let dir = temp_dir();
-        let store = Arc::new(Store::open(dir.path(), settings()).expect("store"));
+        let store = Arc::new(SqliteStore::open(dir.path()).expect("store"));
+        let scheduler = Arc::new(Scheduler::new(Arc::clone(&store) as _, settings()));
         let file = parse_sweep(SWEEP, "hostile.toml").expect("parses");
         let plan = expand(&file, &Overrides::default(), "hostile.toml").expect("expands");
-        let outcome = store.submit(&plan, SWEEP).expect("submits");
+        let outcome = scheduler
+            .submit(plan.clone(), SWEEP.to_owned())
+            .await
+            .expect("submits");
         let changes = ChangeNotifier::default();
         let workers = WorkerApi::new(
-            Arc::clone(&store),
+            Arc::clone(&scheduler),
             changes.clone(),
             Arc::new(Metrics::default()),
         );
-        let sweeps = SweepApi::new(Arc::clone(&store), changes);
+        let sweeps = SweepApi::new(Arc::clone(&scheduler), changes);
         let worker_id = workers
             .register(Request::new(pb::RegisterRequest {
                 name: "fixture".into(),
@@ -104,10 +111,11 @@ impl Fixture {
             .into_inner()
             .worker_id;
         let live = lease(&workers, &worker_id).await.expect("a run is ready");
-        let checkpoint = store_checkpoint(&store, &live.lease);
+        let checkpoint = store_checkpoint(&scheduler, &live.lease).await;
         Fixture {
             dir,
             store,
+            scheduler,
             workers,
             sweeps,
             sweep_id: outcome.sweep_id,
@@ -134,7 +142,7 @@ impl Fixture {
             lease_id: current.lease_id.clone(),
             attempt: current.attempt,
         };
-        if self.store.verify_lease(&held).is_ok() {
+        if self.scheduler.verify_lease(&held).await.is_ok() {
             return;
         }
         let next = match lease(&self.workers, &self.worker_id).await {
@@ -144,7 +152,7 @@ impl Fixture {
                 let text = SWEEP.replace("[grid]", &format!("[grid]\nseeds = [{seed}]"));
                 let file = parse_sweep(&text, "renew.toml").expect("parses");
                 let plan = expand(&file, &Overrides::default(), "renew.toml").expect("expands");
-                self.store.submit(&plan, &text).expect("submits");
+                self.scheduler.submit(plan, text).await.expect("submits");
                 lease(&self.workers, &self.worker_id)
                     .await
                     .expect("a fresh run is ready")
@@ -177,14 +185,14 @@ async fn lease(workers: &WorkerApi, worker_id: &str) -> Option<Live> {
 }
 
 /// A checkpoint file stored the way an upload stores one; returns (run id, checkpoint id).
-fn store_checkpoint(store: &Store, lease: &pb::LeaseRef) -> (String, String) {
+async fn store_checkpoint(scheduler: &Scheduler, lease: &pb::LeaseRef) -> (String, String) {
     use sha2::Digest;
     let bytes = b"not really a model".to_vec();
     let sha: String = sha2::Sha256::digest(&bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let dir = store.artifacts_dir(&lease.run_id);
+    let dir = scheduler.artifacts_dir(&lease.run_id);
     std::fs::create_dir_all(&dir).expect("artifacts dir");
     let path = dir.join("epoch-00001.ckpt");
     std::fs::write(&path, &bytes).expect("checkpoint file");
@@ -194,8 +202,9 @@ fn store_checkpoint(store: &Store, lease: &pb::LeaseRef) -> (String, String) {
         lease_id: lease.lease_id.clone(),
         attempt: lease.attempt,
     };
-    let id = store
+    let id = scheduler
         .record_checkpoint(&held, 1, &sha, bytes.len() as u64, &path)
+        .await
         .expect("records");
     (lease.run_id.clone(), id)
 }

@@ -1,8 +1,9 @@
-//! The timing and retry policy of leases.
+//! The timing and retry policy of leases: how long a lease lives, how often workers renew it,
+//! and how long a failed run waits before its next attempt.
 
 use std::time::Duration;
 
-use super::random_id;
+use crate::store::ids::random_id;
 
 /// Timing and retry policy.
 #[derive(Debug, Clone)]
@@ -28,7 +29,7 @@ impl Default for LeaseSettings {
 }
 
 impl LeaseSettings {
-    pub(super) fn ms(d: Duration) -> i64 {
+    pub fn ms(d: Duration) -> i64 {
         i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
     }
 

@@ -20,7 +20,7 @@ use std::thread::JoinHandle;
 
 use rusqlite::Connection;
 
-use super::StoreError;
+use crate::store::error::StoreError;
 
 /// Most jobs in one transaction: bounds how long a job (an urgent one above all) can wait
 /// behind others, while one fsync is still shared by up to this many requests.
@@ -41,26 +41,6 @@ type Finish = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 /// Called with the connection to run, or with `None` when it cannot run (its reply is then the
 /// error passed to the returned [`Finish`]).
 type Job = Box<dyn FnOnce(Option<&Connection>) -> (bool, Finish) + Send>;
-
-/// Where a job's result goes: a blocked thread or an async task.
-enum Reply<T> {
-    Sync(mpsc::SyncSender<Result<T, StoreError>>),
-    Async(tokio::sync::oneshot::Sender<Result<T, StoreError>>),
-}
-
-impl<T> Reply<T> {
-    fn send(self, value: Result<T, StoreError>) {
-        // The caller may have gone away (a cancelled RPC); its job still ran and committed.
-        match self {
-            Reply::Sync(tx) => {
-                let _ = tx.send(value);
-            }
-            Reply::Async(tx) => {
-                let _ = tx.send(value);
-            }
-        }
-    }
-}
 
 /// The handle the store keeps: a queue into the writer thread.
 pub(super) struct Writer {
@@ -84,8 +64,12 @@ impl Writer {
         })
     }
 
-    fn submit<T, F>(&self, priority: Priority, f: F, reply: Reply<T>)
-    where
+    fn submit<T, F>(
+        &self,
+        priority: Priority,
+        f: F,
+        reply: tokio::sync::oneshot::Sender<Result<T, StoreError>>,
+    ) where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
@@ -101,7 +85,9 @@ impl Writer {
             };
             let ok = out.is_ok();
             let finish: Finish = Box::new(move |commit: Result<(), StoreError>| {
-                reply.send(commit.and(out));
+                // The caller may have gone away (a cancelled RPC); its job still ran and
+                // committed.
+                let _ = reply.send(commit.and(out));
             });
             (ok, finish)
         });
@@ -112,25 +98,14 @@ impl Writer {
         }
     }
 
-    /// Runs `f` in the next group commit and blocks until it is durable.
-    pub(super) fn write<T, F>(&self, priority: Priority, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
-    {
-        let (tx, rx) = mpsc::sync_channel(1);
-        self.submit(priority, f, Reply::Sync(tx));
-        rx.recv().unwrap_or_else(|_| Err(writer_gone()))
-    }
-
     /// Runs `f` in the next group commit; resolves once it is durable.
-    pub(super) async fn write_async<T, F>(&self, priority: Priority, f: F) -> Result<T, StoreError>
+    pub(super) async fn write<T, F>(&self, priority: Priority, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.submit(priority, f, Reply::Async(tx));
+        self.submit(priority, f, tx);
         rx.await.unwrap_or_else(|_| Err(writer_gone()))
     }
 }

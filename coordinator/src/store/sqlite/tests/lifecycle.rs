@@ -1,56 +1,12 @@
-//! State-machine tests on a real SQLite file.
+//! The state machine end to end: the scheduler's rules over a real SQLite file.
 
 use std::time::Duration;
 
-use advsweep_core::{AttemptOutcome, CellResult, CellState, EpochMetrics, RunState, ShownState};
+use advsweep_core::{AttemptOutcome, CellResult, CellState, EpochMetrics, ShownState};
 
-use super::*;
-use crate::sweep::{Overrides, Plan, expand, parse_sweep};
-
-const SWEEP: &str = r#"
-version = 1
-name = "store-test"
-[data]
-source = "synthetic"
-[grid]
-models = ["basic"]
-defenses = ["standard", "at-fgsm"]
-attacks = ["none", "fgsm"]
-epsilons = ["8/255"]
-"#;
-
-fn plan(text: &str) -> Plan {
-    let file = parse_sweep(text, "t.toml").expect("parses");
-    expand(&file, &Overrides::default(), "t.toml").expect("expands")
-}
-
-fn store(dir: &tempfile::TempDir, settings: LeaseSettings) -> Store {
-    Store::open(dir.path(), settings).expect("opens")
-}
-
-fn result(accuracy: f64) -> CellResult {
-    CellResult {
-        accuracy,
-        examples: 10,
-        ..CellResult::default()
-    }
-}
-
-async fn grant(store: &Store, worker: &str) -> LeaseGrant {
-    match store.lease(worker.to_owned(), None).await.expect("lease") {
-        LeaseOutcome::Granted(g) => *g,
-        other => panic!("expected a lease, got {other:?}"),
-    }
-}
-
-fn lease_ref(worker: &str, g: &LeaseGrant) -> LeaseRef {
-    LeaseRef {
-        worker_id: worker.to_owned(),
-        run_id: g.run.id.clone(),
-        lease_id: g.lease_id.clone(),
-        attempt: g.attempt,
-    }
-}
+use super::{SWEEP, cells_of, grant, lease_ref, plan, result, store};
+use crate::scheduler::LeaseSettings;
+use crate::store::{FailOutcome, LeaseOutcome, LeaseRef, StoreError, SweepState};
 
 #[tokio::test]
 async fn a_sweep_runs_to_done_and_survives_reopening() {
@@ -58,7 +14,10 @@ async fn a_sweep_runs_to_done_and_survives_reopening() {
     let p = plan(SWEEP);
     {
         let s = store(&dir, LeaseSettings::default());
-        let out = s.submit(&p, SWEEP).expect("submit");
+        let out = s
+            .submit(p.clone(), SWEEP.to_string())
+            .await
+            .expect("submit");
         assert_eq!((out.runs, out.cells, out.cells_already_done), (2, 4, 0));
         let w = s
             .register_worker("w".into(), "host".into(), "cpu".into(), 1, "test".into())
@@ -100,7 +59,7 @@ async fn a_sweep_runs_to_done_and_survives_reopening() {
     }
     // Everything acknowledged is on disk.
     let s = store(&dir, LeaseSettings::default());
-    let d = s.sweep_detail(&p.sweep_id).expect("detail");
+    let d = s.sweep_detail(&p.sweep_id).await.expect("detail");
     assert_eq!(d.summary.state, SweepState::Done);
     assert_eq!(d.summary.cells.done, 4);
     assert!(
@@ -114,10 +73,13 @@ async fn a_sweep_runs_to_done_and_survives_reopening() {
             .all(|r| r.epochs.len() == 1 && r.epochs[0].train_loss.is_nan())
     );
     // Re-submitting reuses every finished cell.
-    let again = s.submit(&p, SWEEP).expect("resubmit");
+    let again = s
+        .submit(p.clone(), SWEEP.to_string())
+        .await
+        .expect("resubmit");
     assert_eq!(again.cells_already_done, 4);
     assert!(!again.new_sweep);
-    assert!(!s.has_work().expect("has_work"));
+    assert!(!s.has_work().await.expect("has_work"));
 }
 
 #[tokio::test]
@@ -130,7 +92,9 @@ async fn an_expired_lease_is_fenced_off_and_the_run_requeued() {
     };
     let s = store(&dir, settings);
     let p = plan(SWEEP);
-    s.submit(&p, SWEEP).expect("submit");
+    s.submit(p.clone(), SWEEP.to_string())
+        .await
+        .expect("submit");
     let a = s
         .register_worker("a".into(), "h".into(), "cpu".into(), 1, "t".into())
         .await
@@ -176,7 +140,7 @@ async fn failures_retry_with_backoff_then_fail_for_good() {
     let text = SWEEP.replace(r#"["standard", "at-fgsm"]"#, r#"["standard"]"#)
         + "\n[retry]\nmax_attempts = 2\n";
     let p = plan(&text);
-    s.submit(&p, &text).expect("submit");
+    s.submit(p.clone(), text.to_string()).await.expect("submit");
     let w = s
         .register_worker("w".into(), "h".into(), "cpu".into(), 1, "t".into())
         .await
@@ -196,7 +160,7 @@ async fn failures_retry_with_backoff_then_fail_for_good() {
             .expect("fail"),
         FailOutcome::Failed
     );
-    let d = s.sweep_detail(&p.sweep_id).expect("detail");
+    let d = s.sweep_detail(&p.sweep_id).await.expect("detail");
     assert_eq!(d.summary.state, SweepState::Failed);
     assert!(
         d.runs[0]
@@ -207,7 +171,9 @@ async fn failures_retry_with_backoff_then_fail_for_good() {
     );
     assert!(d.cells.iter().all(|c| c.state == ShownState::Failed));
     // Re-submitting re-opens the failed cells.
-    s.submit(&p, &text).expect("resubmit");
+    s.submit(p.clone(), text.to_string())
+        .await
+        .expect("resubmit");
     assert!(matches!(
         s.lease(w.clone(), None).await.expect("lease"),
         LeaseOutcome::Granted(_)
@@ -219,7 +185,9 @@ async fn a_bad_parameter_is_not_retried() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = store(&dir, LeaseSettings::default());
     let p = plan(SWEEP);
-    s.submit(&p, SWEEP).expect("submit");
+    s.submit(p.clone(), SWEEP.to_string())
+        .await
+        .expect("submit");
     let w = s
         .register_worker("w".into(), "h".into(), "cpu".into(), 1, "t".into())
         .await
@@ -238,25 +206,27 @@ async fn cancel_stops_leased_work_and_settles_the_sweep() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = store(&dir, LeaseSettings::default());
     let p = plan(SWEEP);
-    s.submit(&p, SWEEP).expect("submit");
+    s.submit(p.clone(), SWEEP.to_string())
+        .await
+        .expect("submit");
     let w = s
         .register_worker("w".into(), "h".into(), "cpu".into(), 1, "t".into())
         .await
         .expect("w");
     let g = grant(&s, &w).await;
-    assert_eq!(s.cancel(&p.sweep_id).expect("cancel"), 4);
+    assert_eq!(s.cancel(&p.sweep_id).await.expect("cancel"), 4);
     assert!(
         !s.heartbeat(lease_ref(&w, &g)).await.expect("heartbeat"),
         "worker must stop"
     );
-    let summary = s.sweep_summary(&p.sweep_id).expect("summary");
+    let summary = s.sweep_summary(&p.sweep_id).await.expect("summary");
     assert_eq!(summary.state, SweepState::Cancelled);
     assert!(matches!(
         s.lease(w.clone(), None).await.expect("lease"),
         LeaseOutcome::Idle
     ));
     assert!(matches!(
-        s.cancel("s-nope"),
+        s.cancel("s-nope").await,
         Err(StoreError::SweepNotFound(_))
     ));
 }
@@ -270,7 +240,7 @@ async fn unknown_workers_and_sweeps_are_named_errors() {
         Err(StoreError::UnknownWorker(_))
     ));
     assert!(matches!(
-        s.sweep_detail("s-nothing"),
+        s.sweep_detail("s-nothing").await,
         Err(StoreError::SweepNotFound(_))
     ));
 }
@@ -282,7 +252,7 @@ async fn preemption_is_not_a_failure_and_retry_requeues_failed_cells() {
     let text = SWEEP.replace(r#"["standard", "at-fgsm"]"#, r#"["standard"]"#)
         + "\n[retry]\nmax_attempts = 1\n";
     let p = plan(&text);
-    s.submit(&p, &text).expect("submit");
+    s.submit(p.clone(), text.to_string()).await.expect("submit");
     let w = s
         .register_worker("w".into(), "h".into(), "cpu".into(), 1, "t".into())
         .await
@@ -303,7 +273,7 @@ async fn preemption_is_not_a_failure_and_retry_requeues_failed_cells() {
             .expect("fail"),
         FailOutcome::Failed
     );
-    let d = s.sweep_detail(&p.sweep_id).expect("detail");
+    let d = s.sweep_detail(&p.sweep_id).await.expect("detail");
     let outcomes: Vec<AttemptOutcome> = d.runs[0].attempts.iter().map(|a| a.outcome).collect();
     assert_eq!(
         outcomes,
@@ -317,10 +287,10 @@ async fn preemption_is_not_a_failure_and_retry_requeues_failed_cells() {
     assert_eq!(d.summary.cells.failed, 2);
     // A cell that is not failed cannot be retried by name; unknown cells are named.
     assert!(matches!(
-        s.retry(&p.sweep_id, &["c-nope".into()]),
+        s.retry(&p.sweep_id, &["c-nope".into()]).await,
         Err(StoreError::Invalid(_))
     ));
-    let out = s.retry(&p.sweep_id, &[]).expect("retry");
+    let out = s.retry(&p.sweep_id, &[]).await.expect("retry");
     assert_eq!((out.cells, out.runs), (2, 1));
     assert!(matches!(
         s.lease(w.clone(), None).await.expect("lease"),
@@ -339,7 +309,7 @@ async fn checkpoints_are_fenced_pruned_and_offered_on_the_next_lease() {
     let s = store(&dir, settings);
     let text = SWEEP.replace(r#"["standard", "at-fgsm"]"#, r#"["standard"]"#);
     let p = plan(&text);
-    s.submit(&p, &text).expect("submit");
+    s.submit(p.clone(), text.to_string()).await.expect("submit");
     let w = s
         .register_worker("w".into(), "h".into(), "cpu".into(), 1, "t".into())
         .await
@@ -355,6 +325,7 @@ async fn checkpoints_are_fenced_pruned_and_offered_on_the_next_lease() {
         std::fs::write(&path, b"x").expect("write");
         ids.push(
             s.record_checkpoint(&l, epoch, "abc", 1, &path)
+                .await
                 .expect("record"),
         );
     }
@@ -363,7 +334,7 @@ async fn checkpoints_are_fenced_pruned_and_offered_on_the_next_lease() {
     std::thread::sleep(Duration::from_millis(250));
     // The lease expired: the old attempt cannot add checkpoints...
     assert!(matches!(
-        s.record_checkpoint(&l, 4, "abc", 1, &art.join("e4")),
+        s.record_checkpoint(&l, 4, "abc", 1, &art.join("e4")).await,
         Err(StoreError::LeaseLost { .. })
     ));
     // ...and the next lease resumes from epoch 3.
@@ -371,156 +342,23 @@ async fn checkpoints_are_fenced_pruned_and_offered_on_the_next_lease() {
     assert_eq!(g2.resume_from.as_ref().map(|c| c.epoch), Some(3));
     assert!(
         s.checkpoint(&w, &g2.run.id, &ids[2])
+            .await
             .expect("lookup")
             .is_some()
     );
     assert!(matches!(
-        s.checkpoint("w-stranger", &g2.run.id, &ids[2]),
+        s.checkpoint("w-stranger", &g2.run.id, &ids[2]).await,
         Err(StoreError::UnknownWorker(_))
     ));
     // A corrupt checkpoint is dropped; the previous one is offered next.
-    s.drop_checkpoint(&ids[2]).expect("drop");
+    s.drop_checkpoint(&ids[2]).await.expect("drop");
     assert_eq!(
         s.latest_checkpoint(&g2.run.id)
+            .await
             .expect("latest")
             .map(|c| c.epoch),
         Some(2)
     );
-}
-
-#[test]
-fn a_group_commit_rolls_back_only_the_request_that_failed() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let s = store(&dir, LeaseSettings::default());
-    s.write(|c| {
-        c.execute_batch("CREATE TABLE t (x INTEGER)")?;
-        Ok(())
-    })
-    .expect("create");
-    // The first job holds the writer while the other three queue up behind it, so the four
-    // share one transaction.
-    let started = std::sync::Arc::new(std::sync::Barrier::new(2));
-    let replies = std::thread::scope(|scope| {
-        let s = &s;
-        let gate = std::sync::Arc::clone(&started);
-        let first = scope.spawn(move || {
-            s.write(move |c| {
-                gate.wait();
-                std::thread::sleep(Duration::from_millis(100));
-                c.execute("INSERT INTO t VALUES (1)", [])?;
-                Ok(())
-            })
-        });
-        started.wait();
-        let others: Vec<_> = (2..=4)
-            .map(|x| {
-                scope.spawn(move || {
-                    s.write(move |c| {
-                        c.execute("INSERT INTO t VALUES (?1)", [x])?;
-                        if x == 3 {
-                            return Err(StoreError::Invalid("request 3 is bad".into()));
-                        }
-                        Ok(x)
-                    })
-                })
-            })
-            .collect();
-        let first = first.join().expect("thread");
-        let others: Vec<_> = others
-            .into_iter()
-            .map(|h| h.join().expect("thread"))
-            .collect();
-        (first, others)
-    });
-    assert!(replies.0.is_ok());
-    assert!(matches!(replies.1[0], Ok(2)));
-    assert!(matches!(&replies.1[1], Err(StoreError::Invalid(m)) if m == "request 3 is bad"));
-    assert!(matches!(replies.1[2], Ok(4)));
-    // What was acknowledged is committed and visible to a fresh connection; request 3's insert
-    // was rolled back with its savepoint.
-    let conn = rusqlite::Connection::open(s.path()).expect("open");
-    let xs: Vec<i64> = conn
-        .prepare("SELECT x FROM t ORDER BY x")
-        .expect("prepare")
-        .query_map([], |r| r.get(0))
-        .expect("query")
-        .collect::<Result<_, _>>()
-        .expect("rows");
-    assert_eq!(xs, vec![1, 2, 4]);
-}
-
-#[test]
-fn a_lease_commits_ahead_of_the_reports_queued_before_it() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let s = store(&dir, LeaseSettings::default());
-    s.write(|c| {
-        c.execute_batch("CREATE TABLE t (x TEXT)")?;
-        Ok(())
-    })
-    .expect("create");
-    let path = s.path().to_owned();
-    // What another connection sees: committed rows only.
-    let committed = move || -> Vec<String> {
-        let conn = rusqlite::Connection::open(&path).expect("open");
-        conn.prepare("SELECT x FROM t ORDER BY rowid")
-            .expect("prepare")
-            .query_map([], |r| r.get(0))
-            .expect("query")
-            .collect::<Result<_, _>>()
-            .expect("rows")
-    };
-    // One report holds the writer; three more reports queue up, then a lease.
-    let started = std::sync::Arc::new(std::sync::Barrier::new(2));
-    let seen_by_reports = std::thread::scope(|scope| {
-        let s = &s;
-        let gate = std::sync::Arc::clone(&started);
-        let first = scope.spawn(move || {
-            s.write(move |c| {
-                gate.wait();
-                std::thread::sleep(Duration::from_millis(200));
-                c.execute("INSERT INTO t VALUES ('first')", [])?;
-                Ok(())
-            })
-        });
-        started.wait();
-        let reports: Vec<_> = (1..=3)
-            .map(|i| {
-                let committed = committed.clone();
-                scope.spawn(move || {
-                    s.write(move |c| {
-                        let seen = committed();
-                        c.execute("INSERT INTO t VALUES (?1)", [format!("report {i}")])?;
-                        Ok(seen)
-                    })
-                })
-            })
-            .collect();
-        std::thread::sleep(Duration::from_millis(50));
-        let lease = scope.spawn(move || {
-            // A lease is an async call (a worker's RPC): awaited on a runtime of its own.
-            tokio::runtime::Builder::new_current_thread()
-                .build()
-                .expect("runtime")
-                .block_on(s.write_urgent(|c| {
-                    c.execute("INSERT INTO t VALUES ('lease')", [])?;
-                    Ok(())
-                }))
-        });
-        first.join().expect("thread").expect("first");
-        lease.join().expect("thread").expect("lease");
-        reports
-            .into_iter()
-            .map(|h| h.join().expect("thread").expect("report"))
-            .collect::<Vec<_>>()
-    });
-    // Every queued report ran after the lease had committed (it did not wait for them), and
-    // nothing was lost.
-    for seen in &seen_by_reports {
-        assert!(seen.contains(&"lease".to_owned()), "{seen:?}");
-    }
-    let mut all = committed();
-    all.sort();
-    assert_eq!(all, ["first", "lease", "report 1", "report 2", "report 3"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -532,7 +370,7 @@ async fn concurrent_workers_share_commits_and_lose_nothing() {
     );
     let p = plan(&text);
     let s = std::sync::Arc::new(store(&dir, LeaseSettings::default()));
-    s.submit(&p, &text).expect("submit");
+    s.submit(p.clone(), text.to_string()).await.expect("submit");
     let reported = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let workers: Vec<_> = (0..4)
         .map(|i| {
@@ -573,7 +411,7 @@ async fn concurrent_workers_share_commits_and_lose_nothing() {
     );
     drop(s);
     let s = store(&dir, LeaseSettings::default());
-    let d = s.sweep_detail(&p.sweep_id).expect("detail");
+    let d = s.sweep_detail(&p.sweep_id).await.expect("detail");
     assert_eq!(d.summary.cells.done as usize, p.cells.len());
     assert!(
         d.runs
@@ -582,63 +420,16 @@ async fn concurrent_workers_share_commits_and_lose_nothing() {
     );
     // The writer commits with a full sync of the WAL.
     let (mode, sync): (String, i64) = s
+        .store
         .write(|c| {
             Ok((
                 c.pragma_query_value(None, "journal_mode", |r| r.get(0))?,
                 c.pragma_query_value(None, "synchronous", |r| r.get(0))?,
             ))
         })
+        .await
         .expect("pragmas");
     assert_eq!((mode.as_str(), sync), ("wal", 2));
-}
-
-#[test]
-fn the_worker_path_queries_search_indices_instead_of_scanning() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let s = store(&dir, LeaseSettings::default());
-    s.submit(&plan(SWEEP), SWEEP).expect("submit");
-    // The statements every lease, report and completion runs (lease.rs, report.rs).
-    let (leased, pending) = (RunState::Leased, RunState::Pending);
-    let (cell_pending, cell_failed) = (CellState::Pending, CellState::Failed);
-    let hot = [
-        format!(
-            "SELECT run_id, attempt, worker_id FROM runs WHERE state = '{leased}' AND lease_expires_ms < ?1"
-        ),
-        format!(
-            "SELECT run_id, spec_json, attempt FROM runs WHERE state = '{pending}' AND not_before_ms <= ?1 ORDER BY seq LIMIT 1"
-        ),
-        format!(
-            "SELECT spec_json FROM cells WHERE run_id = ?1 AND state = '{cell_pending}' ORDER BY seq"
-        ),
-        "SELECT state, lease_id, attempt, lease_expires_ms FROM runs WHERE run_id = ?1".to_owned(),
-        "SELECT run_id, state, attempt FROM cells WHERE cell_id = ?1".to_owned(),
-        format!(
-            "UPDATE cells SET state = '{cell_failed}' WHERE run_id = ?1 AND state = '{cell_pending}'"
-        ),
-        "UPDATE workers SET last_seen_ms = ?2 WHERE worker_id = ?1".to_owned(),
-    ];
-    let plans = s
-        .write(move |c| {
-            let mut plans = Vec::new();
-            for sql in hot {
-                let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
-                let nulls = std::iter::repeat_n(rusqlite::types::Null, stmt.parameter_count());
-                let steps: Vec<String> = stmt
-                    .query_map(rusqlite::params_from_iter(nulls), |r| r.get::<_, String>(3))?
-                    .collect::<Result<_, _>>()?;
-                plans.push((sql, steps.join("; ")));
-            }
-            Ok(plans)
-        })
-        .expect("plans");
-    for (sql, plan) in &plans {
-        assert!(
-            plan.starts_with("SEARCH") && !plan.contains("SCAN"),
-            "{sql}\n  → {plan}"
-        );
-    }
-    // Expiry seeks on the deadline, not through every leased run.
-    assert!(plans[0].1.contains("lease_expires_ms<?"), "{}", plans[0].1);
 }
 
 #[tokio::test]
@@ -650,8 +441,12 @@ async fn a_lease_for_one_sweep_leaves_the_other_sweeps_runs_alone() {
         .replace("store-test", "other")
         .replace("\"standard\", \"at-fgsm\"", "\"at-pgd-linf\"");
     let other = plan(&other_text);
-    s.submit(&first, SWEEP).expect("submit first");
-    s.submit(&other, &other_text).expect("submit other");
+    s.submit(first.clone(), SWEEP.to_string())
+        .await
+        .expect("submit first");
+    s.submit(other.clone(), other_text.to_string())
+        .await
+        .expect("submit other");
     let w = s
         .register_worker("w".into(), "host".into(), "cpu".into(), 1, "test".into())
         .await
@@ -684,33 +479,13 @@ async fn a_lease_for_one_sweep_leaves_the_other_sweeps_runs_alone() {
     assert_eq!(g.sweep_id, first.sweep_id);
 }
 
-/// (cell id, state, accuracy) of every cell of a run, read through a fresh connection.
-fn cells_of(s: &Store, run_id: &str) -> Vec<(String, CellState, Option<f64>)> {
-    let conn = rusqlite::Connection::open(s.path()).expect("open");
-    conn.prepare("SELECT cell_id, state, result_json FROM cells WHERE run_id = ?1 ORDER BY cell_id")
-        .expect("prepare")
-        .query_map([run_id], |r| {
-            let result: Option<String> = r.get(2)?;
-            Ok((
-                r.get(0)?,
-                state(r, 1)?,
-                result.map(|j| {
-                    serde_json::from_str::<CellResult>(&j)
-                        .expect("stored result")
-                        .accuracy
-                }),
-            ))
-        })
-        .expect("query")
-        .collect::<Result<_, _>>()
-        .expect("rows")
-}
-
 #[tokio::test]
 async fn cells_reported_together_are_stored_all_or_none() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = store(&dir, LeaseSettings::default());
-    s.submit(&plan(SWEEP), SWEEP).expect("submit");
+    s.submit(plan(SWEEP), SWEEP.to_string())
+        .await
+        .expect("submit");
     let w = s
         .register_worker("w".into(), "host".into(), "cpu".into(), 1, "test".into())
         .await
@@ -734,7 +509,7 @@ async fn cells_reported_together_are_stored_all_or_none() {
         "{err}"
     );
     assert!(
-        cells_of(&s, &g.run.id)
+        cells_of(&s.store, &g.run.id)
             .iter()
             .all(|(_, state, acc)| *state == CellState::Pending && acc.is_none())
     );
@@ -763,7 +538,7 @@ async fn cells_reported_together_are_stored_all_or_none() {
         .map(|(id, r)| (id.clone(), CellState::Done, Some(r.accuracy)))
         .collect();
     expected.sort_by(|a, b| a.0.cmp(&b.0));
-    assert_eq!(cells_of(&s, &g.run.id), expected);
+    assert_eq!(cells_of(&s.store, &g.run.id), expected);
     s.complete_run(l.clone()).await.expect("complete");
 
     // A lease that is gone stores nothing either.
@@ -777,7 +552,7 @@ async fn cells_reported_together_are_stored_all_or_none() {
         .expect_err("fenced");
     assert!(matches!(err, StoreError::LeaseLost { .. }), "{err}");
     assert!(
-        cells_of(&s, &other.run.id)
+        cells_of(&s.store, &other.run.id)
             .iter()
             .all(|(_, state, _)| *state == CellState::Pending)
     );

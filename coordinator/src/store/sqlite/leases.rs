@@ -1,89 +1,18 @@
-//! Leases: who is working on which run, until when, and under which attempt number.
-//!
-//! A lease is granted for a whole run (train once, evaluate all its pending cells). It expires
-//! unless heartbeats renew it; an expired lease re-queues the run with back-off. Every report a
-//! worker makes carries its [`LeaseRef`], checked by [`super::fencing`].
+//! Leases in SQL: who is working on which run, until when, and under which attempt number
+//! (the rules are `crate::scheduler::leasing`).
 
 use advsweep_core::{AttemptOutcome, CellSpec, CellState, RunSpec, RunState};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::fencing::{FailedAttempt, LeaseRef, check_lease, end_failed_attempt};
-use super::recovery::{CheckpointInfo, latest_checkpoint};
-use super::settings::LeaseSettings;
-use super::{Store, StoreError, now_ms, random_id};
+use super::attempts::{Ending, check_lease, end_failed_attempt};
+use super::recovery::latest_checkpoint;
+use crate::scheduler::leasing;
+use crate::scheduler::policy::LeaseSettings;
+use crate::store::error::StoreError;
+use crate::store::ids::{now_ms, random_id};
+use crate::store::records::{LeaseGrant, LeaseOutcome, LeaseRef, NewWorker};
 
-/// A run handed to a worker, with the cells it still has to evaluate.
-#[derive(Debug, Clone)]
-pub struct LeaseGrant {
-    pub lease_id: String,
-    pub attempt: u32,
-    pub sweep_id: String,
-    pub run: RunSpec,
-    pub cells: Vec<CellSpec>,
-    /// The latest checkpoint to resume from.
-    pub resume_from: Option<CheckpointInfo>,
-}
-
-#[derive(Debug, Clone)]
-pub enum LeaseOutcome {
-    Granted(Box<LeaseGrant>),
-    /// Work exists but none is ready (all leased, or waiting out a retry back-off).
-    Wait {
-        retry_after_ms: u64,
-    },
-    /// No sweep has pending or running work.
-    Idle,
-}
-
-impl Store {
-    /// Registers a worker; returns its new id.
-    pub async fn register_worker(
-        &self,
-        name: String,
-        hostname: String,
-        device: String,
-        slots: u32,
-        version: String,
-    ) -> Result<String, StoreError> {
-        self.write_urgent(move |c| register_worker(c, &name, &hostname, &device, slots, &version))
-            .await
-    }
-
-    /// Grants the oldest ready run to `worker_id`, restricted to the runs `sweep_id` needs when
-    /// given (`Idle` when that sweep has no work left, or does not exist).
-    pub async fn lease(
-        &self,
-        worker_id: String,
-        sweep_id: Option<String>,
-    ) -> Result<LeaseOutcome, StoreError> {
-        let settings = self.settings.clone();
-        self.write_urgent(move |c| lease(c, &settings, &worker_id, sweep_id.as_deref()))
-            .await
-    }
-
-    /// Renews a lease. `Ok(false)` tells the worker to stop: the lease is gone.
-    pub async fn heartbeat(&self, lease: LeaseRef) -> Result<bool, StoreError> {
-        let settings = self.settings.clone();
-        self.write_urgent(move |c| heartbeat(c, &settings, &lease))
-            .await
-    }
-
-    /// Re-queues (or fails) every run whose lease has expired. Called periodically and on
-    /// every lease and heartbeat, so expiry does not depend on a timer alone.
-    pub fn expire_leases(&self) -> Result<usize, StoreError> {
-        let settings = self.settings.clone();
-        self.write(move |c| expire_leases(c, &settings, now_ms()))
-    }
-}
-
-fn register_worker(
-    conn: &Connection,
-    name: &str,
-    hostname: &str,
-    device: &str,
-    slots: u32,
-    version: &str,
-) -> Result<String, StoreError> {
+pub(super) fn register_worker(conn: &Connection, worker: &NewWorker) -> Result<String, StoreError> {
     let worker_id = random_id("w-");
     let now = now_ms();
     conn.prepare_cached(
@@ -92,12 +21,18 @@ fn register_worker(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
     )?
     .execute(params![
-        worker_id, name, hostname, device, slots, version, now
+        worker_id,
+        worker.name,
+        worker.hostname,
+        worker.device,
+        worker.slots,
+        worker.version,
+        now
     ])?;
     Ok(worker_id)
 }
 
-fn lease(
+pub(super) fn lease(
     conn: &Connection,
     settings: &LeaseSettings,
     worker_id: &str,
@@ -154,17 +89,12 @@ fn lease(
                 )?
                 .query_row(params![now, sweep], |r| r.get(0))?,
         };
-        return Ok(match next {
-            None => LeaseOutcome::Idle,
-            Some(at) => LeaseOutcome::Wait {
-                retry_after_ms: u64::try_from((at - now).clamp(50, 1000)).unwrap_or(1000),
-            },
-        });
+        return Ok(leasing::nothing_ready(next, now));
     };
     let run: RunSpec = serde_json::from_str(&spec_json)?;
     let attempt = attempt + 1;
     let lease_id = random_id("l-");
-    let expires = now + LeaseSettings::ms(settings.lease_ttl);
+    let expires = leasing::expires_at(settings, now);
     conn.prepare_cached(sql!(
         "UPDATE runs SET state = '{}', attempt = ?2, lease_id = ?3, worker_id = ?4,
              lease_expires_ms = ?5, updated_ms = ?6
@@ -201,7 +131,7 @@ fn lease(
     })))
 }
 
-fn heartbeat(
+pub(super) fn heartbeat(
     conn: &Connection,
     settings: &LeaseSettings,
     lease: &LeaseRef,
@@ -212,10 +142,7 @@ fn heartbeat(
     match check_lease(conn, lease, now) {
         Ok(()) => {
             conn.prepare_cached("UPDATE runs SET lease_expires_ms = ?2 WHERE run_id = ?1")?
-                .execute(params![
-                    lease.run_id,
-                    now + LeaseSettings::ms(settings.lease_ttl)
-                ])?;
+                .execute(params![lease.run_id, leasing::expires_at(settings, now)])?;
             Ok(true)
         }
         Err(StoreError::LeaseLost { .. }) => Ok(false),
@@ -233,7 +160,11 @@ fn touch_worker(conn: &Connection, worker_id: &str, now: i64) -> Result<(), Stor
     Ok(())
 }
 
-fn expire_leases(tx: &Connection, settings: &LeaseSettings, now: i64) -> Result<usize, StoreError> {
+pub(super) fn expire_leases(
+    tx: &Connection,
+    settings: &LeaseSettings,
+    now: i64,
+) -> Result<usize, StoreError> {
     let expired: Vec<(String, u32, Option<String>)> = {
         let mut stmt = tx.prepare_cached(sql!(
             "SELECT run_id, attempt, worker_id FROM runs
@@ -253,12 +184,12 @@ fn expire_leases(tx: &Connection, settings: &LeaseSettings, now: i64) -> Result<
         end_failed_attempt(
             tx,
             settings,
-            FailedAttempt {
+            Ending {
                 run_id,
                 attempt: *attempt,
                 worker_id: worker_id.as_deref(),
                 outcome: AttemptOutcome::Expired,
-                reason: "no heartbeat within the lease TTL (worker died or hung)",
+                reason: leasing::EXPIRED_REASON,
                 retryable: true,
             },
             now,

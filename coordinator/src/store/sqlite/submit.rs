@@ -1,4 +1,4 @@
-//! Submitting a plan: idempotent by content id.
+//! Submitting a plan, idempotent by content id, and cancelling a sweep.
 //!
 //! Re-submitting a sweep (or a second sweep sharing runs) inserts only what is new, keeps every
 //! finished cell, and re-opens failed or cancelled cells so that only missing work runs.
@@ -6,49 +6,21 @@
 use advsweep_core::{CellState, RunState};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Store, StoreError, now_ms, state};
+use super::state;
+use crate::store::error::StoreError;
+use crate::store::ids::now_ms;
+use crate::store::records::SubmitOutcome;
 use crate::sweep::Plan;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SubmitOutcome {
-    pub sweep_id: String,
-    pub name: String,
-    pub runs: u32,
-    pub cells: u32,
-    /// Cells that already had a result before this submission.
-    pub cells_already_done: u32,
-    /// False when the same sweep had been submitted before.
-    pub new_sweep: bool,
-}
 
 fn count(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-impl Store {
-    pub fn submit(&self, plan: &Plan, sweep_toml: &str) -> Result<SubmitOutcome, StoreError> {
-        self.submit_owned(plan.clone(), sweep_toml.to_owned())
-    }
-
-    /// [`Store::submit`] without copying the plan (a 100k-cell plan is tens of MB).
-    pub fn submit_owned(
-        &self,
-        plan: Plan,
-        sweep_toml: String,
-    ) -> Result<SubmitOutcome, StoreError> {
-        self.write(move |c| submit(c, &plan, &sweep_toml))
-    }
-
-    /// Cancels a sweep: its unfinished cells that no other active sweep needs become
-    /// `cancelled`, and runs left without pending cells stop (their workers' heartbeats are
-    /// answered `keep_going = false`). Returns the number of cells cancelled.
-    pub fn cancel(&self, sweep_id: &str) -> Result<u32, StoreError> {
-        let sweep_id = sweep_id.to_owned();
-        self.write(move |c| cancel(c, &sweep_id))
-    }
-}
-
-fn submit(tx: &Connection, plan: &Plan, sweep_toml: &str) -> Result<SubmitOutcome, StoreError> {
+pub(super) fn submit(
+    tx: &Connection,
+    plan: &Plan,
+    sweep_toml: &str,
+) -> Result<SubmitOutcome, StoreError> {
     let now = now_ms();
     let max_attempts = plan.max_attempts;
     let existed = tx
@@ -171,7 +143,7 @@ pub(super) fn reopen_runs(tx: &Connection, sweep_id: &str, now: i64) -> Result<u
     )?)
 }
 
-fn cancel(tx: &Connection, sweep_id: &str) -> Result<u32, StoreError> {
+pub(super) fn cancel(tx: &Connection, sweep_id: &str) -> Result<u32, StoreError> {
     let now = now_ms();
     let changed = tx.execute(
         "UPDATE sweeps SET cancelled = 1 WHERE sweep_id = ?1",

@@ -1,0 +1,82 @@
+//! What workers report under a lease: a cell's result, the end of a run, and the sanity
+//! warnings a finished run stores.
+//!
+//! Every report is fenced ([`super::fencing`]); repeating one that already took effect for the
+//! same attempt is a no-op success, so a worker may safely retry after a lost response. A
+//! cell's first result stands: a later attempt's result for it is accepted and ignored.
+
+use advsweep_core::{CellState, RunSpec, RunState};
+
+use super::fencing;
+use crate::report::sanity::{self, EvaluatedCell};
+use crate::store::error::StoreError;
+use crate::store::records::{CellRecord, LeaseRecord, LeaseRef};
+
+/// What to do with a reported cell result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CellReport {
+    /// Store it: the cell's first result.
+    Store,
+    /// Already stored (a retried call, or an earlier attempt's result): nothing to write.
+    AlreadyStored,
+}
+
+/// Decides a cell result quoting `quote`, given the stored cell (`None`: no such cell) and its
+/// run's lease.
+pub fn cell_report(
+    cell_id: &str,
+    cell: Option<&CellRecord>,
+    live: Option<&LeaseRecord>,
+    quote: &LeaseRef,
+    now: i64,
+) -> Result<CellReport, StoreError> {
+    let Some(cell) = cell.filter(|c| c.run_id == quote.run_id) else {
+        return Err(StoreError::NoSuchCell {
+            run_id: quote.run_id.clone(),
+            cell_id: cell_id.to_owned(),
+        });
+    };
+    if cell.state == CellState::Done && cell.attempt == Some(quote.attempt) {
+        return Ok(CellReport::AlreadyStored);
+    }
+    fencing::check(live, quote, now)?;
+    Ok(if cell.state == CellState::Done {
+        CellReport::AlreadyStored
+    } else {
+        CellReport::Store
+    })
+}
+
+/// What to do with a run reported complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunReport {
+    /// End the lease: unreported cells fail, warnings are stored, the run is done.
+    Complete,
+    /// This attempt already completed the run (a retried call).
+    AlreadyComplete,
+}
+
+/// Decides a completion quoting `quote`, given its run's lease record.
+pub fn run_report(
+    live: Option<&LeaseRecord>,
+    quote: &LeaseRef,
+    now: i64,
+) -> Result<RunReport, StoreError> {
+    if live.is_some_and(|l| l.state == RunState::Done && l.attempt == quote.attempt) {
+        return Ok(RunReport::AlreadyComplete);
+    }
+    fencing::check(live, quote, now)?;
+    Ok(RunReport::Complete)
+}
+
+/// The error a completed run's unreported cells keep: the worker claims to be finished with
+/// them.
+pub fn unreported_cell_error(worker_id: &str, attempt: u32) -> String {
+    format!("worker {worker_id} finished attempt {attempt} without a result for this cell")
+}
+
+/// Signs of an unsound evaluation in a finished run's results (`advsweep-report`'s sanity
+/// rules), stored with the run when it completes.
+pub fn warnings(run: &RunSpec, cells: &[EvaluatedCell]) -> Vec<String> {
+    sanity::warnings(run, cells)
+}

@@ -1,0 +1,325 @@
+//! The scheduler: the rules of leasing, fencing, retries, preemption, expiry and completion,
+//! over any [`StateStore`].
+//!
+//! The rules are plain functions over the store's records, testable without SQL: [`leasing`]
+//! (expiry, when to ask again), [`fencing`] (is this quote the live lease), [`retry`] (back-off
+//! or fail for good), [`completion`] (repeated reports, a run's end, sanity warnings), and the
+//! [`policy`] that times them. A store applies them inside its transactions (see
+//! `crate::store`), so each decision and its outcome are one atomic step.
+//!
+//! [`Scheduler`] is what the gRPC handlers, the server loop and the metrics endpoint call: it
+//! holds the policy, hands it to the transitions that need it, runs the store's blocking reads
+//! on the blocking pool, and does the work around a transition that is not state (deleting the
+//! files of checkpoints a new one made stale).
+
+pub mod completion;
+pub mod fencing;
+pub mod leasing;
+pub mod policy;
+pub mod retry;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use advsweep_core::{CellResult, EpochMetrics};
+
+pub use policy::LeaseSettings;
+
+use crate::store::{
+    CheckpointInfo, FailOutcome, Gauges, LeaseOutcome, LeaseRef, NewCheckpoint, NewWorker,
+    RetryOutcome, RunStatus, StateStore, StoreError, SubmitOutcome, SweepDetail, SweepSummary,
+    now_ms,
+};
+use crate::sweep::Plan;
+
+/// Checkpoints kept per run (older ones are forgotten, and their files deleted, when a new one
+/// is stored).
+pub const CHECKPOINTS_KEPT: usize = 2;
+
+/// The rules over one store.
+#[derive(Debug, Clone)]
+pub struct Scheduler {
+    store: Arc<dyn StateStore>,
+    policy: LeaseSettings,
+}
+
+impl Scheduler {
+    pub fn new(store: Arc<dyn StateStore>, policy: LeaseSettings) -> Self {
+        Scheduler { store, policy }
+    }
+
+    pub fn store(&self) -> &Arc<dyn StateStore> {
+        &self.store
+    }
+
+    pub fn policy(&self) -> &LeaseSettings {
+        &self.policy
+    }
+
+    /// Runs a blocking read of the store on the blocking pool.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn StateStore) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || f(&*store))
+            .await
+            .unwrap_or_else(|e| Err(StoreError::CommitFailed(format!("a read panicked: {e}"))))
+    }
+
+    // --- Workers and leases. ---
+
+    /// Registers a worker; returns its new id.
+    pub async fn register_worker(
+        &self,
+        name: String,
+        hostname: String,
+        device: String,
+        slots: u32,
+        version: String,
+    ) -> Result<String, StoreError> {
+        self.store
+            .register_worker(NewWorker {
+                name,
+                hostname,
+                device,
+                slots,
+                version,
+            })
+            .await
+    }
+
+    /// Grants the oldest ready run to `worker_id`, restricted to the runs `sweep_id` needs when
+    /// given (`Idle` when that sweep has no work left, or does not exist).
+    pub async fn lease(
+        &self,
+        worker_id: String,
+        sweep_id: Option<String>,
+    ) -> Result<LeaseOutcome, StoreError> {
+        self.store.lease(&self.policy, worker_id, sweep_id).await
+    }
+
+    /// Renews a lease. `Ok(false)` tells the worker to stop: the lease is gone.
+    pub async fn heartbeat(&self, lease: LeaseRef) -> Result<bool, StoreError> {
+        self.store.heartbeat(&self.policy, lease).await
+    }
+
+    /// Re-queues (or fails) every run whose lease has expired. Called periodically, and by
+    /// every lease and heartbeat, so expiry does not depend on a timer alone.
+    pub async fn expire_leases(&self) -> Result<usize, StoreError> {
+        self.store.expire_leases(&self.policy).await
+    }
+
+    // --- Reports under a lease. ---
+
+    /// Stores a run's epoch metrics (the latest attempt's value of each epoch stands).
+    pub async fn report_epochs(
+        &self,
+        lease: LeaseRef,
+        epochs: Vec<EpochMetrics>,
+    ) -> Result<(), StoreError> {
+        self.store.report_epochs(lease, epochs).await
+    }
+
+    /// Stores a cell's result. Returns `false` when the result had already been stored (a
+    /// retried call), `true` when this call stored it.
+    pub async fn complete_cell(
+        &self,
+        lease: LeaseRef,
+        cell_id: String,
+        result: CellResult,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .store
+            .complete_cells(lease, vec![(cell_id, result)])
+            .await?
+            > 0)
+    }
+
+    /// Stores several cells' results in one transaction: all of them or, when one is refused
+    /// (not a cell of the leased run, or the lease is gone), none. Returns how many this call
+    /// stored; cells already done (a retried call, or an earlier attempt's result) count 0.
+    pub async fn complete_cells(
+        &self,
+        lease: LeaseRef,
+        cells: Vec<(String, CellResult)>,
+    ) -> Result<usize, StoreError> {
+        self.store.complete_cells(lease, cells).await
+    }
+
+    /// Ends a run's lease successfully. Cells the worker did not report are failed, since the
+    /// worker claims to be finished with them; the run's sanity warnings are stored with it.
+    pub async fn complete_run(&self, lease: LeaseRef) -> Result<(), StoreError> {
+        self.store.complete_run(lease).await
+    }
+
+    /// Ends a run's lease with an error; retried with back-off when `retryable` and attempts
+    /// remain.
+    pub async fn fail_run(
+        &self,
+        lease: LeaseRef,
+        reason: String,
+        retryable: bool,
+    ) -> Result<FailOutcome, StoreError> {
+        self.store
+            .fail_run(&self.policy, lease, reason, retryable)
+            .await
+    }
+
+    /// Hands a leased run back (preemption): re-queued now, not counted as a failure.
+    pub async fn release_run(&self, lease: LeaseRef, reason: String) -> Result<(), StoreError> {
+        self.store.release_run(lease, reason).await
+    }
+
+    // --- Checkpoints. ---
+
+    /// Fails unless `lease` is the live lease of its run; writes nothing. Lets a checkpoint
+    /// upload be refused before any byte of it reaches the disk.
+    pub async fn verify_lease(&self, lease: &LeaseRef) -> Result<(), StoreError> {
+        let quote = lease.clone();
+        self.read(move |s| {
+            fencing::check(s.lease_record(&quote.run_id)?.as_ref(), &quote, now_ms())
+        })
+        .await
+    }
+
+    /// Where checkpoint files of `run_id` live.
+    pub fn artifacts_dir(&self, run_id: &str) -> PathBuf {
+        self.store.artifacts_dir(run_id)
+    }
+
+    /// Records a checkpoint file already written (and verified) at `path`, under a live lease.
+    /// Older checkpoints beyond [`CHECKPOINTS_KEPT`] are forgotten and their files deleted.
+    pub async fn record_checkpoint(
+        &self,
+        lease: &LeaseRef,
+        epoch: u32,
+        sha256: &str,
+        bytes: u64,
+        path: &std::path::Path,
+    ) -> Result<String, StoreError> {
+        let checkpoint = NewCheckpoint {
+            epoch,
+            sha256: sha256.to_owned(),
+            bytes,
+            path: path.to_owned(),
+        };
+        let recorded = self
+            .store
+            .record_checkpoint(lease.clone(), checkpoint, CHECKPOINTS_KEPT)
+            .await?;
+        for file in recorded.stale_files {
+            let _ = tokio::fs::remove_file(file).await;
+        }
+        Ok(recorded.checkpoint_id)
+    }
+
+    /// A checkpoint by id, for a registered worker.
+    pub async fn checkpoint(
+        &self,
+        worker_id: &str,
+        run_id: &str,
+        checkpoint_id: &str,
+    ) -> Result<Option<CheckpointInfo>, StoreError> {
+        let (worker_id, run_id, checkpoint_id) = (
+            worker_id.to_owned(),
+            run_id.to_owned(),
+            checkpoint_id.to_owned(),
+        );
+        self.read(move |s| {
+            if !s.worker_exists(&worker_id)? {
+                return Err(StoreError::UnknownWorker(worker_id));
+            }
+            s.checkpoint(&run_id, &checkpoint_id)
+        })
+        .await
+    }
+
+    /// The run's most advanced checkpoint, if any.
+    pub async fn latest_checkpoint(
+        &self,
+        run_id: &str,
+    ) -> Result<Option<CheckpointInfo>, StoreError> {
+        let run_id = run_id.to_owned();
+        self.read(move |s| s.latest_checkpoint(&run_id)).await
+    }
+
+    /// Forgets a checkpoint whose file turned out corrupt, so the next lease resumes from the
+    /// previous one (or from scratch).
+    pub async fn drop_checkpoint(&self, checkpoint_id: &str) -> Result<(), StoreError> {
+        self.store.drop_checkpoint(checkpoint_id.to_owned()).await
+    }
+
+    // --- Sweeps. ---
+
+    /// Stores a plan (a 100k-cell plan is tens of MB: it is moved, not copied).
+    pub async fn submit(
+        &self,
+        plan: Plan,
+        sweep_toml: String,
+    ) -> Result<SubmitOutcome, StoreError> {
+        self.store.submit(plan, sweep_toml).await
+    }
+
+    /// Cancels a sweep: its unfinished cells that no other active sweep needs become
+    /// `cancelled`, and runs left without pending cells stop (their workers' heartbeats are
+    /// answered `keep_going = false`). Returns the number of cells cancelled.
+    pub async fn cancel(&self, sweep_id: &str) -> Result<u32, StoreError> {
+        self.store.cancel(sweep_id.to_owned()).await
+    }
+
+    /// Re-queues the sweep's failed cells (or the named failed/cancelled ones) and their runs
+    /// with a fresh attempt budget.
+    pub async fn retry(
+        &self,
+        sweep_id: &str,
+        cell_ids: &[String],
+    ) -> Result<RetryOutcome, StoreError> {
+        self.store
+            .retry(sweep_id.to_owned(), cell_ids.to_vec())
+            .await
+    }
+
+    // --- Views. ---
+
+    /// Counts by state over all sweeps, leases and workers (alive = heard from within three
+    /// heartbeat intervals).
+    pub async fn gauges(&self) -> Result<Gauges, StoreError> {
+        let alive_after = now_ms().saturating_sub(
+            3 * i64::try_from(self.policy.heartbeat_interval.as_millis()).unwrap_or(i64::MAX / 4),
+        );
+        self.read(move |s| s.gauges(alive_after)).await
+    }
+
+    /// Whether any run of an active sweep still has work to do (pending or leased).
+    pub async fn has_work(&self) -> Result<bool, StoreError> {
+        self.read(|s| s.has_work()).await
+    }
+
+    pub async fn sweep_summary(&self, sweep_id: &str) -> Result<SweepSummary, StoreError> {
+        let id = sweep_id.to_owned();
+        self.read(move |s| s.sweep_summary(&id)).await
+    }
+
+    /// The summary and the leased runs of a sweep (what one `WatchSweep` event shows).
+    pub async fn sweep_progress(
+        &self,
+        sweep_id: &str,
+    ) -> Result<(SweepSummary, Vec<RunStatus>), StoreError> {
+        let id = sweep_id.to_owned();
+        self.read(move |s| Ok((s.sweep_summary(&id)?, s.running_runs(&id)?)))
+            .await
+    }
+
+    /// Every sweep, oldest first.
+    pub async fn list_sweeps(&self) -> Result<Vec<SweepSummary>, StoreError> {
+        self.read(|s| s.list_sweeps()).await
+    }
+
+    /// A sweep with every run (and its epoch metrics) and every cell, in file order.
+    pub async fn sweep_detail(&self, sweep_id: &str) -> Result<SweepDetail, StoreError> {
+        let id = sweep_id.to_owned();
+        self.read(move |s| s.sweep_detail(&id)).await
+    }
+}

@@ -72,6 +72,10 @@ pub struct Metrics {
     rpcs: Mutex<BTreeMap<String, RpcStats>>,
     pub metric_points: AtomicU64,
     pub cell_results: AtomicU64,
+    /// Reports refused because their lease is no longer held (fencing at work).
+    pub stale_reports: AtomicU64,
+    /// Calls refused because they quoted another worker's lease (or another certificate).
+    pub foreign_lease_refusals: AtomicU64,
 }
 
 impl Metrics {
@@ -150,6 +154,22 @@ impl Metrics {
             "advsweep_cell_results_total {}",
             self.cell_results.load(Ordering::Relaxed)
         );
+        for (name, help, value) in [
+            (
+                "advsweep_stale_reports_total",
+                "Worker reports refused as LEASE_LOST (a lease expired, re-granted or cancelled).",
+                &self.stale_reports,
+            ),
+            (
+                "advsweep_foreign_lease_refusals_total",
+                "Calls refused as NOT_LEASE_HOLDER (another worker's lease or certificate).",
+                &self.foreign_lease_refusals,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
         let rpcs = self.rpcs.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let _ = writeln!(
             out,

@@ -22,16 +22,27 @@ pub enum Refusal {
     /// cancelled): stop working on the run and drop what it produced. Code:
     /// `FAILED_PRECONDITION`.
     LeaseLost,
+    /// The quoted lease is held by another worker (the caller quoted a lease granted to a
+    /// different worker id, an id that is not registered, or, under mutual TLS, a worker id
+    /// registered with another client certificate). A worker that gets it treats it as
+    /// [`Refusal::LeaseLost`]: it stops the run and drops what it produced. Code:
+    /// `PERMISSION_DENIED`.
+    NotLeaseHolder,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 2] = [Refusal::WorkerUnknown, Refusal::LeaseLost];
+    pub const ALL: [Refusal; 3] = [
+        Refusal::WorkerUnknown,
+        Refusal::LeaseLost,
+        Refusal::NotLeaseHolder,
+    ];
 
     /// The `ErrorInfo.reason` spelling (UPPER_SNAKE_CASE, as Google's API guidelines ask).
     pub const fn as_str(self) -> &'static str {
         match self {
             Refusal::WorkerUnknown => "WORKER_UNKNOWN",
             Refusal::LeaseLost => "LEASE_LOST",
+            Refusal::NotLeaseHolder => "NOT_LEASE_HOLDER",
         }
     }
 

@@ -275,6 +275,98 @@ async fn mutual_tls_asks_workers_for_a_certificate_from_the_client_ca() {
     );
 }
 
+/// Under mutual TLS a worker id is bound to the client certificate it registered with: a
+/// second machine with a certificate of the same CA that learned the worker id and the lease
+/// id cannot heartbeat, report or lease as that worker (issue 18).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_id_is_bound_to_the_certificate_it_registered_with() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = TestCa::new(dir.path(), "cluster");
+    let workers_ca = TestCa::new(dir.path(), "workers");
+    let node1 = workers_ca.issue("gpu-node-1", &["gpu-node-1"]);
+    let node2 = workers_ca.issue("gpu-node-2", &["gpu-node-2"]);
+    let coordinator = TestCoordinator::start_serving(
+        "127.0.0.1:0",
+        LeaseSettings::default(),
+        tls_options(&ca, Some(&workers_ca), ClientAuth::Workers),
+    )
+    .await;
+    let url = &coordinator.url;
+    let one = connection(url, None, Some(&ca.cert), Some(&node1));
+    let two = connection(url, None, Some(&ca.cert), Some(&node2));
+    sweeps(&one)
+        .await
+        .expect("client")
+        .submit_sweep(pb::SubmitSweepRequest {
+            sweep_toml: SWEEP.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("submits");
+    let mut first = workers(&one).await.expect("worker one");
+    let worker_id = first
+        .register(pb::RegisterRequest {
+            name: "one".into(),
+            hostname: "gpu-node-1".into(),
+            device: "cpu".into(),
+            slots: 1,
+            version: "test".into(),
+        })
+        .await
+        .expect("registers")
+        .into_inner()
+        .worker_id;
+    let lease = first
+        .lease(pb::LeaseRequest {
+            worker_id: worker_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("leases")
+        .into_inner()
+        .lease
+        .expect("a run");
+    let quote = pb::LeaseRef {
+        worker_id: worker_id.clone(),
+        run_id: lease.run.as_ref().expect("run").run_id.clone(),
+        lease_id: lease.lease_id.clone(),
+        attempt: lease.attempt,
+    };
+    let heartbeat = pb::HeartbeatRequest {
+        lease: Some(quote.clone()),
+    };
+    let mut second = workers(&two).await.expect("worker two");
+    let forged = second
+        .heartbeat(heartbeat.clone())
+        .await
+        .expect_err("another certificate");
+    assert_eq!(forged.code(), Code::PermissionDenied, "{forged:?}");
+    let forged = second
+        .complete_run(pb::CompleteRunRequest {
+            lease: Some(quote.clone()),
+        })
+        .await
+        .expect_err("another certificate");
+    assert_eq!(forged.code(), Code::PermissionDenied, "{forged:?}");
+    let forged = second
+        .lease(pb::LeaseRequest {
+            worker_id: worker_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("another certificate");
+    assert_eq!(forged.code(), Code::PermissionDenied, "{forged:?}");
+    // The certificate the worker registered with still holds its lease.
+    assert!(
+        first
+            .heartbeat(heartbeat)
+            .await
+            .expect("its own certificate")
+            .into_inner()
+            .keep_going
+    );
+}
+
 const SWEEP: &str = r#"
 version = 1
 name = "secured"

@@ -6,8 +6,10 @@
 //! watchers.
 
 pub mod auth;
+pub mod caller;
 mod checkpoints;
 mod convert;
+mod refusals;
 mod server;
 mod sweep_service;
 pub mod validate;
@@ -61,6 +63,9 @@ pub fn status_of(error: StoreError) -> Status {
         }
         StoreError::LeaseLost { .. } => {
             refused(Code::FailedPrecondition, Refusal::LeaseLost, &error)
+        }
+        StoreError::NotLeaseHolder { .. } => {
+            refused(Code::PermissionDenied, Refusal::NotLeaseHolder, &error)
         }
         StoreError::NoSuchCell { .. } | StoreError::Invalid(_) => {
             Status::invalid_argument(error.to_string())

@@ -1,7 +1,11 @@
 //! `advsweep.v1.WorkerService`: what GPU workers call.
 //!
 //! Every request is validated ([`super::validate`]) before the store sees it: ids by shape,
-//! labels and counts by bound, metrics and results through `advsweep_core::wire`.
+//! labels and counts by bound, metrics and results through `advsweep_core::wire`. Every call
+//! that quotes a lease (or, for a download, names a run) must come from the worker the lease
+//! was granted to — by worker id, and under mutual TLS by the client certificate that worker
+//! registered with (`Scheduler::authenticate`, `scheduler::fencing`); refusals are counted and
+//! logged by [`Refusals`]. Lease ids are secrets: logs show a digest.
 
 use std::sync::Arc;
 
@@ -11,6 +15,8 @@ use advsweep_proto::v1::worker_service_server::WorkerService;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
+use super::caller::Caller;
+use super::refusals::Refusals;
 use super::validate::{
     self, ContentId, MAX_CELLS_PER_REPORT, MAX_EPOCHS_PER_REPORT, MAX_SLOTS, clean_reason,
     lease_ref, require_content_id, require_count, require_id, require_label, wire_error,
@@ -18,13 +24,14 @@ use super::validate::{
 use super::{ChangeNotifier, status_of};
 use crate::metrics::Metrics;
 use crate::scheduler::Scheduler;
-use crate::store::{FailOutcome, LeaseOutcome, now_ms};
+use crate::store::{FailOutcome, LeaseOutcome, LeaseRef, NewWorker, lease_digest, now_ms};
 
 #[derive(Debug, Clone)]
 pub struct WorkerApi {
     scheduler: Arc<Scheduler>,
     changes: ChangeNotifier,
     metrics: Arc<Metrics>,
+    refusals: Arc<Refusals>,
 }
 
 impl WorkerApi {
@@ -32,8 +39,22 @@ impl WorkerApi {
         WorkerApi {
             scheduler,
             changes,
+            refusals: Arc::new(Refusals::new(Arc::clone(&metrics))),
             metrics,
         }
+    }
+
+    /// Fails unless `caller` presents the certificate `lease`'s worker registered with.
+    async fn authenticate(
+        &self,
+        rpc: &'static str,
+        caller: &Caller,
+        lease: &LeaseRef,
+    ) -> Result<(), Status> {
+        self.scheduler
+            .authenticate(&lease.worker_id, &lease.run_id, caller.cert())
+            .await
+            .map_err(|e| self.refusals.status(rpc, caller, e))
     }
 }
 
@@ -64,13 +85,15 @@ impl WorkerService for WorkerApi {
         &self,
         request: Request<pb::ReleaseRunRequest>,
     ) -> Result<Response<pb::Ack>, Status> {
+        let caller = Caller::of(&request);
         let r = request.into_inner();
         let lease = lease_ref(r.lease)?;
         let reason = clean_reason(&r.reason);
+        self.authenticate("ReleaseRun", &caller, &lease).await?;
         self.scheduler
             .release_run(lease.clone(), reason.clone())
             .await
-            .map_err(status_of)?;
+            .map_err(|e| self.refusals.status("ReleaseRun", &caller, e))?;
         info!(
             run_id = lease.run_id,
             worker_id = lease.worker_id,
@@ -86,13 +109,16 @@ impl WorkerService for WorkerApi {
         &self,
         request: Request<tonic::Streaming<pb::CheckpointChunk>>,
     ) -> Result<Response<pb::CheckpointAck>, Status> {
+        let caller = Caller::of(&request);
         let upload = super::checkpoints::begin(request.into_inner()).await?;
         // A stranger's (or a stale attempt's) upload is refused before it creates a directory
         // or writes a byte.
+        self.authenticate("UploadCheckpoint", &caller, &upload.header.lease)
+            .await?;
         self.scheduler
             .verify_lease(&upload.header.lease)
             .await
-            .map_err(status_of)?;
+            .map_err(|e| self.refusals.status("UploadCheckpoint", &caller, e))?;
         let dir = self.scheduler.artifacts_dir(&upload.header.lease.run_id);
         let (header, path, bytes) = super::checkpoints::receive(upload, dir).await?;
         let lease = header.lease;
@@ -101,7 +127,7 @@ impl WorkerService for WorkerApi {
             .scheduler
             .record_checkpoint(&lease, epoch, &header.sha256, bytes, &path)
             .await
-            .map_err(status_of);
+            .map_err(|e| self.refusals.status("UploadCheckpoint", &caller, e));
         match recorded {
             Ok(checkpoint_id) => {
                 info!(
@@ -129,15 +155,21 @@ impl WorkerService for WorkerApi {
         &self,
         request: Request<pb::DownloadCheckpointRequest>,
     ) -> Result<Response<Self::DownloadCheckpointStream>, Status> {
+        let caller = Caller::of(&request);
         let r = request.into_inner();
         require_id("worker_id", &r.worker_id)?;
         require_content_id("run_id", &r.run_id, ContentId::Run)?;
         require_id("checkpoint_id", &r.checkpoint_id)?;
+        let refused = |e| self.refusals.status("DownloadCheckpoint", &caller, e);
+        self.scheduler
+            .authenticate(&r.worker_id, &r.run_id, caller.cert())
+            .await
+            .map_err(refused)?;
         let info = self
             .scheduler
             .checkpoint(&r.worker_id, &r.run_id, &r.checkpoint_id)
             .await
-            .map_err(status_of)?
+            .map_err(refused)?
             .ok_or_else(|| {
                 Status::not_found(format!(
                     "no checkpoint `{}` for run `{}`",
@@ -162,6 +194,7 @@ impl WorkerService for WorkerApi {
         &self,
         request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let caller = Caller::of(&request);
         let r = request.into_inner();
         for (field, value) in [
             ("name", &r.name),
@@ -177,15 +210,17 @@ impl WorkerService for WorkerApi {
                 r.slots
             )));
         }
-        let (name, hostname, device, version) = (
-            r.name.clone(),
-            r.hostname.clone(),
-            r.device.clone(),
-            r.version.clone(),
-        );
+        let worker = NewWorker {
+            name: r.name.clone(),
+            hostname: r.hostname.clone(),
+            device: r.device.clone(),
+            slots: r.slots,
+            version: r.version.clone(),
+            cert_sha256: caller.cert_sha256.clone(),
+        };
         let worker_id = self
             .scheduler
-            .register_worker(name, hostname, device, r.slots, version)
+            .register_worker(worker)
             .await
             .map_err(status_of)?;
         info!(
@@ -194,6 +229,7 @@ impl WorkerService for WorkerApi {
             hostname = r.hostname,
             device = r.device,
             slots = r.slots,
+            certificate = caller.cert().map(|c| &c[..16]),
             "worker registered"
         );
         let settings = self.scheduler.policy();
@@ -208,6 +244,7 @@ impl WorkerService for WorkerApi {
         &self,
         request: Request<pb::LeaseRequest>,
     ) -> Result<Response<pb::LeaseResponse>, Status> {
+        let caller = Caller::of(&request);
         let pb::LeaseRequest {
             worker_id,
             sweep_id,
@@ -219,6 +256,11 @@ impl WorkerService for WorkerApi {
             require_content_id("sweep_id", &sweep_id, ContentId::Sweep)?;
             Some(sweep_id)
         };
+        // A worker id bound to a certificate leases only with that certificate.
+        self.scheduler
+            .authenticate(&worker_id, "", caller.cert())
+            .await
+            .map_err(|e| self.refusals.status("Lease", &caller, e))?;
         let outcome = self
             .scheduler
             .lease(worker_id.clone(), sweep_filter)
@@ -231,7 +273,7 @@ impl WorkerService for WorkerApi {
                     run_id = grant.run.id,
                     worker_id,
                     attempt = grant.attempt,
-                    lease_id = grant.lease_id,
+                    lease = lease_digest(&grant.lease_id),
                     cells = grant.cells.len(),
                     "run leased"
                 );
@@ -265,12 +307,14 @@ impl WorkerService for WorkerApi {
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let caller = Caller::of(&request);
         let lease = lease_ref(request.into_inner().lease)?;
+        self.authenticate("Heartbeat", &caller, &lease).await?;
         let keep_going = self
             .scheduler
             .heartbeat(lease.clone())
             .await
-            .map_err(status_of)?;
+            .map_err(|e| self.refusals.status("Heartbeat", &caller, e))?;
         if !keep_going {
             warn!(
                 run_id = lease.run_id,
@@ -287,6 +331,7 @@ impl WorkerService for WorkerApi {
         &self,
         request: Request<pb::ReportMetricsRequest>,
     ) -> Result<Response<pb::Ack>, Status> {
+        let caller = Caller::of(&request);
         let r = request.into_inner();
         let lease = lease_ref(r.lease)?;
         require_count("epochs", r.epochs.len(), MAX_EPOCHS_PER_REPORT)?;
@@ -297,10 +342,11 @@ impl WorkerService for WorkerApi {
             .collect::<Result<Vec<_>, _>>()
             .map_err(wire_error)?;
         let points = epochs.len() as u64;
+        self.authenticate("ReportMetrics", &caller, &lease).await?;
         self.scheduler
             .report_epochs(lease, epochs)
             .await
-            .map_err(status_of)?;
+            .map_err(|e| self.refusals.status("ReportMetrics", &caller, e))?;
         self.metrics
             .metric_points
             .fetch_add(points, std::sync::atomic::Ordering::Relaxed);
@@ -312,15 +358,17 @@ impl WorkerService for WorkerApi {
         &self,
         request: Request<pb::CompleteCellRequest>,
     ) -> Result<Response<pb::Ack>, Status> {
+        let caller = Caller::of(&request);
         let r = request.into_inner();
         let lease = lease_ref(r.lease)?;
         let result = cell_report("", &r.cell_id, r.result.as_ref())?;
         let accuracy = result.accuracy;
+        self.authenticate("CompleteCell", &caller, &lease).await?;
         let stored = self
             .scheduler
             .complete_cell(lease.clone(), r.cell_id.clone(), result)
             .await
-            .map_err(status_of)?;
+            .map_err(|e| self.refusals.status("CompleteCell", &caller, e))?;
         if stored {
             self.metrics
                 .cell_results
@@ -342,6 +390,7 @@ impl WorkerService for WorkerApi {
         &self,
         request: Request<pb::CompleteCellsRequest>,
     ) -> Result<Response<pb::Ack>, Status> {
+        let caller = Caller::of(&request);
         let r = request.into_inner();
         let lease = lease_ref(r.lease)?;
         if r.cells.is_empty() {
@@ -358,11 +407,12 @@ impl WorkerService for WorkerApi {
             .iter()
             .map(|(id, r)| (id.clone(), r.accuracy))
             .collect();
+        self.authenticate("CompleteCells", &caller, &lease).await?;
         let stored = self
             .scheduler
             .complete_cells(lease.clone(), cells)
             .await
-            .map_err(status_of)?;
+            .map_err(|e| self.refusals.status("CompleteCells", &caller, e))?;
         self.metrics
             .cell_results
             .fetch_add(stored as u64, std::sync::atomic::Ordering::Relaxed);
@@ -385,11 +435,13 @@ impl WorkerService for WorkerApi {
         &self,
         request: Request<pb::CompleteRunRequest>,
     ) -> Result<Response<pb::Ack>, Status> {
+        let caller = Caller::of(&request);
         let lease = lease_ref(request.into_inner().lease)?;
+        self.authenticate("CompleteRun", &caller, &lease).await?;
         self.scheduler
             .complete_run(lease.clone())
             .await
-            .map_err(status_of)?;
+            .map_err(|e| self.refusals.status("CompleteRun", &caller, e))?;
         info!(
             run_id = lease.run_id,
             worker_id = lease.worker_id,
@@ -404,15 +456,17 @@ impl WorkerService for WorkerApi {
         &self,
         request: Request<pb::FailRunRequest>,
     ) -> Result<Response<pb::Ack>, Status> {
+        let caller = Caller::of(&request);
         let r = request.into_inner();
         let lease = lease_ref(r.lease)?;
         let reason = clean_reason(&r.reason);
         let retryable = r.retryable;
+        self.authenticate("FailRun", &caller, &lease).await?;
         let outcome = self
             .scheduler
             .fail_run(lease.clone(), reason.clone(), retryable)
             .await
-            .map_err(status_of)?;
+            .map_err(|e| self.refusals.status("FailRun", &caller, e))?;
         match outcome {
             FailOutcome::RetryAt(at) => warn!(
                 run_id = lease.run_id,

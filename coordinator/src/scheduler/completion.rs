@@ -30,6 +30,7 @@ pub fn cell_report(
     quote: &LeaseRef,
     now: i64,
 ) -> Result<CellReport, StoreError> {
+    fencing::check_holder(live, quote)?;
     let Some(cell) = cell.filter(|c| c.run_id == quote.run_id) else {
         return Err(StoreError::NoSuchCell {
             run_id: quote.run_id.clone(),
@@ -62,6 +63,7 @@ pub fn run_report(
     quote: &LeaseRef,
     now: i64,
 ) -> Result<RunReport, StoreError> {
+    fencing::check_holder(live, quote)?;
     if live.is_some_and(|l| l.state == RunState::Done && l.attempt == quote.attempt) {
         return Ok(RunReport::AlreadyComplete);
     }

@@ -12,6 +12,7 @@
 //! on the blocking pool, and does the work around a transition that is not state (deleting the
 //! files of checkpoints a new one made stale).
 
+mod callers;
 pub mod completion;
 pub mod fencing;
 pub mod leasing;
@@ -41,11 +42,16 @@ pub const CHECKPOINTS_KEPT: usize = 2;
 pub struct Scheduler {
     store: Arc<dyn StateStore>,
     policy: LeaseSettings,
+    certificates: Arc<callers::Certificates>,
 }
 
 impl Scheduler {
     pub fn new(store: Arc<dyn StateStore>, policy: LeaseSettings) -> Self {
-        Scheduler { store, policy }
+        Scheduler {
+            store,
+            policy,
+            certificates: Arc::default(),
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn StateStore> {
@@ -70,24 +76,39 @@ impl Scheduler {
 
     // --- Workers and leases. ---
 
-    /// Registers a worker; returns its new id.
-    pub async fn register_worker(
+    /// Registers a worker; returns its new id. `cert_sha256` is the client certificate it
+    /// called with (mutual TLS): its later calls must present the same one.
+    pub async fn register_worker(&self, worker: NewWorker) -> Result<String, StoreError> {
+        let cert = worker.cert_sha256.clone();
+        let worker_id = self.store.register_worker(worker).await?;
+        self.certificates.remember(&worker_id, cert);
+        Ok(worker_id)
+    }
+
+    /// Fails unless a call as `worker_id` comes with the client certificate that worker
+    /// registered with (`presented`: the caller's, SHA-256 hex). A worker that registered
+    /// without one is not bound to any; an unknown worker passes here and is refused by the
+    /// transition it asks for. `run_id` names the run the call is about, for the refusal.
+    pub async fn authenticate(
         &self,
-        name: String,
-        hostname: String,
-        device: String,
-        slots: u32,
-        version: String,
-    ) -> Result<String, StoreError> {
-        self.store
-            .register_worker(NewWorker {
-                name,
-                hostname,
-                device,
-                slots,
-                version,
-            })
-            .await
+        worker_id: &str,
+        run_id: &str,
+        presented: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let registered = match self.certificates.get(worker_id) {
+            Some(known) => known,
+            None => {
+                let id = worker_id.to_owned();
+                match self.read(move |s| s.worker_cert(&id)).await? {
+                    None => return Ok(()),
+                    Some(cert) => {
+                        self.certificates.remember(worker_id, cert.clone());
+                        cert
+                    }
+                }
+            }
+        };
+        callers::check_certificate(registered.as_deref(), presented, worker_id, run_id)
     }
 
     /// Grants the oldest ready run to `worker_id`, restricted to the runs `sweep_id` needs when
@@ -215,7 +236,7 @@ impl Scheduler {
         Ok(recorded.checkpoint_id)
     }
 
-    /// A checkpoint by id, for a registered worker.
+    /// A checkpoint by id, for the registered worker that holds the run's lease.
     pub async fn checkpoint(
         &self,
         worker_id: &str,
@@ -228,9 +249,11 @@ impl Scheduler {
             checkpoint_id.to_owned(),
         );
         self.read(move |s| {
-            if !s.worker_exists(&worker_id)? {
+            if s.worker_cert(&worker_id)?.is_none() {
                 return Err(StoreError::UnknownWorker(worker_id));
             }
+            let live = s.lease_record(&run_id)?;
+            fencing::check_download(live.as_ref(), &run_id, &worker_id, now_ms())?;
             s.checkpoint(&run_id, &checkpoint_id)
         })
         .await

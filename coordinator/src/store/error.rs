@@ -1,17 +1,31 @@
 //! Store errors, classified so the gRPC layer can map them to status codes.
 
+use super::ids::lease_digest;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("no sweep with id `{0}`")]
     SweepNotFound(String),
     #[error("unknown worker `{0}`: register first")]
     UnknownWorker(String),
-    /// The caller's lease expired, was re-granted, or its run was cancelled.
-    #[error("lease {lease_id} (attempt {attempt}) on run {run_id} is no longer held: {why}")]
+    /// The caller's lease expired, was re-granted, or its run was cancelled. The lease id is
+    /// a secret: it is shown only as a digest.
+    #[error(
+        "lease {} (attempt {attempt}) on run {run_id} is no longer held: {why}",
+        lease_digest(.lease_id)
+    )]
     LeaseLost {
         run_id: String,
         lease_id: String,
         attempt: u32,
+        why: String,
+    },
+    /// The quoted lease was granted to another worker than the caller (or the caller's client
+    /// certificate is not the one its worker id registered with).
+    #[error("worker `{worker_id}` does not hold the lease it quotes on run {run_id}: {why}")]
+    NotLeaseHolder {
+        run_id: String,
+        worker_id: String,
         why: String,
     },
     #[error("cell `{cell_id}` does not belong to run `{run_id}`")]

@@ -28,3 +28,14 @@ pub fn random_id(prefix: &str) -> String {
     );
     format!("{prefix}{:016x}", h.finish())
 }
+
+/// A short digest of a lease id, for logs and messages: a lease id is a secret (whoever knows
+/// it, and the worker id it was granted to, can report under it), its digest is not.
+pub fn lease_digest(lease_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(lease_id.as_bytes())
+        .iter()
+        .take(4)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

@@ -27,7 +27,7 @@ pub mod views;
 
 pub use advsweep_core::{StateCounts, SweepState};
 pub use error::StoreError;
-pub use ids::{now_ms, random_id};
+pub use ids::{lease_digest, now_ms, random_id};
 pub use records::{
     CellRecord, CheckpointInfo, FailOutcome, LeaseGrant, LeaseOutcome, LeaseRecord, LeaseRef,
     NewCheckpoint, NewWorker, RecordedCheckpoint, RetryOutcome, SubmitOutcome,

@@ -44,6 +44,8 @@ pub struct NewWorker {
     pub device: String,
     pub slots: u32,
     pub version: String,
+    /// SHA-256 (hex) of the client certificate it registered with (mutual TLS), if any.
+    pub cert_sha256: Option<String>,
 }
 
 /// A run handed to a worker, with the cells it still has to evaluate.

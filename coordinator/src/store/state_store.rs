@@ -117,7 +117,9 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// The lease record of `run_id` (`None`: no such run).
     fn lease_record(&self, run_id: &str) -> Result<Option<LeaseRecord>, StoreError>;
 
-    fn worker_exists(&self, worker_id: &str) -> Result<bool, StoreError>;
+    /// The client certificate (SHA-256, hex) `worker_id` registered with: `None` when no
+    /// such worker is registered, `Some(None)` when it registered without one.
+    fn worker_cert(&self, worker_id: &str) -> Result<Option<Option<String>>, StoreError>;
 
     /// A checkpoint of `run_id` by id.
     fn checkpoint(

@@ -235,7 +235,8 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-/// The codes a hostile or confused caller may get: its own mistakes, never ours.
+/// The codes a hostile or confused caller may get: its own mistakes, never ours (quoting
+/// another worker's lease is `PermissionDenied`).
 pub fn is_callers_fault(code: tonic::Code) -> bool {
     matches!(
         code,
@@ -243,5 +244,6 @@ pub fn is_callers_fault(code: tonic::Code) -> bool {
             | tonic::Code::NotFound
             | tonic::Code::FailedPrecondition
             | tonic::Code::Unauthenticated
+            | tonic::Code::PermissionDenied
     )
 }

@@ -58,11 +58,12 @@ fn without_reason(status: &Status) -> bool {
     status.get_details_error_info().is_none()
 }
 
-/// The coordinator no longer considers this lease ours: the lease is lost, or the coordinator
-/// does not know this worker at all. From an older coordinator, read from the codes it used.
+/// The coordinator no longer considers this lease ours: the lease is lost, held by another
+/// worker as far as the coordinator can tell, or the coordinator does not know this worker at
+/// all. From an older coordinator, read from the codes it used.
 pub(super) fn lease_gone(status: &Status) -> bool {
     match refusal(status) {
-        Some(Refusal::LeaseLost | Refusal::WorkerUnknown) => true,
+        Some(Refusal::LeaseLost | Refusal::NotLeaseHolder | Refusal::WorkerUnknown) => true,
         None => {
             without_reason(status)
                 && matches!(
@@ -78,7 +79,7 @@ pub(super) fn lease_gone(status: &Status) -> bool {
 pub(super) fn must_register(status: &Status) -> bool {
     match refusal(status) {
         Some(Refusal::WorkerUnknown) => true,
-        Some(Refusal::LeaseLost) => false,
+        Some(Refusal::LeaseLost | Refusal::NotLeaseHolder) => false,
         None => {
             without_reason(status)
                 && matches!(
@@ -159,6 +160,15 @@ mod tests {
             refusal::DOMAIN,
         );
         assert!(lease_gone(&lost) && !must_register(&lost));
+        // Another worker's lease (or a certificate that is not ours): drop the run, like a
+        // lost lease; a bare PERMISSION_DENIED (a token of the wrong role) is not acted on.
+        let elsewhere = refused(
+            Code::PermissionDenied,
+            Refusal::NotLeaseHolder.as_str(),
+            refusal::DOMAIN,
+        );
+        assert!(lease_gone(&elsewhere) && !must_register(&elsewhere));
+        assert!(!lease_gone(&Status::permission_denied("wrong role")));
         // A reason from elsewhere, or one this build does not know, is not acted on.
         let foreign = refused(Code::FailedPrecondition, "LEASE_LOST", "example.com");
         assert!(!lease_gone(&foreign) && !must_register(&foreign));

@@ -4,10 +4,10 @@
 use advsweep_core::{AttemptOutcome, CellSpec, CellState, RunSpec, RunState};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::attempts::{Ending, check_lease, end_failed_attempt};
+use super::attempts::{Ending, check_lease, end_failed_attempt, lease_record};
 use super::recovery::latest_checkpoint;
-use crate::scheduler::leasing;
 use crate::scheduler::policy::LeaseSettings;
+use crate::scheduler::{fencing, leasing};
 use crate::store::error::StoreError;
 use crate::store::ids::{now_ms, random_id};
 use crate::store::records::{LeaseGrant, LeaseOutcome, LeaseRef, NewWorker};
@@ -17,8 +17,8 @@ pub(super) fn register_worker(conn: &Connection, worker: &NewWorker) -> Result<S
     let now = now_ms();
     conn.prepare_cached(
         "INSERT INTO workers (worker_id, name, hostname, device, slots, version,
-             registered_ms, last_seen_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+             registered_ms, last_seen_ms, cert_sha256)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)",
     )?
     .execute(params![
         worker_id,
@@ -27,7 +27,8 @@ pub(super) fn register_worker(conn: &Connection, worker: &NewWorker) -> Result<S
         worker.device,
         worker.slots,
         worker.version,
-        now
+        now,
+        worker.cert_sha256
     ])?;
     Ok(worker_id)
 }
@@ -137,6 +138,9 @@ pub(super) fn heartbeat(
     lease: &LeaseRef,
 ) -> Result<bool, StoreError> {
     let now = now_ms();
+    // Another worker's lease (an unregistered id's included) is refused before the caller is
+    // looked up or anything renewed.
+    fencing::check_holder(lease_record(conn, &lease.run_id)?.as_ref(), lease)?;
     touch_worker(conn, &lease.worker_id, now)?;
     expire_leases(conn, settings, now)?;
     match check_lease(conn, lease, now) {

@@ -192,16 +192,16 @@ pub(super) fn checkpoint(
         .optional()?)
 }
 
-/// Whether `worker_id` is registered.
-pub(super) fn worker_exists(conn: &Connection, worker_id: &str) -> Result<bool, StoreError> {
+/// The client certificate `worker_id` registered with: `None` when no such worker is
+/// registered, `Some(None)` when it registered without one.
+pub(super) fn worker_cert(
+    conn: &Connection,
+    worker_id: &str,
+) -> Result<Option<Option<String>>, StoreError> {
     Ok(conn
-        .query_row(
-            "SELECT 1 FROM workers WHERE worker_id = ?1",
-            [worker_id],
-            |_| Ok(()),
-        )
-        .optional()?
-        .is_some())
+        .prepare_cached("SELECT cert_sha256 FROM workers WHERE worker_id = ?1")?
+        .query_row([worker_id], |r| r.get(0))
+        .optional()?)
 }
 
 fn checkpoint_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CheckpointInfo> {

@@ -8,10 +8,13 @@
 use rusqlite::Connection;
 
 /// Bumped whenever the schema changes; an older state directory is refused with a clear error.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Statements that bring a state directory of version N−1 to version N.
-pub const MIGRATIONS: &[(i64, &str)] = &[(2, "ALTER TABLE runs ADD COLUMN warnings TEXT")];
+pub const MIGRATIONS: &[(i64, &str)] = &[
+    (2, "ALTER TABLE runs ADD COLUMN warnings TEXT"),
+    (3, "ALTER TABLE workers ADD COLUMN cert_sha256 TEXT"),
+];
 
 pub const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS sweeps (
@@ -107,7 +110,10 @@ CREATE TABLE IF NOT EXISTS workers (
     slots         INTEGER NOT NULL,
     version       TEXT NOT NULL,
     registered_ms INTEGER NOT NULL,
-    last_seen_ms  INTEGER NOT NULL
+    last_seen_ms  INTEGER NOT NULL,
+    -- SHA-256 (hex) of the client certificate the worker registered with (mutual TLS); its
+    -- lease-quoting calls must present the same one.
+    cert_sha256   TEXT
 );
 
 -- Checkpoints stored through the coordinator (files under <state>/artifacts/<run_id>/).

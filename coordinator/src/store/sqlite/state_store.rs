@@ -134,8 +134,8 @@ impl StateStore for SqliteStore {
         attempts::lease_record(&*self.reader()?, run_id)
     }
 
-    fn worker_exists(&self, worker_id: &str) -> Result<bool, StoreError> {
-        recovery::worker_exists(&*self.reader()?, worker_id)
+    fn worker_cert(&self, worker_id: &str) -> Result<Option<Option<String>>, StoreError> {
+        recovery::worker_cert(&*self.reader()?, worker_id)
     }
 
     fn checkpoint(

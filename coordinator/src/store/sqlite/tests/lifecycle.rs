@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use advsweep_core::{AttemptOutcome, CellResult, CellState, EpochMetrics, ShownState};
 
-use super::{SWEEP, cells_of, grant, lease_ref, plan, result, store};
+use super::{SWEEP, cells_of, grant, lease_ref, plan, result, store, worker};
 use crate::scheduler::LeaseSettings;
 use crate::store::{FailOutcome, LeaseOutcome, LeaseRef, StoreError, SweepState};
 
@@ -20,7 +20,13 @@ async fn a_sweep_runs_to_done_and_survives_reopening() {
             .expect("submit");
         assert_eq!((out.runs, out.cells, out.cells_already_done), (2, 4, 0));
         let w = s
-            .register_worker("w".into(), "host".into(), "cpu".into(), 1, "test".into())
+            .register_worker(worker(
+                "w".into(),
+                "host".into(),
+                "cpu".into(),
+                1,
+                "test".into(),
+            ))
             .await
             .expect("register");
         while let LeaseOutcome::Granted(g) = s.lease(w.clone(), None).await.expect("lease") {
@@ -96,11 +102,11 @@ async fn an_expired_lease_is_fenced_off_and_the_run_requeued() {
         .await
         .expect("submit");
     let a = s
-        .register_worker("a".into(), "h".into(), "cpu".into(), 1, "t".into())
+        .register_worker(worker("a".into(), "h".into(), "cpu".into(), 1, "t".into()))
         .await
         .expect("a");
     let b = s
-        .register_worker("b".into(), "h".into(), "cpu".into(), 1, "t".into())
+        .register_worker(worker("b".into(), "h".into(), "cpu".into(), 1, "t".into()))
         .await
         .expect("b");
     let first = grant(&s, &a).await;
@@ -142,7 +148,7 @@ async fn failures_retry_with_backoff_then_fail_for_good() {
     let p = plan(&text);
     s.submit(p.clone(), text.to_string()).await.expect("submit");
     let w = s
-        .register_worker("w".into(), "h".into(), "cpu".into(), 1, "t".into())
+        .register_worker(worker("w".into(), "h".into(), "cpu".into(), 1, "t".into()))
         .await
         .expect("w");
     let g = grant(&s, &w).await;
@@ -189,7 +195,7 @@ async fn a_bad_parameter_is_not_retried() {
         .await
         .expect("submit");
     let w = s
-        .register_worker("w".into(), "h".into(), "cpu".into(), 1, "t".into())
+        .register_worker(worker("w".into(), "h".into(), "cpu".into(), 1, "t".into()))
         .await
         .expect("w");
     let g = grant(&s, &w).await;
@@ -210,7 +216,7 @@ async fn cancel_stops_leased_work_and_settles_the_sweep() {
         .await
         .expect("submit");
     let w = s
-        .register_worker("w".into(), "h".into(), "cpu".into(), 1, "t".into())
+        .register_worker(worker("w".into(), "h".into(), "cpu".into(), 1, "t".into()))
         .await
         .expect("w");
     let g = grant(&s, &w).await;
@@ -254,7 +260,7 @@ async fn preemption_is_not_a_failure_and_retry_requeues_failed_cells() {
     let p = plan(&text);
     s.submit(p.clone(), text.to_string()).await.expect("submit");
     let w = s
-        .register_worker("w".into(), "h".into(), "cpu".into(), 1, "t".into())
+        .register_worker(worker("w".into(), "h".into(), "cpu".into(), 1, "t".into()))
         .await
         .expect("w");
     // Preempted twice: still pending, attempts recorded, budget untouched.
@@ -311,7 +317,7 @@ async fn checkpoints_are_fenced_pruned_and_offered_on_the_next_lease() {
     let p = plan(&text);
     s.submit(p.clone(), text.to_string()).await.expect("submit");
     let w = s
-        .register_worker("w".into(), "h".into(), "cpu".into(), 1, "t".into())
+        .register_worker(worker("w".into(), "h".into(), "cpu".into(), 1, "t".into()))
         .await
         .expect("w");
     let g = grant(&s, &w).await;
@@ -377,13 +383,13 @@ async fn concurrent_workers_share_commits_and_lose_nothing() {
             let (s, reported) = (std::sync::Arc::clone(&s), std::sync::Arc::clone(&reported));
             tokio::spawn(async move {
                 let w = s
-                    .register_worker(
+                    .register_worker(worker(
                         format!("w{i}"),
                         "host".into(),
                         "cpu".into(),
                         1,
                         "test".into(),
-                    )
+                    ))
                     .await
                     .expect("register");
                 while let LeaseOutcome::Granted(g) = s.lease(w.clone(), None).await.expect("lease")
@@ -448,7 +454,13 @@ async fn a_lease_for_one_sweep_leaves_the_other_sweeps_runs_alone() {
         .await
         .expect("submit other");
     let w = s
-        .register_worker("w".into(), "host".into(), "cpu".into(), 1, "test".into())
+        .register_worker(worker(
+            "w".into(),
+            "host".into(),
+            "cpu".into(),
+            1,
+            "test".into(),
+        ))
         .await
         .expect("register");
     let mut leased = Vec::new();
@@ -487,7 +499,13 @@ async fn cells_reported_together_are_stored_all_or_none() {
         .await
         .expect("submit");
     let w = s
-        .register_worker("w".into(), "host".into(), "cpu".into(), 1, "test".into())
+        .register_worker(worker(
+            "w".into(),
+            "host".into(),
+            "cpu".into(),
+            1,
+            "test".into(),
+        ))
         .await
         .expect("register");
     let g = grant(&s, &w).await;

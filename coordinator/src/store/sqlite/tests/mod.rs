@@ -11,7 +11,7 @@ use advsweep_core::{CellResult, CellState};
 
 use super::{SqliteStore, state};
 use crate::scheduler::{LeaseSettings, Scheduler};
-use crate::store::{LeaseGrant, LeaseOutcome, LeaseRef};
+use crate::store::{LeaseGrant, LeaseOutcome, LeaseRef, NewWorker};
 use crate::sweep::{Overrides, Plan, expand, parse_sweep};
 
 const SWEEP: &str = r#"
@@ -58,6 +58,24 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .build()
         .expect("runtime")
         .block_on(f)
+}
+
+/// A worker registering without a client certificate.
+fn worker(
+    name: String,
+    hostname: String,
+    device: String,
+    slots: u32,
+    version: String,
+) -> NewWorker {
+    NewWorker {
+        name,
+        hostname,
+        device,
+        slots,
+        version,
+        cert_sha256: None,
+    }
 }
 
 fn result(accuracy: f64) -> CellResult {

@@ -1,0 +1,81 @@
+//! Refused worker calls, made visible: a stale report (`LEASE_LOST`, fencing at work) and a
+//! call quoting another worker's lease (`NOT_LEASE_HOLDER`) are counted in `/metrics` and
+//! logged at WARN, at most once per peer every few seconds (a flood of refusals costs a
+//! counter, not the log). Lease ids never appear: only a digest.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tonic::Status;
+use tracing::warn;
+
+use super::caller::{Caller, RateLimit};
+use super::status_of;
+use crate::metrics::Metrics;
+use crate::store::StoreError;
+
+#[derive(Debug)]
+pub struct Refusals {
+    metrics: Arc<Metrics>,
+    stale: RateLimit,
+    foreign: RateLimit,
+}
+
+impl Refusals {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Refusals {
+            metrics,
+            stale: RateLimit::default(),
+            foreign: RateLimit::default(),
+        }
+    }
+
+    /// The status answering `error` for `rpc`, counted and (rate-limited) logged when it is a
+    /// refusal worth seeing.
+    pub fn status(&self, rpc: &'static str, caller: &Caller, error: StoreError) -> Status {
+        let peer = caller.peer.map(|p| p.to_string());
+        match &error {
+            StoreError::LeaseLost {
+                run_id,
+                attempt,
+                why,
+                ..
+            } => {
+                self.metrics.stale_reports.fetch_add(1, Ordering::Relaxed);
+                if let Some(suppressed) = self.stale.admit(caller.peer) {
+                    warn!(
+                        rpc,
+                        peer,
+                        run_id,
+                        attempt,
+                        why,
+                        suppressed,
+                        "stale report refused: its lease is no longer held"
+                    );
+                }
+            }
+            StoreError::NotLeaseHolder {
+                run_id,
+                worker_id,
+                why,
+            } => {
+                self.metrics
+                    .foreign_lease_refusals
+                    .fetch_add(1, Ordering::Relaxed);
+                if let Some(suppressed) = self.foreign.admit(caller.peer) {
+                    warn!(
+                        rpc,
+                        peer,
+                        run_id,
+                        worker_id,
+                        why,
+                        suppressed,
+                        "call refused: it quotes a lease held by another worker"
+                    );
+                }
+            }
+            _ => {}
+        }
+        status_of(error)
+    }
+}

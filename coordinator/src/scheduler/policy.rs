@@ -1,5 +1,6 @@
 //! The timing and retry policy of leases: how long a lease lives, how often workers renew it,
-//! and how long a failed run waits before its next attempt.
+//! how long a failed run waits before its next attempt, and how many lost workers a run may
+//! outlive (`scheduler::retry`).
 
 use std::time::Duration;
 
@@ -15,6 +16,12 @@ pub struct LeaseSettings {
     /// First retry delay; doubles per failure, with ±25 % jitter, up to `retry_max`.
     pub retry_base: Duration,
     pub retry_max: Duration,
+    /// Expired leases (lost workers) a run may outlive since it was last submitted or retried:
+    /// a budget of its own, apart from the sweep's `max_attempts` for reported errors.
+    pub max_expiries: u32,
+    /// A run whose expired attempts died on this many distinct workers is taken for the cause
+    /// (it kills its workers, e.g. out of memory) and failed.
+    pub poison_workers: u32,
 }
 
 impl Default for LeaseSettings {
@@ -24,6 +31,8 @@ impl Default for LeaseSettings {
             heartbeat_interval: Duration::from_secs(5),
             retry_base: Duration::from_secs(2),
             retry_max: Duration::from_secs(120),
+            max_expiries: 10,
+            poison_workers: 3,
         }
     }
 }

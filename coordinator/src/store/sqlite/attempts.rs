@@ -11,7 +11,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::state;
 use crate::scheduler::fencing;
 use crate::scheduler::policy::LeaseSettings;
-use crate::scheduler::retry::{self, AfterFailure, FailedAttempt};
+use crate::scheduler::retry::{self, AfterFailure, ExpiredAttempt, FailedAttempt};
 use crate::store::error::StoreError;
 use crate::store::records::{LeaseRecord, LeaseRef};
 
@@ -78,7 +78,8 @@ pub(super) struct Ending<'a> {
     pub retryable: bool,
 }
 
-/// Records the end of an attempt that did not succeed and applies what the scheduler decides;
+/// Records the end of an attempt that did not succeed, charges it to its budget (reported
+/// errors and expired leases are counted apart) and applies what the scheduler decides;
 /// returns when the run may start again (`None`: failed for good).
 pub(super) fn end_failed_attempt(
     tx: &Connection,
@@ -95,24 +96,50 @@ pub(super) fn end_failed_attempt(
         retryable,
     } = ending;
     record_attempt(tx, run_id, attempt, worker_id, outcome, Some(reason), now)?;
-    let (failures, max_attempts): (u32, u32) = tx.query_row(
-        "UPDATE runs SET failures = failures + 1 WHERE run_id = ?1
-         RETURNING failures, max_attempts",
-        [run_id],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    let decision = retry::after_failure(
-        policy,
-        FailedAttempt {
-            attempt,
-            outcome,
+    let decision = if outcome == AttemptOutcome::Expired {
+        let (expiries, since): (u32, u32) = tx
+            .prepare_cached(
+                "UPDATE runs SET expiries = expiries + 1 WHERE run_id = ?1
+                 RETURNING expiries, budget_since",
+            )?
+            .query_row([run_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let workers: u32 = tx
+            .prepare_cached(sql!(
+                "SELECT COUNT(DISTINCT worker_id) FROM attempts
+                 WHERE run_id = ?1 AND outcome = '{}' AND attempt > ?2",
+                AttemptOutcome::Expired
+            ))?
+            .query_row(params![run_id, since], |r| r.get(0))?;
+        retry::after_expiry(
+            policy,
+            ExpiredAttempt {
+                attempt,
+                expiries,
+                workers,
+            },
             reason,
-            retryable,
-            failures,
-            max_attempts,
-        },
-        now,
-    );
+            now,
+        )
+    } else {
+        let (failures, max_attempts): (u32, u32) = tx
+            .prepare_cached(
+                "UPDATE runs SET failures = failures + 1 WHERE run_id = ?1
+                 RETURNING failures, max_attempts",
+            )?
+            .query_row([run_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        retry::after_failure(
+            policy,
+            FailedAttempt {
+                attempt,
+                outcome,
+                reason,
+                retryable,
+                failures,
+                max_attempts,
+            },
+            now,
+        )
+    };
     match decision {
         AfterFailure::Retry { at, error } => {
             tx.execute(

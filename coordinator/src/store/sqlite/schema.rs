@@ -8,12 +8,17 @@
 use rusqlite::Connection;
 
 /// Bumped whenever the schema changes; an older state directory is refused with a clear error.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Statements that bring a state directory of version N−1 to version N.
 pub const MIGRATIONS: &[(i64, &str)] = &[
     (2, "ALTER TABLE runs ADD COLUMN warnings TEXT"),
     (3, "ALTER TABLE workers ADD COLUMN cert_sha256 TEXT"),
+    (
+        4,
+        "ALTER TABLE runs ADD COLUMN expiries INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE runs ADD COLUMN budget_since INTEGER NOT NULL DEFAULT 0;",
+    ),
 ];
 
 pub const SCHEMA: &str = r#"
@@ -38,7 +43,8 @@ CREATE TABLE IF NOT EXISTS runs (
     state            TEXT NOT NULL,
     -- Monotonic lease counter used for fencing; never reset.
     attempt          INTEGER NOT NULL DEFAULT 0,
-    -- Failed attempts since the last submit/retry, counted against max_attempts.
+    -- Failed attempts (reported errors) since the last submit/retry, counted against
+    -- max_attempts.
     failures         INTEGER NOT NULL DEFAULT 0,
     max_attempts     INTEGER NOT NULL,
     lease_id         TEXT,
@@ -48,7 +54,12 @@ CREATE TABLE IF NOT EXISTS runs (
     error            TEXT,
     updated_ms       INTEGER NOT NULL,
     -- JSON list of sanity warnings computed from the run's results when it completes.
-    warnings         TEXT
+    warnings         TEXT,
+    -- Expired leases (lost workers) since the last submit/retry: a budget of their own.
+    expiries         INTEGER NOT NULL DEFAULT 0,
+    -- The attempt counter when the budgets were last reset (submit/retry): attempts after it
+    -- count towards them.
+    budget_since     INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS runs_by_state ON runs (state, seq);
 -- Lease expiry is checked on every lease and heartbeat: a seek on (state, expiry), not a scan

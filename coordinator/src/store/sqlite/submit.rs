@@ -127,7 +127,8 @@ pub(super) fn submit(
 pub(super) fn reopen_runs(tx: &Connection, sweep_id: &str, now: i64) -> Result<usize, StoreError> {
     Ok(tx.execute(
         sql!(
-            "UPDATE runs SET state = '{pending}', failures = 0, error = NULL, not_before_ms = 0,
+            "UPDATE runs SET state = '{pending}', failures = 0, expiries = 0, budget_since = attempt,
+                 error = NULL, not_before_ms = 0,
                  warnings = NULL, lease_id = NULL, worker_id = NULL, lease_expires_ms = NULL,
                  updated_ms = ?2
              WHERE run_id IN (SELECT run_id FROM sweep_runs WHERE sweep_id = ?1)

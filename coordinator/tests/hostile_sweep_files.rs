@@ -565,3 +565,236 @@ kind = "pgd"
     let e = plan_of(&zero).expect_err("-0.0 is 0.0");
     assert!(e.to_string().contains("twice"), "{e}");
 }
+
+/// A small valid file; `version` on line 2, `epochs` on line 7 (the leading newline is line 1).
+const STRICT_BASE: &str = r#"
+version = 1
+name = "strict"
+[data]
+source = "synthetic"
+[training]
+epochs = 1
+[grid]
+models = ["basic"]
+defenses = ["standard"]
+attacks = ["none", "fgsm", "pgd-l2"]
+epsilons = ["8/255"]
+"#;
+
+fn error_text(text: &str) -> String {
+    plan_of(text).map_or_else(|e| e.to_string(), |_| panic!("accepted:\n{text}"))
+}
+
+/// Issue 18: the `config` crate coerced types (`version = "1"`, `epochs = "5"`, `nesterov =
+/// "yes"` accepted; `version = 1.5` read as 2). Strict TOML refuses each, naming the key path
+/// and its `line:column`.
+#[test]
+fn wrong_types_are_refused_naming_the_key_and_its_line() {
+    assert!(plan_of(STRICT_BASE).is_ok());
+    for (from, to, expected) in [
+        (
+            "version = 1",
+            "version = \"1\"",
+            "fuzz.toml:2:11: version: expected an integer",
+        ),
+        (
+            "version = 1",
+            "version = 1.4",
+            "fuzz.toml:2:11: version: expected an integer",
+        ),
+        ("version = 1", "version = 1.5", "found a float 1.5"),
+        ("version = 1", "version = true", "found a boolean true"),
+        (
+            "version = 1",
+            "version = 2",
+            "unsupported sweep file version 2",
+        ),
+        (
+            "epochs = 1",
+            "epochs = \"5\"",
+            "fuzz.toml:7:10: training.epochs: expected an integer in 0..=4294967295, found a string \"5\"",
+        ),
+        (
+            "epochs = 1",
+            "epochs = 1.0",
+            "training.epochs: expected an integer",
+        ),
+        (
+            "epochs = 1",
+            "epochs = 1\nnesterov = \"yes\"",
+            "fuzz.toml:8:12: training.nesterov: expected a boolean, found a string \"yes\"",
+        ),
+        (
+            "source = \"synthetic\"",
+            "source = \"synthetic\"\ntrain_size = 4294967296",
+            "fuzz.toml:6:14: data.train_size: an integer `4294967296` is out of range",
+        ),
+        (
+            "epochs = 1",
+            "epochs = 99999999999999999999",
+            "training.epochs: expected an integer in 0..=4294967295, found an integer `99999999999999999999`",
+        ),
+        (
+            "epochs = 1",
+            "precision = \"fp16\"",
+            "training.precision: precision = \"fp16\" is unknown (known: fp32, bf16)",
+        ),
+        (
+            "epsilons = [\"8/255\"]",
+            "epsilons = [0.1, true]",
+            "grid.epsilons[1]: expected a number or a fraction",
+        ),
+        (
+            "source = \"synthetic\"",
+            "source = \"synthetic\"\npath = \"/data\"",
+            "data: key `path` does not apply to source = \"synthetic\"",
+        ),
+        (
+            "epochs = 1",
+            "epoch = 1",
+            "training.epoch: unknown field `epoch`",
+        ),
+    ] {
+        assert!(STRICT_BASE.contains(from), "{from}");
+        let e = error_text(&STRICT_BASE.replacen(from, to, 1));
+        assert!(e.contains(expected), "{to}: {e}");
+        assert!(!e.contains("as i128"), "{e}");
+    }
+    let attack = format!("{STRICT_BASE}[attacks.f]\nkind = \"fgsm\"\nsteps = 3\n");
+    let e = error_text(&attack);
+    assert!(
+        e.contains("attacks.f: key `steps` does not apply to kind = \"fgsm\""),
+        "{e}"
+    );
+    let noise = format!("{STRICT_BASE}[models.m]\narch = \"basic\"\nnoise = {{ sigma = \"x\" }}\n");
+    let e = error_text(&noise);
+    assert!(e.contains("models.m.noise.sigma: expected a number"), "{e}");
+}
+
+/// Issue 18: nesting past the parser's limit printed the whole 200 KB line and named no key;
+/// a long value is quoted cut short.
+#[test]
+fn errors_quote_little_and_name_the_key() {
+    for (text, key) in [
+        (format!("version = 1\na = {}", "[".repeat(200_000)), "a"),
+        (
+            format!("version = 1\n[grid]\nepsilons = {}", "[".repeat(200_000)),
+            "grid.epsilons",
+        ),
+        (
+            STRICT_BASE.replace(
+                "name = \"strict\"",
+                &format!("name = {}", "7".repeat(200_000)),
+            ),
+            "name",
+        ),
+        (
+            STRICT_BASE.replace(
+                "epochs = 1",
+                &format!("epochs = \"{}\"", "x".repeat(200_000)),
+            ),
+            "training.epochs",
+        ),
+    ] {
+        let e = error_text(&text);
+        assert!(e.len() < 1_000, "{} bytes: {}", e.len(), &e[..200]);
+        assert!(e.contains(&format!(": {key}: ")), "{e}");
+    }
+}
+
+/// Issue 18: `[attacks."../../evil"]` was stored because the grid did not use it. Every preset
+/// table is checked: its name, and the preset itself.
+#[test]
+fn unused_presets_are_validated_too() {
+    for (table, body) in [
+        ("models", "arch = \"basic\""),
+        ("attacks", "kind = \"none\""),
+        ("defenses", "kind = \"standard\""),
+    ] {
+        for name in ["../../evil", "a b", "\u{202e}x", ".hidden"] {
+            let text = format!("{STRICT_BASE}[{table}.\"{name}\"]\n{body}\n");
+            let e = error_text(&text);
+            assert!(
+                e.contains(&format!("[{table}.")) && e.contains("names use"),
+                "{e}"
+            );
+        }
+    }
+    for (preset, fragment) in [
+        (
+            "[attacks.q]\nkind = \"pgd\"\nsteps = 0",
+            "attack preset `q`: steps = 0",
+        ),
+        ("[models.m]\narch = \"resnet9000\"", "model `m`"),
+        (
+            "[defenses.d]\nkind = \"adversarial\"\nattack = \"nope\"\nepsilon = 0.1",
+            "nope",
+        ),
+        (
+            "[defenses.d]\nkind = \"adversarial\"\nattack = \"fgsm\"\nepsilon = 3.0",
+            "defense preset `d`: epsilon = 3: an ℓ∞ budget in pixel space must be at most 1",
+        ),
+    ] {
+        let e = error_text(&format!("{STRICT_BASE}{preset}\n"));
+        assert!(e.contains(fragment), "{preset}: {e}");
+    }
+}
+
+/// Issue 18: `epsilons = [1e300]` was accepted (only finiteness was checked). ε is bounded by
+/// the image's diameter in the attack's norm and the file's ε space.
+#[test]
+fn budgets_are_bounded_by_the_image() {
+    let with = |space: &str, attacks: &str, eps: &str| {
+        STRICT_BASE
+            .replace(
+                "name = \"strict\"",
+                &format!("name = \"strict\"\nepsilon_space = \"{space}\""),
+            )
+            .replace("[\"none\", \"fgsm\", \"pgd-l2\"]", attacks)
+            .replace("[\"8/255\"]", &format!("[{eps}]"))
+    };
+    let linf = "[\"none\", \"pgd-linf\"]";
+    let l2 = "[\"none\", \"pgd-l2\"]";
+    for (space, attacks, ok, too_big) in [
+        ("pixel", linf, "1.0", "1.001"),
+        ("pixel", l2, "55.4", "55.5"),
+        ("normalized", linf, "4.1", "4.2"),
+        ("normalized", l2, "221", "222"),
+    ] {
+        plan_of(&with(space, attacks, ok)).unwrap_or_else(|e| panic!("{space} {ok}: {e}"));
+        let e = error_text(&with(space, attacks, too_big));
+        assert!(
+            e.contains(&format!("grid.epsilons = {too_big}")) && e.contains("diameter"),
+            "{e}"
+        );
+    }
+    let e = error_text(&with("pixel", linf, "1e300"));
+    assert!(
+        e.contains("grid.epsilons = 1e300: an ℓ∞ budget in pixel space must be at most 1"),
+        "{e}"
+    );
+    // The same bound holds on the wire: a worker refuses such a cell.
+    let plan = plan_of(&with("pixel", l2, "2.0")).expect("ℓ2 at 2 is fine");
+    let run = &plan.runs[0];
+    let mut cells: Vec<_> = plan.cells_of(&run.id).cloned().collect();
+    cells.iter_mut().for_each(|c| c.epsilon = 100.0);
+    let wire_run = wire::run_to_wire(run, &plan.sweep_id, &cells);
+    let e = wire::run_from_wire(&wire_run).expect_err("ε 100 in ℓ2 pixel space");
+    assert!(e.to_string().contains("cell.epsilon"), "{e}");
+}
+
+/// Issue 18: `plan` read any size; one cap for `plan` and `submit`.
+#[test]
+fn files_over_the_cap_are_refused_before_parsing() {
+    let max = advsweep_core::limits::MAX_SWEEP_FILE_BYTES;
+    let padded = |len: usize| format!("{STRICT_BASE}{}", "#".repeat(len - STRICT_BASE.len()));
+    plan_of(&padded(max)).expect("at the cap");
+    let e = error_text(&padded(max + 1));
+    assert!(
+        e.contains(&format!(
+            "the file is {} bytes, more than the limit of {max} bytes",
+            max + 1
+        )),
+        "{e}"
+    );
+}

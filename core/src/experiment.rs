@@ -346,6 +346,14 @@ pub enum EpsilonSpace {
 pub use crate::catalogue::datasets::CIFAR10_STD;
 
 impl EpsilonSpace {
+    /// The name sweep files use (`pixel`, `normalized`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EpsilonSpace::Pixel => "pixel",
+            EpsilonSpace::Normalized => "normalized",
+        }
+    }
+
     /// The per-channel pixel-space ℓ∞ budgets, smallest and largest, that an ℓ∞ budget of
     /// `epsilon` in this space allows (equal in pixel space).
     pub fn pixel_linf_range(self, epsilon: f64) -> (f64, f64) {

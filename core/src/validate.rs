@@ -13,10 +13,10 @@
 use crate::limits::{
     MAX_BATCH_SIZE, MAX_DENOISER_BLOCKS, MAX_DENOISER_CHANNELS, MAX_EOT_SAMPLES, MAX_EPOCHS,
     MAX_ID_BYTES, MAX_NAME_BYTES, MAX_NOISE_LAYERS, MAX_PATH_BYTES, MAX_PGD_STEPS, MAX_RESTARTS,
-    MAX_SYNTHETIC_IMAGES, MIN_SYNTHETIC_IMAGES,
+    MAX_SYNTHETIC_IMAGES, MIN_SYNTHETIC_IMAGES, max_epsilon,
 };
 use crate::{
-    Attack, CellSpec, DataSource, DataSpec, Defense, DenoiserSpec, LrSchedule, Model,
+    Attack, CellSpec, DataSource, DataSpec, Defense, DenoiserSpec, EpsilonSpace, LrSchedule, Model,
     NoiseInjection, Norm, Optimizer, RunSpec, StepSize, TrainingMethod, TrainingSpec,
 };
 
@@ -107,6 +107,35 @@ pub fn epsilon(field: &'static str, value: f64) -> Checked {
         Err(invalid(
             field,
             format!("{value}: ε must be a non-negative finite number"),
+        ))
+    }
+}
+
+/// A budget ε of norm `norm` measured in `space`: an [`epsilon`] no larger than the image's
+/// diameter in that norm ([`max_epsilon`]).
+pub fn epsilon_within(field: &'static str, value: f64, norm: Norm, space: EpsilonSpace) -> Checked {
+    // `1e300` as written, not 301 digits.
+    let shown_value = if value.abs() >= 1e9 {
+        format!("{value:e}")
+    } else {
+        value.to_string()
+    };
+    epsilon(field, value)?;
+    let max = max_epsilon(norm, space);
+    if value <= max {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!(
+                "{shown_value}: an {} budget in {} space must be at most {}, the image's diameter",
+                match norm {
+                    Norm::Linf => "ℓ∞",
+                    Norm::L2 => "ℓ2",
+                },
+                space.as_str(),
+                (max * 1e4).floor() / 1e4
+            ),
         ))
     }
 }
@@ -342,7 +371,47 @@ impl DenoiserSpec {
     }
 }
 
+impl TrainingMethod {
+    /// Its budgets within the image's diameter in `space`, each in the norm of the attack that
+    /// uses it ([`epsilon_within`]).
+    pub fn validate_budgets(&self, space: EpsilonSpace) -> Checked {
+        match self {
+            TrainingMethod::Standard => Ok(()),
+            TrainingMethod::Adversarial {
+                attack, epsilon, ..
+            } => attack.norm().map_or(Ok(()), |norm| {
+                epsilon_within("defense.adversarial.epsilon", *epsilon, norm, space)
+            }),
+            TrainingMethod::Mixed {
+                epsilon_linf,
+                epsilon_l2,
+                ..
+            } => {
+                epsilon_within(
+                    "defense.mixed.epsilon_linf",
+                    *epsilon_linf,
+                    Norm::Linf,
+                    space,
+                )?;
+                epsilon_within("defense.mixed.epsilon_l2", *epsilon_l2, Norm::L2, space)
+            }
+        }
+    }
+}
+
 impl Defense {
+    /// Every training budget (the method's, the denoiser's) within the image's diameter in
+    /// `space`; [`RunSpec::validate`] applies it with the run's space.
+    pub fn validate_budgets(&self, space: EpsilonSpace) -> Checked {
+        self.method.validate_budgets(space)?;
+        match &self.denoiser {
+            Some(d) => d.attack.norm().map_or(Ok(()), |norm| {
+                epsilon_within("defense.denoiser.epsilon", d.epsilon, norm, space)
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// The training method, a positive inference-noise σ when there is one, the denoiser.
     pub fn validate(&self) -> Checked {
         self.method.validate()?;
@@ -458,6 +527,7 @@ impl RunSpec {
         name("run.defense_name", &self.defense_name)?;
         self.model.validate()?;
         self.defense.validate()?;
+        self.defense.validate_budgets(self.epsilon_space)?;
         self.training.validate()?;
         self.data.validate()
     }
@@ -470,6 +540,17 @@ impl CellSpec {
         name("cell.attack_name", &self.attack_name)?;
         self.attack.validate()?;
         epsilon("cell.epsilon", self.epsilon)
+    }
+
+    /// [`CellSpec::validate`], and its ε within the image's diameter in the norm of its attack,
+    /// measured in `space` (its run's). The clean attack's ε only labels the run's training ε,
+    /// which the run's own validation bounds.
+    pub fn validate_in(&self, space: EpsilonSpace) -> Checked {
+        self.validate()?;
+        match self.attack.norm() {
+            Some(norm) => epsilon_within("cell.epsilon", self.epsilon, norm, space),
+            None => Ok(()),
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
+use crate::files::{MAX_SETTINGS_FILE_BYTES, read_bounded};
 use crate::load::read_lines_file;
 use crate::secret::check_token;
 use crate::{Secret, SettingsError};
@@ -196,9 +197,10 @@ impl Interceptor for BearerToken {
 pub type AuthChannel =
     tonic::service::interceptor::InterceptedService<tonic::transport::Channel, BearerToken>;
 
-/// Reads a PEM file, naming the setting when it cannot.
+/// Reads a PEM file (a regular file of at most [`MAX_SETTINGS_FILE_BYTES`]), naming the
+/// setting when it cannot.
 pub fn read_pem(key: &str, path: &Path) -> Result<Vec<u8>, SettingsError> {
-    let bytes = std::fs::read(path)
+    let bytes = read_bounded(path, MAX_SETTINGS_FILE_BYTES)
         .map_err(|e| SettingsError(format!("cannot read {key} {}: {e}", path.display())))?;
     if !bytes.windows(11).any(|w| w == b"-----BEGIN ") {
         return Err(SettingsError(format!(

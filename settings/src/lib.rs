@@ -12,6 +12,7 @@
 pub mod client;
 pub mod connection;
 pub mod coordinator;
+pub mod files;
 pub mod flags;
 pub mod load;
 pub mod logging;

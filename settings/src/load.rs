@@ -18,6 +18,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::SettingsError;
+use crate::files::{MAX_SETTINGS_FILE_BYTES, read_bounded_text};
 
 /// The environment variable that names the config file.
 pub const CONFIG_ENV: &str = "ADVSWEEP_CONFIG";
@@ -105,16 +106,11 @@ pub fn load_from<T: RoleSettings>(
     overrides: &Overrides,
 ) -> Result<Loaded<T>, SettingsError> {
     let mut builder = Config::builder();
-    if let Some(path) = file {
-        if !path.is_file() {
-            return Err(SettingsError(format!(
-                "config file {} does not exist or is not a file",
-                path.display()
-            )));
-        }
-        builder = builder.add_source(File::from(path).format(FileFormat::Toml).required(true));
+    let text = file.map(read_config_file).transpose()?;
+    if let Some(text) = &text {
+        builder = builder.add_source(File::from_str(text, FileFormat::Toml));
     }
-    let file_keys = file_table_keys::<T>(file)?;
+    let file_keys = file_table_keys::<T>(file, text.as_deref())?;
     let layer_of = |key: &str| -> u8 {
         let var = format!("{ENV_PREFIX}{}", key.to_uppercase());
         if overrides.0.iter().any(|(k, _)| *k == key) {
@@ -193,8 +189,9 @@ pub fn load_from<T: RoleSettings>(
 /// names (token files, certificates): what a deployment's files can be checked for anywhere.
 pub fn check_file(path: &Path) -> Result<(), SettingsError> {
     use crate::{ClientSettings, CoordinatorSettings, WorkerSettings};
+    let text = read_config_file(path)?;
     let parsed = Config::builder()
-        .add_source(File::from(path).format(FileFormat::Toml).required(true))
+        .add_source(File::from_str(&text, FileFormat::Toml))
         .build()
         .map_err(|e| SettingsError(format!("cannot read config file {}: {e}", path.display())))?;
     let origin = format!("config file {}", path.display());
@@ -204,12 +201,15 @@ pub fn check_file(path: &Path) -> Result<(), SettingsError> {
 }
 
 /// The keys the file's table of role `T` sets (for telling the layers apart).
-fn file_table_keys<T: RoleSettings>(file: Option<&Path>) -> Result<Vec<String>, SettingsError> {
-    let Some(path) = file else {
+fn file_table_keys<T: RoleSettings>(
+    file: Option<&Path>,
+    text: Option<&str>,
+) -> Result<Vec<String>, SettingsError> {
+    let (Some(path), Some(text)) = (file, text) else {
         return Ok(Vec::new());
     };
     let parsed = Config::builder()
-        .add_source(File::from(path).format(FileFormat::Toml).required(true))
+        .add_source(File::from_str(text, FileFormat::Toml))
         .build()
         .map_err(|e| SettingsError(format!("cannot read config file {}: {e}", path.display())))?;
     Ok(parsed
@@ -258,9 +258,16 @@ fn split_list(raw: &str) -> Vec<String> {
         .collect()
 }
 
-/// Reads a secrets file: one entry per line; blank lines and `#` comments skipped.
+/// The text of a config file: a regular file of at most [`MAX_SETTINGS_FILE_BYTES`].
+fn read_config_file(path: &Path) -> Result<String, SettingsError> {
+    read_bounded_text(path, MAX_SETTINGS_FILE_BYTES)
+        .map_err(|e| SettingsError(format!("cannot read config file {}: {e}", path.display())))
+}
+
+/// Reads a secrets file (a regular file of at most [`MAX_SETTINGS_FILE_BYTES`]): one entry per
+/// line; blank lines and `#` comments skipped.
 pub fn read_lines_file(what: &str, path: &Path) -> Result<Vec<String>, SettingsError> {
-    let text = std::fs::read_to_string(path)
+    let text = read_bounded_text(path, MAX_SETTINGS_FILE_BYTES)
         .map_err(|e| SettingsError(format!("cannot read {what} {}: {e}", path.display())))?;
     Ok(text
         .lines()

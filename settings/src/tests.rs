@@ -382,3 +382,57 @@ fn token_lists_take_a_string_too_and_never_echo_it() -> Result<(), SettingsError
     assert!(e.contains("max_message_bytes = 65536"), "{e}");
     Ok(())
 }
+
+/// Issue 18: `--token-file /dev/zero` (and a config file or certificate that is a device)
+/// read until memory ran out. Every file settings read is a regular file under a cap.
+#[test]
+fn devices_and_huge_files_are_refused_without_reading_them() {
+    let client = |pairs: &[(&str, &str)]| {
+        load_from::<ClientSettings>(None, &env(pairs), &Overrides::new()).map(|l| l.settings)
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let zero = Path::new("/dev/zero");
+    let e = coordinator(Some(zero), &[], &Overrides::new())
+        .unwrap_err()
+        .0;
+    assert!(
+        e.contains("config file /dev/zero: it is a character device, not a regular file"),
+        "{e}"
+    );
+    let e = coordinator(Some(dir.path()), &[], &Overrides::new())
+        .unwrap_err()
+        .0;
+    assert!(e.contains("it is a directory"), "{e}");
+    assert!(crate::load::check_file(zero).is_err());
+    let e = client(&[("ADVSWEEP_TOKEN_FILE", "/dev/zero")])
+        .unwrap_err()
+        .0;
+    assert!(
+        e.contains("cannot read token_file /dev/zero: it is a character device"),
+        "{e}"
+    );
+    let huge = write(
+        dir.path(),
+        "tokens",
+        &"x".repeat(crate::files::MAX_SETTINGS_FILE_BYTES as usize + 1),
+    );
+    let e = coordinator(
+        None,
+        &[("ADVSWEEP_WORKER_TOKENS_FILE", &huge.display().to_string())],
+        &Overrides::new(),
+    )
+    .unwrap_err()
+    .0;
+    assert!(e.contains("more than the limit of 1048576 bytes"), "{e}");
+    let e = client(&[
+        ("ADVSWEEP_COORDINATOR", "https://c:1"),
+        ("ADVSWEEP_TLS_CA", "/dev/urandom"),
+    ])
+    .and_then(|s| s.connection.endpoint().map(|_| ()))
+    .unwrap_err()
+    .0;
+    assert!(
+        e.contains("tls_ca /dev/urandom: it is a character device"),
+        "{e}"
+    );
+}

@@ -75,8 +75,9 @@ pub fn submit_request(
     file: &Path,
     data_path: Option<String>,
 ) -> anyhow::Result<pb::SubmitSweepRequest> {
-    let sweep_toml = std::fs::read_to_string(file)
-        .map_err(|e| BadInput(format!("cannot read sweep file {}: {e}", file.display())))?;
+    // The same bounded read as `plan`: a regular file within the one sweep-file cap.
+    let sweep_toml =
+        advsweep_coordinator::sweep::read_sweep_file(file).map_err(|e| BadInput(e.to_string()))?;
     let mut overrides = HashMap::new();
     if let Some(path) = data_path {
         overrides.insert("data.path".to_owned(), path);

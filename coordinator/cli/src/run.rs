@@ -150,9 +150,9 @@ fn spawn_worker(launch: &WorkerLaunch<'_>, index: usize, log_path: &Path) -> any
         .with_context(|| format!("cannot start {}", bin.display()))
 }
 
-/// Last lines of a worker log, for error messages.
+/// Last lines of a worker log, for error messages (from its last 64 KiB: a log may be huge).
 fn tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let text = advsweep_settings::files::read_tail(path, 64 << 10).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }

@@ -104,6 +104,15 @@ fn cases() -> Vec<(&'static str, String, &'static str)> {
         ("unknown optimizer", GOOD.replace("epochs = 1", "epochs = 1\noptimizer = \"lbfgs\""), "lbfgs"),
         ("unknown schedule", GOOD.replace("epochs = 1", "epochs = 1\nschedule = \"warmup\""), "warmup"),
         ("unknown epsilon space", GOOD.replace("name = \"ok\"", "name = \"ok\"\nepsilon_space = \"logit\""), "logit"),
+        // Issue 18: types are not coerced; errors name the key path and line:column.
+        ("version as a string", GOOD.replace("version = 1", "version = \"1\""), "bad.toml:2:11: version: expected an integer"),
+        ("fractional version", GOOD.replace("version = 1", "version = 1.5"), "found a float 1.5"),
+        ("epochs as a string", GOOD.replace("epochs = 1", "epochs = \"5\""), "bad.toml:7:10: training.epochs: expected an integer"),
+        ("nesterov as a string", GOOD.replace("epochs = 1", "epochs = 1\nnesterov = \"yes\""), "training.nesterov: expected a boolean"),
+        ("train_size past u32", GOOD.replace("source = \"synthetic\"", "source = \"synthetic\"\ntrain_size = 4294967296"), "data.train_size: an integer `4294967296` is out of range"),
+        ("unknown precision", GOOD.replace("epochs = 1", "epochs = 1\nprecision = \"fp16\""), "training.precision"),
+        ("unused preset with a hostile name", format!("{GOOD}\n[attacks.\"../../evil\"]\nkind = \"none\"\n"), "[attacks.\"../../evil\"]: names use"),
+        ("epsilon past the image", GOOD.replace(r#"["8/255"]"#, "[1e300]"), "grid.epsilons = 1e300: an ℓ∞ budget in pixel space must be at most 1"),
     ]
 }
 
@@ -181,4 +190,80 @@ fn plan_prints_the_expansion_without_running_anything() {
     );
     assert_eq!(stdout.matches("\nrun r-").count(), 3, "{stdout}");
     assert_eq!(stdout.matches("  cell c-").count(), 11, "{stdout}");
+}
+
+fn advsweep(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_advsweep"))
+        .args(args)
+        .env_remove("ADVSWEEP_CONFIG")
+        .output()
+        .expect("advsweep runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Issue 18: `plan /dev/zero`, `submit /dev/urandom` and `--token-file /dev/zero` read until
+/// memory ran out; a 10 MB `submit` exited 1 with a raw decode error while `plan` accepted it.
+/// Every local read is a regular file under a cap: exit 2, a message that says why, before any
+/// connection is tried (nothing listens on the address given).
+#[test]
+fn devices_and_oversized_files_are_refused_with_exit_code_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, GOOD).expect("write");
+    let good = good.display().to_string();
+    let big = dir.path().join("big.toml");
+    let max = advsweep_core::limits::MAX_SWEEP_FILE_BYTES;
+    std::fs::write(&big, format!("{GOOD}{}", "#".repeat(10_000_000))).expect("write");
+    let big = big.display().to_string();
+    let two_mb = dir.path().join("two.toml");
+    std::fs::write(&two_mb, format!("{GOOD}{}", "#".repeat(2_000_000))).expect("write");
+    let two_mb = two_mb.display().to_string();
+    let nowhere = ["--coordinator", "http://127.0.0.1:9"];
+    let dir_path = dir.path().display().to_string();
+    for (args, fragment) in [
+        (
+            vec!["plan", "/dev/zero"],
+            "/dev/zero: it is a character device, not a regular file",
+        ),
+        (
+            vec!["plan", &dir_path],
+            "it is a directory, not a regular file",
+        ),
+        (
+            vec!["submit", "/dev/urandom", nowhere[0], nowhere[1]],
+            "/dev/urandom: it is a character device",
+        ),
+        (vec!["plan", &two_mb], "more than the limit of"),
+        (vec!["plan", &big], "more than the limit of"),
+        (
+            vec!["submit", &big, nowhere[0], nowhere[1]],
+            "more than the limit of",
+        ),
+        (
+            vec![
+                "submit",
+                &good,
+                nowhere[0],
+                nowhere[1],
+                "--token-file",
+                "/dev/zero",
+            ],
+            "token_file /dev/zero: it is a character device",
+        ),
+        (
+            vec!["status", nowhere[0], nowhere[1], "--config", "/dev/zero"],
+            "config file /dev/zero: it is a character device",
+        ),
+    ] {
+        let (code, stderr) = advsweep(&args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(fragment), "{args:?}: {stderr}");
+        assert!(stderr.len() < 2_000, "{args:?}: {} bytes", stderr.len());
+    }
+    let (code, stderr) = advsweep(&["plan", &big]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains(&format!("{max} bytes")), "{stderr}");
 }

@@ -26,8 +26,8 @@ use crate::sweep::{self, Limits, Overrides};
 /// Least time between two refreshes of a `WatchSweep` stream.
 const WATCH_MIN_INTERVAL: Duration = Duration::from_millis(200);
 
-/// Sweep files larger than this are refused before parsing.
-pub const MAX_SWEEP_FILE_BYTES: usize = 1 << 20;
+// Sweep files larger than this are refused before parsing (the same cap as `plan`'s).
+use advsweep_core::limits::MAX_SWEEP_FILE_BYTES;
 
 #[derive(Debug, Clone)]
 pub struct SweepApi {

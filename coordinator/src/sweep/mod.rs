@@ -10,4 +10,5 @@ pub mod presets;
 
 pub use expand::{
     Limits, Overrides, Plan, SweepError, expand, expand_within, load_plan, parse_sweep,
+    read_sweep_file,
 };

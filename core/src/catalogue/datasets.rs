@@ -10,3 +10,7 @@ pub const CIFAR10_STD: [f64; 3] = [0.2470, 0.2435, 0.2616];
 
 /// Classes of CIFAR-10 (and of the synthetic data set that stands in for it).
 pub const CIFAR10_CLASSES: usize = 10;
+
+/// Shape (channels, height, width) of every image the catalogue's models take: CIFAR-10's, and
+/// the synthetic and image-folder sets that stand in for it (the worker refuses other sizes).
+pub const IMAGE_SHAPE: [u32; 3] = [3, 32, 32];

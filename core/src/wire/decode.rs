@@ -279,7 +279,11 @@ pub fn run_from_wire(r: &pb::RunSpec) -> Result<(RunSpec, Vec<CellSpec>), WireEr
     let cells = r
         .cells
         .iter()
-        .map(|c| cell_from_wire(&run.id, c))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|c| {
+            let cell = cell_from_wire(&run.id, c)?;
+            cell.validate_in(run.epsilon_space)?;
+            Ok(cell)
+        })
+        .collect::<Result<Vec<_>, WireError>>()?;
     Ok((run, cells))
 }

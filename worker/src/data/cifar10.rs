@@ -29,9 +29,7 @@ pub const ARCHIVE_DIR: &str = "cifar-10-batches-bin";
 /// The directory holding the `.bin` files: `path` itself, or `path/cifar-10-batches-bin`.
 pub fn resolve_dir(path: &Path) -> Result<PathBuf, DataError> {
     if !path.is_dir() {
-        return Err(DataError::DirMissing {
-            path: path.to_path_buf(),
-        });
+        return Err(DataError::not_a_dir(path));
     }
     let has_files = |dir: &Path| dir.join(TRAIN_FILES[0]).exists() || dir.join(TEST_FILE).exists();
     if has_files(path) {
@@ -206,6 +204,14 @@ mod tests {
 
         let err = load(&dir.path().join("nope"), 10, 10).err();
         assert!(matches!(err, Some(DataError::DirMissing { .. })));
+        // Issue 18: a device or a file said "does not exist".
+        let err = load(Path::new("/dev/zero"), 10, 10).err();
+        assert!(
+            matches!(err, Some(DataError::NotADirectory { .. })),
+            "{err:?}"
+        );
+        let err = err.map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("/dev/zero is not a directory"), "{err}");
         Ok(())
     }
 }

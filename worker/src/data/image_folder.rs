@@ -43,15 +43,13 @@ pub fn load(
     eval_limit: u32,
 ) -> Result<(HostSplit, HostSplit, Vec<String>), DataError> {
     if !path.is_dir() {
-        return Err(DataError::DirMissing {
-            path: path.to_path_buf(),
-        });
+        return Err(DataError::not_a_dir(path));
     }
     let train_dir = path.join("train");
     let test_dir = path.join("test");
     for dir in [&train_dir, &test_dir] {
         if !dir.is_dir() {
-            return Err(DataError::DirMissing { path: dir.clone() });
+            return Err(DataError::not_a_dir(dir));
         }
     }
     let classes = class_names(&train_dir)?;

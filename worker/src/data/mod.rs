@@ -15,7 +15,7 @@ pub mod cifar10;
 pub mod image_folder;
 pub mod synthetic;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use advsweep_core::{DataSource, DataSpec};
 use anyhow::Context as _;
@@ -34,6 +34,9 @@ pub const CLASSES: i64 = 10;
 pub enum DataError {
     #[error("data directory {} does not exist", path.display())]
     DirMissing { path: PathBuf },
+    /// The path exists but is a file or a device (`--data-path /dev/zero`).
+    #[error("data path {} is not a directory (a data set is a directory of files)", path.display())]
+    NotADirectory { path: PathBuf },
     #[error("missing data file {}", path.display())]
     FileMissing { path: PathBuf },
     #[error("{}: expected {expected} bytes, found {found}", path.display())]
@@ -61,6 +64,17 @@ pub enum DataError {
 }
 
 impl DataError {
+    /// Why `path`, which is not a directory, cannot be a data set's directory: it does not
+    /// exist ([`DataError::DirMissing`]), or it is something else ([`DataError::NotADirectory`]).
+    pub fn not_a_dir(path: &Path) -> DataError {
+        let path = path.to_path_buf();
+        if std::fs::symlink_metadata(&path).is_ok() {
+            DataError::NotADirectory { path }
+        } else {
+            DataError::DirMissing { path }
+        }
+    }
+
     /// Whether a retry cannot help. Only I/O errors other than "not found"/"permission
     /// denied"/"invalid data" are considered transient (a flaky network file system).
     pub fn is_permanent(&self) -> bool {

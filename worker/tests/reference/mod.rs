@@ -1,5 +1,6 @@
-//! Runs the PyTorch reference (`models.py` beside this file) from the Rust tests, with the
-//! Python of `scripts/env.sh` (`ADVSWEEP_TORCH_PYTHON`: torch 2.13, safetensors, numpy).
+//! Runs the PyTorch reference (`models.py` beside this file, and `autoattack.py`, torchattacks'
+//! attacks on a BasicNet checkpoint) from the Rust tests, with the Python of `scripts/env.sh`
+//! (`ADVSWEEP_TORCH_PYTHON`: torch 2.13, safetensors, numpy, torchattacks).
 
 #![allow(dead_code)] // each test file uses part of it
 
@@ -12,6 +13,15 @@ pub fn script() -> PathBuf {
 
 /// Runs `models.py ARGS…` and returns its stdout; panics with its stderr when it fails.
 pub fn run(args: &[&str]) -> String {
+    run_script(&script(), args)
+}
+
+/// Runs another script of this folder (e.g. `autoattack.py`) with `ARGS…`; as [`run`].
+pub fn run_file(file: &str, args: &[&str]) -> String {
+    run_script(&script().with_file_name(file), args)
+}
+
+fn run_script(script: &std::path::Path, args: &[&str]) -> String {
     let Some(python) = std::env::var_os("ADVSWEEP_TORCH_PYTHON") else {
         panic!(
             "ADVSWEEP_TORCH_PYTHON is unset: these tests compare against PyTorch; run \
@@ -19,14 +29,14 @@ pub fn run(args: &[&str]) -> String {
         );
     };
     let out = Command::new(&python)
-        .arg(script())
+        .arg(script)
         .args(args)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {python:?} {:?}: {e}", script()));
+        .unwrap_or_else(|e| panic!("cannot run {python:?} {script:?}: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "models.py {args:?} failed ({:?})\nstdout: {stdout}\nstderr: {}",
+        "{script:?} {args:?} failed ({:?})\nstdout: {stdout}\nstderr: {}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );

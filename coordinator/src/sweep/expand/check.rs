@@ -82,6 +82,7 @@ pub(super) fn file_key(field: &'static str) -> &'static str {
         "data.synthetic.train_size" => "data.train_size",
         "data.synthetic.test_size" => "data.test_size",
         "data.cifar10_binary.path" | "data.image_folder.path" => "data.path",
+        "cell.epsilon" => "grid.epsilons",
         "run.model.noise.sigma" => "noise.sigma",
         "run.model.noise.layers" => "noise.layers",
         "defense.inference_noise" => "inference_noise",

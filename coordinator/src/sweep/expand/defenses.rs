@@ -255,6 +255,8 @@ pub(super) fn resolve_defense(
             .transpose()?,
     };
     // Tied budgets are grid values, checked with the grid; 0 stands in for them here.
-    v.rule(Some(&at), resolved.build(0.0).validate())?;
+    let defense = resolved.build(0.0);
+    v.rule(Some(&at), defense.validate())?;
+    v.rule(Some(&at), defense.validate_budgets(file.epsilon_space))?;
     Ok(resolved)
 }

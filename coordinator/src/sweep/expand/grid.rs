@@ -85,7 +85,8 @@ impl Grid {
                         v.rule(None, run.validate())?;
                         for cell in self.cells_of(&run, *tied) {
                             if cell_seen.insert(cell.id.clone()) {
-                                v.rule(None, cell.validate())?;
+                                let at = format!("attack `{}`", cell.attack_name);
+                                v.rule(Some(&at), cell.validate_in(run.epsilon_space))?;
                                 cells.push(cell);
                             }
                         }

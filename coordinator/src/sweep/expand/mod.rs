@@ -18,10 +18,12 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use advsweep_core::validate::epsilon;
+use advsweep_core::limits::MAX_SWEEP_FILE_BYTES;
+use advsweep_core::validate::{epsilon, shown};
 use advsweep_core::{CellSpec, RunSpec};
+use advsweep_settings::files::{ReadError, read_bounded_text};
 
-use super::file::{SWEEP_FILE_VERSION, SweepFile};
+use super::file::{self, ParseError, SweepFile};
 use super::ids;
 
 mod attacks;
@@ -35,18 +37,25 @@ pub use check::{MAX_NAME_LEN, valid_name};
 use check::{Validator, check_names, check_sweep_name};
 use grid::Grid;
 
-/// Everything that can be wrong with a sweep file. Messages name the file, key or value.
+/// Everything that can be wrong with a sweep file. Messages name the file, key or value; a
+/// parse error also its `line:column` (`sweep.toml:3:10: training.epochs: …`).
 #[derive(Debug, thiserror::Error)]
 pub enum SweepError {
     #[error("cannot read sweep file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{origin}: {message}")]
-    Parse { origin: String, message: String },
+    Read { path: String, source: ReadError },
+    #[error("{}", located(origin, error))]
+    Parse { origin: String, error: ParseError },
     #[error("{origin}: {message}")]
     Invalid { origin: String, message: String },
+}
+
+/// `origin:line:column: …` when the error has a place, `origin: …` when it is about the file.
+fn located(origin: &str, error: &ParseError) -> String {
+    if error.at.is_some() {
+        format!("{origin}:{error}")
+    } else {
+        format!("{origin}: {error}")
+    }
 }
 
 /// A sweep file expanded into the work it asks for.
@@ -95,43 +104,45 @@ pub struct Overrides {
     pub data_path: Option<String>,
 }
 
-/// Parses the TOML text of a sweep file. `origin` names it in error messages.
+/// Parses the TOML text of a sweep file, strictly (`file::parse`: no type is coerced, errors
+/// name the key and its line). `origin` names it in error messages. Text over
+/// [`MAX_SWEEP_FILE_BYTES`] is refused before it is parsed, as `submit` refuses it.
 pub fn parse_sweep(text: &str, origin: &str) -> Result<SweepFile, SweepError> {
-    let parse_error = |message: String| SweepError::Parse {
-        origin: origin.to_owned(),
-        message,
-    };
-    let raw = config::Config::builder()
-        .add_source(config::File::from_str(text, config::FileFormat::Toml))
-        .build()
-        .map_err(|e| parse_error(e.to_string()))?;
-    // Check the version first so an old or future file gets a version error, not a key error.
-    match raw.get::<i64>("version") {
-        Ok(v) if v == i64::from(SWEEP_FILE_VERSION) => {}
-        Ok(v) => {
-            return Err(parse_error(format!(
-                "unsupported sweep file version {v} (this build reads version {SWEEP_FILE_VERSION})"
-            )));
-        }
-        Err(_) => {
-            return Err(parse_error(format!(
-                "missing `version = {SWEEP_FILE_VERSION}` at the top of the file"
-            )));
-        }
+    if text.len() > MAX_SWEEP_FILE_BYTES {
+        return Err(SweepError::Parse {
+            origin: origin.to_owned(),
+            error: ParseError {
+                at: None,
+                key: None,
+                message: format!(
+                    "the file is {} bytes, more than the limit of {MAX_SWEEP_FILE_BYTES} bytes",
+                    text.len()
+                ),
+            },
+        });
     }
-    raw.try_deserialize::<SweepFile>()
-        .map_err(|e| parse_error(e.to_string()))
+    file::parse(text).map_err(|error| SweepError::Parse {
+        origin: origin.to_owned(),
+        error,
+    })
 }
 
-/// Reads, parses, validates and expands a sweep file (within the default [`Limits`]).
+/// Reads (a regular file, at most [`MAX_SWEEP_FILE_BYTES`]), parses, validates and expands a
+/// sweep file (within the default [`Limits`]).
 pub fn load_plan(path: &Path, overrides: &Overrides) -> Result<Plan, SweepError> {
     let origin = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| SweepError::Read {
-        path: origin.clone(),
-        source,
-    })?;
+    let text = read_sweep_file(path)?;
     let file = parse_sweep(&text, &origin)?;
     expand(&file, overrides, &origin)
+}
+
+/// The text of the sweep file at `path`: a regular file of at most [`MAX_SWEEP_FILE_BYTES`]
+/// (never `/dev/zero` read until memory runs out). `submit` reads its file with this too.
+pub fn read_sweep_file(path: &Path) -> Result<String, SweepError> {
+    read_bounded_text(path, MAX_SWEEP_FILE_BYTES as u64).map_err(|source| SweepError::Read {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 /// [`expand_within`] the default [`Limits`].
@@ -151,6 +162,7 @@ pub fn expand_within(
     let v = Validator { origin };
     check_header(&v, file)?;
     let grid = resolve_grid(&v, file, overrides)?;
+    check_presets(&v, file)?;
     let cells = grid.count_cells();
     v.check(cells <= limits.max_cells, || {
         format!(
@@ -204,6 +216,36 @@ fn check_header(v: &Validator, file: &SweepFile) -> Result<(), SweepError> {
         v.check(seen_seeds.insert(seed), || {
             format!("grid.seeds lists {seed} twice")
         })?;
+    }
+    Ok(())
+}
+
+/// Every preset table the file defines, whether the grid uses it or not: a valid name, and a
+/// preset that resolves and validates. An unused table is still stored with the sweep and shown
+/// by `status`, so `[attacks."../../evil"]` is refused like a used one.
+fn check_presets(v: &Validator, file: &SweepFile) -> Result<(), SweepError> {
+    for (table, names) in [
+        ("models", file.models.keys().collect::<Vec<_>>()),
+        ("attacks", file.attacks.keys().collect()),
+        ("defenses", file.defenses.keys().collect()),
+    ] {
+        for name in names {
+            v.check(valid_name(name), || {
+                format!(
+                    "[{table}.{}]: names use 1-{MAX_NAME_LEN} letters, digits, '-', '_' or '.', starting with a letter or digit",
+                    shown(name, 64)
+                )
+            })?;
+        }
+    }
+    for name in file.models.keys() {
+        models::resolve_model(v, file, name)?;
+    }
+    for name in file.attacks.keys() {
+        attacks::resolve_attack(v, file, name, &format!("attacks.{name}"))?;
+    }
+    for name in file.defenses.keys() {
+        defenses::resolve_defense(v, file, name)?;
     }
     Ok(())
 }

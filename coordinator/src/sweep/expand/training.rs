@@ -1,7 +1,7 @@
 //! The `[training]`, `[evaluation]` and `[data]` tables → the run's training and data specs.
 
 use advsweep_core::validate::eot_samples;
-use advsweep_core::{DataSource, DataSpec, LrSchedule, Optimizer, Precision, TrainingSpec};
+use advsweep_core::{DataSource, DataSpec, LrSchedule, Optimizer, TrainingSpec};
 
 use super::check::Validator;
 use super::{Overrides, SweepError};
@@ -30,8 +30,6 @@ pub(super) fn training(v: &Validator, file: &SweepFile) -> Result<TrainingSpec, 
         ScheduleKind::Cosine => LrSchedule::Cosine,
         ScheduleKind::OneCycle => LrSchedule::OneCycle,
     };
-    let precision = Precision::from_name(&t.precision)
-        .or_else(|e| v.fail(format!("training.precision: {e}")))?;
     let spec = TrainingSpec {
         epochs: t.epochs,
         batch_size: t.batch_size,
@@ -41,7 +39,7 @@ pub(super) fn training(v: &Validator, file: &SweepFile) -> Result<TrainingSpec, 
         augment: t.augment,
         eval_batch_size: file.evaluation.batch_size,
         checkpoint_every: t.checkpoint_every,
-        precision,
+        precision: t.precision,
     };
     v.rule(None, spec.validate())?;
     v.rule(

@@ -1,7 +1,8 @@
 //! The sweep file as written by a user (TOML, `version = 1`), before presets are resolved.
 //!
 //! Every table denies unknown keys, so a typo (`epoch = 5`) is an error that names the key
-//! instead of a silently ignored setting.
+//! instead of a silently ignored setting; every value has one type (`strict`: `epochs = "5"` is
+//! an error naming `training.epochs` and its line, not 5).
 
 use std::collections::BTreeMap;
 
@@ -9,10 +10,13 @@ use advsweep_core::catalogue::defaults;
 use advsweep_core::{EpsilonSpace, MixStrategy, Norm, Precision};
 use serde::Deserialize;
 
+mod strict;
+mod tagged;
 mod values;
 
-use values::strategy;
+pub use strict::{ParseError, parse};
 pub use values::{DefenseKind, EotSetting, Epsilon, EpsilonSetting, OptimizerKind, ScheduleKind};
+use values::{precision, strategy};
 
 /// The only sweep-file version this build reads.
 pub const SWEEP_FILE_VERSION: u32 = 1;
@@ -47,42 +51,28 @@ pub struct SweepFile {
     pub defenses: BTreeMap<String, DefensePreset>,
 }
 
+/// `[data]`: where the images come from. Read as one flat table and then split by `source`
+/// (`tagged`), so an error inside names its key and line.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "source", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(try_from = "tagged::DataTable")]
 pub enum DataSection {
     Synthetic {
-        #[serde(default)]
         seed: u64,
-        #[serde(default = "default_synthetic_train")]
         train_size: u32,
-        #[serde(default = "default_synthetic_test")]
         test_size: u32,
-        #[serde(default)]
         train_limit: u32,
     },
     Cifar10 {
         /// Directory with the binary batches; `ADVSWEEP_CIFAR10_DIR` or `--data-path` override it.
         path: String,
-        #[serde(default)]
         train_limit: u32,
     },
     /// `train/<class>/*.png|jpg` and `test/<class>/*.png|jpg` (e.g. the CIFAR-10 JPEG mirror).
-    ImageFolder {
-        path: String,
-        #[serde(default)]
-        train_limit: u32,
-    },
+    ImageFolder { path: String, train_limit: u32 },
 }
 
 fn pixel() -> EpsilonSpace {
     EpsilonSpace::Pixel
-}
-
-fn default_synthetic_train() -> u32 {
-    defaults::SYNTHETIC_TRAIN_SIZE
-}
-fn default_synthetic_test() -> u32 {
-    defaults::SYNTHETIC_TEST_SIZE
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -120,15 +110,10 @@ pub struct TrainingSection {
     /// Epochs between resumable checkpoints (streamed to the coordinator).
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: u32,
-    /// `fp32` or `bf16` (autocast) for the training step; evaluation is always fp32. A name,
-    /// resolved by `Precision::from_name` when the file is expanded (an unknown one is an
-    /// expansion error, as tests pin).
-    #[serde(default = "default_precision")]
-    pub precision: String,
-}
-
-fn default_precision() -> String {
-    Precision::Fp32.name().to_owned()
+    /// `fp32` or `bf16` (autocast) for the training step; evaluation is always fp32. An
+    /// unknown name is a parse error naming `training.precision` and the known names.
+    #[serde(default, deserialize_with = "precision")]
+    pub precision: Precision,
 }
 
 fn default_checkpoint_every() -> u32 {
@@ -168,7 +153,7 @@ impl Default for TrainingSection {
             step_gamma: default_step_gamma(),
             augment: false,
             checkpoint_every: default_checkpoint_every(),
-            precision: default_precision(),
+            precision: Precision::Fp32,
         }
     }
 }
@@ -289,52 +274,30 @@ fn default_noise_layers() -> Vec<String> {
     vec!["all".to_owned()]
 }
 
+/// `[attacks.NAME]`, by `kind`. Read as one flat table and then split (`tagged`), so an error
+/// inside names its key and line; the defaults of each kind are applied there.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(try_from = "tagged::AttackTable")]
 pub enum AttackPreset {
     None,
     Fgsm {
-        #[serde(default = "linf")]
         norm: Norm,
-        #[serde(default)]
         random_start: bool,
         /// Multiple of ε per step; default 1.0 (1.25 is the usual value with a random start).
-        #[serde(default)]
         step_fraction: Option<f64>,
-        #[serde(default)]
         eot: EotSetting,
     },
     Pgd {
-        #[serde(default = "linf")]
         norm: Norm,
-        #[serde(default = "default_pgd_steps")]
         steps: u32,
         /// Absolute step size; exclusive with `step_fraction`.
-        #[serde(default)]
         step_size: Option<f64>,
         /// Step as a multiple of ε; default 2.5 / steps (Madry et al.).
-        #[serde(default)]
         step_fraction: Option<f64>,
-        #[serde(default = "default_true")]
         random_start: bool,
-        #[serde(default = "default_restarts")]
         restarts: u32,
-        #[serde(default)]
         eot: EotSetting,
     },
-}
-
-fn linf() -> Norm {
-    Norm::Linf
-}
-fn default_pgd_steps() -> u32 {
-    defaults::PGD_STEPS
-}
-fn default_true() -> bool {
-    true
-}
-fn default_restarts() -> u32 {
-    defaults::PGD_RESTARTS
 }
 
 /// `[defenses.NAME]`: a training procedure plus optional inference-time defenses. Which keys

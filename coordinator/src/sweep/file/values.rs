@@ -1,8 +1,8 @@
 //! The values of a sweep file that are more than a number or a string: closed lists of words
-//! (`optimizer`, `schedule`, a defense's `kind` and `strategy`), `eot = "auto" | N` and ε written
-//! as a number, a fraction (`"8/255"`) or `"tied"`.
+//! (`optimizer`, `schedule`, `precision`, a defense's `kind` and `strategy`), `eot = "auto" | N`
+//! and ε written as a number, a fraction (`"8/255"`) or `"tied"`.
 
-use advsweep_core::MixStrategy;
+use advsweep_core::{MixStrategy, Precision};
 use serde::{Deserialize, Deserializer};
 
 /// A word from a closed list (`optimizer = "sgd"`): its value, or an error that names the key
@@ -108,6 +108,11 @@ pub(super) fn strategy<'de, D: Deserializer<'de>>(d: D) -> Result<Option<MixStra
         ],
     )
     .map(Some)
+}
+
+/// `training.precision`: `fp32` or `bf16`.
+pub(super) fn precision<'de, D: Deserializer<'de>>(d: D) -> Result<Precision, D::Error> {
+    word(d, "precision", &Precision::ALL.map(|p| (p.name(), p)))
 }
 
 /// `eot = "auto"` (default: EOT only against randomized models) or a number of samples.

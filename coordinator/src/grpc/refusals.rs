@@ -79,3 +79,44 @@ impl Refusals {
         status_of(error)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_counted_in_metrics() {
+        let metrics = Arc::new(Metrics::default());
+        let refusals = Refusals::new(Arc::clone(&metrics));
+        let caller = Caller {
+            peer: Some("10.0.0.9:4000".parse().expect("addr")),
+            cert_sha256: None,
+        };
+        for _ in 0..3 {
+            let stale = refusals.status(
+                "CompleteCell",
+                &caller,
+                StoreError::LeaseLost {
+                    run_id: "r-1".into(),
+                    lease_id: "l-secret".into(),
+                    attempt: 1,
+                    why: "the lease expired".into(),
+                },
+            );
+            assert_eq!(stale.code(), tonic::Code::FailedPrecondition);
+            assert!(!stale.message().contains("l-secret"), "{}", stale.message());
+        }
+        let foreign = refusals.status(
+            "Heartbeat",
+            &caller,
+            crate::scheduler::fencing::not_holder("r-1", "w-b", "another worker's lease"),
+        );
+        assert_eq!(foreign.code(), tonic::Code::PermissionDenied);
+        let text = metrics.render(Err(StoreError::Invalid("no store in this test".into())));
+        assert!(text.contains("advsweep_stale_reports_total 3"), "{text}");
+        assert!(
+            text.contains("advsweep_foreign_lease_refusals_total 1"),
+            "{text}"
+        );
+    }
+}

@@ -258,7 +258,7 @@ impl WorkerService for WorkerApi {
         };
         // A worker id bound to a certificate leases only with that certificate.
         self.scheduler
-            .authenticate(&worker_id, "", caller.cert())
+            .authenticate(&worker_id, "(any: a lease request)", caller.cert())
             .await
             .map_err(|e| self.refusals.status("Lease", &caller, e))?;
         let outcome = self

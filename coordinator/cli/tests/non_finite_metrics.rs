@@ -12,6 +12,7 @@ mod common;
 
 use std::process::Command;
 
+use advsweep_coordinator::store::StateStore as _;
 use advsweep_proto::v1 as pb;
 use advsweep_proto::v1::sweep_service_server::{SweepService, SweepServiceServer};
 use advsweep_proto::v1::worker_service_server::WorkerService;

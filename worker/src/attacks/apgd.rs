@@ -263,8 +263,79 @@ fn direction(grad: &Tensor, norm: Norm) -> Result<Tensor, tch::TchError> {
     }
 }
 
+/// The loss APGD maximizes, per row of `logits` (`copies` stacked copies of the batch).
+fn objective(
+    loss: ApgdLoss,
+    logits: &Tensor,
+    copies: i64,
+    y: &Tensor,
+    targets: Option<&Tensor>,
+) -> Result<Tensor, tch::TchError> {
+    let logits = as_float(logits)?;
+    let labels = repeat_labels(y, copies)?;
+    match (loss, targets) {
+        (ApgdLoss::CrossEntropy, _) => cross_entropy(&logits, &labels),
+        (ApgdLoss::TargetedDlr { .. }, Some(t)) => {
+            dlr_targeted(&logits, &labels, &repeat_labels(t, copies)?)
+        }
+        _ => dlr(&logits, &labels),
+    }
+}
+
+/// The per-image state of a run, over the images it still attacks (`[m, …]` each).
+struct RunState {
+    /// Where these images are in the run's batch.
+    positions: Tensor,
+    z: Tensor,
+    y: Tensor,
+    targets: Option<Tensor>,
+    step: Tensor,
+    z_adv: Tensor,
+    previous: Tensor,
+    grad: Tensor,
+    best: Tensor,
+    best_grad: Tensor,
+    best_loss: Tensor,
+    best_loss_at_check: Tensor,
+    halved_at_check: Tensor,
+    fooled: Tensor,
+    best_adversarial: Tensor,
+    /// Losses since the last checkpoint, the checkpoint's own first.
+    history: Vec<Tensor>,
+}
+
+impl RunState {
+    /// The state of the images at `rows` only.
+    fn select(&self, rows: &Tensor) -> Result<RunState, tch::TchError> {
+        let pick = |t: &Tensor| t.f_index_select(0, rows);
+        Ok(RunState {
+            positions: pick(&self.positions)?,
+            z: pick(&self.z)?,
+            y: pick(&self.y)?,
+            targets: self.targets.as_ref().map(pick).transpose()?,
+            step: pick(&self.step)?,
+            z_adv: pick(&self.z_adv)?,
+            previous: pick(&self.previous)?,
+            grad: pick(&self.grad)?,
+            best: pick(&self.best)?,
+            best_grad: pick(&self.best_grad)?,
+            best_loss: pick(&self.best_loss)?,
+            best_loss_at_check: pick(&self.best_loss_at_check)?,
+            halved_at_check: pick(&self.halved_at_check)?,
+            fooled: pick(&self.fooled)?,
+            best_adversarial: pick(&self.best_adversarial)?,
+            history: self.history.iter().map(pick).collect::<Result<_, _>>()?,
+        })
+    }
+}
+
 /// One APGD run on the images `z` (none fooled yet): whether each was fooled at some
 /// iterate, and the last misclassified iterate per image (the start where none was).
+///
+/// An image fooled once stays fooled, and no image's iterates depend on another's, so at each
+/// checkpoint the run drops the images already fooled (one host synchronization per
+/// checkpoint): the result is the same, and the remaining steps cost only what the images
+/// still robust need.
 fn run(
     target: &Target<'_>,
     z: &Tensor,
@@ -273,78 +344,94 @@ fn run(
     cfg: &ApgdConfig,
     epsilon: f64,
 ) -> anyhow::Result<(Tensor, Tensor)> {
-    let loss = |logits: &Tensor, copies: i64| -> Result<Tensor, tch::TchError> {
-        let logits = as_float(logits)?;
-        let labels = repeat_labels(y, copies)?;
-        match (cfg.loss, targets) {
-            (ApgdLoss::CrossEntropy, _) => cross_entropy(&logits, &labels),
-            (ApgdLoss::TargetedDlr { .. }, Some(t)) => {
-                dlr_targeted(&logits, &labels, &repeat_labels(t, copies)?)
-            }
-            _ => dlr(&logits, &labels),
-        }
-    };
-    let ball = Ball::new(target.frame, z, cfg.norm, epsilon)?;
-    let step_shape = {
-        let mut s = vec![1i64; z.dim()];
-        if let Some(first) = s.first_mut() {
-            *first = z.size().first().copied().unwrap_or(0);
-        }
-        s
-    };
-    let mut step = Tensor::f_full(
-        step_shape.as_slice(),
-        2.0 * epsilon,
-        (Kind::Float, z.device()),
+    let n = z.size().first().copied().unwrap_or(0);
+    let mut step_shape = vec![1i64; z.dim()];
+    if let Some(first) = step_shape.first_mut() {
+        *first = n;
+    }
+    let z_adv = start(target, z, cfg.norm, epsilon)?;
+    let first = target.query(
+        &z_adv,
+        &|logits, copies| objective(cfg.loss, logits, copies, y, targets),
+        true,
     )?;
-
-    let mut z_adv = start(target, z, cfg.norm, epsilon)?;
-    let first = target.query(&z_adv, &loss, true)?;
-    let mut grad = first.grad.ok_or_else(|| anyhow::anyhow!("no gradient"))?;
-    let mut fooled = first.scores.f_argmax(1, false)?.f_ne_tensor(y)?;
-    let mut best_adversarial = z_adv.f_detach_copy()?;
-    let mut best = z_adv.f_detach_copy()?;
-    let mut best_grad = grad.f_detach_copy()?;
-    let mut best_loss = first.loss.f_detach()?;
-    // Losses per iterate, the start first: the checkpoint rule counts increases among them.
-    let mut history = vec![first.loss];
-    let mut best_loss_at_check = best_loss.f_detach_copy()?;
-    // The reference starts with "halved at the last checkpoint" set, so that condition (2)
-    // cannot fire at the first checkpoint.
-    let mut halved_at_check = fooled.f_ones_like()?;
+    let grad = first.grad.ok_or_else(|| anyhow::anyhow!("no gradient"))?;
+    let fooled = first.scores.f_argmax(1, false)?.f_ne_tensor(y)?;
+    let mut s = RunState {
+        positions: Tensor::f_arange(n, (Kind::Int64, z.device()))?,
+        z: z.shallow_clone(),
+        y: y.shallow_clone(),
+        targets: targets.map(Tensor::shallow_clone),
+        step: Tensor::f_full(
+            step_shape.as_slice(),
+            2.0 * epsilon,
+            (Kind::Float, z.device()),
+        )?,
+        previous: z_adv.f_detach_copy()?,
+        best: z_adv.f_detach_copy()?,
+        best_adversarial: z_adv.f_detach_copy()?,
+        best_grad: grad.f_detach_copy()?,
+        best_loss: first.loss.f_detach_copy()?,
+        best_loss_at_check: first.loss.f_detach_copy()?,
+        // The reference starts with "halved at the last checkpoint" set, so that condition
+        // (2) cannot fire at the first checkpoint.
+        halved_at_check: fooled.f_ones_like()?,
+        history: vec![first.loss],
+        fooled,
+        grad,
+        z_adv,
+    };
+    let mut fooled_all = s.fooled.f_detach_copy()?;
+    let mut adversarial_all = s.best_adversarial.f_detach_copy()?;
     let checks = checkpoints(cfg.steps);
+    let mut segment_ends = checks.clone();
+    if segment_ends.last() != Some(&cfg.steps) {
+        segment_ends.push(cfg.steps);
+    }
+    let mut i = 0u32;
     let mut last_check = 0u32;
-    let mut previous = z_adv.f_detach_copy()?;
+    for end in segment_ends {
+        {
+            let ball = Ball::new(target.frame, &s.z, cfg.norm, epsilon)?;
+            while i < end {
+                let momentum_from_previous = s.z_adv.f_sub(&s.previous)?;
+                s.previous = s.z_adv.shallow_clone();
+                let alpha = if i == 0 { 1.0 } else { cfg.momentum };
+                let z1 = project(
+                    &ball,
+                    &s.z_adv
+                        .f_add(&direction(&s.grad, cfg.norm)?.f_mul(&s.step)?)?,
+                )?;
+                let moved = s
+                    .z_adv
+                    .f_add(&z1.f_sub(&s.z_adv)?.f_mul_scalar(alpha)?)?
+                    .f_add(&momentum_from_previous.f_mul_scalar(1.0 - alpha)?)?;
+                s.z_adv = project(&ball, &moved)?;
 
-    for i in 0..cfg.steps {
-        let momentum_from_previous = z_adv.f_sub(&previous)?;
-        previous = z_adv.shallow_clone();
-        let alpha = if i == 0 { 1.0 } else { cfg.momentum };
-        let z1 = project(
-            &ball,
-            &z_adv.f_add(&direction(&grad, cfg.norm)?.f_mul(&step)?)?,
-        )?;
-        let moved = z_adv
-            .f_add(&z1.f_sub(&z_adv)?.f_mul_scalar(alpha)?)?
-            .f_add(&momentum_from_previous.f_mul_scalar(1.0 - alpha)?)?;
-        z_adv = project(&ball, &moved)?;
-
-        let q = target.query(&z_adv, &loss, true)?;
-        grad = q.grad.ok_or_else(|| anyhow::anyhow!("no gradient"))?;
-        let wrong = q.scores.f_argmax(1, false)?.f_ne_tensor(y)?;
-        fooled = fooled.f_logical_or(&wrong)?;
-        best_adversarial = z_adv.f_where_self(&per_example(&wrong, z)?, &best_adversarial)?;
-        let improved = q.loss.f_gt_tensor(&best_loss)?;
-        let improved_z = per_example(&improved, z)?;
-        best = z_adv.f_where_self(&improved_z, &best)?;
-        best_grad = grad.f_where_self(&improved_z, &best_grad)?;
-        best_loss = q.loss.f_where_self(&improved, &best_loss)?;
-        history.push(q.loss);
-
-        if checks.contains(&(i + 1)) {
-            let window = (i + 1 - last_check) as usize;
-            last_check = i + 1;
-            let recent = &history[history.len() - window - 1..];
+                let q = target.query(
+                    &s.z_adv,
+                    &|logits, copies| objective(cfg.loss, logits, copies, &s.y, s.targets.as_ref()),
+                    true,
+                )?;
+                s.grad = q.grad.ok_or_else(|| anyhow::anyhow!("no gradient"))?;
+                let wrong = q.scores.f_argmax(1, false)?.f_ne_tensor(&s.y)?;
+                s.fooled = s.fooled.f_logical_or(&wrong)?;
+                s.best_adversarial = s
+                    .z_adv
+                    .f_where_self(&per_example(&wrong, &s.z)?, &s.best_adversarial)?;
+                let improved = q.loss.f_gt_tensor(&s.best_loss)?;
+                let improved_z = per_example(&improved, &s.z)?;
+                s.best = s.z_adv.f_where_self(&improved_z, &s.best)?;
+                s.best_grad = s.grad.f_where_self(&improved_z, &s.best_grad)?;
+                s.best_loss = q.loss.f_where_self(&improved, &s.best_loss)?;
+                s.history.push(q.loss);
+                i += 1;
+            }
+        }
+        if checks.contains(&end) {
+            let window = (end - last_check) as usize;
+            last_check = end;
+            let recent = &s.history[s.history.len() - window - 1..];
             let later = Tensor::f_stack(&recent[1..], 0)?;
             let earlier = Tensor::f_stack(&recent[..window], 0)?;
             let increases = later.f_gt_tensor(&earlier)?.f_sum_dim_intlist(
@@ -353,19 +440,37 @@ fn run(
                 Kind::Float,
             )?;
             let oscillating = increases.f_le(window as f64 * cfg.rho)?;
-            let stalled = halved_at_check
+            let stalled = s
+                .halved_at_check
                 .f_logical_not()?
-                .f_logical_and(&best_loss_at_check.f_ge_tensor(&best_loss)?)?;
+                .f_logical_and(&s.best_loss_at_check.f_ge_tensor(&s.best_loss)?)?;
             let halve = oscillating.f_logical_or(&stalled)?;
-            let halve_z = per_example(&halve, z)?;
-            step = step.f_div_scalar(2.0)?.f_where_self(&halve_z, &step)?;
-            z_adv = best.f_where_self(&halve_z, &z_adv)?;
-            grad = best_grad.f_where_self(&halve_z, &grad)?;
-            halved_at_check = halve;
-            best_loss_at_check = best_loss.f_detach_copy()?;
+            let halve_z = per_example(&halve, &s.z)?;
+            s.step = s.step.f_div_scalar(2.0)?.f_where_self(&halve_z, &s.step)?;
+            s.z_adv = s.best.f_where_self(&halve_z, &s.z_adv)?;
+            s.grad = s.best_grad.f_where_self(&halve_z, &s.grad)?;
+            s.halved_at_check = halve;
+            s.best_loss_at_check = s.best_loss.f_detach_copy()?;
+            let last = s
+                .history
+                .pop()
+                .ok_or_else(|| anyhow::anyhow!("no loss history"))?;
+            s.history = vec![last];
+        }
+        fooled_all = fooled_all.f_index_copy(0, &s.positions, &s.fooled)?;
+        adversarial_all = adversarial_all.f_index_copy(0, &s.positions, &s.best_adversarial)?;
+        if i < cfg.steps {
+            let keep = indices(&s.fooled.f_logical_not()?)?;
+            let kept = keep.numel();
+            if kept == 0 {
+                break;
+            }
+            if kept < s.fooled.numel() {
+                s = s.select(&keep)?;
+            }
         }
     }
-    Ok((fooled, best_adversarial))
+    Ok((fooled_all, adversarial_all))
 }
 
 #[cfg(test)]

@@ -208,7 +208,12 @@ impl Target<'_> {
                 if with_grad {
                     let total = per_row.f_sum(Kind::Float)?.f_div_scalar(eot as f64)?;
                     let mut grads = Tensor::f_run_backward(&[&total], &[&z], false, false)?;
-                    parts.push(grads.pop().context("autograd returned no input gradient")?.f_contiguous()?);
+                    parts.push(
+                        grads
+                            .pop()
+                            .context("autograd returned no input gradient")?
+                            .f_contiguous()?,
+                    );
                 }
                 let per_row = per_row.f_detach()?;
                 let logits = logits.f_detach()?;

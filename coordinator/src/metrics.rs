@@ -76,6 +76,10 @@ pub struct Metrics {
     pub stale_reports: AtomicU64,
     /// Calls refused because they quoted another worker's lease (or another certificate).
     pub foreign_lease_refusals: AtomicU64,
+    /// Checkpoint bytes read from disk by downloads as they stream (not the verification pass).
+    pub checkpoint_bytes_streamed: AtomicU64,
+    /// Downloads refused because `max_checkpoint_downloads` were in flight.
+    pub checkpoint_downloads_refused: AtomicU64,
 }
 
 impl Metrics {
@@ -164,6 +168,16 @@ impl Metrics {
                 "advsweep_foreign_lease_refusals_total",
                 "Calls refused as NOT_LEASE_HOLDER (another worker's lease or certificate).",
                 &self.foreign_lease_refusals,
+            ),
+            (
+                "advsweep_checkpoint_bytes_streamed_total",
+                "Checkpoint bytes read from disk and sent by downloads.",
+                &self.checkpoint_bytes_streamed,
+            ),
+            (
+                "advsweep_checkpoint_downloads_refused_total",
+                "Checkpoint downloads refused as RESOURCE_EXHAUSTED (max_checkpoint_downloads in flight).",
+                &self.checkpoint_downloads_refused,
             ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}");

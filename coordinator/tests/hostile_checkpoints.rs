@@ -398,3 +398,129 @@ async fn a_restart_removes_uploads_a_killed_coordinator_left_behind() {
     assert!(!run.join(".upload-left-behind").exists());
     assert!(kept.exists(), "finished checkpoints stay");
 }
+
+/// Downloads a client opens and never reads pin only a few chunks each, not the file (issue
+/// 18: 12 unread downloads of a 24 MiB checkpoint took RSS from 17 to 255 MiB), and the one past
+/// `max_checkpoint_downloads` is refused with a status workers retry.
+#[tokio::test]
+async fn unread_downloads_hold_a_few_chunks_and_the_one_past_the_cap_is_refused() {
+    use advsweep_coordinator::grpc::{ChangeNotifier, WorkerApi};
+    use advsweep_coordinator::metrics::Metrics;
+    use advsweep_proto::v1::worker_service_server::WorkerServiceServer;
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+    use std::time::{Duration, Instant};
+
+    const MIB: usize = 1 << 20;
+    const CAP: usize = 4;
+    let f = Fixture::new().await;
+    let metrics = Arc::new(Metrics::default());
+    let workers = WorkerApi::new(
+        Arc::clone(&f.scheduler),
+        ChangeNotifier::default(),
+        Arc::clone(&metrics),
+    )
+    .with_download_limit(CAP);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(WorkerServiceServer::new(workers).max_decoding_message_size(8 << 20))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+
+    // A 24 MiB checkpoint, uploaded the way a worker does.
+    let live = f.live().lease;
+    let bytes: Vec<u8> = (0..24 * MIB).map(|i| (i % 253) as u8).collect();
+    let sha = sha_hex(&bytes);
+    let mut chunks: Vec<_> = bytes.chunks(MIB).map(|c| data(c.to_vec())).collect();
+    chunks[0] = first(live.clone(), 2, sha.clone(), bytes[..MIB].to_vec());
+    let checkpoint_id = upload(&mut client(addr).await, chunks)
+        .await
+        .expect("stored")
+        .checkpoint_id;
+
+    // Each download on its own connection, with a 1 MiB HTTP/2 window: what the client lets
+    // the server send ahead is known.
+    let connect = || async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .expect("endpoint")
+            .initial_stream_window_size(MIB as u32)
+            .initial_connection_window_size(MIB as u32)
+            .connect()
+            .await
+            .expect("connects");
+        WorkerServiceClient::new(channel).max_decoding_message_size(8 << 20)
+    };
+    let request = || pb::DownloadCheckpointRequest {
+        worker_id: live.worker_id.clone(),
+        run_id: live.run_id.clone(),
+        checkpoint_id: checkpoint_id.clone(),
+    };
+    let mut unread = Vec::new();
+    for _ in 0..CAP {
+        let stream = connect()
+            .await
+            .download_checkpoint(request())
+            .await
+            .expect("a download within the cap")
+            .into_inner();
+        unread.push(stream);
+    }
+    let refused = connect()
+        .await
+        .download_checkpoint(request())
+        .await
+        .expect_err("the download past the cap");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert!(
+        advsweep_proto::is_transient(&refused),
+        "a worker retries it"
+    );
+    assert_eq!(
+        metrics.checkpoint_downloads_refused.load(Ordering::Relaxed),
+        1
+    );
+
+    // Wait until the servers' readers stop (each blocked on a full channel), then bound what
+    // they read: the client's window, the read-ahead channel and what tonic and h2 hold.
+    let streamed = || metrics.checkpoint_bytes_streamed.load(Ordering::Relaxed) as usize;
+    let (mut last, mut since) = (usize::MAX, Instant::now());
+    while since.elapsed() < Duration::from_millis(300) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if streamed() != last {
+            (last, since) = (streamed(), Instant::now());
+        }
+    }
+    let per_download = 8 * MIB;
+    assert!(
+        streamed() <= CAP * per_download,
+        "{CAP} unread downloads of a 24 MiB checkpoint read {} MiB from disk",
+        streamed() / MIB
+    );
+
+    // A download that ends frees its slot; read to the end, the file arrives intact.
+    drop(unread.pop());
+    let mut got = Vec::new();
+    let mut retries = 0;
+    let mut stream = loop {
+        match connect().await.download_checkpoint(request()).await {
+            Ok(s) => break s.into_inner(),
+            Err(e) if e.code() == tonic::Code::ResourceExhausted && retries < 100 => {
+                retries += 1; // the dropped stream's slot is freed once the server sees it go
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("a freed slot: {e:?}"),
+        }
+    };
+    while let Some(chunk) = stream.message().await.expect("a chunk") {
+        got.extend_from_slice(&chunk.data);
+    }
+    assert!(got == bytes, "the checkpoint arrives intact");
+}

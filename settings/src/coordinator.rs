@@ -42,6 +42,20 @@ pub struct CoordinatorSettings {
     pub max_message_bytes: u64,
     /// Largest grid one sweep may expand to.
     pub max_cells_per_sweep: u64,
+    /// Checkpoint downloads served at once; the next is refused `RESOURCE_EXHAUSTED` (workers
+    /// retry). Each holds a few 1 MiB chunks of memory, however slowly its client reads.
+    pub max_checkpoint_downloads: u64,
+    /// TCP connections served at once. When all are taken, the oldest connection that has not
+    /// sent a byte yet is closed to make room; if every one has spoken, the new one is closed.
+    /// Keep it under the process's file-descriptor limit.
+    pub max_connections: u64,
+    /// HTTP/2 streams (calls in flight) per connection.
+    pub max_streams_per_connection: u64,
+    /// A new connection must send its first bytes within this many seconds, or it is closed.
+    pub first_bytes_timeout_s: f64,
+    /// HTTP/2 PING interval; a connection whose peer does not answer within as long again is
+    /// closed (dead peers, half-open connections).
+    pub keepalive_interval_s: f64,
     /// PEM certificate chain and key: TLS on the gRPC port.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_cert: Option<PathBuf>,
@@ -69,6 +83,17 @@ pub const DEFAULT_LEASE_TTL_S: f64 = 30.0;
 pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 8 << 20;
 /// Default `max_cells_per_sweep`: the largest sweep the coordinator is benchmarked at.
 pub const DEFAULT_MAX_CELLS_PER_SWEEP: u64 = 100_000;
+/// Default `max_checkpoint_downloads`.
+pub const DEFAULT_MAX_CHECKPOINT_DOWNLOADS: u64 = 32;
+/// Default `max_connections`: under the common 1024 file-descriptor soft limit, with room for
+/// the database, checkpoint files and the metrics listener.
+pub const DEFAULT_MAX_CONNECTIONS: u64 = 768;
+/// Default `max_streams_per_connection`.
+pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: u64 = 128;
+/// Default `first_bytes_timeout_s`.
+pub const DEFAULT_FIRST_BYTES_TIMEOUT_S: f64 = 10.0;
+/// Default `keepalive_interval_s`.
+pub const DEFAULT_KEEPALIVE_INTERVAL_S: f64 = 30.0;
 
 impl Default for CoordinatorSettings {
     fn default() -> Self {
@@ -80,6 +105,11 @@ impl Default for CoordinatorSettings {
             heartbeat_interval_s: 5.0,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_cells_per_sweep: DEFAULT_MAX_CELLS_PER_SWEEP,
+            max_checkpoint_downloads: DEFAULT_MAX_CHECKPOINT_DOWNLOADS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
+            first_bytes_timeout_s: DEFAULT_FIRST_BYTES_TIMEOUT_S,
+            keepalive_interval_s: DEFAULT_KEEPALIVE_INTERVAL_S,
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
@@ -109,6 +139,11 @@ impl RoleSettings for CoordinatorSettings {
             "heartbeat_interval_s",
             "max_message_bytes",
             "max_cells_per_sweep",
+            "max_checkpoint_downloads",
+            "max_connections",
+            "max_streams_per_connection",
+            "first_bytes_timeout_s",
+            "keepalive_interval_s",
             "tls_cert",
             "tls_key",
             "tls_client_ca",
@@ -159,6 +194,31 @@ impl RoleSettings for CoordinatorSettings {
         }
         if self.max_cells_per_sweep == 0 {
             return bad("max_cells_per_sweep must be at least 1".into());
+        }
+        for (key, value, max) in [
+            (
+                "max_checkpoint_downloads",
+                self.max_checkpoint_downloads,
+                4096,
+            ),
+            ("max_connections", self.max_connections, 1 << 20),
+            (
+                "max_streams_per_connection",
+                self.max_streams_per_connection,
+                1 << 16,
+            ),
+        ] {
+            if !(1..=max).contains(&value) {
+                return bad(format!("{key} = {value} must be in 1..={max}"));
+            }
+        }
+        for (key, value) in [
+            ("first_bytes_timeout_s", self.first_bytes_timeout_s),
+            ("keepalive_interval_s", self.keepalive_interval_s),
+        ] {
+            if !(value.is_finite() && (0.01..=86_400.0).contains(&value)) {
+                return bad(format!("{key} = {value} must be in 0.01..=86400"));
+            }
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return bad("tls_cert and tls_key must be set together".into());
@@ -250,6 +310,14 @@ impl CoordinatorSettings {
 
     pub fn heartbeat_interval(&self) -> Duration {
         Duration::from_secs_f64(self.heartbeat_interval_s)
+    }
+
+    pub fn first_bytes_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.first_bytes_timeout_s)
+    }
+
+    pub fn keepalive_interval(&self) -> Duration {
+        Duration::from_secs_f64(self.keepalive_interval_s)
     }
 
     /// Whether calls must carry a token.

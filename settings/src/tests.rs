@@ -436,3 +436,39 @@ fn devices_and_huge_files_are_refused_without_reading_them() {
         "{e}"
     );
 }
+
+#[test]
+fn connection_and_transfer_limits_have_defaults_and_bounds() -> Result<(), SettingsError> {
+    let c = coordinator(None, &[], &Overrides::new())?.settings;
+    assert_eq!(
+        (
+            c.max_checkpoint_downloads,
+            c.max_connections,
+            c.max_streams_per_connection
+        ),
+        (32, 768, 128)
+    );
+    assert_eq!(c.first_bytes_timeout().as_secs(), 10);
+    let c = coordinator(
+        None,
+        &[
+            ("ADVSWEEP_MAX_CONNECTIONS", "64"),
+            ("ADVSWEEP_FIRST_BYTES_TIMEOUT_S", "0.5"),
+        ],
+        &Overrides::new(),
+    )?
+    .settings;
+    assert_eq!((c.max_connections, c.first_bytes_timeout_s), (64, 0.5));
+    for (key, value) in [
+        ("ADVSWEEP_MAX_CHECKPOINT_DOWNLOADS", "0"),
+        ("ADVSWEEP_MAX_CONNECTIONS", "0"),
+        ("ADVSWEEP_MAX_STREAMS_PER_CONNECTION", "0"),
+        ("ADVSWEEP_FIRST_BYTES_TIMEOUT_S", "0"),
+        ("ADVSWEEP_KEEPALIVE_INTERVAL_S", "inf"),
+    ] {
+        let e = coordinator(None, &[(key, value)], &Overrides::new()).expect_err(key);
+        let name = key.trim_start_matches("ADVSWEEP_").to_lowercase();
+        assert!(e.to_string().contains(&name), "{key}: {e}");
+    }
+    Ok(())
+}

@@ -56,6 +56,8 @@ pub struct ServeOptions {
     pub max_message_bytes: usize,
     /// Largest grid a submitted sweep may expand to.
     pub limits: Limits,
+    /// Checkpoint downloads served at once (`max_checkpoint_downloads`).
+    pub max_checkpoint_downloads: usize,
 }
 
 impl Default for ServeOptions {
@@ -65,6 +67,7 @@ impl Default for ServeOptions {
             auth: Auth::default(),
             max_message_bytes: 8 << 20,
             limits: Limits::default(),
+            max_checkpoint_downloads: super::checkpoints::DEFAULT_MAX_DOWNLOADS,
         }
     }
 }
@@ -81,6 +84,8 @@ impl ServeOptions {
             limits: Limits {
                 max_cells: settings.max_cells_per_sweep,
             },
+            max_checkpoint_downloads: usize::try_from(settings.max_checkpoint_downloads)
+                .unwrap_or(usize::MAX),
         })
     }
 }
@@ -118,11 +123,14 @@ pub async fn serve(
     let options = &coordinator.options;
     let max_message = options.max_message_bytes;
     let worker = InterceptedService::new(
-        WorkerServiceServer::new(WorkerApi::new(
-            Arc::clone(&coordinator.scheduler),
-            coordinator.changes.clone(),
-            Arc::clone(&coordinator.metrics),
-        ))
+        WorkerServiceServer::new(
+            WorkerApi::new(
+                Arc::clone(&coordinator.scheduler),
+                coordinator.changes.clone(),
+                Arc::clone(&coordinator.metrics),
+            )
+            .with_download_limit(options.max_checkpoint_downloads),
+        )
         .max_decoding_message_size(max_message),
         options.auth.guard(Role::Worker),
     );

@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
 use super::caller::Caller;
+use super::checkpoints::{DEFAULT_MAX_DOWNLOADS, Downloads};
 use super::refusals::Refusals;
 use super::validate::{
     self, ContentId, MAX_CELLS_PER_REPORT, MAX_EPOCHS_PER_REPORT, MAX_SLOTS, clean_reason,
@@ -32,6 +33,7 @@ pub struct WorkerApi {
     changes: ChangeNotifier,
     metrics: Arc<Metrics>,
     refusals: Arc<Refusals>,
+    downloads: Arc<Downloads>,
 }
 
 impl WorkerApi {
@@ -40,8 +42,15 @@ impl WorkerApi {
             scheduler,
             changes,
             refusals: Arc::new(Refusals::new(Arc::clone(&metrics))),
+            downloads: Arc::new(Downloads::new(DEFAULT_MAX_DOWNLOADS, Arc::clone(&metrics))),
             metrics,
         }
+    }
+
+    /// At most `limit` checkpoint downloads at once; the next is `RESOURCE_EXHAUSTED`.
+    pub fn with_download_limit(mut self, limit: usize) -> Self {
+        self.downloads = Arc::new(Downloads::new(limit, Arc::clone(&self.metrics)));
+        self
     }
 
     /// Fails unless `caller` presents the certificate `lease`'s worker registered with.
@@ -176,18 +185,37 @@ impl WorkerService for WorkerApi {
                     r.checkpoint_id, r.run_id
                 ))
             })?;
-        match super::checkpoints::read_verified(&info.path, &info.sha256).await {
-            Ok(bytes) => Ok(Response::new(super::checkpoints::send(
-                bytes,
-                info.epoch,
-                info.sha256,
-            ))),
-            Err(status) => {
-                warn!(run_id = r.run_id, checkpoint_id = r.checkpoint_id, error = %status.message(), "stored checkpoint is corrupt; dropping it so the run resumes from an earlier one");
-                let _ = self.scheduler.drop_checkpoint(&info.checkpoint_id).await;
-                Err(status)
+        // The slot first: verifying reads the whole file, which is what the cap bounds.
+        let slot = self.downloads.slot()?;
+        let dropped = {
+            let scheduler = Arc::clone(&self.scheduler);
+            let (run_id, checkpoint_id) = (r.run_id.clone(), info.checkpoint_id.clone());
+            move |error: &str| {
+                warn!(
+                    run_id,
+                    checkpoint_id,
+                    error,
+                    "stored checkpoint is corrupt; dropping it so the run resumes from an earlier one"
+                );
+                async move {
+                    let _ = scheduler.drop_checkpoint(&checkpoint_id).await;
+                }
             }
+        };
+        if let Err(status) = super::checkpoints::verify(&info.path, &info.sha256).await {
+            dropped(status.message()).await;
+            return Err(status);
         }
+        let on_corrupt: super::checkpoints::OnCorrupt =
+            Box::new(move || Box::pin(dropped("the file changed while it was sent")));
+        Ok(Response::new(super::checkpoints::stream(
+            info.path,
+            info.epoch,
+            info.sha256,
+            slot,
+            Arc::clone(&self.metrics),
+            on_corrupt,
+        )))
     }
 
     async fn register(

@@ -178,6 +178,7 @@ fn valid_cell_result() -> impl Strategy<Value = pb::CellResult> {
                 images_per_second: 100.0,
                 seconds: 1.0,
                 examples,
+                stages: Vec::new(),
             },
         )
 }
@@ -206,6 +207,7 @@ fn hostile_cell_result() -> impl Strategy<Value = pb::CellResult> {
                     images_per_second: ips,
                     seconds,
                     examples,
+                    stages: Vec::new(),
                 }
             },
         )
@@ -663,6 +665,47 @@ async fn each_field_is_named_in_its_refusal() {
         assert_eq!(e.code(), tonic::Code::InvalidArgument, "{field}: {e}");
         assert!(e.message().contains(field), "{field}: {}", e.message());
     }
+    // Epochs are bounded by the run's spec (the fixture trains 2): one past it, or 5000 for a
+    // short run, names the field and stores nothing; the last real epoch is accepted.
+    for beyond in [3, 5000] {
+        let e = f
+            .workers
+            .report_metrics(Request::new(pb::ReportMetricsRequest {
+                lease: Some(good.clone()),
+                epochs: vec![epoch(|_| {}), {
+                    let mut e = epoch(|_| {});
+                    e.epoch = beyond;
+                    e
+                }],
+            }))
+            .await
+            .expect_err("an epoch the run does not train");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{beyond}: {e}");
+        assert!(
+            e.message().contains("epochs.epoch") && e.message().contains("1..=2"),
+            "{beyond}: {}",
+            e.message()
+        );
+    }
+    let run = |f: &Fixture| {
+        f.store
+            .sweep_detail(&f.sweep_id)
+            .expect("detail")
+            .runs
+            .into_iter()
+            .find(|r| r.run_id == good.run_id)
+            .expect("the leased run")
+    };
+    assert!(run(&f).epochs.is_empty(), "a refused report stores nothing");
+    f.workers
+        .report_metrics(Request::new(pb::ReportMetricsRequest {
+            lease: Some(good.clone()),
+            epochs: vec![epoch(|e| e.epoch = 2)],
+        }))
+        .await
+        .expect("the run's last epoch");
+    assert_eq!(run(&f).epochs.len(), 1);
+
     let too_many = vec![epoch(|_| {}); validate::MAX_EPOCHS_PER_REPORT + 1];
     let e = f
         .workers

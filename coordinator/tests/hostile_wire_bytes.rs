@@ -137,3 +137,113 @@ fn mutated_runs_and_reports_4000_cases() {
     eprintln!("{decoded_runs} mutated runs decoded by prost, {accepted_runs} accepted");
     assert!(decoded_runs > 100 && accepted_runs > 10);
 }
+
+/// Request bodies sent as raw bytes: tonic's codec never sees a typed message.
+mod raw {
+    use prost::bytes::{Buf, BufMut};
+    use tonic::Status;
+    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct Raw;
+    pub struct Bytes;
+
+    impl Encoder for Bytes {
+        type Item = Vec<u8>;
+        type Error = Status;
+        fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+            dst.put_slice(&item);
+            Ok(())
+        }
+    }
+
+    impl Decoder for Bytes {
+        type Item = Vec<u8>;
+        type Error = Status;
+        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
+            let mut out = vec![0; src.remaining()];
+            src.copy_to_slice(&mut out);
+            Ok(Some(out))
+        }
+    }
+
+    impl Codec for Raw {
+        type Encode = Vec<u8>;
+        type Decode = Vec<u8>;
+        type Encoder = Bytes;
+        type Decoder = Bytes;
+        fn encoder(&mut self) -> Bytes {
+            Bytes
+        }
+        fn decoder(&mut self) -> Bytes {
+            Bytes
+        }
+    }
+}
+
+/// A body that is not the method's protobuf is the caller's fault: `INVALID_ARGUMENT`, not the
+/// `INTERNAL` tonic answers by default (issue 18), through the real server (`grpc::serve`).
+#[tokio::test]
+async fn malformed_protobuf_bodies_are_invalid_argument() {
+    use std::sync::Arc;
+
+    use advsweep_coordinator::grpc::{Coordinator, serve};
+    use advsweep_coordinator::scheduler::{LeaseSettings, Scheduler};
+    use advsweep_coordinator::store::SqliteStore;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(dir.path()).expect("store");
+    let coordinator = Coordinator::new(Scheduler::new(Arc::new(store), LeaseSettings::default()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(serve(coordinator, listener, std::future::pending()));
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connects");
+    let call = |method: &'static str, body: Vec<u8>| {
+        let mut grpc = tonic::client::Grpc::new(channel.clone());
+        async move {
+            grpc.ready().await.expect("ready");
+            grpc.unary(
+                tonic::Request::new(body),
+                http::uri::PathAndQuery::from_static(method),
+                raw::Raw,
+            )
+            .await
+        }
+    };
+    let cases: [(&str, Vec<u8>); 5] = [
+        // Field 1 (name) claims 127 bytes and has 1.
+        (
+            "/advsweep.v1.WorkerService/Register",
+            vec![0x0a, 0x7f, b'x'],
+        ),
+        // A varint that never ends.
+        (
+            "/advsweep.v1.WorkerService/Heartbeat",
+            vec![0x08, 0xff, 0xff, 0xff],
+        ),
+        // Wire type 7 does not exist.
+        ("/advsweep.v1.WorkerService/Lease", vec![0x0f, 0x00]),
+        ("/advsweep.v1.SweepService/GetSweep", vec![0xff; 16]),
+        (
+            "/advsweep.v1.SweepService/SubmitSweep",
+            vec![0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f],
+        ),
+    ];
+    for (method, body) in cases {
+        let e = call(method, body).await.expect_err("malformed");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{method}: {e:?}");
+        assert!(e.message().contains("decode"), "{method}: {}", e.message());
+    }
+    // A well-formed body still reaches the handler (an empty GetSweep names its field).
+    let e = call("/advsweep.v1.SweepService/GetSweep", Vec::new())
+        .await
+        .expect_err("no sweep id");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("sweep_id"), "{}", e.message());
+}

@@ -439,7 +439,7 @@ mod tests {
             1
         );
         held.pop();
-        downloads.slot().expect("a dropped download frees its slot");
+        let _freed = downloads.slot().expect("a dropped download frees its slot");
     }
 
     #[tokio::test]

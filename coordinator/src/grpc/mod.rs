@@ -13,6 +13,7 @@ mod refusals;
 mod server;
 mod sweep_service;
 pub mod validate;
+mod wire_errors;
 mod worker_service;
 
 use std::collections::HashMap;

@@ -173,6 +173,7 @@ pub async fn serve(
     }
     let result = builder
         .layer(MetricsLayer(Arc::clone(&coordinator.metrics)))
+        .layer(super::wire_errors::DecodeErrorsLayer)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(worker)

@@ -12,6 +12,18 @@ use crate::report::sanity::{self, EvaluatedCell};
 use crate::store::error::StoreError;
 use crate::store::records::{CellRecord, LeaseRecord, LeaseRef};
 
+/// Every reported epoch must be one the run trains: `1..=training.epochs` of its spec (a
+/// worker reporting epoch 5000 of a 1-epoch run is confused or hostile). `INVALID_ARGUMENT`
+/// naming the field.
+pub fn check_epochs(run_epochs: u32, epochs: &[u32]) -> Result<(), StoreError> {
+    match epochs.iter().find(|&&e| e == 0 || e > run_epochs) {
+        Some(e) => Err(StoreError::Invalid(format!(
+            "field `epochs.epoch` = {e} is outside the run's 1..={run_epochs} training epochs"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// What to do with a reported cell result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CellReport {

@@ -54,6 +54,13 @@ pub(super) fn report_epochs(
 ) -> Result<(), StoreError> {
     let now = now_ms();
     check_lease(conn, lease, now)?;
+    let run_epochs: u32 = conn
+        .prepare_cached(
+            "SELECT json_extract(spec_json, '$.training.epochs') FROM runs WHERE run_id = ?1",
+        )?
+        .query_row([&lease.run_id], |r| r.get(0))?;
+    let reported: Vec<u32> = epochs.iter().map(|m| m.epoch).collect();
+    completion::check_epochs(run_epochs, &reported)?;
     let mut upsert = conn.prepare_cached(
         "INSERT OR REPLACE INTO epochs (run_id, epoch, attempt, train_loss, train_accuracy,
              test_accuracy, seconds, images_per_second)

@@ -217,3 +217,35 @@ pub fn empty_is_unset(path: &mut Option<PathBuf>) {
         *path = None;
     }
 }
+
+/// A hint for a connection error that looks like a TLS mismatch: a plaintext (`http://`)
+/// client talking to a TLS port gets "h2 protocol error" with nothing else to go on; a TLS
+/// client talking to a plaintext port gets a TLS record error. `None` when the error says
+/// neither.
+pub fn tls_mismatch_hint(error_text: &str) -> Option<&'static str> {
+    let text = error_text.to_ascii_lowercase();
+    let plaintext_to_tls = [
+        "h2 protocol error",
+        "frame with invalid size",
+        "http2 error",
+    ];
+    let tls_to_plaintext = [
+        "invalidcontenttype",
+        "corrupt message",
+        "received corrupt message",
+        "wrong version number",
+    ];
+    if tls_to_plaintext.iter().any(|s| text.contains(s)) {
+        Some(
+            "the coordinator may not serve TLS: use an http:// address, or set tls_cert and \
+             tls_key on the coordinator",
+        )
+    } else if plaintext_to_tls.iter().any(|s| text.contains(s)) {
+        Some(
+            "if the coordinator serves TLS, use an https:// address and the CA that signed its \
+             certificate (tls_ca, --tls-ca)",
+        )
+    } else {
+        None
+    }
+}

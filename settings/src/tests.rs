@@ -472,3 +472,18 @@ fn connection_and_transfer_limits_have_defaults_and_bounds() -> Result<(), Setti
     }
     Ok(())
 }
+
+#[test]
+fn tls_mismatches_get_a_hint_and_other_errors_none() {
+    use crate::connection::tls_mismatch_hint;
+    let plain = tls_mismatch_hint("Unavailable: h2 protocol error: http2 error").expect("hint");
+    assert!(
+        plain.contains("https://") && plain.contains("tls_ca"),
+        "{plain}"
+    );
+    let tls =
+        tls_mismatch_hint("transport error: received corrupt message of type InvalidContentType")
+            .expect("hint");
+    assert!(tls.contains("http://"), "{tls}");
+    assert_eq!(tls_mismatch_hint("connection refused"), None);
+}

@@ -49,7 +49,9 @@ pub async fn connect_with(settings: &ClientSettings) -> anyhow::Result<Client> {
     let url = &connection.coordinator;
     let endpoint = connection.endpoint().map_err(|e| BadInput(e.to_string()))?;
     let channel = endpoint.connect().await.map_err(|e| {
-        anyhow::anyhow!("cannot reach the coordinator at {url}: {}", error_chain(&e))
+        let chain = error_chain(&e);
+        let hint = tls_hint(&chain);
+        anyhow::anyhow!("cannot reach the coordinator at {url}: {chain}{hint}")
     })?;
     let bearer = connection.bearer().map_err(|e| BadInput(e.to_string()))?;
     Ok(SweepServiceClient::with_interceptor(channel, bearer).max_decoding_message_size(64 << 20))
@@ -67,6 +69,13 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// " (hint)" when `error` looks like a TLS mismatch (plaintext to a TLS port, or the reverse).
+fn tls_hint(error: &str) -> String {
+    advsweep_settings::connection::tls_mismatch_hint(error)
+        .map(|hint| format!(" ({hint})"))
+        .unwrap_or_default()
+}
+
 /// Maps a gRPC error to an error naming the call; `invalid_argument` counts as bad input.
 pub fn rpc_error(call: &str, status: tonic::Status) -> anyhow::Error {
     if status.code() == tonic::Code::InvalidArgument || status.code() == tonic::Code::NotFound {
@@ -79,8 +88,9 @@ pub fn rpc_error(call: &str, status: tonic::Status) -> anyhow::Error {
             }
             _ => "",
         };
+        let tls = tls_hint(status.message());
         anyhow::anyhow!(
-            "{call} failed: {:?}: {}{hint}",
+            "{call} failed: {:?}: {}{hint}{tls}",
             status.code(),
             status.message()
         )

@@ -242,7 +242,7 @@ async fn holder_is_unaffected(f: &Fixture) {
         .iter()
         .filter(|c| live.cells.contains(&c.cell_id))
     {
-        assert_eq!(cell.result.map(|r| r.accuracy), Some(0.5));
+        assert_eq!(cell.result.as_ref().map(|r| r.accuracy), Some(0.5));
     }
 }
 

@@ -665,9 +665,9 @@ async fn each_field_is_named_in_its_refusal() {
         assert_eq!(e.code(), tonic::Code::InvalidArgument, "{field}: {e}");
         assert!(e.message().contains(field), "{field}: {}", e.message());
     }
-    // Epochs are bounded by the run's spec (the fixture trains 2): one past it, or 5000 for a
+    // Epochs are bounded by the run's spec (the fixture trains 4): one past it, or 5000 for a
     // short run, names the field and stores nothing; the last real epoch is accepted.
-    for beyond in [3, 5000] {
+    for beyond in [5, 5000] {
         let e = f
             .workers
             .report_metrics(Request::new(pb::ReportMetricsRequest {
@@ -682,7 +682,7 @@ async fn each_field_is_named_in_its_refusal() {
             .expect_err("an epoch the run does not train");
         assert_eq!(e.code(), tonic::Code::InvalidArgument, "{beyond}: {e}");
         assert!(
-            e.message().contains("epochs.epoch") && e.message().contains("1..=2"),
+            e.message().contains("epochs.epoch") && e.message().contains("1..=4"),
             "{beyond}: {}",
             e.message()
         );
@@ -700,7 +700,7 @@ async fn each_field_is_named_in_its_refusal() {
     f.workers
         .report_metrics(Request::new(pb::ReportMetricsRequest {
             lease: Some(good.clone()),
-            epochs: vec![epoch(|e| e.epoch = 2)],
+            epochs: vec![epoch(|e| e.epoch = 4)],
         }))
         .await
         .expect("the run's last epoch");

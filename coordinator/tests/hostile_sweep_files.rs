@@ -798,3 +798,130 @@ fn files_over_the_cap_are_refused_before_parsing() {
         "{e}"
     );
 }
+
+/// AutoAttack's vocabulary: the presets expand, and bad attack tables are refused with an error
+/// naming the field, before anything is submitted.
+#[test]
+fn autoattack_tables_expand_or_name_the_bad_field() {
+    let file = |attacks: &str, grid: &str| {
+        format!(
+            r#"
+version = 1
+name = "aa"
+[data]
+source = "synthetic"
+{attacks}
+[grid]
+models = ["basic"]
+defenses = ["standard"]
+attacks = [{grid}]
+epsilons = ["8/255"]
+"#
+        )
+    };
+    let good = file(
+        r#"
+[attacks.quick]
+kind = "autoattack"
+stages = ["apgd-ce", "square"]
+[attacks.l2]
+kind = "autoattack"
+norm = "l2"
+version = "standard"
+"#,
+        r#""autoattack", "autoattack-rand", "apgd-t", "fab-t", "square", "quick""#,
+    );
+    let plan = plan_of(&good).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(plan.cells.len(), 6);
+    let aa = plan
+        .cells
+        .iter()
+        .find(|c| c.attack_name == "autoattack")
+        .expect("an autoattack cell");
+    let labels: Vec<String> = aa.attack.stages().iter().map(|s| s.label()).collect();
+    assert_eq!(labels, ["apgd-ce", "apgd-t", "fab-t", "square"]);
+    let quick = plan
+        .cells
+        .iter()
+        .find(|c| c.attack_name == "quick")
+        .expect("quick");
+    assert_eq!(quick.attack.stages().len(), 2);
+
+    for (attacks, grid, wanted) in [
+        (
+            "[attacks.a]\nkind = \"apgd\"\nsteps = 0",
+            "\"a\"",
+            &["steps", "0"][..],
+        ),
+        (
+            "[attacks.a]\nkind = \"apgd\"\ntargets = 10",
+            "\"a\"",
+            &["targets", "10"],
+        ),
+        (
+            "[attacks.a]\nkind = \"fab\"\ntargets = 10",
+            "\"a\"",
+            &["targets", "10"],
+        ),
+        (
+            "[attacks.a]\nkind = \"square\"\nqueries = 0",
+            "\"a\"",
+            &["queries", "0"],
+        ),
+        (
+            "[attacks.a]\nkind = \"square\"\np_init = 1.5",
+            "\"a\"",
+            &["p_init"],
+        ),
+        (
+            "[attacks.a]\nkind = \"autoattack\"\nversion = \"plus\"",
+            "\"a\"",
+            &["version", "plus", "not supported yet"],
+        ),
+        (
+            "[attacks.a]\nkind = \"autoattack\"\nversion = \"strong\"",
+            "\"a\"",
+            &["version", "strong"],
+        ),
+        (
+            "[attacks.a]\nkind = \"autoattack\"\nstages = [\"apgd-ce\", \"apgd-x\"]",
+            "\"a\"",
+            &["attacks.a.stages", "apgd-x"],
+        ),
+        (
+            "[attacks.a]\nkind = \"autoattack\"\nstages = [\"pgd-linf\"]",
+            "\"a\"",
+            &["stages", "pgd"],
+        ),
+        (
+            "[attacks.a]\nkind = \"autoattack\"\nstages = [\"a\"]",
+            "\"a\"",
+            &["attacks.a.stages", "cascade"],
+        ),
+        (
+            "[attacks.a]\nkind = \"autoattack\"\nversion = [\"apgd-ce\"]\nstages = [\"square\"]",
+            "\"a\"",
+            &["either version or stages"],
+        ),
+        (
+            "[attacks.a]\nkind = \"apgd\"\nqueries = 5",
+            "\"a\"",
+            &["queries"],
+        ),
+        // An unused preset is checked too.
+        (
+            "[attacks.a]\nkind = \"fab\"\nsteps = 0",
+            "\"autoattack\"",
+            &["steps"],
+        ),
+    ] {
+        let text = file(attacks, grid);
+        let e = match plan_of(&text) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(e) => e.to_string(),
+        };
+        for w in wanted {
+            assert!(e.contains(w), "{attacks}: `{w}` not in: {e}");
+        }
+    }
+}

@@ -66,6 +66,87 @@ pub enum Attack {
         restarts: u32,
         eot: u32,
     },
+    /// APGD, Auto-PGD (Croce & Hein, ICML 2020): PGD with momentum 0.75 and the step-size
+    /// schedule of the paper, maximizing `loss`; with `targets` > 0, APGD-T: one pass per
+    /// target class (the classes ranked 2nd, 3rd, … by the clean scores) with the targeted
+    /// DLR loss (`loss` is then `dlr`).
+    Apgd {
+        norm: Norm,
+        loss: ApgdLoss,
+        /// 0 = untargeted; k > 0 = APGD-T with the top-k wrong classes.
+        targets: u32,
+        steps: u32,
+        restarts: u32,
+        eot: u32,
+    },
+    /// FAB-T, the targeted fast adaptive boundary attack (Croce & Hein, ICML 2020), with the
+    /// paper's α_max, η and β.
+    Fab {
+        norm: Norm,
+        targets: u32,
+        steps: u32,
+        restarts: u32,
+        eot: u32,
+    },
+    /// Square Attack (Andriushchenko et al., ECCV 2020): score-based, forward passes only.
+    Square {
+        norm: Norm,
+        queries: u32,
+        p_init: f64,
+        restarts: u32,
+    },
+    /// AutoAttack's cascade: `stages` run in order, each on the images every earlier stage
+    /// failed on; the cell's result is the worst case, and the robust accuracy after each
+    /// stage is reported too.
+    AutoAttack {
+        norm: Norm,
+        version: CascadeVersion,
+        /// APGD, FAB or Square attacks of norm `norm`.
+        stages: Vec<Attack>,
+    },
+}
+
+/// What APGD maximizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApgdLoss {
+    /// Cross-entropy (APGD-CE).
+    Ce,
+    /// The difference of logits ratio (APGD-DLR; targeted DLR in APGD-T).
+    Dlr,
+}
+
+impl ApgdLoss {
+    /// The name sweep files use (`ce`, `dlr`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApgdLoss::Ce => "ce",
+            ApgdLoss::Dlr => "dlr",
+        }
+    }
+}
+
+/// Which AutoAttack cascade an [`Attack::AutoAttack`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CascadeVersion {
+    /// APGD-CE, APGD-T, FAB-T, Square (the reference's `standard`).
+    Standard,
+    /// APGD-CE and APGD-DLR with EOT, for randomized models (the reference's `rand`).
+    Rand,
+    /// A list of stages named in the sweep file.
+    Custom,
+}
+
+impl CascadeVersion {
+    /// The name sweep files use (`standard`, `rand`, `custom`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CascadeVersion::Standard => "standard",
+            CascadeVersion::Rand => "rand",
+            CascadeVersion::Custom => "custom",
+        }
+    }
 }
 
 impl Attack {
@@ -74,28 +155,115 @@ impl Attack {
     }
 
     /// Gradient samples per step (1 for `none`).
+    /// (A cascade: the most of its stages; Square, which takes no gradient, 1.)
     pub fn eot(&self) -> u32 {
         match self {
-            Attack::None => 1,
-            Attack::Fgsm { eot, .. } | Attack::Pgd { eot, .. } => *eot,
+            Attack::None | Attack::Square { .. } => 1,
+            Attack::Fgsm { eot, .. }
+            | Attack::Pgd { eot, .. }
+            | Attack::Apgd { eot, .. }
+            | Attack::Fab { eot, .. } => *eot,
+            Attack::AutoAttack { stages, .. } => stages.iter().map(Attack::eot).max().unwrap_or(1),
         }
     }
 
     pub fn norm(&self) -> Option<Norm> {
         match self {
             Attack::None => None,
-            Attack::Fgsm { norm, .. } | Attack::Pgd { norm, .. } => Some(*norm),
+            Attack::Fgsm { norm, .. }
+            | Attack::Pgd { norm, .. }
+            | Attack::Apgd { norm, .. }
+            | Attack::Fab { norm, .. }
+            | Attack::Square { norm, .. }
+            | Attack::AutoAttack { norm, .. } => Some(*norm),
         }
     }
 
-    /// The same attack with `eot` gradient samples.
+    /// The same attack with `eot` gradient samples (a cascade: every stage that takes
+    /// gradients; Square takes none).
     pub fn with_eot(&self, samples: u32) -> Attack {
         let mut a = self.clone();
         match &mut a {
-            Attack::None => {}
-            Attack::Fgsm { eot, .. } | Attack::Pgd { eot, .. } => *eot = samples.max(1),
+            Attack::None | Attack::Square { .. } => {}
+            Attack::Fgsm { eot, .. }
+            | Attack::Pgd { eot, .. }
+            | Attack::Apgd { eot, .. }
+            | Attack::Fab { eot, .. } => *eot = samples.max(1),
+            Attack::AutoAttack { stages, .. } => {
+                for stage in stages {
+                    *stage = stage.with_eot(samples);
+                }
+            }
         }
         a
+    }
+
+    /// Whether the attack is an AutoAttack cascade.
+    pub fn is_cascade(&self) -> bool {
+        matches!(self, Attack::AutoAttack { .. })
+    }
+
+    /// The stages of a cascade (empty for any other attack).
+    pub fn stages(&self) -> &[Attack] {
+        match self {
+            Attack::AutoAttack { stages, .. } => stages,
+            _ => &[],
+        }
+    }
+
+    /// The attack's kind, as `[attacks.NAME] kind = …` spells it: `none`, `fgsm`, `pgd`,
+    /// `apgd`, `fab`, `square`, `autoattack`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Attack::None => "none",
+            Attack::Fgsm { .. } => "fgsm",
+            Attack::Pgd { .. } => "pgd",
+            Attack::Apgd { .. } => "apgd",
+            Attack::Fab { .. } => "fab",
+            Attack::Square { .. } => "square",
+            Attack::AutoAttack { .. } => "autoattack",
+        }
+    }
+
+    /// The attack's label in tables and stage lists: `apgd-ce`, `apgd-dlr`, `apgd-t`, `fab-t`,
+    /// `square`, `autoattack` (`-l2` for the ℓ2 versions, `-rand` for the randomized cascade),
+    /// `pgd-linf`, `fgsm`, … — without its parameters (the cell's preset name carries those).
+    pub fn label(&self) -> String {
+        let l2 = |base: &str, norm: &Norm| match norm {
+            Norm::Linf => base.to_owned(),
+            Norm::L2 => format!("{base}-l2"),
+        };
+        match self {
+            Attack::None => "none".to_owned(),
+            Attack::Fgsm { norm, .. } => l2("fgsm", norm),
+            Attack::Pgd { norm, .. } => format!("pgd-{}", norm.as_str()),
+            Attack::Apgd {
+                norm,
+                loss,
+                targets,
+                ..
+            } => match (targets, loss) {
+                (0, _) => l2(&format!("apgd-{}", loss.as_str()), norm),
+                _ => l2("apgd-t", norm),
+            },
+            Attack::Fab { norm, .. } => l2("fab-t", norm),
+            Attack::Square { norm, .. } => l2("square", norm),
+            Attack::AutoAttack { norm, version, .. } => match version {
+                CascadeVersion::Standard => l2("autoattack", norm),
+                CascadeVersion::Rand => l2("autoattack-rand", norm),
+                CascadeVersion::Custom => l2("autoattack-custom", norm),
+            },
+        }
+    }
+
+    /// A stage's name as reports show it: `APGD-CE`, `APGD-DLR`, `APGD-T`, `FAB-T`, `Square`.
+    pub fn stage_title(&self) -> String {
+        crate::results::stage_title(&self.label())
+    }
+
+    /// Whether the attack queries only the model's scores (no gradients): Square.
+    pub fn is_black_box(&self) -> bool {
+        matches!(self, Attack::Square { .. })
     }
 }
 

@@ -19,12 +19,12 @@ pub mod wire;
 
 pub use catalogue::Arch;
 pub use experiment::{
-    Attack, CIFAR10_STD, CellSpec, DataSource, DataSpec, Defense, DenoiserSpec, EpsilonSpace,
-    LrSchedule, MixStrategy, Model, NoiseInjection, Norm, Optimizer, Precision, RunSpec, StepSize,
-    TrainingMethod, TrainingSpec,
+    ApgdLoss, Attack, CIFAR10_STD, CascadeVersion, CellSpec, DataSource, DataSpec, Defense,
+    DenoiserSpec, EpsilonSpace, LrSchedule, MixStrategy, Model, NoiseInjection, Norm, Optimizer,
+    Precision, RunSpec, StepSize, TrainingMethod, TrainingSpec,
 };
 pub use ids::{CellId, ContentId, InvalidId, LeaseId, RunId, SweepId};
-pub use results::{CellResult, EpochMetrics};
+pub use results::{CellResult, EpochMetrics, StageAccuracy};
 pub use state::{
     AttemptOutcome, CellState, RunState, ShownState, StateCounts, SweepState, UnknownState,
 };

@@ -18,6 +18,12 @@ pub const MAX_NAME_BYTES: usize = 256;
 pub const MAX_PATH_BYTES: usize = 4096;
 /// Most PGD steps per attack.
 pub const MAX_PGD_STEPS: u32 = 10_000;
+/// Most target classes of a targeted attack (APGD-T, FAB-T): the classes less the true one.
+pub const MAX_TARGETS: u32 = crate::catalogue::datasets::CIFAR10_CLASSES as u32 - 1;
+/// Most queries of a Square attack per run.
+pub const MAX_SQUARE_QUERIES: u32 = 1_000_000;
+/// Most stages of an AutoAttack cascade.
+pub const MAX_CASCADE_STAGES: usize = 16;
 /// Most PGD restarts per attack.
 pub const MAX_RESTARTS: u32 = 1_000;
 /// Most training (or denoiser-training) epochs; also the highest epoch number a report may carry.

@@ -10,14 +10,17 @@
 //! Decoding may first normalize what proto3 cannot leave unset (0 restarts means 1); the rules
 //! here judge the normalized value.
 
+use crate::catalogue::datasets::CIFAR10_CLASSES;
 use crate::limits::{
     MAX_BATCH_SIZE, MAX_DENOISER_BLOCKS, MAX_DENOISER_CHANNELS, MAX_EOT_SAMPLES, MAX_EPOCHS,
     MAX_ID_BYTES, MAX_NAME_BYTES, MAX_NOISE_LAYERS, MAX_PATH_BYTES, MAX_PGD_STEPS, MAX_RESTARTS,
     MAX_SYNTHETIC_IMAGES, MIN_SYNTHETIC_IMAGES, max_epsilon,
 };
+use crate::limits::{MAX_CASCADE_STAGES, MAX_SQUARE_QUERIES, MAX_TARGETS};
 use crate::{
-    Attack, CellSpec, DataSource, DataSpec, Defense, DenoiserSpec, EpsilonSpace, LrSchedule, Model,
-    NoiseInjection, Norm, Optimizer, RunSpec, StepSize, TrainingMethod, TrainingSpec,
+    ApgdLoss, Attack, CellSpec, DataSource, DataSpec, Defense, DenoiserSpec, EpsilonSpace,
+    LrSchedule, Model, NoiseInjection, Norm, Optimizer, RunSpec, StepSize, TrainingMethod,
+    TrainingSpec,
 };
 
 /// A field that is missing or breaks a rule, named by its wire path.
@@ -234,6 +237,26 @@ fn summary(attack: &Attack) -> String {
         Attack::None => "none".to_owned(),
         Attack::Fgsm { norm, .. } => format!("fgsm ({})", norm.as_str()),
         Attack::Pgd { norm, .. } => format!("pgd ({})", norm.as_str()),
+        other => format!(
+            "{} ({})",
+            other.label(),
+            other.norm().map_or("", Norm::as_str)
+        ),
+    }
+}
+
+/// Target classes of a targeted attack: at most the classes − 1 wrong ones.
+fn targets(field: &'static str, value: u32, min: u32) -> Checked {
+    let max = MAX_TARGETS;
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!(
+                "{value} must be in {min}..={max} (the {CIFAR10_CLASSES} classes less the true one)"
+            ),
+        ))
     }
 }
 
@@ -263,6 +286,89 @@ impl Attack {
                 }
                 eot_samples("attack.pgd.eot_samples", *eot)
             }
+            Attack::Apgd {
+                loss,
+                targets: k,
+                steps,
+                restarts,
+                eot,
+                ..
+            } => {
+                in_range("attack.apgd.steps", *steps, 1, MAX_PGD_STEPS)?;
+                targets("attack.apgd.targets", *k, 0)?;
+                if *k > 0 && *loss != ApgdLoss::Dlr {
+                    return Err(invalid(
+                        "attack.apgd.loss",
+                        format!(
+                            "{}: a targeted APGD (targets = {k}) maximizes the targeted DLR loss; \
+                             set loss = \"dlr\" or targets = 0",
+                            loss.as_str()
+                        ),
+                    ));
+                }
+                in_range("attack.apgd.restarts", *restarts, 1, MAX_RESTARTS)?;
+                eot_samples("attack.apgd.eot_samples", *eot)
+            }
+            Attack::Fab {
+                targets: k,
+                steps,
+                restarts,
+                eot,
+                ..
+            } => {
+                in_range("attack.fab.steps", *steps, 1, MAX_PGD_STEPS)?;
+                targets("attack.fab.targets", *k, 1)?;
+                in_range("attack.fab.restarts", *restarts, 1, MAX_RESTARTS)?;
+                eot_samples("attack.fab.eot_samples", *eot)
+            }
+            Attack::Square {
+                queries,
+                p_init,
+                restarts,
+                ..
+            } => {
+                in_range("attack.square.queries", *queries, 1, MAX_SQUARE_QUERIES)?;
+                fraction("attack.square.p_init", *p_init)?;
+                in_range("attack.square.restarts", *restarts, 1, MAX_RESTARTS)
+            }
+            Attack::AutoAttack { norm, stages, .. } => {
+                if stages.is_empty() {
+                    return Err(FieldError::Missing("attack.autoattack.stages"));
+                }
+                if stages.len() > MAX_CASCADE_STAGES {
+                    return Err(invalid(
+                        "attack.autoattack.stages",
+                        format!("{} stages, more than {MAX_CASCADE_STAGES}", stages.len()),
+                    ));
+                }
+                for stage in stages {
+                    if !matches!(
+                        stage,
+                        Attack::Apgd { .. } | Attack::Fab { .. } | Attack::Square { .. }
+                    ) {
+                        return Err(invalid(
+                            "attack.autoattack.stages",
+                            format!(
+                                "{}: a cascade stage is an apgd, fab or square attack",
+                                summary(stage)
+                            ),
+                        ));
+                    }
+                    if stage.norm() != Some(*norm) {
+                        return Err(invalid(
+                            "attack.autoattack.stages",
+                            format!(
+                                "{}: every stage of an {} cascade must be an {} attack",
+                                summary(stage),
+                                norm.as_str(),
+                                norm.as_str()
+                            ),
+                        ));
+                    }
+                    stage.validate()?;
+                }
+                Ok(())
+            }
         }
     }
 
@@ -273,6 +379,15 @@ impl Attack {
             return Err(invalid(
                 field,
                 "none: adversarial training needs an attack other than `none`",
+            ));
+        }
+        if !matches!(self, Attack::Fgsm { .. } | Attack::Pgd { .. }) {
+            return Err(invalid(
+                field,
+                format!(
+                    "{}: an evaluation attack; training examples are made with fgsm or pgd",
+                    summary(self)
+                ),
             ));
         }
         if let Some(want) = norm

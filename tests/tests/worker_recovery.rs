@@ -163,7 +163,7 @@ async fn a_killed_worker_is_replaced_and_training_resumes_from_its_checkpoint() 
         .cells
         .iter()
         .find(|cell| cell.attack_name == "none")
-        .and_then(|cell| cell.result)
+        .and_then(|cell| cell.result.clone())
         .expect("clean");
     assert!(
         clean.accuracy > 0.3,

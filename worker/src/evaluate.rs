@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use advsweep_core::{Attack, CellResult};
+use advsweep_core::{Attack, CellResult, StageAccuracy};
 use anyhow::Context as _;
 use tch::{Kind, Tensor};
 
@@ -93,18 +93,37 @@ pub fn evaluate_cell(
     if model.randomized() {
         tch::manual_seed(rng.torch_seed());
     }
+    // A cascade's robust images after each stage, summed over the batches.
+    let mut stage_robust: Vec<i64> = Vec::new();
     let mut start = 0;
     while start < m {
         check_cancel(cancel)?;
         let (x, y) = data.test_batch(start, batch)?;
         let clean_hit = clean.hits(model, start, batch, &x, &y)?;
-        let x_adv = attacks::perturb(model, &x, &y, attack, budget, false, rng)
-            .with_context(|| format!("batch starting at example {start}"))?;
         // The clean cell of a deterministic model: the inputs are the clean ones, and so are
         // the predictions.
         let unperturbed = attacks::leaves_inputs_unchanged(attack, budget);
+        // A cascade's robust flags are its result (each stage's output judged by one forward
+        // pass); its per-stage counts are read once per batch (the cascade synchronizes anyway).
+        let (x_adv, robust) = if attack.is_cascade() && !unperturbed {
+            let result = attacks::cascade(model, &x, &y, attack, budget, batch, rng)
+                .with_context(|| format!("batch starting at example {start}"))?;
+            if stage_robust.is_empty() {
+                stage_robust = vec![0; result.after_stage.len()];
+            }
+            for (sum, stage) in stage_robust.iter_mut().zip(&result.after_stage) {
+                *sum += stage.robust;
+            }
+            (result.images, Some(result.robust))
+        } else {
+            let x_adv = attacks::perturb(model, &x, &y, attack, budget, false, rng)
+                .with_context(|| format!("batch starting at example {start}"))?;
+            (x_adv, None)
+        };
         tch::no_grad(|| -> anyhow::Result<()> {
-            let adv_hit = if unperturbed && !model.randomized() {
+            let adv_hit = if let Some(robust) = robust {
+                robust
+            } else if unperturbed && !model.randomized() {
                 clean_hit.shallow_clone()
             } else {
                 correct_mask(&model.forward(&x_adv, false)?, &y)?
@@ -128,8 +147,19 @@ pub fn evaluate_cell(
         anyhow::bail!("expected two norm sums, got {norms:?}");
     };
     let n = m.max(1) as f64;
+    let accuracy = adv_correct as f64 / n;
+    // Per stage: its robust count, or, when nothing was attacked (ε = 0), the accuracy.
+    let stages = attack
+        .stages()
+        .iter()
+        .enumerate()
+        .map(|(i, stage)| StageAccuracy {
+            name: stage.label(),
+            accuracy: stage_robust.get(i).map_or(accuracy, |&r| r as f64 / n),
+        })
+        .collect();
     Ok(CellResult {
-        accuracy: adv_correct as f64 / n,
+        accuracy,
         attack_success_rate: if clean_correct > 0 {
             flipped as f64 / clean_correct as f64
         } else {
@@ -140,6 +170,7 @@ pub fn evaluate_cell(
         images_per_second: m as f64 / seconds.max(1e-9),
         seconds,
         examples: u32::try_from(m).unwrap_or(u32::MAX),
+        stages,
     })
 }
 
@@ -325,6 +356,61 @@ mod tests {
         assert_eq!(n_first, n_second);
         let (_, n_clean) = cell(&model, &data, &Attack::None, 0.0, &mut shared)?;
         assert_eq!(n_clean, 6, "a clean and a second noisy pass per batch");
+        Ok(())
+    }
+
+    #[test]
+    fn a_cascade_reports_its_stages_and_the_worst_case() -> anyhow::Result<()> {
+        let (train_split, test_split) = synthetic::generate(7, 100, 60)?;
+        let data = Dataset::from_host(train_split, test_split, "synthetic".into(), Device::Cpu)?;
+        let model = models::build("basic", Device::Cpu)?;
+        let norm = advsweep_core::Norm::Linf;
+        let cascade = Attack::AutoAttack {
+            norm,
+            version: advsweep_core::CascadeVersion::Custom,
+            stages: vec![
+                Attack::Apgd {
+                    norm,
+                    loss: advsweep_core::ApgdLoss::Ce,
+                    targets: 0,
+                    steps: 5,
+                    restarts: 1,
+                    eot: 1,
+                },
+                Attack::Square {
+                    norm,
+                    queries: 20,
+                    p_init: 0.8,
+                    restarts: 1,
+                },
+            ],
+        };
+        let cancel = AtomicBool::new(false);
+        let mut clean = CleanPredictions::default();
+        let mut run = |attack: &Attack, eps: f64| {
+            evaluate_cell(
+                model.as_ref(),
+                &data,
+                attack,
+                Budget::pixel(eps),
+                25,
+                &mut clean,
+                &mut Rng::new(3),
+                &cancel,
+            )
+        };
+        let none = run(&Attack::None, 0.0)?;
+        let result = run(&cascade, 8.0 / 255.0)?;
+        let names: Vec<&str> = result.stages.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["apgd-ce", "square"]);
+        assert!(result.stages[0].accuracy <= none.accuracy + 1e-12);
+        assert!(result.stages[1].accuracy <= result.stages[0].accuracy);
+        assert_eq!(result.stages[1].accuracy, result.accuracy);
+        assert!(result.mean_linf <= 8.0 / 255.0 + 1e-6);
+        // At ε = 0 nothing is attacked: every stage keeps the clean accuracy.
+        let zero = run(&cascade, 0.0)?;
+        assert!(zero.stages.iter().all(|s| s.accuracy == zero.accuracy));
+        assert!(run(&presets::PGD_LINF, 8.0 / 255.0)?.stages.is_empty());
         Ok(())
     }
 

@@ -81,6 +81,7 @@ mod tests {
                 images_per_second: 1.0,
                 seconds: 1.0,
                 examples: 10,
+                stages: Vec::new(),
             },
         }
     }

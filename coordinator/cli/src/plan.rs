@@ -15,11 +15,24 @@ pub fn defense_label(name: &str, defense: &Defense) -> String {
     }
 }
 
-pub fn attack_label(attack: &Attack) -> &'static str {
+/// The attack's kind (`clean` for none); a cascade lists its stages:
+/// `autoattack: apgd-ce → apgd-t → fab-t → square`.
+pub fn attack_label(attack: &Attack) -> String {
     match attack {
-        Attack::None => "clean",
-        Attack::Fgsm { .. } => "fgsm",
-        Attack::Pgd { .. } => "pgd",
+        Attack::None => "clean".to_owned(),
+        Attack::AutoAttack { stages, .. } => format!(
+            "{}: {}",
+            attack.label(),
+            stages
+                .iter()
+                .map(|s| match s.eot() {
+                    1 => s.label(),
+                    k => format!("{}-eot{k}", s.label()),
+                })
+                .collect::<Vec<_>>()
+                .join(" → ")
+        ),
+        other => other.kind().to_owned(),
     }
 }
 

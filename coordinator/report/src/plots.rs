@@ -271,7 +271,7 @@ pub fn accuracy_vs_epsilon(r: &SweepReport) -> Vec<((String, String), Chart)> {
         let clean_at_zero: Vec<f64> = cells
             .iter()
             .filter(|c| c.attack == "none" && c.epsilon == 0.0)
-            .filter_map(|c| c.result.map(|x| 100.0 * x.accuracy))
+            .filter_map(|c| c.result.as_ref().map(|x| 100.0 * x.accuracy))
             .collect();
         let mut attacks: Vec<String> = Vec::new();
         for c in &cells {
@@ -283,7 +283,7 @@ pub fn accuracy_vs_epsilon(r: &SweepReport) -> Vec<((String, String), Chart)> {
         for attack in attacks {
             let mut by_eps: BTreeMap<u64, (f64, Vec<f64>)> = BTreeMap::new();
             for c in cells.iter().filter(|c| c.attack == attack) {
-                if let Some(res) = c.result {
+                if let Some(res) = &c.result {
                     by_eps
                         .entry(c.epsilon.to_bits())
                         .or_insert((c.epsilon, Vec::new()))
@@ -410,7 +410,7 @@ pub fn robust_vs_clean(r: &SweepReport) -> Option<Chart> {
         let Some(clean) = cells
             .iter()
             .find(|c| c.attack == "none")
-            .and_then(|c| c.result.map(|x| x.accuracy))
+            .and_then(|c| c.result.as_ref().map(|x| x.accuracy))
         else {
             continue;
         };
@@ -419,7 +419,7 @@ pub fn robust_vs_clean(r: &SweepReport) -> Option<Chart> {
             .iter()
             .filter(|c| c.attack != "none" && c.epsilon > 0.0)
         {
-            if let Some(res) = c.result {
+            if let Some(res) = &c.result {
                 let e = worst
                     .entry(c.epsilon.to_bits())
                     .or_insert((c.epsilon, f64::INFINITY));

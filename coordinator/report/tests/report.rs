@@ -18,6 +18,7 @@ fn result(accuracy: f64) -> Option<CellResult> {
         images_per_second: 1000.0,
         seconds: 1.5,
         examples: 1000,
+        stages: Vec::new(),
     })
 }
 

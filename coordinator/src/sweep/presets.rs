@@ -5,11 +5,11 @@
 
 use advsweep_core::catalogue::defaults;
 use advsweep_core::catalogue::presets::{self as catalogue, Recipe};
-use advsweep_core::{Attack, StepSize};
+use advsweep_core::{Attack, CascadeVersion, StepSize};
 
 use super::file::{
-    AttackPreset, DefenseKind, DefensePreset, DenoiserSection, EotSetting, EpsilonSetting,
-    ModelPreset, NoiseSection,
+    AttackPreset, CascadeSetting, DefenseKind, DefensePreset, DenoiserSection, EotSetting,
+    EpsilonSetting, ModelPreset, NoiseSection,
 };
 
 pub use catalogue::{INFERENCE_NOISE_SIGMA, NOISY_SIGMA};
@@ -67,6 +67,59 @@ pub fn builtin_attack(name: &str) -> Option<AttackPreset> {
                 eot: EotSetting::Auto,
             }
         }
+        Attack::Apgd {
+            norm,
+            loss,
+            targets,
+            steps,
+            restarts,
+            eot: _,
+        } => AttackPreset::Apgd {
+            norm,
+            loss,
+            targets,
+            steps,
+            restarts,
+            eot: EotSetting::Auto,
+        },
+        Attack::Fab {
+            norm,
+            targets,
+            steps,
+            restarts,
+            eot: _,
+        } => AttackPreset::Fab {
+            norm,
+            targets,
+            steps,
+            restarts,
+            eot: EotSetting::Auto,
+        },
+        Attack::Square {
+            norm,
+            queries,
+            p_init,
+            restarts,
+        } => AttackPreset::Square {
+            norm,
+            queries,
+            p_init,
+            restarts,
+        },
+        Attack::AutoAttack {
+            norm,
+            version,
+            ref stages,
+        } => AttackPreset::AutoAttack {
+            norm,
+            version: match version {
+                CascadeVersion::Custom => {
+                    CascadeSetting::Stages(stages.iter().map(Attack::label).collect())
+                }
+                named => CascadeSetting::Version(named),
+            },
+            eot: EotSetting::Auto,
+        },
     })
 }
 

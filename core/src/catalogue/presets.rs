@@ -7,11 +7,15 @@ use super::defaults::{
     DENOISER_LEARNING_RATE, FGSM_STEP_FRACTION, MIXED_L2_ATTACK, MIXED_LINF_ATTACK, PGD_RESTARTS,
     PGD_STEPS, pgd_step_fraction,
 };
+use super::defaults::{
+    APGD_STEPS, ATTACK_TARGETS, FAB_STEPS, RAND_EOT_SAMPLES, SQUARE_P_INIT, SQUARE_QUERIES,
+};
 use super::{ARCHITECTURES, Arch, HIDDEN_POINTS};
 use crate::{
-    Attack, Defense, DenoiserSpec, MixStrategy, Model, NoiseInjection, Norm, StepSize,
-    TrainingMethod,
+    ApgdLoss, Attack, CascadeVersion, Defense, DenoiserSpec, MixStrategy, Model, NoiseInjection,
+    Norm, StepSize, TrainingMethod,
 };
+use std::sync::LazyLock;
 
 /// `noisy-<model>`: the model with noise in every hidden injection point.
 pub const NOISY_PREFIX: &str = "noisy-";
@@ -48,8 +52,9 @@ pub fn model(name: &str) -> Option<Model> {
     Some(Model::plain(name))
 }
 
-/// A named attack. Its `eot` is 1: how many gradient samples it takes against a randomized
-/// model is the resolver's choice (`eot = "auto"`).
+/// A named attack. Its `eot` is 1 (but `autoattack-rand`'s, the reference's 20): how many
+/// gradient samples it takes against a randomized model is the resolver's choice
+/// (`eot = "auto"`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttackPreset {
     pub name: &'static str,
@@ -82,37 +87,98 @@ pub const FGSM: Attack = fgsm(Norm::Linf, false, FGSM_STEP_FRACTION);
 /// `pgd-linf`: PGD-10 ℓ∞, step 2.5 ε / 10, random start, one restart.
 pub const PGD_LINF: Attack = pgd(Norm::Linf, PGD_STEPS);
 
+/// APGD with the reference's budget (100 steps, one run).
+const fn apgd(norm: Norm, loss: ApgdLoss, targets: u32) -> Attack {
+    Attack::Apgd {
+        norm,
+        loss,
+        targets,
+        steps: APGD_STEPS,
+        restarts: 1,
+        eot: 1,
+    }
+}
+
+/// FAB-T with the reference's budget (100 steps, 9 targets, one run).
+const fn fab_t(norm: Norm) -> Attack {
+    Attack::Fab {
+        norm,
+        targets: ATTACK_TARGETS,
+        steps: FAB_STEPS,
+        restarts: 1,
+        eot: 1,
+    }
+}
+
+/// Square with the reference's budget (5,000 queries, p_init 0.8, one run).
+const fn square(norm: Norm) -> Attack {
+    Attack::Square {
+        norm,
+        queries: SQUARE_QUERIES,
+        p_init: SQUARE_P_INIT,
+        restarts: 1,
+    }
+}
+
+/// The stages of AutoAttack's `standard` version (APGD-CE, APGD-T, FAB-T, Square) for `norm`.
+pub fn standard_stages(norm: Norm) -> Vec<Attack> {
+    vec![
+        apgd(norm, ApgdLoss::Ce, 0),
+        apgd(norm, ApgdLoss::Dlr, ATTACK_TARGETS),
+        fab_t(norm),
+        square(norm),
+    ]
+}
+
+/// The stages of AutoAttack's `rand` version (APGD-CE, APGD-DLR, each with
+/// [`RAND_EOT_SAMPLES`] gradient samples) for `norm`.
+pub fn rand_stages(norm: Norm) -> Vec<Attack> {
+    [ApgdLoss::Ce, ApgdLoss::Dlr]
+        .into_iter()
+        .map(|loss| apgd(norm, loss, 0).with_eot(RAND_EOT_SAMPLES))
+        .collect()
+}
+
+/// The cascade `version` (not `custom`) for `norm`.
+pub fn cascade(norm: Norm, version: CascadeVersion) -> Attack {
+    Attack::AutoAttack {
+        norm,
+        version,
+        stages: match version {
+            CascadeVersion::Rand => rand_stages(norm),
+            CascadeVersion::Standard | CascadeVersion::Custom => standard_stages(norm),
+        },
+    }
+}
+
+fn preset(name: &'static str, attack: Attack) -> AttackPreset {
+    AttackPreset { name, attack }
+}
+
 /// The built-in attacks.
-pub static ATTACKS: [AttackPreset; 7] = [
-    AttackPreset {
-        name: "none",
-        attack: Attack::None,
-    },
-    AttackPreset {
-        name: "fgsm",
-        attack: FGSM,
-    },
-    AttackPreset {
-        name: "fgsm-l2",
-        attack: fgsm(Norm::L2, false, FGSM_STEP_FRACTION),
-    },
-    AttackPreset {
-        name: "fgsm-rs",
-        attack: fgsm(Norm::Linf, true, 1.25),
-    },
-    AttackPreset {
-        name: "pgd-linf",
-        attack: PGD_LINF,
-    },
-    AttackPreset {
-        name: "pgd-l2",
-        attack: pgd(Norm::L2, PGD_STEPS),
-    },
-    AttackPreset {
-        name: "pgd20-linf",
-        attack: pgd(Norm::Linf, 20),
-    },
-];
+pub static ATTACKS: LazyLock<Vec<AttackPreset>> = LazyLock::new(|| {
+    vec![
+        preset("none", Attack::None),
+        preset("fgsm", FGSM),
+        preset("fgsm-l2", fgsm(Norm::L2, false, FGSM_STEP_FRACTION)),
+        preset("fgsm-rs", fgsm(Norm::Linf, true, 1.25)),
+        preset("pgd-linf", PGD_LINF),
+        preset("pgd-l2", pgd(Norm::L2, PGD_STEPS)),
+        preset("pgd20-linf", pgd(Norm::Linf, 20)),
+        preset("apgd-ce", apgd(Norm::Linf, ApgdLoss::Ce, 0)),
+        preset("apgd-dlr", apgd(Norm::Linf, ApgdLoss::Dlr, 0)),
+        preset("apgd-t", apgd(Norm::Linf, ApgdLoss::Dlr, ATTACK_TARGETS)),
+        preset("fab-t", fab_t(Norm::Linf)),
+        preset("square", square(Norm::Linf)),
+        preset("apgd-ce-l2", apgd(Norm::L2, ApgdLoss::Ce, 0)),
+        preset("apgd-t-l2", apgd(Norm::L2, ApgdLoss::Dlr, ATTACK_TARGETS)),
+        preset("fab-t-l2", fab_t(Norm::L2)),
+        preset("square-l2", square(Norm::L2)),
+        preset("autoattack", cascade(Norm::Linf, CascadeVersion::Standard)),
+        preset("autoattack-l2", cascade(Norm::L2, CascadeVersion::Standard)),
+        preset("autoattack-rand", cascade(Norm::Linf, CascadeVersion::Rand)),
+    ]
+});
 
 /// The built-in attack called `name`.
 pub fn attack(name: &str) -> Option<&'static Attack> {
@@ -274,7 +340,7 @@ mod tests {
             sorted.dedup();
             assert_eq!(sorted.len(), table.len(), "{table:?}");
         }
-        for p in &ATTACKS {
+        for p in ATTACKS.iter() {
             p.attack
                 .validate()
                 .unwrap_or_else(|e| panic!("{}: {e}", p.name));
@@ -289,6 +355,36 @@ mod tests {
         assert_eq!(noisy.noise.map(|n| n.layers.len()), Some(5));
         assert_eq!(model("basic"), Some(Model::plain("basic")));
         assert_eq!(model("noisy-resnet50"), None);
+    }
+
+    #[test]
+    fn autoattack_presets_follow_the_reference() {
+        let Some(Attack::AutoAttack { stages, .. }) = attack("autoattack") else {
+            panic!("autoattack is a cascade");
+        };
+        let labels: Vec<String> = stages.iter().map(Attack::label).collect();
+        assert_eq!(labels, ["apgd-ce", "apgd-t", "fab-t", "square"]);
+        assert_eq!(
+            stages[3],
+            Attack::Square {
+                norm: Norm::Linf,
+                queries: 5000,
+                p_init: 0.8,
+                restarts: 1
+            }
+        );
+        let rand = attack("autoattack-rand").expect("built in");
+        assert_eq!(rand.eot(), 20);
+        let titles: Vec<String> = rand.stages().iter().map(Attack::stage_title).collect();
+        assert_eq!(titles, ["APGD-CE", "APGD-DLR"]);
+        assert_eq!(
+            attack("autoattack-l2").and_then(Attack::norm),
+            Some(Norm::L2)
+        );
+        assert_eq!(
+            attack("autoattack-l2").map(Attack::label).as_deref(),
+            Some("autoattack-l2")
+        );
     }
 
     #[test]

@@ -5,11 +5,12 @@
 use advsweep_proto::v1 as pb;
 
 use super::{MAX_CELLS_PER_RUN, WireError};
+use crate::limits::MAX_CASCADE_STAGES;
 use crate::validate::{self, invalid};
 use crate::{
-    Attack, CellSpec, DataSource, DataSpec, Defense, DenoiserSpec, EpsilonSpace, LrSchedule,
-    MixStrategy, Model, NoiseInjection, Norm, Optimizer, Precision, RunSpec, StepSize,
-    TrainingMethod, TrainingSpec,
+    ApgdLoss, Attack, CascadeVersion, CellSpec, DataSource, DataSpec, Defense, DenoiserSpec,
+    EpsilonSpace, LrSchedule, MixStrategy, Model, NoiseInjection, Norm, Optimizer, Precision,
+    RunSpec, StepSize, TrainingMethod, TrainingSpec,
 };
 
 fn norm_from_wire(norm: i32, field: &'static str) -> Result<Norm, WireError> {
@@ -46,6 +47,70 @@ fn attack_structure(a: &pb::AttackSpec) -> Result<Attack, WireError> {
             random_start: p.random_start,
             restarts: p.restarts.max(1),
             eot: p.eot_samples.max(1),
+        },
+        pb::attack_spec::Kind::Apgd(a) => Attack::Apgd {
+            norm: norm_from_wire(a.norm, "attack.apgd.norm")?,
+            loss: match a.loss.as_str() {
+                "ce" => ApgdLoss::Ce,
+                "dlr" => ApgdLoss::Dlr,
+                other => {
+                    return Err(invalid(
+                        "attack.apgd.loss",
+                        format!(
+                            "unknown loss {} (known: ce, dlr)",
+                            validate::shown(other, 32)
+                        ),
+                    ));
+                }
+            },
+            targets: a.targets,
+            steps: a.steps,
+            restarts: a.restarts.max(1),
+            eot: a.eot_samples.max(1),
+        },
+        pb::attack_spec::Kind::Fab(f) => Attack::Fab {
+            norm: norm_from_wire(f.norm, "attack.fab.norm")?,
+            targets: f.targets,
+            steps: f.steps,
+            restarts: f.restarts.max(1),
+            eot: f.eot_samples.max(1),
+        },
+        pb::attack_spec::Kind::Square(q) => Attack::Square {
+            norm: norm_from_wire(q.norm, "attack.square.norm")?,
+            queries: q.queries,
+            p_init: q.p_init,
+            restarts: q.restarts.max(1),
+        },
+        pb::attack_spec::Kind::Autoattack(c) => Attack::AutoAttack {
+            norm: norm_from_wire(c.norm, "attack.autoattack.norm")?,
+            version: match c.version.as_str() {
+                "standard" => CascadeVersion::Standard,
+                "rand" => CascadeVersion::Rand,
+                "custom" => CascadeVersion::Custom,
+                other => {
+                    return Err(invalid(
+                        "attack.autoattack.version",
+                        format!(
+                            "unknown version {} (known: standard, rand, custom)",
+                            validate::shown(other, 32)
+                        ),
+                    ));
+                }
+            },
+            stages: {
+                if c.stages.len() > MAX_CASCADE_STAGES {
+                    return Err(invalid(
+                        "attack.autoattack.stages",
+                        format!("{} stages, more than {MAX_CASCADE_STAGES}", c.stages.len()),
+                    ));
+                }
+                // A stage holding a cascade is refused by `validate`; decoding it first is
+                // bounded by prost's recursion limit.
+                c.stages
+                    .iter()
+                    .map(attack_structure)
+                    .collect::<Result<_, _>>()?
+            },
         },
     })
 }

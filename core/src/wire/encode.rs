@@ -55,6 +55,54 @@ pub fn attack_to_wire(attack: &Attack) -> pb::AttackSpec {
                 eot_samples: *eot,
             })
         }
+        Attack::Apgd {
+            norm,
+            loss,
+            targets,
+            steps,
+            restarts,
+            eot,
+        } => pb::attack_spec::Kind::Apgd(pb::Apgd {
+            norm: norm_to_wire(*norm),
+            loss: loss.as_str().to_owned(),
+            targets: *targets,
+            steps: *steps,
+            restarts: *restarts,
+            eot_samples: *eot,
+        }),
+        Attack::Fab {
+            norm,
+            targets,
+            steps,
+            restarts,
+            eot,
+        } => pb::attack_spec::Kind::Fab(pb::Fab {
+            norm: norm_to_wire(*norm),
+            targets: *targets,
+            steps: *steps,
+            restarts: *restarts,
+            eot_samples: *eot,
+        }),
+        Attack::Square {
+            norm,
+            queries,
+            p_init,
+            restarts,
+        } => pb::attack_spec::Kind::Square(pb::Square {
+            norm: norm_to_wire(*norm),
+            queries: *queries,
+            p_init: *p_init,
+            restarts: *restarts,
+        }),
+        Attack::AutoAttack {
+            norm,
+            version,
+            stages,
+        } => pb::attack_spec::Kind::Autoattack(pb::AutoAttack {
+            norm: norm_to_wire(*norm),
+            version: version.as_str().to_owned(),
+            stages: stages.iter().map(attack_to_wire).collect(),
+        }),
     };
     pb::AttackSpec { kind: Some(kind) }
 }

@@ -4,8 +4,10 @@
 use advsweep_proto::v1 as pb;
 
 use super::{MAX_EPOCHS, WireError};
+use crate::limits::MAX_CASCADE_STAGES;
+use crate::validate::name;
 use crate::validate::{in_range, invalid};
-use crate::{CellResult, EpochMetrics};
+use crate::{CellResult, EpochMetrics, StageAccuracy};
 
 /// The copies both ways between a core type and its wire message, which have the same fields
 /// (listed once here): into the message, and out of it as it is (no validation).
@@ -35,13 +37,46 @@ same_fields! {
     pub fn epoch_from_wire;
 }
 
-same_fields! {
-    CellResult {
-        accuracy, attack_success_rate, mean_linf, mean_l2, images_per_second, seconds, examples,
+/// A result into its message.
+pub fn cell_result_to_wire(v: &CellResult) -> pb::CellResult {
+    pb::CellResult {
+        accuracy: v.accuracy,
+        attack_success_rate: v.attack_success_rate,
+        mean_linf: v.mean_linf,
+        mean_l2: v.mean_l2,
+        images_per_second: v.images_per_second,
+        seconds: v.seconds,
+        examples: v.examples,
+        stages: v
+            .stages
+            .iter()
+            .map(|s| pb::StageAccuracy {
+                name: s.name.clone(),
+                accuracy: s.accuracy,
+            })
+            .collect(),
     }
-    pub fn cell_result_to_wire;
-    /// A result as reported, copied; [`cell_result_from_wire`] checks it first.
-    fn copy_cell_result_from_wire;
+}
+
+/// A result as reported, copied; [`cell_result_from_wire`] checks it first.
+fn copy_cell_result_from_wire(v: &pb::CellResult) -> CellResult {
+    CellResult {
+        accuracy: v.accuracy,
+        attack_success_rate: v.attack_success_rate,
+        mean_linf: v.mean_linf,
+        mean_l2: v.mean_l2,
+        images_per_second: v.images_per_second,
+        seconds: v.seconds,
+        examples: v.examples,
+        stages: v
+            .stages
+            .iter()
+            .map(|s| StageAccuracy {
+                name: s.name.clone(),
+                accuracy: s.accuracy,
+            })
+            .collect(),
+    }
 }
 
 /// An accuracy: in [0, 1], or NaN when it was not measured.
@@ -107,6 +142,24 @@ pub fn cell_result_from_wire(r: &pb::CellResult) -> Result<CellResult, WireError
         (r.seconds, "result.seconds"),
     ] {
         finite_non_negative(value, field)?;
+    }
+    if r.stages.len() > MAX_CASCADE_STAGES {
+        return Err(invalid(
+            "result.stages",
+            format!("{} stages, more than {MAX_CASCADE_STAGES}", r.stages.len()),
+        ));
+    }
+    for stage in &r.stages {
+        if stage.name.is_empty() {
+            return Err(WireError::Missing("result.stages.name"));
+        }
+        name("result.stages.name", &stage.name)?;
+        if !(0.0..=1.0).contains(&stage.accuracy) {
+            return Err(invalid(
+                "result.stages.accuracy",
+                format!("{} is not in [0, 1]", stage.accuracy),
+            ));
+        }
     }
     Ok(copy_cell_result_from_wire(r))
 }

@@ -134,3 +134,91 @@ fn out_of_range_results_are_rejected() {
     };
     assert!(cell_result_from_wire(&bad).is_err());
 }
+
+#[test]
+fn stage_accuracies_round_trip_and_are_checked() {
+    let good = pb::CellResult {
+        accuracy: 0.4,
+        stages: vec![
+            pb::StageAccuracy {
+                name: "apgd-ce".into(),
+                accuracy: 0.45,
+            },
+            pb::StageAccuracy {
+                name: "square".into(),
+                accuracy: 0.4,
+            },
+        ],
+        ..Default::default()
+    };
+    let decoded = cell_result_from_wire(&good).expect("valid");
+    assert_eq!(decoded.stages.len(), 2);
+    assert_eq!(crate::wire::cell_result_to_wire(&decoded), good);
+    for (name, accuracy, field) in [
+        ("", 0.3, "result.stages.name"),
+        ("apgd-ce", 1.5, "result.stages.accuracy"),
+        ("apgd-ce", f64::NAN, "result.stages.accuracy"),
+    ] {
+        let bad = pb::CellResult {
+            stages: vec![pb::StageAccuracy {
+                name: name.into(),
+                accuracy,
+            }],
+            ..Default::default()
+        };
+        let err = cell_result_from_wire(&bad).expect_err("invalid");
+        assert_eq!(err.field(), field, "{err}");
+    }
+}
+
+#[test]
+fn autoattack_presets_round_trip_and_bad_ones_name_their_field() {
+    use crate::catalogue::presets;
+    for name in presets::attack_names() {
+        let attack = presets::attack(name).expect("built in");
+        let decoded = crate::wire::attack_from_wire(&crate::wire::attack_to_wire(attack))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(&decoded, attack, "{name}");
+    }
+    let apgd = |targets: u32, steps: u32| crate::Attack::Apgd {
+        norm: crate::Norm::Linf,
+        loss: crate::ApgdLoss::Dlr,
+        targets,
+        steps,
+        restarts: 1,
+        eot: 1,
+    };
+    let square = crate::Attack::Square {
+        norm: crate::Norm::Linf,
+        queries: 0,
+        p_init: 0.8,
+        restarts: 1,
+    };
+    let nested = crate::Attack::AutoAttack {
+        norm: crate::Norm::Linf,
+        version: crate::CascadeVersion::Custom,
+        stages: vec![presets::attack("autoattack").cloned().expect("built in")],
+    };
+    let mixed_norms = crate::Attack::AutoAttack {
+        norm: crate::Norm::L2,
+        version: crate::CascadeVersion::Custom,
+        stages: vec![apgd(0, 100)],
+    };
+    for (attack, field) in [
+        (apgd(0, 0), "attack.apgd.steps"),
+        (apgd(10, 100), "attack.apgd.targets"),
+        (square, "attack.square.queries"),
+        (nested, "attack.autoattack.stages"),
+        (mixed_norms, "attack.autoattack.stages"),
+    ] {
+        let err = crate::wire::attack_from_wire(&crate::wire::attack_to_wire(&attack))
+            .expect_err("invalid");
+        assert_eq!(err.field(), field, "{err}");
+    }
+    let mut unknown = crate::wire::attack_to_wire(presets::attack("autoattack").expect("built in"));
+    if let Some(pb::attack_spec::Kind::Autoattack(c)) = unknown.kind.as_mut() {
+        c.version = "plus".into();
+    }
+    let err = crate::wire::attack_from_wire(&unknown).expect_err("unknown version");
+    assert_eq!(err.field(), "attack.autoattack.version");
+}

@@ -55,12 +55,11 @@
 //!   flags) and their shared set-up (frame, [`eot`]'s `Target`, seeding).
 //!
 //! They work in the budget's frame and query the model through `Target` (EOT included), like
-//! FGSM and PGD. Not yet in the sweep vocabulary: phase 2 adds `Attack::Apgd`, `Attack::Fab`,
-//! `Attack::Square` and `Attack::AutoAttack` to `advsweep_core` (and the proto), one arm each in
-//! [`perturb`]/[`describe`]/`check_parameters` here calling `apgd::apgd_in`, `fab::fab_in`,
-//! `square::square_in` on the frame and target [`perturb`] already builds, and the cascade in
-//! `evaluate` (which needs the per-stage counts of `autoattack::CascadeResult`, not just the
-//! images `perturb` returns).
+//! FGSM and PGD. The vocabulary's `Attack::Apgd`, `Attack::Fab` and `Attack::Square` map to
+//! their configurations in [`stage`], and [`perturb`] runs them on the frame and target it
+//! builds (`apgd_in`, `fab_in`, `square_in`); `Attack::AutoAttack` runs through [`cascade`],
+//! which `evaluate` calls for the per-stage counts of `autoattack::CascadeResult` (and
+//! [`perturb`] for the images alone).
 //!
 //! [`EpsilonSpace::Pixel`]: advsweep_core::EpsilonSpace::Pixel
 //! [`EpsilonSpace::Normalized`]: advsweep_core::EpsilonSpace::Normalized
@@ -80,7 +79,7 @@ pub mod square;
 #[cfg(test)]
 mod testing;
 
-use advsweep_core::Attack;
+use advsweep_core::{ApgdLoss, Attack};
 use anyhow::Context as _;
 use tch::Tensor;
 
@@ -92,6 +91,7 @@ pub use outcome::Adversarial;
 use crate::error::Permanent;
 use crate::models::Classifier;
 use crate::rng::Rng;
+use autoattack::Stage;
 use eot::Target;
 use fgsm::{FgsmConfig, fgsm};
 use pgd::{PgdConfig, pgd};
@@ -123,6 +123,10 @@ pub fn perturb(
         return Ok(x.f_detach()?);
     }
     check_parameters(attack, epsilon)?;
+    if attack.is_cascade() {
+        let n = x.size().first().copied().unwrap_or(1).max(1);
+        return Ok(cascade(model, x, y, attack, budget, n, rng)?.images);
+    }
     let x = x.f_detach()?;
     let randomized = model.randomized();
     if randomized {
@@ -177,6 +181,15 @@ pub fn perturb(
             },
             rng,
         ),
+        Attack::Apgd { .. } | Attack::Fab { .. } | Attack::Square { .. } => {
+            let (z_adv, _fooled) = match stage(attack, false)? {
+                Stage::Apgd(cfg) => apgd::apgd_in(&target, &z, y, &cfg, epsilon, rng),
+                Stage::Fab(cfg) => fab::fab_in(&target, &z, y, &cfg, epsilon, rng),
+                Stage::Square(cfg) => square::square_in(&target, &z, y, &cfg, epsilon, rng),
+            }?;
+            Ok(z_adv)
+        }
+        Attack::AutoAttack { .. } => Err(Permanent("a cascade is run by `cascade`".into()).into()),
     })
     .with_context(|| {
         format!(
@@ -186,6 +199,96 @@ pub fn perturb(
         )
     })?;
     frame.to_pixels(&z_adv)
+}
+
+/// The phase-1 configuration of an APGD, FAB or Square attack of the vocabulary; `in_cascade`
+/// keeps Square's schedule of p unscaled, as AutoAttack's standard version does.
+pub fn stage(attack: &Attack, in_cascade: bool) -> Result<Stage, Permanent> {
+    Ok(match *attack {
+        Attack::Apgd {
+            norm,
+            loss,
+            targets,
+            steps,
+            restarts,
+            eot,
+        } => {
+            let loss = match (targets, loss) {
+                (0, ApgdLoss::Ce) => apgd::ApgdLoss::CrossEntropy,
+                (0, ApgdLoss::Dlr) => apgd::ApgdLoss::Dlr,
+                (targets, _) => apgd::ApgdLoss::TargetedDlr { targets },
+            };
+            Stage::Apgd(apgd::ApgdConfig {
+                steps,
+                restarts: restarts.max(1),
+                eot: eot.max(1),
+                ..apgd::ApgdConfig::new(norm, loss)
+            })
+        }
+        Attack::Fab {
+            norm,
+            targets,
+            steps,
+            restarts,
+            eot,
+        } => Stage::Fab(fab::FabConfig {
+            targets,
+            steps,
+            restarts: restarts.max(1),
+            eot: eot.max(1),
+            ..fab::FabConfig::new(norm)
+        }),
+        Attack::Square {
+            norm,
+            queries,
+            p_init,
+            restarts,
+        } => Stage::Square(square::SquareConfig {
+            queries,
+            p_init,
+            restarts: restarts.max(1),
+            rescale_schedule: !in_cascade,
+            ..square::SquareConfig::new(norm)
+        }),
+        _ => {
+            return Err(Permanent(format!(
+                "{} is not an apgd, fab or square attack",
+                describe(attack)
+            )));
+        }
+    })
+}
+
+/// Runs the cascade `attack` ([`Attack::AutoAttack`]) on `x` with labels `y`, `batch_size`
+/// images per attack call: the adversarial images, the robust flags and the robust count
+/// after each stage ([`autoattack::CascadeResult`]).
+pub fn cascade(
+    model: &dyn Classifier,
+    x: &Tensor,
+    y: &Tensor,
+    attack: &Attack,
+    budget: Budget,
+    batch_size: i64,
+    rng: &mut Rng,
+) -> anyhow::Result<autoattack::CascadeResult> {
+    let Attack::AutoAttack { stages, .. } = attack else {
+        return Err(Permanent(format!("{} is not a cascade", describe(attack))).into());
+    };
+    let cfg = autoattack::CascadeConfig {
+        stages: stages
+            .iter()
+            .map(|s| stage(s, true))
+            .collect::<Result<_, _>>()?,
+        batch_size,
+    };
+    autoattack::autoattack(model, x, y, budget, &cfg, rng).with_context(|| {
+        format!(
+            "running {} at epsilon {} ({} space)",
+            describe(attack),
+            budget.epsilon,
+            space_name(budget.space)
+        )
+    })
 }
 
 /// A short human-readable name, e.g. "pgd-linf-10x1" or "pgd-l2-20x1-eot8".
@@ -209,6 +312,20 @@ pub fn describe(attack: &Attack) -> String {
             restarts,
             ..
         } => format!("pgd-{}-{steps}x{restarts}{eot}", norm.as_str()),
+        Attack::Apgd {
+            steps, restarts, ..
+        }
+        | Attack::Fab {
+            steps, restarts, ..
+        } => format!("{}-{steps}x{restarts}{eot}", attack.label()),
+        Attack::Square {
+            queries, restarts, ..
+        } => format!("{}-{queries}x{restarts}", attack.label()),
+        Attack::AutoAttack { stages, .. } => format!(
+            "{}({})",
+            attack.label(),
+            stages.iter().map(describe).collect::<Vec<_>>().join(",")
+        ),
     }
 }
 
@@ -219,6 +336,13 @@ fn check_parameters(attack: &Attack, epsilon: f64) -> Result<(), Permanent> {
         Attack::None => return Ok(()),
         Attack::Fgsm { step_fraction, .. } => step_fraction * epsilon,
         Attack::Pgd { step, .. } => step.resolve(epsilon),
+        // Parameter-free: their own `validate` checks the counts and fractions.
+        Attack::Apgd { .. } | Attack::Fab { .. } | Attack::Square { .. } => {
+            return stage(attack, false).map(|_| ());
+        }
+        Attack::AutoAttack { ref stages, .. } => {
+            return stages.iter().try_for_each(|s| stage(s, true).map(|_| ()));
+        }
     };
     if step.is_finite() && step >= 0.0 {
         Ok(())

@@ -1,11 +1,12 @@
 //! Attack presets → attacks (their EOT may still depend on the run they attack).
 
 use advsweep_core::catalogue::defaults;
-use advsweep_core::{Attack, StepSize};
+use advsweep_core::catalogue::presets as catalogue;
+use advsweep_core::{Attack, CascadeVersion, StepSize};
 
 use super::SweepError;
 use super::check::{Validator, unknown_preset};
-use crate::sweep::file::{AttackPreset, EotSetting, SweepFile};
+use crate::sweep::file::{AttackPreset, CascadeSetting, EotSetting, SweepFile};
 use crate::sweep::presets;
 
 /// A resolved attack whose EOT may still depend on the run it attacks.
@@ -18,7 +19,24 @@ pub(super) struct AttackTemplate {
 impl AttackTemplate {
     /// The attack against a model that is (or is not) randomized; `auto_samples` is what
     /// `eot = "auto"` means against a randomized model.
+    ///
+    /// An AutoAttack `standard` or `rand` cascade with `eot = "auto"` against a randomized
+    /// model is the reference's `rand` version (APGD-CE and APGD-DLR with
+    /// [`defaults::RAND_EOT_SAMPLES`] gradient samples), as AutoAttack prescribes for
+    /// randomized defenses; a custom list keeps its stages with `auto_samples`.
     pub(super) fn resolve(&self, randomized: bool, auto_samples: u32) -> Attack {
+        if let (
+            EotSetting::Auto,
+            true,
+            Attack::AutoAttack {
+                norm,
+                version: CascadeVersion::Standard | CascadeVersion::Rand,
+                ..
+            },
+        ) = (self.eot, randomized, &self.attack)
+        {
+            return catalogue::cascade(*norm, CascadeVersion::Rand);
+        }
         match self.eot {
             EotSetting::Samples(k) => self.attack.with_eot(k),
             EotSetting::Auto if randomized => self.attack.with_eot(auto_samples),
@@ -111,6 +129,68 @@ pub(super) fn resolve_attack(
                 eot,
             )
         }
+        AttackPreset::Apgd {
+            norm,
+            loss,
+            targets,
+            steps,
+            restarts,
+            eot,
+        } => (
+            Attack::Apgd {
+                norm,
+                loss,
+                targets,
+                steps,
+                restarts,
+                eot: 1,
+            },
+            eot,
+        ),
+        AttackPreset::Fab {
+            norm,
+            targets,
+            steps,
+            restarts,
+            eot,
+        } => (
+            Attack::Fab {
+                norm,
+                targets,
+                steps,
+                restarts,
+                eot: 1,
+            },
+            eot,
+        ),
+        AttackPreset::Square {
+            norm,
+            queries,
+            p_init,
+            restarts,
+        } => (
+            Attack::Square {
+                norm,
+                queries,
+                p_init,
+                restarts,
+            },
+            EotSetting::Samples(1),
+        ),
+        AttackPreset::AutoAttack { norm, version, eot } => {
+            let attack = match version {
+                CascadeSetting::Version(version) => catalogue::cascade(norm, version),
+                CascadeSetting::Stages(names) => Attack::AutoAttack {
+                    norm,
+                    version: CascadeVersion::Custom,
+                    stages: names
+                        .iter()
+                        .map(|stage| resolve_stage(v, file, name, stage))
+                        .collect::<Result<_, _>>()?,
+                },
+            };
+            (attack, eot)
+        }
     };
     let samples = match eot {
         EotSetting::Samples(k) => k,
@@ -118,4 +198,22 @@ pub(super) fn resolve_attack(
     };
     v.rule(Some(&at), attack.with_eot(samples).validate())?;
     Ok(AttackTemplate { attack, eot })
+}
+
+/// The stage `stage` of the cascade preset `cascade` (one gradient sample: the cascade's
+/// `eot` applies to every stage). A stage that is itself a cascade is refused before it is
+/// resolved, so no list can name itself.
+fn resolve_stage(
+    v: &Validator,
+    file: &SweepFile,
+    cascade: &str,
+    stage: &str,
+) -> Result<Attack, SweepError> {
+    let key = format!("attacks.{cascade}.stages");
+    if let AttackPreset::AutoAttack { .. } = lookup(v, file, stage, &key)? {
+        return v.fail(format!(
+            "{key}: `{stage}` is an autoattack cascade; a stage is an apgd, fab or square attack"
+        ));
+    }
+    Ok(resolve_attack(v, file, stage, &key)?.resolve(false, 1))
 }

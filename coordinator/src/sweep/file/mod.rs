@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use advsweep_core::catalogue::defaults;
-use advsweep_core::{EpsilonSpace, MixStrategy, Norm, Precision};
+use advsweep_core::{ApgdLoss, EpsilonSpace, MixStrategy, Norm, Precision};
 use serde::Deserialize;
 
 mod strict;
@@ -15,7 +15,9 @@ mod tagged;
 mod values;
 
 pub use strict::{ParseError, parse};
-pub use values::{DefenseKind, EotSetting, Epsilon, EpsilonSetting, OptimizerKind, ScheduleKind};
+pub use values::{
+    CascadeSetting, DefenseKind, EotSetting, Epsilon, EpsilonSetting, OptimizerKind, ScheduleKind,
+};
 use values::{precision, strategy};
 
 /// The only sweep-file version this build reads.
@@ -296,6 +298,37 @@ pub enum AttackPreset {
         step_fraction: Option<f64>,
         random_start: bool,
         restarts: u32,
+        eot: EotSetting,
+    },
+    /// APGD; `targets` > 0 is APGD-T (targeted DLR).
+    Apgd {
+        norm: Norm,
+        loss: ApgdLoss,
+        targets: u32,
+        steps: u32,
+        restarts: u32,
+        eot: EotSetting,
+    },
+    /// FAB-T.
+    Fab {
+        norm: Norm,
+        targets: u32,
+        steps: u32,
+        restarts: u32,
+        eot: EotSetting,
+    },
+    /// Square (no gradients, so no EOT).
+    Square {
+        norm: Norm,
+        queries: u32,
+        p_init: f64,
+        restarts: u32,
+    },
+    /// AutoAttack: a named version or a list of stage presets; `eot` applies to every stage
+    /// that takes gradients (`auto` against a randomized model: the `rand` version).
+    AutoAttack {
+        norm: Norm,
+        version: CascadeSetting,
         eot: EotSetting,
     },
 }

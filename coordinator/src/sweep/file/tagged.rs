@@ -8,10 +8,10 @@
 
 use serde::Deserialize;
 
-use advsweep_core::Norm;
 use advsweep_core::catalogue::defaults;
+use advsweep_core::{ApgdLoss, CascadeVersion, Norm};
 
-use super::values::EotSetting;
+use super::values::{CascadeSetting, EotSetting};
 use super::{AttackPreset, DataSection};
 
 /// `source` of `[data]`.
@@ -97,6 +97,24 @@ enum Kind {
     None,
     Fgsm,
     Pgd,
+    Apgd,
+    Fab,
+    Square,
+    Autoattack,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::None => "none",
+            Kind::Fgsm => "fgsm",
+            Kind::Pgd => "pgd",
+            Kind::Apgd => "apgd",
+            Kind::Fab => "fab",
+            Kind::Square => "square",
+            Kind::Autoattack => "autoattack",
+        }
+    }
 }
 
 /// Every key `[attacks.NAME]` may hold, under any kind.
@@ -111,6 +129,12 @@ pub(super) struct AttackTable {
     steps: Option<u32>,
     step_size: Option<f64>,
     restarts: Option<u32>,
+    loss: Option<String>,
+    targets: Option<u32>,
+    queries: Option<u32>,
+    p_init: Option<f64>,
+    version: Option<CascadeSetting>,
+    stages: Option<Vec<String>>,
 }
 
 impl TryFrom<AttackTable> for AttackPreset {
@@ -122,7 +146,134 @@ impl TryFrom<AttackTable> for AttackPreset {
             ("step_size", t.step_size.is_some()),
             ("restarts", t.restarts.is_some()),
         ];
+        // Keys of the evaluation attacks (apgd, fab, square, autoattack) only.
+        let evaluation_only = [
+            ("loss", t.loss.is_some()),
+            ("targets", t.targets.is_some()),
+            ("queries", t.queries.is_some()),
+            ("p_init", t.p_init.is_some()),
+            ("version", t.version.is_some()),
+            ("stages", t.stages.is_some()),
+        ];
+        let gradient_only = [
+            ("random_start", t.random_start.is_some()),
+            ("step_fraction", t.step_fraction.is_some()),
+            ("step_size", t.step_size.is_some()),
+        ];
+        let norm = t.norm.unwrap_or(Norm::Linf);
         match t.kind {
+            Kind::None | Kind::Fgsm | Kind::Pgd => {
+                refuse_keys(&format!("kind = \"{}\"", t.kind.name()), &evaluation_only)?
+            }
+            Kind::Apgd | Kind::Fab | Kind::Square | Kind::Autoattack => {
+                refuse_keys(&format!("kind = \"{}\"", t.kind.name()), &gradient_only)?
+            }
+        }
+        match t.kind {
+            Kind::Apgd => {
+                refuse_keys(
+                    "kind = \"apgd\"",
+                    &[
+                        ("queries", t.queries.is_some()),
+                        ("p_init", t.p_init.is_some()),
+                        ("version", t.version.is_some()),
+                        ("stages", t.stages.is_some()),
+                    ],
+                )?;
+                let targets = t.targets.unwrap_or(0);
+                let loss = match t.loss.as_deref() {
+                    None if targets > 0 => ApgdLoss::Dlr,
+                    None | Some("ce") => ApgdLoss::Ce,
+                    Some("dlr") => ApgdLoss::Dlr,
+                    Some(other) => {
+                        return Err(format!(
+                            "loss = {}: unknown loss (known: ce, dlr)",
+                            advsweep_core::validate::shown(other, 64)
+                        ));
+                    }
+                };
+                Ok(AttackPreset::Apgd {
+                    norm,
+                    loss,
+                    targets,
+                    steps: t.steps.unwrap_or(defaults::APGD_STEPS),
+                    restarts: t.restarts.unwrap_or(1),
+                    eot: t.eot.unwrap_or_default(),
+                })
+            }
+            Kind::Fab => {
+                refuse_keys(
+                    "kind = \"fab\"",
+                    &[
+                        ("loss", t.loss.is_some()),
+                        ("queries", t.queries.is_some()),
+                        ("p_init", t.p_init.is_some()),
+                        ("version", t.version.is_some()),
+                        ("stages", t.stages.is_some()),
+                    ],
+                )?;
+                Ok(AttackPreset::Fab {
+                    norm,
+                    targets: t.targets.unwrap_or(defaults::ATTACK_TARGETS),
+                    steps: t.steps.unwrap_or(defaults::FAB_STEPS),
+                    restarts: t.restarts.unwrap_or(1),
+                    eot: t.eot.unwrap_or_default(),
+                })
+            }
+            Kind::Square => {
+                refuse_keys(
+                    "kind = \"square\"",
+                    &[
+                        ("loss", t.loss.is_some()),
+                        ("targets", t.targets.is_some()),
+                        ("steps", t.steps.is_some()),
+                        ("version", t.version.is_some()),
+                        ("stages", t.stages.is_some()),
+                        ("eot", t.eot.is_some()),
+                    ],
+                )?;
+                Ok(AttackPreset::Square {
+                    norm,
+                    queries: t.queries.unwrap_or(defaults::SQUARE_QUERIES),
+                    p_init: t.p_init.unwrap_or(defaults::SQUARE_P_INIT),
+                    restarts: t.restarts.unwrap_or(1),
+                })
+            }
+            Kind::Autoattack => {
+                refuse_keys(
+                    "kind = \"autoattack\"",
+                    &[
+                        ("loss", t.loss.is_some()),
+                        ("targets", t.targets.is_some()),
+                        ("steps", t.steps.is_some()),
+                        ("restarts", t.restarts.is_some()),
+                        ("queries", t.queries.is_some()),
+                        ("p_init", t.p_init.is_some()),
+                    ],
+                )?;
+                let version = match (t.version, t.stages) {
+                    (Some(_), Some(_)) => {
+                        return Err(
+                            "set either version or stages, not both (stages is a custom version)"
+                                .to_owned(),
+                        );
+                    }
+                    (Some(version), None) => version,
+                    (None, Some(stages)) => CascadeSetting::Stages(stages),
+                    (None, None) => CascadeSetting::Version(CascadeVersion::Standard),
+                };
+                if let CascadeSetting::Stages(stages) = &version
+                    && stages.is_empty()
+                {
+                    return Err("stages = []: a cascade needs at least one stage".to_owned());
+                }
+                Ok(AttackPreset::AutoAttack {
+                    norm,
+                    version,
+                    eot: t.eot.unwrap_or_default(),
+                })
+            }
+
             Kind::None => {
                 refuse_keys(
                     "kind = \"none\"",

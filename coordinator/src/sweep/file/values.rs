@@ -2,7 +2,7 @@
 //! (`optimizer`, `schedule`, `precision`, a defense's `kind` and `strategy`), `eot = "auto" | N`
 //! and ε written as a number, a fraction (`"8/255"`) or `"tied"`.
 
-use advsweep_core::{MixStrategy, Precision};
+use advsweep_core::{CascadeVersion, MixStrategy, Precision};
 use serde::{Deserialize, Deserializer};
 
 /// A word from a closed list (`optimizer = "sgd"`): its value, or an error that names the key
@@ -241,5 +241,62 @@ mod tests {
         assert_eq!(parse_fraction(" 0.5 "), Some(0.5));
         assert_eq!(parse_fraction("1/0"), None);
         assert_eq!(parse_fraction("eight"), None);
+    }
+}
+
+/// `version` of `[attacks.NAME] kind = "autoattack"`: a named version or a list of stages
+/// (attack preset names).
+#[derive(Debug, Clone, PartialEq)]
+pub enum CascadeSetting {
+    Version(CascadeVersion),
+    Stages(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for CascadeSetting {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = CascadeSetting;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(
+                    "version = \"standard\", \"rand\" or a list of attack presets \
+                     ([\"apgd-ce\", \"square\"])",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<CascadeSetting, E> {
+                cascade_version(v)
+                    .map(CascadeSetting::Version)
+                    .map_err(E::custom)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<CascadeSetting, A::Error> {
+                let mut stages = Vec::new();
+                while let Some(name) = seq.next_element::<String>()? {
+                    stages.push(name);
+                }
+                Ok(CascadeSetting::Stages(stages))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A named AutoAttack version: `standard` or `rand`; `plus` is refused as not supported yet.
+pub fn cascade_version(name: &str) -> Result<CascadeVersion, String> {
+    match name {
+        "standard" => Ok(CascadeVersion::Standard),
+        "rand" => Ok(CascadeVersion::Rand),
+        "plus" => Err(
+            "version = \"plus\" is not supported yet: AutoAttack's plus version adds \
+             untargeted FAB and more restarts, which advsweep does not implement; use \
+             \"standard\", \"rand\" or a list of stages"
+                .to_owned(),
+        ),
+        other => Err(format!(
+            "unknown version {} (known: standard, rand, or a list of attack presets)",
+            advsweep_core::validate::shown(other, 64)
+        )),
     }
 }

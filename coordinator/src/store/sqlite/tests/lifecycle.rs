@@ -71,7 +71,7 @@ async fn a_sweep_runs_to_done_and_survives_reopening() {
     assert!(
         d.cells
             .iter()
-            .all(|c| c.result.map(|r| r.accuracy) == Some(0.5))
+            .all(|c| c.result.as_ref().map(|r| r.accuracy) == Some(0.5))
     );
     assert!(
         d.runs

@@ -13,7 +13,7 @@ fn opt(v: Option<f64>) -> String {
 /// `cells.csv`: every cell, finished or not.
 pub fn cells_csv(r: &SweepReport) -> String {
     let mut out = String::from(
-        "sweep_id,run_id,cell_id,model,defense,defense_epsilon,seed,attack,epsilon,state,accuracy,attack_success_rate,mean_linf,mean_l2,images_per_second,seconds,examples,error\n",
+        "sweep_id,run_id,cell_id,model,defense,defense_epsilon,seed,attack,epsilon,state,accuracy,attack_success_rate,mean_linf,mean_l2,images_per_second,seconds,examples,error,stages\n",
     );
     for c in &r.cells {
         let res = c.result.as_ref();
@@ -36,6 +36,17 @@ pub fn cells_csv(r: &SweepReport) -> String {
             opt(res.map(|x| x.seconds)),
             res.map(|x| x.examples.to_string()).unwrap_or_default(),
             csv_field(c.error.as_deref().unwrap_or("")),
+            // A cascade's accuracy after each stage: `apgd-ce=0.451;apgd-t=0.443;…`.
+            csv_field(
+                &res.map(|x| {
+                    x.stages
+                        .iter()
+                        .map(|s| format!("{}={}", s.name, s.accuracy))
+                        .collect::<Vec<_>>()
+                        .join(";")
+                })
+                .unwrap_or_default(),
+            ),
         ];
         let _ = writeln!(out, "{}", fields.join(","));
     }

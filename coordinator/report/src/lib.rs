@@ -38,6 +38,16 @@ fn put(dir: &Path, name: &str, text: &str, written: &mut Written) -> std::io::Re
     Ok(())
 }
 
+/// A cascade's stages as reviewers read them: "APGD-CE 45.1 → APGD-T 44.3 → FAB-T 44.3 →
+/// Square 44.3" (accuracy in %).
+pub fn stage_line(stages: &[advsweep_core::StageAccuracy]) -> String {
+    stages
+        .iter()
+        .map(|s| format!("{} {:.1}", s.title(), 100.0 * s.accuracy))
+        .collect::<Vec<_>>()
+        .join(" → ")
+}
+
 /// `report.md`: the pivot, what is missing, and the warnings next to the numbers.
 pub fn summary_markdown(r: &SweepReport, layout: &Layout, plots: &[PathBuf]) -> String {
     let mut out = String::new();
@@ -78,6 +88,29 @@ pub fn summary_markdown(r: &SweepReport, layout: &Layout, plots: &[PathBuf]) -> 
                     .as_deref()
                     .map(|e| format!(": {e}"))
                     .unwrap_or_default()
+            );
+        }
+    }
+    let cascades: Vec<_> = r
+        .cells
+        .iter()
+        .filter_map(|c| {
+            let res = c.result.as_ref()?;
+            (!res.stages.is_empty()).then_some((c, res))
+        })
+        .collect();
+    if !cascades.is_empty() {
+        let _ = writeln!(out, "\n## Cascades: accuracy (%) after each stage\n");
+        for (c, res) in cascades {
+            let _ = writeln!(
+                out,
+                "- {}/{} seed {}: {} ε={}: {}",
+                c.model,
+                c.defense,
+                c.seed,
+                c.attack,
+                epsilon::label_in(c.epsilon, c.epsilon_space),
+                stage_line(&res.stages)
             );
         }
     }

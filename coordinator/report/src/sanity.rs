@@ -2,7 +2,7 @@
 //! checks a careful reviewer would run on a run's numbers before believing them. They are
 //! warnings stored with the run's results, never silent corrections.
 
-use advsweep_core::{Attack, DataSource, Norm, RunSpec, TrainingMethod};
+use advsweep_core::{Attack, DataSource, Norm, RunSpec, StageAccuracy, TrainingMethod};
 
 use super::epsilon;
 
@@ -13,7 +13,14 @@ pub struct EvaluatedCell {
     pub attack: Attack,
     pub epsilon: f64,
     pub accuracy: f64,
+    /// A cascade's accuracy after each stage (empty for other attacks).
+    pub stages: Vec<StageAccuracy>,
 }
+
+/// The black-box stage of a cascade (Square) lowering the accuracy left by the white-box
+/// stages before it by more than this (0.2 points) hints at gradient masking (Croce & Hein
+/// 2020: a gradient-based attack should find what a score-based one finds).
+pub const BLACK_BOX_GAIN: f64 = 0.002;
 
 /// Accuracy differences smaller than this are treated as sampling noise.
 pub const TOLERANCE: f64 = 0.01;
@@ -36,6 +43,28 @@ pub fn warnings(run: &RunSpec, cells: &[EvaluatedCell]) -> Vec<String> {
         .iter()
         .filter(|c| !c.attack.is_none() && c.epsilon > 0.0)
         .collect();
+
+    // A black-box stage that beats the white-box stages before it: gradient masking.
+    for c in &attacked {
+        for (i, stage) in c.stages.iter().enumerate() {
+            let Some(before) = i.checked_sub(1).and_then(|j| c.stages.get(j)) else {
+                continue;
+            };
+            if stage.is_black_box() && before.accuracy - stage.accuracy > BLACK_BOX_GAIN {
+                out.push(format!(
+                    "{} at ε={}: the black-box {} stage lowered the accuracy the white-box stages \
+                     left from {} to {} (more than {:.1} points): the gradients are probably \
+                     masked or obfuscated, and gradient-based numbers overestimate this defense",
+                    c.attack_name,
+                    label(c.epsilon),
+                    stage.title(),
+                    pct(before.accuracy),
+                    pct(stage.accuracy),
+                    100.0 * BLACK_BOX_GAIN
+                ));
+            }
+        }
+    }
 
     // PGD must not do worse than FGSM at the same norm and ε.
     for pgd in attacked
@@ -208,6 +237,7 @@ mod tests {
             attack,
             epsilon,
             accuracy,
+            stages: Vec::new(),
         }
     }
 
@@ -233,6 +263,44 @@ mod tests {
             ],
         );
         assert!(w.is_empty(), "{w:?}");
+    }
+
+    #[test]
+    fn a_black_box_stage_beating_the_white_box_ones_is_gradient_masking() {
+        let cascade = |square: f64| {
+            let attack = presets::attack("autoattack").cloned().expect("built in");
+            let stages = [0.451, 0.443, 0.443, square]
+                .into_iter()
+                .zip(attack.stages())
+                .map(|(accuracy, s)| StageAccuracy {
+                    name: s.label(),
+                    accuracy,
+                })
+                .collect();
+            EvaluatedCell {
+                stages,
+                ..cell("autoattack", attack, 8.0 / 255.0, square)
+            }
+        };
+        let synthetic = || {
+            run(
+                DataSource::Synthetic {
+                    seed: 0,
+                    train_size: 100,
+                    test_size: 100,
+                },
+                None,
+            )
+        };
+        // 0.15 points is sampling noise; 0.3 is not.
+        assert!(warnings(&synthetic(), &[cascade(0.4415)]).is_empty());
+        let w = warnings(&synthetic(), &[cascade(0.440)]).join("\n");
+        assert!(
+            w.contains("black-box Square stage lowered the accuracy")
+                && w.contains("from 44.3 % to 44.0 %")
+                && w.contains("masked"),
+            "{w}"
+        );
     }
 
     #[test]

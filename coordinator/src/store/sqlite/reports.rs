@@ -33,6 +33,7 @@ fn evaluated_cells(tx: &Connection, run_id: &str) -> Result<Vec<EvaluatedCell>, 
             attack: cell.attack,
             epsilon: cell.epsilon,
             accuracy: result.accuracy,
+            stages: result.stages,
         });
     }
     Ok(cells)

@@ -80,6 +80,14 @@ pub struct Metrics {
     pub checkpoint_bytes_streamed: AtomicU64,
     /// Downloads refused because `max_checkpoint_downloads` were in flight.
     pub checkpoint_downloads_refused: AtomicU64,
+    /// Failed `accept` calls (out of file descriptors, …), each followed by a back-off.
+    pub accept_errors: AtomicU64,
+    /// Connections closed because they sent nothing within `first_bytes_timeout_s`.
+    pub connections_silent: AtomicU64,
+    /// Silent connections closed to make room for a new one (`max_connections` reached).
+    pub connections_evicted: AtomicU64,
+    /// New connections closed because `max_connections` had all spoken.
+    pub connections_refused: AtomicU64,
 }
 
 impl Metrics {
@@ -178,6 +186,26 @@ impl Metrics {
                 "advsweep_checkpoint_downloads_refused_total",
                 "Checkpoint downloads refused as RESOURCE_EXHAUSTED (max_checkpoint_downloads in flight).",
                 &self.checkpoint_downloads_refused,
+            ),
+            (
+                "advsweep_accept_errors_total",
+                "Failed accepts (e.g. out of file descriptors), each followed by a back-off.",
+                &self.accept_errors,
+            ),
+            (
+                "advsweep_connections_silent_total",
+                "Connections closed for sending nothing within first_bytes_timeout_s.",
+                &self.connections_silent,
+            ),
+            (
+                "advsweep_connections_evicted_total",
+                "Silent connections closed to make room for a new one (max_connections).",
+                &self.connections_evicted,
+            ),
+            (
+                "advsweep_connections_refused_total",
+                "New connections closed because max_connections had all spoken.",
+                &self.connections_refused,
             ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}");

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod caller;
 mod checkpoints;
 mod convert;
+mod incoming;
 mod refusals;
 mod server;
 mod sweep_service;
@@ -25,7 +26,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::store::StoreError;
 
-pub use server::{Coordinator, ServeOptions, serve};
+pub use server::{ConnectionLimits, Coordinator, ServeOptions, serve};
 pub use sweep_service::SweepApi;
 pub use validate::require_id;
 pub use worker_service::WorkerApi;

@@ -8,14 +8,18 @@ use std::time::Duration;
 
 use advsweep_proto::v1::sweep_service_server::SweepServiceServer;
 use advsweep_proto::v1::worker_service_server::WorkerServiceServer;
+use advsweep_settings::coordinator::{
+    DEFAULT_FIRST_BYTES_TIMEOUT_S, DEFAULT_KEEPALIVE_INTERVAL_S, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_STREAMS_PER_CONNECTION,
+};
 use tokio::net::TcpListener;
-use tokio_stream::StreamExt as _;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::ServerTlsConfig;
 
 use super::auth::{Auth, Role};
+pub use super::incoming::ConnectionLimits;
+use super::incoming::incoming;
 use super::{ChangeNotifier, SweepApi, WorkerApi};
 use crate::metrics::{Metrics, MetricsLayer};
 use crate::scheduler::Scheduler;
@@ -58,6 +62,12 @@ pub struct ServeOptions {
     pub limits: Limits,
     /// Checkpoint downloads served at once (`max_checkpoint_downloads`).
     pub max_checkpoint_downloads: usize,
+    /// Open connections and how long a new one may stay silent (`incoming`).
+    pub connections: ConnectionLimits,
+    /// HTTP/2 streams (calls in flight) per connection.
+    pub max_streams_per_connection: u32,
+    /// HTTP/2 PING interval; an unanswered PING closes the connection after as long again.
+    pub keepalive_interval: Duration,
 }
 
 impl Default for ServeOptions {
@@ -68,6 +78,12 @@ impl Default for ServeOptions {
             max_message_bytes: 8 << 20,
             limits: Limits::default(),
             max_checkpoint_downloads: super::checkpoints::DEFAULT_MAX_DOWNLOADS,
+            connections: ConnectionLimits {
+                max_connections: DEFAULT_MAX_CONNECTIONS as usize,
+                first_bytes_timeout: Duration::from_secs_f64(DEFAULT_FIRST_BYTES_TIMEOUT_S),
+            },
+            max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION as u32,
+            keepalive_interval: Duration::from_secs_f64(DEFAULT_KEEPALIVE_INTERVAL_S),
         }
     }
 }
@@ -86,6 +102,13 @@ impl ServeOptions {
             },
             max_checkpoint_downloads: usize::try_from(settings.max_checkpoint_downloads)
                 .unwrap_or(usize::MAX),
+            connections: ConnectionLimits {
+                max_connections: usize::try_from(settings.max_connections).unwrap_or(usize::MAX),
+                first_bytes_timeout: settings.first_bytes_timeout(),
+            },
+            max_streams_per_connection: u32::try_from(settings.max_streams_per_connection)
+                .unwrap_or(u32::MAX),
+            keepalive_interval: settings.keepalive_interval(),
         })
     }
 }
@@ -148,14 +171,11 @@ pub async fn serve(
     let reflection = InterceptedService::new(reflection, options.auth.guard(Role::Client));
 
     let addr = listener.local_addr()?;
-    // Without TCP_NODELAY a response written in two pieces (headers, then body) waits for the
-    // client's delayed ACK: 40 ms per Lease on Linux. tonic sets it only on listeners it binds.
-    let incoming = TcpListenerStream::new(listener).map(|conn| {
-        if let Ok(stream) = &conn {
-            let _ = stream.set_nodelay(true);
-        }
-        conn
-    });
+    let (incoming, acceptor) = incoming(
+        listener,
+        options.connections,
+        Arc::clone(&coordinator.metrics),
+    );
     tracing::info!(
         %addr,
         state = %coordinator.scheduler.store().location().display(),
@@ -163,9 +183,13 @@ pub async fn serve(
         tokens = options.auth.tokens_required(),
         max_message_bytes = max_message,
         max_cells_per_sweep = options.limits.max_cells,
+        max_connections = options.connections.max_connections,
         "coordinator serving"
     );
-    let mut builder = tonic::transport::Server::builder();
+    let mut builder = tonic::transport::Server::builder()
+        .max_concurrent_streams(options.max_streams_per_connection)
+        .http2_keepalive_interval(Some(options.keepalive_interval))
+        .http2_keepalive_timeout(Some(options.keepalive_interval));
     if let Some(tls) = options.tls.clone() {
         builder = builder
             .tls_config(tls)
@@ -181,6 +205,7 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     sweeper.abort();
+    acceptor.abort();
     result?;
     Ok(())
 }

@@ -19,14 +19,14 @@ use advsweep_proto::v1 as pb;
 use advsweep_proto::v1::worker_service_server::WorkerService;
 use tonic::Request;
 
-/// A small synthetic sweep: 2 runs (standard, tied FGSM training), 5 cells.
+/// A small synthetic sweep: 2 runs (standard, tied FGSM training) of 4 epochs, 5 cells.
 pub const SWEEP: &str = r#"
 version = 1
 name = "hostile"
 [data]
 source = "synthetic"
 [training]
-epochs = 2
+epochs = 4
 [grid]
 models = ["basic"]
 defenses = ["standard", "at-fgsm"]

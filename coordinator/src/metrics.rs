@@ -88,6 +88,9 @@ pub struct Metrics {
     pub connections_evicted: AtomicU64,
     /// New connections closed because `max_connections` had all spoken.
     pub connections_refused: AtomicU64,
+    /// Connections closed after going twice the keepalive interval (plus
+    /// `first_bytes_timeout_s`) without a byte read (a stalled handshake).
+    pub connections_idle_closed: AtomicU64,
 }
 
 impl Metrics {
@@ -206,6 +209,11 @@ impl Metrics {
                 "advsweep_connections_refused_total",
                 "New connections closed because max_connections had all spoken.",
                 &self.connections_refused,
+            ),
+            (
+                "advsweep_connections_idle_closed_total",
+                "Connections closed for reading nothing for 2 x keepalive_interval_s + first_bytes_timeout_s.",
+                &self.connections_idle_closed,
             ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}");

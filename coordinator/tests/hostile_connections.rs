@@ -21,12 +21,18 @@ use tonic_health::pb::health_client::HealthClient;
 async fn start(
     limits: ConnectionLimits,
 ) -> (std::net::SocketAddr, Arc<Metrics>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = SqliteStore::open(dir.path()).expect("store");
-    let options = ServeOptions {
+    start_with(ServeOptions {
         connections: limits,
         ..ServeOptions::default()
-    };
+    })
+    .await
+}
+
+async fn start_with(
+    options: ServeOptions,
+) -> (std::net::SocketAddr, Arc<Metrics>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(dir.path()).expect("store");
     let coordinator = Coordinator::new(Scheduler::new(Arc::new(store), LeaseSettings::default()))
         .with_options(options);
     let metrics = Arc::clone(&coordinator.metrics);
@@ -92,4 +98,59 @@ async fn a_connection_that_never_speaks_is_closed() {
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
     assert_eq!(metrics.connections_silent.load(Ordering::Relaxed), 1);
     assert_eq!(health(addr).await, ServingStatus::Serving);
+}
+
+/// Fast timers: a connection may read nothing for 2 × 200 ms + 200 ms before it is closed.
+fn quick_idle_options() -> ServeOptions {
+    ServeOptions {
+        connections: ConnectionLimits {
+            max_connections: 8,
+            first_bytes_timeout: Duration::from_millis(200),
+        },
+        keepalive_interval: Duration::from_millis(200),
+        ..ServeOptions::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_stalls_after_its_first_byte_is_closed() {
+    let (addr, metrics, _dir) = start_with(quick_idle_options()).await;
+    let mut slow = TcpStream::connect(addr).await.expect("connects");
+    // The first byte of the HTTP/2 preface, then nothing: a slow-loris peer.
+    tokio::io::AsyncWriteExt::write_all(&mut slow, b"P")
+        .await
+        .expect("writes");
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match slow.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {} // whatever the server wrote before giving up
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "a stalled handshake must not hold its slot for ever");
+    assert_eq!(metrics.connections_idle_closed.load(Ordering::Relaxed), 1);
+    assert_eq!(health(addr).await, ServingStatus::Serving);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_client_that_answers_pings_keeps_its_connection() {
+    let (addr, metrics, _dir) = start_with(quick_idle_options()).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connects");
+    let mut client = HealthClient::new(channel);
+    let check = HealthCheckRequest {
+        service: String::new(),
+    };
+    client.check(check.clone()).await.expect("health answered");
+    // Five times the read-idle limit without a call: the server's PINGs and the client's
+    // ACKs keep the connection read, so it is not taken for a stalled one.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    client.check(check).await.expect("health answered again");
+    assert_eq!(metrics.connections_idle_closed.load(Ordering::Relaxed), 0);
 }

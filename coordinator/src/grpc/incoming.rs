@@ -11,10 +11,18 @@
 //!   connection if there is one, and otherwise backs off (5 ms doubling to 1 s) instead of
 //!   spinning; it is logged at most once a second.
 //!
+//! - A connection that spoke must keep reading: one that goes `read_idle` without a byte is
+//!   closed. This shuts out the slow variant of the attack (one byte, then silence, which would
+//!   otherwise hold a slot in the HTTP/2 or TLS handshake for ever). A live peer is never idle
+//!   that long: the server PINGs every connection that has been quiet for the keepalive
+//!   interval, even between calls, and the peer's PING ACK is a read; `serve` sets `read_idle`
+//!   to twice the keepalive interval plus `first_bytes_timeout`.
+//!
 //! Connections that spoke are handed to tonic, whose HTTP/2 keepalive closes dead peers and
 //! whose `max_concurrent_streams` bounds the calls per connection (`server.rs`).
 
 use std::collections::BTreeMap;
+use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -26,6 +34,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
+use tokio::time::Sleep;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
@@ -39,11 +48,31 @@ pub struct ConnectionLimits {
 }
 
 /// An accepted connection that has spoken; holds its place among `max_connections` until
-/// tonic drops it.
+/// tonic drops it, and fails its reads once it has gone `read_idle` without a byte.
 #[derive(Debug)]
 pub struct Conn {
     stream: TcpStream,
     _slot: OwnedSemaphorePermit,
+    read_idle: Duration,
+    read_deadline: Pin<Box<Sleep>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Conn {
+    fn new(
+        stream: TcpStream,
+        slot: OwnedSemaphorePermit,
+        read_idle: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Conn {
+        Conn {
+            stream,
+            _slot: slot,
+            read_idle,
+            read_deadline: Box::pin(tokio::time::sleep(read_idle)),
+            metrics,
+        }
+    }
 }
 
 impl Connected for Conn {
@@ -59,7 +88,26 @@ impl AsyncRead for Conn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let before = buf.filled().len();
+        match Pin::new(&mut self.stream).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                if buf.filled().len() > before {
+                    let next = tokio::time::Instant::now() + self.read_idle;
+                    self.read_deadline.as_mut().reset(next);
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => match self.read_deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    self.metrics.connections_idle_closed.fetch_add(1, Ordering::Relaxed);
+                    Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no byte read for {:?}", self.read_idle),
+                    )))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
     }
 }
 
@@ -105,6 +153,39 @@ async fn evict_oldest(silent: &Silent) -> bool {
     }
 }
 
+/// File descriptors kept free of connections: the database and its journal, checkpoint files
+/// being written or streamed, the metrics listener and its clients, logs.
+pub const RESERVED_DESCRIPTORS: u64 = 96;
+
+/// The process's soft limit on open files (`ulimit -n`), from `/proc/self/limits`; `None` where
+/// that file is missing (not Linux) or says "unlimited".
+pub fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.trim_start_matches("Max open files")
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+impl ConnectionLimits {
+    /// These limits with `max_connections` lowered, if need be, so that the connections and
+    /// `RESERVED_DESCRIPTORS` fit under `open_files`: at the limit a new connection then
+    /// evicts a silent one instead of failing `accept`, and the store can still open files.
+    pub fn within_open_files(self, open_files: Option<u64>) -> ConnectionLimits {
+        let Some(open_files) = open_files else {
+            return self;
+        };
+        let room = open_files.saturating_sub(RESERVED_DESCRIPTORS).max(1);
+        let room = usize::try_from(room).unwrap_or(usize::MAX);
+        ConnectionLimits {
+            max_connections: self.max_connections.min(room),
+            ..self
+        }
+    }
+}
+
 /// EMFILE / ENFILE (Linux numbering): the process or the system is out of descriptors.
 fn out_of_descriptors(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(23 | 24))
@@ -115,6 +196,7 @@ fn out_of_descriptors(e: &io::Error) -> bool {
 pub fn incoming(
     listener: TcpListener,
     limits: ConnectionLimits,
+    read_idle: Duration,
     metrics: Arc<Metrics>,
 ) -> (ReceiverStream<Result<Conn, io::Error>>, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(64);
@@ -155,6 +237,10 @@ pub fn incoming(
             let slot = match Arc::clone(&slots).try_acquire_owned() {
                 Ok(slot) => slot,
                 Err(_) => {
+                    // Let connections accepted a moment ago that have already spoken (a
+                    // probe's preface is in flight) leave the silent set before the oldest
+                    // silent one is chosen.
+                    tokio::task::yield_now().await;
                     if evict_oldest(&silent).await {
                         metrics.connections_evicted.fetch_add(1, Ordering::Relaxed);
                     }
@@ -187,12 +273,8 @@ pub fn incoming(
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(&id);
                 if spoke {
-                    let _ = tx
-                        .send(Ok(Conn {
-                            stream,
-                            _slot: slot,
-                        }))
-                        .await;
+                    let conn = Conn::new(stream, slot, read_idle, Arc::clone(&metrics));
+                    let _ = tx.send(Ok(conn)).await;
                 } else {
                     metrics.connections_silent.fetch_add(1, Ordering::Relaxed);
                 }
@@ -201,4 +283,31 @@ pub fn incoming(
         }
     });
     (ReceiverStream::new(rx), task)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max_connections: usize) -> ConnectionLimits {
+        ConnectionLimits {
+            max_connections,
+            first_bytes_timeout: Duration::from_secs(10),
+        }
+    }
+
+    #[test]
+    fn max_connections_leave_room_under_the_open_files_limit() {
+        assert_eq!(limits(768).within_open_files(Some(256)).max_connections, 160);
+        assert_eq!(limits(768).within_open_files(Some(1 << 20)).max_connections, 768);
+        assert_eq!(limits(768).within_open_files(None).max_connections, 768);
+        // A limit too small for the reserve still admits one connection at a time.
+        assert_eq!(limits(768).within_open_files(Some(50)).max_connections, 1);
+    }
+
+    #[test]
+    fn this_process_has_a_readable_open_files_limit() {
+        let limit = open_files_limit().expect("Max open files in /proc/self/limits");
+        assert!(limit >= 64, "{limit}");
+    }
 }

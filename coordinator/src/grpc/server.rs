@@ -171,9 +171,22 @@ pub async fn serve(
     let reflection = InterceptedService::new(reflection, options.auth.guard(Role::Client));
 
     let addr = listener.local_addr()?;
+    let read_idle = options.keepalive_interval * 2 + options.connections.first_bytes_timeout;
+    let open_files = super::incoming::open_files_limit();
+    let connections = options.connections.within_open_files(open_files);
+    if connections.max_connections < options.connections.max_connections {
+        tracing::warn!(
+            max_connections = options.connections.max_connections,
+            open_files_limit = open_files,
+            lowered_to = connections.max_connections,
+            "max_connections does not fit under the open-files limit (ulimit -n) with room for \
+             the store; lowered"
+        );
+    }
     let (incoming, acceptor) = incoming(
         listener,
-        options.connections,
+        connections,
+        read_idle,
         Arc::clone(&coordinator.metrics),
     );
     tracing::info!(
@@ -183,7 +196,7 @@ pub async fn serve(
         tokens = options.auth.tokens_required(),
         max_message_bytes = max_message,
         max_cells_per_sweep = options.limits.max_cells,
-        max_connections = options.connections.max_connections,
+        max_connections = connections.max_connections,
         "coordinator serving"
     );
     let mut builder = tonic::transport::Server::builder()

@@ -218,16 +218,44 @@ pub fn empty_is_unset(path: &mut Option<PathBuf>) {
     }
 }
 
+/// A gRPC status's message and its causes on one line (a transport error's reason is in its
+/// source chain; `Status`'s own `Display` repeats it in debug form).
+pub fn status_chain(status: &tonic::Status) -> String {
+    let mut text = status.message().to_owned();
+    let mut source = std::error::Error::source(status);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// An error and its causes on one line (a TLS failure hides its reason two levels down).
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// A hint for a connection error that looks like a TLS mismatch: a plaintext (`http://`)
 /// client talking to a TLS port gets "h2 protocol error" with nothing else to go on; a TLS
 /// client talking to a plaintext port gets a TLS record error. `None` when the error says
 /// neither.
 pub fn tls_mismatch_hint(error_text: &str) -> Option<&'static str> {
     let text = error_text.to_ascii_lowercase();
+    // A TLS server that reads an HTTP/2 preface sends an alert (which the client parses as a
+    // malformed frame) or just closes (a broken pipe under the client's first write).
     let plaintext_to_tls = [
         "h2 protocol error",
         "frame with invalid size",
         "http2 error",
+        "stream closed because of a broken pipe",
     ];
     let tls_to_plaintext = [
         "invalidcontenttype",

@@ -485,5 +485,9 @@ fn tls_mismatches_get_a_hint_and_other_errors_none() {
         tls_mismatch_hint("transport error: received corrupt message of type InvalidContentType")
             .expect("hint");
     assert!(tls.contains("http://"), "{tls}");
+    assert!(
+        tls_mismatch_hint("transport error: connection error: stream closed because of a broken pipe")
+            .is_some_and(|h| h.contains("https://"))
+    );
     assert_eq!(tls_mismatch_hint("connection refused"), None);
 }

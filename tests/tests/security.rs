@@ -232,6 +232,30 @@ async fn tls_is_verified_against_the_named_ca() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_speaks_plaintext_to_a_tls_port_is_told_to_use_https() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = TestCa::new(dir.path(), "real");
+    let coordinator = TestCoordinator::start_serving(
+        "127.0.0.1:0",
+        LeaseSettings::default(),
+        tls_options(&ca, None, ClientAuth::Workers),
+    )
+    .await;
+    let plain = coordinator.url.replace("https://", "http://");
+    let log = dir.path().join("worker.log");
+    let _worker = advsweep_tests::spawn_worker(&plain, &log, &[]);
+    // Depending on timing the first call fails as a malformed frame (the TLS alert read as
+    // HTTP/2; the worker gives up) or as a broken pipe (retried): both lines carry the hint.
+    advsweep_tests::poll_until(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || advsweep_tests::log_text(&log).contains("use an https:// address").then_some(()),
+        || format!("the worker's log says what to change:\n{}", advsweep_tests::log_text(&log)),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_asks_workers_for_a_certificate_from_the_client_ca() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = TestCa::new(dir.path(), "cluster");

@@ -57,17 +57,7 @@ pub async fn connect_with(settings: &ClientSettings) -> anyhow::Result<Client> {
     Ok(SweepServiceClient::with_interceptor(channel, bearer).max_decoding_message_size(64 << 20))
 }
 
-/// An error and its causes on one line (a TLS failure hides its reason two levels down).
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub use advsweep_settings::connection::error_chain;
 
 /// " (hint)" when `error` looks like a TLS mismatch (plaintext to a TLS port, or the reverse).
 fn tls_hint(error: &str) -> String {

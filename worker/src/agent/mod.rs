@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use advsweep_proto::v1 as pb;
 use advsweep_proto::v1::worker_service_client::WorkerServiceClient;
 use advsweep_settings::ConnectionSettings;
+use advsweep_settings::connection::{status_chain, tls_mismatch_hint};
 use anyhow::Context as _;
 use tokio::sync::watch;
 use tracing::{Instrument as _, debug, error, info, info_span, warn};
@@ -268,7 +269,8 @@ async fn register(client: &Client, cfg: &AgentConfig) -> anyhow::Result<Session>
                 warn!(
                     coordinator = %cfg.connection.coordinator,
                     code = ?status.code(),
-                    message = status.message(),
+                    error = %status_chain(&status),
+                    hint = tls_mismatch_hint(&status_chain(&status)),
                     retry_in_ms = delay.as_millis() as u64,
                     "coordinator not reachable yet"
                 );
@@ -276,7 +278,11 @@ async fn register(client: &Client, cfg: &AgentConfig) -> anyhow::Result<Session>
                 delay = (delay * 2).min(Duration::from_secs(4));
             }
             Err(status) => {
-                return Err(anyhow::anyhow!(status)).with_context(|| {
+                let error = match tls_mismatch_hint(&status_chain(&status)) {
+                    Some(hint) => anyhow::anyhow!("{} ({hint})", status_chain(&status)),
+                    None => anyhow::anyhow!(status),
+                };
+                return Err(error).with_context(|| {
                     format!(
                         "registering with the coordinator at {}",
                         cfg.connection.coordinator

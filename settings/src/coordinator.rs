@@ -47,14 +47,16 @@ pub struct CoordinatorSettings {
     pub max_checkpoint_downloads: u64,
     /// TCP connections served at once. When all are taken, the oldest connection that has not
     /// sent a byte yet is closed to make room; if every one has spoken, the new one is closed.
-    /// Keep it under the process's file-descriptor limit.
+    /// Lowered at start-up (with a warning) to fit under the open-files limit (`ulimit -n`)
+    /// with 96 descriptors to spare for the store and checkpoint files.
     pub max_connections: u64,
     /// HTTP/2 streams (calls in flight) per connection.
     pub max_streams_per_connection: u64,
     /// A new connection must send its first bytes within this many seconds, or it is closed.
     pub first_bytes_timeout_s: f64,
     /// HTTP/2 PING interval; a connection whose peer does not answer within as long again is
-    /// closed (dead peers, half-open connections).
+    /// closed (dead peers, half-open connections), and one that reads nothing for twice this
+    /// plus `first_bytes_timeout_s` (a stalled handshake) too.
     pub keepalive_interval_s: f64,
     /// PEM certificate chain and key: TLS on the gRPC port.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -24,7 +24,7 @@ pub use experiment::{
     Precision, RunSpec, StepSize, TrainingMethod, TrainingSpec,
 };
 pub use ids::{CellId, ContentId, InvalidId, LeaseId, RunId, SweepId};
-pub use results::{CellResult, EpochMetrics, StageAccuracy};
+pub use results::{CellChunk, CellResult, EpochMetrics, StageAccuracy};
 pub use state::{
     AttemptOutcome, CellState, RunState, ShownState, StateCounts, SweepState, UnknownState,
 };

@@ -67,3 +67,83 @@ pub struct CellResult {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stages: Vec<StageAccuracy>,
 }
+
+/// A cell's finished part: the sums over evaluation examples `start .. start + images` (one or
+/// more evaluation batches), and the cell's random stream where it stopped. A long cell (an
+/// AutoAttack on 10,000 images) reports one after another through the coordinator, which
+/// stores them durably; a worker that leases the run again resumes the cell after the last one
+/// instead of starting over, with results identical to an uninterrupted evaluation (the chunk
+/// boundaries are batch boundaries, and `rng_state` continues the random stream exactly).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct CellChunk {
+    /// First evaluation example (0-based); a cell's chunks are contiguous from 0.
+    pub start: u32,
+    pub images: u32,
+    /// Attacked inputs classified correctly.
+    pub adversarial_correct: u32,
+    /// Clean inputs classified correctly.
+    pub clean_correct: u32,
+    /// Clean-correct inputs the attack made wrong.
+    pub flipped: u32,
+    /// Σ‖δ‖∞ and Σ‖δ‖₂ over the chunk's examples, in pixel space.
+    pub linf_sum: f64,
+    pub l2_sum: f64,
+    /// A cascade's robust images after each stage (empty for other attacks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stage_robust: Vec<u32>,
+    /// Wall time spent on the chunk.
+    pub seconds: f64,
+    /// The cell's random stream after the chunk (SplitMix64 state).
+    pub rng_state: u64,
+}
+
+impl CellChunk {
+    /// One past the chunk's last example.
+    pub fn end(&self) -> u64 {
+        u64::from(self.start) + u64::from(self.images)
+    }
+
+    /// Names the first field that cannot be: no images, counts above the images (or stage
+    /// counts rising), sums that are not finite and non-negative.
+    pub fn validate(&self) -> Result<(), crate::FieldError> {
+        let bad = |field: &'static str, why: String| Err(crate::validate::invalid(field, why));
+        if self.images == 0 {
+            return bad("chunk.images", "a chunk holds at least one image".to_owned());
+        }
+        for (field, count) in [
+            ("chunk.adversarial_correct", self.adversarial_correct),
+            ("chunk.clean_correct", self.clean_correct),
+            ("chunk.flipped", self.flipped),
+        ] {
+            if count > self.images {
+                return bad(field, format!("{count} is more than the chunk's {} images", self.images));
+            }
+        }
+        if self.flipped > self.clean_correct {
+            return bad(
+                "chunk.flipped",
+                format!("{} is more than the {} clean-correct images", self.flipped, self.clean_correct),
+            );
+        }
+        let mut previous = self.images;
+        for &robust in &self.stage_robust {
+            if robust > previous {
+                return bad(
+                    "chunk.stage_robust",
+                    format!("{robust} robust after a stage that left {previous}"),
+                );
+            }
+            previous = robust;
+        }
+        for (field, value) in [
+            ("chunk.linf_sum", self.linf_sum),
+            ("chunk.l2_sum", self.l2_sum),
+            ("chunk.seconds", self.seconds),
+        ] {
+            if !(value.is_finite() && value >= 0.0) {
+                return bad(field, format!("{value} is not a finite non-negative number"));
+            }
+        }
+        Ok(())
+    }
+}

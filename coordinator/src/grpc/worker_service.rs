@@ -13,7 +13,7 @@ use advsweep_core::wire;
 use advsweep_proto::v1 as pb;
 use advsweep_proto::v1::worker_service_server::WorkerService;
 use tonic::{Request, Response, Status};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::caller::Caller;
 use super::checkpoints::{DEFAULT_MAX_DOWNLOADS, Downloads};
@@ -312,6 +312,14 @@ impl WorkerService for WorkerApi {
                         attempt: grant.attempt,
                         run: Some(wire::run_to_wire(&grant.run, &grant.sweep_id, &grant.cells)),
                         resume_from: grant.resume_from.as_ref().map(super::convert::checkpoint),
+                        progress: grant
+                            .progress
+                            .iter()
+                            .map(|(cell_id, chunks)| pb::CellProgress {
+                                cell_id: cell_id.clone(),
+                                chunks: chunks.iter().map(wire::cell_chunk_to_wire).collect(),
+                            })
+                            .collect(),
                     }),
                     idle: false,
                     retry_after_ms: 0,
@@ -378,6 +386,39 @@ impl WorkerService for WorkerApi {
         self.metrics
             .metric_points
             .fetch_add(points, std::sync::atomic::Ordering::Relaxed);
+        self.changes.notify();
+        Ok(Response::new(pb::Ack {}))
+    }
+
+    async fn report_cell_chunk(
+        &self,
+        request: Request<pb::ReportCellChunkRequest>,
+    ) -> Result<Response<pb::Ack>, Status> {
+        let caller = Caller::of(&request);
+        let r = request.into_inner();
+        let lease = lease_ref(r.lease)?;
+        require_content_id("cell_id", &r.cell_id, ContentId::Cell)?;
+        let chunk = r
+            .chunk
+            .as_ref()
+            .ok_or_else(|| validate::invalid("missing field `chunk`".to_owned()))?;
+        let chunk = wire::cell_chunk_from_wire(chunk).map_err(wire_error)?;
+        let (start, images) = (chunk.start, chunk.images);
+        self.authenticate("ReportCellChunk", &caller, &lease).await?;
+        let stored = self
+            .scheduler
+            .report_cell_chunk(lease.clone(), r.cell_id.clone(), chunk)
+            .await
+            .map_err(|e| self.refusals.status("ReportCellChunk", &caller, e))?;
+        debug!(
+            run_id = lease.run_id,
+            cell_id = r.cell_id,
+            attempt = lease.attempt,
+            start,
+            images,
+            stored,
+            "cell chunk"
+        );
         self.changes.notify();
         Ok(Response::new(pb::Ack {}))
     }

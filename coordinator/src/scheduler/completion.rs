@@ -60,6 +60,33 @@ pub fn cell_report(
     })
 }
 
+/// Decides a chunk of a cell's evaluation quoting `quote`: fenced like a cell result, stored
+/// when it continues the cell's stored chunks (`stored_end`: one past their last example),
+/// `AlreadyStored` when it is one of them (a retried call) or the cell is done, refused when
+/// it would leave a gap.
+#[allow(clippy::too_many_arguments)] // the records the rule reads, each once
+pub fn chunk_report(
+    cell_id: &str,
+    cell: Option<&CellRecord>,
+    live: Option<&LeaseRecord>,
+    quote: &LeaseRef,
+    now: i64,
+    stored_end: u64,
+    chunk_start: u32,
+) -> Result<CellReport, StoreError> {
+    if cell_report(cell_id, cell, live, quote, now)? == CellReport::AlreadyStored {
+        return Ok(CellReport::AlreadyStored);
+    }
+    match u64::from(chunk_start).cmp(&stored_end) {
+        std::cmp::Ordering::Less => Ok(CellReport::AlreadyStored),
+        std::cmp::Ordering::Equal => Ok(CellReport::Store),
+        std::cmp::Ordering::Greater => Err(StoreError::Invalid(format!(
+            "field `chunk.start` = {chunk_start} leaves a gap: cell {cell_id}'s stored chunks \
+             end at example {stored_end}"
+        ))),
+    }
+}
+
 /// What to do with a run reported complete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunReport {

@@ -22,7 +22,7 @@ pub mod retry;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use advsweep_core::{CellResult, EpochMetrics};
+use advsweep_core::{CellChunk, CellResult, EpochMetrics};
 
 pub use policy::LeaseSettings;
 
@@ -141,6 +141,17 @@ impl Scheduler {
         epochs: Vec<EpochMetrics>,
     ) -> Result<(), StoreError> {
         self.store.report_epochs(lease, epochs).await
+    }
+
+    /// Stores a chunk of a cell's evaluation, durably before it returns; `false` when it had
+    /// been stored already (a retried call) or the cell is done.
+    pub async fn report_cell_chunk(
+        &self,
+        lease: LeaseRef,
+        cell_id: String,
+        chunk: CellChunk,
+    ) -> Result<bool, StoreError> {
+        self.store.report_cell_chunk(lease, cell_id, chunk).await
     }
 
     /// Stores a cell's result. Returns `false` when the result had already been stored (a

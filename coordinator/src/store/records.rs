@@ -58,6 +58,8 @@ pub struct LeaseGrant {
     pub cells: Vec<CellSpec>,
     /// The latest checkpoint to resume from.
     pub resume_from: Option<CheckpointInfo>,
+    /// The stored chunks of the run's unfinished cells (those with any), in order.
+    pub progress: Vec<(String, Vec<advsweep_core::CellChunk>)>,
 }
 
 #[derive(Debug, Clone)]

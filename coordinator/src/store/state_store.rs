@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use advsweep_core::{CellResult, EpochMetrics};
+use advsweep_core::{CellChunk, CellResult, EpochMetrics};
 
 use super::error::StoreError;
 use super::records::{
@@ -61,6 +61,15 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
         lease: LeaseRef,
         epochs: Vec<EpochMetrics>,
     ) -> Result<(), StoreError>;
+
+    /// Stores a chunk of a cell's evaluation (it must continue the cell's stored chunks);
+    /// `Ok(false)` when it was stored already or the cell is done.
+    async fn report_cell_chunk(
+        &self,
+        lease: LeaseRef,
+        cell_id: String,
+        chunk: CellChunk,
+    ) -> Result<bool, StoreError>;
 
     /// Stores the cells' results, all or none; returns how many this call stored.
     async fn complete_cells(

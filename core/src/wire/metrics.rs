@@ -7,7 +7,7 @@ use super::{MAX_EPOCHS, WireError};
 use crate::limits::MAX_CASCADE_STAGES;
 use crate::validate::name;
 use crate::validate::{in_range, invalid};
-use crate::{CellResult, EpochMetrics, StageAccuracy};
+use crate::{CellChunk, CellResult, EpochMetrics, StageAccuracy};
 
 /// The copies both ways between a core type and its wire message, which have the same fields
 /// (listed once here): into the message, and out of it as it is (no validation).
@@ -162,4 +162,45 @@ pub fn cell_result_from_wire(r: &pb::CellResult) -> Result<CellResult, WireError
         }
     }
     Ok(copy_cell_result_from_wire(r))
+}
+
+/// A chunk into its message.
+pub fn cell_chunk_to_wire(v: &CellChunk) -> pb::CellChunk {
+    pb::CellChunk {
+        start: v.start,
+        images: v.images,
+        adversarial_correct: v.adversarial_correct,
+        clean_correct: v.clean_correct,
+        flipped: v.flipped,
+        linf_sum: v.linf_sum,
+        l2_sum: v.l2_sum,
+        stage_robust: v.stage_robust.clone(),
+        seconds: v.seconds,
+        rng_state: v.rng_state,
+    }
+}
+
+/// A chunk from its message, checked by [`CellChunk::validate`] (and no more stages than a
+/// cascade may have).
+pub fn cell_chunk_from_wire(v: &pb::CellChunk) -> Result<CellChunk, WireError> {
+    if v.stage_robust.len() > MAX_CASCADE_STAGES {
+        return Err(invalid(
+            "chunk.stage_robust",
+            format!("{} stages, more than {MAX_CASCADE_STAGES}", v.stage_robust.len()),
+        ));
+    }
+    let chunk = CellChunk {
+        start: v.start,
+        images: v.images,
+        adversarial_correct: v.adversarial_correct,
+        clean_correct: v.clean_correct,
+        flipped: v.flipped,
+        linf_sum: v.linf_sum,
+        l2_sum: v.l2_sum,
+        stage_robust: v.stage_robust.clone(),
+        seconds: v.seconds,
+        rng_state: v.rng_state,
+    };
+    chunk.validate()?;
+    Ok(chunk)
 }

@@ -222,3 +222,37 @@ fn autoattack_presets_round_trip_and_bad_ones_name_their_field() {
     let err = crate::wire::attack_from_wire(&unknown).expect_err("unknown version");
     assert_eq!(err.field(), "attack.autoattack.version");
 }
+
+#[test]
+fn a_cell_chunk_round_trips_and_impossible_counts_name_their_field() {
+    let chunk = crate::CellChunk {
+        start: 200,
+        images: 100,
+        adversarial_correct: 40,
+        clean_correct: 80,
+        flipped: 41,
+        linf_sum: 3.1,
+        l2_sum: 70.0,
+        stage_robust: vec![45, 42, 40],
+        seconds: 12.5,
+        rng_state: u64::MAX - 3,
+    };
+    let wire = super::cell_chunk_to_wire(&chunk);
+    assert_eq!(super::cell_chunk_from_wire(&wire).expect("valid"), chunk);
+    let field = |w: pb::CellChunk| super::cell_chunk_from_wire(&w).expect_err("invalid").field();
+    assert_eq!(field(pb::CellChunk { images: 0, ..wire.clone() }), "chunk.images");
+    assert_eq!(
+        field(pb::CellChunk { clean_correct: 101, ..wire.clone() }),
+        "chunk.clean_correct"
+    );
+    assert_eq!(field(pb::CellChunk { flipped: 81, ..wire.clone() }), "chunk.flipped");
+    assert_eq!(
+        field(pb::CellChunk { stage_robust: vec![40, 42], ..wire.clone() }),
+        "chunk.stage_robust"
+    );
+    assert_eq!(field(pb::CellChunk { l2_sum: f64::NAN, ..wire.clone() }), "chunk.l2_sum");
+    assert_eq!(
+        field(pb::CellChunk { stage_robust: vec![1; 64], ..wire }),
+        "chunk.stage_robust"
+    );
+}

@@ -1,7 +1,7 @@
 //! Leases in SQL: who is working on which run, until when, and under which attempt number
 //! (the rules are `crate::scheduler::leasing`).
 
-use advsweep_core::{AttemptOutcome, CellSpec, CellState, RunSpec, RunState};
+use advsweep_core::{AttemptOutcome, CellChunk, CellSpec, CellState, RunSpec, RunState};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::attempts::{Ending, check_lease, end_failed_attempt, lease_record};
@@ -122,6 +122,7 @@ pub(super) fn lease(
         )?
         .query_row([&run_id], |r| r.get(0))?;
     let resume_from = latest_checkpoint(conn, &run_id)?;
+    let progress = cell_progress(conn, &cells)?;
     Ok(LeaseOutcome::Granted(Box::new(LeaseGrant {
         lease_id,
         attempt,
@@ -129,7 +130,29 @@ pub(super) fn lease(
         run,
         cells,
         resume_from,
+        progress,
     })))
+}
+
+/// The stored chunks of `cells`, in order, for the cells that have any.
+fn cell_progress(
+    conn: &Connection,
+    cells: &[CellSpec],
+) -> Result<Vec<(String, Vec<CellChunk>)>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT chunk_json FROM cell_chunks WHERE cell_id = ?1 ORDER BY start")?;
+    let mut progress = Vec::new();
+    for cell in cells {
+        let rows = stmt.query_map([cell.id.as_str()], |r| r.get::<_, String>(0))?;
+        let mut chunks = Vec::new();
+        for row in rows {
+            chunks.push(serde_json::from_str::<CellChunk>(&row?)?);
+        }
+        if !chunks.is_empty() {
+            progress.push((cell.id.to_string(), chunks));
+        }
+    }
+    Ok(progress)
 }
 
 pub(super) fn heartbeat(

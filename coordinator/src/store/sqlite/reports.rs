@@ -2,7 +2,7 @@
 //! failure. Each reads the records the scheduler's rules need (`crate::scheduler::completion`,
 //! `fencing`, `retry`), applies them and writes the outcome in one transaction.
 
-use advsweep_core::{AttemptOutcome, CellResult, CellState, EpochMetrics, RunState};
+use advsweep_core::{AttemptOutcome, CellChunk, CellResult, CellState, EpochMetrics, RunState};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::attempts::{Ending, check_lease, end_failed_attempt, lease_record, record_attempt};
@@ -82,14 +82,9 @@ pub(super) fn report_epochs(
     Ok(())
 }
 
-fn complete_cell(
-    conn: &Connection,
-    lease: &LeaseRef,
-    cell_id: &str,
-    result: &CellResult,
-    now: i64,
-) -> Result<bool, StoreError> {
-    let cell: Option<CellRecord> = conn
+/// The stored cell a report names (`None`: no such cell).
+fn cell_record(conn: &Connection, cell_id: &str) -> Result<Option<CellRecord>, StoreError> {
+    Ok(conn
         .prepare_cached("SELECT run_id, state, attempt FROM cells WHERE cell_id = ?1")?
         .query_row([cell_id], |r| {
             Ok(CellRecord {
@@ -98,7 +93,59 @@ fn complete_cell(
                 attempt: r.get(2)?,
             })
         })
-        .optional()?;
+        .optional()?)
+}
+
+/// Stores a chunk of a cell's evaluation that continues its stored ones; `Ok(false)` when it
+/// was stored already (or the cell is done).
+pub(super) fn report_cell_chunk(
+    conn: &Connection,
+    lease: &LeaseRef,
+    cell_id: &str,
+    chunk: &CellChunk,
+) -> Result<bool, StoreError> {
+    let now = now_ms();
+    let cell = cell_record(conn, cell_id)?;
+    let live = lease_record(conn, &lease.run_id)?;
+    let stored_end: i64 = conn
+        .prepare_cached(
+            "SELECT COALESCE(MAX(start + images), 0) FROM cell_chunks WHERE cell_id = ?1",
+        )?
+        .query_row([cell_id], |r| r.get(0))?;
+    let report = completion::chunk_report(
+        cell_id,
+        cell.as_ref(),
+        live.as_ref(),
+        lease,
+        now,
+        u64::try_from(stored_end).unwrap_or(0),
+        chunk.start,
+    )?;
+    if report == CellReport::AlreadyStored {
+        return Ok(false);
+    }
+    conn.prepare_cached(
+        "INSERT INTO cell_chunks (cell_id, start, images, attempt, chunk_json)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        cell_id,
+        chunk.start,
+        chunk.images,
+        lease.attempt,
+        serde_json::to_string(chunk)?
+    ])?;
+    Ok(true)
+}
+
+fn complete_cell(
+    conn: &Connection,
+    lease: &LeaseRef,
+    cell_id: &str,
+    result: &CellResult,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let cell = cell_record(conn, cell_id)?;
     let live = lease_record(conn, &lease.run_id)?;
     match completion::cell_report(cell_id, cell.as_ref(), live.as_ref(), lease, now)? {
         CellReport::AlreadyStored => Ok(false),
@@ -115,6 +162,8 @@ fn complete_cell(
                 lease.attempt,
                 now
             ])?;
+            conn.prepare_cached("DELETE FROM cell_chunks WHERE cell_id = ?1")?
+                .execute([cell_id])?;
             Ok(true)
         }
     }

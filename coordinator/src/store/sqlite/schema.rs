@@ -8,7 +8,7 @@
 use rusqlite::Connection;
 
 /// Bumped whenever the schema changes; an older state directory is refused with a clear error.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Statements that bring a state directory of version N−1 to version N.
 pub const MIGRATIONS: &[(i64, &str)] = &[
@@ -18,6 +18,12 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
         4,
         "ALTER TABLE runs ADD COLUMN expiries INTEGER NOT NULL DEFAULT 0;
          ALTER TABLE runs ADD COLUMN budget_since INTEGER NOT NULL DEFAULT 0;",
+    ),
+    (
+        5,
+        "CREATE TABLE IF NOT EXISTS cell_chunks (
+             cell_id TEXT NOT NULL, start INTEGER NOT NULL, images INTEGER NOT NULL,
+             attempt INTEGER NOT NULL, chunk_json TEXT NOT NULL, PRIMARY KEY (cell_id, start));",
     ),
 ];
 
@@ -139,6 +145,17 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     created_ms    INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS checkpoints_by_run ON checkpoints (run_id, epoch);
+
+-- The finished parts of unfinished cells (long evaluations resume after the last one);
+-- removed when the cell's result is stored.
+CREATE TABLE IF NOT EXISTS cell_chunks (
+    cell_id    TEXT NOT NULL,
+    start      INTEGER NOT NULL,
+    images     INTEGER NOT NULL,
+    attempt    INTEGER NOT NULL,
+    chunk_json TEXT NOT NULL,
+    PRIMARY KEY (cell_id, start)
+);
 
 -- Every attempt's end, for `status` and post-mortems.
 CREATE TABLE IF NOT EXISTS attempts (

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use advsweep_core::{CellResult, EpochMetrics};
+use advsweep_core::{CellChunk, CellResult, EpochMetrics};
 
 use super::{SqliteStore, attempts, leases, query, recovery, reports, submit};
 use crate::artifacts::Artifacts;
@@ -63,6 +63,16 @@ impl StateStore for SqliteStore {
         epochs: Vec<EpochMetrics>,
     ) -> Result<(), StoreError> {
         self.write(move |c| reports::report_epochs(c, &lease, &epochs))
+            .await
+    }
+
+    async fn report_cell_chunk(
+        &self,
+        lease: LeaseRef,
+        cell_id: String,
+        chunk: CellChunk,
+    ) -> Result<bool, StoreError> {
+        self.write(move |c| reports::report_cell_chunk(c, &lease, &cell_id, &chunk))
             .await
     }
 

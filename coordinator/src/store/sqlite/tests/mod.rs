@@ -1,6 +1,7 @@
 //! Tests of the SQLite store: the state machine through the scheduler (`lifecycle`), and the
 //! writer's group commit and query plans (`writer`).
 
+mod chunks;
 mod expiry;
 mod lifecycle;
 mod writer;

@@ -54,7 +54,15 @@ pub struct WorkerSettings {
     /// Take only the runs this sweep (id) needs: a worker pool dedicated to one sweep.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sweep: Option<String>,
+    /// A cell still evaluating after this many seconds reports its finished batches to the
+    /// coordinator (durably), and again every as many seconds: a worker that takes the run
+    /// over resumes the cell there. 0: after every evaluation batch.
+    pub cell_progress_interval_s: f64,
 }
+
+/// Default `cell_progress_interval_s`: a lost worker costs at most a minute of a long cell,
+/// and a cell shorter than that costs no extra call.
+pub const DEFAULT_CELL_PROGRESS_INTERVAL_S: f64 = 60.0;
 
 impl Default for WorkerSettings {
     fn default() -> Self {
@@ -67,7 +75,15 @@ impl Default for WorkerSettings {
             max_consecutive_failures: 3,
             exit_when_idle: false,
             sweep: None,
+            cell_progress_interval_s: DEFAULT_CELL_PROGRESS_INTERVAL_S,
         }
+    }
+}
+
+impl WorkerSettings {
+    /// `cell_progress_interval_s` as a duration.
+    pub fn cell_progress_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.cell_progress_interval_s)
     }
 }
 
@@ -83,6 +99,7 @@ impl RoleSettings for WorkerSettings {
             "max_consecutive_failures",
             "exit_when_idle",
             "sweep",
+            "cell_progress_interval_s",
         ];
         CONNECTION_KEYS.iter().chain(&own).copied().collect()
     }
@@ -114,6 +131,14 @@ impl RoleSettings for WorkerSettings {
             return Err(SettingsError(format!(
                 "[worker] slots = {} must be in 1..={MAX_SLOTS}",
                 self.slots
+            )));
+        }
+        if !(self.cell_progress_interval_s.is_finite()
+            && (0.0..=86_400.0).contains(&self.cell_progress_interval_s))
+        {
+            return Err(SettingsError(format!(
+                "[worker] cell_progress_interval_s = {} must be in 0..=86400 seconds",
+                self.cell_progress_interval_s
             )));
         }
         if self.max_consecutive_failures == 0 {

@@ -106,7 +106,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 sweep_id: settings.sweep.clone(),
                 max_consecutive_failures: settings.max_consecutive_failures,
             };
-            (cfg, Arc::new(job::Executor::new(device, threads)))
+            let executor = job::Executor::new(device, threads)
+                .with_chunk_interval(settings.cell_progress_interval());
+            (cfg, Arc::new(executor))
         })
         .collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()

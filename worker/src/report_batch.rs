@@ -8,7 +8,7 @@
 //! trip. Order is kept across kinds: epochs, checkpoints and cells are never reordered, only
 //! neighbours of the same kind are merged.
 
-use advsweep_core::{CellResult, EpochMetrics};
+use advsweep_core::{CellChunk, CellResult, EpochMetrics};
 
 use crate::job::Progress;
 
@@ -26,6 +26,8 @@ pub enum Report {
     Checkpoint { epoch: u32, bytes: Vec<u8> },
     /// One `CompleteCells` call.
     Cells(Vec<(String, CellResult)>),
+    /// One `ReportCellChunk` call.
+    Chunk { cell_id: String, chunk: CellChunk },
 }
 
 /// Merges neighbouring events of the same kind, in order, into calls of bounded size.
@@ -49,6 +51,9 @@ pub fn coalesce(events: impl IntoIterator<Item = Progress>) -> Vec<Report> {
             }
             (Progress::Checkpoint { epoch, bytes }, _) => {
                 reports.push(Report::Checkpoint { epoch, bytes });
+            }
+            (Progress::Chunk { cell_id, chunk }, _) => {
+                reports.push(Report::Chunk { cell_id, chunk });
             }
         }
     }

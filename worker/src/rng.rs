@@ -48,6 +48,12 @@ impl Rng {
         Rng::new(derive_seed(words))
     }
 
+    /// The generator's whole state: `Rng::new(r.state())` continues `r`'s stream exactly
+    /// (a resumed cell picks up its stream where the stored chunk left it).
+    pub fn state(&self) -> u64 {
+        self.state
+    }
+
     pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(GOLDEN_GAMMA);
         mix64(self.state)

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use advsweep_core::wire::{cell_result_to_wire, epoch_to_wire, run_from_wire};
+use advsweep_core::wire::{
+    cell_chunk_from_wire, cell_chunk_to_wire, cell_result_to_wire, epoch_to_wire, run_from_wire,
+};
 use advsweep_proto::v1 as pb;
 use tokio::sync::{mpsc, watch};
 use tonic::{Code, Status};
@@ -18,7 +20,7 @@ use tracing::{Instrument as _, Span, debug, error, info, info_span, warn};
 use super::retry::{Client, call, lease_gone, rpc};
 use super::transfer::{DownloadError, download_checkpoint, upload_checkpoint};
 use crate::error::{is_cancelled, is_retryable};
-use crate::job::{Executor, Progress};
+use crate::job::{CellProgress, Executor, Progress};
 use crate::report_batch::{MAX_CELLS_PER_CALL, Report, coalesce};
 
 /// What `Register` gave us, which every lease quotes.
@@ -36,6 +38,8 @@ struct LeaseState {
     cancel: Arc<AtomicBool>,
     /// The coordinator took the lease away: send nothing more about it.
     lost: AtomicBool,
+    /// The coordinator predates `ReportCellChunk`: send no more chunks.
+    chunks_unsupported: AtomicBool,
 }
 
 impl LeaseState {
@@ -94,6 +98,33 @@ impl LeaseState {
                     Err(status) if lease_gone(&status) => self.mark_lost(status.message()),
                     Err(status) => {
                         warn!(epoch, code = ?status.code(), message = status.message(), "checkpoint upload failed; continuing")
+                    }
+                }
+            }
+            Report::Chunk { cell_id, chunk } => {
+                if self.chunks_unsupported.load(Ordering::Relaxed) {
+                    return;
+                }
+                let request = pb::ReportCellChunkRequest {
+                    lease: Some(self.lease.clone()),
+                    cell_id: cell_id.clone(),
+                    chunk: Some(cell_chunk_to_wire(&chunk)),
+                };
+                let result = call("ReportCellChunk", || {
+                    rpc!(self.client, report_cell_chunk, request)
+                })
+                .await;
+                match result {
+                    Err(status) if status.code() == Code::Unimplemented => {
+                        // A coordinator older than chunks: the cell is reported whole at its
+                        // end, as before, and restarts from its beginning if this lease is lost.
+                        info!("the coordinator does not store cell chunks; reporting whole cells only");
+                        self.chunks_unsupported.store(true, Ordering::Relaxed);
+                    }
+                    result => {
+                        if self.check("ReportCellChunk", result) {
+                            debug!(cell_id, images_done = chunk.end(), "cell chunk stored");
+                        }
                     }
                 }
             }
@@ -247,6 +278,7 @@ pub(super) async fn execute_lease(
         },
         cancel: Arc::new(AtomicBool::new(false)),
         lost: AtomicBool::new(false),
+        chunks_unsupported: AtomicBool::new(false),
     });
     execute_lease_inner(
         state,
@@ -257,6 +289,26 @@ pub(super) async fn execute_lease(
     )
     .instrument(span)
     .await
+}
+
+/// The lease's stored cell chunks, decoded; a cell whose chunks do not decode starts over
+/// (logged), which costs time but never a wrong result.
+fn cell_progress(progress: &[pb::CellProgress]) -> CellProgress {
+    let mut cells = CellProgress::new();
+    for cell in progress {
+        match cell
+            .chunks
+            .iter()
+            .map(cell_chunk_from_wire)
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(chunks) => {
+                cells.insert(cell.cell_id.clone(), chunks);
+            }
+            Err(e) => warn!(cell_id = cell.cell_id, error = %e, "ignoring the cell's stored chunks"),
+        }
+    }
+    cells
 }
 
 async fn execute_lease_inner(
@@ -332,16 +384,18 @@ async fn execute_lease_inner(
             }
         },
     };
+    let progress = cell_progress(&lease.progress);
     let (tx, mut rx) = mpsc::channel::<Progress>(64);
     let cancel = state.cancel.clone();
     let span = Span::current();
     let job = tokio::task::spawn_blocking(move || {
         span.in_scope(|| {
             executor.catching(|| {
-                executor.run(&run, &cells, resume.as_deref(), &cancel, &mut |progress| {
-                    tx.blocking_send(progress)
+                let emit = &mut |event| {
+                    tx.blocking_send(event)
                         .map_err(|_| anyhow::anyhow!("the progress channel closed"))
-                })
+                };
+                executor.run(&run, &cells, resume.as_deref(), &progress, &cancel, emit)
             })
         })
     });

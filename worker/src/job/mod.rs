@@ -16,12 +16,13 @@
 
 mod resume;
 
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use advsweep_core::{CellResult, CellSpec, DataSpec, EpochMetrics, RunSpec};
+use advsweep_core::{CellChunk, CellResult, CellSpec, DataSpec, EpochMetrics, RunSpec};
 use anyhow::Context as _;
 use tch::Device;
 use tracing::{info, info_span};
@@ -30,7 +31,7 @@ use crate::attacks::Budget;
 use crate::data::Dataset;
 use crate::defended::Defended;
 use crate::denoiser::{self, Denoiser, DenoiserTraining};
-use crate::evaluate::{CleanPredictions, evaluate_cell};
+use crate::evaluate::{CellInput, Chunking, CleanPredictions, evaluate_cell_in_chunks};
 use crate::models;
 use crate::optim::Optim;
 use crate::rng::{Rng, hash_str};
@@ -50,7 +51,16 @@ pub enum Progress {
         cell_id: String,
         result: CellResult,
     },
+    /// A finished part of a long cell's evaluation (the cell resumes after it on another
+    /// lease of the run).
+    Chunk {
+        cell_id: String,
+        chunk: CellChunk,
+    },
 }
+
+/// The chunks stored by earlier attempts of a run, per unfinished cell (from the lease).
+pub type CellProgress = HashMap<String, Vec<CellChunk>>;
 
 impl std::fmt::Debug for Progress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -66,6 +76,11 @@ impl std::fmt::Debug for Progress {
                 .field("cell_id", cell_id)
                 .field("result", result)
                 .finish(),
+            Progress::Chunk { cell_id, chunk } => f
+                .debug_struct("Chunk")
+                .field("cell_id", cell_id)
+                .field("chunk", chunk)
+                .finish(),
         }
     }
 }
@@ -77,6 +92,8 @@ const CELL_STREAM: u64 = 0x4345_4c4c; // "CELL"
 pub struct Executor {
     device: Device,
     threads: usize,
+    /// How long a cell evaluates before it reports a chunk (and between chunks).
+    chunk_interval: Duration,
     cache: Mutex<Option<(DataSpec, Dataset)>>,
 }
 
@@ -85,8 +102,17 @@ impl Executor {
         Executor {
             device,
             threads,
+            chunk_interval: Duration::from_secs_f64(
+                advsweep_settings::worker::DEFAULT_CELL_PROGRESS_INTERVAL_S,
+            ),
             cache: Mutex::new(None),
         }
+    }
+
+    /// Cells report a chunk every `interval` of evaluation (`cell_progress_interval_s`).
+    pub fn with_chunk_interval(mut self, interval: Duration) -> Executor {
+        self.chunk_interval = interval;
+        self
     }
 
     pub fn device(&self) -> Device {
@@ -101,7 +127,7 @@ impl Executor {
         cancel: &AtomicBool,
         emit: &mut dyn FnMut(Progress) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
-        self.catching(|| self.run(run, cells, None, cancel, emit))
+        self.catching(|| self.run(run, cells, None, &CellProgress::new(), cancel, emit))
     }
 
     /// `work` (an [`Executor::run`]), with a panic anywhere below turned into a (retryable) error
@@ -122,12 +148,15 @@ impl Executor {
         }
     }
 
-    /// Trains the run's model and evaluates its cells, reporting through `emit`.
+    /// Trains the run's model (from the `resume` checkpoint's bytes when there is one) and
+    /// evaluates its cells (each after its stored chunks in `progress`), reporting through
+    /// `emit`.
     pub fn run(
         &self,
         run: &RunSpec,
         cells: &[CellSpec],
         resume: Option<&[u8]>,
+        progress: &CellProgress,
         cancel: &AtomicBool,
         emit: &mut dyn FnMut(Progress) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
@@ -148,7 +177,14 @@ impl Executor {
         train_classifier(model.as_ref(), data, run, resume, cancel, emit)?;
         let denoiser = train_denoiser(model.as_ref(), data, run, cancel)?;
         let defended = Defended::new(model, denoiser, run.defense.inference_noise)?;
-        evaluate_cells(&defended, data, run, cells, cancel, emit)?;
+        let evaluation = Evaluation {
+            defended: &defended,
+            data,
+            run,
+            progress,
+            chunk_interval: self.chunk_interval,
+        };
+        evaluate_cells(&evaluation, cells, cancel, emit)?;
         info!(
             seconds = format_args!("{:.1}", started.elapsed().as_secs_f64()),
             cells = cells.len(),
@@ -271,17 +307,25 @@ fn train_denoiser(
     })
 }
 
-/// Evaluates every cell against the defended model, emitting each result as it is done; the
-/// cells share the clean predictions ([`CleanPredictions`]).
+/// What every cell of a run is evaluated against, and how its chunks go.
+struct Evaluation<'a> {
+    defended: &'a Defended,
+    data: &'a Dataset,
+    run: &'a RunSpec,
+    progress: &'a CellProgress,
+    chunk_interval: Duration,
+}
+
+/// Evaluates every cell against the defended model, emitting each result as it is done (and a
+/// long cell's chunks as they are); the cells share the clean predictions
+/// ([`CleanPredictions`]).
 fn evaluate_cells(
-    defended: &Defended,
-    data: &Dataset,
-    run: &RunSpec,
+    e: &Evaluation<'_>,
     cells: &[CellSpec],
     cancel: &AtomicBool,
     emit: &mut dyn FnMut(Progress) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let budget = |epsilon| Budget::new(epsilon, run.epsilon_space);
+    let run = e.run;
     let mut clean = CleanPredictions::default();
 
     for cell in cells {
@@ -293,22 +337,38 @@ fn evaluate_cells(
         );
         let _entered = span.enter();
         let mut rng = Rng::from_words(&[run.seed, CELL_STREAM, hash_str(&cell.id)]);
-        let result = evaluate_cell(
-            defended,
-            data,
-            &cell.attack,
-            budget(cell.epsilon),
-            run.training.eval_batch_size,
-            &mut clean,
-            &mut rng,
-            cancel,
-        )
-        .with_context(|| {
-            format!(
-                "evaluating cell {} ({} at epsilon {})",
-                cell.id, cell.attack_name, cell.epsilon
-            )
-        })?;
+        let cell_id = cell.id.to_string();
+        let done = e.progress.get(&cell_id).map_or(&[][..], Vec::as_slice);
+        let mut emit_chunk = |chunk: CellChunk| {
+            info!(
+                images_done = chunk.end(),
+                seconds = format_args!("{:.1}", chunk.seconds),
+                "cell chunk done"
+            );
+            emit(Progress::Chunk {
+                cell_id: cell_id.clone(),
+                chunk,
+            })
+        };
+        let input = CellInput {
+            model: e.defended,
+            data: e.data,
+            attack: &cell.attack,
+            budget: Budget::new(cell.epsilon, run.epsilon_space),
+            eval_batch_size: run.training.eval_batch_size,
+        };
+        let chunking = Chunking {
+            done,
+            every: e.chunk_interval,
+            emit: &mut emit_chunk,
+        };
+        let result = evaluate_cell_in_chunks(input, &mut clean, &mut rng, cancel, Some(chunking))
+            .with_context(|| {
+                format!(
+                    "evaluating cell {} ({} at epsilon {})",
+                    cell.id, cell.attack_name, cell.epsilon
+                )
+            })?;
         info!(
             accuracy = format_args!("{:.4}", result.accuracy),
             success_rate = format_args!("{:.4}", result.attack_success_rate),
@@ -317,10 +377,7 @@ fn evaluate_cells(
             img_per_s = format_args!("{:.0}", result.images_per_second),
             "cell done"
         );
-        emit(Progress::Cell {
-            cell_id: cell.id.clone(),
-            result,
-        })?;
+        emit(Progress::Cell { cell_id, result })?;
     }
     Ok(())
 }

@@ -373,3 +373,112 @@ async fn train_three_epochs_then_kill(c: &TestCoordinator, sweep: &str) -> Strin
     let _ = a.wait().await;
     run_id
 }
+
+/// One run whose second cell is a long APGD evaluation: 300 synthetic test images in 15 batches.
+fn long_cell_sweep() -> String {
+    r#"
+version = 1
+name = "long-cell"
+[data]
+source = "synthetic"
+train_size = 600
+test_size = 300
+[training]
+epochs = 1
+batch_size = 100
+learning_rate = 0.05
+[evaluation]
+limit = 300
+batch_size = 20
+[attacks.apgd-long]
+kind = "apgd"
+steps = 60
+[grid]
+models = ["basic"]
+defenses = ["standard"]
+attacks = ["none", "apgd-long"]
+epsilons = ["8/255"]
+"#
+    .to_owned()
+}
+
+/// The APGD cell's result once the sweep is done.
+fn apgd_result(c: &TestCoordinator, sweep: &str) -> advsweep_core::CellResult {
+    let d = c.store.sweep_detail(sweep).expect("detail");
+    assert_eq!(d.summary.state, advsweep_coordinator::store::SweepState::Done);
+    d.cells
+        .iter()
+        .find(|cell| cell.attack_name == "apgd-long")
+        .and_then(|cell| cell.result.clone())
+        .expect("the APGD cell's result")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_cell_is_replaced_and_the_cell_resumes_after_its_stored_chunks() {
+    let every_batch = ["--cell-progress-interval", "0"];
+    let c = TestCoordinator::start_with(short_leases()).await;
+    let sweep = submit(&c.url, &long_cell_sweep()).await;
+    let log_a = c.state_dir.path().join("worker-a.log");
+    let mut a = spawn_worker(&c.url, &log_a, &every_batch);
+    // Three chunks of the APGD cell reported: the worker is well inside the cell.
+    poll_until(
+        Duration::from_secs(180),
+        Duration::from_millis(50),
+        || {
+            let text = log_text(&log_a);
+            let apgd_chunks = text
+                .lines()
+                .filter(|l| l.contains("attack=apgd-long") && l.contains("cell chunk done"))
+                .count();
+            (apgd_chunks >= 3).then_some(())
+        },
+        || format!("no chunk of the APGD cell:\n{}", log_text(&log_a)),
+    )
+    .await;
+    a.start_kill().expect("kill -9");
+    let _ = a.wait().await;
+
+    let log_b = c.state_dir.path().join("worker-b.log");
+    let mut b = spawn_worker(&c.url, &log_b, &[&every_batch[..], &["--exit-when-idle"]].concat());
+    let (status, text_b) =
+        wait_for_exit(&mut b, Duration::from_secs(300), "worker b finishes", &log_b).await;
+    assert!(status.success(), "{text_b}");
+    let resumed = text_b
+        .lines()
+        .find(|l| l.contains("attack=apgd-long") && l.contains("resuming the cell"))
+        .unwrap_or_else(|| panic!("worker b resumed the APGD cell:\n{text_b}"));
+    let images_done: u32 = resumed
+        .split("images_done=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("images_done in {resumed}"));
+    assert!(
+        images_done >= 20 && images_done % 20 == 0 && images_done < 300,
+        "{resumed}"
+    );
+    // The stored batches were not evaluated again.
+    assert!(
+        !text_b.lines().any(|l| l.contains("attack=apgd-long")
+            && l.contains("cell chunk done")
+            && l.contains(&format!("images_done={images_done} "))),
+        "{text_b}"
+    );
+    let interrupted = apgd_result(&c, &sweep);
+
+    // The same sweep, uninterrupted, on a fresh coordinator: the same numbers.
+    let fresh = TestCoordinator::start_with(short_leases()).await;
+    let sweep2 = submit(&fresh.url, &long_cell_sweep()).await;
+    let log_c = fresh.state_dir.path().join("worker-c.log");
+    let mut w = spawn_worker(&fresh.url, &log_c, &["--exit-when-idle"]);
+    let (status, text_c) =
+        wait_for_exit(&mut w, Duration::from_secs(300), "the uninterrupted sweep", &log_c).await;
+    assert!(status.success(), "{text_c}");
+    let whole = apgd_result(&fresh, &sweep2);
+    assert_eq!(
+        (interrupted.accuracy, interrupted.attack_success_rate, interrupted.mean_linf, interrupted.mean_l2),
+        (whole.accuracy, whole.attack_success_rate, whole.mean_linf, whole.mean_l2),
+        "a resumed cell gives the uninterrupted result"
+    );
+    assert_eq!(interrupted.examples, 300);
+}

@@ -58,6 +58,12 @@ pub struct Cli {
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_consecutive_failures: Option<u32>,
 
+    /// Seconds a cell evaluates before it reports its finished batches (durably, so a worker
+    /// that takes the run over resumes the cell there), and between reports; 0: every batch
+    /// [default: 60]
+    #[arg(long, value_name = "SECONDS")]
+    pub cell_progress_interval: Option<f64>,
+
     #[command(flatten)]
     pub connection: ConnectionFlags,
 
@@ -85,7 +91,8 @@ impl Cli {
             .set(
                 "max_consecutive_failures",
                 self.max_consecutive_failures.map(u64::from),
-            );
+            )
+            .set("cell_progress_interval_s", self.cell_progress_interval);
         load(self.config.as_deref(), &self.connection.apply(overrides))
     }
 }

@@ -99,6 +99,7 @@ mod tests {
                 Report::Epochs(e) => ('E', e.iter().map(|m| m.epoch.to_string()).collect()),
                 Report::Checkpoint { epoch, .. } => ('K', vec![epoch.to_string()]),
                 Report::Cells(c) => ('C', c.iter().map(|(id, _)| id.clone()).collect()),
+                Report::Chunk { cell_id, chunk } => ('P', vec![format!("{cell_id}@{}", chunk.start)]),
             })
             .collect()
     }
@@ -125,6 +126,28 @@ mod tests {
                 ('K', s(&["2"])),
                 ('E', s(&["3"])),
                 ('C', s(&["a", "b", "c"])),
+            ]
+        );
+    }
+
+    #[test]
+    fn chunks_are_never_merged_and_keep_their_place_before_the_cell() {
+        let chunk = |start| Progress::Chunk {
+            cell_id: "c1".into(),
+            chunk: CellChunk {
+                start,
+                images: 10,
+                ..CellChunk::default()
+            },
+        };
+        let reports = coalesce(vec![cell("c0"), chunk(0), chunk(10), cell("c1")]);
+        assert_eq!(
+            shape(&reports),
+            [
+                ('C', vec!["c0".to_owned()]),
+                ('P', vec!["c1@0".to_owned()]),
+                ('P', vec!["c1@10".to_owned()]),
+                ('C', vec!["c1".to_owned()]),
             ]
         );
     }

@@ -20,13 +20,14 @@ use crate::store::{Gauges, StoreError};
 /// The gRPC methods this coordinator serves, as `package.Service/Method` labels. Anything else
 /// (a probe of random paths, before or after authentication) is counted as `other`: label
 /// cardinality, and so memory, stays bounded whatever callers send.
-const KNOWN_METHODS: [&str; 20] = [
+const KNOWN_METHODS: [&str; 21] = [
     "advsweep.v1.WorkerService/Register",
     "advsweep.v1.WorkerService/Lease",
     "advsweep.v1.WorkerService/Heartbeat",
     "advsweep.v1.WorkerService/ReportMetrics",
     "advsweep.v1.WorkerService/CompleteCell",
     "advsweep.v1.WorkerService/CompleteCells",
+    "advsweep.v1.WorkerService/ReportCellChunk",
     "advsweep.v1.WorkerService/CompleteRun",
     "advsweep.v1.WorkerService/FailRun",
     "advsweep.v1.WorkerService/ReleaseRun",

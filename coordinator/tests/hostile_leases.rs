@@ -85,6 +85,18 @@ async fn every_call_as(f: &Fixture, forger: &str) {
         .await,
     );
     assert_not_holder(
+        "ReportCellChunk",
+        w.report_cell_chunk(Request::new(pb::ReportCellChunkRequest {
+            lease: Some(quote.clone()),
+            cell_id: live.cells[0].clone(),
+            chunk: Some(pb::CellChunk {
+                images: 10,
+                ..Default::default()
+            }),
+        }))
+        .await,
+    );
+    assert_not_holder(
         "Heartbeat",
         w.heartbeat(Request::new(pb::HeartbeatRequest {
             lease: Some(quote.clone()),

@@ -396,6 +396,93 @@ fn complete_cell_1000_random_requests() {
     );
 }
 
+/// A chunk that could be true: the first of its cell (or a repeat of it), counts that fit.
+fn valid_cell_chunk() -> impl Strategy<Value = pb::CellChunk> {
+    (1u32..200, 0.0..=1.0f64, 0.0..=1.0f64, 0.0..=1.0f64, any::<u64>()).prop_map(
+        |(images, clean, flipped, adversarial, rng_state)| {
+            let clean_correct = (f64::from(images) * clean) as u32;
+            pb::CellChunk {
+                start: 0,
+                images,
+                adversarial_correct: (f64::from(images) * adversarial) as u32,
+                clean_correct,
+                flipped: (f64::from(clean_correct) * flipped) as u32,
+                linf_sum: 0.03 * f64::from(images),
+                l2_sum: f64::from(images),
+                stage_robust: vec![],
+                seconds: 1.0,
+                rng_state,
+            }
+        },
+    )
+}
+
+fn cell_chunk() -> impl Strategy<Value = pb::CellChunk> {
+    prop_oneof![2 => valid_cell_chunk(), 1 => hostile_cell_chunk()]
+}
+
+fn hostile_cell_chunk() -> impl Strategy<Value = pb::CellChunk> {
+    (
+        (count(), count(), count(), count(), count()),
+        (number(), number(), number()),
+        prop::collection::vec(count(), 0..10),
+        any::<u64>(),
+    )
+        .prop_map(
+            |((start, images, adversarial_correct, clean_correct, flipped), (linf_sum, l2_sum, seconds), stage_robust, rng_state)| pb::CellChunk {
+                start,
+                images,
+                adversarial_correct,
+                clean_correct,
+                flipped,
+                linf_sum,
+                l2_sum,
+                stage_robust,
+                seconds,
+                rng_state,
+            },
+        )
+}
+
+#[test]
+fn report_cell_chunk_1000_random_requests() {
+    fuzz(
+        1000,
+        |f| {
+            (
+                lease_choice(),
+                prop_oneof![
+                    2 => any::<prop::sample::Index>().prop_map(Ok),
+                    1 => one_of(f.cell_ids.clone()).prop_map(Err),
+                ],
+                proptest::option::weighted(0.9, cell_chunk()),
+            )
+        },
+        |f, (lease, cell, chunk)| {
+            Box::pin(async move {
+                let live = f.live();
+                let lease = resolve(&lease, &live.lease);
+                let cell_id = match cell {
+                    Ok(i) if !live.cells.is_empty() => {
+                        live.cells[i.index(live.cells.len())].clone()
+                    }
+                    Ok(_) => String::new(),
+                    Err(other) => other,
+                };
+                let r = f
+                    .workers
+                    .report_cell_chunk(Request::new(pb::ReportCellChunkRequest {
+                        lease,
+                        cell_id,
+                        chunk,
+                    }))
+                    .await;
+                check("ReportCellChunk", r)
+            })
+        },
+    );
+}
+
 #[test]
 fn complete_cells_1000_random_requests() {
     fuzz(

@@ -179,6 +179,7 @@ fn valid_cell_result() -> impl Strategy<Value = pb::CellResult> {
                 seconds: 1.0,
                 examples,
                 stages: Vec::new(),
+                warnings: Vec::new(),
             },
         )
 }
@@ -196,9 +197,10 @@ fn hostile_cell_result() -> impl Strategy<Value = pb::CellResult> {
         number(),
         number(),
         any::<u32>(),
+        prop::collection::vec(text(), 0..12),
     )
         .prop_map(
-            |(accuracy, attack_success_rate, mean_linf, mean_l2, ips, seconds, examples)| {
+            |(accuracy, attack_success_rate, mean_linf, mean_l2, ips, seconds, examples, warnings)| {
                 pb::CellResult {
                     accuracy,
                     attack_success_rate,
@@ -208,6 +210,7 @@ fn hostile_cell_result() -> impl Strategy<Value = pb::CellResult> {
                     seconds,
                     examples,
                     stages: Vec::new(),
+                    warnings,
                 }
             },
         )

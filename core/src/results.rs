@@ -66,6 +66,10 @@ pub struct CellResult {
     /// `accuracy`); empty for any other attack.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stages: Vec<StageAccuracy>,
+    /// What the worker's sanity checks found while evaluating the cell (AutoAttack's: hidden
+    /// randomness, zero input gradients); shown with the run's warnings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// A cell's finished part: the sums over evaluation examples `start .. start + images` (one or

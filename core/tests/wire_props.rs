@@ -99,6 +99,7 @@ proptest! {
             seconds,
             examples,
             stages: Vec::new(),
+            warnings: Vec::new(),
         };
         let rate_ok = |v: f64| (0.0..=1.0).contains(&v);
         let size_ok = |v: f64| v.is_finite() && v >= 0.0;

@@ -255,8 +255,23 @@ pub fn evaluate_cell_in_chunks(
     // Where the last chunk ended, and the sums there.
     let (mut chunk_start, mut at_chunk_start) = (start, before.clone());
     let mut chunk_clock = Instant::now();
+    // AutoAttack's sanity checks, on the first batch this attempt evaluates.
+    let mut warnings: Option<Vec<String>> = None;
+    let checked = matches!(
+        attack,
+        Attack::AutoAttack { .. } | Attack::Apgd { .. } | Attack::Fab { .. } | Attack::Square { .. }
+    ) && !attacks::leaves_inputs_unchanged(attack, budget);
     while start < m {
         check_cancel(cancel)?;
+        if checked && warnings.is_none() {
+            // Before the batch's seeding: the checks' own draws change nothing after it.
+            let (x, y) = data.test_batch(start, batch)?;
+            let found = attacks::checks::sanity(model, &x, &y)?;
+            for warning in &found {
+                tracing::warn!(warning, "sanity check");
+            }
+            warnings = Some(found);
+        }
         // A randomized model draws its noise from torch's generator, seeded per batch from
         // the cell's stream, so that a chunk boundary leaves nothing behind but `rng`.
         if model.randomized() {
@@ -341,6 +356,7 @@ pub fn evaluate_cell_in_chunks(
         seconds,
         examples: u32::try_from(m).unwrap_or(u32::MAX),
         stages,
+        warnings: warnings.unwrap_or_default(),
     })
 }
 

@@ -87,6 +87,7 @@ mod tests {
                 seconds: 1.0,
                 examples: 10,
                 stages: Vec::new(),
+                warnings: Vec::new(),
             },
         }
     }

@@ -15,6 +15,8 @@ pub struct EvaluatedCell {
     pub accuracy: f64,
     /// A cascade's accuracy after each stage (empty for other attacks).
     pub stages: Vec<StageAccuracy>,
+    /// What the worker's checks found while evaluating it.
+    pub warnings: Vec<String>,
 }
 
 /// The black-box stage of a cascade (Square) lowering the accuracy left by the white-box
@@ -43,6 +45,13 @@ pub fn warnings(run: &RunSpec, cells: &[EvaluatedCell]) -> Vec<String> {
         .iter()
         .filter(|c| !c.attack.is_none() && c.epsilon > 0.0)
         .collect();
+
+    // What the worker saw while attacking (hidden randomness, zero input gradients).
+    for c in &attacked {
+        for warning in &c.warnings {
+            out.push(format!("{} at ε={}: {warning}", c.attack_name, label(c.epsilon)));
+        }
+    }
 
     // A black-box stage that beats the white-box stages before it: gradient masking.
     for c in &attacked {
@@ -238,6 +247,7 @@ mod tests {
             epsilon,
             accuracy,
             stages: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -300,6 +310,21 @@ mod tests {
                 && w.contains("from 44.3 % to 44.0 %")
                 && w.contains("masked"),
             "{w}"
+        );
+    }
+
+    #[test]
+    fn what_the_worker_saw_is_shown_with_the_cell() {
+        let cifar = DataSource::Cifar10Binary { path: "x".into() };
+        let attack = presets::attack("autoattack").cloned().expect("built in");
+        let seen = EvaluatedCell {
+            warnings: vec!["3 of 200 images (1.5 %) have an all-zero input gradient".into()],
+            ..cell("autoattack", attack, 8.0 / 255.0, 0.0)
+        };
+        let w = warnings(&run(cifar, None), &[seen]);
+        assert_eq!(
+            w,
+            ["autoattack at ε=8/255: 3 of 200 images (1.5 %) have an all-zero input gradient"]
         );
     }
 

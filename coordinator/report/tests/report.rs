@@ -19,6 +19,7 @@ fn result(accuracy: f64) -> Option<CellResult> {
         seconds: 1.5,
         examples: 1000,
         stages: Vec::new(),
+        warnings: Vec::new(),
     })
 }
 

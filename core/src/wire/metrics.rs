@@ -6,7 +6,7 @@ use advsweep_proto::v1 as pb;
 use super::{MAX_EPOCHS, WireError};
 use crate::limits::MAX_CASCADE_STAGES;
 use crate::validate::name;
-use crate::validate::{in_range, invalid};
+use crate::validate::{hides_text, in_range, invalid, shown};
 use crate::{CellChunk, CellResult, EpochMetrics, StageAccuracy};
 
 /// The copies both ways between a core type and its wire message, which have the same fields
@@ -55,6 +55,7 @@ pub fn cell_result_to_wire(v: &CellResult) -> pb::CellResult {
                 accuracy: s.accuracy,
             })
             .collect(),
+        warnings: v.warnings.clone(),
     }
 }
 
@@ -76,6 +77,7 @@ fn copy_cell_result_from_wire(v: &pb::CellResult) -> CellResult {
                 accuracy: s.accuracy,
             })
             .collect(),
+        warnings: v.warnings.clone(),
     }
 }
 
@@ -161,8 +163,34 @@ pub fn cell_result_from_wire(r: &pb::CellResult) -> Result<CellResult, WireError
             ));
         }
     }
+    if r.warnings.len() > MAX_CELL_WARNINGS {
+        return Err(invalid(
+            "result.warnings",
+            format!("{} warnings, more than {MAX_CELL_WARNINGS}", r.warnings.len()),
+        ));
+    }
+    for warning in &r.warnings {
+        if warning.is_empty()
+            || warning.len() > MAX_CELL_WARNING_BYTES
+            || warning.chars().any(hides_text)
+        {
+            return Err(invalid(
+                "result.warnings",
+                format!(
+                    "{} is not a warning (1–{MAX_CELL_WARNING_BYTES} bytes, no control or bidi \
+                     characters)",
+                    shown(warning, 64)
+                ),
+            ));
+        }
+    }
     Ok(copy_cell_result_from_wire(r))
 }
+
+/// Most sanity warnings one cell result may carry.
+pub const MAX_CELL_WARNINGS: usize = 8;
+/// Longest sanity warning.
+pub const MAX_CELL_WARNING_BYTES: usize = 1000;
 
 /// A chunk into its message.
 pub fn cell_chunk_to_wire(v: &CellChunk) -> pb::CellChunk {

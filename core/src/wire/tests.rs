@@ -256,3 +256,26 @@ fn a_cell_chunk_round_trips_and_impossible_counts_name_their_field() {
         "chunk.stage_robust"
     );
 }
+
+#[test]
+fn cell_warnings_are_bounded_and_printable() {
+    let result = |warnings: Vec<String>| pb::CellResult {
+        accuracy: 0.5,
+        examples: 10,
+        warnings,
+        ..Default::default()
+    };
+    let ok = super::cell_result_from_wire(&result(vec!["3 of 10 images have a zero gradient".into()]))
+        .expect("a warning");
+    assert_eq!(ok.warnings.len(), 1);
+    for bad in [
+        vec![String::new()],
+        vec!["x".repeat(1001)],
+        vec!["evil \u{202E}txt".into()],
+        vec!["\u{1b}[31mred".into()],
+        vec!["w".into(); 9],
+    ] {
+        let e = super::cell_result_from_wire(&result(bad.clone())).expect_err("refused");
+        assert_eq!(e.field(), "result.warnings", "{bad:?}");
+    }
+}

@@ -33,7 +33,7 @@ pub fn hidden_randomness(model: &dyn Classifier, x: &Tensor) -> anyhow::Result<O
     Ok((differ > RELATIVE_TOLERANCE * scale).then(|| {
         format!(
             "the model's logits differ between two forward passes of the same images (by up to \
-             {differ:.3g}, {:.2} % of their largest) though it is evaluated as deterministic: \
+             {differ:.3e}, {:.2} % of their largest) though it is evaluated as deterministic: \
              it draws noise the attacks do not average over; evaluate it with eot or the rand \
              version",
             100.0 * differ / scale
@@ -51,20 +51,31 @@ pub fn zero_gradients(
     let input = x.detach().set_requires_grad(true);
     let logits = model.forward(&input, false)?;
     let loss = logits.f_cross_entropy_loss::<Tensor>(y, None, Reduction::Sum, -100, 0.0)?;
-    let grad = Tensor::f_run_backward(&[loss], &[&input], false, false)?
-        .pop()
-        .ok_or_else(|| anyhow::anyhow!("no input gradient"))?;
-    let n = grad.size().first().copied().unwrap_or(0);
-    let per_image = grad.f_abs()?.f_reshape([n, -1])?.f_amax([1i64].as_slice(), false)?;
-    let zero = i64::try_from(per_image.f_eq(0.0)?.f_sum(Kind::Int64)?)?;
-    Ok((zero > 0).then(|| {
-        format!(
-            "{zero} of {n} images ({:.1} %) have an all-zero input gradient: gradient-based \
-             attacks cannot move them, so their robustness is overestimated (gradient masking: \
-             a saturated softmax or a non-differentiable layer)",
-            100.0 * zero as f64 / n.max(1) as f64
-        )
-    }))
+    let n = x.size().first().copied().unwrap_or(0);
+    // A model that detaches its input (or computes it without autograd) leaves the input out
+    // of the graph: no gradient reaches any image.
+    let zero = match Tensor::f_run_backward(&[loss], &[&input], false, false) {
+        Ok(mut grads) => {
+            let grad = grads.pop().ok_or_else(|| anyhow::anyhow!("no input gradient"))?;
+            if !grad.defined() {
+                return Ok(Some(zero_gradient_warning(n, n)));
+            }
+            let per_image = grad.f_abs()?.f_reshape([n, -1])?.f_amax([1i64].as_slice(), false)?;
+            i64::try_from(per_image.f_eq(0.0)?.f_sum(Kind::Int64)?)?
+        }
+        Err(e) if e.to_string().contains("not have been used in the graph") => n,
+        Err(e) => return Err(e.into()),
+    };
+    Ok((zero > 0).then(|| zero_gradient_warning(zero, n)))
+}
+
+fn zero_gradient_warning(zero: i64, n: i64) -> String {
+    format!(
+        "{zero} of {n} images ({:.1} %) have an all-zero input gradient: gradient-based attacks \
+         cannot move them, so their robustness is overestimated (gradient masking: a saturated \
+         softmax, a non-differentiable layer, an input the model detaches)",
+        100.0 * zero as f64 / n.max(1) as f64
+    )
 }
 
 /// Both checks on one batch; the warnings found, in order.

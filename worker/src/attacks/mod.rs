@@ -67,6 +67,7 @@
 pub mod apgd;
 pub mod autoattack;
 mod budget;
+pub mod checks;
 pub mod dlr;
 mod eot;
 pub mod fab;

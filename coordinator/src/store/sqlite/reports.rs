@@ -34,6 +34,7 @@ fn evaluated_cells(tx: &Connection, run_id: &str) -> Result<Vec<EvaluatedCell>, 
             epsilon: cell.epsilon,
             accuracy: result.accuracy,
             stages: result.stages,
+            warnings: result.warnings,
         });
     }
     Ok(cells)

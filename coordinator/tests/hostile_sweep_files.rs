@@ -874,9 +874,9 @@ version = "standard"
             &["p_init"],
         ),
         (
-            "[attacks.a]\nkind = \"autoattack\"\nversion = \"plus\"",
+            "[attacks.a]\nkind = \"autoattack\"\nversion = \"plus-plus\"",
             "\"a\"",
-            &["version", "plus", "not supported yet"],
+            &["version", "plus-plus", "standard, plus, rand"],
         ),
         (
             "[attacks.a]\nkind = \"autoattack\"\nversion = \"strong\"",

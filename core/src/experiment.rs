@@ -79,10 +79,13 @@ pub enum Attack {
         restarts: u32,
         eot: u32,
     },
-    /// FAB-T, the targeted fast adaptive boundary attack (Croce & Hein, ICML 2020), with the
-    /// paper's α_max, η and β.
+    /// FAB, the fast adaptive boundary attack (Croce & Hein, ICML 2020), with the paper's
+    /// α_max, η and β: untargeted with `targets` = 0 (each step towards the closest
+    /// linearized decision boundary of all classes), else FAB-T (one run per target class,
+    /// the classes ranked 2nd, 3rd, … by the clean scores).
     Fab {
         norm: Norm,
+        /// 0 = untargeted; k > 0 = FAB-T with the top-k wrong classes.
         targets: u32,
         steps: u32,
         restarts: u32,
@@ -134,18 +137,37 @@ pub enum CascadeVersion {
     Standard,
     /// APGD-CE and APGD-DLR with EOT, for randomized models (the reference's `rand`).
     Rand,
+    /// APGD-CE and APGD-DLR (5 restarts each), FAB (untargeted, 5 restarts), Square, APGD-T,
+    /// FAB-T (the reference's `plus`).
+    Plus,
     /// A list of stages named in the sweep file.
     Custom,
 }
 
 impl CascadeVersion {
-    /// The name sweep files use (`standard`, `rand`, `custom`).
+    /// The named versions, as sweep files and the wire spell them (`custom` is a list of
+    /// stages instead).
+    pub const NAMED: [CascadeVersion; 3] = [
+        CascadeVersion::Standard,
+        CascadeVersion::Plus,
+        CascadeVersion::Rand,
+    ];
+
+    /// The name sweep files use (`standard`, `plus`, `rand`, `custom`).
     pub fn as_str(self) -> &'static str {
         match self {
             CascadeVersion::Standard => "standard",
             CascadeVersion::Rand => "rand",
+            CascadeVersion::Plus => "plus",
             CascadeVersion::Custom => "custom",
         }
+    }
+
+    /// The named version called `name` (`standard`, `plus`, `rand`; not `custom`).
+    pub fn named(name: &str) -> Option<CascadeVersion> {
+        CascadeVersion::NAMED
+            .into_iter()
+            .find(|v| v.as_str() == name)
     }
 }
 
@@ -225,9 +247,10 @@ impl Attack {
         }
     }
 
-    /// The attack's label in tables and stage lists: `apgd-ce`, `apgd-dlr`, `apgd-t`, `fab-t`,
-    /// `square`, `autoattack` (`-l2` for the ℓ2 versions, `-rand` for the randomized cascade),
-    /// `pgd-linf`, `fgsm`, … — without its parameters (the cell's preset name carries those).
+    /// The attack's label in tables and stage lists: `apgd-ce`, `apgd-dlr`, `apgd-t`, `fab`
+    /// (untargeted), `fab-t`, `square`, `autoattack` (`-l2` for the ℓ2 versions, `-rand` for
+    /// the randomized cascade, `-plus` for the plus version), `pgd-linf`, `fgsm`, … — without
+    /// its parameters (the cell's preset name carries those).
     pub fn label(&self) -> String {
         let l2 = |base: &str, norm: &Norm| match norm {
             Norm::Linf => base.to_owned(),
@@ -246,17 +269,22 @@ impl Attack {
                 (0, _) => l2(&format!("apgd-{}", loss.as_str()), norm),
                 _ => l2("apgd-t", norm),
             },
+            Attack::Fab {
+                norm, targets: 0, ..
+            } => l2("fab", norm),
             Attack::Fab { norm, .. } => l2("fab-t", norm),
             Attack::Square { norm, .. } => l2("square", norm),
             Attack::AutoAttack { norm, version, .. } => match version {
                 CascadeVersion::Standard => l2("autoattack", norm),
                 CascadeVersion::Rand => l2("autoattack-rand", norm),
+                CascadeVersion::Plus => l2("autoattack-plus", norm),
                 CascadeVersion::Custom => l2("autoattack-custom", norm),
             },
         }
     }
 
-    /// A stage's name as reports show it: `APGD-CE`, `APGD-DLR`, `APGD-T`, `FAB-T`, `Square`.
+    /// A stage's name as reports show it: `APGD-CE`, `APGD-DLR`, `APGD-T`, `FAB`, `FAB-T`,
+    /// `Square`.
     pub fn stage_title(&self) -> String {
         crate::results::stage_title(&self.label())
     }

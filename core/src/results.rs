@@ -44,6 +44,7 @@ pub fn stage_title(label: &str) -> String {
         "apgd-ce" => "APGD-CE".to_owned(),
         "apgd-dlr" => "APGD-DLR".to_owned(),
         "apgd-t" => "APGD-T".to_owned(),
+        "fab" => "FAB".to_owned(),
         "fab-t" => "FAB-T".to_owned(),
         "square" => "Square".to_owned(),
         _ => label.to_owned(),

@@ -38,13 +38,15 @@ pub const fn pgd_step_fraction(steps: u32) -> f64 {
 }
 /// `kind = "apgd"`, `"fab"`, `"square"`: the AutoAttack reference's budgets (Croce & Hein
 /// 2020; Andriushchenko et al. 2020): 100 steps, 9 target classes (CIFAR-10's wrong ones),
-/// 5,000 queries from p_init = 0.8, and 20 gradient samples in the `rand` version.
+/// 5,000 queries from p_init = 0.8, 20 gradient samples in the `rand` version and 5 restarts
+/// of APGD-CE, APGD-DLR and (untargeted) FAB in the `plus` version.
 pub const APGD_STEPS: u32 = 100;
 pub const FAB_STEPS: u32 = 100;
 pub const ATTACK_TARGETS: u32 = 9;
 pub const SQUARE_QUERIES: u32 = 5000;
 pub const SQUARE_P_INIT: f64 = 0.8;
 pub const RAND_EOT_SAMPLES: u32 = 20;
+pub const PLUS_RESTARTS: u32 = 5;
 /// `kind = "fgsm"`: its step as a multiple of ε.
 pub const FGSM_STEP_FRACTION: f64 = 1.0;
 

@@ -8,7 +8,8 @@ use super::defaults::{
     PGD_STEPS, pgd_step_fraction,
 };
 use super::defaults::{
-    APGD_STEPS, ATTACK_TARGETS, FAB_STEPS, RAND_EOT_SAMPLES, SQUARE_P_INIT, SQUARE_QUERIES,
+    APGD_STEPS, ATTACK_TARGETS, FAB_STEPS, PLUS_RESTARTS, RAND_EOT_SAMPLES, SQUARE_P_INIT,
+    SQUARE_QUERIES,
 };
 use super::{ARCHITECTURES, Arch, HIDDEN_POINTS};
 use crate::{
@@ -89,25 +90,35 @@ pub const PGD_LINF: Attack = pgd(Norm::Linf, PGD_STEPS);
 
 /// APGD with the reference's budget (100 steps, one run).
 const fn apgd(norm: Norm, loss: ApgdLoss, targets: u32) -> Attack {
+    apgd_runs(norm, loss, targets, 1)
+}
+
+/// APGD with the reference's 100 steps and `restarts` runs.
+const fn apgd_runs(norm: Norm, loss: ApgdLoss, targets: u32, restarts: u32) -> Attack {
     Attack::Apgd {
         norm,
         loss,
         targets,
         steps: APGD_STEPS,
-        restarts: 1,
+        restarts,
+        eot: 1,
+    }
+}
+
+/// FAB with the reference's budget (100 steps): FAB-T with `targets` > 0, untargeted with 0.
+const fn fab(norm: Norm, targets: u32, restarts: u32) -> Attack {
+    Attack::Fab {
+        norm,
+        targets,
+        steps: FAB_STEPS,
+        restarts,
         eot: 1,
     }
 }
 
 /// FAB-T with the reference's budget (100 steps, 9 targets, one run).
 const fn fab_t(norm: Norm) -> Attack {
-    Attack::Fab {
-        norm,
-        targets: ATTACK_TARGETS,
-        steps: FAB_STEPS,
-        restarts: 1,
-        eot: 1,
-    }
+    fab(norm, ATTACK_TARGETS, 1)
 }
 
 /// Square with the reference's budget (5,000 queries, p_init 0.8, one run).
@@ -139,6 +150,20 @@ pub fn rand_stages(norm: Norm) -> Vec<Attack> {
         .collect()
 }
 
+/// The stages of AutoAttack's `plus` version for `norm`, in the reference's order: APGD-CE and
+/// APGD-DLR with [`PLUS_RESTARTS`] restarts, untargeted FAB with [`PLUS_RESTARTS`] restarts,
+/// Square (5,000 queries), APGD-T and FAB-T (9 targets, one run each); 100 steps each.
+pub fn plus_stages(norm: Norm) -> Vec<Attack> {
+    vec![
+        apgd_runs(norm, ApgdLoss::Ce, 0, PLUS_RESTARTS),
+        apgd_runs(norm, ApgdLoss::Dlr, 0, PLUS_RESTARTS),
+        fab(norm, 0, PLUS_RESTARTS),
+        square(norm),
+        apgd(norm, ApgdLoss::Dlr, ATTACK_TARGETS),
+        fab_t(norm),
+    ]
+}
+
 /// The cascade `version` (not `custom`) for `norm`.
 pub fn cascade(norm: Norm, version: CascadeVersion) -> Attack {
     Attack::AutoAttack {
@@ -146,6 +171,7 @@ pub fn cascade(norm: Norm, version: CascadeVersion) -> Attack {
         version,
         stages: match version {
             CascadeVersion::Rand => rand_stages(norm),
+            CascadeVersion::Plus => plus_stages(norm),
             CascadeVersion::Standard | CascadeVersion::Custom => standard_stages(norm),
         },
     }
@@ -177,6 +203,11 @@ pub static ATTACKS: LazyLock<Vec<AttackPreset>> = LazyLock::new(|| {
         preset("autoattack", cascade(Norm::Linf, CascadeVersion::Standard)),
         preset("autoattack-l2", cascade(Norm::L2, CascadeVersion::Standard)),
         preset("autoattack-rand", cascade(Norm::Linf, CascadeVersion::Rand)),
+        preset("autoattack-plus", cascade(Norm::Linf, CascadeVersion::Plus)),
+        preset(
+            "autoattack-plus-l2",
+            cascade(Norm::L2, CascadeVersion::Plus),
+        ),
     ]
 });
 
@@ -384,6 +415,74 @@ mod tests {
         assert_eq!(
             attack("autoattack-l2").map(Attack::label).as_deref(),
             Some("autoattack-l2")
+        );
+    }
+
+    /// `autoattack-plus` is the reference's `set_version('plus')`: six stages in its order,
+    /// five restarts for APGD-CE, APGD-DLR and the untargeted FAB, one for the targeted
+    /// stages, 100 steps and 5,000 queries; `fab` (untargeted) and `fab-t` keep apart.
+    #[test]
+    fn the_plus_cascade_follows_the_reference() {
+        for (name, norm) in [
+            ("autoattack-plus", Norm::Linf),
+            ("autoattack-plus-l2", Norm::L2),
+        ] {
+            let plus = attack(name).expect("built in");
+            assert_eq!(plus.label(), name);
+            assert_eq!(plus.norm(), Some(norm));
+            assert_eq!(plus.eot(), 1);
+            let stages = plus.stages();
+            let labels: Vec<String> = stages
+                .iter()
+                .map(|s| s.label().trim_end_matches("-l2").to_owned())
+                .collect();
+            assert_eq!(
+                labels,
+                ["apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"],
+                "{name}"
+            );
+            let titles: Vec<String> = stages.iter().map(Attack::stage_title).collect();
+            assert_eq!(
+                titles,
+                ["APGD-CE", "APGD-DLR", "FAB", "Square", "APGD-T", "FAB-T"]
+            );
+            let budget: Vec<(u32, u32, u32)> = stages
+                .iter()
+                .map(|s| match *s {
+                    Attack::Apgd {
+                        targets,
+                        steps,
+                        restarts,
+                        ..
+                    }
+                    | Attack::Fab {
+                        targets,
+                        steps,
+                        restarts,
+                        ..
+                    } => (targets, steps, restarts),
+                    Attack::Square {
+                        queries, restarts, ..
+                    } => (0, queries, restarts),
+                    ref other => panic!("{other:?} in the plus cascade"),
+                })
+                .collect();
+            assert_eq!(
+                budget,
+                [
+                    (0, 100, 5),
+                    (0, 100, 5),
+                    (0, 100, 5),
+                    (0, 5000, 1),
+                    (9, 100, 1),
+                    (9, 100, 1)
+                ]
+            );
+            assert!(stages.iter().all(|s| s.norm() == Some(norm)));
+        }
+        assert_eq!(
+            attack("autoattack-plus"),
+            Some(&cascade(Norm::Linf, CascadeVersion::Plus))
         );
     }
 

@@ -18,16 +18,18 @@ fn summary(attack: &Attack) -> String {
     }
 }
 
-/// Target classes of a targeted attack: at most the classes − 1 wrong ones.
-fn targets(field: &'static str, value: u32, min: u32) -> Checked {
+/// Target classes of an attack that may be targeted (APGD, FAB): 0 (untargeted) or at most
+/// the classes − 1 wrong ones.
+fn targets(field: &'static str, value: u32) -> Checked {
     let max = MAX_TARGETS;
-    if (min..=max).contains(&value) {
+    if value <= max {
         Ok(())
     } else {
         Err(invalid(
             field,
             format!(
-                "{value} must be in {min}..={max} (the {CIFAR10_CLASSES} classes less the true one)"
+                "{value} must be 0 (untargeted) or in 1..={max} (the {CIFAR10_CLASSES} classes \
+                 less the true one)"
             ),
         ))
     }
@@ -68,7 +70,7 @@ impl Attack {
                 ..
             } => {
                 in_range("attack.apgd.steps", *steps, 1, MAX_PGD_STEPS)?;
-                targets("attack.apgd.targets", *k, 0)?;
+                targets("attack.apgd.targets", *k)?;
                 if *k > 0 && *loss != ApgdLoss::Dlr {
                     return Err(invalid(
                         "attack.apgd.loss",
@@ -90,7 +92,7 @@ impl Attack {
                 ..
             } => {
                 in_range("attack.fab.steps", *steps, 1, MAX_PGD_STEPS)?;
-                targets("attack.fab.targets", *k, 1)?;
+                targets("attack.fab.targets", *k)?;
                 in_range("attack.fab.restarts", *restarts, 1, MAX_RESTARTS)?;
                 eot_samples("attack.fab.eot_samples", *eot)
             }

@@ -84,18 +84,17 @@ fn attack_structure(a: &pb::AttackSpec) -> Result<Attack, WireError> {
         pb::attack_spec::Kind::Autoattack(c) => Attack::AutoAttack {
             norm: norm_from_wire(c.norm, "attack.autoattack.norm")?,
             version: match c.version.as_str() {
-                "standard" => CascadeVersion::Standard,
-                "rand" => CascadeVersion::Rand,
                 "custom" => CascadeVersion::Custom,
-                other => {
-                    return Err(invalid(
+                named => CascadeVersion::named(named).ok_or_else(|| {
+                    invalid(
                         "attack.autoattack.version",
                         format!(
-                            "unknown version {} (known: standard, rand, custom)",
-                            validate::shown(other, 32)
+                            "unknown version {} (known: {}, custom)",
+                            validate::shown(named, 32),
+                            CascadeVersion::NAMED.map(CascadeVersion::as_str).join(", ")
                         ),
-                    ));
-                }
+                    )
+                })?,
             },
             stages: {
                 if c.stages.len() > MAX_CASCADE_STAGES {

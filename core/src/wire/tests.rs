@@ -217,10 +217,45 @@ fn autoattack_presets_round_trip_and_bad_ones_name_their_field() {
     }
     let mut unknown = crate::wire::attack_to_wire(presets::attack("autoattack").expect("built in"));
     if let Some(pb::attack_spec::Kind::Autoattack(c)) = unknown.kind.as_mut() {
-        c.version = "plus".into();
+        c.version = "plus-plus".into();
     }
     let err = crate::wire::attack_from_wire(&unknown).expect_err("unknown version");
     assert_eq!(err.field(), "attack.autoattack.version");
+    let message = err.to_string();
+    for known in ["standard", "plus", "rand", "custom"] {
+        assert!(message.contains(known), "{message}");
+    }
+}
+
+/// The plus cascade travels as `version = "plus"` with its six stages, the untargeted FAB
+/// (`targets = 0`) among them; a FAB wanting more targets than wrong classes is refused.
+#[test]
+fn the_plus_cascade_and_untargeted_fab_travel() {
+    use crate::catalogue::presets;
+    let plus = presets::attack("autoattack-plus-l2").expect("built in");
+    let wire = crate::wire::attack_to_wire(plus);
+    let Some(pb::attack_spec::Kind::Autoattack(c)) = wire.kind.as_ref() else {
+        panic!("a cascade on the wire");
+    };
+    assert_eq!(c.version, "plus");
+    assert_eq!(c.stages.len(), 6);
+    let decoded = crate::wire::attack_from_wire(&wire).expect("valid");
+    assert_eq!(&decoded, plus);
+    assert_eq!(decoded.stages()[2].label(), "fab-l2");
+    let fab = |targets: u32| crate::Attack::Fab {
+        norm: crate::Norm::Linf,
+        targets,
+        steps: 100,
+        restarts: 5,
+        eot: 1,
+    };
+    let untargeted = crate::wire::attack_from_wire(&crate::wire::attack_to_wire(&fab(0)))
+        .expect("untargeted FAB");
+    assert_eq!(untargeted.label(), "fab");
+    let err = crate::wire::attack_from_wire(&crate::wire::attack_to_wire(&fab(10)))
+        .expect_err("10 targets of 10 classes");
+    assert_eq!(err.field(), "attack.fab.targets");
+    assert!(err.to_string().contains("0 (untargeted)"), "{err}");
 }
 
 #[test]

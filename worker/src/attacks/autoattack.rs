@@ -3,9 +3,12 @@
 //! only on the images every earlier attack failed on, so an image is robust only if every
 //! stage failed, and the robust accuracy is that worst case over the stages.
 //!
-//! Versions, with the reference's settings (fra31/auto-attack `autoattack.py`):
+//! Versions, with the reference's settings (fra31/auto-attack `autoattack.py`; their stage
+//! lists are the core catalogue's, `advsweep_core::catalogue::presets::cascade`):
 //! * `standard` (ℓ∞ and ℓ2): APGD-CE (100 steps, 1 run), APGD-T (100 steps, 9 targets),
 //!   FAB-T (100 steps, 9 targets), Square (5,000 queries, the schedule of p not rescaled);
+//! * `plus` (ℓ∞ and ℓ2): APGD-CE and APGD-DLR (5 runs each), the untargeted FAB (5 runs),
+//!   Square, APGD-T and FAB-T (9 targets each), 100 steps each;
 //! * `rand`, for randomized defenses: APGD-CE and APGD-DLR, 100 steps, EOT over 20 passes.
 //!
 //! Accounting: the clean pass marks the correctly classified images; each stage runs on the
@@ -15,7 +18,8 @@
 //! holds the number of robust images after each stage, the record reviewers ask for ("APGD-CE
 //! 45.1 → APGD-T 44.3 → FAB-T 44.3 → Square 44.3").
 
-use advsweep_core::Norm;
+use advsweep_core::catalogue::presets;
+use advsweep_core::{CascadeVersion, Norm};
 use tch::{Kind, Tensor};
 
 use super::apgd::{ApgdConfig, ApgdLoss, apgd};
@@ -36,11 +40,11 @@ pub enum Stage {
 }
 
 impl Stage {
-    /// The stage's short name: "apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square".
+    /// The stage's short name: "apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square".
     pub fn name(&self) -> &'static str {
         match self {
             Stage::Apgd(cfg) => cfg.name(),
-            Stage::Fab(_) => "fab-t",
+            Stage::Fab(cfg) => cfg.name(),
             Stage::Square(_) => "square",
         }
     }
@@ -62,43 +66,42 @@ impl Stage {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {
     Standard,
+    Plus,
     Rand,
 }
 
 impl Version {
-    /// `standard` or `rand`.
+    /// `standard`, `plus` or `rand`.
     pub fn parse(name: &str) -> Result<Version, Permanent> {
-        match name {
-            "standard" => Ok(Version::Standard),
-            "rand" => Ok(Version::Rand),
-            other => Err(Permanent(format!(
-                "autoattack: unknown version `{other}` (known: standard, rand)"
+        match CascadeVersion::named(name) {
+            Some(CascadeVersion::Standard) => Ok(Version::Standard),
+            Some(CascadeVersion::Plus) => Ok(Version::Plus),
+            Some(CascadeVersion::Rand) => Ok(Version::Rand),
+            Some(CascadeVersion::Custom) | None => Err(Permanent(format!(
+                "autoattack: unknown version `{other}` (known: {})",
+                CascadeVersion::NAMED.map(CascadeVersion::as_str).join(", "),
+                other = name.escape_debug()
             ))),
         }
     }
 
-    /// The version's stages with the reference's settings.
-    pub fn stages(self, norm: Norm) -> Vec<Stage> {
+    /// The vocabulary's version.
+    pub fn cascade_version(self) -> CascadeVersion {
         match self {
-            Version::Standard => vec![
-                Stage::Apgd(ApgdConfig::new(norm, ApgdLoss::CrossEntropy)),
-                Stage::Apgd(ApgdConfig::new(norm, ApgdLoss::TargetedDlr { targets: 9 })),
-                Stage::Fab(FabConfig::new(norm)),
-                Stage::Square(SquareConfig {
-                    rescale_schedule: false,
-                    ..SquareConfig::new(norm)
-                }),
-            ],
-            Version::Rand => [ApgdLoss::CrossEntropy, ApgdLoss::Dlr]
-                .into_iter()
-                .map(|loss| {
-                    Stage::Apgd(ApgdConfig {
-                        eot: 20,
-                        ..ApgdConfig::new(norm, loss)
-                    })
-                })
-                .collect(),
+            Version::Standard => CascadeVersion::Standard,
+            Version::Plus => CascadeVersion::Plus,
+            Version::Rand => CascadeVersion::Rand,
         }
+    }
+
+    /// The version's stages with the reference's settings: the core catalogue's list (the one
+    /// definition of each version), each stage configured as in a cascade.
+    pub fn stages(self, norm: Norm) -> Result<Vec<Stage>, Permanent> {
+        presets::cascade(norm, self.cascade_version())
+            .stages()
+            .iter()
+            .map(|s| super::stage(s, true))
+            .collect()
     }
 }
 
@@ -423,9 +426,15 @@ mod tests {
 
     #[test]
     fn bad_cascades_are_permanent_errors() -> anyhow::Result<()> {
-        assert!(Version::parse("plus-plus").is_err());
-        assert_eq!(Version::parse("rand")?.stages(Norm::L2).len(), 2);
-        let standard = Version::Standard.stages(Norm::Linf);
+        let unknown = Version::parse("plus-plus").err().map(|e| e.to_string());
+        assert!(
+            unknown
+                .as_deref()
+                .is_some_and(|e| e.contains("standard, plus, rand")),
+            "{unknown:?}"
+        );
+        assert_eq!(Version::parse("rand")?.stages(Norm::L2)?.len(), 2);
+        let standard = Version::Standard.stages(Norm::Linf)?;
         let names: Vec<&str> = standard.iter().map(|s| s.name()).collect();
         assert_eq!(names, ["apgd-ce", "apgd-t", "fab-t", "square"]);
         let model = BasicNet::new(Device::Cpu)?;
@@ -459,6 +468,72 @@ mod tests {
                 "{err:?}"
             );
         }
+        Ok(())
+    }
+
+    /// The plus version is the reference's `set_version('plus')`, configured as the worker
+    /// runs it: its six stages in order, the untargeted FAB named `fab` beside FAB-T, five
+    /// runs of APGD-CE, APGD-DLR and FAB, Square's schedule of p not rescaled.
+    #[test]
+    fn the_plus_version_runs_the_reference_stages() -> anyhow::Result<()> {
+        for norm in [Norm::Linf, Norm::L2] {
+            let plus = Version::parse("plus")?.stages(norm)?;
+            let names: Vec<&str> = plus.iter().map(|s| s.name()).collect();
+            assert_eq!(
+                names,
+                ["apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"]
+            );
+            assert_eq!(
+                plus[0],
+                Stage::Apgd(ApgdConfig {
+                    restarts: 5,
+                    ..ApgdConfig::new(norm, ApgdLoss::CrossEntropy)
+                })
+            );
+            assert_eq!(
+                plus[1],
+                Stage::Apgd(ApgdConfig {
+                    restarts: 5,
+                    ..ApgdConfig::new(norm, ApgdLoss::Dlr)
+                })
+            );
+            assert_eq!(
+                plus[2],
+                Stage::Fab(FabConfig {
+                    restarts: 5,
+                    ..FabConfig::untargeted(norm)
+                })
+            );
+            assert_eq!(
+                plus[3],
+                Stage::Square(SquareConfig {
+                    rescale_schedule: false,
+                    ..SquareConfig::new(norm)
+                })
+            );
+            assert_eq!(
+                plus[4],
+                Stage::Apgd(ApgdConfig::new(norm, ApgdLoss::TargetedDlr { targets: 9 }))
+            );
+            assert_eq!(plus[5], Stage::Fab(FabConfig::new(norm)));
+            assert_eq!(plus.iter().map(Stage::targets).max(), Some(9));
+        }
+        // The standard version is unchanged by being read from the catalogue.
+        assert_eq!(
+            Version::Standard.stages(Norm::L2)?,
+            [
+                Stage::Apgd(ApgdConfig::new(Norm::L2, ApgdLoss::CrossEntropy)),
+                Stage::Apgd(ApgdConfig::new(
+                    Norm::L2,
+                    ApgdLoss::TargetedDlr { targets: 9 }
+                )),
+                Stage::Fab(FabConfig::new(Norm::L2)),
+                Stage::Square(SquareConfig {
+                    rescale_schedule: false,
+                    ..SquareConfig::new(Norm::L2)
+                }),
+            ]
+        );
         Ok(())
     }
 }

@@ -47,9 +47,9 @@
 //! configurations, each following its paper and the reference's settings:
 //! * `dlr.rs`: the cross-entropy, DLR and targeted DLR losses (and the margin);
 //! * `apgd.rs`: APGD-CE / APGD-DLR / APGD-T ([`apgd::apgd`], [`apgd::ApgdConfig`]);
-//! * `fab.rs`: FAB-T, the targeted minimum-norm attack ([`fab::fab`]);
+//! * `fab/`: FAB, the minimum-norm attack, untargeted and targeted (FAB-T) ([`fab::fab`]);
 //! * `square.rs`: the score-based Square Attack ([`square::square`]);
-//! * `autoattack.rs`: the cascade's accounting and its `standard`/`rand` versions
+//! * `autoattack.rs`: the cascade's accounting and its `standard`/`plus`/`rand` versions
 //!   ([`autoattack::autoattack`]);
 //! * `outcome.rs`: what they return ([`Adversarial`]: best adversarial images and fooled
 //!   flags) and their shared set-up (frame, [`eot`]'s `Target`, seeding).
@@ -135,11 +135,7 @@ pub fn perturb(
         tch::manual_seed(rng.torch_seed());
     }
     let frame = Frame::new(budget.space, &x)?;
-    let eot = if randomized {
-        i64::from(attack.eot().max(1))
-    } else {
-        1
-    };
+    let eot = outcome::gradient_samples(model, attack.eot());
     let target = Target::new(model, &frame, train, eot);
     let z = frame.to_z(&x)?;
     let z_adv = tch::with_grad(|| match *attack {
@@ -185,7 +181,7 @@ pub fn perturb(
         Attack::Apgd { .. } | Attack::Fab { .. } | Attack::Square { .. } => {
             let (z_adv, _fooled) = match stage(attack, false)? {
                 Stage::Apgd(cfg) => apgd::apgd_in(&target, &z, y, &cfg, epsilon, rng),
-                Stage::Fab(cfg) => fab::fab_in(&target, &z, y, &cfg, epsilon, rng),
+                Stage::Fab(cfg) => fab::fab_in(&target, &z, y, &cfg, epsilon, eot, rng),
                 Stage::Square(cfg) => square::square_in(&target, &z, y, &cfg, epsilon, rng),
             }?;
             Ok(z_adv)

@@ -1,4 +1,4 @@
-//! What the evaluation attacks of AutoAttack (APGD, FAB-T, Square and their cascade) return,
+//! What the evaluation attacks of AutoAttack (APGD, FAB, Square and their cascade) return,
 //! and the set-up they share between the public entry point and their work in the frame.
 //!
 //! Unlike FGSM and PGD, which return an iterate whatever it is, these attacks keep per image
@@ -61,18 +61,24 @@ pub(super) fn run_in_frame(
         tch::manual_seed(rng.torch_seed());
     }
     let frame = Frame::new(budget.space, &x)?;
-    let eot = if model.randomized() {
-        i64::from(eot.max(1))
-    } else {
-        1
-    };
-    let target = Target::new(model, &frame, false, eot);
+    let target = Target::new(model, &frame, false, gradient_samples(model, eot));
     let z = frame.to_z(&x)?;
     let (z_adv, fooled) = tch::with_grad(|| attack(&target, &z, rng))?;
     Ok(Adversarial {
         images: frame.to_pixels(&z_adv)?,
         fooled,
     })
+}
+
+/// The gradient samples per step an attack takes of `model` when asked for `eot`: `eot` (at
+/// least 1) for a randomized model, 1 for a deterministic one, whose k samples would all be
+/// the same.
+pub(super) fn gradient_samples(model: &dyn Classifier, eot: u32) -> i64 {
+    if model.randomized() {
+        i64::from(eot.max(1))
+    } else {
+        1
+    }
 }
 
 /// Rejects a count that must be at least one, naming the field.

@@ -6,7 +6,8 @@
 
 CKPT: a BasicNet state_dict (safetensors, as `advsweep_worker::checkpoint::save` writes it);
 INPUT: safetensors with `x` (f32 [N, 3, 32, 32] in [0, 1]) and `y` (i64 [N]); NORM: Linf or L2;
-ATTACK: apgd-ce, apgd-t, fab-t, square or autoattack. Prints one line per seed:
+ATTACK: apgd-ce, apgd-t, fab (untargeted), fab-t, square or autoattack. Prints one line per
+seed:
 
     <attack> <seed> <robust images> <clean correct> <seconds> [<robust after stage> ...]
 
@@ -15,7 +16,9 @@ ATTACK: apgd-ce, apgd-t, fab-t, square or autoattack. Prints one line per seed:
 Every attack runs with the reference settings of fra31/auto-attack, not torchattacks' 10-step
 defaults: 100 steps, one run, 9 target classes (n_classes=10), Square with 5,000 queries and
 p_init 0.8 (its schedule rescaled when run alone, as the reference's SquareAttack defaults to,
-and not rescaled in the cascade, as the reference's AutoAttack sets it). The cascade is built
+and not rescaled in the cascade, as the reference's AutoAttack sets it); the untargeted FAB
+(`fab`, the plus version's) with one run here (its first run starts at the image, so one run
+is the same whatever the seed). The cascade is built
 from the same four attacks with torchattacks' MultiAttack, because torchattacks' own
 AutoAttack class leaves APGD, APGD-T and FAB at 10 steps.
 """
@@ -43,6 +46,10 @@ def attacks(model, name, norm, eps, seed):
         model, norm=norm, eps=eps, steps=100, n_restarts=1, alpha_max=0.1, eta=1.05, beta=0.9,
         seed=seed, multi_targeted=True, n_classes=10,
     )
+    fab = lambda: torchattacks.FAB(
+        model, norm=norm, eps=eps, steps=100, n_restarts=1, alpha_max=0.1, eta=1.05, beta=0.9,
+        seed=seed, multi_targeted=False, n_classes=10,
+    )
     square = lambda rescale: torchattacks.Square(
         model, norm=norm, eps=eps, n_queries=5000, n_restarts=1, p_init=0.8, loss="margin",
         resc_schedule=rescale, seed=seed,
@@ -53,6 +60,8 @@ def attacks(model, name, norm, eps, seed):
         return apgd_t()
     if name == "fab-t":
         return fab_t()
+    if name == "fab":
+        return fab()
     if name == "square":
         return square(True)
     if name == "autoattack":

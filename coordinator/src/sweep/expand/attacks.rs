@@ -23,7 +23,8 @@ impl AttackTemplate {
     /// An AutoAttack `standard` or `rand` cascade with `eot = "auto"` against a randomized
     /// model is the reference's `rand` version (APGD-CE and APGD-DLR with
     /// [`defaults::RAND_EOT_SAMPLES`] gradient samples), as AutoAttack prescribes for
-    /// randomized defenses; a custom list keeps its stages with `auto_samples`.
+    /// randomized defenses; the `plus` version (asked for by name: the most thorough one) and
+    /// a custom list keep their stages, each gradient stage with `auto_samples`.
     pub(super) fn resolve(&self, randomized: bool, auto_samples: u32) -> Attack {
         if let (
             EotSetting::Auto,
@@ -216,4 +217,132 @@ fn resolve_stage(
         ));
     }
     Ok(resolve_attack(v, file, stage, &key)?.resolve(false, 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use advsweep_core::{Attack, CascadeVersion, Norm};
+
+    use crate::sweep::{Overrides, Plan, expand, parse_sweep};
+
+    fn plan(attacks: &str, grid: &str) -> Result<Plan, String> {
+        let text = format!(
+            r#"
+version = 1
+name = "plus"
+[data]
+source = "synthetic"
+[evaluation]
+eot_samples = 6
+{attacks}
+[grid]
+models = ["basic", "noisy-basic"]
+defenses = ["standard"]
+attacks = [{grid}]
+epsilons = ["8/255"]
+"#
+        );
+        parse_sweep(&text, "plus.toml")
+            .and_then(|file| expand(&file, &Overrides::default(), "plus.toml"))
+            .map_err(|e| e.to_string())
+    }
+
+    fn labels(attack: &Attack) -> Vec<String> {
+        attack.stages().iter().map(Attack::label).collect()
+    }
+
+    /// `version = "plus"` and the built-in `autoattack-plus` are the catalogue's plus cascade;
+    /// against a randomized model `eot = "auto"` keeps the plus stages (unlike `standard`, which
+    /// becomes `rand`) with the file's gradient samples.
+    #[test]
+    fn the_plus_version_expands_to_the_catalogue_cascade() {
+        let p = plan(
+            "[attacks.aa-plus-l2]\nkind = \"autoattack\"\nnorm = \"l2\"\nversion = \"plus\"",
+            r#""autoattack-plus", "aa-plus-l2", "autoattack""#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        for cell in &p.cells {
+            let run = p
+                .runs
+                .iter()
+                .find(|r| r.id == cell.run_id)
+                .expect("its run");
+            match (cell.attack_name.as_str(), run.randomized()) {
+                ("autoattack-plus", false) => assert_eq!(
+                    cell.attack,
+                    advsweep_core::catalogue::presets::cascade(Norm::Linf, CascadeVersion::Plus)
+                ),
+                ("aa-plus-l2", randomized) => {
+                    assert_eq!(cell.attack.label(), "autoattack-plus-l2");
+                    assert_eq!(
+                        labels(&cell.attack),
+                        [
+                            "apgd-ce-l2",
+                            "apgd-dlr-l2",
+                            "fab-l2",
+                            "square-l2",
+                            "apgd-t-l2",
+                            "fab-t-l2"
+                        ]
+                    );
+                    assert_eq!(cell.attack.eot(), if randomized { 6 } else { 1 });
+                }
+                ("autoattack-plus", true) => {
+                    assert_eq!(cell.attack.label(), "autoattack-plus");
+                    assert_eq!(
+                        labels(&cell.attack),
+                        ["apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"]
+                    );
+                    assert!(
+                        cell.attack
+                            .stages()
+                            .iter()
+                            .all(|s| s.is_black_box() || s.eot() == 6)
+                    );
+                }
+                ("autoattack", true) => assert_eq!(cell.attack.label(), "autoattack-rand"),
+                ("autoattack", false) => assert_eq!(cell.attack.label(), "autoattack"),
+                (other, _) => panic!("unexpected cell {other}"),
+            }
+        }
+        assert_eq!(p.cells.len(), 6);
+    }
+
+    /// `kind = "fab"` with `targets = 0` is the untargeted FAB (`fab`), usable as a stage; a
+    /// version that does not exist is refused with the list of those that do.
+    #[test]
+    fn untargeted_fab_tables_and_unknown_versions() {
+        let p = plan(
+            "[attacks.fab5]\nkind = \"fab\"\ntargets = 0\nrestarts = 5\n\
+             [attacks.mine]\nkind = \"autoattack\"\nstages = [\"apgd-ce\", \"fab5\"]",
+            r#""fab5", "mine""#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let fab = p
+            .cells
+            .iter()
+            .find(|c| c.attack_name == "fab5")
+            .expect("fab5");
+        assert_eq!(fab.attack.label(), "fab");
+        assert_eq!(fab.attack.stage_title(), "FAB");
+        let mine = p
+            .cells
+            .iter()
+            .find(|c| c.attack_name == "mine")
+            .expect("mine");
+        assert_eq!(labels(&mine.attack), ["apgd-ce", "fab"]);
+        let e = plan(
+            "[attacks.a]\nkind = \"autoattack\"\nversion = \"plus-plus\"",
+            r#""a""#,
+        )
+        .expect_err("unknown version");
+        for wanted in ["version", "plus-plus", "standard, plus, rand"] {
+            assert!(e.contains(wanted), "`{wanted}` not in: {e}");
+        }
+        let e =
+            plan("[attacks.a]\nkind = \"fab\"\ntargets = 10", r#""a""#).expect_err("10 targets");
+        for wanted in ["targets", "10", "0 (untargeted)"] {
+            assert!(e.contains(wanted), "`{wanted}` not in: {e}");
+        }
+    }
 }

@@ -309,7 +309,7 @@ pub enum AttackPreset {
         restarts: u32,
         eot: EotSetting,
     },
-    /// FAB-T.
+    /// FAB: untargeted with `targets` = 0, else FAB-T (the top-`targets` wrong classes).
     Fab {
         norm: Norm,
         targets: u32,
@@ -325,7 +325,8 @@ pub enum AttackPreset {
         restarts: u32,
     },
     /// AutoAttack: a named version or a list of stage presets; `eot` applies to every stage
-    /// that takes gradients (`auto` against a randomized model: the `rand` version).
+    /// that takes gradients (`auto` against a randomized model: `standard` becomes the `rand`
+    /// version; `plus` and a list keep their stages).
     AutoAttack {
         norm: Norm,
         version: CascadeSetting,

@@ -259,8 +259,8 @@ impl<'de> Deserialize<'de> for CascadeSetting {
             type Value = CascadeSetting;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str(
-                    "version = \"standard\", \"rand\" or a list of attack presets \
-                     ([\"apgd-ce\", \"square\"])",
+                    "version = \"standard\", \"plus\", \"rand\" or a list of attack \
+                     presets ([\"apgd-ce\", \"square\"])",
                 )
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<CascadeSetting, E> {
@@ -283,20 +283,13 @@ impl<'de> Deserialize<'de> for CascadeSetting {
     }
 }
 
-/// A named AutoAttack version: `standard` or `rand`; `plus` is refused as not supported yet.
+/// A named AutoAttack version: `standard`, `plus` or `rand`.
 pub fn cascade_version(name: &str) -> Result<CascadeVersion, String> {
-    match name {
-        "standard" => Ok(CascadeVersion::Standard),
-        "rand" => Ok(CascadeVersion::Rand),
-        "plus" => Err(
-            "version = \"plus\" is not supported yet: AutoAttack's plus version adds \
-             untargeted FAB and more restarts, which advsweep does not implement; use \
-             \"standard\", \"rand\" or a list of stages"
-                .to_owned(),
-        ),
-        other => Err(format!(
-            "unknown version {} (known: standard, rand, or a list of attack presets)",
-            advsweep_core::validate::shown(other, 64)
-        )),
-    }
+    CascadeVersion::named(name).ok_or_else(|| {
+        format!(
+            "unknown version {} (known: {}, or a list of attack presets)",
+            advsweep_core::validate::shown(name, 64),
+            CascadeVersion::NAMED.map(CascadeVersion::as_str).join(", ")
+        )
+    })
 }

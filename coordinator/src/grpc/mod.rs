@@ -73,6 +73,7 @@ pub fn status_of(error: StoreError) -> Status {
             Status::invalid_argument(error.to_string())
         }
         StoreError::Io { .. }
+        | StoreError::InUse { .. }
         | StoreError::Sqlite(_)
         | StoreError::Corrupt(_)
         | StoreError::CommitFailed(_) => {

@@ -41,6 +41,12 @@ pub enum StoreError {
     Sqlite(#[source] rusqlite::Error),
     #[error("stored record is corrupt: {0}")]
     Corrupt(String),
+    /// Another process (a coordinator, `advsweep run`) holds the state directory's lock.
+    #[error(
+        "the state directory {dir} is in use by another advsweep process ({owner}); stop it, \
+         or point this one at another --state-dir"
+    )]
+    InUse { dir: String, owner: String },
     /// The group commit this call was part of did not commit; nothing it wrote happened.
     #[error("state database write failed: {0}")]
     CommitFailed(String),

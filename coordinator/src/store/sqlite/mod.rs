@@ -64,10 +64,62 @@ where
 const READERS_KEPT: usize = 4;
 
 /// The coordinator's state directory, opened.
+/// Takes the exclusive lock on `<state_dir>/lock` (released when the file is closed, the
+/// process's death included) and writes who holds it there; `InUse` naming that holder when
+/// another process has it. Two coordinators on one state directory would each sweep the other's
+/// uploads away and interleave their leases; `advsweep run` pointed at a live coordinator's
+/// state would share it silently.
+fn lock_state_dir(state_dir: &Path) -> Result<std::fs::File, StoreError> {
+    use std::io::{Read as _, Seek as _, Write as _};
+    let path = state_dir.join("lock");
+    let io = |source: std::io::Error| StoreError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut owner = String::new();
+            let _ = (&file).take(512).read_to_string(&mut owner);
+            let owner = owner.trim();
+            return Err(StoreError::InUse {
+                dir: state_dir.display().to_string(),
+                owner: if owner.is_empty() {
+                    "a process that has not said who it is".to_owned()
+                } else {
+                    owner.to_owned()
+                },
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+    }
+    let command: String = std::env::args()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(200)
+        .collect();
+    file.set_len(0).map_err(io)?;
+    file.rewind().map_err(io)?;
+    write!(file, "pid {}: {command}", std::process::id()).map_err(io)?;
+    Ok(file)
+}
+
 pub struct SqliteStore {
     writer: writer::Writer,
     readers: Mutex<Vec<Connection>>,
     path: PathBuf,
+    /// The state directory's lock (`lock`, an OS file lock held while the store is open): one
+    /// process owns a state directory.
+    _lock: std::fs::File,
 }
 
 /// A pooled read-only connection, returned to the pool when dropped.
@@ -115,6 +167,7 @@ impl SqliteStore {
             path: state_dir.display().to_string(),
             source,
         })?;
+        let lock = lock_state_dir(state_dir)?;
         let path = state_dir.join("state.sqlite");
         let conn = Connection::open(&path)?;
         schema::configure(&conn)?;
@@ -155,6 +208,7 @@ impl SqliteStore {
             writer,
             readers: Mutex::new(Vec::new()),
             path,
+            _lock: lock,
         })
     }
 

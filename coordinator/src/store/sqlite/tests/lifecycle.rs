@@ -575,3 +575,19 @@ async fn cells_reported_together_are_stored_all_or_none() {
             .all(|(_, state, _)| *state == CellState::Pending)
     );
 }
+
+#[test]
+fn one_process_owns_a_state_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    use crate::store::SqliteStore;
+    let first = SqliteStore::open(dir.path()).expect("opens");
+    let second = SqliteStore::open(dir.path()).expect_err("the directory is in use");
+    let message = second.to_string();
+    assert!(
+        message.contains("is in use by another advsweep process")
+            && message.contains(&format!("pid {}", std::process::id())),
+        "{message}"
+    );
+    drop(first);
+    SqliteStore::open(dir.path()).expect("free again once the owner closed it");
+}

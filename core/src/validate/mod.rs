@@ -138,8 +138,22 @@ pub fn epsilon_within(field: &'static str, value: f64, norm: Norm, space: Epsilo
                 },
                 space.as_str(),
                 (max * 1e4).floor() / 1e4
-            ),
+            ) + &pixel_hint(value, norm, space),
         ))
+    }
+}
+
+/// For an ℓ∞ pixel budget written in 0–255 units (`8` meant as 8/255): the fraction to write.
+fn pixel_hint(value: f64, norm: Norm, space: EpsilonSpace) -> String {
+    if norm == Norm::Linf && space == EpsilonSpace::Pixel && value > 1.0 && value <= 255.0 {
+        let k = if value.fract() == 0.0 {
+            format!("{value}")
+        } else {
+            format!("{value:.1}")
+        };
+        format!(" (pixels are in [0, 1]: did you mean \"{k}/255\"?)")
+    } else {
+        String::new()
     }
 }
 
@@ -503,6 +517,20 @@ impl CellSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pixel_budget_in_0_to_255_units_suggests_the_fraction() {
+        let e = epsilon_within("grid.epsilons", 8.0, Norm::Linf, EpsilonSpace::Pixel)
+            .expect_err("8 > 1");
+        assert!(e.to_string().contains("did you mean \"8/255\"?"), "{e}");
+        // Not for ℓ2 (its diameter is not 1) nor for values no fraction of 255 explains.
+        let l2 = epsilon_within("grid.epsilons", 100.0, Norm::L2, EpsilonSpace::Pixel)
+            .expect_err("beyond the diameter");
+        assert!(!l2.to_string().contains("did you mean"), "{l2}");
+        let huge = epsilon_within("grid.epsilons", 1e6, Norm::Linf, EpsilonSpace::Pixel)
+            .expect_err("huge");
+        assert!(!huge.to_string().contains("did you mean"), "{huge}");
+    }
 
     #[test]
     fn names_refuse_control_and_bidi_characters() {

@@ -321,14 +321,14 @@ async fn execute_lease_inner(
     let Some(wire_run) = lease.run else {
         error!("lease carries no run");
         state.fail("the lease carried no run".into(), false).await;
-        return RunOutcome::Failed;
+        return RunOutcome::BadRun;
     };
     let (run, cells) = match run_from_wire(&wire_run) {
         Ok(decoded) => decoded,
         Err(e) => {
             error!(error = %e, "cannot decode the leased run");
             state.fail(format!("invalid run spec: {e}"), false).await;
-            return RunOutcome::Failed;
+            return RunOutcome::BadRun;
         }
     };
     info!(
@@ -458,7 +458,11 @@ async fn execute_lease_inner(
             let reason = format!("{e:#}");
             error!(retryable, error = %reason, "run failed");
             state.fail(reason, retryable).await;
-            RunOutcome::Failed
+            if retryable {
+                RunOutcome::Failed
+            } else {
+                RunOutcome::BadRun
+            }
         }
         Err(join) => {
             let reason = format!("the run's thread failed: {join}");
@@ -473,9 +477,25 @@ async fn execute_lease_inner(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunOutcome {
     Completed,
+    /// Failed in a way a broken node explains (a crash, a CUDA error, out of memory): counts
+    /// toward `max_consecutive_failures`.
     Failed,
+    /// The run itself cannot succeed anywhere (missing data, a bad parameter): the sweep's
+    /// mistake, failed for good on the coordinator, and no sign of a broken node.
+    BadRun,
     /// Handed back (shutdown): not this node's fault.
     Released,
     /// The lease expired or the sweep was cancelled under us.
     Lost,
+}
+
+impl RunOutcome {
+    /// The worker's count of node-like failures in a row after this outcome.
+    pub fn streak(self, failures_in_a_row: u32) -> u32 {
+        match self {
+            RunOutcome::Failed => failures_in_a_row + 1,
+            RunOutcome::Completed => 0,
+            RunOutcome::BadRun | RunOutcome::Released | RunOutcome::Lost => failures_in_a_row,
+        }
+    }
 }

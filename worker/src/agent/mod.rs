@@ -17,7 +17,9 @@
 //! stops the current run at the next batch and hands it back with `ReleaseRun` ("preempted"):
 //! the coordinator re-queues it immediately, without counting the attempt as a failure. After
 //! `max_consecutive_failures` failed runs in a row the worker stops taking work and exits
-//! non-zero, so one bad node cannot burn through a sweep's retries.
+//! non-zero, so one bad node cannot burn through a sweep's retries; a run that fails for a
+//! reason of its own (missing data, a bad parameter: not retryable anywhere) is the sweep's
+//! mistake and does not count ([`RunOutcome::streak`]).
 //!
 //! Layout: this file is the lease loop (register, lease, back off, run slots); `lease.rs`
 //! executes and reports one lease; `retry.rs` is the retry policy every call goes through;
@@ -127,13 +129,10 @@ pub async fn run(
                 let response = response.into_inner();
                 match response.lease {
                     Some(lease) => {
-                        match execute_lease(&client, &executor, &session, lease, shutdown.clone())
-                            .await
-                        {
-                            RunOutcome::Failed => failures_in_a_row += 1,
-                            RunOutcome::Completed => failures_in_a_row = 0,
-                            RunOutcome::Released | RunOutcome::Lost => {}
-                        }
+                        let outcome =
+                            execute_lease(&client, &executor, &session, lease, shutdown.clone())
+                                .await;
+                        failures_in_a_row = outcome.streak(failures_in_a_row);
                         if failures_in_a_row >= cfg.max_consecutive_failures.max(1) {
                             anyhow::bail!(
                                 "{failures_in_a_row} runs failed in a row on this worker; it stops taking \
@@ -295,6 +294,17 @@ async fn register(client: &Client, cfg: &AgentConfig) -> anyhow::Result<Session>
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_node_like_failures_count_toward_the_breaker() {
+        let after = |outcomes: &[RunOutcome]| outcomes.iter().fold(0, |n, o| o.streak(n));
+        use RunOutcome::*;
+        assert_eq!(after(&[Failed, Failed]), 2);
+        assert_eq!(after(&[Failed, BadRun, BadRun, Failed]), 2, "a bad sweep is not the node");
+        assert_eq!(after(&[BadRun; 10]), 0);
+        assert_eq!(after(&[Failed, Lost, Released, Failed]), 2);
+        assert_eq!(after(&[Failed, Completed, Failed]), 1);
+    }
+
     use super::*;
 
     #[tokio::test]

@@ -172,6 +172,10 @@ impl RoleSettings for CoordinatorSettings {
         if self.state_dir.as_os_str().is_empty() {
             return bad("state_dir must not be empty".into());
         }
+        check_address("listen", &self.listen)?;
+        if let Some(metrics) = &self.metrics_listen {
+            check_address("metrics_listen", metrics)?;
+        }
         if !(self.lease_ttl_s.is_finite() && (0.05..=86_400.0).contains(&self.lease_ttl_s)) {
             return bad(format!(
                 "lease_ttl_s = {} must be in 0.05..=86400",
@@ -348,4 +352,26 @@ impl CoordinatorSettings {
     pub fn worker_cert_required(&self) -> bool {
         self.tls_client_ca.is_some()
     }
+}
+
+/// `host:port` (a name, an IPv4 address or a bracketed IPv6 one, and a port number): what the
+/// coordinator can bind. A bare port gets the address to write instead.
+fn check_address(key: &str, value: &str) -> Result<(), SettingsError> {
+    let ok = value.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
+            && port.parse::<u16>().is_ok()
+    });
+    if ok {
+        return Ok(());
+    }
+    let shown: String = value.chars().filter(|c| !c.is_control()).take(80).collect();
+    let example = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        format!("127.0.0.1:{value} (all interfaces: 0.0.0.0:{value})")
+    } else {
+        "127.0.0.1:50051 (all interfaces: 0.0.0.0:50051)".to_owned()
+    };
+    Err(SettingsError(format!(
+        "[coordinator] {key} = `{shown}` is not an address to listen on: write host:port, \
+         e.g. {example}"
+    )))
 }

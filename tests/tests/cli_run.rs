@@ -184,3 +184,34 @@ fn advsweep_run_leaves_other_sweeps_in_the_state_dir_alone() {
         detail.runs
     );
 }
+
+#[test]
+fn zero_workers_and_a_bare_listen_port_are_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("sweep.toml");
+    std::fs::write(&file, SWEEP).expect("write sweep");
+    let state = dir.path().join("state");
+    let out = Command::new(workspace_bin("advsweep"))
+        .arg("run")
+        .arg(&file)
+        .args(["--workers", "0", "--state-dir"])
+        .arg(&state)
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("0 is not in 1..=256"), "{stderr}");
+    assert!(!state.exists(), "nothing started");
+
+    let out = Command::new(workspace_bin("advsweep"))
+        .args(["coordinator", "--listen", "56074", "--state-dir"])
+        .arg(&state)
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("listen = `56074` is not an address") && !stderr.contains("WARN"),
+        "the address is the first thing said: {stderr}"
+    );
+}

@@ -30,11 +30,11 @@ const WORKERS_GONE_GRACE: Duration = Duration::from_secs(5);
 pub struct RunArgs {
     /// The sweep file (TOML).
     pub file: PathBuf,
-    /// Local worker processes (default: one per core, at most 4).
-    #[arg(long)]
+    /// Local worker processes, 1–256 (default: one per core, at most 4).
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
     pub workers: Option<usize>,
-    /// Intra-op threads per worker (default: cores / workers).
-    #[arg(long)]
+    /// Intra-op threads per worker, 1–4096 (default: cores / workers).
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=4096))]
     pub threads: Option<usize>,
     /// Device for the workers: cpu, cuda or auto.
     #[arg(long, default_value = "auto")]

@@ -271,7 +271,8 @@ pub fn tls_mismatch_hint(error_text: &str) -> Option<&'static str> {
     } else if plaintext_to_tls.iter().any(|s| text.contains(s)) {
         Some(
             "if the coordinator serves TLS, use an https:// address and the CA that signed its \
-             certificate (tls_ca, --tls-ca)",
+             certificate (tls_ca, --tls-ca); if this is its metrics port (plain HTTP/1.1), use \
+             the gRPC port it listens on instead",
         )
     } else {
         None

@@ -165,6 +165,12 @@ async fn coordinator_process_serves_health_reflection_and_the_cli() {
     assert_eq!(detail["cells"].as_array().map(Vec::len), Some(7));
     assert_eq!(detail["runs"].as_array().map(Vec::len), Some(3));
 
+    // A client pointed at the metrics port by mistake is told which port to use.
+    let wrong = cli(&format!("http://{metrics_addr}"), &["status"]);
+    let said = String::from_utf8_lossy(&wrong.stderr);
+    assert!(!wrong.status.success(), "{said}");
+    assert!(said.contains("metrics port"), "{said}");
+
     // Prometheus metrics: state gauges and per-RPC latency histograms.
     let metrics = http_get(&metrics_addr, "/metrics");
     assert!(metrics.starts_with("HTTP/1.1 200 OK"), "{metrics}");

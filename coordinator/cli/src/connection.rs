@@ -48,6 +48,7 @@ pub async fn connect_with(settings: &ClientSettings) -> anyhow::Result<Client> {
     let connection = &settings.connection;
     let url = &connection.coordinator;
     let endpoint = connection.endpoint().map_err(|e| BadInput(e.to_string()))?;
+    let _ = CONNECTED_TO.set(url.clone());
     let channel = endpoint.connect().await.map_err(|e| {
         let chain = error_chain(&e);
         let hint = tls_hint(&chain);
@@ -66,6 +67,35 @@ fn tls_hint(error: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The coordinator URL this process connected to, for explaining a failed call.
+static CONNECTED_TO: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Whether the server at an `http://` URL answers an HTTP/1.1 request (a metrics endpoint, a
+/// web server) rather than being a gRPC (HTTP/2) server; asked only after a call failed at the
+/// transport, with one-second limits.
+fn speaks_http1(url: &str) -> bool {
+    use std::io::{Read as _, Write as _};
+    use std::net::ToSocketAddrs as _;
+    let Some(authority) = url.strip_prefix("http://").map(|a| a.trim_end_matches('/')) else {
+        return false;
+    };
+    let Some(addr) = authority.to_socket_addrs().ok().and_then(|mut a| a.next()) else {
+        return false;
+    };
+    let limit = std::time::Duration::from_secs(1);
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, limit) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(limit));
+    let _ = stream.set_write_timeout(Some(limit));
+    let request = format!("GET / HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut start = [0u8; 5];
+    stream.read_exact(&mut start).is_ok() && &start == b"HTTP/"
+}
+
 /// Maps a gRPC error to an error naming the call; `invalid_argument` counts as bad input.
 pub fn rpc_error(call: &str, status: tonic::Status) -> anyhow::Error {
     if status.code() == tonic::Code::InvalidArgument || status.code() == tonic::Code::NotFound {
@@ -78,11 +108,16 @@ pub fn rpc_error(call: &str, status: tonic::Status) -> anyhow::Error {
             }
             _ => "",
         };
-        let tls = tls_hint(status.message());
-        anyhow::anyhow!(
-            "{call} failed: {:?}: {}{hint}{tls}",
-            status.code(),
-            status.message()
-        )
+        // A transport failure's reason is in the status's source chain, not its message.
+        let message = advsweep_settings::connection::status_chain(&status);
+        let transport = std::error::Error::source(&status).is_some();
+        let tls = match CONNECTED_TO.get() {
+            Some(url) if transport && speaks_http1(url) => format!(
+                " ({url} answers plain HTTP/1.1, not gRPC: it is probably the coordinator's \
+                 metrics port; use the port it serves gRPC on, its `listen` address)"
+            ),
+            _ => tls_hint(&message),
+        };
+        anyhow::anyhow!("{call} failed: {:?}: {message}{hint}{tls}", status.code())
     }
 }

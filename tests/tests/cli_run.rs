@@ -114,7 +114,7 @@ fn ctrl_c_hands_the_runs_back_as_preempted() {
         started.elapsed()
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(out.status.code(), Some(130), "128 + SIGINT: {stderr}");
     assert!(stderr.contains("interrupted"), "{stderr}");
     // The run was handed back as preempted, not failed, and is ready for the next `run`.
     let store = SqliteStore::open(&state).expect("state opens");

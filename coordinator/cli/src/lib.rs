@@ -44,6 +44,12 @@ pub use run::RunArgs;
 #[error("{0}")]
 pub struct BadInput(pub String);
 
+/// Stopped by Ctrl-C / SIGINT: exit code 130 (128 + SIGINT), as shells expect of an interrupted
+/// command, so that scripts can tell it from a failure.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Interrupted(pub String);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "advsweep",
@@ -180,6 +186,8 @@ pub fn main() -> ExitCode {
             eprintln!("advsweep: error: {e:#}");
             if e.downcast_ref::<BadInput>().is_some() {
                 ExitCode::from(2)
+            } else if e.downcast_ref::<Interrupted>().is_some() {
+                ExitCode::from(130)
             } else {
                 ExitCode::FAILURE
             }

@@ -364,7 +364,10 @@ async fn supervise(
                             .status();
                     }
                 }
-                break Err(anyhow::anyhow!("interrupted; run the same command again to resume"));
+                break Err(crate::Interrupted(
+                    "interrupted; run the same command again to resume".into(),
+                )
+                .into());
             }
             _ = tokio::time::sleep(Duration::from_millis(500)) => {
                 for (child, log) in children.iter_mut() {

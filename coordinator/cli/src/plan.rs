@@ -36,6 +36,37 @@ pub fn attack_label(attack: &Attack) -> String {
     }
 }
 
+/// `1 run`, `3 runs`.
+pub fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// The model as the sweep file names it, with what it is when that is not its architecture:
+/// `noisy-basic (basic, noise σ=0.1 at input)`.
+fn model_label(run: &advsweep_core::RunSpec) -> String {
+    let noise = run.model.noise.as_ref().map(|n| {
+        format!(
+            ", noise σ={}{} at {}",
+            n.sigma,
+            if n.learnable { " (learnable)" } else { "" },
+            n.layers.join(", ")
+        )
+    });
+    if run.model_name == run.model.name && noise.is_none() {
+        run.model_name.clone()
+    } else {
+        format!("{} ({}{})", run.model_name, run.model.name, noise.unwrap_or_default())
+    }
+}
+
+/// A cell's attack, its kind and, where gradients are averaged, its EOT samples.
+fn cell_attack_label(attack: &Attack) -> String {
+    match (attack, attack.eot()) {
+        (Attack::AutoAttack { .. }, _) | (_, 1) => attack_label(attack),
+        (_, k) => format!("{}, EOT {k}", attack_label(attack)),
+    }
+}
+
 pub fn plan(file: &Path, data_path: Option<String>) -> anyhow::Result<()> {
     let plan = load_plan(file, &Overrides { data_path }).map_err(|e| BadInput(e.to_string()))?;
     outln!("sweep {} ({})", plan.name, plan.sweep_id);
@@ -43,28 +74,28 @@ pub fn plan(file: &Path, data_path: Option<String>) -> anyhow::Result<()> {
         outln!("  {}", plan.description.trim());
     }
     outln!(
-        "{} runs (training jobs), {} cells (evaluations)",
-        plan.runs.len(),
-        plan.cells.len()
+        "{} (training jobs), {} (evaluations)",
+        count(plan.runs.len(), "run", "runs"),
+        count(plan.cells.len(), "cell", "cells")
     );
     outln!();
     for run in &plan.runs {
         let cells: Vec<_> = plan.cells_of(&run.id).collect();
         outln!(
-            "run {}  model={} defense={} seed={} epochs={}  ({} cells)",
+            "run {}  model={} defense={} seed={} epochs={}  ({})",
             run.id,
-            run.model.name,
+            model_label(run),
             defense_label(&run.defense_name, &run.defense),
             run.seed,
             run.training.epochs,
-            cells.len()
+            count(cells.len(), "cell", "cells")
         );
         for cell in cells {
             outln!(
                 "  cell {}  {} ({}) ε={}",
                 cell.id,
                 cell.attack_name,
-                attack_label(&cell.attack),
+                cell_attack_label(&cell.attack),
                 epsilon::label(cell.epsilon)
             );
         }

@@ -192,6 +192,33 @@ fn plan_prints_the_expansion_without_running_anything() {
     assert_eq!(stdout.matches("  cell c-").count(), 11, "{stdout}");
 }
 
+#[test]
+fn plan_names_a_noisy_model_and_its_eot_in_the_right_grammar() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("one.toml");
+    std::fs::write(
+        &file,
+        "version = 1\nname = \"one\"\n[data]\nsource = \"synthetic\"\n\
+         [models.noisy-basic]\narch = \"basic\"\nnoise = { sigma = 0.1, layers = [\"input\"] }\n\
+         [grid]\nmodels = [\"noisy-basic\"]\ndefenses = [\"standard\"]\nattacks = [\"fgsm\"]\n\
+         epsilons = [\"8/255\"]\n",
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_advsweep"))
+        .arg("plan")
+        .arg(&file)
+        .output()
+        .expect("advsweep runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("1 run (training jobs), 1 cell (evaluations)"), "{stdout}");
+    assert!(
+        stdout.contains("model=noisy-basic (basic, noise σ=0.1 at input)") && stdout.contains("(1 cell)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("fgsm (fgsm, EOT 10)"), "the noisy model is attacked with EOT: {stdout}");
+}
+
 fn advsweep(args: &[&str]) -> (Option<i32>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_advsweep"))
         .args(args)

@@ -119,7 +119,15 @@ fn draw<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, chart: &Chart) -> Dra
         .iter()
         .flat_map(|s| s.points.iter().map(|p| p.1));
     let pad = if chart.scatter { 0.15 } else { 0.04 };
-    let (x0, x1) = axis_range(xs, pad, |x| (x - pad, x + 1.0 + pad));
+    // One x value (a sweep at a single ε): the axis spans 0 to twice it, the point in the
+    // middle, instead of a unit-wide axis that squeezes 8/255 against the left edge.
+    let (x0, x1) = axis_range(xs, pad, |x| {
+        if x > 0.0 && x.is_finite() {
+            (0.0, 2.0 * x)
+        } else {
+            (x - 1.0, x + 1.0)
+        }
+    });
     let (y0, y1) = chart
         .y_range
         .filter(|(a, b)| a.is_finite() && b.is_finite() && a < b)

@@ -215,3 +215,42 @@ fn zero_workers_and_a_bare_listen_port_are_refused_before_anything_starts() {
         "the address is the first thing said: {stderr}"
     );
 }
+
+#[test]
+fn status_and_report_read_the_state_directory_after_run_has_ended() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("sweep.toml");
+    std::fs::write(&file, SWEEP).expect("write sweep");
+    // Where `advsweep run` writes by default, so that the commands find it on their own.
+    let state = dir.path().join("advsweep-state");
+    let out = advsweep_run(&file, 1, &state).output().expect("advsweep runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let advsweep = |args: &[&str]| {
+        Command::new(workspace_bin("advsweep"))
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("ADVSWEEP_COORDINATOR")
+            .env_remove("ADVSWEEP_CONFIG")
+            .output()
+            .expect("advsweep runs")
+    };
+    // No coordinator runs any more: ./advsweep-state is read, and the user is told so.
+    let report = advsweep(&["report", "cli-run", "--out", "report", "--no-plots"]);
+    let stderr = String::from_utf8_lossy(&report.stderr);
+    assert!(report.status.success(), "{stderr}");
+    assert!(stderr.contains("reading ./advsweep-state instead"), "{stderr}");
+    assert!(dir.path().join("report/cells.csv").is_file());
+    assert!(String::from_utf8_lossy(&report.stdout).contains("| fgsm   | 8/255 |"));
+
+    // --state-dir names it explicitly; status --json reads the same cells.
+    let status = advsweep(&["status", "cli-run", "--json", "--state-dir", "advsweep-state"]);
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).expect("JSON");
+    assert_eq!(json["cells"].as_array().map(Vec::len), Some(4), "{json}");
+
+    // A directory without state is named, exit 2.
+    let none = advsweep(&["status", "--state-dir", "nowhere"]);
+    assert_eq!(none.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&none.stderr).contains("nowhere holds no advsweep state"));
+}

@@ -54,7 +54,7 @@ pub async fn resolve_sweep(client: &mut Client, id_or_name: &str) -> anyhow::Res
     pick_sweep(&list.sweeps, id_or_name)
 }
 
-fn pick_sweep(sweeps: &[pb::SweepSummary], id_or_name: &str) -> anyhow::Result<String> {
+pub fn pick_sweep(sweeps: &[pb::SweepSummary], id_or_name: &str) -> anyhow::Result<String> {
     if let Some(s) = sweeps.iter().find(|s| s.sweep_id == id_or_name) {
         return Ok(s.sweep_id.clone());
     }
@@ -210,15 +210,18 @@ struct SweepLine {
     cells_failed: u32,
 }
 
-pub async fn status(target: &Target, sweep: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
-    let mut client = connect(target).await?;
+pub async fn status(
+    target: &Target,
+    state_dir: Option<&std::path::Path>,
+    sweep: Option<&str>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut sweeps = super::source::Sweeps::open(target, state_dir).await?;
     match sweep {
         None => {
-            let list = client
-                .list_sweeps(pb::ListSweepsRequest {})
-                .await
-                .map_err(|s| rpc_error("ListSweeps", s))?
-                .into_inner();
+            let list = pb::ListSweepsResponse {
+                sweeps: sweeps.list().await?,
+            };
             if json {
                 let lines: Vec<SweepLine> = list
                     .sweeps
@@ -253,12 +256,7 @@ pub async fn status(target: &Target, sweep: Option<&str>, json: bool) -> anyhow:
             }
         }
         Some(sweep) => {
-            let sweep_id = resolve_sweep(&mut client, sweep).await?;
-            let detail = client
-                .get_sweep(pb::GetSweepRequest { sweep_id })
-                .await
-                .map_err(|s| rpc_error("GetSweep", s))?
-                .into_inner();
+            let detail = sweeps.detail(sweep).await?;
             if json {
                 outln!(
                     "{}",

@@ -30,6 +30,7 @@ mod progress;
 mod report;
 mod rows;
 mod run;
+mod source;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -110,6 +111,10 @@ pub enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// Read this state directory instead of asking a coordinator (works with none running;
+        /// without a coordinator, ./advsweep-state is read when it exists).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
         #[command(flatten)]
         target: connection::Target,
     },
@@ -229,8 +234,9 @@ async fn dispatch(
         Command::Status {
             sweep,
             json,
+            state_dir,
             target,
-        } => client::status(&target, sweep.as_deref(), json).await,
+        } => client::status(&target, state_dir.as_deref(), sweep.as_deref(), json).await,
         Command::Watch {
             sweep,
             json,

@@ -3,9 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use advsweep_proto::v1 as pb;
 
-use super::{BadInput, client, connection, rows};
+use super::{BadInput, connection, rows};
 use advsweep_report::{self as report, Dim, Layout, Metric};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -28,6 +27,10 @@ pub struct ReportArgs {
     /// Tables and exports only.
     #[arg(long)]
     pub no_plots: bool,
+    /// Read this state directory instead of asking a coordinator (works with none running;
+    /// without a coordinator, ./advsweep-state is read when it exists).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
     #[command(flatten)]
     pub target: connection::Target,
 }
@@ -60,13 +63,8 @@ pub fn layout(rows: &str, cols: &str, metric: &str) -> Result<Layout, BadInput> 
 
 pub async fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let layout = layout(&args.rows, &args.cols, &args.metric)?;
-    let mut c = connection::connect(&args.target).await?;
-    let sweep_id = client::resolve_sweep(&mut c, &args.sweep).await?;
-    let detail = c
-        .get_sweep(pb::GetSweepRequest { sweep_id })
-        .await
-        .map_err(|s| connection::rpc_error("GetSweep", s))?
-        .into_inner();
+    let mut sweeps = super::source::Sweeps::open(&args.target, args.state_dir.as_deref()).await?;
+    let detail = sweeps.detail(&args.sweep).await?;
     let r = rows::sweep_report(&detail)?;
     let out = args
         .out

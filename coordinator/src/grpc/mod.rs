@@ -8,7 +8,7 @@
 pub mod auth;
 pub mod caller;
 mod checkpoints;
-mod convert;
+pub mod convert;
 mod incoming;
 mod refusals;
 mod server;

@@ -114,12 +114,13 @@ fn lock_state_dir(state_dir: &Path) -> Result<std::fs::File, StoreError> {
 }
 
 pub struct SqliteStore {
-    writer: writer::Writer,
+    /// `None` for a store opened to read only ([`SqliteStore::open_read_only`]).
+    writer: Option<writer::Writer>,
     readers: Mutex<Vec<Connection>>,
     path: PathBuf,
     /// The state directory's lock (`lock`, an OS file lock held while the store is open): one
-    /// process owns a state directory.
-    _lock: std::fs::File,
+    /// process owns a state directory. A read-only store takes none.
+    _lock: Option<std::fs::File>,
 }
 
 /// A pooled read-only connection, returned to the pool when dropped.
@@ -205,10 +206,43 @@ impl SqliteStore {
             source,
         })?;
         Ok(SqliteStore {
-            writer,
+            writer: Some(writer),
             readers: Mutex::new(Vec::new()),
             path,
-            _lock: lock,
+            _lock: Some(lock),
+        })
+    }
+
+    /// Opens an existing state directory to read it (`advsweep status` / `report` without a
+    /// coordinator): no lock (a coordinator may be running on it; WAL readers never block it),
+    /// no migration, and every transition refused.
+    pub fn open_read_only(state_dir: &Path) -> Result<Self, StoreError> {
+        let path = state_dir.join("state.sqlite");
+        if !path.is_file() {
+            return Err(StoreError::Invalid(format!(
+                "{} holds no advsweep state (no state.sqlite): point --state-dir at the \
+                 directory `advsweep run` or the coordinator wrote",
+                state_dir.display()
+            )));
+        }
+        let conn = Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version != schema::SCHEMA_VERSION {
+            return Err(StoreError::Invalid(format!(
+                "{} has schema version {version}; this build reads version {} (open it once \
+                 with this version's coordinator or `advsweep run` to migrate it)",
+                path.display(),
+                schema::SCHEMA_VERSION
+            )));
+        }
+        Ok(SqliteStore {
+            writer: None,
+            readers: Mutex::new(vec![conn]),
+            path,
+            _lock: None,
         })
     }
 
@@ -250,7 +284,10 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        self.writer.write(writer::Priority::Normal, f).await
+        match &self.writer {
+            Some(writer) => writer.write(writer::Priority::Normal, f).await,
+            None => Err(read_only()),
+        }
     }
 
     /// [`SqliteStore::write`] ahead of queued reports: a worker waits idle for the answer.
@@ -259,8 +296,15 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        self.writer.write(writer::Priority::Urgent, f).await
+        match &self.writer {
+            Some(writer) => writer.write(writer::Priority::Urgent, f).await,
+            None => Err(read_only()),
+        }
     }
+}
+
+fn read_only() -> StoreError {
+    StoreError::Invalid("this state directory was opened to read only".into())
 }
 
 #[cfg(test)]

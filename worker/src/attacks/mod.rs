@@ -399,4 +399,107 @@ mod tests {
         assert_eq!(describe(&pgd), "pgd-l2-20x2");
         assert_eq!(describe(&pgd.with_eot(8)), "pgd-l2-20x2-eot8");
     }
+
+    /// The vocabulary's plus cascade runs end to end (each stage shortened to a few steps or
+    /// queries to stay fast): its six stages in order, robust counts that never grow, and
+    /// adversarial images within the ℓ2 ball and the box; the untargeted FAB describes itself
+    /// as `fab`.
+    #[test]
+    fn the_plus_cascade_runs_its_stages_in_order() -> anyhow::Result<()> {
+        let model = BasicNet::new(Device::Cpu)?;
+        let (x, _) = inputs(6)?;
+        let y = model.forward(&x, false)?.f_argmax(1, false)?;
+        let Attack::AutoAttack {
+            norm,
+            version,
+            stages,
+        } = advsweep_core::catalogue::presets::cascade(
+            Norm::L2,
+            advsweep_core::CascadeVersion::Plus,
+        )
+        else {
+            panic!("a cascade");
+        };
+        let short: Vec<Attack> = stages
+            .into_iter()
+            .map(|stage| match stage {
+                Attack::Apgd {
+                    norm,
+                    loss,
+                    targets,
+                    restarts,
+                    eot,
+                    ..
+                } => Attack::Apgd {
+                    norm,
+                    loss,
+                    targets,
+                    steps: 3,
+                    restarts,
+                    eot,
+                },
+                Attack::Fab {
+                    norm,
+                    targets,
+                    restarts,
+                    eot,
+                    ..
+                } => Attack::Fab {
+                    norm,
+                    targets,
+                    steps: 3,
+                    restarts,
+                    eot,
+                },
+                Attack::Square {
+                    norm,
+                    p_init,
+                    restarts,
+                    ..
+                } => Attack::Square {
+                    norm,
+                    queries: 20,
+                    p_init,
+                    restarts,
+                },
+                other => other,
+            })
+            .collect();
+        assert_eq!(describe(&short[2]), "fab-l2-3x5");
+        let attack = Attack::AutoAttack {
+            norm,
+            version,
+            stages: short,
+        };
+        let eps = 0.5;
+        let result = cascade(
+            &model,
+            &x,
+            &y,
+            &attack,
+            Budget::pixel(eps),
+            4,
+            &mut Rng::new(5),
+        )?;
+        let names: Vec<&str> = result
+            .after_stage
+            .iter()
+            .map(|s| s.stage.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            ["apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"]
+        );
+        assert_eq!(result.clean_correct, 6);
+        let counts: Vec<i64> = result.after_stage.iter().map(|s| s.robust).collect();
+        assert!(
+            counts.windows(2).all(|w| w[1] <= w[0]) && counts[0] <= 6,
+            "{counts:?}"
+        );
+        let (_, l2) = perturbation_norms(&result.images, &x)?;
+        assert!(l2.iter().all(|&d| d <= eps * (1.0 + 1e-5) + 1e-6), "{l2:?}");
+        assert!(f64::try_from(result.images.f_min()?)? >= 0.0);
+        assert!(f64::try_from(result.images.f_max()?)? <= 1.0);
+        Ok(())
+    }
 }

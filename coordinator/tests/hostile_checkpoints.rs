@@ -78,12 +78,13 @@ fn tree(root: &Path) -> BTreeSet<PathBuf> {
     out
 }
 
-/// Only the database and finished checkpoint files of real runs: no temporary uploads, nothing
-/// that a stranger created.
+/// Only the database, the owner lock and finished checkpoint files of real runs: no temporary
+/// uploads, nothing that a stranger created.
 fn assert_clean(state: &Path, allowed_runs: &[String]) {
     for path in tree(state) {
         let text = path.to_string_lossy().into_owned();
         let ok = text.starts_with("state.sqlite")
+            || text == "lock" // the state directory's owner lock
             || text == "artifacts"
             || allowed_runs.iter().any(|run| {
                 text == format!("artifacts/{run}")

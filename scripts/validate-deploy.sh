@@ -62,9 +62,11 @@ known = {
     "coordinator": ["listen", "metrics_listen", "state_dir", "lease_ttl_s", "heartbeat_interval_s",
                     "max_message_bytes", "max_cells_per_sweep", "tls_cert", "tls_key",
                     "tls_client_ca", "tls_client_auth", "worker_tokens", "worker_tokens_file",
-                    "client_tokens", "client_tokens_file"],
+                    "client_tokens", "client_tokens_file", "max_checkpoint_downloads",
+                    "max_connections", "max_streams_per_connection", "first_bytes_timeout_s",
+                    "keepalive_interval_s"],
     "worker": conn + ["name", "device", "threads", "slots", "max_consecutive_failures",
-                      "exit_when_idle", "sweep"],
+                      "exit_when_idle", "sweep", "cell_progress_interval_s"],
     "client": conn,
 }
 bad = 0

@@ -130,7 +130,10 @@ async fn a_connection_that_stalls_after_its_first_byte_is_closed() {
         }
     })
     .await;
-    assert!(closed.is_ok(), "a stalled handshake must not hold its slot for ever");
+    assert!(
+        closed.is_ok(),
+        "a stalled handshake must not hold its slot for ever"
+    );
     assert_eq!(metrics.connections_idle_closed.load(Ordering::Relaxed), 1);
     assert_eq!(health(addr).await, ServingStatus::Serving);
 }

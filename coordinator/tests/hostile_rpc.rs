@@ -200,7 +200,16 @@ fn hostile_cell_result() -> impl Strategy<Value = pb::CellResult> {
         prop::collection::vec(text(), 0..12),
     )
         .prop_map(
-            |(accuracy, attack_success_rate, mean_linf, mean_l2, ips, seconds, examples, warnings)| {
+            |(
+                accuracy,
+                attack_success_rate,
+                mean_linf,
+                mean_l2,
+                ips,
+                seconds,
+                examples,
+                warnings,
+            )| {
                 pb::CellResult {
                     accuracy,
                     attack_success_rate,
@@ -401,8 +410,14 @@ fn complete_cell_1000_random_requests() {
 
 /// A chunk that could be true: the first of its cell (or a repeat of it), counts that fit.
 fn valid_cell_chunk() -> impl Strategy<Value = pb::CellChunk> {
-    (1u32..200, 0.0..=1.0f64, 0.0..=1.0f64, 0.0..=1.0f64, any::<u64>()).prop_map(
-        |(images, clean, flipped, adversarial, rng_state)| {
+    (
+        1u32..200,
+        0.0..=1.0f64,
+        0.0..=1.0f64,
+        0.0..=1.0f64,
+        any::<u64>(),
+    )
+        .prop_map(|(images, clean, flipped, adversarial, rng_state)| {
             let clean_correct = (f64::from(images) * clean) as u32;
             pb::CellChunk {
                 start: 0,
@@ -416,8 +431,7 @@ fn valid_cell_chunk() -> impl Strategy<Value = pb::CellChunk> {
                 seconds: 1.0,
                 rng_state,
             }
-        },
-    )
+        })
 }
 
 fn cell_chunk() -> impl Strategy<Value = pb::CellChunk> {
@@ -432,7 +446,12 @@ fn hostile_cell_chunk() -> impl Strategy<Value = pb::CellChunk> {
         any::<u64>(),
     )
         .prop_map(
-            |((start, images, adversarial_correct, clean_correct, flipped), (linf_sum, l2_sum, seconds), stage_robust, rng_state)| pb::CellChunk {
+            |(
+                (start, images, adversarial_correct, clean_correct, flipped),
+                (linf_sum, l2_sum, seconds),
+                stage_robust,
+                rng_state,
+            )| pb::CellChunk {
                 start,
                 images,
                 adversarial_correct,

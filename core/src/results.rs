@@ -113,7 +113,10 @@ impl CellChunk {
     pub fn validate(&self) -> Result<(), crate::FieldError> {
         let bad = |field: &'static str, why: String| Err(crate::validate::invalid(field, why));
         if self.images == 0 {
-            return bad("chunk.images", "a chunk holds at least one image".to_owned());
+            return bad(
+                "chunk.images",
+                "a chunk holds at least one image".to_owned(),
+            );
         }
         for (field, count) in [
             ("chunk.adversarial_correct", self.adversarial_correct),
@@ -121,13 +124,19 @@ impl CellChunk {
             ("chunk.flipped", self.flipped),
         ] {
             if count > self.images {
-                return bad(field, format!("{count} is more than the chunk's {} images", self.images));
+                return bad(
+                    field,
+                    format!("{count} is more than the chunk's {} images", self.images),
+                );
             }
         }
         if self.flipped > self.clean_correct {
             return bad(
                 "chunk.flipped",
-                format!("{} is more than the {} clean-correct images", self.flipped, self.clean_correct),
+                format!(
+                    "{} is more than the {} clean-correct images",
+                    self.flipped, self.clean_correct
+                ),
             );
         }
         let mut previous = self.images;
@@ -146,7 +155,10 @@ impl CellChunk {
             ("chunk.seconds", self.seconds),
         ] {
             if !(value.is_finite() && value >= 0.0) {
-                return bad(field, format!("{value} is not a finite non-negative number"));
+                return bad(
+                    field,
+                    format!("{value} is not a finite non-negative number"),
+                );
             }
         }
         Ok(())

@@ -358,7 +358,9 @@ impl CoordinatorSettings {
 /// coordinator can bind. A bare port gets the address to write instead.
 fn check_address(key: &str, value: &str) -> Result<(), SettingsError> {
     let ok = value.rsplit_once(':').is_some_and(|(host, port)| {
-        !host.is_empty() && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
+        !host.is_empty()
+            && !port.is_empty()
+            && port.bytes().all(|b| b.is_ascii_digit())
             && port.parse::<u16>().is_ok()
     });
     if ok {

@@ -486,8 +486,10 @@ fn tls_mismatches_get_a_hint_and_other_errors_none() {
             .expect("hint");
     assert!(tls.contains("http://"), "{tls}");
     assert!(
-        tls_mismatch_hint("transport error: connection error: stream closed because of a broken pipe")
-            .is_some_and(|h| h.contains("https://"))
+        tls_mismatch_hint(
+            "transport error: connection error: stream closed because of a broken pipe"
+        )
+        .is_some_and(|h| h.contains("https://"))
     );
     assert_eq!(tls_mismatch_hint("connection refused"), None);
 }
@@ -502,10 +504,14 @@ fn a_listen_address_without_a_host_says_what_to_write() {
         e.contains("listen = `56074` is not an address") && e.contains("127.0.0.1:56074"),
         "{e}"
     );
-    let e = coordinator(None, &[("ADVSWEEP_METRICS_LISTEN", "host:99999")], &Overrides::new())
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    let e = coordinator(
+        None,
+        &[("ADVSWEEP_METRICS_LISTEN", "host:99999")],
+        &Overrides::new(),
+    )
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
     assert!(e.contains("metrics_listen = `host:99999`"), "{e}");
     for good in ["0.0.0.0:50051", "localhost:1", "[::1]:50051"] {
         assert!(

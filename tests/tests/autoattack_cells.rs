@@ -61,8 +61,13 @@ async fn a_cascade_cell_shows_each_stage_in_status_csv_and_report() {
     let sweep = submit(&c.url, SWEEP).await;
     let log = c.state_dir.path().join("worker.log");
     let mut worker = spawn_worker(&c.url, &log, &["--exit-when-idle"]);
-    let (status, text) =
-        wait_for_exit(&mut worker, Duration::from_secs(300), "the worker finishes", &log).await;
+    let (status, text) = wait_for_exit(
+        &mut worker,
+        Duration::from_secs(300),
+        "the worker finishes",
+        &log,
+    )
+    .await;
     assert!(status.success(), "{text}");
 
     // status --json: the cascade's stages, in order, never rising, ending at the cell's result.
@@ -77,8 +82,14 @@ async fn a_cascade_cell_shows_each_stage_in_status_csv_and_report() {
     let stages = result["stages"].as_array().expect("stages");
     let names: Vec<&str> = stages.iter().filter_map(|s| s["name"].as_str()).collect();
     assert_eq!(names, ["apgd-ce", "apgd-t", "square"]);
-    let accuracies: Vec<f64> = stages.iter().filter_map(|s| s["accuracy"].as_f64()).collect();
-    assert!(accuracies.windows(2).all(|w| w[1] <= w[0]), "{accuracies:?}");
+    let accuracies: Vec<f64> = stages
+        .iter()
+        .filter_map(|s| s["accuracy"].as_f64())
+        .collect();
+    assert!(
+        accuracies.windows(2).all(|w| w[1] <= w[0]),
+        "{accuracies:?}"
+    );
     assert_eq!(accuracies.last().copied(), result["accuracy"].as_f64());
     let clean = cells
         .iter()
@@ -91,7 +102,10 @@ async fn a_cascade_cell_shows_each_stage_in_status_csv_and_report() {
     // The report: cells.csv's stages column and report.md's Cascades section.
     let dir = tempfile::tempdir().expect("tempdir");
     let out_dir = dir.path().join("report");
-    cli(&c.url, &["report", &sweep, "--out", out_dir.to_str().expect("utf-8")]);
+    cli(
+        &c.url,
+        &["report", &sweep, "--out", out_dir.to_str().expect("utf-8")],
+    );
     let csv = std::fs::read_to_string(out_dir.join("cells.csv")).expect("cells.csv");
     let header = csv.lines().next().expect("a header");
     assert!(header.split(',').any(|h| h == "stages"), "{header}");
@@ -105,5 +119,8 @@ async fn a_cascade_cell_shows_each_stage_in_status_csv_and_report() {
         .lines()
         .find(|l| l.contains("aa-small ε=2/255: APGD-CE"))
         .unwrap_or_else(|| panic!("the Cascades line in\n{md}"));
-    assert!(line.contains("→ APGD-T") && line.contains("→ Square"), "{line}");
+    assert!(
+        line.contains("→ APGD-T") && line.contains("→ Square"),
+        "{line}"
+    );
 }

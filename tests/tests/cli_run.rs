@@ -223,8 +223,14 @@ fn status_and_report_read_the_state_directory_after_run_has_ended() {
     std::fs::write(&file, SWEEP).expect("write sweep");
     // Where `advsweep run` writes by default, so that the commands find it on their own.
     let state = dir.path().join("advsweep-state");
-    let out = advsweep_run(&file, 1, &state).output().expect("advsweep runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = advsweep_run(&file, 1, &state)
+        .output()
+        .expect("advsweep runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let advsweep = |args: &[&str]| {
         Command::new(workspace_bin("advsweep"))
@@ -239,13 +245,26 @@ fn status_and_report_read_the_state_directory_after_run_has_ended() {
     let report = advsweep(&["report", "cli-run", "--out", "report", "--no-plots"]);
     let stderr = String::from_utf8_lossy(&report.stderr);
     assert!(report.status.success(), "{stderr}");
-    assert!(stderr.contains("reading ./advsweep-state instead"), "{stderr}");
+    assert!(
+        stderr.contains("reading ./advsweep-state instead"),
+        "{stderr}"
+    );
     assert!(dir.path().join("report/cells.csv").is_file());
     assert!(String::from_utf8_lossy(&report.stdout).contains("| fgsm   | 8/255 |"));
 
     // --state-dir names it explicitly; status --json reads the same cells.
-    let status = advsweep(&["status", "cli-run", "--json", "--state-dir", "advsweep-state"]);
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let status = advsweep(&[
+        "status",
+        "cli-run",
+        "--json",
+        "--state-dir",
+        "advsweep-state",
+    ]);
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
     let json: serde_json::Value = serde_json::from_slice(&status.stdout).expect("JSON");
     assert_eq!(json["cells"].as_array().map(Vec::len), Some(4), "{json}");
 

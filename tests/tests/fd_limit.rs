@@ -82,16 +82,23 @@ async fn health_is_answered_under_a_low_open_files_limit_while_silent_connection
         .expect("spawns the coordinator");
     let coordinator = KillOnDrop(child);
     let pid = coordinator.0.id();
-    let log_text = || std::fs::read_to_string(dir.path().join("coordinator.log")).unwrap_or_default();
+    let log_text =
+        || std::fs::read_to_string(dir.path().join("coordinator.log")).unwrap_or_default();
 
     let started = Instant::now();
     while health(port).await != Ok(ServingStatus::Serving) {
-        assert!(started.elapsed() < Duration::from_secs(60), "never served:\n{}", log_text());
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "never served:\n{}",
+            log_text()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
     assert!(
-        limits.lines().any(|l| l.starts_with("Max open files") && l.contains(" 128 ")),
+        limits
+            .lines()
+            .any(|l| l.starts_with("Max open files") && l.contains(" 128 ")),
         "the coordinator runs under the low limit:\n{limits}"
     );
 
@@ -113,7 +120,10 @@ async fn health_is_answered_under_a_low_open_files_limit_while_silent_connection
     let before = cpu_ticks(pid);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let cpu_seconds = (cpu_ticks(pid) - before) as f64 / ticks_per_second;
-    assert!(cpu_seconds < 1.0, "{cpu_seconds} CPU seconds in 2 s: a busy loop");
+    assert!(
+        cpu_seconds < 1.0,
+        "{cpu_seconds} CPU seconds in 2 s: a busy loop"
+    );
 
     assert!(
         log_text().contains("max_connections does not fit under the open-files limit"),

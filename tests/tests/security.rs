@@ -249,8 +249,17 @@ async fn a_worker_that_speaks_plaintext_to_a_tls_port_is_told_to_use_https() {
     advsweep_tests::poll_until(
         Duration::from_secs(30),
         Duration::from_millis(100),
-        || advsweep_tests::log_text(&log).contains("use an https:// address").then_some(()),
-        || format!("the worker's log says what to change:\n{}", advsweep_tests::log_text(&log)),
+        || {
+            advsweep_tests::log_text(&log)
+                .contains("use an https:// address")
+                .then_some(())
+        },
+        || {
+            format!(
+                "the worker's log says what to change:\n{}",
+                advsweep_tests::log_text(&log)
+            )
+        },
     )
     .await;
 }

@@ -28,7 +28,10 @@ fn a_second_process_on_a_live_state_directory_is_refused_naming_the_owner() {
     let lock = state.join("lock");
     let started = Instant::now();
     while !std::fs::read_to_string(&lock).is_ok_and(|t| t.starts_with(&format!("pid {pid}"))) {
-        assert!(started.elapsed() < Duration::from_secs(60), "the lock is never taken");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the lock is never taken"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 
@@ -78,7 +81,10 @@ fn a_second_process_on_a_live_state_directory_is_refused_naming_the_owner() {
             again.0.try_wait().expect("status").is_none(),
             "the coordinator exited on a free state directory"
         );
-        assert!(started.elapsed() < Duration::from_secs(60), "the lock is never taken");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the lock is never taken"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

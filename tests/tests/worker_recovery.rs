@@ -96,8 +96,13 @@ seeds = [0, 1, 2, 3, 4]
         &log,
         &["--max-consecutive-failures", "2", "--exit-when-idle"],
     );
-    let (status, text) =
-        wait_for_exit(&mut w, Duration::from_secs(120), "the worker drains the sweep", &log).await;
+    let (status, text) = wait_for_exit(
+        &mut w,
+        Duration::from_secs(120),
+        "the worker drains the sweep",
+        &log,
+    )
+    .await;
     // The sweep's mistake, not the node's: the worker stays up (until the work is gone).
     assert!(status.success(), "{text}");
     assert!(!text.contains("runs failed in a row"), "{text}");
@@ -106,7 +111,10 @@ seeds = [0, 1, 2, 3, 4]
     assert_eq!(d.runs.len(), 5);
     assert!(
         d.runs.iter().all(|r| r.state == ShownState::Failed
-            && r.error.as_deref().unwrap_or("").contains("/nonexistent/cifar")),
+            && r.error
+                .as_deref()
+                .unwrap_or("")
+                .contains("/nonexistent/cifar")),
         "{:?}",
         d.runs
     );
@@ -395,7 +403,10 @@ epsilons = ["8/255"]
 /// The APGD cell's result once the sweep is done.
 fn apgd_result(c: &TestCoordinator, sweep: &str) -> advsweep_core::CellResult {
     let d = c.store.sweep_detail(sweep).expect("detail");
-    assert_eq!(d.summary.state, advsweep_coordinator::store::SweepState::Done);
+    assert_eq!(
+        d.summary.state,
+        advsweep_coordinator::store::SweepState::Done
+    );
     d.cells
         .iter()
         .find(|cell| cell.attack_name == "apgd-long")
@@ -429,9 +440,18 @@ async fn a_worker_killed_mid_cell_is_replaced_and_the_cell_resumes_after_its_sto
     let _ = a.wait().await;
 
     let log_b = c.state_dir.path().join("worker-b.log");
-    let mut b = spawn_worker(&c.url, &log_b, &[&every_batch[..], &["--exit-when-idle"]].concat());
-    let (status, text_b) =
-        wait_for_exit(&mut b, Duration::from_secs(300), "worker b finishes", &log_b).await;
+    let mut b = spawn_worker(
+        &c.url,
+        &log_b,
+        &[&every_batch[..], &["--exit-when-idle"]].concat(),
+    );
+    let (status, text_b) = wait_for_exit(
+        &mut b,
+        Duration::from_secs(300),
+        "worker b finishes",
+        &log_b,
+    )
+    .await;
     assert!(status.success(), "{text_b}");
     let resumed = text_b
         .lines()
@@ -461,13 +481,28 @@ async fn a_worker_killed_mid_cell_is_replaced_and_the_cell_resumes_after_its_sto
     let sweep2 = submit(&fresh.url, &long_cell_sweep()).await;
     let log_c = fresh.state_dir.path().join("worker-c.log");
     let mut w = spawn_worker(&fresh.url, &log_c, &["--exit-when-idle"]);
-    let (status, text_c) =
-        wait_for_exit(&mut w, Duration::from_secs(300), "the uninterrupted sweep", &log_c).await;
+    let (status, text_c) = wait_for_exit(
+        &mut w,
+        Duration::from_secs(300),
+        "the uninterrupted sweep",
+        &log_c,
+    )
+    .await;
     assert!(status.success(), "{text_c}");
     let whole = apgd_result(&fresh, &sweep2);
     assert_eq!(
-        (interrupted.accuracy, interrupted.attack_success_rate, interrupted.mean_linf, interrupted.mean_l2),
-        (whole.accuracy, whole.attack_success_rate, whole.mean_linf, whole.mean_l2),
+        (
+            interrupted.accuracy,
+            interrupted.attack_success_rate,
+            interrupted.mean_linf,
+            interrupted.mean_l2
+        ),
+        (
+            whole.accuracy,
+            whole.attack_success_rate,
+            whole.mean_linf,
+            whole.mean_l2
+        ),
         "a resumed cell gives the uninterrupted result"
     );
     assert_eq!(interrupted.examples, 300);

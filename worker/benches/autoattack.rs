@@ -70,7 +70,12 @@ fn cpu_seconds() -> f64 {
         .rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     (ticks(11) + ticks(12)) / 100.0
 }
 
@@ -110,11 +115,14 @@ fn main() -> anyhow::Result<()> {
     Tensor::write_safetensors(&[("x", &x), ("y", &y)], &input)?;
     let python = std::env::var("ADVSWEEP_TORCH_PYTHON")
         .map_err(|_| anyhow::anyhow!("ADVSWEEP_TORCH_PYTHON is unset: source scripts/env.sh"))?;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/autoattack_reference.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../bench/autoattack_reference.py"
+    );
 
     let ours = |name: &str| -> anyhow::Result<Sample> {
-        let attack = presets::attack(name)
-            .ok_or_else(|| anyhow::anyhow!("no built-in attack `{name}`"))?;
+        let attack =
+            presets::attack(name).ok_or_else(|| anyhow::anyhow!("no built-in attack `{name}`"))?;
         let (wall, cpu) = (Instant::now(), cpu_seconds());
         let result = evaluate_cell(
             model.as_ref(),
@@ -168,10 +176,16 @@ fn main() -> anyhow::Result<()> {
                 b.extend(theirs(name)?);
                 a.push(ours(name)?);
             }
-            eprintln!("{name}: round {round}: advsweep {:?}, torchattacks {:?}", a.last(), b.last());
+            eprintln!(
+                "{name}: round {round}: advsweep {:?}, torchattacks {:?}",
+                a.last(),
+                b.last()
+            );
         }
         let n = opts.images as f64;
-        let rate = |s: &[Sample], pick: fn(&Sample) -> f64| median(s.iter().map(|x| n / pick(x)).collect());
+        let rate = |s: &[Sample], pick: fn(&Sample) -> f64| {
+            median(s.iter().map(|x| n / pick(x)).collect())
+        };
         let (ours_wall, theirs_wall) = (rate(&a, |s| s.0), rate(&b, |s| s.0));
         let (ours_cpu, theirs_cpu) = (rate(&a, |s| s.1), rate(&b, |s| s.1));
         let samples = |s: &[Sample]| -> Value {

@@ -145,7 +145,10 @@ fn resume_point(
     let mut end = 0i64;
     for chunk in done {
         if i64::from(chunk.start) != end {
-            return Err(format!("a chunk starts at {} where the last ended at {end}", chunk.start));
+            return Err(format!(
+                "a chunk starts at {} where the last ended at {end}",
+                chunk.start
+            ));
         }
         end = i64::try_from(chunk.end()).unwrap_or(i64::MAX);
         if end > m || (end % batch != 0 && end != m) {
@@ -222,7 +225,10 @@ pub fn evaluate_cell_in_chunks(
     let resumed = match resume_point(done, m, batch, if attack.is_cascade() { stages } else { 0 }) {
         Ok(point) => point,
         Err(why) => {
-            tracing::warn!(why, "the cell's stored chunks cannot be resumed from; starting over");
+            tracing::warn!(
+                why,
+                "the cell's stored chunks cannot be resumed from; starting over"
+            );
             None
         }
     };
@@ -259,7 +265,10 @@ pub fn evaluate_cell_in_chunks(
     let mut warnings: Option<Vec<String>> = None;
     let checked = matches!(
         attack,
-        Attack::AutoAttack { .. } | Attack::Apgd { .. } | Attack::Fab { .. } | Attack::Square { .. }
+        Attack::AutoAttack { .. }
+            | Attack::Apgd { .. }
+            | Attack::Fab { .. }
+            | Attack::Square { .. }
     ) && !attacks::leaves_inputs_unchanged(attack, budget);
     while start < m {
         check_cancel(cancel)?;

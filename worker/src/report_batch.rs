@@ -100,7 +100,9 @@ mod tests {
                 Report::Epochs(e) => ('E', e.iter().map(|m| m.epoch.to_string()).collect()),
                 Report::Checkpoint { epoch, .. } => ('K', vec![epoch.to_string()]),
                 Report::Cells(c) => ('C', c.iter().map(|(id, _)| id.clone()).collect()),
-                Report::Chunk { cell_id, chunk } => ('P', vec![format!("{cell_id}@{}", chunk.start)]),
+                Report::Chunk { cell_id, chunk } => {
+                    ('P', vec![format!("{cell_id}@{}", chunk.start)])
+                }
             })
             .collect()
     }

@@ -59,7 +59,10 @@ fn measured(r: &CellResult) -> (f64, f64, f64, f64, u32, Vec<(String, f64)>) {
         r.mean_linf,
         r.mean_l2,
         r.examples,
-        r.stages.iter().map(|s| (s.name.clone(), s.accuracy)).collect(),
+        r.stages
+            .iter()
+            .map(|s| (s.name.clone(), s.accuracy))
+            .collect(),
     )
 }
 
@@ -105,7 +108,11 @@ fn a_resumed_cell_equals_an_uninterrupted_one() -> anyhow::Result<()> {
         // 90 images in batches of 20: a chunk after each of the first four batches, none
         // after the last (the result follows).
         let bounds: Vec<(u32, u32)> = chunks.iter().map(|c| (c.start, c.images)).collect();
-        assert_eq!(bounds, [(0, 20), (20, 20), (40, 20), (60, 20)], "{attack:?}");
+        assert_eq!(
+            bounds,
+            [(0, 20), (20, 20), (40, 20), (60, 20)],
+            "{attack:?}"
+        );
         for c in &chunks {
             c.validate()?;
         }

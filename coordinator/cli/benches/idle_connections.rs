@@ -78,7 +78,12 @@ fn cpu_seconds(pid: u32) -> f64 {
         .rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     (ticks(11) + ticks(12)) / 100.0
 }
 
@@ -89,9 +94,9 @@ fn counters(metrics_port: u16) -> Value {
         let _ = stream.read_to_string(&mut text);
     }
     let mut out = serde_json::Map::new();
-    for line in text.lines().filter(|l| l.starts_with("advsweep_connections_")
-        || l.starts_with("advsweep_accept_errors"))
-    {
+    for line in text.lines().filter(|l| {
+        l.starts_with("advsweep_connections_") || l.starts_with("advsweep_accept_errors")
+    }) {
         if let Some((k, v)) = line.rsplit_once(' ') {
             out.insert(k.to_owned(), json!(v.parse::<f64>().unwrap_or(f64::NAN)));
         }
@@ -180,10 +185,19 @@ async fn flood_phase(
     held: &Channel,
     reconnect: bool,
 ) -> Value {
-    eprintln!("flood: {} silent connections (reconnect: {reconnect})", opts.connections);
+    eprintln!(
+        "flood: {} silent connections (reconnect: {reconnect})",
+        opts.connections
+    );
     let reopened = Arc::new(AtomicU64::new(0));
     let flood: Vec<_> = (0..opts.connections)
-        .map(|_| tokio::spawn(hold_silent_connection(port, reconnect, Arc::clone(&reopened))))
+        .map(|_| {
+            tokio::spawn(hold_silent_connection(
+                port,
+                reconnect,
+                Arc::clone(&reopened),
+            ))
+        })
         .collect();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let cpu_before = cpu_seconds(pid);
@@ -245,7 +259,10 @@ async fn main() {
         {
             break channel;
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "coordinator never served");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "coordinator never served"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     eprintln!("baseline: {} probes", opts.probes);

@@ -55,7 +55,12 @@ fn model_label(run: &advsweep_core::RunSpec) -> String {
     if run.model_name == run.model.name && noise.is_none() {
         run.model_name.clone()
     } else {
-        format!("{} ({}{})", run.model_name, run.model.name, noise.unwrap_or_default())
+        format!(
+            "{} ({}{})",
+            run.model_name,
+            run.model.name,
+            noise.unwrap_or_default()
+        )
     }
 }
 

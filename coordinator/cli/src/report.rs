@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-
 use super::{BadInput, connection, rows};
 use advsweep_report::{self as report, Dim, Layout, Metric};
 

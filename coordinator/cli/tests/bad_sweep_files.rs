@@ -210,13 +210,24 @@ fn plan_names_a_noisy_model_and_its_eot_in_the_right_grammar() {
         .output()
         .expect("advsweep runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("1 run (training jobs), 1 cell (evaluations)"), "{stdout}");
     assert!(
-        stdout.contains("model=noisy-basic (basic, noise σ=0.1 at input)") && stdout.contains("(1 cell)"),
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("1 run (training jobs), 1 cell (evaluations)"),
         "{stdout}"
     );
-    assert!(stdout.contains("fgsm (fgsm, EOT 10)"), "the noisy model is attacked with EOT: {stdout}");
+    assert!(
+        stdout.contains("model=noisy-basic (basic, noise σ=0.1 at input)")
+            && stdout.contains("(1 cell)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("fgsm (fgsm, EOT 10)"),
+        "the noisy model is attacked with EOT: {stdout}"
+    );
 }
 
 fn advsweep(args: &[&str]) -> (Option<i32>, String) {

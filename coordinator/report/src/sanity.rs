@@ -49,7 +49,11 @@ pub fn warnings(run: &RunSpec, cells: &[EvaluatedCell]) -> Vec<String> {
     // What the worker saw while attacking (hidden randomness, zero input gradients).
     for c in &attacked {
         for warning in &c.warnings {
-            out.push(format!("{} at ε={}: {warning}", c.attack_name, label(c.epsilon)));
+            out.push(format!(
+                "{} at ε={}: {warning}",
+                c.attack_name,
+                label(c.epsilon)
+            ));
         }
     }
 

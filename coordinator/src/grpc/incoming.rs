@@ -99,7 +99,9 @@ impl AsyncRead for Conn {
             }
             Poll::Pending => match self.read_deadline.as_mut().poll(cx) {
                 Poll::Ready(()) => {
-                    self.metrics.connections_idle_closed.fetch_add(1, Ordering::Relaxed);
+                    self.metrics
+                        .connections_idle_closed
+                        .fetch_add(1, Ordering::Relaxed);
                     Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         format!("no byte read for {:?}", self.read_idle),
@@ -298,8 +300,14 @@ mod tests {
 
     #[test]
     fn max_connections_leave_room_under_the_open_files_limit() {
-        assert_eq!(limits(768).within_open_files(Some(256)).max_connections, 160);
-        assert_eq!(limits(768).within_open_files(Some(1 << 20)).max_connections, 768);
+        assert_eq!(
+            limits(768).within_open_files(Some(256)).max_connections,
+            160
+        );
+        assert_eq!(
+            limits(768).within_open_files(Some(1 << 20)).max_connections,
+            768
+        );
         assert_eq!(limits(768).within_open_files(None).max_connections, 768);
         // A limit too small for the reserve still admits one connection at a time.
         assert_eq!(limits(768).within_open_files(Some(50)).max_connections, 1);

@@ -404,7 +404,8 @@ impl WorkerService for WorkerApi {
             .ok_or_else(|| validate::invalid("missing field `chunk`".to_owned()))?;
         let chunk = wire::cell_chunk_from_wire(chunk).map_err(wire_error)?;
         let (start, images) = (chunk.start, chunk.images);
-        self.authenticate("ReportCellChunk", &caller, &lease).await?;
+        self.authenticate("ReportCellChunk", &caller, &lease)
+            .await?;
         let stored = self
             .scheduler
             .report_cell_chunk(lease.clone(), r.cell_id.clone(), chunk)

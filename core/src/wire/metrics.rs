@@ -166,7 +166,10 @@ pub fn cell_result_from_wire(r: &pb::CellResult) -> Result<CellResult, WireError
     if r.warnings.len() > MAX_CELL_WARNINGS {
         return Err(invalid(
             "result.warnings",
-            format!("{} warnings, more than {MAX_CELL_WARNINGS}", r.warnings.len()),
+            format!(
+                "{} warnings, more than {MAX_CELL_WARNINGS}",
+                r.warnings.len()
+            ),
         ));
     }
     for warning in &r.warnings {
@@ -214,7 +217,10 @@ pub fn cell_chunk_from_wire(v: &pb::CellChunk) -> Result<CellChunk, WireError> {
     if v.stage_robust.len() > MAX_CASCADE_STAGES {
         return Err(invalid(
             "chunk.stage_robust",
-            format!("{} stages, more than {MAX_CASCADE_STAGES}", v.stage_robust.len()),
+            format!(
+                "{} stages, more than {MAX_CASCADE_STAGES}",
+                v.stage_robust.len()
+            ),
         ));
     }
     let chunk = CellChunk {

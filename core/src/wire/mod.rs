@@ -29,8 +29,8 @@ pub use encode::{
     model_to_wire, norm_to_wire, run_to_wire, training_to_wire,
 };
 pub use metrics::{
-    cell_chunk_from_wire, cell_chunk_to_wire, cell_result_from_wire, cell_result_to_wire, epoch_from_wire, epoch_metrics_from_wire,
-    epoch_to_wire,
+    cell_chunk_from_wire, cell_chunk_to_wire, cell_result_from_wire, cell_result_to_wire,
+    epoch_from_wire, epoch_metrics_from_wire, epoch_to_wire,
 };
 
 /// A decoding error: the field missing or invalid ([`crate::validate::FieldError`]).

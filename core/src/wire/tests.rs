@@ -274,20 +274,51 @@ fn a_cell_chunk_round_trips_and_impossible_counts_name_their_field() {
     };
     let wire = super::cell_chunk_to_wire(&chunk);
     assert_eq!(super::cell_chunk_from_wire(&wire).expect("valid"), chunk);
-    let field = |w: pb::CellChunk| super::cell_chunk_from_wire(&w).expect_err("invalid").field();
-    assert_eq!(field(pb::CellChunk { images: 0, ..wire.clone() }), "chunk.images");
+    let field = |w: pb::CellChunk| {
+        super::cell_chunk_from_wire(&w)
+            .expect_err("invalid")
+            .field()
+    };
     assert_eq!(
-        field(pb::CellChunk { clean_correct: 101, ..wire.clone() }),
+        field(pb::CellChunk {
+            images: 0,
+            ..wire.clone()
+        }),
+        "chunk.images"
+    );
+    assert_eq!(
+        field(pb::CellChunk {
+            clean_correct: 101,
+            ..wire.clone()
+        }),
         "chunk.clean_correct"
     );
-    assert_eq!(field(pb::CellChunk { flipped: 81, ..wire.clone() }), "chunk.flipped");
     assert_eq!(
-        field(pb::CellChunk { stage_robust: vec![40, 42], ..wire.clone() }),
+        field(pb::CellChunk {
+            flipped: 81,
+            ..wire.clone()
+        }),
+        "chunk.flipped"
+    );
+    assert_eq!(
+        field(pb::CellChunk {
+            stage_robust: vec![40, 42],
+            ..wire.clone()
+        }),
         "chunk.stage_robust"
     );
-    assert_eq!(field(pb::CellChunk { l2_sum: f64::NAN, ..wire.clone() }), "chunk.l2_sum");
     assert_eq!(
-        field(pb::CellChunk { stage_robust: vec![1; 64], ..wire }),
+        field(pb::CellChunk {
+            l2_sum: f64::NAN,
+            ..wire.clone()
+        }),
+        "chunk.l2_sum"
+    );
+    assert_eq!(
+        field(pb::CellChunk {
+            stage_robust: vec![1; 64],
+            ..wire
+        }),
         "chunk.stage_robust"
     );
 }
@@ -300,8 +331,9 @@ fn cell_warnings_are_bounded_and_printable() {
         warnings,
         ..Default::default()
     };
-    let ok = super::cell_result_from_wire(&result(vec!["3 of 10 images have a zero gradient".into()]))
-        .expect("a warning");
+    let ok =
+        super::cell_result_from_wire(&result(vec!["3 of 10 images have a zero gradient".into()]))
+            .expect("a warning");
     assert_eq!(ok.warnings.len(), 1);
     for bad in [
         vec![String::new()],

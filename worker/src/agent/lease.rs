@@ -118,7 +118,9 @@ impl LeaseState {
                     Err(status) if status.code() == Code::Unimplemented => {
                         // A coordinator older than chunks: the cell is reported whole at its
                         // end, as before, and restarts from its beginning if this lease is lost.
-                        info!("the coordinator does not store cell chunks; reporting whole cells only");
+                        info!(
+                            "the coordinator does not store cell chunks; reporting whole cells only"
+                        );
                         self.chunks_unsupported.store(true, Ordering::Relaxed);
                     }
                     result => {
@@ -305,7 +307,9 @@ fn cell_progress(progress: &[pb::CellProgress]) -> CellProgress {
             Ok(chunks) => {
                 cells.insert(cell.cell_id.clone(), chunks);
             }
-            Err(e) => warn!(cell_id = cell.cell_id, error = %e, "ignoring the cell's stored chunks"),
+            Err(e) => {
+                warn!(cell_id = cell.cell_id, error = %e, "ignoring the cell's stored chunks")
+            }
         }
     }
     cells

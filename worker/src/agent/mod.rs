@@ -299,7 +299,11 @@ mod tests {
         let after = |outcomes: &[RunOutcome]| outcomes.iter().fold(0, |n, o| o.streak(n));
         use RunOutcome::*;
         assert_eq!(after(&[Failed, Failed]), 2);
-        assert_eq!(after(&[Failed, BadRun, BadRun, Failed]), 2, "a bad sweep is not the node");
+        assert_eq!(
+            after(&[Failed, BadRun, BadRun, Failed]),
+            2,
+            "a bad sweep is not the node"
+        );
         assert_eq!(after(&[BadRun; 10]), 0);
         assert_eq!(after(&[Failed, Lost, Released, Failed]), 2);
         assert_eq!(after(&[Failed, Completed, Failed]), 1);

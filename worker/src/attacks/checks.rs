@@ -56,11 +56,16 @@ pub fn zero_gradients(
     // of the graph: no gradient reaches any image.
     let zero = match Tensor::f_run_backward(&[loss], &[&input], false, false) {
         Ok(mut grads) => {
-            let grad = grads.pop().ok_or_else(|| anyhow::anyhow!("no input gradient"))?;
+            let grad = grads
+                .pop()
+                .ok_or_else(|| anyhow::anyhow!("no input gradient"))?;
             if !grad.defined() {
                 return Ok(Some(zero_gradient_warning(n, n)));
             }
-            let per_image = grad.f_abs()?.f_reshape([n, -1])?.f_amax([1i64].as_slice(), false)?;
+            let per_image = grad
+                .f_abs()?
+                .f_reshape([n, -1])?
+                .f_amax([1i64].as_slice(), false)?;
             i64::try_from(per_image.f_eq(0.0)?.f_sum(Kind::Int64)?)?
         }
         Err(e) if e.to_string().contains("not have been used in the graph") => n,
@@ -107,7 +112,11 @@ mod tests {
             self.inner.weights()
         }
         fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor, tch::TchError> {
-            let x = if self.detached { x.detach() } else { x.shallow_clone() };
+            let x = if self.detached {
+                x.detach()
+            } else {
+                x.shallow_clone()
+            };
             let x = if self.noisy {
                 &x + x.f_randn_like()? * 0.1
             } else {
@@ -145,7 +154,10 @@ mod tests {
     fn noise_in_a_model_taken_as_deterministic_is_reported() -> anyhow::Result<()> {
         let (x, _) = batch();
         let warning = hidden_randomness(&model(true, false)?, &x)?.expect("a warning");
-        assert!(warning.contains("differ between two forward passes"), "{warning}");
+        assert!(
+            warning.contains("differ between two forward passes"),
+            "{warning}"
+        );
         Ok(())
     }
 

@@ -364,11 +364,11 @@ fn evaluate_cells(
         };
         let result = evaluate_cell_in_chunks(input, &mut clean, &mut rng, cancel, Some(chunking))
             .with_context(|| {
-                format!(
-                    "evaluating cell {} ({} at epsilon {})",
-                    cell.id, cell.attack_name, cell.epsilon
-                )
-            })?;
+            format!(
+                "evaluating cell {} ({} at epsilon {})",
+                cell.id, cell.attack_name, cell.epsilon
+            )
+        })?;
         info!(
             accuracy = format_args!("{:.4}", result.accuracy),
             success_rate = format_args!("{:.4}", result.attack_success_rate),

@@ -139,8 +139,8 @@ fn cell_progress(
     conn: &Connection,
     cells: &[CellSpec],
 ) -> Result<Vec<(String, Vec<CellChunk>)>, StoreError> {
-    let mut stmt =
-        conn.prepare_cached("SELECT chunk_json FROM cell_chunks WHERE cell_id = ?1 ORDER BY start")?;
+    let mut stmt = conn
+        .prepare_cached("SELECT chunk_json FROM cell_chunks WHERE cell_id = ?1 ORDER BY start")?;
     let mut progress = Vec::new();
     for cell in cells {
         let rows = stmt.query_map([cell.id.as_str()], |r| r.get::<_, String>(0))?;

@@ -42,9 +42,13 @@ async fn chunks_are_kept_in_order_offered_on_the_next_lease_and_dropped_when_the
     let cell = g.cells.last().expect("a cell").id.to_string();
     assert!(g.progress.is_empty(), "a fresh run has no progress");
 
-    let stored = |start, images| s.report_cell_chunk(lease.clone(), cell.clone(), chunk(start, images));
+    let stored =
+        |start, images| s.report_cell_chunk(lease.clone(), cell.clone(), chunk(start, images));
     assert!(stored(0, 100).await.expect("first chunk"));
-    assert!(!stored(0, 100).await.expect("a retried call"), "stored once");
+    assert!(
+        !stored(0, 100).await.expect("a retried call"),
+        "stored once"
+    );
     assert!(stored(100, 50).await.expect("the next one"));
     let gap = stored(200, 50).await.expect_err("a gap");
     assert!(
@@ -58,10 +62,15 @@ async fn chunks_are_kept_in_order_offered_on_the_next_lease_and_dropped_when_the
     let b = s.register_worker(new_worker("b")).await.expect("b");
     let again = grant(&s, &b).await;
     assert_eq!(again.run.id, g.run.id);
-    assert_eq!(again.progress, vec![(cell.clone(), vec![chunk(0, 100), chunk(100, 50)])]);
+    assert_eq!(
+        again.progress,
+        vec![(cell.clone(), vec![chunk(0, 100), chunk(100, 50)])]
+    );
 
     // The old lease can add nothing any more; the new one continues.
-    let stale = s.report_cell_chunk(lease, cell.clone(), chunk(150, 50)).await;
+    let stale = s
+        .report_cell_chunk(lease, cell.clone(), chunk(150, 50))
+        .await;
     assert!(stale.is_err(), "a lost lease's chunk is refused");
     let lease_b = lease_ref(&b, &again);
     assert!(

@@ -250,12 +250,14 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 pub fn tls_mismatch_hint(error_text: &str) -> Option<&'static str> {
     let text = error_text.to_ascii_lowercase();
     // A TLS server that reads an HTTP/2 preface sends an alert (which the client parses as a
-    // malformed frame) or just closes (a broken pipe under the client's first write).
+    // malformed frame) or just closes (a broken pipe under the client's first write, or the
+    // request cancelled because the connection closed before any answer).
     let plaintext_to_tls = [
         "h2 protocol error",
         "frame with invalid size",
         "http2 error",
         "stream closed because of a broken pipe",
+        "canceled: connection closed",
     ];
     let tls_to_plaintext = [
         "invalidcontenttype",

@@ -491,6 +491,13 @@ fn tls_mismatches_get_a_hint_and_other_errors_none() {
         )
         .is_some_and(|h| h.contains("https://"))
     );
+    // The TLS server closed before answering (seen under load).
+    assert!(
+        tls_mismatch_hint(
+            "operation was canceled: connection closed: transport error: operation was canceled"
+        )
+        .is_some_and(|h| h.contains("https://"))
+    );
     assert_eq!(tls_mismatch_hint("connection refused"), None);
 }
 

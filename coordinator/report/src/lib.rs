@@ -48,6 +48,14 @@ pub fn stage_line(stages: &[advsweep_core::StageAccuracy]) -> String {
         .join(" → ")
 }
 
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
 /// `report.md`: the pivot, what is missing, and the warnings next to the numbers.
 pub fn summary_markdown(r: &SweepReport, layout: &Layout, plots: &[PathBuf]) -> String {
     let mut out = String::new();
@@ -60,13 +68,15 @@ pub fn summary_markdown(r: &SweepReport, layout: &Layout, plots: &[PathBuf]) -> 
         r.cells.len(),
         r.runs.len()
     );
-    let metric = layout.metric.name();
-    let unit = match layout.metric {
-        Metric::Accuracy | Metric::AttackSuccessRate => " (%)",
-        _ => "",
-    };
-    let _ = writeln!(out, "## {metric}{unit}, mean ± std over seeds\n");
-    out.push_str(&Pivot::new(&r.cells, layout.clone()).markdown());
+    let pivot = Pivot::new(&r.cells, layout.clone());
+    let _ = writeln!(
+        out,
+        "## {}{}\n",
+        layout.metric.name(),
+        layout.metric.unit()
+    );
+    out.push_str(&pivot.markdown());
+    let _ = writeln!(out, "\n{}.", capitalized(&pivot.legend()));
     let missing: Vec<_> = r
         .cells
         .iter()
@@ -141,12 +151,13 @@ pub fn summary_markdown(r: &SweepReport, layout: &Layout, plots: &[PathBuf]) -> 
     out
 }
 
-/// Writes every report file for `r` into `dir` (created if needed).
+/// Writes every report file for `r` into `dir` (created if needed); figures too when `plots`
+/// gives their size.
 pub fn write(
     r: &SweepReport,
     dir: &Path,
     layout: &Layout,
-    with_plots: bool,
+    plots: Option<plots::Canvas>,
 ) -> std::io::Result<Written> {
     std::fs::create_dir_all(dir)?;
     let mut written = Written::default();
@@ -157,28 +168,9 @@ pub fn write(
     put(dir, "epochs.csv", &export::epochs_csv(r), &mut written)?;
     put(dir, "sweep.json", &export::json(r), &mut written)?;
     let mut plot_files = Vec::new();
-    if with_plots {
-        let mut charts: Vec<(String, plots::Chart)> = plots::accuracy_vs_epsilon(r)
-            .into_iter()
-            .map(|((m, d), c)| {
-                (
-                    format!(
-                        "accuracy_vs_epsilon-{}-{}",
-                        plots::slug(&m),
-                        plots::slug(&d)
-                    ),
-                    c,
-                )
-            })
-            .collect();
-        charts.extend(
-            plots::learning_curves(r)
-                .into_iter()
-                .map(|(n, c)| (n.to_owned(), c)),
-        );
-        charts.extend(plots::robust_vs_clean(r).map(|c| ("robust_vs_clean".to_owned(), c)));
-        for (stem, chart) in charts {
-            match plots::render(&chart, dir, &stem) {
+    if let Some(canvas) = plots {
+        for (stem, figure) in figures(r) {
+            match plots::render(&figure, dir, &stem, canvas) {
                 Ok(files) => plot_files.extend(files),
                 Err(why) => {
                     written.plots_skipped = Some(why);
@@ -195,4 +187,30 @@ pub fn write(
     )?;
     written.files.extend(plot_files);
     Ok(written)
+}
+
+/// Every figure of a sweep with its file stem: accuracy vs ε per model/defense and per attack
+/// across defenses, the learning curves, robust vs clean.
+pub fn figures(r: &SweepReport) -> Vec<(String, plots::Figure)> {
+    let mut out: Vec<(String, plots::Figure)> = plots::accuracy_vs_epsilon(r)
+        .into_iter()
+        .map(|((m, d), f)| {
+            (
+                format!("accuracy_vs_epsilon-{}-{}", plots::slug(&m), plots::slug(&d)),
+                f,
+            )
+        })
+        .collect();
+    out.extend(
+        plots::attack_across_defenses(r)
+            .into_iter()
+            .map(|(a, f)| (format!("accuracy_vs_epsilon-attack-{}", plots::slug(&a)), f)),
+    );
+    out.extend(
+        plots::learning_curves(r)
+            .into_iter()
+            .map(|(n, f)| (n.to_owned(), f)),
+    );
+    out.extend(plots::robust_vs_clean(r).map(|f| ("robust_vs_clean".to_owned(), f)));
+    out
 }

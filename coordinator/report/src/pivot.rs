@@ -1,6 +1,11 @@
 //! Pivot tables of cell metrics: any dimensions as rows and columns (default: the seed's
-//! Figure 4 layout, rows attack × ε, columns model/defense), values as mean ± std over
-//! whatever is not on an axis (normally seeds). Missing cells are marked, never dropped.
+//! Figure 4 layout, rows attack × ε, columns model/defense), values as mean ± sample standard
+//! deviation over the seeds. Missing cells are marked, never dropped.
+//!
+//! Only seeds are ever averaged: a layout that would pool cells differing in anything else
+//! (two ε, two attacks, a defense trained at two ε) into one entry gets those dimensions added
+//! to its rows ([`Pivot::added`] says which), so a "78.9 ± 18.4" is never a spread over
+//! budgets presented as one over seeds.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -17,6 +22,8 @@ pub enum Dim {
     Epsilon,
     Model,
     Defense,
+    /// The ε a defense was trained at ("—" for none).
+    DefenseEpsilon,
     Seed,
 }
 
@@ -27,10 +34,11 @@ impl Dim {
             "epsilon" | "eps" | "ε" => Dim::Epsilon,
             "model" => Dim::Model,
             "defense" => Dim::Defense,
+            "defense_epsilon" | "defense_eps" => Dim::DefenseEpsilon,
             "seed" => Dim::Seed,
             other => {
                 return Err(format!(
-                    "unknown dimension `{other}` (known: attack, epsilon, model, defense, seed)"
+                    "unknown dimension `{other}` (known: attack, epsilon, model, defense, defense_epsilon, seed)"
                 ));
             }
         })
@@ -42,9 +50,19 @@ impl Dim {
             Dim::Epsilon => "ε",
             Dim::Model => "model",
             Dim::Defense => "defense",
+            Dim::DefenseEpsilon => "defense ε",
             Dim::Seed => "seed",
         }
     }
+
+    /// The dimensions a table may not pool, in the order they are added to the rows.
+    const POOLED_NEVER: [Dim; 5] = [
+        Dim::Attack,
+        Dim::Epsilon,
+        Dim::Model,
+        Dim::Defense,
+        Dim::DefenseEpsilon,
+    ];
 
     /// (label, numeric sort key if the dimension is numeric).
     fn of(self, c: &CellRecord) -> (String, Option<f64>) {
@@ -56,6 +74,10 @@ impl Dim {
             ),
             Dim::Model => (c.model.clone(), None),
             Dim::Defense => (c.defense.clone(), None),
+            Dim::DefenseEpsilon => match c.defense_epsilon {
+                Some(e) => (epsilon::label_in(e, c.epsilon_space), Some(e)),
+                None => ("—".to_owned(), Some(-1.0)),
+            },
             Dim::Seed => (c.seed.to_string(), Some(c.seed as f64)),
         }
     }
@@ -110,6 +132,24 @@ impl Metric {
             Metric::Seconds => r.seconds,
             Metric::ImagesPerSecond => r.images_per_second,
         })
+    }
+
+    /// The unit the tables show the metric in: `" (%)"` for rates, `""` otherwise.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Metric::Accuracy | Metric::AttackSuccessRate => " (%)",
+            Metric::MeanLinf | Metric::MeanL2 => " (pixel units, [0, 1] images)",
+            Metric::Seconds => " (s)",
+            Metric::ImagesPerSecond => " (images/s)",
+        }
+    }
+
+    /// The value in the tables' unit (rates in percent).
+    fn scaled(self, v: f64) -> f64 {
+        match self {
+            Metric::Accuracy | Metric::AttackSuccessRate => 100.0 * v,
+            _ => v,
+        }
     }
 
     /// Rates print in percent, the rest as they are.
@@ -200,17 +240,49 @@ pub fn mean_std(values: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
+/// The dimensions (other than the seed) that vary among cells `layout` would pool into one
+/// entry, in [`Dim::POOLED_NEVER`] order.
+fn pooled(cells: &[CellRecord], layout: &Layout) -> Vec<Dim> {
+    Dim::POOLED_NEVER
+        .into_iter()
+        .filter(|d| !layout.rows.contains(d) && !layout.columns.contains(d))
+        .filter(|&d| {
+            let mut seen: BTreeMap<(Vec<String>, Vec<String>), String> = BTreeMap::new();
+            cells.iter().any(|c| {
+                let at = (
+                    layout.rows.iter().map(|r| r.of(c).0).collect(),
+                    layout.columns.iter().map(|r| r.of(c).0).collect(),
+                );
+                let label = d.of(c).0;
+                match seen.get(&at) {
+                    Some(first) => *first != label,
+                    None => {
+                        seen.insert(at, label);
+                        false
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
 /// A pivot of one metric over cells.
 #[derive(Debug, Clone)]
 pub struct Pivot {
     layout: Layout,
+    /// Dimensions added to the rows because cells differing in them would have been pooled.
+    added: Vec<Dim>,
     rows: Vec<Key>,
     columns: Vec<Key>,
     entries: BTreeMap<(usize, usize), Entry>,
 }
 
 impl Pivot {
-    pub fn new(cells: &[CellRecord], layout: Layout) -> Pivot {
+    /// The pivot of `cells` in `layout`, its rows extended by any dimension the layout would
+    /// have pooled (see the module docs).
+    pub fn new(cells: &[CellRecord], mut layout: Layout) -> Pivot {
+        let added = pooled(cells, &layout);
+        layout.rows.extend(added.iter().copied());
         let mut seen_rows = Vec::new();
         let mut seen_cols = Vec::new();
         let mut rows = Vec::new();
@@ -260,10 +332,56 @@ impl Pivot {
             .collect();
         Pivot {
             layout,
+            added,
             rows,
             columns,
             entries,
         }
+    }
+
+    /// The dimensions added to the rows (empty when the layout pooled seeds only).
+    pub fn added(&self) -> &[Dim] {
+        &self.added
+    }
+
+    /// The most seeds behind one entry (what a ± is computed over).
+    pub fn seeds(&self) -> usize {
+        self.entries
+            .values()
+            .map(|e| match e {
+                Entry::Values(v) => v.len(),
+                Entry::Missing(_) => 0,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// What the table's numbers are, for a line under it: the metric and its unit, what ± is,
+    /// and the dimensions added to the rows.
+    pub fn legend(&self) -> String {
+        let m = self.layout.metric;
+        let mut text = format!("{}{}", m.name(), m.unit());
+        if self.seeds() > 1 {
+            text.push_str(&format!(
+                "; mean ± standard deviation over seeds (up to {} per entry)",
+                self.seeds()
+            ));
+        }
+        if !self.added.is_empty() {
+            let names: Vec<&str> = self.added.iter().map(|d| d.name()).collect();
+            text.push_str(&format!(
+                "; {} added to the rows: the cells differ in {} and only seeds are averaged",
+                names.join(", "),
+                if names.len() > 1 { "them" } else { "it" }
+            ));
+        }
+        text
+    }
+
+    /// The Markdown table and, under it, its [`legend`](Pivot::legend): what the terminal
+    /// shows.
+    pub fn shown(&self) -> String {
+        format!("{}{}\n", self.markdown(), self.legend())
     }
 
     /// Mean of the metric at the given row and column labels.
@@ -346,16 +464,18 @@ impl Pivot {
         out
     }
 
-    /// CSV: the row labels, then for each column `<label> mean`, `<label> std`, `<label> n`
-    /// (raw values, not percent); an empty mean with n = 0 marks a missing cell (its state is
-    /// in `cells.csv`). Values not on an axis are averaged (normally the seeds).
+    /// CSV: the row labels, then for each column `<label> mean`, `<label> std` and
+    /// `<label> n` (the seeds averaged), in the unit `table.md` shows (rates in percent, the
+    /// unit in the header: `clean/none mean (%)`), rounded to six decimals; an empty mean
+    /// with n = 0 marks a missing cell (its state is in `cells.csv`).
     pub fn csv(&self) -> String {
         let mut out = String::new();
         let mut header = self.row_names();
+        let unit = self.layout.metric.unit();
         for k in &self.columns {
             let label = k.labels.join("/");
-            header.push(format!("{label} mean"));
-            header.push(format!("{label} std"));
+            header.push(format!("{label} mean{unit}"));
+            header.push(format!("{label} std{unit}"));
             header.push(format!("{label} n"));
         }
         let _ = writeln!(
@@ -373,8 +493,9 @@ impl Pivot {
                 match self.entries.get(&(r, c)) {
                     Some(Entry::Values(v)) if !v.is_empty() => {
                         let (mean, std) = mean_std(v);
-                        fields.push(format!("{mean}"));
-                        fields.push(format!("{std}"));
+                        let m = self.layout.metric;
+                        fields.push(tidy(m.scaled(mean), 6));
+                        fields.push(tidy(m.scaled(std), 6));
                         fields.push(v.len().to_string());
                     }
                     // Missing (pending, failed, …) or absent: no value, n = 0; cells.csv says why.
@@ -385,6 +506,21 @@ impl Pivot {
         }
         out
     }
+}
+
+/// A number for a CSV file: at most `decimals` decimals, no float noise (`95.1`, not
+/// `95.10000000000001`); NaN and infinities as `nan`, `inf`, `-inf`.
+pub fn tidy(v: f64, decimals: usize) -> String {
+    if !v.is_finite() {
+        return format!("{v}").to_lowercase();
+    }
+    let text = format!("{v:.decimals$}");
+    let text = if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        &text
+    };
+    if text == "-0" { "0".into() } else { text.into() }
 }
 
 /// Quotes a CSV field when needed (RFC 4180).

@@ -1,7 +1,7 @@
 //! The flat records every report is made from: one per run and one per cell, with the run's
 //! identity (model, defense, seed) copied onto each cell so tables and exports need no joins.
 
-use advsweep_core::{CellResult, EpochMetrics, EpsilonSpace, ShownState, SweepState};
+use advsweep_core::{Attack, CellResult, EpochMetrics, EpsilonSpace, RunSpec, ShownState, SweepState};
 use serde::Serialize;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -19,6 +19,9 @@ pub struct RunRecord {
     pub error: Option<String>,
     pub warnings: Vec<String>,
     pub epochs: Vec<EpochMetrics>,
+    /// The run as resolved from the sweep file (model, defense with its defaults, training,
+    /// data), when the coordinator sent it.
+    pub spec: Option<RunSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -30,6 +33,9 @@ pub struct CellRecord {
     pub defense_epsilon: Option<f64>,
     pub seed: u64,
     pub attack: String,
+    /// The attack as resolved (norm, steps, step size, restarts, EOT samples, …), when the
+    /// coordinator sent it.
+    pub attack_spec: Option<Attack>,
     pub epsilon: f64,
     pub epsilon_space: EpsilonSpace,
     pub state: ShownState,

@@ -4,7 +4,10 @@
 
 use std::path::Path;
 
-use advsweep_core::{CellResult, EpochMetrics, EpsilonSpace, ShownState, SweepState};
+use advsweep_core::{
+    Attack, CellResult, EpochMetrics, EpsilonSpace, Norm, ShownState, StepSize, SweepState,
+};
+use advsweep_report::plots::Canvas;
 use advsweep_report::{
     self as report, CellRecord, Dim, Layout, Metric, Pivot, RunRecord, SweepReport,
 };
@@ -45,6 +48,33 @@ fn run(id: &str, defense: &str, eps: Option<f64>, seed: u64, warnings: &[&str]) 
                 images_per_second: 5000.0,
             })
             .collect(),
+        spec: None,
+    }
+}
+
+/// The resolved attack behind a preset name of this sweep: FGSM and PGD-10 in ℓ∞, PGD in ℓ2.
+fn resolved(attack: &str) -> Option<Attack> {
+    let norm = if attack.ends_with("l2") {
+        Norm::L2
+    } else {
+        Norm::Linf
+    };
+    match attack {
+        "none" => Some(Attack::None),
+        "fgsm" => Some(Attack::Fgsm {
+            norm,
+            random_start: false,
+            step_fraction: 1.0,
+            eot: 1,
+        }),
+        _ => Some(Attack::Pgd {
+            norm,
+            steps: 10,
+            step: StepSize::FractionOfEpsilon(0.25),
+            random_start: true,
+            restarts: 1,
+            eot: 1,
+        }),
     }
 }
 
@@ -63,6 +93,7 @@ fn cell(
         defense_epsilon: run.defense_epsilon,
         seed: run.seed,
         attack: attack.into(),
+        attack_spec: resolved(attack),
         epsilon: eps,
         epsilon_space: run.epsilon_space,
         state,
@@ -131,7 +162,7 @@ fn golden(name: &str, actual: &str) {
 fn tables_and_exports_match_the_golden_files() {
     let dir = tempfile::tempdir().expect("tempdir");
     let r = sweep();
-    let written = report::write(&r, dir.path(), &Layout::default(), false).expect("report");
+    let written = report::write(&r, dir.path(), &Layout::default(), None).expect("report");
     assert!(written.files.len() >= 6);
     for name in [
         "table.md",
@@ -178,28 +209,54 @@ fn other_layouts_and_metrics() {
         columns: vec![Dim::Attack],
         metric: Metric::AttackSuccessRate,
     };
-    let md = report::Pivot::new(&sweep().cells, layout).markdown();
+    let pivot = report::Pivot::new(&sweep().cells, layout);
+    let md = pivot.markdown();
+    // ε is on neither axis and the cells differ in it (and the adversarial defense in its
+    // training ε): both join the rows rather than being averaged into one "± over seeds".
+    assert_eq!(pivot.added(), [Dim::Epsilon, Dim::DefenseEpsilon]);
     assert!(
-        md.starts_with("| defense     | seed |       none |       fgsm |   pgd-linf |"),
+        md.starts_with("| defense     | seed | ε     | defense ε | none |   fgsm | pgd-linf |"),
         "{md}"
     );
-    // ε is on neither axis, so the two budgets are averaged together.
     assert!(
-        md.contains("| standard    | 1    |       50.0 | 50.0 ± 0.0 | 50.0 ± 0.0 |"),
+        md.contains("| standard    | 1    | 2/255 | —         |      |   50.0 |     50.0 |"),
         "{md}"
+    );
+    assert!(!md.contains('±'), "one seed per entry: {md}");
+    let legend = pivot.legend();
+    assert!(
+        legend.contains("ε, defense ε added to the rows"),
+        "{legend}"
+    );
+    // The default layout averages seeds only, and says so.
+    let default = report::Pivot::new(&sweep().cells, Layout::default());
+    assert!(default.added().is_empty());
+    assert!(
+        default
+            .legend()
+            .contains("mean ± standard deviation over seeds (up to 2 per entry)"),
+        "{}",
+        default.legend()
     );
 }
 
 #[test]
 fn figures_are_drawn_with_the_expected_series() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let written = report::write(&sweep(), dir.path(), &Layout::default(), true).expect("report");
+    let written = report::write(
+        &sweep(),
+        dir.path(),
+        &Layout::default(),
+        Some(Canvas::default()),
+    ).expect("report");
     if let Some(why) = &written.plots_skipped {
         panic!("plots were skipped: {why}");
     }
     for stem in [
         "accuracy_vs_epsilon-basic-standard",
         "accuracy_vs_epsilon-basic-at-pgd-linf",
+        "accuracy_vs_epsilon-attack-fgsm",
+        "accuracy_vs_epsilon-attack-pgd-linf",
         "learning_curves_test_accuracy",
         "learning_curves_train_loss",
         "robust_vs_clean",
@@ -217,12 +274,15 @@ fn figures_are_drawn_with_the_expected_series() {
     }
     let curves =
         std::fs::read_to_string(dir.path().join("learning_curves_test_accuracy.svg")).expect("svg");
-    for label in [
-        "basic/standard s0",
-        "basic/standard s1",
-        "basic/at-pgd-linf ε=2/255 s0",
-    ] {
+    // One line per setting, its seeds averaged (the band is their spread).
+    for label in ["basic/standard (2 seeds)", "basic/at-pgd-linf ε=2/255"] {
         assert!(curves.contains(label), "learning curves lack {label}");
+    }
+    assert!(!curves.contains(" s0"), "seeds are averaged, not drawn apart");
+    if let Some(keep) = std::env::var_os("ADVSWEEP_KEEP_FIGURES") {
+        for f in &written.files {
+            let _ = std::fs::copy(f, Path::new(&keep).join(f.file_name().expect("name")));
+        }
     }
     let png = std::fs::read(dir.path().join("robust_vs_clean.png")).expect("png");
     assert_eq!(&png[1..4], b"PNG");
@@ -247,4 +307,50 @@ fn a_normalized_sweep_labels_its_budgets_as_plain_numbers() {
     // 8/255 read as a normalized budget is 0.0314 σ, not "8/255" of anything.
     assert!(table.contains("0.0314"), "{table}");
     assert!(!table.contains("/255"), "{table}");
+}
+
+/// The figures as data: means over seeds with their spread, ℓ∞ and ℓ2 on separate panels
+/// (ℓ∞ in k/255), colour per defense where defenses are compared, marker per attack.
+#[test]
+fn figures_hold_means_with_spread_and_one_panel_per_norm() {
+    use advsweep_report::plots::{self, Ticks};
+    let mut r = sweep();
+    for seed in 0..2 {
+        let run = r.runs[seed].clone();
+        r.cells.push(cell(&run, "pgd-l2", 0.5, ShownState::Done, Some(0.3 + 0.1 * seed as f64)));
+    }
+    let figures = plots::accuracy_vs_epsilon(&r);
+    let (_, standard) = figures
+        .iter()
+        .find(|((_, d), _)| d == "standard")
+        .expect("the standard model's figure");
+    assert_eq!(standard.panels.len(), 2, "one panel per norm");
+    let (linf, l2) = (&standard.panels[0], &standard.panels[1]);
+    assert_eq!(linf.x.ticks, Ticks::Per255);
+    assert!(linf.x.label.contains("ℓ∞"), "{}", linf.x.label);
+    assert_eq!(l2.x.ticks, Ticks::Plain);
+    let fgsm = &linf.series.iter().find(|s| s.name == "fgsm").expect("fgsm").points;
+    // Clean at 0, then 2/255 and 8/255 in units of 1/255; means of the two seeds ± std.
+    assert_eq!(fgsm.iter().map(|p| p.x.round()).collect::<Vec<_>>(), [0.0, 2.0, 8.0]);
+    assert!((fgsm[1].y - 55.0).abs() < 1e-9 && (fgsm[1].y_err - 7.0711).abs() < 1e-3);
+    let pgd_l2 = &l2.series.iter().find(|s| s.name == "pgd-l2").expect("pgd-l2");
+    assert_eq!(pgd_l2.points.last().map(|p| p.x), Some(0.5));
+    assert!(linf.series.iter().all(|s| s.name != "pgd-l2"));
+    // Across defenses: one colour per model/defense, the attack's marker on every line.
+    let across = plots::attack_across_defenses(&r);
+    let (_, fgsm_figure) = across.iter().find(|(a, _)| a == "fgsm").expect("fgsm figure");
+    let series = &fgsm_figure.panels[0].series;
+    assert_eq!(series.len(), 2);
+    assert_ne!(series[0].look.color, series[1].look.color);
+    assert_eq!(series[0].look.marker, series[1].look.marker);
+    // Robust vs clean: one point per setting and budget, no text on the data.
+    let scatter = plots::robust_vs_clean(&r).expect("scatter");
+    let standard_8 = scatter.panels[0]
+        .series
+        .iter()
+        .find(|s| s.name.starts_with("basic/standard, ε=8/255"))
+        .expect("standard at 8/255");
+    assert_eq!(standard_8.points.len(), 1, "seeds averaged");
+    assert!(standard_8.points[0].x_err > 0.0 && standard_8.points[0].y_err > 0.0);
+    assert!(scatter.legend.iter().any(|e| e.text == "ε=0.5 (ℓ2)"));
 }

@@ -194,7 +194,7 @@ pub fn print_detail(detail: &pb::SweepDetail) -> anyhow::Result<()> {
     outln!();
     out!(
         "{}",
-        Pivot::new(&rows::sweep_report(detail)?.cells, Layout::default()).markdown()
+        Pivot::new(&rows::sweep_report(detail)?.cells, Layout::default()).shown()
     );
     Ok(())
 }

@@ -42,6 +42,11 @@ pub fn sweep_report(detail: &pb::SweepDetail) -> anyhow::Result<SweepReport> {
                 error: non_empty(&r.error),
                 warnings: r.warnings.clone(),
                 epochs: r.epochs.iter().map(wire::epoch_from_wire).collect(),
+                spec: r
+                    .spec
+                    .as_ref()
+                    .and_then(|s| wire::run_from_wire(s).ok())
+                    .map(|(spec, _)| spec),
             })
         })
         .collect::<anyhow::Result<_>>()?;
@@ -59,6 +64,10 @@ pub fn sweep_report(detail: &pb::SweepDetail) -> anyhow::Result<SweepReport> {
                 defense_epsilon: run.and_then(|r| r.defense_epsilon),
                 seed: run.map(|r| r.seed).unwrap_or_default(),
                 attack: c.attack_name.clone(),
+                attack_spec: c
+                    .attack
+                    .as_ref()
+                    .and_then(|a| wire::attack_from_wire(a).ok()),
                 epsilon: c.epsilon,
                 epsilon_space: run.map(|r| r.epsilon_space).unwrap_or(EpsilonSpace::Pixel),
                 state: ShownState::parse(&c.state)?,

@@ -420,7 +420,7 @@ fn print_results(
     outln!();
     out!(
         "{}",
-        Pivot::new(&rows::sweep_report(detail)?.cells, Layout::default()).markdown()
+        Pivot::new(&rows::sweep_report(detail)?.cells, Layout::default()).shown()
     );
     outln!();
     let cells = summary.cells.unwrap_or_default();

@@ -143,6 +143,7 @@ fn report_with_non_finite_metrics() -> SweepReport {
         error: None,
         warnings: vec!["training diverged".into()],
         epochs,
+        spec: None,
     };
     let cells = [(0.0, "none"), (8.0 / 255.0, "fgsm")]
         .iter()
@@ -154,6 +155,7 @@ fn report_with_non_finite_metrics() -> SweepReport {
             defense_epsilon: None,
             seed: 0,
             attack: attack.into(),
+            attack_spec: None,
             epsilon: eps,
             epsilon_space: run.epsilon_space,
             state: advsweep_core::ShownState::Done,
@@ -177,7 +179,12 @@ fn report_with_non_finite_metrics() -> SweepReport {
 fn every_report_format_renders_non_finite_metrics() {
     let r = report_with_non_finite_metrics();
     let out = common::temp_dir();
-    let written = report::write(&r, out.path(), &Layout::default(), true).expect("report");
+    let written = report::write(
+        &r,
+        out.path(),
+        &Layout::default(),
+        Some(report::plots::Canvas::default()),
+    ).expect("report");
     assert!(written.files.len() >= 6, "{:?}", written.files);
     let csv = std::fs::read_to_string(out.path().join("epochs.csv")).expect("epochs.csv");
     assert!(csv.contains("NaN") && csv.contains(",inf,"), "{csv}");

@@ -62,6 +62,7 @@ pub fn run(r: &RunStatus) -> pb::RunStatus {
             })
             .collect(),
         max_attempts: r.max_attempts,
+        spec: None,
     }
 }
 
@@ -74,13 +75,26 @@ fn cell(c: &CellStatus) -> pb::CellStatus {
         state: c.state.as_str().to_owned(),
         result: c.result.as_ref().map(wire::cell_result_to_wire),
         error: c.error.clone().unwrap_or_default(),
+        attack: c.attack.as_ref().map(wire::attack_to_wire),
     }
 }
 
 pub fn detail(d: &SweepDetail) -> pb::SweepDetail {
     pb::SweepDetail {
         summary: Some(summary(&d.summary)),
-        runs: d.runs.iter().map(run).collect(),
+        // The detail carries each run's resolved spec (reports record it); live progress
+        // (`run`) does not.
+        runs: d
+            .runs
+            .iter()
+            .map(|r| pb::RunStatus {
+                spec: r
+                    .spec
+                    .as_ref()
+                    .map(|s| wire::run_to_wire(s, &d.summary.sweep_id, &[])),
+                ..run(r)
+            })
+            .collect(),
         cells: d.cells.iter().map(cell).collect(),
     }
 }

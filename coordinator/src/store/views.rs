@@ -1,8 +1,8 @@
 //! Read-only views of the state for `status`, `watch`, reports and metrics.
 
 use advsweep_core::{
-    AttemptOutcome, CellResult, CellState, EpochMetrics, EpsilonSpace, RunState, ShownState,
-    StateCounts, SweepState,
+    Attack, AttemptOutcome, CellResult, CellState, EpochMetrics, EpsilonSpace, RunSpec, RunState,
+    ShownState, StateCounts, SweepState,
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +35,8 @@ pub struct RunStatus {
     pub max_attempts: u32,
     /// The space the run's ε (defense and cells) are measured in.
     pub epsilon_space: EpsilonSpace,
+    /// The run as resolved from the sweep file (in the sweep's detail; not in live progress).
+    pub spec: Option<RunSpec>,
 }
 
 /// The end of one attempt at a run.
@@ -56,6 +58,8 @@ pub struct CellStatus {
     pub state: ShownState,
     pub result: Option<CellResult>,
     pub error: Option<String>,
+    /// The attack as resolved from the sweep file.
+    pub attack: Option<Attack>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use advsweep_core::{CellState, EpochMetrics, EpsilonSpace, RunState, StateCounts};
+use advsweep_core::{CellSpec, CellState, EpochMetrics, EpsilonSpace, RunState, StateCounts};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::state;
@@ -165,6 +165,7 @@ pub(super) fn running_runs(
             attempts: Vec::new(),
             max_attempts: 0,
             epsilon_space: space(r.get(13)?),
+            spec: None,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -212,7 +213,7 @@ pub(super) fn sweep_detail(conn: &Connection, sweep_id: &str) -> Result<SweepDet
         let mut stmt = conn.prepare_cached(
             "SELECT r.run_id, r.model, r.defense_name, r.defense_epsilon, r.seed, r.state,
                         r.attempt, r.worker_id, r.error, r.warnings, r.max_attempts,
-                        json_extract(r.spec_json, '$.epsilon_space')
+                        json_extract(r.spec_json, '$.epsilon_space'), r.spec_json
                  FROM sweep_runs sr JOIN runs r ON r.run_id = sr.run_id
                  WHERE sr.sweep_id = ?1 ORDER BY r.seq",
         )?;
@@ -235,6 +236,7 @@ pub(super) fn sweep_detail(conn: &Connection, sweep_id: &str) -> Result<SweepDet
                 attempts: Vec::new(),
                 max_attempts: r.get(10)?,
                 epsilon_space: space(r.get(11)?),
+                spec: spec(r.get(12)?),
             })
         })?;
         let mut runs = Vec::new();
@@ -267,7 +269,7 @@ pub(super) fn sweep_detail(conn: &Connection, sweep_id: &str) -> Result<SweepDet
     let cells = {
         let mut stmt = conn.prepare_cached(
             "SELECT c.cell_id, c.run_id, c.attack_name, c.epsilon, c.state, r.state,
-                        c.result_json, c.error
+                        c.result_json, c.error, c.spec_json
                  FROM sweep_cells sc
                  JOIN cells c ON c.cell_id = sc.cell_id
                  JOIN runs r ON r.run_id = c.run_id
@@ -283,6 +285,7 @@ pub(super) fn sweep_detail(conn: &Connection, sweep_id: &str) -> Result<SweepDet
                     state: state::<CellState>(r, 4)?.shown(state(r, 5)?),
                     result: None,
                     error: r.get(7)?,
+                    attack: spec::<CellSpec>(r.get(8)?).map(|c| c.attack),
                 },
                 r.get::<_, Option<String>>(6)?,
             ))
@@ -302,6 +305,12 @@ pub(super) fn sweep_detail(conn: &Connection, sweep_id: &str) -> Result<SweepDet
         runs,
         cells,
     })
+}
+
+/// A stored spec (`spec_json`) read back; `None` if it does not parse (a row written by a
+/// future version), so a report still shows everything else.
+fn spec<T: serde::de::DeserializeOwned>(json: String) -> Option<T> {
+    serde_json::from_str(&json).ok()
 }
 
 /// Whether any run of an active sweep still has work to do (pending or leased).

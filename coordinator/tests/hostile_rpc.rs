@@ -650,7 +650,7 @@ fn sweep_reads_cancel_and_retry_2000_random_requests() {
                     2 => check(
                         "RetrySweep",
                         f.sweeps
-                            .retry_sweep(Request::new(pb::RetrySweepRequest { sweep_id, cell_ids }))
+                            .retry_sweep(Request::new(pb::RetrySweepRequest { sweep_id, cell_ids, include_cancelled: false }))
                             .await,
                     ),
                     _ => check(
@@ -863,6 +863,7 @@ async fn each_field_is_named_in_its_refusal() {
         .retry_sweep(Request::new(pb::RetrySweepRequest {
             sweep_id: f.sweep_id.clone(),
             cell_ids: vec![f.cell_ids[0].clone(), "c-; DROP TABLE cells".into()],
+            include_cancelled: false,
         }))
         .await
         .expect_err("refused");

@@ -14,6 +14,7 @@ pub mod limits;
 pub mod refusal;
 pub mod results;
 pub mod state;
+pub mod suggest;
 pub mod validate;
 pub mod wire;
 

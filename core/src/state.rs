@@ -212,10 +212,13 @@ impl StateCounts {
     }
 
     /// The state of a sweep with these cell counts, `cancelled` when the sweep was cancelled:
-    /// cancelled while work is left or any cell is cancelled, else running while any cell is
-    /// pending or running, else failed if any failed, else done.
+    /// cancelled while work is left (cells another active sweep shares keep running) or when
+    /// settled with any cell cancelled, whether or not the flag is still set (a sweep with
+    /// cancelled cells never reads as done); else running while any cell is pending or
+    /// running, else failed if any failed, else done (a cancelled sweep whose shared cells all
+    /// finished has every result: done).
     pub fn sweep_state(&self, cancelled: bool) -> SweepState {
-        if cancelled && (!self.settled() || self.cancelled > 0) {
+        if (cancelled && !self.settled()) || (self.settled() && self.cancelled > 0) {
             SweepState::Cancelled
         } else if !self.settled() {
             SweepState::Running

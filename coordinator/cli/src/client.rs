@@ -280,15 +280,15 @@ pub async fn watch(target: &Target, sweep: &str, json: bool) -> anyhow::Result<E
     let sweep_id = resolve_sweep(&mut client, sweep).await?;
     let last = progress::follow(&mut client, &sweep_id, output).await?;
     if !json {
-        let c = last.cells.unwrap_or_default();
-        outln!(
-            "sweep {} {}: {} cells done, {} failed, {} cancelled",
-            last.sweep_id,
-            last.state,
-            c.done,
-            c.failed,
-            c.cancelled
-        );
+        // The final screen keeps what the bars showed: the table and the warnings.
+        let detail = client
+            .get_sweep(pb::GetSweepRequest {
+                sweep_id: sweep_id.clone(),
+            })
+            .await
+            .map_err(|s| rpc_error("GetSweep", s))?
+            .into_inner();
+        progress::final_screen(&detail, &last, None)?;
     }
     Ok(if SweepState::parse(&last.state) == Ok(SweepState::Done) {
         ExitCode::SUCCESS
@@ -297,21 +297,88 @@ pub async fn watch(target: &Target, sweep: &str, json: bool) -> anyhow::Result<E
     })
 }
 
-pub async fn retry(target: &Target, sweep: &str, cells: Vec<String>) -> anyhow::Result<ExitCode> {
+/// What `retry` and `resume` re-queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requeue {
+    /// `retry`: failed cells (or the named ones).
+    Failed,
+    /// `resume`: failed and cancelled cells.
+    Resume,
+}
+
+/// `1 cell`, `2 cells`.
+pub fn count(n: u32, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// Checks a cell id a user typed before it goes out, so the error names the argument, not a
+/// request field.
+fn cell_argument(id: &str) -> Result<(), BadInput> {
+    if advsweep_core::ids::ContentId::Cell.matches(id) {
+        Ok(())
+    } else {
+        Err(BadInput(format!(
+            "--cell {}: not a cell id (`c-` and 16 hex digits, as `advsweep status SWEEP` lists them)",
+            advsweep_core::validate::shown(id, 40)
+        )))
+    }
+}
+
+pub async fn retry(
+    target: &Target,
+    sweep: &str,
+    cells: Vec<String>,
+    what: Requeue,
+) -> anyhow::Result<ExitCode> {
+    for id in &cells {
+        cell_argument(id)?;
+    }
     let mut client = connect(target).await?;
     let sweep_id = resolve_sweep(&mut client, sweep).await?;
     let r = client
         .retry_sweep(pb::RetrySweepRequest {
             sweep_id: sweep_id.clone(),
             cell_ids: cells,
+            include_cancelled: what == Requeue::Resume,
         })
         .await
         .map_err(|s| rpc_error("RetrySweep", s))?
         .into_inner();
+    if r.cells_requeued == 0 {
+        let summary = client
+            .get_sweep(pb::GetSweepRequest {
+                sweep_id: sweep_id.clone(),
+            })
+            .await
+            .map_err(|s| rpc_error("GetSweep", s))?
+            .into_inner()
+            .summary
+            .unwrap_or_default();
+        let c = rows::counts(summary.cells.as_ref());
+        let hint = if what == Requeue::Failed && c.cancelled > 0 {
+            format!(
+                "; `advsweep resume {sweep}` re-queues its {}",
+                count(c.cancelled, "cancelled cell", "cancelled cells")
+            )
+        } else {
+            String::new()
+        };
+        outln!(
+            "nothing to {}: sweep {sweep_id} is {} with no {} cells{hint}",
+            if what == Requeue::Resume { "resume" } else { "retry" },
+            summary.state,
+            if what == Requeue::Resume {
+                "failed or cancelled"
+            } else {
+                "failed"
+            }
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     outln!(
-        "re-queued {} cells ({} runs) of sweep {sweep_id}",
-        r.cells_requeued,
-        r.runs_requeued
+        "re-queued {} ({}, each with a fresh budget of attempts) of sweep {sweep_id}",
+        count(r.cells_requeued, "cell", "cells"),
+        count(r.runs_requeued, "run", "runs")
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -327,9 +394,16 @@ pub async fn cancel(target: &Target, sweep: &str) -> anyhow::Result<ExitCode> {
         .map_err(|s| rpc_error("CancelSweep", s))?
         .into_inner();
     outln!(
-        "cancelled sweep {sweep_id}: {} cells cancelled",
-        r.cells_cancelled
+        "cancelled sweep {sweep_id}: {} cancelled",
+        count(r.cells_cancelled, "cell", "cells")
     );
+    if r.cells_shared > 0 {
+        outln!(
+            "{} keep running: another active sweep shares them (the cancelled sweep shows them \
+             as running, and reads done if they all finish); `advsweep resume {sweep}` undoes the cancel",
+            count(r.cells_shared, "cell", "cells")
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -130,7 +130,8 @@ pub enum Command {
     },
     /// Write the sweep's tables (Markdown, CSV), exports (CSV, JSON) and figures (SVG, PNG).
     Report(report::ReportArgs),
-    /// Re-queue a sweep's failed cells (default), or the named failed/cancelled cells.
+    /// Re-queue a sweep's failed cells (default), or the named failed/cancelled cells, with a
+    /// fresh attempt budget for their runs.
     Retry {
         /// A sweep id or name (the newest sweep of that name).
         sweep: String,
@@ -143,8 +144,17 @@ pub enum Command {
         #[command(flatten)]
         target: connection::Target,
     },
-    /// Cancel a sweep's unfinished cells.
+    /// Cancel a sweep's unfinished cells (cells another active sweep shares keep running for
+    /// it). `resume` undoes it.
     Cancel {
+        /// A sweep id or name (the newest sweep of that name).
+        sweep: String,
+        #[command(flatten)]
+        target: connection::Target,
+    },
+    /// Resume a cancelled (or failed) sweep: re-queue its cancelled and failed cells, with a
+    /// fresh attempt budget for their runs.
+    Resume {
         /// A sweep id or name (the newest sweep of that name).
         sweep: String,
         #[command(flatten)]
@@ -248,7 +258,10 @@ async fn dispatch(
             cells,
             failed: _,
             target,
-        } => client::retry(&target, &sweep, cells).await,
+        } => client::retry(&target, &sweep, cells, client::Requeue::Failed).await,
+        Command::Resume { sweep, target } => {
+            client::retry(&target, &sweep, Vec::new(), client::Requeue::Resume).await
+        }
         Command::Cancel { sweep, target } => client::cancel(&target, &sweep).await,
     }
 }

@@ -12,7 +12,7 @@ use advsweep_proto::v1 as pb;
 use anyhow::Context;
 use tokio::process::{Child, Command};
 
-use super::{BadInput, client, connection, progress, rows};
+use super::{BadInput, client, connection, progress};
 use advsweep_settings::{ClientSettings, ConnectionSettings, RoleSettings, Secret, WorkerSettings};
 
 use advsweep_coordinator::grpc::auth::Auth;
@@ -20,7 +20,6 @@ use advsweep_coordinator::grpc::{ServeOptions, serve};
 use advsweep_coordinator::scheduler::LeaseSettings;
 use advsweep_coordinator::serve::start;
 use advsweep_coordinator::sweep::{Overrides, load_plan};
-use advsweep_report::{Layout, Pivot};
 
 /// How long the progress stream may take to report the sweep's end once every worker has
 /// exited, before `run` says the workers gave up too early.
@@ -213,7 +212,7 @@ pub async fn run(
             return Err(e);
         }
     };
-    print_results(&detail?, &summary, &logs)?;
+    progress::final_screen(&detail?, &summary, Some(&logs))?;
     Ok(
         if SweepState::parse(&summary.state) == Ok(SweepState::Done) {
             ExitCode::SUCCESS
@@ -409,41 +408,4 @@ async fn stop_workers(children: &mut [(Child, PathBuf)]) {
             let _ = child.kill().await;
         }
     }
-}
-
-/// The results table, the sweep's end state, failed runs and sanity warnings.
-fn print_results(
-    detail: &pb::SweepDetail,
-    summary: &pb::SweepSummary,
-    logs: &Path,
-) -> anyhow::Result<()> {
-    outln!();
-    out!(
-        "{}",
-        Pivot::new(&rows::sweep_report(detail)?.cells, Layout::default()).shown()
-    );
-    outln!();
-    let cells = summary.cells.unwrap_or_default();
-    outln!(
-        "sweep {}: {} ({} cells done, {} failed); logs in {}",
-        summary.sweep_id,
-        summary.state,
-        cells.done,
-        cells.failed,
-        logs.display()
-    );
-    for run in detail.runs.iter().filter(|r| !r.error.is_empty()) {
-        outln!("  run {} {}: {}", run.run_id, run.state, run.error);
-    }
-    for run in &detail.runs {
-        for w in &run.warnings {
-            outln!(
-                "  warning ({}/{} seed {}): {w}",
-                run.model,
-                run.defense_name,
-                run.seed
-            );
-        }
-    }
-    Ok(())
 }

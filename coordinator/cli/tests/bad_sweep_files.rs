@@ -113,6 +113,12 @@ fn cases() -> Vec<(&'static str, String, &'static str)> {
         ("unknown precision", GOOD.replace("epochs = 1", "epochs = 1\nprecision = \"fp16\""), "training.precision"),
         ("unused preset with a hostile name", format!("{GOOD}\n[attacks.\"../../evil\"]\nkind = \"none\"\n"), "[attacks.\"../../evil\"]: names use"),
         ("epsilon past the image", GOOD.replace(r#"["8/255"]"#, "[1e300]"), "grid.epsilons = 1e300: an ℓ∞ budget in pixel space must be at most 1"),
+        // Issue 21: a mistyped name gets the name that was meant.
+        ("mistyped attack preset", GOOD.replace(r#""none", "fgsm""#, r#""none", "fgms""#), "unknown attack preset `fgms` (did you mean `fgsm`?"),
+        ("mistyped own preset", format!("{GOOD}\n[attacks.pgd5-fast]\nkind = \"pgd\"\nsteps = 5\n").replace(r#""none", "fgsm""#, r#""none", "pgd5-fats""#), "did you mean `pgd5-fast`?"),
+        ("model with a dash", GOOD.replace(r#"["basic"]"#, r#"["resnet-18"]"#), "did you mean `resnet18`?"),
+        ("norm in capitals", format!("{GOOD}\n[attacks.e]\nkind = \"pgd\"\nnorm = \"Linf\"\n").replace(r#""none", "fgsm""#, r#""none", "e""#), "(did you mean `linf`?)"),
+        ("mistyped optimizer", GOOD.replace("epochs = 1", "epochs = 1\noptimizer = \"adma\""), "(did you mean `adam`?)"),
     ]
 }
 

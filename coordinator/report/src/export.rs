@@ -2,7 +2,8 @@
 //! (`pd.read_csv("cells.csv")`), and the same as JSON.
 //!
 //! Units, as the columns of `cells.csv` say them: rates (`accuracy`, `attack_success_rate`,
-//! a stage's accuracy) are fractions in [0, 1]; `epsilon` and `defense_epsilon` are in the
+//! a stage's accuracy) are fractions in [0, 1] (`attack_success_rate` is empty for a clean
+//! cell: there is no attack to succeed); `epsilon` and `defense_epsilon` are in the
 //! run's `epsilon_space` (`pixel`: images in [0, 1]; `normalized`: after the per-channel
 //! standardization), `epsilon_label` the same ε as the tables print it (`8/255`); the
 //! perturbation sizes `mean_linf` and `mean_l2` are always measured in pixel units, whatever
@@ -44,7 +45,10 @@ pub fn cells_csv(r: &SweepReport) -> String {
             csv_field(&super::epsilon::label_in(c.epsilon, c.epsilon_space)),
             csv_field(c.state.as_str()),
             opt(res.map(|x| x.accuracy)),
-            opt(res.map(|x| x.attack_success_rate)),
+            // Only for attacks: see `Metric::AttackSuccessRate`.
+            opt(res
+                .filter(|_| !c.is_clean())
+                .map(|x| x.attack_success_rate)),
             opt(res.map(|x| x.mean_linf)),
             opt(res.map(|x| x.mean_l2)),
             opt(res.map(|x| x.images_per_second)),

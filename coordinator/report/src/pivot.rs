@@ -38,7 +38,11 @@ impl Dim {
             "seed" => Dim::Seed,
             other => {
                 return Err(format!(
-                    "unknown dimension `{other}` (known: attack, epsilon, model, defense, defense_epsilon, seed)"
+                    "unknown dimension `{other}`{} (known: attack, epsilon, model, defense, defense_epsilon, seed)",
+                    advsweep_core::suggest::hint(
+                        other,
+                        ["attack", "epsilon", "model", "defense", "defense_epsilon", "seed"]
+                    )
                 ));
             }
         })
@@ -105,7 +109,18 @@ impl Metric {
             "images_per_second" => Metric::ImagesPerSecond,
             other => {
                 return Err(format!(
-                    "unknown metric `{other}` (known: accuracy, attack_success_rate, mean_linf, mean_l2, seconds, images_per_second)"
+                    "unknown metric `{other}`{} (known: accuracy, attack_success_rate, mean_linf, mean_l2, seconds, images_per_second)",
+                    advsweep_core::suggest::hint(
+                        other,
+                        [
+                            "accuracy",
+                            "attack_success_rate",
+                            "mean_linf",
+                            "mean_l2",
+                            "seconds",
+                            "images_per_second"
+                        ]
+                    )
                 ));
             }
         })
@@ -124,6 +139,11 @@ impl Metric {
 
     fn value(self, c: &CellRecord) -> Option<f64> {
         let r = c.result.as_ref()?;
+        // A clean cell attacks nothing: its "success rate" would only measure how often two
+        // noise draws of a randomized model disagree. Shown as "—".
+        if self == Metric::AttackSuccessRate && c.is_clean() {
+            return None;
+        }
         Some(match self {
             Metric::Accuracy => r.accuracy,
             Metric::AttackSuccessRate => r.attack_success_rate,

@@ -43,6 +43,16 @@ pub struct CellRecord {
     pub error: Option<String>,
 }
 
+impl CellRecord {
+    /// Whether the cell evaluates without an attack (`none`).
+    pub fn is_clean(&self) -> bool {
+        match &self.attack_spec {
+            Some(a) => a.is_none(),
+            None => self.attack == "none",
+        }
+    }
+}
+
 /// A sweep as reports see it (possibly partial).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SweepReport {

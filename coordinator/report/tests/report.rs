@@ -223,6 +223,11 @@ fn other_layouts_and_metrics() {
         "{md}"
     );
     assert!(!md.contains('±'), "one seed per entry: {md}");
+    // A clean cell has no attack to succeed: its success rate is not a number.
+    assert!(
+        md.contains("| standard    | 1    | 0     | —         |    — |        |          |"),
+        "{md}"
+    );
     let legend = pivot.legend();
     assert!(
         legend.contains("ε, defense ε added to the rows"),

@@ -63,6 +63,8 @@ pub fn run(r: &RunStatus) -> pb::RunStatus {
             .collect(),
         max_attempts: r.max_attempts,
         spec: None,
+        epochs_planned: r.epochs_planned,
+        worker_name: r.worker_name.clone().unwrap_or_default(),
     }
 }
 

@@ -249,7 +249,7 @@ impl SweepService for SweepApi {
         }
         let out = self
             .scheduler
-            .retry(&r.sweep_id, &r.cell_ids)
+            .retry(&r.sweep_id, &r.cell_ids, r.include_cancelled)
             .await
             .map_err(status_of)?;
         info!(
@@ -271,9 +271,17 @@ impl SweepService for SweepApi {
     ) -> Result<Response<pb::CancelSweepResponse>, Status> {
         let id = request.into_inner().sweep_id;
         require_content_id("sweep_id", &id, ContentId::Sweep)?;
-        let cells_cancelled = self.scheduler.cancel(&id).await.map_err(status_of)?;
-        info!(sweep_id = id, cells_cancelled, "sweep cancelled");
+        let out = self.scheduler.cancel(&id).await.map_err(status_of)?;
+        info!(
+            sweep_id = id,
+            cells_cancelled = out.cells,
+            cells_shared = out.shared,
+            "sweep cancelled"
+        );
         self.changes.notify();
-        Ok(Response::new(pb::CancelSweepResponse { cells_cancelled }))
+        Ok(Response::new(pb::CancelSweepResponse {
+            cells_cancelled: out.cells,
+            cells_shared: out.shared,
+        }))
     }
 }

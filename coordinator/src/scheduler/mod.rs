@@ -28,7 +28,7 @@ pub use policy::LeaseSettings;
 
 use crate::store::{
     CheckpointInfo, FailOutcome, Gauges, LeaseOutcome, LeaseRef, NewCheckpoint, NewWorker,
-    RetryOutcome, RunStatus, StateStore, StoreError, SubmitOutcome, SweepDetail, SweepSummary,
+    CancelOutcome, RetryOutcome, RunStatus, StateStore, StoreError, SubmitOutcome, SweepDetail, SweepSummary,
     now_ms,
 };
 use crate::sweep::Plan;
@@ -298,20 +298,23 @@ impl Scheduler {
 
     /// Cancels a sweep: its unfinished cells that no other active sweep needs become
     /// `cancelled`, and runs left without pending cells stop (their workers' heartbeats are
-    /// answered `keep_going = false`). Returns the number of cells cancelled.
-    pub async fn cancel(&self, sweep_id: &str) -> Result<u32, StoreError> {
+    /// answered `keep_going = false`). Returns the cells cancelled and those still running
+    /// for other sweeps that share them.
+    pub async fn cancel(&self, sweep_id: &str) -> Result<CancelOutcome, StoreError> {
         self.store.cancel(sweep_id.to_owned()).await
     }
 
-    /// Re-queues the sweep's failed cells (or the named failed/cancelled ones) and their runs
-    /// with a fresh attempt budget.
+    /// Re-queues the sweep's failed cells (and cancelled ones with `include_cancelled`: a
+    /// resume), or the named failed/cancelled ones, and their runs with a fresh attempt
+    /// budget; a cancelled sweep becomes active again only if something was re-queued.
     pub async fn retry(
         &self,
         sweep_id: &str,
         cell_ids: &[String],
+        include_cancelled: bool,
     ) -> Result<RetryOutcome, StoreError> {
         self.store
-            .retry(sweep_id.to_owned(), cell_ids.to_vec())
+            .retry(sweep_id.to_owned(), cell_ids.to_vec(), include_cancelled)
             .await
     }
 

@@ -30,7 +30,7 @@ pub use error::StoreError;
 pub use ids::{lease_digest, now_ms, random_id};
 pub use records::{
     CellRecord, CheckpointInfo, FailOutcome, LeaseGrant, LeaseOutcome, LeaseRecord, LeaseRef,
-    NewCheckpoint, NewWorker, RecordedCheckpoint, RetryOutcome, SubmitOutcome,
+    CancelOutcome, NewCheckpoint, NewWorker, RecordedCheckpoint, RetryOutcome, SubmitOutcome,
 };
 pub use sqlite::SqliteStore;
 pub use state_store::StateStore;

@@ -110,6 +110,14 @@ pub struct RecordedCheckpoint {
     pub stale_files: Vec<PathBuf>,
 }
 
+/// What a cancel stopped, and what it left running for other sweeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CancelOutcome {
+    pub cells: u32,
+    /// Unfinished cells another active sweep shares: they keep running for it.
+    pub shared: u32,
+}
+
 /// What a retry re-queued.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RetryOutcome {

@@ -7,7 +7,7 @@ use advsweep_core::{CellChunk, CellResult, EpochMetrics};
 use super::error::StoreError;
 use super::records::{
     CheckpointInfo, FailOutcome, LeaseOutcome, LeaseRecord, LeaseRef, NewCheckpoint, NewWorker,
-    RecordedCheckpoint, RetryOutcome, SubmitOutcome,
+    CancelOutcome, RecordedCheckpoint, RetryOutcome, SubmitOutcome,
 };
 use super::views::{Gauges, RunStatus, SweepDetail, SweepSummary};
 use crate::artifacts::Artifacts;
@@ -111,14 +111,16 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     async fn submit(&self, plan: Plan, sweep_toml: String) -> Result<SubmitOutcome, StoreError>;
 
     /// Cancels a sweep's unfinished work no other active sweep needs; returns the cells
-    /// cancelled.
-    async fn cancel(&self, sweep_id: String) -> Result<u32, StoreError>;
+    /// cancelled and those left running for the sweeps that share them.
+    async fn cancel(&self, sweep_id: String) -> Result<CancelOutcome, StoreError>;
 
-    /// Re-queues the sweep's failed cells (or the named failed/cancelled ones).
+    /// Re-queues the sweep's failed cells (and its cancelled ones with `include_cancelled`),
+    /// or the named failed/cancelled ones; re-queuing nothing changes nothing.
     async fn retry(
         &self,
         sweep_id: String,
         cell_ids: Vec<String>,
+        include_cancelled: bool,
     ) -> Result<RetryOutcome, StoreError>;
 
     // --- Reads (blocking). ---

@@ -37,6 +37,10 @@ pub struct RunStatus {
     pub epsilon_space: EpsilonSpace,
     /// The run as resolved from the sweep file (in the sweep's detail; not in live progress).
     pub spec: Option<RunSpec>,
+    /// The epochs the run trains for.
+    pub epochs_planned: u32,
+    /// The name the leasing worker registered with (`--name`).
+    pub worker_name: Option<String>,
 }
 
 /// The end of one attempt at a run.

@@ -52,7 +52,8 @@ impl Arch {
         }
         let unknown = || {
             format!(
-                "unknown model `{name}` (known: {})",
+                "unknown model `{name}`{} (known: {})",
+                crate::suggest::hint(name, ARCHITECTURES.iter().copied()),
                 ARCHITECTURES.join(", ")
             )
         };

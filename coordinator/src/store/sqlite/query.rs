@@ -131,8 +131,10 @@ pub(super) fn running_runs(
         "SELECT r.run_id, r.model, r.defense_name, r.defense_epsilon, r.seed, r.attempt,
                     r.worker_id,
                     e.epoch, e.train_loss, e.train_accuracy, e.test_accuracy, e.seconds,
-                    e.images_per_second, json_extract(r.spec_json, '$.epsilon_space')
+                    e.images_per_second, json_extract(r.spec_json, '$.epsilon_space'),
+                    json_extract(r.spec_json, '$.training.epochs'), w.name
              FROM sweep_runs sr JOIN runs r ON r.run_id = sr.run_id
+             LEFT JOIN workers w ON w.worker_id = r.worker_id
              LEFT JOIN epochs e ON e.run_id = r.run_id
                  AND e.epoch = (SELECT MAX(epoch) FROM epochs WHERE run_id = r.run_id)
              WHERE sr.sweep_id = ?1 AND r.state = '{}' ORDER BY r.seq",
@@ -166,6 +168,8 @@ pub(super) fn running_runs(
             max_attempts: 0,
             epsilon_space: space(r.get(13)?),
             spec: None,
+            epochs_planned: r.get::<_, Option<u32>>(14)?.unwrap_or_default(),
+            worker_name: r.get(15)?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -213,8 +217,10 @@ pub(super) fn sweep_detail(conn: &Connection, sweep_id: &str) -> Result<SweepDet
         let mut stmt = conn.prepare_cached(
             "SELECT r.run_id, r.model, r.defense_name, r.defense_epsilon, r.seed, r.state,
                         r.attempt, r.worker_id, r.error, r.warnings, r.max_attempts,
-                        json_extract(r.spec_json, '$.epsilon_space'), r.spec_json
+                        json_extract(r.spec_json, '$.epsilon_space'), r.spec_json,
+                        json_extract(r.spec_json, '$.training.epochs'), w.name
                  FROM sweep_runs sr JOIN runs r ON r.run_id = sr.run_id
+                 LEFT JOIN workers w ON w.worker_id = r.worker_id
                  WHERE sr.sweep_id = ?1 ORDER BY r.seq",
         )?;
         let rows = stmt.query_map([sweep_id], |r| {
@@ -237,6 +243,8 @@ pub(super) fn sweep_detail(conn: &Connection, sweep_id: &str) -> Result<SweepDet
                 max_attempts: r.get(10)?,
                 epsilon_space: space(r.get(11)?),
                 spec: spec(r.get(12)?),
+                epochs_planned: r.get::<_, Option<u32>>(13)?.unwrap_or_default(),
+                worker_name: r.get(14)?,
             })
         })?;
         let mut runs = Vec::new();

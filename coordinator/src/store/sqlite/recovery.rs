@@ -51,6 +51,7 @@ pub(super) fn retry(
     conn: &Connection,
     sweep_id: &str,
     cell_ids: &[String],
+    include_cancelled: bool,
 ) -> Result<RetryOutcome, StoreError> {
     let now = now_ms();
     let exists = conn
@@ -64,21 +65,18 @@ pub(super) fn retry(
     if !exists {
         return Err(StoreError::SweepNotFound(sweep_id.to_owned()));
     }
-    conn.execute(
-        "UPDATE sweeps SET cancelled = 0 WHERE sweep_id = ?1",
-        [sweep_id],
-    )?;
     let mut cells = 0usize;
     if cell_ids.is_empty() {
         cells += conn.execute(
             sql!(
                 "UPDATE cells SET state = '{}', error = NULL, updated_ms = ?2
-                 WHERE state = '{}'
+                 WHERE (state = '{}' OR (?3 AND state = '{}'))
                    AND cell_id IN (SELECT cell_id FROM sweep_cells WHERE sweep_id = ?1)",
                 CellState::Pending,
-                CellState::Failed
+                CellState::Failed,
+                CellState::Cancelled
             ),
-            params![sweep_id, now],
+            params![sweep_id, now, include_cancelled],
         )?;
     } else {
         for id in cell_ids {
@@ -114,6 +112,14 @@ pub(super) fn retry(
             }
         }
     }
+    // Nothing re-queued changes nothing: a cancelled sweep stays cancelled.
+    if cells == 0 {
+        return Ok(RetryOutcome::default());
+    }
+    conn.execute(
+        "UPDATE sweeps SET cancelled = 0 WHERE sweep_id = ?1",
+        [sweep_id],
+    )?;
     let runs = reopen_runs(conn, sweep_id, now)?;
     Ok(RetryOutcome {
         cells: count(cells),

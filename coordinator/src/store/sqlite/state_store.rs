@@ -13,7 +13,7 @@ use crate::store::error::StoreError;
 use crate::store::ids::now_ms;
 use crate::store::records::{
     CheckpointInfo, FailOutcome, LeaseOutcome, LeaseRecord, LeaseRef, NewCheckpoint, NewWorker,
-    RecordedCheckpoint, RetryOutcome, SubmitOutcome,
+    CancelOutcome, RecordedCheckpoint, RetryOutcome, SubmitOutcome,
 };
 use crate::store::state_store::StateStore;
 use crate::store::views::{Gauges, RunStatus, SweepDetail, SweepSummary};
@@ -127,7 +127,7 @@ impl StateStore for SqliteStore {
             .await
     }
 
-    async fn cancel(&self, sweep_id: String) -> Result<u32, StoreError> {
+    async fn cancel(&self, sweep_id: String) -> Result<CancelOutcome, StoreError> {
         self.write(move |c| submit::cancel(c, &sweep_id)).await
     }
 
@@ -135,8 +135,9 @@ impl StateStore for SqliteStore {
         &self,
         sweep_id: String,
         cell_ids: Vec<String>,
+        include_cancelled: bool,
     ) -> Result<RetryOutcome, StoreError> {
-        self.write(move |c| recovery::retry(c, &sweep_id, &cell_ids))
+        self.write(move |c| recovery::retry(c, &sweep_id, &cell_ids, include_cancelled))
             .await
     }
 

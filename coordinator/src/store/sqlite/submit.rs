@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::state;
 use crate::store::error::StoreError;
 use crate::store::ids::now_ms;
-use crate::store::records::SubmitOutcome;
+use crate::store::records::{CancelOutcome, SubmitOutcome};
 use crate::sweep::Plan;
 
 fn count(n: usize) -> u32 {
@@ -144,7 +144,7 @@ pub(super) fn reopen_runs(tx: &Connection, sweep_id: &str, now: i64) -> Result<u
     )?)
 }
 
-pub(super) fn cancel(tx: &Connection, sweep_id: &str) -> Result<u32, StoreError> {
+pub(super) fn cancel(tx: &Connection, sweep_id: &str) -> Result<CancelOutcome, StoreError> {
     let now = now_ms();
     let changed = tx.execute(
         "UPDATE sweeps SET cancelled = 1 WHERE sweep_id = ?1",
@@ -180,5 +180,18 @@ pub(super) fn cancel(tx: &Connection, sweep_id: &str) -> Result<u32, StoreError>
         ),
         params![sweep_id, now],
     )?;
-    Ok(count(cells))
+    // What is still unfinished is another active sweep's too.
+    let shared: i64 = tx.query_row(
+        sql!(
+            "SELECT COUNT(*) FROM cells
+             WHERE state = '{}' AND cell_id IN (SELECT cell_id FROM sweep_cells WHERE sweep_id = ?1)",
+            CellState::Pending
+        ),
+        [sweep_id],
+        |r| r.get(0),
+    )?;
+    Ok(CancelOutcome {
+        cells: count(cells),
+        shared: u32::try_from(shared).unwrap_or(u32::MAX),
+    })
 }

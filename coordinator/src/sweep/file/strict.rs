@@ -270,6 +270,18 @@ fn reword(message: &str) -> String {
         }
         return format!("expected {expected}, found {}", found_word(found));
     }
+    // `unknown variant `Linf`, expected `linf` or `l2`` (and unknown fields): the closest.
+    for prefix in ["unknown variant `", "unknown field `"] {
+        if let Some(rest) = message.strip_prefix(prefix)
+            && let Some((name, expected)) = rest.split_once('`')
+        {
+            let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+            return format!(
+                "{message}{}",
+                advsweep_core::suggest::hint(name, known)
+            );
+        }
+    }
     message.to_owned()
 }
 

@@ -20,7 +20,8 @@ fn word<'de, D: Deserializer<'de>, T: Copy>(
         .ok_or_else(|| {
             let known: Vec<&str> = words.iter().map(|(word, _)| *word).collect();
             serde::de::Error::custom(format!(
-                "{key} = {text:?} is unknown (known: {})",
+                "{key} = {text:?} is unknown{} (known: {})",
+                advsweep_core::suggest::hint(&text, known.iter().copied()),
                 known.join(", ")
             ))
         })

@@ -96,7 +96,7 @@ async fn a_run_that_dies_on_three_workers_is_poisonous() {
         LeaseOutcome::Idle
     ));
     // A retry gives the run fresh budgets: the next loss is retried again.
-    s.retry(&p.sweep_id, &[]).await.expect("retry");
+    s.retry(&p.sweep_id, &[], false).await.expect("retry");
     let g = grant(&s, &workers[0]).await;
     std::thread::sleep(Duration::from_millis(5));
     s.expire_leases().await.expect("expiry");

@@ -220,7 +220,7 @@ async fn cancel_stops_leased_work_and_settles_the_sweep() {
         .await
         .expect("w");
     let g = grant(&s, &w).await;
-    assert_eq!(s.cancel(&p.sweep_id).await.expect("cancel"), 4);
+    assert_eq!(s.cancel(&p.sweep_id).await.expect("cancel").cells, 4);
     assert!(
         !s.heartbeat(lease_ref(&w, &g)).await.expect("heartbeat"),
         "worker must stop"
@@ -293,10 +293,10 @@ async fn preemption_is_not_a_failure_and_retry_requeues_failed_cells() {
     assert_eq!(d.summary.cells.failed, 2);
     // A cell that is not failed cannot be retried by name; unknown cells are named.
     assert!(matches!(
-        s.retry(&p.sweep_id, &["c-nope".into()]).await,
+        s.retry(&p.sweep_id, &["c-nope".into()], false).await,
         Err(StoreError::Invalid(_))
     ));
-    let out = s.retry(&p.sweep_id, &[]).await.expect("retry");
+    let out = s.retry(&p.sweep_id, &[], false).await.expect("retry");
     assert_eq!((out.cells, out.runs), (2, 1));
     assert!(matches!(
         s.lease(w.clone(), None).await.expect("lease"),

@@ -4,6 +4,7 @@
 mod chunks;
 mod expiry;
 mod lifecycle;
+mod sweep_states;
 mod writer;
 
 use std::ops::Deref;

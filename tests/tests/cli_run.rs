@@ -72,6 +72,82 @@ fn advsweep_run_prints_the_results_table_and_reuses_finished_cells() {
     let stderr = String::from_utf8_lossy(&again.stderr);
     assert!(again.status.success(), "{stderr}");
     assert!(stderr.contains("(4 already done, reused)"), "{stderr}");
+
+    export_weights_load_strictly_in_pytorch(dir.path(), &state);
+}
+
+/// `advsweep export weights` writes each run's weights as a plain state_dict that the
+/// documented PyTorch example (docs/CHECKPOINTS.md) loads with a strict `load_state_dict`,
+/// and the resolved spec beside it; the stored checkpoints themselves hold resume-only keys.
+fn export_weights_load_strictly_in_pytorch(dir: &Path, state: &Path) {
+    let out_dir = dir.join("weights");
+    let out = Command::new(workspace_bin("advsweep"))
+        .args(["export", "weights", "cli-run", "--out"])
+        .arg(&out_dir)
+        .arg("--state-dir")
+        .arg(state)
+        .output()
+        .expect("advsweep export runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let standard = out_dir.join("basic-standard-s0.safetensors");
+    let adversarial = out_dir.join("basic-at-fgsm-eps8_255-s0.safetensors");
+    for f in [&standard, &adversarial] {
+        assert!(f.is_file(), "{} missing; export said {stdout}", f.display());
+    }
+    let about: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out_dir.join("basic-at-fgsm-eps8_255-s0.json")).expect("json"),
+    )
+    .expect("json parses");
+    assert_eq!(about["spec"]["defense"]["method"]["kind"], "adversarial", "{about}");
+    assert_eq!(about["epoch"], 1);
+    // The docs' example, verbatim but for the paths.
+    let python = std::env::var_os("ADVSWEEP_TORCH_PYTHON")
+        .expect("ADVSWEEP_TORCH_PYTHON (source scripts/env.sh): the export is checked in PyTorch");
+    let reference = Path::new(env!("CARGO_MANIFEST_DIR")).join("../worker/tests/reference");
+    let script = format!(
+        r#"
+import safetensors.torch
+import sys; sys.path.insert(0, {reference:?})
+from models import build
+for path in sys.argv[1:]:
+    model = build("basic")
+    model.load_state_dict(safetensors.torch.load_file(path))   # strict=True
+    model.eval()
+    print("loaded", path)
+"#,
+        reference = reference.display().to_string()
+    );
+    let loaded = Command::new(python)
+        .arg("-c")
+        .arg(&script)
+        .arg(&standard)
+        .arg(&adversarial)
+        .output()
+        .expect("python runs");
+    assert!(
+        loaded.status.success(),
+        "strict load_state_dict failed:\n{}",
+        String::from_utf8_lossy(&loaded.stderr)
+    );
+    // A mistyped sweep or run is named.
+    let bad = Command::new(workspace_bin("advsweep"))
+        .args(["export", "weights", "cli-run", "--run", "r-0000000000000000", "--out"])
+        .arg(&out_dir)
+        .arg("--state-dir")
+        .arg(state)
+        .output()
+        .expect("runs");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--run r-0000000000000000: no such run"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
 }
 
 #[test]

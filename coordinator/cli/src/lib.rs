@@ -25,6 +25,7 @@ macro_rules! out {
 mod client;
 mod config;
 mod connection;
+mod export;
 mod plan;
 mod progress;
 mod report;
@@ -130,6 +131,9 @@ pub enum Command {
     },
     /// Write the sweep's tables (Markdown, CSV), exports (CSV, JSON) and figures (SVG, PNG).
     Report(report::ReportArgs),
+    /// Export what a sweep produced for use elsewhere.
+    #[command(subcommand)]
+    Export(ExportCommand),
     /// Re-queue a sweep's failed cells (default), or the named failed/cancelled cells, with a
     /// fresh attempt budget for their runs.
     Retry {
@@ -160,6 +164,15 @@ pub enum Command {
         #[command(flatten)]
         target: connection::Target,
     },
+}
+
+/// `advsweep export …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum ExportCommand {
+    /// Each finished run's trained weights as a plain PyTorch state_dict (safetensors, for a
+    /// strict load_state_dict), with the run's resolved spec as JSON beside it. Reads the
+    /// coordinator's state directory.
+    Weights(export::WeightsArgs),
 }
 
 #[doc(hidden)]
@@ -253,6 +266,7 @@ async fn dispatch(
             target,
         } => client::watch(&target, &sweep, json).await,
         Command::Report(args) => report::report(args).await,
+        Command::Export(ExportCommand::Weights(args)) => export::weights(args),
         Command::Retry {
             sweep,
             cells,

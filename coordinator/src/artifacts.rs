@@ -1,5 +1,5 @@
 //! Checkpoint bytes on disk, beside the SQLite state that records them: where they live
-//! (`<state-dir>/artifacts/<run_id>/`, a run id being a checked content id), how an upload is
+//! (`<state-dir>/artifacts/<run_id>/`, a [`RunId`] being a checked content id), how an upload is
 //! written (a temporary file, renamed into place once verified), and what is cleaned up.
 //!
 //! An upload's handler can stop between any two awaits — the client hangs up or its deadline
@@ -9,6 +9,8 @@
 //! removes those at start-up.
 
 use std::path::{Path, PathBuf};
+
+use advsweep_core::RunId;
 
 /// Temporary upload files start with this (dot files: never mistaken for a checkpoint).
 pub const UPLOAD_PREFIX: &str = ".upload-";
@@ -27,8 +29,8 @@ impl Artifacts {
     }
 
     /// Where the checkpoint files of `run_id` live.
-    pub fn run_dir(&self, run_id: &str) -> PathBuf {
-        self.root.join(run_id)
+    pub fn run_dir(&self, run_id: &RunId) -> PathBuf {
+        self.root.join(run_id.as_str())
     }
 
     /// Removes the temporary files of uploads that never finished (a coordinator killed
@@ -126,7 +128,7 @@ mod tests {
         let state = tempfile::tempdir()?;
         let artifacts = Artifacts::new(state.path());
         assert_eq!(artifacts.sweep_stale_uploads()?, 0, "no artifacts yet");
-        let run = artifacts.run_dir("r-0123456789abcdef");
+        let run = artifacts.run_dir(&RunId::new("r-0123456789abcdef").expect("a run id"));
         std::fs::create_dir_all(&run)?;
         std::fs::write(run.join(".upload-x1"), b"partial")?;
         std::fs::write(run.join(".upload-x2"), b"partial")?;

@@ -130,8 +130,8 @@ fn ids_are_stable_when_the_file_is_reordered() {
     let b = plan(GRID_REORDERED);
     let ids = |p: &Plan| -> (HashSet<String>, HashSet<String>) {
         (
-            p.runs.iter().map(|r| r.id.clone()).collect(),
-            p.cells.iter().map(|c| c.id.clone()).collect(),
+            p.runs.iter().map(|r| r.id.to_string()).collect(),
+            p.cells.iter().map(|c| c.id.to_string()).collect(),
         )
     };
     assert_eq!(ids(&a), ids(&b));

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use advsweep_proto::v1 as pb;
 use advsweep_proto::v1::worker_service_client::WorkerServiceClient;
-use common::{Fixture, StateStore, is_callers_fault};
+use common::{Fixture, StateStore, is_callers_fault, typed};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use sha2::Digest;
@@ -143,7 +143,7 @@ async fn uploads_cannot_escape_the_state_directory_or_write_without_a_lease() {
         .await
         .expect_err("no lease");
     assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e}");
-    assert!(!f.store.artifacts_dir(stranger).exists());
+    assert!(!f.store.artifacts_dir(&typed(stranger)).exists());
     let stale = pb::LeaseRef {
         attempt: live.attempt + 1,
         ..live.clone()
@@ -306,11 +306,11 @@ fn random_uploads_300_cases_leave_nothing_behind() {
     // Whatever was refused left nothing; whatever was stored belongs to a leased run.
     let runs: Vec<String> = f
         .store
-        .sweep_detail(&f.sweep_id)
+        .sweep_detail(&typed(&f.sweep_id))
         .expect("detail")
         .runs
         .iter()
-        .map(|r| r.run_id.clone())
+        .map(|r| r.run_id.to_string())
         .chain(std::iter::once(f.live().lease.run_id))
         .collect();
     let mut all_runs = runs;
@@ -321,7 +321,7 @@ fn random_uploads_300_cases_leave_nothing_behind() {
                 .expect("detail")
                 .runs
                 .into_iter()
-                .map(|r| r.run_id),
+                .map(|r| r.run_id.into_string()),
         );
     }
     assert_clean(f.dir.path(), &all_runs);
@@ -336,7 +336,7 @@ async fn an_upload_cut_off_mid_stream_leaves_no_temporary_file() {
     let addr = serve(&f).await;
     let mut c = client(addr).await;
     let live = f.live().lease;
-    let run_dir = f.store.artifacts_dir(&live.run_id);
+    let run_dir = f.store.artifacts_dir(&typed(&live.run_id));
     let bytes = vec![7u8; 1 << 16];
     let head = first(live.clone(), 1, sha_hex(&bytes), bytes);
     // The first chunk, then nothing: the stream stays open until the deadline.

@@ -11,7 +11,7 @@ use advsweep_core::refusal::{self, Refusal};
 use advsweep_proto::v1 as pb;
 use advsweep_proto::v1::worker_service_client::WorkerServiceClient;
 use advsweep_proto::v1::worker_service_server::WorkerService;
-use common::{Fixture, StateStore};
+use common::{Fixture, StateStore, typed};
 use sha2::Digest;
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
@@ -183,7 +183,7 @@ async fn every_call_as(f: &Fixture, forger: &str) {
 /// checkpoint, the lease live; then the holder finishes it, and the attempt records the holder.
 async fn holder_is_unaffected(f: &Fixture) {
     let live = f.live();
-    let detail = f.store.sweep_detail(&f.sweep_id).expect("detail");
+    let detail = f.store.sweep_detail(&typed(&f.sweep_id)).expect("detail");
     let run = detail
         .runs
         .iter()
@@ -194,12 +194,12 @@ async fn holder_is_unaffected(f: &Fixture) {
     for cell in detail
         .cells
         .iter()
-        .filter(|c| live.cells.contains(&c.cell_id))
+        .filter(|c| live.cells.contains(&c.cell_id.to_string()))
     {
         assert_eq!(cell.state, ShownState::Running, "{}", cell.cell_id);
         assert!(cell.result.is_none());
     }
-    let checkpoints = std::fs::read_dir(f.store.artifacts_dir(&live.lease.run_id))
+    let checkpoints = std::fs::read_dir(f.store.artifacts_dir(&typed(&live.lease.run_id)))
         .expect("artifacts")
         .count();
     assert_eq!(checkpoints, 1, "no forged checkpoint stored");
@@ -237,7 +237,7 @@ async fn holder_is_unaffected(f: &Fixture) {
     }))
     .await
     .expect("the holder completes");
-    let detail = f.store.sweep_detail(&f.sweep_id).expect("detail");
+    let detail = f.store.sweep_detail(&typed(&f.sweep_id)).expect("detail");
     let run = detail
         .runs
         .iter()
@@ -252,7 +252,7 @@ async fn holder_is_unaffected(f: &Fixture) {
     for cell in detail
         .cells
         .iter()
-        .filter(|c| live.cells.contains(&c.cell_id))
+        .filter(|c| live.cells.contains(&c.cell_id.to_string()))
     {
         assert_eq!(cell.result.as_ref().map(|r| r.accuracy), Some(0.5));
     }

@@ -17,7 +17,7 @@ use advsweep_coordinator::sweep::Limits;
 use advsweep_proto::v1 as pb;
 use advsweep_proto::v1::sweep_service_server::SweepService;
 use advsweep_proto::v1::worker_service_server::WorkerService;
-use common::{Fixture, StateStore, is_callers_fault};
+use common::{Fixture, StateStore, is_callers_fault, typed};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use tonic::{Request, Status};
@@ -798,7 +798,7 @@ async fn each_field_is_named_in_its_refusal() {
     }
     let run = |f: &Fixture| {
         f.store
-            .sweep_detail(&f.sweep_id)
+            .sweep_detail(&typed(&f.sweep_id))
             .expect("detail")
             .runs
             .into_iter()
@@ -890,7 +890,7 @@ async fn long_reasons_are_cut_not_refused() {
         }))
         .await
         .expect("a worker can always report a failure");
-    let detail = f.store.sweep_detail(&f.sweep_id).expect("detail");
+    let detail = f.store.sweep_detail(&typed(&f.sweep_id)).expect("detail");
     let run = detail
         .runs
         .iter()

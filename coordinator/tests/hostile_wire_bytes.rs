@@ -112,7 +112,9 @@ fn mutated_runs_and_reports_4000_cases() {
                         let (d, a) = counts.get();
                         let accepted = match wire::run_from_wire(&run) {
                             Ok((spec, cells)) => {
-                                prop_assert!(wire::check_id(&spec.id, "run.run_id").is_ok());
+                                prop_assert!(
+                                    wire::check_id(spec.id.as_str(), "run.run_id").is_ok()
+                                );
                                 prop_assert!(spec.training.epochs <= wire::MAX_EPOCHS);
                                 prop_assert!(cells.len() <= wire::MAX_CELLS_PER_RUN);
                                 1

@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{CellId, RunId};
+
 /// The norm of a perturbation budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -567,7 +569,7 @@ impl EpsilonSpace {
 /// One training job. Its id is a hash of everything here except `id` and `defense_name`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunSpec {
-    pub id: String,
+    pub id: RunId,
     /// The model name the sweep file used (e.g. `noisy-basic`), for display.
     pub model_name: String,
     pub model: Model,
@@ -597,8 +599,8 @@ impl RunSpec {
 /// One evaluation of a run's trained weights. Its id hashes the run id, attack and ε.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CellSpec {
-    pub id: String,
-    pub run_id: String,
+    pub id: CellId,
+    pub run_id: RunId,
     /// The preset name the sweep file used, for display.
     pub attack_name: String,
     pub attack: Attack,

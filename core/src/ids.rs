@@ -7,7 +7,13 @@
 //! [`SweepId`], [`RunId`], [`CellId`] (content ids) and [`LeaseId`] (an opaque id the store hands
 //! out) are checked when made: a value of one of these types has its shape, and serializes as
 //! the bare string (`#[serde(transparent)]`), so a type holding one hashes and stores exactly as
-//! with a `String`.
+//! with a `String`. They compare with strings and borrow as `str` (a map keyed by ids is read
+//! with a `&str`).
+//!
+//! The coordinator passes these from where an id enters to where it leaves: sweep expansion
+//! makes them from digests, gRPC requests and wire decoding parse them (naming the field), and
+//! the store parses the ids it reads back from SQL (an id of the wrong shape there is a corrupt
+//! record).
 
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -131,6 +137,38 @@ macro_rules! id_common {
             }
         }
 
+        /// Hashes, compares and orders as its string, so a map keyed by ids can be read with a
+        /// `&str`.
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+
+        impl PartialEq<String> for $name {
+            fn eq(&self, other: &String) -> bool {
+                &self.0 == other
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
         impl std::str::FromStr for $name {
             type Err = InvalidId;
             fn from_str(value: &str) -> Result<Self, InvalidId> {
@@ -216,6 +254,22 @@ mod tests {
         };
         assert_eq!(read("r-0101010101010101"), Ok(run));
         assert!(read("r-../../etc").is_err());
+    }
+
+    #[test]
+    fn typed_ids_compare_and_look_up_as_their_strings() {
+        let run = RunId::from_digest(&[0x01; 32]);
+        assert_eq!(run, "r-0101010101010101");
+        assert!(run == *"r-0101010101010101");
+        assert_eq!(run, "r-0101010101010101".to_owned());
+        assert_ne!(run, "r-0101010101010102");
+        let mut by_id = std::collections::HashMap::new();
+        by_id.insert(run.clone(), 7);
+        assert_eq!(by_id.get("r-0101010101010101"), Some(&7));
+        let mut set = std::collections::BTreeSet::new();
+        set.insert(LeaseId::new("l-1").expect("a lease id"));
+        assert!(set.contains("l-1"));
+        assert_eq!(String::from(run), "r-0101010101010101");
     }
 
     #[test]

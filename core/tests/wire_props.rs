@@ -5,6 +5,7 @@
 //! Case counts: 5,000 epochs and 5,000 cell results against an oracle of the NaN policy, 3,000
 //! random runs.
 
+use advsweep_core::SweepId;
 use advsweep_core::wire::{self, WireError};
 use advsweep_proto::v1 as pb;
 use proptest::prelude::*;
@@ -369,9 +370,10 @@ proptest! {
         };
         match wire::run_from_wire(&r) {
             Ok((run, cells)) => {
-                prop_assert!(!run.id.is_empty() && run.id.len() <= wire::MAX_ID_BYTES);
+                prop_assert!(!run.id.as_str().is_empty() && run.id.as_str().len() <= wire::MAX_ID_BYTES);
                 prop_assert!(run.training.epochs <= wire::MAX_EPOCHS);
-                let again = wire::run_to_wire(&run, &r.sweep_id, &cells);
+                let sweep_id = r.sweep_id.parse().unwrap_or_else(|_| SweepId::from_digest(&[0; 8]));
+                let again = wire::run_to_wire(&run, &sweep_id, &cells);
                 prop_assert_eq!(wire::run_from_wire(&again), Ok((run, cells)));
             }
             Err(e) => prop_assert!(!field_of(&e).is_empty(), "{e}"),

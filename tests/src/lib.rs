@@ -15,6 +15,16 @@ use advsweep_coordinator::scheduler::{LeaseSettings, Scheduler};
 use advsweep_coordinator::store::SqliteStore;
 
 /// A binary of this workspace, from the target directory the tests were built into.
+/// An id as the wire and the tests hold it (a `String`), as the typed id (`RunId`, `SweepId`,
+/// …) the coordinator's store takes.
+pub fn typed<T>(id: &str) -> T
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Debug,
+{
+    id.parse().expect("a well-formed id")
+}
+
 pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> -> target/<profile>/<name>

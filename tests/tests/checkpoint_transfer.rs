@@ -5,7 +5,7 @@
 use advsweep_coordinator::store::StateStore;
 use advsweep_proto::v1 as pb;
 use advsweep_proto::v1::worker_service_client::WorkerServiceClient;
-use advsweep_tests::{TestCoordinator, submit};
+use advsweep_tests::{TestCoordinator, submit, typed};
 use tonic::transport::Channel;
 
 const SWEEP: &str = r#"
@@ -179,7 +179,7 @@ async fn checkpoints_travel_through_the_coordinator_and_survive_corruption() {
     assert_eq!(err.code(), tonic::Code::DataLoss, "{err}");
     let fallback = coordinator
         .store
-        .latest_checkpoint(&run_id)
+        .latest_checkpoint(&typed(&run_id))
         .expect("store")
         .expect("epoch 1 left");
     assert_eq!(

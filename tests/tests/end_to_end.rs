@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use advsweep_proto::v1 as pb;
 use advsweep_proto::v1::sweep_service_client::SweepServiceClient;
-use advsweep_tests::{TestCoordinator, log_text, spawn_worker, within, workspace_bin};
+use advsweep_tests::{TestCoordinator, log_text, spawn_worker, typed, within, workspace_bin};
 
 const SWEEP: &str = r#"
 version = 1
@@ -153,7 +153,7 @@ async fn a_real_worker_runs_a_sweep_over_grpc() {
     // Exactly one result per cell, stored once: the durable table agrees.
     let stored = coordinator
         .store
-        .sweep_detail(&submitted.sweep_id)
+        .sweep_detail(&typed(&submitted.sweep_id))
         .expect("store detail");
     assert_eq!(stored.summary.cells.done, 3);
 

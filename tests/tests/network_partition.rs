@@ -11,7 +11,7 @@ use std::time::Duration;
 use advsweep_coordinator::store::SweepState;
 use advsweep_tests::{
     TestCoordinator, log_text, poll_until, second_worker_resumes, short_leases, spawn_worker_via,
-    submit, training_sweep,
+    submit, training_sweep, typed,
 };
 
 /// A namespace joined to the host by a veth pair; removed on drop.
@@ -99,7 +99,7 @@ async fn a_partitioned_worker_loses_its_lease_and_its_late_reports_are_rejected(
         Duration::from_secs(120),
         Duration::from_millis(50),
         || {
-            (c.store.sweep_detail(&sweep).expect("detail").runs[0]
+            (c.store.sweep_detail(&typed(&sweep)).expect("detail").runs[0]
                 .epochs
                 .len()
                 >= 2)
@@ -114,7 +114,7 @@ async fn a_partitioned_worker_loses_its_lease_and_its_late_reports_are_rejected(
         Duration::from_secs(30),
         Duration::from_millis(100),
         || {
-            let d = c.store.sweep_detail(&sweep).expect("detail");
+            let d = c.store.sweep_detail(&typed(&sweep)).expect("detail");
             d.runs[0]
                 .attempts
                 .iter()
@@ -136,7 +136,7 @@ async fn a_partitioned_worker_loses_its_lease_and_its_late_reports_are_rejected(
         "worker a never learned it lost the lease:\n{text_a}"
     );
 
-    let d = c.store.sweep_detail(&sweep).expect("detail");
+    let d = c.store.sweep_detail(&typed(&sweep)).expect("detail");
     assert_eq!(d.summary.state, SweepState::Done);
     assert_eq!(d.summary.cells.done, 2);
     assert!(d.cells.iter().all(|cell| cell.result.is_some()));

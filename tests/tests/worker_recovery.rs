@@ -5,11 +5,11 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use advsweep_coordinator::store::StateStore;
-use advsweep_core::{AttemptOutcome, ShownState, SweepState};
+use advsweep_core::{AttemptOutcome, RunId, ShownState, SweepState};
 use advsweep_proto::v1 as pb;
 use advsweep_tests::{
     TestCoordinator, free_addr, log_text, long_sweep, poll_until, second_worker_resumes,
-    short_leases, spawn_worker, submit, training_sweep, wait_for_exit, workspace_bin,
+    short_leases, spawn_worker, submit, training_sweep, typed, wait_for_exit, workspace_bin,
 };
 
 /// A done cell's state on the wire.
@@ -26,7 +26,7 @@ async fn sigterm_releases_the_run_as_preempted() {
         Duration::from_secs(120),
         Duration::from_millis(100),
         || {
-            (!c.store.sweep_detail(&sweep).expect("detail").runs[0]
+            (!c.store.sweep_detail(&typed(&sweep)).expect("detail").runs[0]
                 .epochs
                 .is_empty())
             .then_some(())
@@ -48,7 +48,7 @@ async fn sigterm_releases_the_run_as_preempted() {
     )
     .await;
     assert!(status.success(), "exit {status}:\n{text}");
-    let d = c.store.sweep_detail(&sweep).expect("detail");
+    let d = c.store.sweep_detail(&typed(&sweep)).expect("detail");
     let run = &d.runs[0];
     assert_eq!(
         run.state,
@@ -106,7 +106,7 @@ seeds = [0, 1, 2, 3, 4]
     // The sweep's mistake, not the node's: the worker stays up (until the work is gone).
     assert!(status.success(), "{text}");
     assert!(!text.contains("runs failed in a row"), "{text}");
-    let d = c.store.sweep_detail(&sweep).expect("detail");
+    let d = c.store.sweep_detail(&typed(&sweep)).expect("detail");
     // Missing data is not retryable: every run failed for good, naming the path.
     assert_eq!(d.runs.len(), 5);
     assert!(
@@ -143,7 +143,7 @@ async fn a_killed_worker_is_replaced_and_training_resumes_from_its_checkpoint() 
         "epoch 1 was retrained:\n{text_b}"
     );
 
-    let d = c.store.sweep_detail(&sweep).expect("detail");
+    let d = c.store.sweep_detail(&typed(&sweep)).expect("detail");
     assert_eq!(
         d.summary.state,
         advsweep_coordinator::store::SweepState::Done
@@ -331,7 +331,7 @@ async fn a_corrupt_newest_checkpoint_resumes_from_the_one_before() {
         !text_b.contains("epoch=1 "),
         "epoch 1 was retrained:\n{text_b}"
     );
-    let d = c.store.sweep_detail(&sweep).expect("detail");
+    let d = c.store.sweep_detail(&typed(&sweep)).expect("detail");
     assert_eq!(
         d.summary.state,
         advsweep_coordinator::store::SweepState::Done
@@ -349,14 +349,14 @@ async fn a_corrupt_newest_checkpoint_resumes_from_the_one_before() {
 
 /// Starts a worker on the sweep's one run, lets it train three epochs (each checkpointed
 /// through the coordinator), then kills it (-9); returns the run id.
-async fn train_three_epochs_then_kill(c: &TestCoordinator, sweep: &str) -> String {
+async fn train_three_epochs_then_kill(c: &TestCoordinator, sweep: &str) -> RunId {
     let log_a = c.state_dir.path().join("worker-a.log");
     let mut a = spawn_worker(&c.url, &log_a, &[]);
     let run_id = poll_until(
         Duration::from_secs(120),
         Duration::from_millis(50),
         || {
-            let d = c.store.sweep_detail(sweep).expect("detail");
+            let d = c.store.sweep_detail(&typed(sweep)).expect("detail");
             (d.runs[0].epochs.len() >= 3
                 && c.store
                     .latest_checkpoint(&d.runs[0].run_id)
@@ -402,7 +402,7 @@ epsilons = ["8/255"]
 
 /// The APGD cell's result once the sweep is done.
 fn apgd_result(c: &TestCoordinator, sweep: &str) -> advsweep_core::CellResult {
-    let d = c.store.sweep_detail(sweep).expect("detail");
+    let d = c.store.sweep_detail(&typed(sweep)).expect("detail");
     assert_eq!(
         d.summary.state,
         advsweep_coordinator::store::SweepState::Done

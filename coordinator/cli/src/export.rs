@@ -77,6 +77,7 @@ pub fn weights(args: WeightsArgs) -> anyhow::Result<ExitCode> {
         .map(advsweep_coordinator::grpc::convert::summary)
         .collect();
     let sweep_id = pick_sweep(&summaries, &args.sweep)?;
+    let sweep_id = advsweep_core::SweepId::new(sweep_id).map_err(|e| BadInput(e.to_string()))?;
     let detail = store.sweep_detail(&sweep_id)?;
     for wanted in &args.runs {
         if !detail.runs.iter().any(|r| &r.run_id == wanted) {
@@ -92,7 +93,7 @@ pub fn weights(args: WeightsArgs) -> anyhow::Result<ExitCode> {
     for run in detail
         .runs
         .iter()
-        .filter(|r| args.runs.is_empty() || args.runs.contains(&r.run_id))
+        .filter(|r| args.runs.is_empty() || args.runs.iter().any(|w| r.run_id == *w))
     {
         if run.state != ShownState::Done {
             eprintln!(

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use advsweep_coordinator::grpc::convert;
 use advsweep_coordinator::store::{SqliteStore, StateStore};
+use advsweep_core::SweepId;
 use advsweep_proto::v1 as pb;
 use advsweep_settings::connection::DEFAULT_COORDINATOR;
 
@@ -75,7 +76,9 @@ impl Sweeps {
                 .await
                 .map_err(|s| rpc_error("GetSweep", s))?
                 .into_inner(),
-            Sweeps::Offline(store) => convert::detail(&store.sweep_detail(&sweep_id)?),
+            Sweeps::Offline(store) => {
+                convert::detail(&store.sweep_detail(&SweepId::new(sweep_id)?)?)
+            }
         })
     }
 }

@@ -17,7 +17,7 @@ use advsweep_proto::v1 as pb;
 use advsweep_proto::v1::sweep_service_server::{SweepService, SweepServiceServer};
 use advsweep_proto::v1::worker_service_server::WorkerService;
 use advsweep_report::{self as report, CellRecord, Layout, RunRecord, SweepReport};
-use common::Fixture;
+use common::{Fixture, typed};
 use tonic::Request;
 
 fn epoch(n: u32, loss: f64, accuracy: f64) -> pb::EpochMetrics {
@@ -78,7 +78,7 @@ async fn nan_and_inf_are_stored_as_such() {
     let run_id = diverge(&f).await;
     let detail = f
         .store
-        .sweep_detail(&f.sweep_id)
+        .sweep_detail(&typed(&f.sweep_id))
         .expect("status of a diverged run");
     let run = detail
         .runs

@@ -214,7 +214,7 @@ mod tests {
         let mut defense = Defense::standard();
         defense.inference_noise = inference_noise;
         RunSpec {
-            id: "r".into(),
+            id: advsweep_core::RunId::new("r-0000000000000001").expect("a run id"),
             model_name: "basic".into(),
             model: Model::plain("basic"),
             defense_name: "standard".into(),

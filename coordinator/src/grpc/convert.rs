@@ -27,7 +27,7 @@ pub fn counts(c: &StateCounts) -> pb::StateCounts {
 
 pub fn summary(s: &SweepSummary) -> pb::SweepSummary {
     pb::SweepSummary {
-        sweep_id: s.sweep_id.clone(),
+        sweep_id: s.sweep_id.to_string(),
         name: s.name.clone(),
         state: s.state.as_str().to_owned(),
         runs: Some(counts(&s.runs)),
@@ -38,7 +38,7 @@ pub fn summary(s: &SweepSummary) -> pb::SweepSummary {
 
 pub fn run(r: &RunStatus) -> pb::RunStatus {
     pb::RunStatus {
-        run_id: r.run_id.clone(),
+        run_id: r.run_id.to_string(),
         model: r.model.clone(),
         defense_name: r.defense_name.clone(),
         defense_epsilon: r.defense_epsilon.unwrap_or(0.0),
@@ -70,8 +70,8 @@ pub fn run(r: &RunStatus) -> pb::RunStatus {
 
 fn cell(c: &CellStatus) -> pb::CellStatus {
     pb::CellStatus {
-        cell_id: c.cell_id.clone(),
-        run_id: c.run_id.clone(),
+        cell_id: c.cell_id.to_string(),
+        run_id: c.run_id.to_string(),
         attack_name: c.attack_name.clone(),
         epsilon: c.epsilon,
         state: c.state.as_str().to_owned(),

@@ -13,6 +13,8 @@ use super::caller::{Caller, RateLimit};
 use super::status_of;
 use crate::metrics::Metrics;
 use crate::store::StoreError;
+use crate::store::error::NO_RUN;
+use advsweep_core::RunId;
 
 #[derive(Debug)]
 pub struct Refusals {
@@ -46,7 +48,7 @@ impl Refusals {
                     warn!(
                         rpc,
                         peer,
-                        run_id,
+                        run_id = run_id.as_str(),
                         attempt,
                         why,
                         suppressed,
@@ -66,7 +68,7 @@ impl Refusals {
                     warn!(
                         rpc,
                         peer,
-                        run_id,
+                        run_id = run_id.as_ref().map_or(NO_RUN, RunId::as_str),
                         worker_id,
                         why,
                         suppressed,
@@ -82,6 +84,8 @@ impl Refusals {
 
 #[cfg(test)]
 mod tests {
+    use advsweep_core::LeaseId;
+
     use super::*;
 
     #[test]
@@ -92,13 +96,14 @@ mod tests {
             peer: Some("10.0.0.9:4000".parse().expect("addr")),
             cert_sha256: None,
         };
+        let run = RunId::new("r-0000000000000001").expect("a run id");
         for _ in 0..3 {
             let stale = refusals.status(
                 "CompleteCell",
                 &caller,
                 StoreError::LeaseLost {
-                    run_id: "r-1".into(),
-                    lease_id: "l-secret".into(),
+                    run_id: run.clone(),
+                    lease_id: LeaseId::new("l-secret").expect("a lease id"),
                     attempt: 1,
                     why: "the lease expired".into(),
                 },
@@ -109,7 +114,7 @@ mod tests {
         let foreign = refusals.status(
             "Heartbeat",
             &caller,
-            crate::scheduler::fencing::not_holder("r-1", "w-b", "another worker's lease"),
+            crate::scheduler::fencing::not_holder(Some(&run), "w-b", "another worker's lease"),
         );
         assert_eq!(foreign.code(), tonic::Code::PermissionDenied);
         let text = metrics.render(Err(StoreError::Invalid("no store in this test".into())));

@@ -15,9 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::info;
 
-use super::validate::{
-    self, ContentId, MAX_OVERRIDES, MAX_RETRY_CELL_IDS, require_content_id, require_count,
-};
+use super::validate::{self, MAX_OVERRIDES, MAX_RETRY_CELL_IDS, require_count};
 use super::{ChangeNotifier, convert, status_of};
 use crate::scheduler::Scheduler;
 use crate::store::SweepSummary;
@@ -137,7 +135,7 @@ impl SweepService for SweepApi {
         .map_err(|e| validate::invalid(e.to_string()))?;
         let outcome = self.scheduler.submit(plan, toml).await.map_err(status_of)?;
         info!(
-            sweep_id = outcome.sweep_id,
+            sweep_id = outcome.sweep_id.as_str(),
             name = outcome.name,
             runs = outcome.runs,
             cells = outcome.cells,
@@ -147,7 +145,7 @@ impl SweepService for SweepApi {
         );
         self.changes.notify();
         Ok(Response::new(pb::SubmitSweepResponse {
-            sweep_id: outcome.sweep_id,
+            sweep_id: outcome.sweep_id.into_string(),
             name: outcome.name,
             runs: outcome.runs,
             cells: outcome.cells,
@@ -169,8 +167,7 @@ impl SweepService for SweepApi {
         &self,
         request: Request<pb::GetSweepRequest>,
     ) -> Result<Response<pb::SweepDetail>, Status> {
-        let id = request.into_inner().sweep_id;
-        require_content_id("sweep_id", &id, ContentId::Sweep)?;
+        let id = validate::sweep_id("sweep_id", &request.into_inner().sweep_id)?;
         let detail = self.scheduler.sweep_detail(&id).await.map_err(status_of)?;
         Ok(Response::new(convert::detail(&detail)))
     }
@@ -181,8 +178,7 @@ impl SweepService for SweepApi {
         &self,
         request: Request<pb::WatchSweepRequest>,
     ) -> Result<Response<Self::WatchSweepStream>, Status> {
-        let id = request.into_inner().sweep_id;
-        require_content_id("sweep_id", &id, ContentId::Sweep)?;
+        let id = validate::sweep_id("sweep_id", &request.into_inner().sweep_id)?;
         // Fail fast on an unknown sweep instead of opening an empty stream.
         let first = self.scheduler.sweep_summary(&id).await.map_err(status_of)?;
         let (tx, rx) = tokio::sync::mpsc::channel(16);
@@ -242,14 +238,17 @@ impl SweepService for SweepApi {
         request: Request<pb::RetrySweepRequest>,
     ) -> Result<Response<pb::RetrySweepResponse>, Status> {
         let r = request.into_inner();
-        require_content_id("sweep_id", &r.sweep_id, ContentId::Sweep)?;
+        let sweep_id = validate::sweep_id("sweep_id", &r.sweep_id)?;
         require_count("cell_ids", r.cell_ids.len(), MAX_RETRY_CELL_IDS)?;
-        for (i, id) in r.cell_ids.iter().enumerate() {
-            require_content_id(&format!("cell_ids[{i}]"), id, ContentId::Cell)?;
-        }
+        let cell_ids = r
+            .cell_ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| validate::cell_id(&format!("cell_ids[{i}]"), id))
+            .collect::<Result<Vec<_>, _>>()?;
         let out = self
             .scheduler
-            .retry(&r.sweep_id, &r.cell_ids, r.include_cancelled)
+            .retry(&sweep_id, &cell_ids, r.include_cancelled)
             .await
             .map_err(status_of)?;
         info!(
@@ -269,11 +268,10 @@ impl SweepService for SweepApi {
         &self,
         request: Request<pb::CancelSweepRequest>,
     ) -> Result<Response<pb::CancelSweepResponse>, Status> {
-        let id = request.into_inner().sweep_id;
-        require_content_id("sweep_id", &id, ContentId::Sweep)?;
+        let id = validate::sweep_id("sweep_id", &request.into_inner().sweep_id)?;
         let out = self.scheduler.cancel(&id).await.map_err(status_of)?;
         info!(
-            sweep_id = id,
+            sweep_id = id.as_str(),
             cells_cancelled = out.cells,
             cells_shared = out.shared,
             "sweep cancelled"

@@ -5,12 +5,14 @@
 //! value (cut to 64 bytes) and what is allowed. The rules:
 //!
 //! * **Content ids** (sweep `s-`, run `r-`, cell `c-`): exactly the prefix and 16 lowercase hex
-//!   digits that `sweep::ids` makes. A run id names a directory under
-//!   `<state-dir>/artifacts/`, so this shape is also what keeps uploads inside the state
-//!   directory (no `/`, `..`, NUL, absolute paths).
+//!   digits that `sweep::ids` makes, parsed here into their types ([`run_id`], [`cell_id`],
+//!   [`sweep_id`]: `advsweep_core::ids`), the only form the scheduler and the store accept. A
+//!   run id names a directory under `<state-dir>/artifacts/`, so this shape is also what keeps
+//!   uploads inside the state directory (no `/`, `..`, NUL, absolute paths).
 //! * **Opaque ids** the coordinator handed out (worker `w-`, lease `l-`, checkpoint `k-`):
-//!   1–[`MAX_ID_BYTES`] printable ASCII characters; they only ever reach SQL as parameters. An
-//!   unknown one is the store's business (`UNAUTHENTICATED`, `FAILED_PRECONDITION`, `NOT_FOUND`).
+//!   1–[`MAX_ID_BYTES`] printable ASCII characters (a lease id parsed into a `LeaseId`,
+//!   [`lease_id`]); they only ever reach SQL as parameters. An unknown one is the store's
+//!   business (`UNAUTHENTICATED`, `FAILED_PRECONDITION`, `NOT_FOUND`).
 //! * **Labels** (worker name, hostname, device, version): at most [`MAX_LABEL_BYTES`], no control
 //!   or bidi characters — refused otherwise, since they identify a worker in `status` and logs.
 //! * **Free text** (failure and release reasons): cut to [`MAX_REASON_BYTES`] and control
@@ -24,6 +26,7 @@
 
 use advsweep_core::validate::{self, hides_text};
 use advsweep_core::wire::WireError;
+use advsweep_core::{CellId, InvalidId, LeaseId, RunId, SweepId};
 use advsweep_proto::v1 as pb;
 use tonic::Status;
 
@@ -106,6 +109,38 @@ pub fn require_content_id(field: &str, value: &str, kind: ContentId) -> Result<(
     Ok(())
 }
 
+/// A content id of `kind`, checked as [`require_content_id`] checks it, as its typed id.
+fn content_id<T>(field: &str, value: &str, kind: ContentId) -> Result<T, Status>
+where
+    T: TryFrom<String, Error = InvalidId>,
+{
+    require_content_id(field, value, kind)?;
+    // The shape was checked just above; the type checks the same shape.
+    T::try_from(value.to_owned()).map_err(|e| invalid(format!("field `{field}`: {e}")))
+}
+
+/// A run id (`r-`…), parsed: [`require_content_id`]'s refusal naming `field` otherwise.
+pub fn run_id(field: &str, value: &str) -> Result<RunId, Status> {
+    content_id(field, value, ContentId::Run)
+}
+
+/// A cell id (`c-`…), parsed: [`require_content_id`]'s refusal naming `field` otherwise.
+pub fn cell_id(field: &str, value: &str) -> Result<CellId, Status> {
+    content_id(field, value, ContentId::Cell)
+}
+
+/// A sweep id (`s-`…), parsed: [`require_content_id`]'s refusal naming `field` otherwise.
+pub fn sweep_id(field: &str, value: &str) -> Result<SweepId, Status> {
+    content_id(field, value, ContentId::Sweep)
+}
+
+/// A lease id, parsed: [`require_id`]'s refusal naming `field` otherwise.
+pub fn lease_id(field: &'static str, value: &str) -> Result<LeaseId, Status> {
+    require_id(field, value)?;
+    // The rule was checked just above; the type checks the same rule.
+    LeaseId::new(value).map_err(|e| invalid(format!("field `{field}`: {e}")))
+}
+
 /// A label: at most [`MAX_LABEL_BYTES`], no control or bidi characters (may be empty).
 pub fn require_label(field: &str, value: &str) -> Result<(), Status> {
     if value.len() > MAX_LABEL_BYTES {
@@ -168,15 +203,15 @@ pub fn require_sha256(field: &str, value: &str) -> Result<String, Status> {
 pub fn lease_ref(lease: Option<pb::LeaseRef>) -> Result<LeaseRef, Status> {
     let lease = lease.ok_or_else(|| invalid("missing field `lease`"))?;
     require_id("lease.worker_id", &lease.worker_id)?;
-    require_content_id("lease.run_id", &lease.run_id, ContentId::Run)?;
-    require_id("lease.lease_id", &lease.lease_id)?;
+    let run_id = run_id("lease.run_id", &lease.run_id)?;
+    let lease_id = lease_id("lease.lease_id", &lease.lease_id)?;
     if lease.attempt == 0 {
         return Err(invalid("field `lease.attempt` must be at least 1, got 0"));
     }
     Ok(LeaseRef {
         worker_id: lease.worker_id,
-        run_id: lease.run_id,
-        lease_id: lease.lease_id,
+        run_id,
+        lease_id,
         attempt: lease.attempt,
     })
 }

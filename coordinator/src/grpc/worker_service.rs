@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use advsweep_core::wire;
+use advsweep_core::{CellId, wire};
 use advsweep_proto::v1 as pb;
 use advsweep_proto::v1::worker_service_server::WorkerService;
 use tonic::{Request, Response, Status};
@@ -19,8 +19,8 @@ use super::caller::Caller;
 use super::checkpoints::{DEFAULT_MAX_DOWNLOADS, Downloads};
 use super::refusals::Refusals;
 use super::validate::{
-    self, ContentId, MAX_CELLS_PER_REPORT, MAX_EPOCHS_PER_REPORT, MAX_SLOTS, clean_reason,
-    lease_ref, require_content_id, require_count, require_id, require_label, wire_error,
+    self, MAX_CELLS_PER_REPORT, MAX_EPOCHS_PER_REPORT, MAX_SLOTS, clean_reason, lease_ref,
+    require_count, require_id, require_label, wire_error,
 };
 use super::{ChangeNotifier, status_of};
 use crate::metrics::Metrics;
@@ -61,7 +61,7 @@ impl WorkerApi {
         lease: &LeaseRef,
     ) -> Result<(), Status> {
         self.scheduler
-            .authenticate(&lease.worker_id, &lease.run_id, caller.cert())
+            .authenticate(&lease.worker_id, Some(&lease.run_id), caller.cert())
             .await
             .map_err(|e| self.refusals.status(rpc, caller, e))
     }
@@ -73,13 +73,14 @@ fn cell_report(
     at: &str,
     cell_id: &str,
     result: Option<&pb::CellResult>,
-) -> Result<advsweep_core::CellResult, Status> {
-    require_content_id(&format!("{at}cell_id"), cell_id, ContentId::Cell)?;
+) -> Result<(CellId, advsweep_core::CellResult), Status> {
+    let cell_id = validate::cell_id(&format!("{at}cell_id"), cell_id)?;
     let result = result.ok_or_else(|| validate::invalid(format!("missing field `{at}result`")))?;
-    wire::cell_result_from_wire(result).map_err(|e| match at.strip_suffix('.') {
+    let result = wire::cell_result_from_wire(result).map_err(|e| match at.strip_suffix('.') {
         Some(cell) => validate::invalid(format!("{cell}: {e}")),
         None => wire_error(e),
-    })
+    })?;
+    Ok((cell_id, result))
 }
 
 fn millis(d: std::time::Duration) -> u64 {
@@ -104,7 +105,7 @@ impl WorkerService for WorkerApi {
             .await
             .map_err(|e| self.refusals.status("ReleaseRun", &caller, e))?;
         info!(
-            run_id = lease.run_id,
+            run_id = lease.run_id.as_str(),
             worker_id = lease.worker_id,
             attempt = lease.attempt,
             reason,
@@ -140,7 +141,7 @@ impl WorkerService for WorkerApi {
         match recorded {
             Ok(checkpoint_id) => {
                 info!(
-                    run_id = lease.run_id,
+                    run_id = lease.run_id.as_str(),
                     attempt = lease.attempt,
                     epoch,
                     bytes,
@@ -167,16 +168,16 @@ impl WorkerService for WorkerApi {
         let caller = Caller::of(&request);
         let r = request.into_inner();
         require_id("worker_id", &r.worker_id)?;
-        require_content_id("run_id", &r.run_id, ContentId::Run)?;
+        let run_id = validate::run_id("run_id", &r.run_id)?;
         require_id("checkpoint_id", &r.checkpoint_id)?;
         let refused = |e| self.refusals.status("DownloadCheckpoint", &caller, e);
         self.scheduler
-            .authenticate(&r.worker_id, &r.run_id, caller.cert())
+            .authenticate(&r.worker_id, Some(&run_id), caller.cert())
             .await
             .map_err(refused)?;
         let info = self
             .scheduler
-            .checkpoint(&r.worker_id, &r.run_id, &r.checkpoint_id)
+            .checkpoint(&r.worker_id, &run_id, &r.checkpoint_id)
             .await
             .map_err(refused)?
             .ok_or_else(|| {
@@ -281,12 +282,11 @@ impl WorkerService for WorkerApi {
         let sweep_filter = if sweep_id.is_empty() {
             None
         } else {
-            require_content_id("sweep_id", &sweep_id, ContentId::Sweep)?;
-            Some(sweep_id)
+            Some(validate::sweep_id("sweep_id", &sweep_id)?)
         };
         // A worker id bound to a certificate leases only with that certificate.
         self.scheduler
-            .authenticate(&worker_id, "(any: a lease request)", caller.cert())
+            .authenticate(&worker_id, None, caller.cert())
             .await
             .map_err(|e| self.refusals.status("Lease", &caller, e))?;
         let outcome = self
@@ -297,18 +297,18 @@ impl WorkerService for WorkerApi {
         let response = match outcome {
             LeaseOutcome::Granted(grant) => {
                 info!(
-                    sweep_id = grant.sweep_id,
-                    run_id = grant.run.id,
+                    sweep_id = grant.sweep_id.as_str(),
+                    run_id = grant.run.id.as_str(),
                     worker_id,
                     attempt = grant.attempt,
-                    lease = lease_digest(&grant.lease_id),
+                    lease = lease_digest(grant.lease_id.as_str()),
                     cells = grant.cells.len(),
                     "run leased"
                 );
                 self.changes.notify();
                 pb::LeaseResponse {
                     lease: Some(pb::Lease {
-                        lease_id: grant.lease_id.clone(),
+                        lease_id: grant.lease_id.to_string(),
                         attempt: grant.attempt,
                         run: Some(wire::run_to_wire(&grant.run, &grant.sweep_id, &grant.cells)),
                         resume_from: grant.resume_from.as_ref().map(super::convert::checkpoint),
@@ -316,7 +316,7 @@ impl WorkerService for WorkerApi {
                             .progress
                             .iter()
                             .map(|(cell_id, chunks)| pb::CellProgress {
-                                cell_id: cell_id.clone(),
+                                cell_id: cell_id.to_string(),
                                 chunks: chunks.iter().map(wire::cell_chunk_to_wire).collect(),
                             })
                             .collect(),
@@ -353,7 +353,7 @@ impl WorkerService for WorkerApi {
             .map_err(|e| self.refusals.status("Heartbeat", &caller, e))?;
         if !keep_going {
             warn!(
-                run_id = lease.run_id,
+                run_id = lease.run_id.as_str(),
                 worker_id = lease.worker_id,
                 attempt = lease.attempt,
                 "heartbeat for a lease no longer held; telling the worker to stop"
@@ -397,7 +397,7 @@ impl WorkerService for WorkerApi {
         let caller = Caller::of(&request);
         let r = request.into_inner();
         let lease = lease_ref(r.lease)?;
-        require_content_id("cell_id", &r.cell_id, ContentId::Cell)?;
+        let cell_id = validate::cell_id("cell_id", &r.cell_id)?;
         let chunk = r
             .chunk
             .as_ref()
@@ -408,11 +408,11 @@ impl WorkerService for WorkerApi {
             .await?;
         let stored = self
             .scheduler
-            .report_cell_chunk(lease.clone(), r.cell_id.clone(), chunk)
+            .report_cell_chunk(lease.clone(), cell_id, chunk)
             .await
             .map_err(|e| self.refusals.status("ReportCellChunk", &caller, e))?;
         debug!(
-            run_id = lease.run_id,
+            run_id = lease.run_id.as_str(),
             cell_id = r.cell_id,
             attempt = lease.attempt,
             start,
@@ -431,12 +431,12 @@ impl WorkerService for WorkerApi {
         let caller = Caller::of(&request);
         let r = request.into_inner();
         let lease = lease_ref(r.lease)?;
-        let result = cell_report("", &r.cell_id, r.result.as_ref())?;
+        let (cell_id, result) = cell_report("", &r.cell_id, r.result.as_ref())?;
         let accuracy = result.accuracy;
         self.authenticate("CompleteCell", &caller, &lease).await?;
         let stored = self
             .scheduler
-            .complete_cell(lease.clone(), r.cell_id.clone(), result)
+            .complete_cell(lease.clone(), cell_id, result)
             .await
             .map_err(|e| self.refusals.status("CompleteCell", &caller, e))?;
         if stored {
@@ -445,7 +445,7 @@ impl WorkerService for WorkerApi {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         info!(
-            run_id = lease.run_id,
+            run_id = lease.run_id.as_str(),
             cell_id = r.cell_id,
             attempt = lease.attempt,
             accuracy,
@@ -469,13 +469,16 @@ impl WorkerService for WorkerApi {
         require_count("cells", r.cells.len(), MAX_CELLS_PER_REPORT)?;
         let mut cells = Vec::with_capacity(r.cells.len());
         for (i, cell) in r.cells.into_iter().enumerate() {
-            let result = cell_report(&format!("cells[{i}]."), &cell.cell_id, cell.result.as_ref())?;
-            cells.push((cell.cell_id, result));
+            cells.push(cell_report(
+                &format!("cells[{i}]."),
+                &cell.cell_id,
+                cell.result.as_ref(),
+            )?);
         }
         let count = cells.len();
         let logged: Vec<(String, f64)> = cells
             .iter()
-            .map(|(id, r)| (id.clone(), r.accuracy))
+            .map(|(id, r)| (id.to_string(), r.accuracy))
             .collect();
         self.authenticate("CompleteCells", &caller, &lease).await?;
         let stored = self
@@ -488,7 +491,7 @@ impl WorkerService for WorkerApi {
             .fetch_add(stored as u64, std::sync::atomic::Ordering::Relaxed);
         for (cell_id, accuracy) in logged {
             info!(
-                run_id = lease.run_id,
+                run_id = lease.run_id.as_str(),
                 cell_id,
                 attempt = lease.attempt,
                 accuracy,
@@ -513,7 +516,7 @@ impl WorkerService for WorkerApi {
             .await
             .map_err(|e| self.refusals.status("CompleteRun", &caller, e))?;
         info!(
-            run_id = lease.run_id,
+            run_id = lease.run_id.as_str(),
             worker_id = lease.worker_id,
             attempt = lease.attempt,
             "run done"
@@ -539,7 +542,7 @@ impl WorkerService for WorkerApi {
             .map_err(|e| self.refusals.status("FailRun", &caller, e))?;
         match outcome {
             FailOutcome::RetryAt(at) => warn!(
-                run_id = lease.run_id,
+                run_id = lease.run_id.as_str(),
                 worker_id = lease.worker_id,
                 attempt = lease.attempt,
                 retry_in_ms = at - now_ms(),
@@ -547,7 +550,7 @@ impl WorkerService for WorkerApi {
                 "run attempt failed; will retry"
             ),
             FailOutcome::Failed => warn!(
-                run_id = lease.run_id,
+                run_id = lease.run_id.as_str(),
                 worker_id = lease.worker_id,
                 attempt = lease.attempt,
                 retryable,

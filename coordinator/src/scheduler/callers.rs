@@ -8,6 +8,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use advsweep_core::RunId;
+
 use super::fencing;
 use crate::store::error::StoreError;
 
@@ -43,7 +45,7 @@ pub(super) fn check_certificate(
     registered: Option<&str>,
     presented: Option<&str>,
     worker_id: &str,
-    run_id: &str,
+    run_id: Option<&RunId>,
 ) -> Result<(), StoreError> {
     match registered {
         Some(cert) if presented != Some(cert) => Err(fencing::not_holder(
@@ -61,11 +63,13 @@ mod tests {
 
     #[test]
     fn a_worker_is_bound_to_its_certificate() {
-        assert!(check_certificate(Some("aa"), Some("aa"), "w", "r").is_ok());
-        assert!(check_certificate(Some("aa"), Some("bb"), "w", "r").is_err());
-        assert!(check_certificate(Some("aa"), None, "w", "r").is_err());
+        let r = RunId::new("r-0000000000000001").expect("a run id");
+        let r = Some(&r);
+        assert!(check_certificate(Some("aa"), Some("aa"), "w", r).is_ok());
+        assert!(check_certificate(Some("aa"), Some("bb"), "w", r).is_err());
+        assert!(check_certificate(Some("aa"), None, "w", r).is_err());
         // Registered without one (no mutual TLS then): not bound.
-        assert!(check_certificate(None, Some("bb"), "w", "r").is_ok());
-        assert!(check_certificate(None, None, "w", "r").is_ok());
+        assert!(check_certificate(None, Some("bb"), "w", r).is_ok());
+        assert!(check_certificate(None, None, "w", r).is_ok());
     }
 }

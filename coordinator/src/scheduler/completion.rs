@@ -5,7 +5,7 @@
 //! same attempt is a no-op success, so a worker may safely retry after a lost response. A
 //! cell's first result stands: a later attempt's result for it is accepted and ignored.
 
-use advsweep_core::{CellState, RunSpec, RunState};
+use advsweep_core::{CellId, CellState, RunSpec, RunState};
 
 use super::fencing;
 use crate::report::sanity::{self, EvaluatedCell};
@@ -36,7 +36,7 @@ pub enum CellReport {
 /// Decides a cell result quoting `quote`, given the stored cell (`None`: no such cell) and its
 /// run's lease.
 pub fn cell_report(
-    cell_id: &str,
+    cell_id: &CellId,
     cell: Option<&CellRecord>,
     live: Option<&LeaseRecord>,
     quote: &LeaseRef,
@@ -46,7 +46,7 @@ pub fn cell_report(
     let Some(cell) = cell.filter(|c| c.run_id == quote.run_id) else {
         return Err(StoreError::NoSuchCell {
             run_id: quote.run_id.clone(),
-            cell_id: cell_id.to_owned(),
+            cell_id: cell_id.clone(),
         });
     };
     if cell.state == CellState::Done && cell.attempt == Some(quote.attempt) {
@@ -66,7 +66,7 @@ pub fn cell_report(
 /// it would leave a gap.
 #[allow(clippy::too_many_arguments)] // the records the rule reads, each once
 pub fn chunk_report(
-    cell_id: &str,
+    cell_id: &CellId,
     cell: Option<&CellRecord>,
     live: Option<&LeaseRecord>,
     quote: &LeaseRef,

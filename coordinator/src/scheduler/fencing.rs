@@ -10,7 +10,7 @@
 //! worker that lost its lease can never overwrite or duplicate a result. The store calls
 //! [`check`] inside the transition it fences.
 
-use advsweep_core::RunState;
+use advsweep_core::{RunId, RunState};
 
 use crate::store::error::StoreError;
 use crate::store::records::{LeaseRecord, LeaseRef};
@@ -25,10 +25,11 @@ fn lost(quote: &LeaseRef, why: String) -> StoreError {
     }
 }
 
-/// The refusal of a caller that is not the worker a lease was granted to.
-pub fn not_holder(run_id: &str, worker_id: &str, why: &str) -> StoreError {
+/// The refusal of a caller that is not the worker a lease was granted to, on `run_id` (`None`:
+/// a lease request, about no run yet).
+pub fn not_holder(run_id: Option<&RunId>, worker_id: &str, why: &str) -> StoreError {
     StoreError::NotLeaseHolder {
-        run_id: run_id.to_owned(),
+        run_id: run_id.cloned(),
         worker_id: worker_id.to_owned(),
         why: why.to_owned(),
     }
@@ -47,7 +48,7 @@ pub fn check_holder(live: Option<&LeaseRecord>, quote: &LeaseRef) -> Result<(), 
                     .is_some_and(|holder| holder != quote.worker_id) =>
         {
             Err(not_holder(
-                &quote.run_id,
+                Some(&quote.run_id),
                 &quote.worker_id,
                 "the lease was granted to another worker",
             ))
@@ -63,7 +64,7 @@ pub fn check(live: Option<&LeaseRecord>, quote: &LeaseRef, now: i64) -> Result<(
     let Some(live) = live else {
         return Err(lost(quote, "no such run".into()));
     };
-    if live.attempt != quote.attempt || live.lease_id.as_deref() != Some(quote.lease_id.as_str()) {
+    if live.attempt != quote.attempt || live.lease_id.as_ref() != Some(&quote.lease_id) {
         return Err(lost(
             quote,
             format!("the run is now on attempt {}", live.attempt),
@@ -82,7 +83,7 @@ pub fn check(live: Option<&LeaseRecord>, quote: &LeaseRef, now: i64) -> Result<(
 /// checkpoint download, which quotes no lease, must show.
 pub fn check_download(
     live: Option<&LeaseRecord>,
-    run_id: &str,
+    run_id: &RunId,
     worker_id: &str,
     now: i64,
 ) -> Result<(), StoreError> {
@@ -95,7 +96,7 @@ pub fn check_download(
         Ok(())
     } else {
         Err(not_holder(
-            run_id,
+            Some(run_id),
             worker_id,
             "checkpoints are sent only to the worker holding the run's lease",
         ))
@@ -104,12 +105,18 @@ pub fn check_download(
 
 #[cfg(test)]
 mod tests {
+    use advsweep_core::LeaseId;
+
     use super::*;
+
+    fn run() -> RunId {
+        RunId::new("r-0000000000000001").expect("a run id")
+    }
 
     fn live(worker: &str) -> LeaseRecord {
         LeaseRecord {
             state: RunState::Leased,
-            lease_id: Some("l-secret".into()),
+            lease_id: Some(LeaseId::new("l-secret").expect("a lease id")),
             attempt: 3,
             expires_ms: Some(1_000),
             worker_id: Some(worker.into()),
@@ -119,8 +126,8 @@ mod tests {
     fn quote(worker: &str, attempt: u32) -> LeaseRef {
         LeaseRef {
             worker_id: worker.into(),
-            run_id: "r-1".into(),
-            lease_id: "l-secret".into(),
+            run_id: run(),
+            lease_id: LeaseId::new("l-secret").expect("a lease id"),
             attempt,
         }
     }
@@ -155,9 +162,9 @@ mod tests {
     #[test]
     fn downloads_go_to_the_holder_only() {
         let a = live("w-a");
-        assert!(check_download(Some(&a), "r-1", "w-a", 500).is_ok());
-        assert!(check_download(Some(&a), "r-1", "w-b", 500).is_err());
-        assert!(check_download(Some(&a), "r-1", "w-a", 1_001).is_err());
-        assert!(check_download(None, "r-1", "w-a", 0).is_err());
+        assert!(check_download(Some(&a), &run(), "w-a", 500).is_ok());
+        assert!(check_download(Some(&a), &run(), "w-b", 500).is_err());
+        assert!(check_download(Some(&a), &run(), "w-a", 1_001).is_err());
+        assert!(check_download(None, &run(), "w-a", 0).is_err());
     }
 }

@@ -22,7 +22,7 @@ pub mod retry;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use advsweep_core::{CellChunk, CellResult, EpochMetrics};
+use advsweep_core::{CellChunk, CellId, CellResult, EpochMetrics, RunId, SweepId};
 
 pub use policy::LeaseSettings;
 
@@ -88,11 +88,12 @@ impl Scheduler {
     /// Fails unless a call as `worker_id` comes with the client certificate that worker
     /// registered with (`presented`: the caller's, SHA-256 hex). A worker that registered
     /// without one is not bound to any; an unknown worker passes here and is refused by the
-    /// transition it asks for. `run_id` names the run the call is about, for the refusal.
+    /// transition it asks for. `run_id` names the run the call is about, for the refusal
+    /// (`None`: a lease request, about no run yet).
     pub async fn authenticate(
         &self,
         worker_id: &str,
-        run_id: &str,
+        run_id: Option<&RunId>,
         presented: Option<&str>,
     ) -> Result<(), StoreError> {
         let registered = match self.certificates.get(worker_id) {
@@ -116,7 +117,7 @@ impl Scheduler {
     pub async fn lease(
         &self,
         worker_id: String,
-        sweep_id: Option<String>,
+        sweep_id: Option<SweepId>,
     ) -> Result<LeaseOutcome, StoreError> {
         self.store.lease(&self.policy, worker_id, sweep_id).await
     }
@@ -148,7 +149,7 @@ impl Scheduler {
     pub async fn report_cell_chunk(
         &self,
         lease: LeaseRef,
-        cell_id: String,
+        cell_id: CellId,
         chunk: CellChunk,
     ) -> Result<bool, StoreError> {
         self.store.report_cell_chunk(lease, cell_id, chunk).await
@@ -159,7 +160,7 @@ impl Scheduler {
     pub async fn complete_cell(
         &self,
         lease: LeaseRef,
-        cell_id: String,
+        cell_id: CellId,
         result: CellResult,
     ) -> Result<bool, StoreError> {
         Ok(self
@@ -175,7 +176,7 @@ impl Scheduler {
     pub async fn complete_cells(
         &self,
         lease: LeaseRef,
-        cells: Vec<(String, CellResult)>,
+        cells: Vec<(CellId, CellResult)>,
     ) -> Result<usize, StoreError> {
         self.store.complete_cells(lease, cells).await
     }
@@ -217,7 +218,7 @@ impl Scheduler {
     }
 
     /// Where checkpoint files of `run_id` live.
-    pub fn artifacts_dir(&self, run_id: &str) -> PathBuf {
+    pub fn artifacts_dir(&self, run_id: &RunId) -> PathBuf {
         self.store.artifacts_dir(run_id)
     }
 
@@ -251,12 +252,12 @@ impl Scheduler {
     pub async fn checkpoint(
         &self,
         worker_id: &str,
-        run_id: &str,
+        run_id: &RunId,
         checkpoint_id: &str,
     ) -> Result<Option<CheckpointInfo>, StoreError> {
         let (worker_id, run_id, checkpoint_id) = (
             worker_id.to_owned(),
-            run_id.to_owned(),
+            run_id.clone(),
             checkpoint_id.to_owned(),
         );
         self.read(move |s| {
@@ -273,9 +274,9 @@ impl Scheduler {
     /// The run's most advanced checkpoint, if any.
     pub async fn latest_checkpoint(
         &self,
-        run_id: &str,
+        run_id: &RunId,
     ) -> Result<Option<CheckpointInfo>, StoreError> {
-        let run_id = run_id.to_owned();
+        let run_id = run_id.clone();
         self.read(move |s| s.latest_checkpoint(&run_id)).await
     }
 
@@ -300,8 +301,8 @@ impl Scheduler {
     /// `cancelled`, and runs left without pending cells stop (their workers' heartbeats are
     /// answered `keep_going = false`). Returns the cells cancelled and those still running
     /// for other sweeps that share them.
-    pub async fn cancel(&self, sweep_id: &str) -> Result<CancelOutcome, StoreError> {
-        self.store.cancel(sweep_id.to_owned()).await
+    pub async fn cancel(&self, sweep_id: &SweepId) -> Result<CancelOutcome, StoreError> {
+        self.store.cancel(sweep_id.clone()).await
     }
 
     /// Re-queues the sweep's failed cells (and cancelled ones with `include_cancelled`: a
@@ -309,12 +310,12 @@ impl Scheduler {
     /// budget; a cancelled sweep becomes active again only if something was re-queued.
     pub async fn retry(
         &self,
-        sweep_id: &str,
-        cell_ids: &[String],
+        sweep_id: &SweepId,
+        cell_ids: &[CellId],
         include_cancelled: bool,
     ) -> Result<RetryOutcome, StoreError> {
         self.store
-            .retry(sweep_id.to_owned(), cell_ids.to_vec(), include_cancelled)
+            .retry(sweep_id.clone(), cell_ids.to_vec(), include_cancelled)
             .await
     }
 
@@ -334,17 +335,17 @@ impl Scheduler {
         self.read(|s| s.has_work()).await
     }
 
-    pub async fn sweep_summary(&self, sweep_id: &str) -> Result<SweepSummary, StoreError> {
-        let id = sweep_id.to_owned();
+    pub async fn sweep_summary(&self, sweep_id: &SweepId) -> Result<SweepSummary, StoreError> {
+        let id = sweep_id.clone();
         self.read(move |s| s.sweep_summary(&id)).await
     }
 
     /// The summary and the leased runs of a sweep (what one `WatchSweep` event shows).
     pub async fn sweep_progress(
         &self,
-        sweep_id: &str,
+        sweep_id: &SweepId,
     ) -> Result<(SweepSummary, Vec<RunStatus>), StoreError> {
-        let id = sweep_id.to_owned();
+        let id = sweep_id.clone();
         self.read(move |s| Ok((s.sweep_summary(&id)?, s.running_runs(&id)?)))
             .await
     }
@@ -355,8 +356,8 @@ impl Scheduler {
     }
 
     /// A sweep with every run (and its epoch metrics) and every cell, in file order.
-    pub async fn sweep_detail(&self, sweep_id: &str) -> Result<SweepDetail, StoreError> {
-        let id = sweep_id.to_owned();
+    pub async fn sweep_detail(&self, sweep_id: &SweepId) -> Result<SweepDetail, StoreError> {
+        let id = sweep_id.clone();
         self.read(move |s| s.sweep_detail(&id)).await
     }
 }

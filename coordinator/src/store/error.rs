@@ -1,35 +1,44 @@
 //! Store errors, classified so the gRPC layer can map them to status codes.
 
+use advsweep_core::{CellId, InvalidId, LeaseId, RunId, SweepId};
+
 use super::ids::lease_digest;
+
+/// How [`StoreError::NotLeaseHolder`] shows the run of a lease request, which names none.
+pub const NO_RUN: &str = "(any: a lease request)";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("no sweep with id `{0}`")]
-    SweepNotFound(String),
+    SweepNotFound(SweepId),
     #[error("unknown worker `{0}`: register first")]
     UnknownWorker(String),
     /// The caller's lease expired, was re-granted, or its run was cancelled. The lease id is
     /// a secret: it is shown only as a digest.
     #[error(
         "lease {} (attempt {attempt}) on run {run_id} is no longer held: {why}",
-        lease_digest(.lease_id)
+        lease_digest(.lease_id.as_str())
     )]
     LeaseLost {
-        run_id: String,
-        lease_id: String,
+        run_id: RunId,
+        lease_id: LeaseId,
         attempt: u32,
         why: String,
     },
     /// The quoted lease was granted to another worker than the caller (or the caller's client
-    /// certificate is not the one its worker id registered with).
-    #[error("worker `{worker_id}` does not hold the lease it quotes on run {run_id}: {why}")]
+    /// certificate is not the one its worker id registered with). `run_id` is `None` for a
+    /// lease request, which names no run.
+    #[error(
+        "worker `{worker_id}` does not hold the lease it quotes on run {}: {why}",
+        run_id.as_ref().map_or(NO_RUN, RunId::as_str)
+    )]
     NotLeaseHolder {
-        run_id: String,
+        run_id: Option<RunId>,
         worker_id: String,
         why: String,
     },
     #[error("cell `{cell_id}` does not belong to run `{run_id}`")]
-    NoSuchCell { run_id: String, cell_id: String },
+    NoSuchCell { run_id: RunId, cell_id: CellId },
     #[error("{0}")]
     Invalid(String),
     #[error("cannot create state directory {path}: {source}")]
@@ -53,15 +62,25 @@ pub enum StoreError {
 }
 
 impl From<rusqlite::Error> for StoreError {
-    /// A stored state that is none of the known spellings is a corrupt record, not a database
-    /// failure.
+    /// A stored state that is none of the known spellings, or a stored id of the wrong shape,
+    /// is a corrupt record, not a database failure.
     fn from(e: rusqlite::Error) -> Self {
-        if let rusqlite::Error::FromSqlConversionFailure(_, _, source) = &e
-            && let Some(unknown) = source.downcast_ref::<advsweep_core::UnknownState>()
-        {
-            return StoreError::Corrupt(unknown.to_string());
+        if let rusqlite::Error::FromSqlConversionFailure(_, _, source) = &e {
+            if let Some(unknown) = source.downcast_ref::<advsweep_core::UnknownState>() {
+                return StoreError::Corrupt(unknown.to_string());
+            }
+            if let Some(invalid) = source.downcast_ref::<InvalidId>() {
+                return StoreError::Corrupt(invalid.to_string());
+            }
         }
         StoreError::Sqlite(e)
+    }
+}
+
+/// A stored id of the wrong shape is a corrupt record.
+impl From<InvalidId> for StoreError {
+    fn from(e: InvalidId) -> Self {
+        StoreError::Corrupt(e.to_string())
     }
 }
 

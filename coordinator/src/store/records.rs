@@ -3,14 +3,14 @@
 
 use std::path::PathBuf;
 
-use advsweep_core::{CellSpec, CellState, RunSpec, RunState};
+use advsweep_core::{CellId, CellSpec, CellState, LeaseId, RunId, RunSpec, RunState, SweepId};
 
 /// What a worker quotes back on every call about a leased run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseRef {
     pub worker_id: String,
-    pub run_id: String,
-    pub lease_id: String,
+    pub run_id: RunId,
+    pub lease_id: LeaseId,
     pub attempt: u32,
 }
 
@@ -19,7 +19,7 @@ pub struct LeaseRef {
 pub struct LeaseRecord {
     pub state: RunState,
     /// The live lease's id; `None` once the run is not leased.
-    pub lease_id: Option<String>,
+    pub lease_id: Option<LeaseId>,
     /// The run's attempt counter (the latest lease's attempt).
     pub attempt: u32,
     pub expires_ms: Option<i64>,
@@ -30,7 +30,7 @@ pub struct LeaseRecord {
 /// A stored cell as a result report sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CellRecord {
-    pub run_id: String,
+    pub run_id: RunId,
     pub state: CellState,
     /// The attempt whose result is stored (`None` while there is none).
     pub attempt: Option<u32>,
@@ -51,15 +51,15 @@ pub struct NewWorker {
 /// A run handed to a worker, with the cells it still has to evaluate.
 #[derive(Debug, Clone)]
 pub struct LeaseGrant {
-    pub lease_id: String,
+    pub lease_id: LeaseId,
     pub attempt: u32,
-    pub sweep_id: String,
+    pub sweep_id: SweepId,
     pub run: RunSpec,
     pub cells: Vec<CellSpec>,
     /// The latest checkpoint to resume from.
     pub resume_from: Option<CheckpointInfo>,
     /// The stored chunks of the run's unfinished cells (those with any), in order.
-    pub progress: Vec<(String, Vec<advsweep_core::CellChunk>)>,
+    pub progress: Vec<(CellId, Vec<advsweep_core::CellChunk>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -86,7 +86,7 @@ pub enum FailOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckpointInfo {
     pub checkpoint_id: String,
-    pub run_id: String,
+    pub run_id: RunId,
     pub epoch: u32,
     pub sha256: String,
     pub bytes: u64,
@@ -127,7 +127,7 @@ pub struct RetryOutcome {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubmitOutcome {
-    pub sweep_id: String,
+    pub sweep_id: SweepId,
     pub name: String,
     pub runs: u32,
     pub cells: u32,

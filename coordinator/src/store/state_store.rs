@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use advsweep_core::{CellChunk, CellResult, EpochMetrics};
+use advsweep_core::{CellChunk, CellId, CellResult, EpochMetrics, RunId, SweepId};
 
 use super::error::StoreError;
 use super::records::{
@@ -29,7 +29,7 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     fn artifacts(&self) -> Artifacts;
 
     /// Where checkpoint files of `run_id` live.
-    fn artifacts_dir(&self, run_id: &str) -> PathBuf {
+    fn artifacts_dir(&self, run_id: &RunId) -> PathBuf {
         self.artifacts().run_dir(run_id)
     }
 
@@ -44,7 +44,7 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
         &self,
         policy: &LeaseSettings,
         worker_id: String,
-        sweep_id: Option<String>,
+        sweep_id: Option<SweepId>,
     ) -> Result<LeaseOutcome, StoreError>;
 
     /// Renews a live lease; `Ok(false)` when it is no longer held.
@@ -67,7 +67,7 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     async fn report_cell_chunk(
         &self,
         lease: LeaseRef,
-        cell_id: String,
+        cell_id: CellId,
         chunk: CellChunk,
     ) -> Result<bool, StoreError>;
 
@@ -75,7 +75,7 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     async fn complete_cells(
         &self,
         lease: LeaseRef,
-        cells: Vec<(String, CellResult)>,
+        cells: Vec<(CellId, CellResult)>,
     ) -> Result<usize, StoreError>;
 
     /// Ends the lease successfully: unreported cells fail, the sanity warnings are stored.
@@ -112,21 +112,21 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
 
     /// Cancels a sweep's unfinished work no other active sweep needs; returns the cells
     /// cancelled and those left running for the sweeps that share them.
-    async fn cancel(&self, sweep_id: String) -> Result<CancelOutcome, StoreError>;
+    async fn cancel(&self, sweep_id: SweepId) -> Result<CancelOutcome, StoreError>;
 
     /// Re-queues the sweep's failed cells (and its cancelled ones with `include_cancelled`),
     /// or the named failed/cancelled ones; re-queuing nothing changes nothing.
     async fn retry(
         &self,
-        sweep_id: String,
-        cell_ids: Vec<String>,
+        sweep_id: SweepId,
+        cell_ids: Vec<CellId>,
         include_cancelled: bool,
     ) -> Result<RetryOutcome, StoreError>;
 
     // --- Reads (blocking). ---
 
     /// The lease record of `run_id` (`None`: no such run).
-    fn lease_record(&self, run_id: &str) -> Result<Option<LeaseRecord>, StoreError>;
+    fn lease_record(&self, run_id: &RunId) -> Result<Option<LeaseRecord>, StoreError>;
 
     /// The client certificate (SHA-256, hex) `worker_id` registered with: `None` when no
     /// such worker is registered, `Some(None)` when it registered without one.
@@ -135,12 +135,12 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// A checkpoint of `run_id` by id.
     fn checkpoint(
         &self,
-        run_id: &str,
+        run_id: &RunId,
         checkpoint_id: &str,
     ) -> Result<Option<CheckpointInfo>, StoreError>;
 
     /// The run's most advanced checkpoint, if any.
-    fn latest_checkpoint(&self, run_id: &str) -> Result<Option<CheckpointInfo>, StoreError>;
+    fn latest_checkpoint(&self, run_id: &RunId) -> Result<Option<CheckpointInfo>, StoreError>;
 
     /// Whether any run of an active sweep still has work to do (pending or leased).
     fn has_work(&self) -> Result<bool, StoreError>;
@@ -148,14 +148,14 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// Counts by state, leases, workers (alive: seen at or after `alive_after_ms`).
     fn gauges(&self, alive_after_ms: i64) -> Result<Gauges, StoreError>;
 
-    fn sweep_summary(&self, sweep_id: &str) -> Result<SweepSummary, StoreError>;
+    fn sweep_summary(&self, sweep_id: &SweepId) -> Result<SweepSummary, StoreError>;
 
     /// Every sweep, oldest first.
     fn list_sweeps(&self) -> Result<Vec<SweepSummary>, StoreError>;
 
     /// A sweep with every run (and its epochs and attempts) and every cell, in file order.
-    fn sweep_detail(&self, sweep_id: &str) -> Result<SweepDetail, StoreError>;
+    fn sweep_detail(&self, sweep_id: &SweepId) -> Result<SweepDetail, StoreError>;
 
     /// The sweep's leased runs with their latest epoch, for live progress.
-    fn running_runs(&self, sweep_id: &str) -> Result<Vec<RunStatus>, StoreError>;
+    fn running_runs(&self, sweep_id: &SweepId) -> Result<Vec<RunStatus>, StoreError>;
 }

@@ -1,13 +1,13 @@
 //! Read-only views of the state for `status`, `watch`, reports and metrics.
 
 use advsweep_core::{
-    Attack, AttemptOutcome, CellResult, CellState, EpochMetrics, EpsilonSpace, RunSpec, RunState,
-    ShownState, StateCounts, SweepState,
+    Attack, AttemptOutcome, CellId, CellResult, CellState, EpochMetrics, EpsilonSpace, RunId,
+    RunSpec, RunState, ShownState, StateCounts, SweepId, SweepState,
 };
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SweepSummary {
-    pub sweep_id: String,
+    pub sweep_id: SweepId,
     pub name: String,
     pub description: String,
     pub state: SweepState,
@@ -18,7 +18,7 @@ pub struct SweepSummary {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunStatus {
-    pub run_id: String,
+    pub run_id: RunId,
     pub model: String,
     pub defense_name: String,
     pub defense_epsilon: Option<f64>,
@@ -55,8 +55,8 @@ pub struct AttemptRecord {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CellStatus {
-    pub cell_id: String,
-    pub run_id: String,
+    pub cell_id: CellId,
+    pub run_id: RunId,
     pub attack_name: String,
     pub epsilon: f64,
     pub state: ShownState,

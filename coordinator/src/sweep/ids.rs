@@ -3,64 +3,113 @@
 //! A run's id hashes its canonical parameters; a cell's id hashes its run id, attack and ε. The
 //! same experiment therefore has the same id in every sweep file and every submission, which is
 //! what lets the coordinator reuse finished work and refuse duplicates.
+//!
+//! These are where content ids are made: as typed ids ([`RunId`], [`CellId`], [`SweepId`]),
+//! which the rest of the coordinator passes along unchanged. (A typed id serializes as its
+//! string, so the hashed forms, and the ids, are those of plain strings.)
 
-use advsweep_core::ids::ContentId;
-use advsweep_core::{Attack, DataSpec, Defense, EpsilonSpace, Model, RunSpec, TrainingSpec};
+use advsweep_core::{
+    Attack, CellId, DataSpec, Defense, EpsilonSpace, Model, RunId, RunSpec, SweepId, TrainingSpec,
+};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-fn hash_id(kind: ContentId, value: &impl Serialize) -> String {
+/// The SHA-256 of `value`'s canonical JSON.
+fn digest(value: &impl Serialize) -> sha2::digest::Output<Sha256> {
     // Serializing our own plain data types to JSON cannot fail.
     let bytes = serde_json::to_vec(value).unwrap_or_default();
-    kind.from_digest(&Sha256::digest(&bytes))
+    Sha256::digest(&bytes)
 }
 
-#[derive(Serialize)]
-struct RunIdentity<'a> {
-    model: &'a Model,
-    defense: &'a Defense,
-    training: &'a TrainingSpec,
-    data: &'a DataSpec,
-    seed: u64,
-    epsilon_space: EpsilonSpace,
+/// Everything that changes what a run computes: not its id or display names.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct RunIdentity<'a> {
+    pub model: &'a Model,
+    pub defense: &'a Defense,
+    pub training: &'a TrainingSpec,
+    pub data: &'a DataSpec,
+    pub seed: u64,
+    pub epsilon_space: EpsilonSpace,
 }
 
-/// Hashes everything that changes what a run computes; not its id or display names.
-pub fn run_id(run: &RunSpec) -> String {
-    hash_id(
-        ContentId::Run,
-        &RunIdentity {
+impl<'a> RunIdentity<'a> {
+    /// The identity of a run as specified.
+    pub fn of(run: &'a RunSpec) -> Self {
+        RunIdentity {
             model: &run.model,
             defense: &run.defense,
             training: &run.training,
             data: &run.data,
             seed: run.seed,
             epsilon_space: run.epsilon_space,
-        },
-    )
+        }
+    }
+
+    /// The run's id: this identity, hashed.
+    pub fn id(&self) -> RunId {
+        RunId::from_digest(digest(self).as_ref())
+    }
+}
+
+/// The id a run has: [`RunIdentity::of`] it, hashed (its own `id` plays no part).
+pub fn run_id(run: &RunSpec) -> RunId {
+    RunIdentity::of(run).id()
 }
 
 #[derive(Serialize)]
 struct CellIdentity<'a> {
-    run_id: &'a str,
+    run_id: &'a RunId,
     attack: &'a Attack,
     epsilon: f64,
 }
 
-pub fn cell_id(run_id: &str, attack: &Attack, epsilon: f64) -> String {
-    hash_id(
-        ContentId::Cell,
-        &CellIdentity {
+pub fn cell_id(run_id: &RunId, attack: &Attack, epsilon: f64) -> CellId {
+    CellId::from_digest(
+        digest(&CellIdentity {
             run_id,
             attack,
             epsilon,
-        },
+        })
+        .as_ref(),
     )
 }
 
 /// A sweep's id: its name and the set of its cells, in any order.
-pub fn sweep_id(name: &str, cell_ids: &[String]) -> String {
-    let mut sorted: Vec<&str> = cell_ids.iter().map(String::as_str).collect();
+pub fn sweep_id<'a>(name: &str, cell_ids: impl IntoIterator<Item = &'a CellId>) -> SweepId {
+    let mut sorted: Vec<&str> = cell_ids.into_iter().map(CellId::as_str).collect();
     sorted.sort_unstable();
-    hash_id(ContentId::Sweep, &(name, sorted))
+    SweepId::from_digest(digest(&(name, sorted)).as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ids already stored must not change: a typed id hashes as the string it wraps.
+    #[test]
+    fn typed_ids_hash_as_their_strings() {
+        #[derive(Serialize)]
+        struct Plain<'a> {
+            run_id: &'a str,
+            attack: &'a Attack,
+            epsilon: f64,
+        }
+        let run = RunId::from_digest(&[7; 32]);
+        let attack = Attack::None;
+        let plain = Plain {
+            run_id: run.as_str(),
+            attack: &attack,
+            epsilon: 0.5,
+        };
+        let cell = cell_id(&run, &attack, 0.5);
+        assert_eq!(cell, CellId::from_digest(digest(&plain).as_ref()));
+        let other = CellId::from_digest(&[1; 32]);
+        let mut sorted = vec![cell.as_str(), other.as_str()];
+        sorted.sort_unstable();
+        let plain_sweep = digest(&("name", sorted));
+        assert_eq!(
+            sweep_id("name", [&cell, &other]),
+            SweepId::from_digest(plain_sweep.as_ref())
+        );
+    }
 }

@@ -118,8 +118,8 @@ impl Fixture {
             scheduler,
             workers,
             sweeps,
-            sweep_id: outcome.sweep_id,
-            cell_ids: plan.cells.iter().map(|c| c.id.clone()).collect(),
+            sweep_id: outcome.sweep_id.to_string(),
+            cell_ids: plan.cells.iter().map(|c| c.id.to_string()).collect(),
             worker_id,
             checkpoint,
             live: Mutex::new(live),
@@ -135,13 +135,7 @@ impl Fixture {
     /// Makes sure [`Fixture::live`] is a live lease again after a case ended it: leases another
     /// run, submitting a sweep with a fresh seed when none is ready.
     pub async fn renew(&self) {
-        let current = self.live().lease;
-        let held = advsweep_coordinator::store::LeaseRef {
-            worker_id: current.worker_id.clone(),
-            run_id: current.run_id.clone(),
-            lease_id: current.lease_id.clone(),
-            attempt: current.attempt,
-        };
+        let held = held(&self.live().lease);
         if self.scheduler.verify_lease(&held).await.is_ok() {
             return;
         }
@@ -159,6 +153,26 @@ impl Fixture {
             }
         };
         *self.live.lock().expect("lock") = next;
+    }
+}
+
+/// An id the fixture holds as the wire has it, as the typed id (`RunId`, `SweepId`, …) the
+/// scheduler and the store take.
+pub fn typed<T>(id: &str) -> T
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Debug,
+{
+    id.parse().expect("a well-formed id")
+}
+
+/// A lease as the wire quotes it, as the scheduler takes it.
+pub fn held(lease: &pb::LeaseRef) -> advsweep_coordinator::store::LeaseRef {
+    advsweep_coordinator::store::LeaseRef {
+        worker_id: lease.worker_id.clone(),
+        run_id: typed(&lease.run_id),
+        lease_id: typed(&lease.lease_id),
+        attempt: lease.attempt,
     }
 }
 
@@ -192,16 +206,11 @@ async fn store_checkpoint(scheduler: &Scheduler, lease: &pb::LeaseRef) -> (Strin
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let dir = scheduler.artifacts_dir(&lease.run_id);
+    let held = held(lease);
+    let dir = scheduler.artifacts_dir(&held.run_id);
     std::fs::create_dir_all(&dir).expect("artifacts dir");
     let path = dir.join("epoch-00001.ckpt");
     std::fs::write(&path, &bytes).expect("checkpoint file");
-    let held = advsweep_coordinator::store::LeaseRef {
-        worker_id: lease.worker_id.clone(),
-        run_id: lease.run_id.clone(),
-        lease_id: lease.lease_id.clone(),
-        attempt: lease.attempt,
-    };
     let id = scheduler
         .record_checkpoint(&held, 1, &sha, bytes.len() as u64, &path)
         .await

@@ -197,6 +197,20 @@ pub fn id(field: &'static str, value: &str) -> Checked {
     Ok(())
 }
 
+/// A typed id ([`crate::ids`]: a content id of its kind, or a lease id): missing when empty,
+/// else `value` if it has the type's shape (the reason, otherwise, starts with the value).
+pub fn typed_id<T>(field: &'static str, value: &str) -> Checked<T>
+where
+    T: std::str::FromStr<Err = crate::ids::InvalidId>,
+{
+    if value.is_empty() {
+        return Err(FieldError::Missing(field));
+    }
+    value
+        .parse()
+        .map_err(|e: crate::ids::InvalidId| invalid(field, e.to_string()))
+}
+
 /// A display name: at most [`MAX_NAME_BYTES`] bytes, no control or bidi characters
 /// ([`hides_text`]; may be empty).
 pub fn name(field: &'static str, value: &str) -> Checked {
@@ -480,9 +494,9 @@ impl DataSpec {
 }
 
 impl RunSpec {
-    /// Its id and display names, then everything it trains on and with.
+    /// Its display names, then everything it trains on and with (its id is a [`crate::RunId`],
+    /// checked when made).
     pub fn validate(&self) -> Checked {
-        id("run.run_id", &self.id)?;
         name("run.model_name", &self.model_name)?;
         name("run.defense_name", &self.defense_name)?;
         self.model.validate()?;
@@ -494,9 +508,8 @@ impl RunSpec {
 }
 
 impl CellSpec {
+    /// Its display name, attack and ε (its ids are typed, checked when made).
     pub fn validate(&self) -> Checked {
-        id("cell.cell_id", &self.id)?;
-        id("cell.run_id", &self.run_id)?;
         name("cell.attack_name", &self.attack_name)?;
         self.attack.validate()?;
         epsilon("cell.epsilon", self.epsilon)

@@ -5,6 +5,7 @@
 use advsweep_proto::v1 as pb;
 
 use super::{MAX_CELLS_PER_RUN, WireError};
+use crate::ids::RunId;
 use crate::limits::MAX_CASCADE_STAGES;
 use crate::validate::{self, invalid};
 use crate::{
@@ -284,12 +285,13 @@ pub fn data_from_wire(d: &pb::DataSpec) -> Result<DataSpec, WireError> {
     Ok(data)
 }
 
-pub fn cell_from_wire(run_id: &str, c: &pb::CellSpec) -> Result<CellSpec, WireError> {
+pub fn cell_from_wire(run_id: &RunId, c: &pb::CellSpec) -> Result<CellSpec, WireError> {
+    let attack = required_attack(c.attack.as_ref(), "cell.attack")?;
     let cell = CellSpec {
-        id: c.cell_id.clone(),
-        run_id: run_id.to_owned(),
+        id: validate::typed_id("cell.cell_id", &c.cell_id)?,
+        run_id: run_id.clone(),
         attack_name: c.attack_name.clone(),
-        attack: required_attack(c.attack.as_ref(), "cell.attack")?,
+        attack,
         epsilon: c.epsilon,
     };
     cell.validate()?;
@@ -324,8 +326,11 @@ pub fn run_from_wire(r: &pb::RunSpec) -> Result<(RunSpec, Vec<CellSpec>), WireEr
             ));
         }
     };
+    let defense = defense_structure(required(r.defense.as_ref(), "run.defense")?)?;
+    let training = training_structure(required(r.training.as_ref(), "run.training")?)?;
+    let data = data_structure(required(r.data.as_ref(), "run.data")?)?;
     let run = RunSpec {
-        id: r.run_id.clone(),
+        id: validate::typed_id("run.run_id", &r.run_id)?,
         model_name: if r.model_name.is_empty() {
             model.name.clone()
         } else {
@@ -334,9 +339,9 @@ pub fn run_from_wire(r: &pb::RunSpec) -> Result<(RunSpec, Vec<CellSpec>), WireEr
         model,
         epsilon_space,
         defense_name: r.defense_name.clone(),
-        defense: defense_structure(required(r.defense.as_ref(), "run.defense")?)?,
-        training: training_structure(required(r.training.as_ref(), "run.training")?)?,
-        data: data_structure(required(r.data.as_ref(), "run.data")?)?,
+        defense,
+        training,
+        data,
         seed: r.seed,
     };
     run.validate()?;

@@ -3,6 +3,7 @@
 
 use advsweep_proto::v1 as pb;
 
+use crate::ids::SweepId;
 use crate::{
     Attack, CellSpec, DataSource, DataSpec, Defense, EpsilonSpace, LrSchedule, MixStrategy, Model,
     Norm, Optimizer, Precision, RunSpec, StepSize, TrainingMethod, TrainingSpec,
@@ -246,7 +247,7 @@ pub fn data_to_wire(d: &DataSpec) -> pb::DataSpec {
 
 pub fn cell_to_wire(c: &CellSpec) -> pb::CellSpec {
     pb::CellSpec {
-        cell_id: c.id.clone(),
+        cell_id: c.id.to_string(),
         attack_name: c.attack_name.clone(),
         attack: Some(attack_to_wire(&c.attack)),
         epsilon: c.epsilon,
@@ -261,10 +262,10 @@ pub fn epsilon_space_to_wire(space: EpsilonSpace) -> i32 {
 }
 
 /// A run with the cells the worker must evaluate on it.
-pub fn run_to_wire(run: &RunSpec, sweep_id: &str, cells: &[CellSpec]) -> pb::RunSpec {
+pub fn run_to_wire(run: &RunSpec, sweep_id: &SweepId, cells: &[CellSpec]) -> pb::RunSpec {
     pb::RunSpec {
-        run_id: run.id.clone(),
-        sweep_id: sweep_id.to_owned(),
+        run_id: run.id.to_string(),
+        sweep_id: sweep_id.to_string(),
         model: Some(model_to_wire(&run.model)),
         model_name: run.model_name.clone(),
         epsilon_space: epsilon_space_to_wire(run.epsilon_space),

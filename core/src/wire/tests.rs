@@ -4,9 +4,9 @@ use advsweep_proto::v1 as pb;
 
 use super::*;
 use crate::{
-    Attack, CellSpec, DataSource, DataSpec, Defense, DenoiserSpec, EpsilonSpace, LrSchedule,
-    MixStrategy, Model, NoiseInjection, Norm, Optimizer, RunSpec, StepSize, TrainingMethod,
-    TrainingSpec,
+    Attack, CellId, CellSpec, DataSource, DataSpec, Defense, DenoiserSpec, EpsilonSpace,
+    LrSchedule, MixStrategy, Model, NoiseInjection, Norm, Optimizer, RunId, RunSpec, StepSize,
+    SweepId, TrainingMethod, TrainingSpec,
 };
 
 fn pgd(norm: Norm) -> Attack {
@@ -20,9 +20,17 @@ fn pgd(norm: Norm) -> Attack {
     }
 }
 
+fn run_id() -> RunId {
+    RunId::new("r-0000000000000001").expect("a run id")
+}
+
+fn sweep_id() -> SweepId {
+    SweepId::new("s-0000000000000001").expect("a sweep id")
+}
+
 fn sample_run() -> (RunSpec, Vec<CellSpec>) {
     let run = RunSpec {
-        id: "r1".into(),
+        id: run_id(),
         model_name: "noisy-resnet18".into(),
         model: Model {
             name: "resnet18".into(),
@@ -82,8 +90,8 @@ fn sample_run() -> (RunSpec, Vec<CellSpec>) {
         epsilon_space: EpsilonSpace::Normalized,
     };
     let cells = vec![CellSpec {
-        id: "c1".into(),
-        run_id: "r1".into(),
+        id: CellId::new("c-0000000000000001").expect("a cell id"),
+        run_id: run_id(),
         attack_name: "fgsm".into(),
         attack: Attack::Fgsm {
             norm: Norm::Linf,
@@ -99,14 +107,33 @@ fn sample_run() -> (RunSpec, Vec<CellSpec>) {
 #[test]
 fn a_run_survives_the_round_trip() {
     let (run, cells) = sample_run();
-    let wire = run_to_wire(&run, "s1", &cells);
+    let wire = run_to_wire(&run, &sweep_id(), &cells);
     assert_eq!(run_from_wire(&wire), Ok((run, cells)));
+}
+
+#[test]
+fn ids_are_parsed_naming_the_field() {
+    let (run, cells) = sample_run();
+    let mut wire = run_to_wire(&run, &sweep_id(), &cells);
+    wire.run_id = "r1".into();
+    let e = run_from_wire(&wire).expect_err("not a run id");
+    assert_eq!(
+        e.to_string(),
+        "field `run.run_id` is invalid: \"r1\" is not a run id (`r-` and 16 lowercase hex digits)"
+    );
+    wire.run_id = String::new();
+    let e = run_from_wire(&wire).expect_err("no run id");
+    assert_eq!(e.to_string(), "missing field `run.run_id`");
+    let mut wire = run_to_wire(&run, &sweep_id(), &cells);
+    wire.cells[0].cell_id = run.id.to_string();
+    let e = run_from_wire(&wire).expect_err("a run id as a cell id");
+    assert_eq!(e.field(), "cell.cell_id");
 }
 
 #[test]
 fn missing_fields_are_named() {
     let (run, cells) = sample_run();
-    let mut wire = run_to_wire(&run, "s1", &cells);
+    let mut wire = run_to_wire(&run, &sweep_id(), &cells);
     wire.training = None;
     assert_eq!(
         run_from_wire(&wire)
@@ -114,7 +141,7 @@ fn missing_fields_are_named() {
             .to_string(),
         "missing field `run.training`"
     );
-    let mut wire = run_to_wire(&run, "s1", &cells);
+    let mut wire = run_to_wire(&run, &sweep_id(), &cells);
     if let Some(t) = wire.training.as_mut() {
         t.learning_rate = f64::NAN;
     }

@@ -336,7 +336,7 @@ fn evaluate_cells(
             epsilon = cell.epsilon
         );
         let _entered = span.enter();
-        let mut rng = Rng::from_words(&[run.seed, CELL_STREAM, hash_str(&cell.id)]);
+        let mut rng = Rng::from_words(&[run.seed, CELL_STREAM, hash_str(cell.id.as_str())]);
         let cell_id = cell.id.to_string();
         let done = e.progress.get(&cell_id).map_or(&[][..], Vec::as_slice);
         let mut emit_chunk = |chunk: CellChunk| {

@@ -3,12 +3,29 @@
 
 use super::*;
 use crate::error::{is_cancelled, is_retryable};
-use advsweep_core::{Attack, DataSource, Defense, Model, Norm, Optimizer, StepSize, TrainingSpec};
+use advsweep_core::{
+    Attack, CellId, DataSource, Defense, Model, Norm, Optimizer, RunId, StepSize, TrainingSpec,
+};
 use std::sync::atomic::Ordering;
+
+/// The id of the test runs.
+const RUN: &str = "r-0000000000000001";
+/// The ids of their cells: clean, PGD (with EOT).
+const CLEAN: &str = "c-00000000000c1ea0";
+const PGD: &str = "c-0000000000000f9d";
+const PGD_EOT: &str = "c-0000000000f9de07";
+
+fn id<T>(id: &str) -> T
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Debug,
+{
+    id.parse().expect("a well-formed id")
+}
 
 fn run_spec(model: &str, data: DataSource, defense: Defense) -> RunSpec {
     RunSpec {
-        id: "r".into(),
+        id: id::<RunId>(RUN),
         model_name: model.into(),
         model: Model::plain(model),
         defense_name: "d".into(),
@@ -103,15 +120,15 @@ fn a_run_with_every_defense_reports_epochs_then_cells() -> anyhow::Result<()> {
     let eps = 8.0 / 255.0;
     let cells = vec![
         CellSpec {
-            id: "clean".into(),
-            run_id: "r".into(),
+            id: id::<CellId>(CLEAN),
+            run_id: id(RUN),
             attack_name: "none".into(),
             attack: Attack::None,
             epsilon: 0.0,
         },
         CellSpec {
-            id: "pgd-eot".into(),
-            run_id: "r".into(),
+            id: id::<CellId>(PGD_EOT),
+            run_id: id(RUN),
             attack_name: "pgd".into(),
             attack: pgd(Norm::Linf).with_eot(3),
             epsilon: eps,
@@ -171,15 +188,15 @@ fn a_small_adversarial_run_reports_epochs_then_cells() -> anyhow::Result<()> {
     );
     let cells = vec![
         CellSpec {
-            id: "clean".into(),
-            run_id: "r".into(),
+            id: id::<CellId>(CLEAN),
+            run_id: id(RUN),
             attack_name: "none".into(),
             attack: Attack::None,
             epsilon: 0.0,
         },
         CellSpec {
-            id: "pgd".into(),
-            run_id: "r".into(),
+            id: id::<CellId>(PGD),
+            run_id: id(RUN),
             attack_name: "pgd".into(),
             attack: pgd,
             epsilon: 8.0 / 255.0,
@@ -206,7 +223,7 @@ fn a_small_adversarial_run_reports_epochs_then_cells() -> anyhow::Result<()> {
     let Progress::Cell { cell_id, result } = &events[1] else {
         anyhow::bail!("expected a cell, got {:?}", events[1]);
     };
-    assert_eq!(cell_id, "clean");
+    assert_eq!(cell_id, CLEAN);
     assert_eq!(result.examples, 100);
     assert_eq!(result.attack_success_rate, 0.0);
     assert_eq!(result.mean_linf, 0.0);

@@ -5,10 +5,10 @@
 //! and applies the scheduler's decision ([`retry::after_failure`]): back to `pending` after a
 //! back-off, or `failed` with its pending cells.
 
-use advsweep_core::{AttemptOutcome, CellState, RunState};
+use advsweep_core::{AttemptOutcome, CellState, RunId, RunState};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::state;
+use super::{optional_id, state};
 use crate::scheduler::fencing;
 use crate::scheduler::policy::LeaseSettings;
 use crate::scheduler::retry::{self, AfterFailure, ExpiredAttempt, FailedAttempt};
@@ -18,17 +18,17 @@ use crate::store::records::{LeaseRecord, LeaseRef};
 /// The lease record of `run_id` (`None`: no such run).
 pub(super) fn lease_record(
     conn: &Connection,
-    run_id: &str,
+    run_id: &RunId,
 ) -> Result<Option<LeaseRecord>, StoreError> {
     Ok(conn
         .prepare_cached(
             "SELECT state, lease_id, attempt, lease_expires_ms, worker_id FROM runs
              WHERE run_id = ?1",
         )?
-        .query_row([run_id], |r| {
+        .query_row([run_id.as_str()], |r| {
             Ok(LeaseRecord {
                 state: state(r, 0)?,
-                lease_id: r.get(1)?,
+                lease_id: optional_id(r, 1)?,
                 attempt: r.get(2)?,
                 expires_ms: r.get(3)?,
                 worker_id: r.get(4)?,
@@ -45,7 +45,7 @@ pub(super) fn check_lease(conn: &Connection, lease: &LeaseRef, now: i64) -> Resu
 /// Records the end of an attempt (any outcome).
 pub(super) fn record_attempt(
     tx: &Connection,
-    run_id: &str,
+    run_id: &RunId,
     attempt: u32,
     worker_id: Option<&str>,
     outcome: AttemptOutcome,
@@ -57,7 +57,7 @@ pub(super) fn record_attempt(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
     .execute(params![
-        run_id,
+        run_id.as_str(),
         attempt,
         worker_id,
         outcome.as_str(),
@@ -69,7 +69,7 @@ pub(super) fn record_attempt(
 
 /// An attempt that ended without success, as the transition saw it.
 pub(super) struct Ending<'a> {
-    pub run_id: &'a str,
+    pub run_id: &'a RunId,
     pub attempt: u32,
     pub worker_id: Option<&'a str>,
     /// `Failed` (reported by the worker) or `Expired` (no heartbeat).
@@ -102,14 +102,14 @@ pub(super) fn end_failed_attempt(
                 "UPDATE runs SET expiries = expiries + 1 WHERE run_id = ?1
                  RETURNING expiries, budget_since",
             )?
-            .query_row([run_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            .query_row([run_id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))?;
         let workers: u32 = tx
             .prepare_cached(sql!(
                 "SELECT COUNT(DISTINCT worker_id) FROM attempts
                  WHERE run_id = ?1 AND outcome = '{}' AND attempt > ?2",
                 AttemptOutcome::Expired
             ))?
-            .query_row(params![run_id, since], |r| r.get(0))?;
+            .query_row(params![run_id.as_str(), since], |r| r.get(0))?;
         retry::after_expiry(
             policy,
             ExpiredAttempt {
@@ -126,7 +126,7 @@ pub(super) fn end_failed_attempt(
                 "UPDATE runs SET failures = failures + 1 WHERE run_id = ?1
                  RETURNING failures, max_attempts",
             )?
-            .query_row([run_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            .query_row([run_id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))?;
         retry::after_failure(
             policy,
             FailedAttempt {
@@ -149,7 +149,7 @@ pub(super) fn end_failed_attempt(
                  WHERE run_id = ?1",
                     RunState::Pending
                 ),
-                params![run_id, at, error, now],
+                params![run_id.as_str(), at, error, now],
             )?;
             Ok(Some(at))
         }
@@ -161,7 +161,7 @@ pub(super) fn end_failed_attempt(
                  WHERE run_id = ?1",
                     RunState::Failed
                 ),
-                params![run_id, error, now],
+                params![run_id.as_str(), error, now],
             )?;
             tx.execute(
                 sql!(
@@ -170,7 +170,7 @@ pub(super) fn end_failed_attempt(
                     CellState::Failed,
                     CellState::Pending
                 ),
-                params![run_id, error, now],
+                params![run_id.as_str(), error, now],
             )?;
             Ok(None)
         }

@@ -1,10 +1,14 @@
 //! Leases in SQL: who is working on which run, until when, and under which attempt number
 //! (the rules are `crate::scheduler::leasing`).
 
-use advsweep_core::{AttemptOutcome, CellChunk, CellSpec, CellState, RunSpec, RunState};
+use advsweep_core::{
+    AttemptOutcome, CellChunk, CellId, CellSpec, CellState, LeaseId, RunId, RunSpec, RunState,
+    SweepId,
+};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::attempts::{Ending, check_lease, end_failed_attempt, lease_record};
+use super::id;
 use super::recovery::latest_checkpoint;
 use crate::scheduler::policy::LeaseSettings;
 use crate::scheduler::{fencing, leasing};
@@ -37,12 +41,12 @@ pub(super) fn lease(
     conn: &Connection,
     settings: &LeaseSettings,
     worker_id: &str,
-    sweep_id: Option<&str>,
+    sweep_id: Option<&SweepId>,
 ) -> Result<LeaseOutcome, StoreError> {
     let now = now_ms();
     touch_worker(conn, worker_id, now)?;
     expire_leases(conn, settings, now)?;
-    let candidate: Option<(String, String, u32)> = match sweep_id {
+    let candidate: Option<(RunId, String, u32)> = match sweep_id {
         None => conn
             .prepare_cached(sql!(
                 "SELECT run_id, spec_json, attempt FROM runs
@@ -50,7 +54,7 @@ pub(super) fn lease(
                  ORDER BY seq LIMIT 1",
                 RunState::Pending
             ))?
-            .query_row([now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_row([now], |r| Ok((id(r, 0)?, r.get(1)?, r.get(2)?)))
             .optional()?,
         Some(sweep) => conn
             .prepare_cached(sql!(
@@ -60,8 +64,8 @@ pub(super) fn lease(
                  ORDER BY r.seq LIMIT 1",
                 RunState::Pending
             ))?
-            .query_row(params![now, sweep], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            .query_row(params![now, sweep.as_str()], |r| {
+                Ok((id(r, 0)?, r.get(1)?, r.get(2)?))
             })
             .optional()?,
     };
@@ -88,13 +92,13 @@ pub(super) fn lease(
                         leased = RunState::Leased
                     ),
                 )?
-                .query_row(params![now, sweep], |r| r.get(0))?,
+                .query_row(params![now, sweep.as_str()], |r| r.get(0))?,
         };
         return Ok(leasing::nothing_ready(next, now));
     };
     let run: RunSpec = serde_json::from_str(&spec_json)?;
     let attempt = attempt + 1;
-    let lease_id = random_id("l-");
+    let lease_id = LeaseId::new(random_id("l-"))?;
     let expires = leasing::expires_at(settings, now);
     conn.prepare_cached(sql!(
         "UPDATE runs SET state = '{}', attempt = ?2, lease_id = ?3, worker_id = ?4,
@@ -102,25 +106,32 @@ pub(super) fn lease(
          WHERE run_id = ?1",
         RunState::Leased
     ))?
-    .execute(params![run_id, attempt, lease_id, worker_id, expires, now])?;
+    .execute(params![
+        run_id.as_str(),
+        attempt,
+        lease_id.as_str(),
+        worker_id,
+        expires,
+        now
+    ])?;
     let cells = {
         let mut stmt = conn.prepare_cached(sql!(
             "SELECT spec_json FROM cells WHERE run_id = ?1 AND state = '{}' ORDER BY seq",
             CellState::Pending
         ))?;
-        let rows = stmt.query_map([&run_id], |r| r.get::<_, String>(0))?;
+        let rows = stmt.query_map([run_id.as_str()], |r| r.get::<_, String>(0))?;
         let mut cells = Vec::new();
         for row in rows {
             cells.push(serde_json::from_str::<CellSpec>(&row?)?);
         }
         cells
     };
-    let sweep_id: String = conn
+    let sweep_id: SweepId = conn
         .prepare_cached(
             "SELECT sr.sweep_id FROM sweep_runs sr JOIN sweeps s ON s.sweep_id = sr.sweep_id
              WHERE sr.run_id = ?1 ORDER BY s.cancelled, s.created_ms LIMIT 1",
         )?
-        .query_row([&run_id], |r| r.get(0))?;
+        .query_row([run_id.as_str()], |r| id(r, 0))?;
     let resume_from = latest_checkpoint(conn, &run_id)?;
     let progress = cell_progress(conn, &cells)?;
     Ok(LeaseOutcome::Granted(Box::new(LeaseGrant {
@@ -138,7 +149,7 @@ pub(super) fn lease(
 fn cell_progress(
     conn: &Connection,
     cells: &[CellSpec],
-) -> Result<Vec<(String, Vec<CellChunk>)>, StoreError> {
+) -> Result<Vec<(CellId, Vec<CellChunk>)>, StoreError> {
     let mut stmt = conn
         .prepare_cached("SELECT chunk_json FROM cell_chunks WHERE cell_id = ?1 ORDER BY start")?;
     let mut progress = Vec::new();
@@ -149,7 +160,7 @@ fn cell_progress(
             chunks.push(serde_json::from_str::<CellChunk>(&row?)?);
         }
         if !chunks.is_empty() {
-            progress.push((cell.id.to_string(), chunks));
+            progress.push((cell.id.clone(), chunks));
         }
     }
     Ok(progress)
@@ -169,7 +180,10 @@ pub(super) fn heartbeat(
     match check_lease(conn, lease, now) {
         Ok(()) => {
             conn.prepare_cached("UPDATE runs SET lease_expires_ms = ?2 WHERE run_id = ?1")?
-                .execute(params![lease.run_id, leasing::expires_at(settings, now)])?;
+                .execute(params![
+                    lease.run_id.as_str(),
+                    leasing::expires_at(settings, now)
+                ])?;
             Ok(true)
         }
         Err(StoreError::LeaseLost { .. }) => Ok(false),
@@ -192,18 +206,18 @@ pub(super) fn expire_leases(
     settings: &LeaseSettings,
     now: i64,
 ) -> Result<usize, StoreError> {
-    let expired: Vec<(String, u32, Option<String>)> = {
+    let expired: Vec<(RunId, u32, Option<String>)> = {
         let mut stmt = tx.prepare_cached(sql!(
             "SELECT run_id, attempt, worker_id FROM runs
              WHERE state = '{}' AND lease_expires_ms < ?1",
             RunState::Leased
         ))?;
-        let rows = stmt.query_map([now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        let rows = stmt.query_map([now], |r| Ok((id(r, 0)?, r.get(1)?, r.get(2)?)))?;
         rows.collect::<Result<_, _>>()?
     };
     for (run_id, attempt, worker_id) in &expired {
         tracing::warn!(
-            run_id,
+            run_id = run_id.as_str(),
             attempt,
             worker_id,
             "lease expired without heartbeat; re-queueing"

@@ -18,7 +18,9 @@
 //! States are stored as their one spelling from `advsweep_core` (`RunState::as_str` and
 //! friends): statements that name a state are built from it once (`sql!`), and state
 //! columns read back through `parse` (`state`), so an unknown spelling is a
-//! [`StoreError::Corrupt`], never a panic.
+//! [`StoreError::Corrupt`], never a panic. Ids are typed (`advsweep_core::ids`) everywhere above
+//! SQL: bound as their text, and read back through `id` (`optional_id`), so a stored id of the
+//! wrong shape is a [`StoreError::Corrupt`] too.
 
 /// SQL text with `advsweep_core` state spellings in it (a `format!`), built once per call site:
 /// every call returns the same `&'static str`, so `prepare_cached` keeps hitting its cache.
@@ -43,7 +45,7 @@ use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use advsweep_core::UnknownState;
+use advsweep_core::{InvalidId, UnknownState};
 use rusqlite::{Connection, OptionalExtension};
 
 use super::error::StoreError;
@@ -56,6 +58,35 @@ where
 {
     let text: String = row.get(idx)?;
     text.parse().map_err(|e: UnknownState| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+/// Reads the id column `idx` of `row` as a typed id ([`advsweep_core::RunId`] and the others);
+/// an id of the wrong shape is a conversion error ([`StoreError::Corrupt`]). Ids are bound as
+/// their text (`as_str()`).
+fn id<T>(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<T>
+where
+    T: TryFrom<String, Error = InvalidId>,
+{
+    let text: String = row.get(idx)?;
+    parse_id(text, idx)
+}
+
+/// [`id`] of a column that may be NULL.
+fn optional_id<T>(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<Option<T>>
+where
+    T: TryFrom<String, Error = InvalidId>,
+{
+    let text: Option<String> = row.get(idx)?;
+    text.map(|text| parse_id(text, idx)).transpose()
+}
+
+fn parse_id<T>(text: String, idx: usize) -> rusqlite::Result<T>
+where
+    T: TryFrom<String, Error = InvalidId>,
+{
+    T::try_from(text).map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
     })
 }

@@ -2,10 +2,12 @@
 
 use std::collections::HashMap;
 
-use advsweep_core::{CellSpec, CellState, EpochMetrics, EpsilonSpace, RunState, StateCounts};
+use advsweep_core::{
+    CellSpec, CellState, EpochMetrics, EpsilonSpace, RunId, RunState, StateCounts, SweepId,
+};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::state;
+use super::{id, state};
 use crate::store::error::StoreError;
 use crate::store::views::{
     AttemptRecord, CellStatus, Gauges, RunStatus, SweepDetail, SweepSummary,
@@ -24,17 +26,17 @@ fn nan_if_null(v: Option<f64>) -> f64 {
     v.unwrap_or(f64::NAN)
 }
 
-pub(super) fn summary(conn: &Connection, sweep_id: &str) -> Result<SweepSummary, StoreError> {
+pub(super) fn summary(conn: &Connection, sweep_id: &SweepId) -> Result<SweepSummary, StoreError> {
     let head: Option<(String, String, bool, i64)> = conn
         .prepare_cached(
             "SELECT name, description, cancelled, created_ms FROM sweeps WHERE sweep_id = ?1",
         )?
-        .query_row([sweep_id], |r| {
+        .query_row([sweep_id.as_str()], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })
         .optional()?;
     let Some((name, description, cancelled, created_ms)) = head else {
-        return Err(StoreError::SweepNotFound(sweep_id.to_owned()));
+        return Err(StoreError::SweepNotFound(sweep_id.clone()));
     };
     let mut runs = StateCounts::default();
     {
@@ -42,7 +44,9 @@ pub(super) fn summary(conn: &Connection, sweep_id: &str) -> Result<SweepSummary,
             "SELECT r.state, COUNT(*) FROM sweep_runs sr JOIN runs r ON r.run_id = sr.run_id
              WHERE sr.sweep_id = ?1 GROUP BY r.state",
         )?;
-        let rows = stmt.query_map([sweep_id], |r| Ok((state::<RunState>(r, 0)?, r.get(1)?)))?;
+        let rows = stmt.query_map([sweep_id.as_str()], |r| {
+            Ok((state::<RunState>(r, 0)?, r.get(1)?))
+        })?;
         for row in rows {
             let (run, n) = row?;
             runs.add(run.shown(), n);
@@ -57,7 +61,7 @@ pub(super) fn summary(conn: &Connection, sweep_id: &str) -> Result<SweepSummary,
              JOIN runs r ON r.run_id = c.run_id
              WHERE sc.sweep_id = ?1 GROUP BY c.state, r.state",
         )?;
-        let rows = stmt.query_map([sweep_id], |r| {
+        let rows = stmt.query_map([sweep_id.as_str()], |r| {
             Ok((
                 state::<CellState>(r, 0)?,
                 state::<RunState>(r, 1)?,
@@ -71,7 +75,7 @@ pub(super) fn summary(conn: &Connection, sweep_id: &str) -> Result<SweepSummary,
     }
     let state = cells.sweep_state(cancelled);
     Ok(SweepSummary {
-        sweep_id: sweep_id.to_owned(),
+        sweep_id: sweep_id.clone(),
         name,
         description,
         state,
@@ -125,7 +129,7 @@ pub(super) fn gauges(conn: &Connection, alive_after: i64) -> Result<Gauges, Stor
 /// The sweep's leased runs with their latest epoch, for live progress.
 pub(super) fn running_runs(
     conn: &Connection,
-    sweep_id: &str,
+    sweep_id: &SweepId,
 ) -> Result<Vec<RunStatus>, StoreError> {
     let mut stmt = conn.prepare_cached(sql!(
         "SELECT r.run_id, r.model, r.defense_name, r.defense_epsilon, r.seed, r.attempt,
@@ -140,10 +144,10 @@ pub(super) fn running_runs(
              WHERE sr.sweep_id = ?1 AND r.state = '{}' ORDER BY r.seq",
         RunState::Leased
     ))?;
-    let rows = stmt.query_map([sweep_id], |r| {
+    let rows = stmt.query_map([sweep_id.as_str()], |r| {
         let epoch: Option<u32> = r.get(7)?;
         Ok(RunStatus {
-            run_id: r.get(0)?,
+            run_id: id(r, 0)?,
             model: r.get(1)?,
             defense_name: r.get(2)?,
             defense_epsilon: r.get(3)?,
@@ -177,17 +181,20 @@ pub(super) fn running_runs(
 
 /// Every sweep, oldest first.
 pub(super) fn list_sweeps(conn: &Connection) -> Result<Vec<SweepSummary>, StoreError> {
-    let ids: Vec<String> = conn
+    let ids: Vec<SweepId> = conn
         .prepare_cached("SELECT sweep_id FROM sweeps ORDER BY created_ms, sweep_id")?
-        .query_map([], |r| r.get(0))?
+        .query_map([], |r| id(r, 0))?
         .collect::<Result<_, _>>()?;
     ids.iter().map(|id| summary(conn, id)).collect()
 }
 
 /// A sweep with every run (and its epoch metrics) and every cell, in file order.
-pub(super) fn sweep_detail(conn: &Connection, sweep_id: &str) -> Result<SweepDetail, StoreError> {
+pub(super) fn sweep_detail(
+    conn: &Connection,
+    sweep_id: &SweepId,
+) -> Result<SweepDetail, StoreError> {
     let summary = summary(conn, sweep_id)?;
-    let mut epochs: HashMap<String, Vec<EpochMetrics>> = HashMap::new();
+    let mut epochs: HashMap<RunId, Vec<EpochMetrics>> = HashMap::new();
     {
         let mut stmt = conn.prepare_cached(
             "SELECT e.run_id, e.epoch, e.train_loss, e.train_accuracy, e.test_accuracy,
@@ -195,9 +202,9 @@ pub(super) fn sweep_detail(conn: &Connection, sweep_id: &str) -> Result<SweepDet
                  FROM sweep_runs sr JOIN epochs e ON e.run_id = sr.run_id
                  WHERE sr.sweep_id = ?1 ORDER BY e.run_id, e.epoch",
         )?;
-        let rows = stmt.query_map([sweep_id], |r| {
+        let rows = stmt.query_map([sweep_id.as_str()], |r| {
             Ok((
-                r.get::<_, String>(0)?,
+                id::<RunId>(r, 0)?,
                 EpochMetrics {
                     epoch: r.get(1)?,
                     train_loss: nan_if_null(r.get(2)?),
@@ -223,9 +230,9 @@ pub(super) fn sweep_detail(conn: &Connection, sweep_id: &str) -> Result<SweepDet
                  LEFT JOIN workers w ON w.worker_id = r.worker_id
                  WHERE sr.sweep_id = ?1 ORDER BY r.seq",
         )?;
-        let rows = stmt.query_map([sweep_id], |r| {
+        let rows = stmt.query_map([sweep_id.as_str()], |r| {
             Ok(RunStatus {
-                run_id: r.get(0)?,
+                run_id: id(r, 0)?,
                 model: r.get(1)?,
                 defense_name: r.get(2)?,
                 defense_epsilon: r.get(3)?,
@@ -262,7 +269,7 @@ pub(super) fn sweep_detail(conn: &Connection, sweep_id: &str) -> Result<SweepDet
                  WHERE run_id = ?1 ORDER BY attempt",
         )?;
         for run in &mut runs {
-            let rows = stmt.query_map([&run.run_id], |r| {
+            let rows = stmt.query_map([run.run_id.as_str()], |r| {
                 Ok(AttemptRecord {
                     attempt: r.get(0)?,
                     worker_id: r.get(1)?,
@@ -283,11 +290,11 @@ pub(super) fn sweep_detail(conn: &Connection, sweep_id: &str) -> Result<SweepDet
                  JOIN runs r ON r.run_id = c.run_id
                  WHERE sc.sweep_id = ?1 ORDER BY sc.ord",
         )?;
-        let rows = stmt.query_map(params![sweep_id], |r| {
+        let rows = stmt.query_map(params![sweep_id.as_str()], |r| {
             Ok((
                 CellStatus {
-                    cell_id: r.get(0)?,
-                    run_id: r.get(1)?,
+                    cell_id: id(r, 0)?,
+                    run_id: id(r, 1)?,
                     attack_name: r.get(2)?,
                     epsilon: r.get(3)?,
                     state: state::<CellState>(r, 4)?.shown(state(r, 5)?),

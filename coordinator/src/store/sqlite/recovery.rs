@@ -3,12 +3,12 @@
 
 use std::path::PathBuf;
 
-use advsweep_core::{AttemptOutcome, CellState, RunState};
+use advsweep_core::{AttemptOutcome, CellId, CellState, RunId, RunState, SweepId};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::attempts::{check_lease, record_attempt};
-use super::state;
 use super::submit::reopen_runs;
+use super::{id, state};
 use crate::store::error::StoreError;
 use crate::store::ids::{now_ms, random_id};
 use crate::store::records::{
@@ -42,28 +42,28 @@ pub(super) fn release_run(
              WHERE run_id = ?1",
             RunState::Pending
         ),
-        params![lease.run_id, now],
+        params![lease.run_id.as_str(), now],
     )?;
     Ok(())
 }
 
 pub(super) fn retry(
     conn: &Connection,
-    sweep_id: &str,
-    cell_ids: &[String],
+    sweep_id: &SweepId,
+    cell_ids: &[CellId],
     include_cancelled: bool,
 ) -> Result<RetryOutcome, StoreError> {
     let now = now_ms();
     let exists = conn
         .query_row(
             "SELECT 1 FROM sweeps WHERE sweep_id = ?1",
-            [sweep_id],
+            [sweep_id.as_str()],
             |_| Ok(()),
         )
         .optional()?
         .is_some();
     if !exists {
-        return Err(StoreError::SweepNotFound(sweep_id.to_owned()));
+        return Err(StoreError::SweepNotFound(sweep_id.clone()));
     }
     let mut cells = 0usize;
     if cell_ids.is_empty() {
@@ -76,7 +76,7 @@ pub(super) fn retry(
                 CellState::Failed,
                 CellState::Cancelled
             ),
-            params![sweep_id, now, include_cancelled],
+            params![sweep_id.as_str(), now, include_cancelled],
         )?;
     } else {
         for id in cell_ids {
@@ -84,7 +84,7 @@ pub(super) fn retry(
                 .query_row(
                     "SELECT c.state FROM cells c JOIN sweep_cells sc ON sc.cell_id = c.cell_id
                          WHERE sc.sweep_id = ?1 AND c.cell_id = ?2",
-                    params![sweep_id, id],
+                    params![sweep_id.as_str(), id.as_str()],
                     |r| state(r, 0),
                 )
                 .optional()?;
@@ -101,7 +101,7 @@ pub(super) fn retry(
                              WHERE cell_id = ?1",
                             CellState::Pending
                         ),
-                        params![id, now],
+                        params![id.as_str(), now],
                     )?;
                 }
                 Some(other) => {
@@ -118,7 +118,7 @@ pub(super) fn retry(
     }
     conn.execute(
         "UPDATE sweeps SET cancelled = 0 WHERE sweep_id = ?1",
-        [sweep_id],
+        [sweep_id.as_str()],
     )?;
     let runs = reopen_runs(conn, sweep_id, now)?;
     Ok(RetryOutcome {
@@ -143,7 +143,7 @@ pub(super) fn record_checkpoint(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![
             checkpoint_id,
-            lease.run_id,
+            lease.run_id.as_str(),
             lease.attempt,
             checkpoint.epoch,
             checkpoint.sha256,
@@ -158,7 +158,9 @@ pub(super) fn record_checkpoint(
                  ORDER BY epoch DESC, created_ms DESC LIMIT -1 OFFSET ?2",
         )?;
         let keep = i64::try_from(keep).unwrap_or(i64::MAX);
-        let rows = stmt.query_map(params![lease.run_id, keep], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let rows = stmt.query_map(params![lease.run_id.as_str(), keep], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
         rows.collect::<Result<_, _>>()?
     };
     for (id, _) in &stale {
@@ -185,14 +187,14 @@ pub(super) fn drop_checkpoint(conn: &Connection, checkpoint_id: &str) -> Result<
 /// A checkpoint of `run_id` by id.
 pub(super) fn checkpoint(
     conn: &Connection,
-    run_id: &str,
+    run_id: &RunId,
     checkpoint_id: &str,
 ) -> Result<Option<CheckpointInfo>, StoreError> {
     Ok(conn
         .query_row(
             "SELECT checkpoint_id, run_id, epoch, sha256, bytes, path FROM checkpoints
              WHERE run_id = ?1 AND checkpoint_id = ?2",
-            params![run_id, checkpoint_id],
+            params![run_id.as_str(), checkpoint_id],
             checkpoint_row,
         )
         .optional()?)
@@ -213,7 +215,7 @@ pub(super) fn worker_cert(
 fn checkpoint_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CheckpointInfo> {
     Ok(CheckpointInfo {
         checkpoint_id: r.get(0)?,
-        run_id: r.get(1)?,
+        run_id: id(r, 1)?,
         epoch: r.get(2)?,
         sha256: r.get(3)?,
         bytes: u64::try_from(r.get::<_, i64>(4)?).unwrap_or_default(),
@@ -224,13 +226,13 @@ fn checkpoint_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CheckpointInfo> {
 /// The run's most advanced checkpoint, if any.
 pub(super) fn latest_checkpoint(
     conn: &Connection,
-    run_id: &str,
+    run_id: &RunId,
 ) -> Result<Option<CheckpointInfo>, StoreError> {
     Ok(conn
         .prepare_cached(
             "SELECT checkpoint_id, run_id, epoch, sha256, bytes, path FROM checkpoints
              WHERE run_id = ?1 ORDER BY epoch DESC, created_ms DESC LIMIT 1",
         )?
-        .query_row([run_id], checkpoint_row)
+        .query_row([run_id.as_str()], checkpoint_row)
         .optional()?)
 }

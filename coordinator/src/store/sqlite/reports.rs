@@ -2,11 +2,13 @@
 //! failure. Each reads the records the scheduler's rules need (`crate::scheduler::completion`,
 //! `fencing`, `retry`), applies them and writes the outcome in one transaction.
 
-use advsweep_core::{AttemptOutcome, CellChunk, CellResult, CellState, EpochMetrics, RunState};
+use advsweep_core::{
+    AttemptOutcome, CellChunk, CellId, CellResult, CellState, EpochMetrics, RunId, RunState,
+};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::attempts::{Ending, check_lease, end_failed_attempt, lease_record, record_attempt};
-use super::state;
+use super::{id, state};
 use crate::report::sanity::EvaluatedCell;
 use crate::scheduler::completion::{self, CellReport, RunReport};
 use crate::scheduler::policy::LeaseSettings;
@@ -15,12 +17,12 @@ use crate::store::ids::now_ms;
 use crate::store::records::{CellRecord, FailOutcome, LeaseRef};
 
 /// The run's finished cells, as the sanity rules read them.
-fn evaluated_cells(tx: &Connection, run_id: &str) -> Result<Vec<EvaluatedCell>, StoreError> {
+fn evaluated_cells(tx: &Connection, run_id: &RunId) -> Result<Vec<EvaluatedCell>, StoreError> {
     let mut stmt = tx.prepare_cached(sql!(
         "SELECT spec_json, result_json FROM cells WHERE run_id = ?1 AND state = '{}'",
         CellState::Done
     ))?;
-    let rows = stmt.query_map([run_id], |r| {
+    let rows = stmt.query_map([run_id.as_str()], |r| {
         Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
     })?;
     let mut cells = Vec::new();
@@ -41,10 +43,10 @@ fn evaluated_cells(tx: &Connection, run_id: &str) -> Result<Vec<EvaluatedCell>, 
 }
 
 /// The run's sanity warnings, from its stored spec and finished cells.
-fn sanity_warnings(tx: &Connection, run_id: &str) -> Result<Vec<String>, StoreError> {
+fn sanity_warnings(tx: &Connection, run_id: &RunId) -> Result<Vec<String>, StoreError> {
     let spec: String = tx
         .prepare_cached("SELECT spec_json FROM runs WHERE run_id = ?1")?
-        .query_row([run_id], |r| r.get(0))?;
+        .query_row([run_id.as_str()], |r| r.get(0))?;
     let run: advsweep_core::RunSpec = serde_json::from_str(&spec)?;
     Ok(completion::warnings(&run, &evaluated_cells(tx, run_id)?))
 }
@@ -60,7 +62,7 @@ pub(super) fn report_epochs(
         .prepare_cached(
             "SELECT json_extract(spec_json, '$.training.epochs') FROM runs WHERE run_id = ?1",
         )?
-        .query_row([&lease.run_id], |r| r.get(0))?;
+        .query_row([lease.run_id.as_str()], |r| r.get(0))?;
     let reported: Vec<u32> = epochs.iter().map(|m| m.epoch).collect();
     completion::check_epochs(run_epochs, &reported)?;
     let mut upsert = conn.prepare_cached(
@@ -70,7 +72,7 @@ pub(super) fn report_epochs(
     )?;
     for m in epochs {
         upsert.execute(params![
-            lease.run_id,
+            lease.run_id.as_str(),
             m.epoch,
             lease.attempt,
             m.train_loss,
@@ -84,12 +86,12 @@ pub(super) fn report_epochs(
 }
 
 /// The stored cell a report names (`None`: no such cell).
-fn cell_record(conn: &Connection, cell_id: &str) -> Result<Option<CellRecord>, StoreError> {
+fn cell_record(conn: &Connection, cell_id: &CellId) -> Result<Option<CellRecord>, StoreError> {
     Ok(conn
         .prepare_cached("SELECT run_id, state, attempt FROM cells WHERE cell_id = ?1")?
-        .query_row([cell_id], |r| {
+        .query_row([cell_id.as_str()], |r| {
             Ok(CellRecord {
-                run_id: r.get(0)?,
+                run_id: id(r, 0)?,
                 state: state(r, 1)?,
                 attempt: r.get(2)?,
             })
@@ -102,7 +104,7 @@ fn cell_record(conn: &Connection, cell_id: &str) -> Result<Option<CellRecord>, S
 pub(super) fn report_cell_chunk(
     conn: &Connection,
     lease: &LeaseRef,
-    cell_id: &str,
+    cell_id: &CellId,
     chunk: &CellChunk,
 ) -> Result<bool, StoreError> {
     let now = now_ms();
@@ -112,7 +114,7 @@ pub(super) fn report_cell_chunk(
         .prepare_cached(
             "SELECT COALESCE(MAX(start + images), 0) FROM cell_chunks WHERE cell_id = ?1",
         )?
-        .query_row([cell_id], |r| r.get(0))?;
+        .query_row([cell_id.as_str()], |r| r.get(0))?;
     let report = completion::chunk_report(
         cell_id,
         cell.as_ref(),
@@ -130,7 +132,7 @@ pub(super) fn report_cell_chunk(
          VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
     .execute(params![
-        cell_id,
+        cell_id.as_str(),
         chunk.start,
         chunk.images,
         lease.attempt,
@@ -142,7 +144,7 @@ pub(super) fn report_cell_chunk(
 fn complete_cell(
     conn: &Connection,
     lease: &LeaseRef,
-    cell_id: &str,
+    cell_id: &CellId,
     result: &CellResult,
     now: i64,
 ) -> Result<bool, StoreError> {
@@ -158,13 +160,13 @@ fn complete_cell(
                 CellState::Done
             ))?
             .execute(params![
-                cell_id,
+                cell_id.as_str(),
                 serde_json::to_string(result)?,
                 lease.attempt,
                 now
             ])?;
             conn.prepare_cached("DELETE FROM cell_chunks WHERE cell_id = ?1")?
-                .execute([cell_id])?;
+                .execute([cell_id.as_str()])?;
             Ok(true)
         }
     }
@@ -174,7 +176,7 @@ fn complete_cell(
 pub(super) fn complete_cells(
     conn: &Connection,
     lease: &LeaseRef,
-    cells: &[(String, CellResult)],
+    cells: &[(CellId, CellResult)],
 ) -> Result<usize, StoreError> {
     let now = now_ms();
     let mut stored = 0;
@@ -199,7 +201,7 @@ pub(super) fn complete_run(conn: &Connection, lease: &LeaseRef) -> Result<(), St
         CellState::Failed,
         CellState::Pending
     ))?
-    .execute(params![lease.run_id, reason, now])?;
+    .execute(params![lease.run_id.as_str(), reason, now])?;
     let warnings = sanity_warnings(conn, &lease.run_id)?;
     conn.prepare_cached(sql!(
         "UPDATE runs SET state = '{}', lease_id = NULL, lease_expires_ms = NULL,
@@ -208,12 +210,12 @@ pub(super) fn complete_run(conn: &Connection, lease: &LeaseRef) -> Result<(), St
         RunState::Done
     ))?
     .execute(params![
-        lease.run_id,
+        lease.run_id.as_str(),
         now,
         serde_json::to_string(&warnings)?
     ])?;
     for w in &warnings {
-        tracing::warn!(run_id = lease.run_id, warning = %w, "unsound-looking evaluation");
+        tracing::warn!(run_id = lease.run_id.as_str(), warning = %w, "unsound-looking evaluation");
     }
     record_attempt(
         conn,

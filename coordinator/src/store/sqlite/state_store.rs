@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use advsweep_core::{CellChunk, CellResult, EpochMetrics};
+use advsweep_core::{CellChunk, CellId, CellResult, EpochMetrics, RunId, SweepId};
 
 use super::{SqliteStore, attempts, leases, query, recovery, reports, submit};
 use crate::artifacts::Artifacts;
@@ -38,10 +38,10 @@ impl StateStore for SqliteStore {
         &self,
         policy: &LeaseSettings,
         worker_id: String,
-        sweep_id: Option<String>,
+        sweep_id: Option<SweepId>,
     ) -> Result<LeaseOutcome, StoreError> {
         let policy = policy.clone();
-        self.write_urgent(move |c| leases::lease(c, &policy, &worker_id, sweep_id.as_deref()))
+        self.write_urgent(move |c| leases::lease(c, &policy, &worker_id, sweep_id.as_ref()))
             .await
     }
 
@@ -69,7 +69,7 @@ impl StateStore for SqliteStore {
     async fn report_cell_chunk(
         &self,
         lease: LeaseRef,
-        cell_id: String,
+        cell_id: CellId,
         chunk: CellChunk,
     ) -> Result<bool, StoreError> {
         self.write(move |c| reports::report_cell_chunk(c, &lease, &cell_id, &chunk))
@@ -79,7 +79,7 @@ impl StateStore for SqliteStore {
     async fn complete_cells(
         &self,
         lease: LeaseRef,
-        cells: Vec<(String, CellResult)>,
+        cells: Vec<(CellId, CellResult)>,
     ) -> Result<usize, StoreError> {
         // One writer job, so one savepoint: the first refused cell rolls back the ones before.
         self.write(move |c| reports::complete_cells(c, &lease, &cells))
@@ -127,21 +127,21 @@ impl StateStore for SqliteStore {
             .await
     }
 
-    async fn cancel(&self, sweep_id: String) -> Result<CancelOutcome, StoreError> {
+    async fn cancel(&self, sweep_id: SweepId) -> Result<CancelOutcome, StoreError> {
         self.write(move |c| submit::cancel(c, &sweep_id)).await
     }
 
     async fn retry(
         &self,
-        sweep_id: String,
-        cell_ids: Vec<String>,
+        sweep_id: SweepId,
+        cell_ids: Vec<CellId>,
         include_cancelled: bool,
     ) -> Result<RetryOutcome, StoreError> {
         self.write(move |c| recovery::retry(c, &sweep_id, &cell_ids, include_cancelled))
             .await
     }
 
-    fn lease_record(&self, run_id: &str) -> Result<Option<LeaseRecord>, StoreError> {
+    fn lease_record(&self, run_id: &RunId) -> Result<Option<LeaseRecord>, StoreError> {
         attempts::lease_record(&*self.reader()?, run_id)
     }
 
@@ -151,13 +151,13 @@ impl StateStore for SqliteStore {
 
     fn checkpoint(
         &self,
-        run_id: &str,
+        run_id: &RunId,
         checkpoint_id: &str,
     ) -> Result<Option<CheckpointInfo>, StoreError> {
         recovery::checkpoint(&*self.reader()?, run_id, checkpoint_id)
     }
 
-    fn latest_checkpoint(&self, run_id: &str) -> Result<Option<CheckpointInfo>, StoreError> {
+    fn latest_checkpoint(&self, run_id: &RunId) -> Result<Option<CheckpointInfo>, StoreError> {
         recovery::latest_checkpoint(&*self.reader()?, run_id)
     }
 
@@ -169,7 +169,7 @@ impl StateStore for SqliteStore {
         query::gauges(&*self.snapshot()?, alive_after_ms)
     }
 
-    fn sweep_summary(&self, sweep_id: &str) -> Result<SweepSummary, StoreError> {
+    fn sweep_summary(&self, sweep_id: &SweepId) -> Result<SweepSummary, StoreError> {
         query::summary(&*self.snapshot()?, sweep_id)
     }
 
@@ -177,11 +177,11 @@ impl StateStore for SqliteStore {
         query::list_sweeps(&*self.snapshot()?)
     }
 
-    fn sweep_detail(&self, sweep_id: &str) -> Result<SweepDetail, StoreError> {
+    fn sweep_detail(&self, sweep_id: &SweepId) -> Result<SweepDetail, StoreError> {
         query::sweep_detail(&*self.snapshot()?, sweep_id)
     }
 
-    fn running_runs(&self, sweep_id: &str) -> Result<Vec<RunStatus>, StoreError> {
+    fn running_runs(&self, sweep_id: &SweepId) -> Result<Vec<RunStatus>, StoreError> {
         query::running_runs(&*self.reader()?, sweep_id)
     }
 }

@@ -3,7 +3,7 @@
 //! Re-submitting a sweep (or a second sweep sharing runs) inserts only what is new, keeps every
 //! finished cell, and re-opens failed or cancelled cells so that only missing work runs.
 
-use advsweep_core::{CellState, RunState};
+use advsweep_core::{CellState, RunState, SweepId};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::state;
@@ -26,7 +26,7 @@ pub(super) fn submit(
     let existed = tx
         .query_row(
             "SELECT 1 FROM sweeps WHERE sweep_id = ?1",
-            [&plan.sweep_id],
+            [plan.sweep_id.as_str()],
             |_| Ok(()),
         )
         .optional()?
@@ -34,13 +34,19 @@ pub(super) fn submit(
     if existed {
         tx.execute(
             "UPDATE sweeps SET cancelled = 0 WHERE sweep_id = ?1",
-            [&plan.sweep_id],
+            [plan.sweep_id.as_str()],
         )?;
     } else {
         tx.execute(
             "INSERT INTO sweeps (sweep_id, name, description, sweep_toml, cancelled, created_ms)
                  VALUES (?1, ?2, ?3, ?4, 0, ?5)",
-            params![plan.sweep_id, plan.name, plan.description, sweep_toml, now],
+            params![
+                plan.sweep_id.as_str(),
+                plan.name,
+                plan.description,
+                sweep_toml,
+                now
+            ],
         )?;
     }
     {
@@ -59,7 +65,7 @@ pub(super) fn submit(
         ))?;
         for run in &plan.runs {
             insert_run.execute(params![
-                run.id,
+                run.id.as_str(),
                 serde_json::to_string(run)?,
                 run.model_name,
                 run.defense_name,
@@ -68,9 +74,9 @@ pub(super) fn submit(
                 max_attempts,
                 now
             ])?;
-            link_run.execute(params![plan.sweep_id, run.id])?;
+            link_run.execute(params![plan.sweep_id.as_str(), run.id.as_str()])?;
             // The latest submission's retry budget applies to unfinished runs.
-            set_budget.execute(params![run.id, max_attempts])?;
+            set_budget.execute(params![run.id.as_str(), max_attempts])?;
         }
     }
     let mut already_done = 0usize;
@@ -89,13 +95,14 @@ pub(super) fn submit(
             "INSERT OR IGNORE INTO sweep_cells (sweep_id, cell_id, ord) VALUES (?1, ?2, ?3)",
         )?;
         for (ord, cell) in plan.cells.iter().enumerate() {
-            let stored: Option<CellState> =
-                state_of.query_row([&cell.id], |r| state(r, 0)).optional()?;
+            let stored: Option<CellState> = state_of
+                .query_row([cell.id.as_str()], |r| state(r, 0))
+                .optional()?;
             match stored {
                 None => {
                     insert_cell.execute(params![
-                        cell.id,
-                        cell.run_id,
+                        cell.id.as_str(),
+                        cell.run_id.as_str(),
                         cell.attack_name,
                         serde_json::to_string(cell)?,
                         cell.epsilon,
@@ -104,11 +111,15 @@ pub(super) fn submit(
                 }
                 Some(CellState::Done) => already_done += 1,
                 Some(CellState::Failed | CellState::Cancelled) => {
-                    reopen_cell.execute(params![cell.id, now])?;
+                    reopen_cell.execute(params![cell.id.as_str(), now])?;
                 }
                 Some(CellState::Pending) => {}
             }
-            link_cell.execute(params![plan.sweep_id, cell.id, ord as i64])?;
+            link_cell.execute(params![
+                plan.sweep_id.as_str(),
+                cell.id.as_str(),
+                ord as i64
+            ])?;
         }
     }
     reopen_runs(tx, &plan.sweep_id, now)?;
@@ -124,7 +135,11 @@ pub(super) fn submit(
 
 /// Re-queues the sweep's finished, failed or cancelled runs that have pending cells again, with
 /// a fresh attempt budget (after a submission or a retry re-opened cells). Returns how many.
-pub(super) fn reopen_runs(tx: &Connection, sweep_id: &str, now: i64) -> Result<usize, StoreError> {
+pub(super) fn reopen_runs(
+    tx: &Connection,
+    sweep_id: &SweepId,
+    now: i64,
+) -> Result<usize, StoreError> {
     Ok(tx.execute(
         sql!(
             "UPDATE runs SET state = '{pending}', failures = 0, expiries = 0, budget_since = attempt,
@@ -140,18 +155,18 @@ pub(super) fn reopen_runs(tx: &Connection, sweep_id: &str, now: i64) -> Result<u
             cancelled = RunState::Cancelled,
             cell_pending = CellState::Pending
         ),
-        params![sweep_id, now],
+        params![sweep_id.as_str(), now],
     )?)
 }
 
-pub(super) fn cancel(tx: &Connection, sweep_id: &str) -> Result<CancelOutcome, StoreError> {
+pub(super) fn cancel(tx: &Connection, sweep_id: &SweepId) -> Result<CancelOutcome, StoreError> {
     let now = now_ms();
     let changed = tx.execute(
         "UPDATE sweeps SET cancelled = 1 WHERE sweep_id = ?1",
-        [sweep_id],
+        [sweep_id.as_str()],
     )?;
     if changed == 0 {
-        return Err(StoreError::SweepNotFound(sweep_id.to_owned()));
+        return Err(StoreError::SweepNotFound(sweep_id.clone()));
     }
     let cells = tx.execute(
         sql!(
@@ -164,7 +179,7 @@ pub(super) fn cancel(tx: &Connection, sweep_id: &str) -> Result<CancelOutcome, S
             CellState::Cancelled,
             CellState::Pending
         ),
-        params![sweep_id, now],
+        params![sweep_id.as_str(), now],
     )?;
     tx.execute(
         sql!(
@@ -178,7 +193,7 @@ pub(super) fn cancel(tx: &Connection, sweep_id: &str) -> Result<CancelOutcome, S
             leased = RunState::Leased,
             cell_pending = CellState::Pending
         ),
-        params![sweep_id, now],
+        params![sweep_id.as_str(), now],
     )?;
     // What is still unfinished is another active sweep's too.
     let shared: i64 = tx.query_row(
@@ -187,7 +202,7 @@ pub(super) fn cancel(tx: &Connection, sweep_id: &str) -> Result<CancelOutcome, S
              WHERE state = '{}' AND cell_id IN (SELECT cell_id FROM sweep_cells WHERE sweep_id = ?1)",
             CellState::Pending
         ),
-        [sweep_id],
+        [sweep_id.as_str()],
         |r| r.get(0),
     )?;
     Ok(CancelOutcome {

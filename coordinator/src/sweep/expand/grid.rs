@@ -3,14 +3,16 @@
 
 use std::collections::HashSet;
 
-use advsweep_core::{CellSpec, DataSpec, Defense, EpsilonSpace, RunSpec, TrainingSpec};
+use advsweep_core::{
+    CellId, CellSpec, DataSpec, Defense, EpsilonSpace, RunId, RunSpec, TrainingSpec,
+};
 
 use super::SweepError;
 use super::attacks::AttackTemplate;
 use super::check::Validator;
 use super::defenses::ResolvedDefense;
 use super::models::ResolvedModel;
-use crate::sweep::ids;
+use crate::sweep::ids::{self, RunIdentity};
 
 /// The resolved axes of a grid and what every run shares.
 pub(super) struct Grid {
@@ -58,8 +60,8 @@ impl Grid {
     /// The runs and cells, in file order (model, defense, seed, tied ε; attack, ε), duplicates
     /// merged; each is checked as a worker will check it.
     pub(super) fn build(&self, v: &Validator) -> Result<(Vec<RunSpec>, Vec<CellSpec>), SweepError> {
-        let mut run_seen: HashSet<String> = HashSet::new();
-        let mut cell_seen: HashSet<String> = HashSet::new();
+        let mut run_seen: HashSet<RunId> = HashSet::new();
+        let mut cell_seen: HashSet<CellId> = HashSet::new();
         let mut runs = Vec::new();
         let mut cells = Vec::new();
         for model in &self.models {
@@ -67,8 +69,20 @@ impl Grid {
                 let variants = self.variants(defense);
                 for seed in &self.seeds {
                     for (defense_spec, tied) in &variants {
-                        let mut run = RunSpec {
-                            id: String::new(),
+                        let id = RunIdentity {
+                            model: &model.model,
+                            defense: defense_spec,
+                            training: &self.training,
+                            data: &self.data,
+                            seed: *seed,
+                            epsilon_space: self.epsilon_space,
+                        }
+                        .id();
+                        if !run_seen.insert(id.clone()) {
+                            continue;
+                        }
+                        let run = RunSpec {
+                            id,
                             model_name: model.name.clone(),
                             model: model.model.clone(),
                             defense_name: defense.name.clone(),
@@ -78,10 +92,6 @@ impl Grid {
                             seed: *seed,
                             epsilon_space: self.epsilon_space,
                         };
-                        run.id = ids::run_id(&run);
-                        if !run_seen.insert(run.id.clone()) {
-                            continue;
-                        }
                         v.rule(None, run.validate())?;
                         for cell in self.cells_of(&run, *tied) {
                             if cell_seen.insert(cell.id.clone()) {

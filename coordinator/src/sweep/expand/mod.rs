@@ -20,7 +20,7 @@ use std::path::Path;
 
 use advsweep_core::limits::MAX_SWEEP_FILE_BYTES;
 use advsweep_core::validate::{epsilon, shown};
-use advsweep_core::{CellSpec, RunSpec};
+use advsweep_core::{CellSpec, RunId, RunSpec, SweepId};
 use advsweep_settings::files::{ReadError, read_bounded_text};
 
 use super::file::{self, ParseError, SweepFile};
@@ -61,7 +61,7 @@ fn located(origin: &str, error: &ParseError) -> String {
 /// A sweep file expanded into the work it asks for.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    pub sweep_id: String,
+    pub sweep_id: SweepId,
     pub name: String,
     pub description: String,
     pub runs: Vec<RunSpec>,
@@ -71,8 +71,8 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn cells_of<'a>(&'a self, run_id: &'a str) -> impl Iterator<Item = &'a CellSpec> + 'a {
-        self.cells.iter().filter(move |c| c.run_id == run_id)
+    pub fn cells_of<'a>(&'a self, run_id: &'a RunId) -> impl Iterator<Item = &'a CellSpec> + 'a {
+        self.cells.iter().filter(move |c| &c.run_id == run_id)
     }
 }
 
@@ -171,9 +171,8 @@ pub fn expand_within(
         )
     })?;
     let (runs, cells) = grid.build(&v)?;
-    let cell_ids: Vec<String> = cells.iter().map(|c| c.id.clone()).collect();
     Ok(Plan {
-        sweep_id: ids::sweep_id(&file.name, &cell_ids),
+        sweep_id: ids::sweep_id(&file.name, cells.iter().map(|c| &c.id)),
         name: file.name.clone(),
         description: file.description.clone().unwrap_or_default(),
         runs,

@@ -39,7 +39,7 @@ async fn chunks_are_kept_in_order_offered_on_the_next_lease_and_dropped_when_the
     let a = s.register_worker(new_worker("a")).await.expect("a");
     let g = grant(&s, &a).await;
     let lease = lease_ref(&a, &g);
-    let cell = g.cells.last().expect("a cell").id.to_string();
+    let cell = g.cells.last().expect("a cell").id.clone();
     assert!(g.progress.is_empty(), "a fresh run has no progress");
 
     let stored =

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use advsweep_core::{AttemptOutcome, CellResult, CellState, EpochMetrics, ShownState};
+use advsweep_core::{
+    AttemptOutcome, CellId, CellResult, CellState, EpochMetrics, LeaseId, ShownState, SweepId,
+};
 
 use super::{SWEEP, cells_of, grant, lease_ref, plan, result, store, worker};
 use crate::scheduler::LeaseSettings;
@@ -232,7 +234,8 @@ async fn cancel_stops_leased_work_and_settles_the_sweep() {
         LeaseOutcome::Idle
     ));
     assert!(matches!(
-        s.cancel("s-nope").await,
+        s.cancel(&SweepId::new("s-0000000000000000").expect("a sweep id"))
+            .await,
         Err(StoreError::SweepNotFound(_))
     ));
 }
@@ -246,9 +249,28 @@ async fn unknown_workers_and_sweeps_are_named_errors() {
         Err(StoreError::UnknownWorker(_))
     ));
     assert!(matches!(
-        s.sweep_detail("s-nothing").await,
+        s.sweep_detail(&SweepId::new("s-0000000000000000").expect("a sweep id"))
+            .await,
         Err(StoreError::SweepNotFound(_))
     ));
+}
+
+#[tokio::test]
+async fn a_stored_id_of_the_wrong_shape_is_a_corrupt_record() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = store(&dir, LeaseSettings::default());
+    let conn = rusqlite::Connection::open(s.store.path()).expect("open");
+    conn.execute(
+        "INSERT INTO sweeps (sweep_id, name, description, sweep_toml, cancelled, created_ms)
+         VALUES ('s-../../etc', 'x', '', '', 0, 0)",
+        [],
+    )
+    .expect("a corrupt sweep row");
+    let err = s.list_sweeps().await.expect_err("a corrupt row");
+    assert!(
+        matches!(&err, StoreError::Corrupt(m) if m.contains("\"s-../../etc\" is not a sweep id")),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -293,7 +315,12 @@ async fn preemption_is_not_a_failure_and_retry_requeues_failed_cells() {
     assert_eq!(d.summary.cells.failed, 2);
     // A cell that is not failed cannot be retried by name; unknown cells are named.
     assert!(matches!(
-        s.retry(&p.sweep_id, &["c-nope".into()], false).await,
+        s.retry(
+            &p.sweep_id,
+            &[CellId::new("c-0000000000000000").expect("a cell id")],
+            false
+        )
+        .await,
         Err(StoreError::Invalid(_))
     ));
     let out = s.retry(&p.sweep_id, &[], false).await.expect("retry");
@@ -482,9 +509,12 @@ async fn a_lease_for_one_sweep_leaves_the_other_sweeps_runs_alone() {
         LeaseOutcome::Idle
     ));
     assert!(matches!(
-        s.lease(w.clone(), Some("s-0000000000000000".into()))
-            .await
-            .expect("unknown sweep"),
+        s.lease(
+            w.clone(),
+            Some(SweepId::new("s-0000000000000000").expect("a sweep id"))
+        )
+        .await
+        .expect("unknown sweep"),
         LeaseOutcome::Idle
     ));
     let g = grant(&s, &w).await;
@@ -533,7 +563,7 @@ async fn cells_reported_together_are_stored_all_or_none() {
     );
 
     // The run's own cells: both stored, in one call; the same call again stores nothing.
-    let batch: Vec<(String, CellResult)> = g
+    let batch: Vec<(CellId, CellResult)> = g
         .cells
         .iter()
         .zip([0.7, 0.3])
@@ -551,7 +581,7 @@ async fn cells_reported_together_are_stored_all_or_none() {
             .expect("a retry"),
         0
     );
-    let mut expected: Vec<(String, CellState, Option<f64>)> = batch
+    let mut expected: Vec<(CellId, CellState, Option<f64>)> = batch
         .iter()
         .map(|(id, r)| (id.clone(), CellState::Done, Some(r.accuracy)))
         .collect();
@@ -561,7 +591,7 @@ async fn cells_reported_together_are_stored_all_or_none() {
 
     // A lease that is gone stores nothing either.
     let stale = LeaseRef {
-        lease_id: "not-the-lease".into(),
+        lease_id: LeaseId::new("not-the-lease").expect("a lease id"),
         ..lease_ref(&w, &other)
     };
     let err = s

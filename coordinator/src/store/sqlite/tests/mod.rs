@@ -10,9 +10,9 @@ mod writer;
 use std::ops::Deref;
 use std::sync::Arc;
 
-use advsweep_core::{CellResult, CellState};
+use advsweep_core::{CellId, CellResult, CellState, RunId};
 
-use super::{SqliteStore, state};
+use super::{SqliteStore, id, state};
 use crate::scheduler::{LeaseSettings, Scheduler};
 use crate::store::{LeaseGrant, LeaseOutcome, LeaseRef, NewWorker};
 use crate::sweep::{Overrides, Plan, expand, parse_sweep};
@@ -106,14 +106,14 @@ fn lease_ref(worker: &str, g: &LeaseGrant) -> LeaseRef {
 }
 
 /// (cell id, state, accuracy) of every cell of a run, read through a fresh connection.
-fn cells_of(s: &SqliteStore, run_id: &str) -> Vec<(String, CellState, Option<f64>)> {
+fn cells_of(s: &SqliteStore, run_id: &RunId) -> Vec<(CellId, CellState, Option<f64>)> {
     let conn = rusqlite::Connection::open(s.path()).expect("open");
     conn.prepare("SELECT cell_id, state, result_json FROM cells WHERE run_id = ?1 ORDER BY cell_id")
         .expect("prepare")
-        .query_map([run_id], |r| {
+        .query_map([run_id.as_str()], |r| {
             let result: Option<String> = r.get(2)?;
             Ok((
-                r.get(0)?,
+                id(r, 0)?,
                 state(r, 1)?,
                 result.map(|j| {
                     serde_json::from_str::<CellResult>(&j)

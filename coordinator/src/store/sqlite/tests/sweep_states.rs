@@ -1,13 +1,13 @@
 //! A sweep's states under cancel, retry and resume, two sweeps sharing every run included
 //! (ARCHITECTURE.md, "State machines"): each transition as `advsweep` users see it.
 
-use advsweep_core::EpochMetrics;
+use advsweep_core::{EpochMetrics, SweepId};
 
 use super::{Harness, SWEEP, lease_ref, plan, result, store, worker};
 use crate::scheduler::LeaseSettings;
 use crate::store::{LeaseOutcome, SweepState};
 
-async fn state(s: &Harness, sweep_id: &str) -> SweepState {
+async fn state(s: &Harness, sweep_id: &SweepId) -> SweepState {
     s.sweep_summary(sweep_id).await.expect("summary").state
 }
 

@@ -343,3 +343,9 @@ fn l2_attacks_match_torchattacks() -> anyhow::Result<()> {
 fn l2_untargeted_fab_matches_torchattacks() -> anyhow::Result<()> {
     compare(Norm::L2, 1.0, &[Part::FabUntargeted])
 }
+
+#[test]
+#[ignore = "a few minutes of CPU (Square, three seeds on both sides): run with --ignored"]
+fn l2_square_matches_torchattacks() -> anyhow::Result<()> {
+    compare(Norm::L2, 1.0, &[Part::Square])
+}

@@ -17,8 +17,10 @@
 //! * ℓ2: starts from a grid of the paper's window pattern η (two halves of opposite sign, each
 //!   a sum of concentric rectangles weighted `1/(k+1)²`), rescaled to ‖δ‖₂ = ε; an update
 //!   moves the mass of a second window into the first (side `s` odd, at least 3): per channel
-//!   the new window is `η·σ + δ_window/‖δ_window‖`, rescaled to keep the perturbation's norm
-//!   at ε, and the result is rescaled to ‖δ‖₂ = ε and clipped to the box.
+//!   the new window is `η·σ + δ_window/‖δ_window‖`, rescaled to the norm
+//!   `√((ε² − ‖δ‖²)/c + ‖δ_{W1∪W2}‖²)` (the union's norm taken over all channels, as the
+//!   reference's `lp_norm`), the second window is zeroed, and the result is rescaled to
+//!   ‖δ‖₂ = ε and clipped to the box.
 //!
 //! Restarts run on the images not yet fooled, from fresh random initializations.
 //!
@@ -400,7 +402,8 @@ fn l2_candidate(
     let window = cut(&delta, top, left)?;
     let window_norms = channel_norms(&window)?;
     let image_norm = image_norms(&delta)?;
-    // ‖δ‖ over the union of both windows, per channel.
+    // ‖δ‖ over the union of both windows, over all channels (the reference's `lp_norm`: one
+    // norm per image; each channel's new window then gets `(ε² − ‖δ‖²)/c + ‖δ_union‖²`).
     let mask = z
         .f_zeros_like()?
         .f_narrow(0, 0, 1)?
@@ -408,7 +411,7 @@ fn l2_candidate(
         .f_detach_copy()?;
     let _ = cut(&mask, top, left)?.f_fill_(1.0)?;
     let _ = cut(&mask, top2, left2)?.f_fill_(1.0)?;
-    let union_norms = channel_norms(&delta.f_mul(&mask)?)?;
+    let union_norms = image_norms(&delta.f_mul(&mask)?)?;
     let pattern = pattern_tensor(s, rng, z)?;
     let signs = random_signs(&[n, channels, 1, 1], z)?;
     let fresh = pattern

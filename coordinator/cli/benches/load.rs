@@ -518,6 +518,7 @@ async fn worker(
                         images_per_second: 5_000.0,
                         seconds: 0.2,
                         examples: 1_000,
+                        ..Default::default()
                     }),
                 }
             })

@@ -18,7 +18,7 @@ use crate::pivot::mean_std;
 use crate::records::{CellRecord, RunRecord, SweepReport};
 
 /// The norm of a cell's attack (`None` for a clean cell).
-fn norm_of(c: &CellRecord) -> Option<Norm> {
+pub(super) fn norm_of(c: &CellRecord) -> Option<Norm> {
     if c.attack == "none" {
         return None;
     }
@@ -80,13 +80,13 @@ fn accuracy_axis(label: &str) -> Axis {
 }
 
 /// Mean and standard deviation of `values` as a point's coordinate and error.
-fn spread(values: &[f64]) -> (f64, f64) {
+pub(super) fn spread(values: &[f64]) -> (f64, f64) {
     let (mean, std) = mean_std(values);
     (mean, if std.is_finite() { std } else { 0.0 })
 }
 
 /// Items in the order first seen.
-fn first_seen<T: PartialEq>(items: impl Iterator<Item = T>) -> Vec<T> {
+pub(super) fn first_seen<T: PartialEq>(items: impl Iterator<Item = T>) -> Vec<T> {
     let mut out = Vec::new();
     for item in items {
         if !out.contains(&item) {
@@ -97,13 +97,13 @@ fn first_seen<T: PartialEq>(items: impl Iterator<Item = T>) -> Vec<T> {
 }
 
 /// The sweep's model/defense pairs (colours) and attacks (markers), in file order.
-struct Palette {
+pub(super) struct Palette {
     groups: Vec<(String, String)>,
     attacks: Vec<String>,
 }
 
 impl Palette {
-    fn of(r: &SweepReport) -> Palette {
+    pub(super) fn of(r: &SweepReport) -> Palette {
         Palette {
             groups: first_seen(
                 r.runs
@@ -120,7 +120,7 @@ impl Palette {
         }
     }
 
-    fn group(&self, model: &str, defense: &str) -> usize {
+    pub(super) fn group(&self, model: &str, defense: &str) -> usize {
         self.groups
             .iter()
             .position(|(m, d)| m == model && d == defense)
@@ -373,7 +373,7 @@ pub fn attack_across_defenses(r: &SweepReport) -> Vec<(String, Figure)> {
 }
 
 /// A run's setting without its seed: model/defense and the ε it was trained at.
-fn setting(run: &RunRecord) -> String {
+pub(super) fn setting(run: &RunRecord) -> String {
     let mut s = format!("{}/{}", run.model, run.defense);
     if let Some(e) = run.defense_epsilon {
         s.push_str(&format!(" ε={}", epsilon::label_in(e, run.epsilon_space)));
@@ -381,7 +381,7 @@ fn setting(run: &RunRecord) -> String {
     s
 }
 
-fn seeds_note(n: usize) -> String {
+pub(super) fn seeds_note(n: usize) -> String {
     match n {
         1 => String::new(),
         n => format!(" ({n} seeds)"),
@@ -477,145 +477,4 @@ pub fn learning_curves(r: &SweepReport) -> Vec<(&'static str, Figure)> {
             ),
         ),
     ]
-}
-
-/// Robust vs clean accuracy: for each setting and budget, the worst accuracy over the
-/// attacks run at that budget against the clean accuracy, both the mean over seeds with error
-/// bars; colour per model/defense, marker per budget.
-pub fn robust_vs_clean(r: &SweepReport) -> Option<Figure> {
-    let palette = Palette::of(r);
-    let space = r
-        .runs
-        .first()
-        .map_or(EpsilonSpace::Pixel, |run| run.epsilon_space);
-    // (setting, norm, ε bits) -> (model, defense, ε, clean values, robust values)
-    type Key = (String, u8, u64);
-    type Values = (String, String, f64, Vec<f64>, Vec<f64>);
-    let mut by: BTreeMap<Key, Values> = BTreeMap::new();
-    let mut order: Vec<Key> = Vec::new();
-    for run in &r.runs {
-        let cells: Vec<&CellRecord> = r
-            .cells
-            .iter()
-            .filter(|c| c.run_id == run.run_id && c.state == ShownState::Done)
-            .collect();
-        let Some(clean) = cells
-            .iter()
-            .find(|c| c.attack == "none")
-            .and_then(|c| c.result.as_ref().map(|x| 100.0 * x.accuracy))
-        else {
-            continue;
-        };
-        let mut worst: BTreeMap<(u8, u64), (f64, f64)> = BTreeMap::new();
-        for c in cells.iter().filter(|c| c.epsilon > 0.0) {
-            let (Some(norm), Some(res)) = (norm_of(c), &c.result) else {
-                continue;
-            };
-            let e = worst
-                .entry((norm as u8, c.epsilon.to_bits()))
-                .or_insert((c.epsilon, f64::INFINITY));
-            e.1 = e.1.min(100.0 * res.accuracy);
-        }
-        for ((norm, bits), (eps, acc)) in worst {
-            let key = (setting(run), norm, bits);
-            if !order.contains(&key) {
-                order.push(key.clone());
-            }
-            let v = by.entry(key).or_insert_with(|| {
-                (
-                    run.model.clone(),
-                    run.defense.clone(),
-                    eps,
-                    Vec::new(),
-                    Vec::new(),
-                )
-            });
-            v.3.push(clean);
-            v.4.push(acc);
-        }
-    }
-    if by.is_empty() {
-        return None;
-    }
-    let several_norms = first_seen(order.iter().map(|k| k.1)).len() > 1;
-    let budget_label = |norm: u8, eps: f64| {
-        let symbol = if norm == Norm::L2 as u8 {
-            "ℓ2"
-        } else {
-            "ℓ∞"
-        };
-        if several_norms {
-            format!("ε={} ({symbol})", epsilon::label_in(eps, space))
-        } else {
-            format!("ε={}", epsilon::label_in(eps, space))
-        }
-    };
-    let mut budgets: Vec<(u8, u64)> = first_seen(order.iter().map(|k| (k.1, k.2)));
-    budgets.sort_by(|a, b| a.0.cmp(&b.0).then(f64::from_bits(a.1).total_cmp(&f64::from_bits(b.1))));
-    let mut series = Vec::new();
-    let mut legend: Vec<LegendEntry> = Vec::new();
-    for key in &order {
-        let (model, defense, eps, clean, robust) = &by[key];
-        let (x, x_err) = spread(clean);
-        let (y, y_err) = spread(robust);
-        let budget = budgets
-            .iter()
-            .position(|b| *b == (key.1, key.2))
-            .unwrap_or(0);
-        let look = Look {
-            color: Some(palette.group(model, defense)),
-            marker: Marker::nth(budget),
-        };
-        series.push(Series {
-            name: format!("{}, {}{}", key.0, budget_label(key.1, *eps), seeds_note(clean.len())),
-            look,
-            points: vec![Point {
-                x,
-                y,
-                x_err,
-                y_err,
-            }],
-            line: false,
-            spread: Spread::Bars,
-        });
-        let text = format!("{model}/{defense}");
-        if !legend.iter().any(|e| e.text == text) {
-            legend.push(LegendEntry {
-                text,
-                look: Look {
-                    color: look.color,
-                    marker: Marker::Circle,
-                },
-                line: false,
-            });
-        }
-    }
-    for (i, (norm, bits)) in budgets.iter().enumerate() {
-        legend.push(LegendEntry {
-            text: budget_label(*norm, f64::from_bits(*bits)),
-            look: Look {
-                color: None,
-                marker: Marker::nth(i),
-            },
-            line: false,
-        });
-    }
-    Some(Figure {
-        title: "robust vs clean accuracy (worst attack per budget)".into(),
-        panels: vec![Panel {
-            title: String::new(),
-            x: Axis {
-                label: "clean accuracy (%)".into(),
-                ticks: Ticks::Plain,
-                range: None,
-            },
-            y: Axis {
-                label: "robust accuracy (%)".into(),
-                ticks: Ticks::Plain,
-                range: None,
-            },
-            series,
-        }],
-        legend,
-    })
 }

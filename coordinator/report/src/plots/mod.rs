@@ -19,13 +19,15 @@
 
 mod draw;
 pub mod figures;
+mod tradeoff;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use plotters::prelude::*;
 
-pub use figures::{accuracy_vs_epsilon, attack_across_defenses, learning_curves, robust_vs_clean};
+pub use figures::{accuracy_vs_epsilon, attack_across_defenses, learning_curves};
+pub use tradeoff::robust_vs_clean;
 
 const FONT_CANDIDATES: &[&str] = &[
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",

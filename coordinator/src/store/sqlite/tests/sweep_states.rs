@@ -67,7 +67,7 @@ async fn cancel_retry_and_resume_with_a_second_sweep_sharing_every_run() {
     for id in [&a.sweep_id, &b.sweep_id] {
         assert_eq!(state(&s, id).await, SweepState::Cancelled);
         // Retrying failed cells of a sweep with only cancelled ones: nothing, still cancelled
-        // (it used to read "done").
+        // (it used to read as done).
         let out = s.retry(id, &[], false).await.expect("retry");
         assert_eq!(out.cells, 0);
         assert_eq!(state(&s, id).await, SweepState::Cancelled);

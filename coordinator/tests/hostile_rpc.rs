@@ -650,7 +650,11 @@ fn sweep_reads_cancel_and_retry_2000_random_requests() {
                     2 => check(
                         "RetrySweep",
                         f.sweeps
-                            .retry_sweep(Request::new(pb::RetrySweepRequest { sweep_id, cell_ids, include_cancelled: false }))
+                            .retry_sweep(Request::new(pb::RetrySweepRequest {
+                                sweep_id,
+                                cell_ids,
+                                include_cancelled: false,
+                            }))
                             .await,
                     ),
                     _ => check(

@@ -81,7 +81,10 @@ mod tests {
         assert_eq!(closest("PGD-Linf", presets), Some("pgd-linf"));
         assert_eq!(closest("fgms", presets), Some("fgsm"));
         assert_eq!(closest("autoatack", presets), Some("autoattack"));
-        assert_eq!(closest("resnet-18", ["basic", "resnet18", "resnet34"]), Some("resnet18"));
+        assert_eq!(
+            closest("resnet-18", ["basic", "resnet18", "resnet34"]),
+            Some("resnet18")
+        );
         assert_eq!(closest("Linf", ["linf", "l2"]), Some("linf"));
         // Nothing close: no guess.
         assert_eq!(closest("square-attack-of-doom", presets), None);

@@ -103,7 +103,10 @@ fn export_weights_load_strictly_in_pytorch(dir: &Path, state: &Path) {
         &std::fs::read_to_string(out_dir.join("basic-at-fgsm-eps8_255-s0.json")).expect("json"),
     )
     .expect("json parses");
-    assert_eq!(about["spec"]["defense"]["method"]["kind"], "adversarial", "{about}");
+    assert_eq!(
+        about["spec"]["defense"]["method"]["kind"], "adversarial",
+        "{about}"
+    );
     assert_eq!(about["epoch"], 1);
     // The docs' example, verbatim but for the paths.
     let python = std::env::var_os("ADVSWEEP_TORCH_PYTHON")
@@ -136,7 +139,14 @@ for path in sys.argv[1:]:
     );
     // A mistyped sweep or run is named.
     let bad = Command::new(workspace_bin("advsweep"))
-        .args(["export", "weights", "cli-run", "--run", "r-0000000000000000", "--out"])
+        .args([
+            "export",
+            "weights",
+            "cli-run",
+            "--run",
+            "r-0000000000000000",
+            "--out",
+        ])
         .arg(&out_dir)
         .arg("--state-dir")
         .arg(state)

@@ -365,7 +365,11 @@ pub async fn retry(
         };
         outln!(
             "nothing to {}: sweep {sweep_id} is {} with no {} cells{hint}",
-            if what == Requeue::Resume { "resume" } else { "retry" },
+            if what == Requeue::Resume {
+                "resume"
+            } else {
+                "retry"
+            },
             summary.state,
             if what == Requeue::Resume {
                 "failed or cancelled"

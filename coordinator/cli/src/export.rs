@@ -70,7 +70,8 @@ fn file_stem(run: &advsweep_coordinator::store::RunStatus) -> String {
 }
 
 pub fn weights(args: WeightsArgs) -> anyhow::Result<ExitCode> {
-    let store = SqliteStore::open_read_only(&args.state_dir).map_err(|e| BadInput(e.to_string()))?;
+    let store =
+        SqliteStore::open_read_only(&args.state_dir).map_err(|e| BadInput(e.to_string()))?;
     let summaries: Vec<_> = store
         .list_sweeps()?
         .iter()
@@ -125,8 +126,8 @@ pub fn weights(args: WeightsArgs) -> anyhow::Result<ExitCode> {
                 checkpoint.sha256
             );
         }
-        let (state_dict, tensors) = plain_state_dict(&bytes)
-            .with_context(|| format!("run {}'s checkpoint", run.run_id))?;
+        let (state_dict, tensors) =
+            plain_state_dict(&bytes).with_context(|| format!("run {}'s checkpoint", run.run_id))?;
         let stem = file_stem(run);
         let weights = args.out.join(format!("{stem}.safetensors"));
         write_new(&weights, &state_dict)?;
@@ -181,9 +182,18 @@ mod tests {
         let w = [1u8, 2, 3, 4, 5, 6, 7, 8];
         let step = [0u8; 8];
         let tensors = vec![
-            ("conv1.weight", TensorView::new(Dtype::F32, vec![2], &w).expect("view")),
-            ("optim.step", TensorView::new(Dtype::I64, vec![1], &step).expect("view")),
-            ("advsweep.epochs_done", TensorView::new(Dtype::I64, vec![1], &step).expect("view")),
+            (
+                "conv1.weight",
+                TensorView::new(Dtype::F32, vec![2], &w).expect("view"),
+            ),
+            (
+                "optim.step",
+                TensorView::new(Dtype::I64, vec![1], &step).expect("view"),
+            ),
+            (
+                "advsweep.epochs_done",
+                TensorView::new(Dtype::I64, vec![1], &step).expect("view"),
+            ),
         ];
         let checkpoint = safetensors::serialize(tensors, &None).expect("serialize");
         let (plain, count) = plain_state_dict(&checkpoint).expect("plain");

@@ -375,7 +375,11 @@ mod tests {
     fn the_eta_waits_for_a_first_cell_and_holds_still_between_changes() {
         let mut eta = Eta::new();
         eta.update(3, 10);
-        assert_eq!(eta.text(), "ETA —", "cells finished before watching say nothing");
+        assert_eq!(
+            eta.text(),
+            "ETA —",
+            "cells finished before watching say nothing"
+        );
         eta.started -= std::time::Duration::from_secs(20);
         eta.update(5, 10);
         // 2 cells in 20 s, 5 left: about 50 s.
@@ -383,7 +387,11 @@ mod tests {
         assert!(text == "ETA 50s" || text == "ETA 49s", "{text}");
         let (at, _) = eta.estimate.expect("estimate");
         eta.update(5, 10);
-        assert_eq!(eta.estimate.map(|e| e.0), Some(at), "no new estimate without progress");
+        assert_eq!(
+            eta.estimate.map(|e| e.0),
+            Some(at),
+            "no new estimate without progress"
+        );
         eta.update(10, 10);
         assert_eq!(eta.text(), "ETA —");
     }

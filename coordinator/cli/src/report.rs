@@ -70,8 +70,8 @@ pub fn layout(rows: &str, cols: &str, metric: &str) -> Result<Layout, BadInput> 
 
 pub async fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let layout = layout(&args.rows, &args.cols, &args.metric)?;
-    let canvas = report::plots::Canvas::parse(args.figure_size.as_deref(), args.dpi)
-        .map_err(BadInput)?;
+    let canvas =
+        report::plots::Canvas::parse(args.figure_size.as_deref(), args.dpi).map_err(BadInput)?;
     let mut sweeps = super::source::Sweeps::open(&args.target, args.state_dir.as_deref()).await?;
     let detail = sweeps.detail(&args.sweep).await?;
     let r = rows::sweep_report(&detail)?;

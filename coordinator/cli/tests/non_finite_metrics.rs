@@ -184,7 +184,8 @@ fn every_report_format_renders_non_finite_metrics() {
         out.path(),
         &Layout::default(),
         Some(report::plots::Canvas::default()),
-    ).expect("report");
+    )
+    .expect("report");
     assert!(written.files.len() >= 6, "{:?}", written.files);
     let csv = std::fs::read_to_string(out.path().join("epochs.csv")).expect("epochs.csv");
     assert!(csv.contains("NaN") && csv.contains(",inf,"), "{csv}");

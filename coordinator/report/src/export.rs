@@ -46,9 +46,7 @@ pub fn cells_csv(r: &SweepReport) -> String {
             csv_field(c.state.as_str()),
             opt(res.map(|x| x.accuracy)),
             // Only for attacks: see `Metric::AttackSuccessRate`.
-            opt(res
-                .filter(|_| !c.is_clean())
-                .map(|x| x.attack_success_rate)),
+            opt(res.filter(|_| !c.is_clean()).map(|x| x.attack_success_rate)),
             opt(res.map(|x| x.mean_linf)),
             opt(res.map(|x| x.mean_l2)),
             opt(res.map(|x| x.images_per_second)),

@@ -69,12 +69,7 @@ pub fn summary_markdown(r: &SweepReport, layout: &Layout, plots: &[PathBuf]) -> 
         r.runs.len()
     );
     let pivot = Pivot::new(&r.cells, layout.clone());
-    let _ = writeln!(
-        out,
-        "## {}{}\n",
-        layout.metric.name(),
-        layout.metric.unit()
-    );
+    let _ = writeln!(out, "## {}{}\n", layout.metric.name(), layout.metric.unit());
     out.push_str(&pivot.markdown());
     let _ = writeln!(out, "\n{}.", capitalized(&pivot.legend()));
     let missing: Vec<_> = r
@@ -196,7 +191,11 @@ pub fn figures(r: &SweepReport) -> Vec<(String, plots::Figure)> {
         .into_iter()
         .map(|((m, d), f)| {
             (
-                format!("accuracy_vs_epsilon-{}-{}", plots::slug(&m), plots::slug(&d)),
+                format!(
+                    "accuracy_vs_epsilon-{}-{}",
+                    plots::slug(&m),
+                    plots::slug(&d)
+                ),
                 f,
             )
         })

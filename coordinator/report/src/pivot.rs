@@ -41,7 +41,14 @@ impl Dim {
                     "unknown dimension `{other}`{} (known: attack, epsilon, model, defense, defense_epsilon, seed)",
                     advsweep_core::suggest::hint(
                         other,
-                        ["attack", "epsilon", "model", "defense", "defense_epsilon", "seed"]
+                        [
+                            "attack",
+                            "epsilon",
+                            "model",
+                            "defense",
+                            "defense_epsilon",
+                            "seed"
+                        ]
                     )
                 ));
             }
@@ -540,7 +547,11 @@ pub fn tidy(v: f64, decimals: usize) -> String {
     } else {
         &text
     };
-    if text == "-0" { "0".into() } else { text.into() }
+    if text == "-0" {
+        "0".into()
+    } else {
+        text.into()
+    }
 }
 
 /// Quotes a CSV field when needed (RFC 4180).

@@ -1,7 +1,9 @@
 //! The flat records every report is made from: one per run and one per cell, with the run's
 //! identity (model, defense, seed) copied onto each cell so tables and exports need no joins.
 
-use advsweep_core::{Attack, CellResult, EpochMetrics, EpsilonSpace, RunSpec, ShownState, SweepState};
+use advsweep_core::{
+    Attack, CellResult, EpochMetrics, EpsilonSpace, RunSpec, ShownState, SweepState,
+};
 use serde::Serialize;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

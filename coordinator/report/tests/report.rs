@@ -253,7 +253,8 @@ fn figures_are_drawn_with_the_expected_series() {
         dir.path(),
         &Layout::default(),
         Some(Canvas::default()),
-    ).expect("report");
+    )
+    .expect("report");
     if let Some(why) = &written.plots_skipped {
         panic!("plots were skipped: {why}");
     }
@@ -283,7 +284,10 @@ fn figures_are_drawn_with_the_expected_series() {
     for label in ["basic/standard (2 seeds)", "basic/at-pgd-linf ε=2/255"] {
         assert!(curves.contains(label), "learning curves lack {label}");
     }
-    assert!(!curves.contains(" s0"), "seeds are averaged, not drawn apart");
+    assert!(
+        !curves.contains(" s0"),
+        "seeds are averaged, not drawn apart"
+    );
     if let Some(keep) = std::env::var_os("ADVSWEEP_KEEP_FIGURES") {
         for f in &written.files {
             let _ = std::fs::copy(f, Path::new(&keep).join(f.file_name().expect("name")));
@@ -322,7 +326,13 @@ fn figures_hold_means_with_spread_and_one_panel_per_norm() {
     let mut r = sweep();
     for seed in 0..2 {
         let run = r.runs[seed].clone();
-        r.cells.push(cell(&run, "pgd-l2", 0.5, ShownState::Done, Some(0.3 + 0.1 * seed as f64)));
+        r.cells.push(cell(
+            &run,
+            "pgd-l2",
+            0.5,
+            ShownState::Done,
+            Some(0.3 + 0.1 * seed as f64),
+        ));
     }
     let figures = plots::accuracy_vs_epsilon(&r);
     let (_, standard) = figures
@@ -334,16 +344,31 @@ fn figures_hold_means_with_spread_and_one_panel_per_norm() {
     assert_eq!(linf.x.ticks, Ticks::Per255);
     assert!(linf.x.label.contains("ℓ∞"), "{}", linf.x.label);
     assert_eq!(l2.x.ticks, Ticks::Plain);
-    let fgsm = &linf.series.iter().find(|s| s.name == "fgsm").expect("fgsm").points;
+    let fgsm = &linf
+        .series
+        .iter()
+        .find(|s| s.name == "fgsm")
+        .expect("fgsm")
+        .points;
     // Clean at 0, then 2/255 and 8/255 in units of 1/255; means of the two seeds ± std.
-    assert_eq!(fgsm.iter().map(|p| p.x.round()).collect::<Vec<_>>(), [0.0, 2.0, 8.0]);
+    assert_eq!(
+        fgsm.iter().map(|p| p.x.round()).collect::<Vec<_>>(),
+        [0.0, 2.0, 8.0]
+    );
     assert!((fgsm[1].y - 55.0).abs() < 1e-9 && (fgsm[1].y_err - 7.0711).abs() < 1e-3);
-    let pgd_l2 = &l2.series.iter().find(|s| s.name == "pgd-l2").expect("pgd-l2");
+    let pgd_l2 = &l2
+        .series
+        .iter()
+        .find(|s| s.name == "pgd-l2")
+        .expect("pgd-l2");
     assert_eq!(pgd_l2.points.last().map(|p| p.x), Some(0.5));
     assert!(linf.series.iter().all(|s| s.name != "pgd-l2"));
     // Across defenses: one colour per model/defense, the attack's marker on every line.
     let across = plots::attack_across_defenses(&r);
-    let (_, fgsm_figure) = across.iter().find(|(a, _)| a == "fgsm").expect("fgsm figure");
+    let (_, fgsm_figure) = across
+        .iter()
+        .find(|(a, _)| a == "fgsm")
+        .expect("fgsm figure");
     let series = &fgsm_figure.panels[0].series;
     assert_eq!(series.len(), 2);
     assert_ne!(series[0].look.color, series[1].look.color);

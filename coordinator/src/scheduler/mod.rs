@@ -27,9 +27,9 @@ use advsweep_core::{CellChunk, CellId, CellResult, EpochMetrics, RunId, SweepId}
 pub use policy::LeaseSettings;
 
 use crate::store::{
-    CheckpointInfo, FailOutcome, Gauges, LeaseOutcome, LeaseRef, NewCheckpoint, NewWorker,
-    CancelOutcome, RetryOutcome, RunStatus, StateStore, StoreError, SubmitOutcome, SweepDetail, SweepSummary,
-    now_ms,
+    CancelOutcome, CheckpointInfo, FailOutcome, Gauges, LeaseOutcome, LeaseRef, NewCheckpoint,
+    NewWorker, RetryOutcome, RunStatus, StateStore, StoreError, SubmitOutcome, SweepDetail,
+    SweepSummary, now_ms,
 };
 use crate::sweep::Plan;
 

@@ -29,8 +29,8 @@ pub use advsweep_core::{StateCounts, SweepState};
 pub use error::StoreError;
 pub use ids::{lease_digest, now_ms, random_id};
 pub use records::{
-    CellRecord, CheckpointInfo, FailOutcome, LeaseGrant, LeaseOutcome, LeaseRecord, LeaseRef,
-    CancelOutcome, NewCheckpoint, NewWorker, RecordedCheckpoint, RetryOutcome, SubmitOutcome,
+    CancelOutcome, CellRecord, CheckpointInfo, FailOutcome, LeaseGrant, LeaseOutcome, LeaseRecord,
+    LeaseRef, NewCheckpoint, NewWorker, RecordedCheckpoint, RetryOutcome, SubmitOutcome,
 };
 pub use sqlite::SqliteStore;
 pub use state_store::StateStore;

@@ -6,8 +6,8 @@ use advsweep_core::{CellChunk, CellId, CellResult, EpochMetrics, RunId, SweepId}
 
 use super::error::StoreError;
 use super::records::{
-    CheckpointInfo, FailOutcome, LeaseOutcome, LeaseRecord, LeaseRef, NewCheckpoint, NewWorker,
-    CancelOutcome, RecordedCheckpoint, RetryOutcome, SubmitOutcome,
+    CancelOutcome, CheckpointInfo, FailOutcome, LeaseOutcome, LeaseRecord, LeaseRef, NewCheckpoint,
+    NewWorker, RecordedCheckpoint, RetryOutcome, SubmitOutcome,
 };
 use super::views::{Gauges, RunStatus, SweepDetail, SweepSummary};
 use crate::artifacts::Artifacts;

@@ -50,9 +50,7 @@ pub(super) fn figure<DB: DrawingBackend>(
 ) -> DrawResult {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| format!("drawing {}: {e:?}", figure.title);
     area.fill(&WHITE).map_err(err)?;
-    let body = area
-        .titled(&figure.title, font(19.0, scale))
-        .map_err(err)?;
+    let body = area.titled(&figure.title, font(19.0, scale)).map_err(err)?;
     let (width, _) = body.dim_in_pixel();
     // The legend's strip: as wide as its longest line needs, at most 40 % of the figure.
     let legend_font = font(13.0, scale);
@@ -81,7 +79,10 @@ pub(super) fn figure<DB: DrawingBackend>(
 
 /// The padded range of an axis over the points (their spread included).
 fn data_range(axis: &Axis, values: impl Iterator<Item = (f64, f64)>, pad: f64) -> (f64, f64) {
-    if let Some((a, b)) = axis.range.filter(|(a, b)| a.is_finite() && b.is_finite() && a < b) {
+    if let Some((a, b)) = axis
+        .range
+        .filter(|(a, b)| a.is_finite() && b.is_finite() && a < b)
+    {
         return (a, b);
     }
     let (lo, hi) = values
@@ -226,8 +227,7 @@ fn draw_series<DB: DrawingBackend>(
                 chart.draw_series(std::iter::once(PathElement::new(vec![lo, hi], stroke)))?;
                 for end in [lo, hi] {
                     chart.draw_series(std::iter::once(
-                        EmptyElement::at(end)
-                            + PathElement::new(vec![(-cap, 0), (cap, 0)], stroke),
+                        EmptyElement::at(end) + PathElement::new(vec![(-cap, 0), (cap, 0)], stroke),
                     ))?;
                 }
             }
@@ -236,8 +236,7 @@ fn draw_series<DB: DrawingBackend>(
                 chart.draw_series(std::iter::once(PathElement::new(vec![lo, hi], stroke)))?;
                 for end in [lo, hi] {
                     chart.draw_series(std::iter::once(
-                        EmptyElement::at(end)
-                            + PathElement::new(vec![(0, -cap), (0, cap)], stroke),
+                        EmptyElement::at(end) + PathElement::new(vec![(0, -cap), (0, cap)], stroke),
                     ))?;
                 }
             }
@@ -387,7 +386,10 @@ mod tests {
         };
         let (a, b) = data_range(&axis, [(1.0, 0.5), (3.0, 1.0)].into_iter(), 0.05);
         assert!(a <= 0.5 && a >= 0.0 && b >= 4.0, "{a} {b}");
-        assert_eq!(data_range(&axis, [(8.0, 0.0)].into_iter(), 0.05), (0.0, 16.0));
+        assert_eq!(
+            data_range(&axis, [(8.0, 0.0)].into_iter(), 0.05),
+            (0.0, 16.0)
+        );
         assert_eq!(
             data_range(&axis, [(f64::NAN, 0.0)].into_iter(), 0.05),
             (0.0, 1.0)

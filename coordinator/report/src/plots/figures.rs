@@ -128,10 +128,7 @@ impl Palette {
     }
 
     fn attack(&self, attack: &str) -> usize {
-        self.attacks
-            .iter()
-            .position(|a| a == attack)
-            .unwrap_or(0)
+        self.attacks.iter().position(|a| a == attack).unwrap_or(0)
     }
 }
 

@@ -84,7 +84,10 @@ pub fn robust_vs_clean(r: &SweepReport) -> Option<Figure> {
         }
     };
     let mut budgets: Vec<(u8, u64)> = first_seen(order.iter().map(|k| (k.1, k.2)));
-    budgets.sort_by(|a, b| a.0.cmp(&b.0).then(f64::from_bits(a.1).total_cmp(&f64::from_bits(b.1))));
+    budgets.sort_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then(f64::from_bits(a.1).total_cmp(&f64::from_bits(b.1)))
+    });
     let mut series = Vec::new();
     let mut legend: Vec<LegendEntry> = Vec::new();
     for key in &order {
@@ -100,14 +103,14 @@ pub fn robust_vs_clean(r: &SweepReport) -> Option<Figure> {
             marker: Marker::nth(budget),
         };
         series.push(Series {
-            name: format!("{}, {}{}", key.0, budget_label(key.1, *eps), seeds_note(clean.len())),
+            name: format!(
+                "{}, {}{}",
+                key.0,
+                budget_label(key.1, *eps),
+                seeds_note(clean.len())
+            ),
             look,
-            points: vec![Point {
-                x,
-                y,
-                x_err,
-                y_err,
-            }],
+            points: vec![Point { x, y, x_err, y_err }],
             line: false,
             spread: Spread::Bars,
         });

@@ -12,8 +12,8 @@ use crate::scheduler::policy::LeaseSettings;
 use crate::store::error::StoreError;
 use crate::store::ids::now_ms;
 use crate::store::records::{
-    CheckpointInfo, FailOutcome, LeaseOutcome, LeaseRecord, LeaseRef, NewCheckpoint, NewWorker,
-    CancelOutcome, RecordedCheckpoint, RetryOutcome, SubmitOutcome,
+    CancelOutcome, CheckpointInfo, FailOutcome, LeaseOutcome, LeaseRecord, LeaseRef, NewCheckpoint,
+    NewWorker, RecordedCheckpoint, RetryOutcome, SubmitOutcome,
 };
 use crate::store::state_store::StateStore;
 use crate::store::views::{Gauges, RunStatus, SweepDetail, SweepSummary};

@@ -103,9 +103,12 @@ pub(super) fn unknown_preset(
     builtin: &[&str],
     defined: Vec<&str>,
 ) -> String {
-    let hint = advsweep_core::suggest::closest(name, builtin.iter().copied().chain(defined.iter().copied()))
-        .map(|c| format!("did you mean `{c}`? "))
-        .unwrap_or_default();
+    let hint = advsweep_core::suggest::closest(
+        name,
+        builtin.iter().copied().chain(defined.iter().copied()),
+    )
+    .map(|c| format!("did you mean `{c}`? "))
+    .unwrap_or_default();
     format!(
         "{key}: unknown {what} `{name}` ({hint}built-in: {}{})",
         builtin.join(", "),

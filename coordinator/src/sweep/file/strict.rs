@@ -276,10 +276,7 @@ fn reword(message: &str) -> String {
             && let Some((name, expected)) = rest.split_once('`')
         {
             let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
-            return format!(
-                "{message}{}",
-                advsweep_core::suggest::hint(name, known)
-            );
+            return format!("{message}{}", advsweep_core::suggest::hint(name, known));
         }
     }
     message.to_owned()

@@ -26,8 +26,8 @@ async fn finish_everything(s: &Harness) {
                 ..Default::default()
             }],
         )
-            .await
-            .expect("epochs");
+        .await
+        .expect("epochs");
         for cell in &g.cells {
             s.complete_cell(l.clone(), cell.id.clone(), result(0.5))
                 .await
@@ -81,13 +81,19 @@ async fn cancel_retry_and_resume_with_a_second_sweep_sharing_every_run() {
     assert_eq!(state(&s, &a.sweep_id).await, SweepState::Running);
     assert_eq!(state(&s, &b.sweep_id).await, SweepState::Cancelled);
     // Resuming again: nothing left to resume, nothing changes.
-    assert_eq!(s.retry(&a.sweep_id, &[], true).await.expect("again").cells, 0);
+    assert_eq!(
+        s.retry(&a.sweep_id, &[], true).await.expect("again").cells,
+        0
+    );
 
     // The work finishes: A is done, and so is B, whose every result now exists.
     finish_everything(&s).await;
     assert_eq!(state(&s, &a.sweep_id).await, SweepState::Done);
     assert_eq!(state(&s, &b.sweep_id).await, SweepState::Done);
-    let out = s.cancel(&a.sweep_id).await.expect("cancel a finished sweep");
+    let out = s
+        .cancel(&a.sweep_id)
+        .await
+        .expect("cancel a finished sweep");
     assert_eq!((out.cells, out.shared), (0, 0));
     assert_eq!(
         state(&s, &a.sweep_id).await,
@@ -107,7 +113,9 @@ async fn a_cancelled_sweep_with_unshared_cells_resumes_after_a_partial_run() {
     let d = s.sweep_detail(&a.sweep_id).await.expect("detail");
     assert_eq!(d.summary.cells.cancelled, cells);
     // Resubmitting the same file also resumes it.
-    s.submit(a.clone(), SWEEP.to_string()).await.expect("resubmit");
+    s.submit(a.clone(), SWEEP.to_string())
+        .await
+        .expect("resubmit");
     assert_eq!(state(&s, &a.sweep_id).await, SweepState::Running);
     finish_everything(&s).await;
     assert_eq!(state(&s, &a.sweep_id).await, SweepState::Done);

@@ -76,8 +76,10 @@ pub struct Cli {
 pub enum Command {
     /// Print the runs and cells a sweep file expands to, without running anything.
     Plan {
+        /// The sweep file (TOML; see sweeps/ for examples).
         file: PathBuf,
-        /// Replace the CIFAR-10 data path of the file.
+        /// Replace the file's `data.path`: the CIFAR-10 binary directory (data_batch_1.bin …
+        /// test_batch.bin) or its parent.
         #[arg(long, env = "ADVSWEEP_CIFAR10_DIR")]
         data_path: Option<String>,
     },
@@ -99,7 +101,10 @@ pub enum Command {
     },
     /// Submit a sweep file to a running coordinator.
     Submit {
+        /// The sweep file (TOML; see sweeps/ for examples).
         file: PathBuf,
+        /// Replace the file's `data.path`: the CIFAR-10 binary directory as the workers see
+        /// it (data_batch_1.bin … test_batch.bin) or its parent.
         #[arg(long, env = "ADVSWEEP_CIFAR10_DIR")]
         data_path: Option<String>,
         #[command(flatten)]

@@ -50,6 +50,18 @@ impl LeaseState {
         self.cancel.store(true, Ordering::SeqCst);
     }
 
+    /// The coordinator no longer wants the run from this worker (its sweep was cancelled, or
+    /// the lease expired and was fenced off): the protocol working, so info, not a warning.
+    fn mark_stopped(&self, why: &str) {
+        if !self.lost.swap(true, Ordering::SeqCst) {
+            info!(
+                why,
+                "sweep cancelled or lease lost: the coordinator no longer needs this run here; stopping it"
+            );
+        }
+        self.cancel.store(true, Ordering::SeqCst);
+    }
+
     fn is_lost(&self) -> bool {
         self.lost.load(Ordering::SeqCst)
     }
@@ -229,7 +241,10 @@ impl LeaseState {
             match call("Heartbeat", || rpc!(self.client, heartbeat, request)).await {
                 Ok(r) if r.keep_going => debug!("heartbeat ok"),
                 Ok(_) => {
-                    self.mark_lost("the coordinator answered keep_going = false");
+                    self.mark_stopped(
+                        "the coordinator answered keep_going = false: the sweep was cancelled, or \
+                         the lease expired and went to another worker",
+                    );
                     return;
                 }
                 Err(status) if lease_gone(&status) => {

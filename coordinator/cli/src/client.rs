@@ -93,6 +93,16 @@ pub async fn submit(
     file: &Path,
     data_path: Option<String>,
 ) -> anyhow::Result<ExitCode> {
+    if let Ok(plan) = advsweep_coordinator::sweep::load_plan(
+        file,
+        &advsweep_coordinator::sweep::Overrides {
+            data_path: data_path.clone(),
+        },
+    ) {
+        for problem in super::data_check::problems(&plan) {
+            eprintln!("advsweep: warning: {problem}; submitting anyway (the workers must see it)");
+        }
+    }
     let request = submit_request(file, data_path)?;
     let mut client = connect(target).await?;
     let r = client

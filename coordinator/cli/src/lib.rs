@@ -25,6 +25,7 @@ macro_rules! out {
 mod client;
 mod config;
 mod connection;
+mod data_check;
 mod export;
 mod plan;
 mod progress;

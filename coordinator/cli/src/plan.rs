@@ -74,6 +74,11 @@ fn cell_attack_label(attack: &Attack) -> String {
 
 pub fn plan(file: &Path, data_path: Option<String>) -> anyhow::Result<()> {
     let plan = load_plan(file, &Overrides { data_path }).map_err(|e| BadInput(e.to_string()))?;
+    for problem in super::data_check::problems(&plan) {
+        eprintln!(
+            "advsweep: warning: {problem} (`advsweep run` would refuse it; a cluster's workers may see other paths)"
+        );
+    }
     outln!("sweep {} ({})", plan.name, plan.sweep_id);
     if !plan.description.is_empty() {
         outln!("  {}", plan.description.trim());

@@ -165,6 +165,11 @@ pub async fn run(
         data_path: args.data_path.clone(),
     };
     let plan = load_plan(&args.file, &overrides).map_err(|e| BadInput(e.to_string()))?;
+    // The local workers would fail every run on missing data: refuse before starting.
+    let missing = super::data_check::problems(&plan);
+    if !missing.is_empty() {
+        return Err(BadInput(format!("{}: {}", args.file.display(), missing.join("; "))).into());
+    }
     let worker_bin = find_worker_bin(args.worker_bin.clone())?;
     let (workers, threads) = local_sizing(args.workers, args.threads, plan.runs.len());
 

@@ -311,3 +311,45 @@ fn devices_and_oversized_files_are_refused_with_exit_code_2() {
     assert_eq!(code, Some(2));
     assert!(stderr.contains(&format!("{max} bytes")), "{stderr}");
 }
+
+/// Missing data is found before anything starts: `run` refuses it (exit 2, no state
+/// directory), `plan` warns and still prints the plan (a cluster's workers may see the path).
+#[test]
+fn a_missing_data_path_is_refused_by_run_and_flagged_by_plan() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("c10.toml");
+    std::fs::write(
+        &file,
+        "version = 1\nname = \"c10\"\n[data]\nsource = \"cifar10\"\npath = \"/nonexistent/cifar\"\n\
+         [grid]\nmodels = [\"basic\"]\ndefenses = [\"standard\"]\nattacks = [\"none\"]\n\
+         epsilons = [\"8/255\"]\n",
+    )
+    .expect("write");
+    let state = dir.path().join("state");
+    let run = Command::new(env!("CARGO_BIN_EXE_advsweep"))
+        .arg("run")
+        .arg(&file)
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["--worker-bin", "/bin/false"])
+        .output()
+        .expect("advsweep runs");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("data.path `/nonexistent/cifar`: no such directory"),
+        "{stderr}"
+    );
+    assert!(!state.exists(), "run wrote {}", state.display());
+    let plan = Command::new(env!("CARGO_BIN_EXE_advsweep"))
+        .arg("plan")
+        .arg(&file)
+        .output()
+        .expect("advsweep runs");
+    assert!(plan.status.success());
+    assert!(
+        String::from_utf8_lossy(&plan.stderr).contains("warning: data.path `/nonexistent/cifar`"),
+        "{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+}

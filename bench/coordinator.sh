@@ -10,7 +10,7 @@
 # holding every run about 1 s (--quick: 0.1 s) before reporting it (`--compute-ms`), i.e. the
 # coordinator serving about 10,000 cells/s instead of a closed loop of no-op workers.
 #
-# advsweep side: coordinator/cli/benches/load.rs (cargo bench, release build) — the real
+# advsweep side: coordinator/cli/benches/load/main.rs (cargo bench, release build) — the real
 # `advsweep coordinator` process and simulated workers over gRPC (see that file), twice: with
 # the reports a no-op job gets from the real worker (`--reporting batched`: one ReportMetrics
 # and one CompleteCells per run) and with one call per epoch and per cell (`--reporting

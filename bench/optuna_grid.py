@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The coordinator benchmark's comparison: the same grid through Optuna's GridSampler.
 
-Reads the grid of an advsweep sweep file (the one coordinator/cli/benches/load.rs generated and
+Reads the grid of an advsweep sweep file (the one coordinator/cli/benches/load/main.rs generated and
 submitted), so both sides run the same grid points: models x defenses x attacks x epsilons x
 seeds, one trial per cell. N worker processes (2 by default) share one study on SQLite storage
 (RDBStorage, sqlite:///...) and run a no-op objective until the GridSampler has covered the grid.

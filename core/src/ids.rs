@@ -232,6 +232,20 @@ impl LeaseId {
 
 id_common!(LeaseId);
 
+/// The typed id in the field `field` (a content id of its kind, or a lease id): missing when empty,
+/// else `value` if it has the type's shape (the reason, otherwise, starts with the value).
+pub fn parse_field<T>(field: &'static str, value: &str) -> validate::Checked<T>
+where
+    T: std::str::FromStr<Err = InvalidId>,
+{
+    if value.is_empty() {
+        return Err(validate::FieldError::Missing(field));
+    }
+    value
+        .parse()
+        .map_err(|e: InvalidId| validate::invalid(field, e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@ use advsweep_core::{AttemptOutcome, ShownState, SweepState};
 use advsweep_proto::v1 as pb;
 
 use super::connection::{Client, Target, connect, error_chain, rpc_error};
+use super::source::pick_sweep;
 use super::{BadInput, progress, rows};
 use advsweep_report::{Layout, Pivot};
 
@@ -52,23 +53,6 @@ pub async fn resolve_sweep(client: &mut Client, id_or_name: &str) -> anyhow::Res
         .map_err(|s| rpc_error("ListSweeps", s))?
         .into_inner();
     pick_sweep(&list.sweeps, id_or_name)
-}
-
-pub fn pick_sweep(sweeps: &[pb::SweepSummary], id_or_name: &str) -> anyhow::Result<String> {
-    if let Some(s) = sweeps.iter().find(|s| s.sweep_id == id_or_name) {
-        return Ok(s.sweep_id.clone());
-    }
-    sweeps
-        .iter()
-        .filter(|s| s.name == id_or_name)
-        .max_by_key(|s| s.created_unix_ms)
-        .map(|s| s.sweep_id.clone())
-        .ok_or_else(|| {
-            BadInput(format!(
-                "no sweep with id or name `{id_or_name}` (`advsweep status` lists them)"
-            ))
-            .into()
-        })
 }
 
 pub fn submit_request(
@@ -419,32 +403,4 @@ pub async fn cancel(target: &Target, sweep: &str) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn summary(id: &str, name: &str, created: i64) -> pb::SweepSummary {
-        pb::SweepSummary {
-            sweep_id: id.into(),
-            name: name.into(),
-            created_unix_ms: created,
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn a_sweep_is_found_by_id_or_by_its_newest_name() {
-        let sweeps = [
-            summary("s-1", "fig1", 10),
-            summary("s-2", "fig1", 20),
-            summary("s-3", "fig4", 15),
-        ];
-        assert_eq!(pick_sweep(&sweeps, "s-1").unwrap(), "s-1");
-        assert_eq!(pick_sweep(&sweeps, "fig1").unwrap(), "s-2");
-        assert_eq!(pick_sweep(&sweeps, "fig4").unwrap(), "s-3");
-        let err = pick_sweep(&sweeps, "fig7").unwrap_err().to_string();
-        assert!(err.contains("no sweep with id or name `fig7`"), "{err}");
-    }
 }

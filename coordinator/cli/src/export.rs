@@ -21,7 +21,7 @@ use safetensors::SafeTensors;
 use sha2::{Digest as _, Sha256};
 
 use super::BadInput;
-use super::client::pick_sweep;
+use super::source::pick_sweep;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct WeightsArgs {

@@ -14,7 +14,6 @@ use advsweep_proto::v1 as pb;
 use advsweep_settings::connection::DEFAULT_COORDINATOR;
 
 use super::BadInput;
-use super::client::pick_sweep;
 use super::connection::{self, Client, Target, rpc_error};
 
 /// `advsweep run`'s default state directory.
@@ -87,4 +86,51 @@ fn offline(dir: &Path) -> anyhow::Result<Sweeps> {
     SqliteStore::open_read_only(dir)
         .map(Sweeps::Offline)
         .map_err(|e| BadInput(e.to_string()).into())
+}
+
+/// The id of the sweep `id_or_name` names: the sweep with that id, else the newest sweep of
+/// that name.
+pub fn pick_sweep(sweeps: &[pb::SweepSummary], id_or_name: &str) -> anyhow::Result<String> {
+    if let Some(s) = sweeps.iter().find(|s| s.sweep_id == id_or_name) {
+        return Ok(s.sweep_id.clone());
+    }
+    sweeps
+        .iter()
+        .filter(|s| s.name == id_or_name)
+        .max_by_key(|s| s.created_unix_ms)
+        .map(|s| s.sweep_id.clone())
+        .ok_or_else(|| {
+            BadInput(format!(
+                "no sweep with id or name `{id_or_name}` (`advsweep status` lists them)"
+            ))
+            .into()
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(id: &str, name: &str, created: i64) -> pb::SweepSummary {
+        pb::SweepSummary {
+            sweep_id: id.into(),
+            name: name.into(),
+            created_unix_ms: created,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_sweep_is_found_by_id_or_by_its_newest_name() {
+        let sweeps = [
+            summary("s-1", "fig1", 10),
+            summary("s-2", "fig1", 20),
+            summary("s-3", "fig4", 15),
+        ];
+        assert_eq!(pick_sweep(&sweeps, "s-1").unwrap(), "s-1");
+        assert_eq!(pick_sweep(&sweeps, "fig1").unwrap(), "s-2");
+        assert_eq!(pick_sweep(&sweeps, "fig4").unwrap(), "s-3");
+        let err = pick_sweep(&sweeps, "fig7").unwrap_err().to_string();
+        assert!(err.contains("no sweep with id or name `fig7`"), "{err}");
+    }
 }

@@ -197,20 +197,6 @@ pub fn id(field: &'static str, value: &str) -> Checked {
     Ok(())
 }
 
-/// A typed id ([`crate::ids`]: a content id of its kind, or a lease id): missing when empty,
-/// else `value` if it has the type's shape (the reason, otherwise, starts with the value).
-pub fn typed_id<T>(field: &'static str, value: &str) -> Checked<T>
-where
-    T: std::str::FromStr<Err = crate::ids::InvalidId>,
-{
-    if value.is_empty() {
-        return Err(FieldError::Missing(field));
-    }
-    value
-        .parse()
-        .map_err(|e: crate::ids::InvalidId| invalid(field, e.to_string()))
-}
-
 /// A display name: at most [`MAX_NAME_BYTES`] bytes, no control or bidi characters
 /// ([`hides_text`]; may be empty).
 pub fn name(field: &'static str, value: &str) -> Checked {
@@ -528,76 +514,4 @@ impl CellSpec {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_pixel_budget_in_0_to_255_units_suggests_the_fraction() {
-        let e = epsilon_within("grid.epsilons", 8.0, Norm::Linf, EpsilonSpace::Pixel)
-            .expect_err("8 > 1");
-        assert!(e.to_string().contains("did you mean \"8/255\"?"), "{e}");
-        // Not for ℓ2 (its diameter is not 1) nor for values no fraction of 255 explains.
-        let l2 = epsilon_within("grid.epsilons", 100.0, Norm::L2, EpsilonSpace::Pixel)
-            .expect_err("beyond the diameter");
-        assert!(!l2.to_string().contains("did you mean"), "{l2}");
-        let huge = epsilon_within("grid.epsilons", 1e6, Norm::Linf, EpsilonSpace::Pixel)
-            .expect_err("huge");
-        assert!(!huge.to_string().contains("did you mean"), "{huge}");
-    }
-
-    #[test]
-    fn names_refuse_control_and_bidi_characters() {
-        for bad in [
-            "a\u{1b}[31mred",
-            "sweep-\u{202E}lmot.exe",
-            "x\u{2066}y",
-            "x\u{200F}",
-        ] {
-            assert!(name("name", bad).is_err(), "{bad:?}");
-        }
-        for good in ["quickstart", "wörker-ü", "ε-sweep 8/255"] {
-            assert!(name("name", good).is_ok(), "{good:?}");
-        }
-    }
-
-    #[test]
-    fn reasons_start_with_the_value() {
-        let e = in_range("attack.pgd.steps", 0, 1, 10).expect_err("0 steps");
-        assert_eq!(
-            e.to_string(),
-            "field `attack.pgd.steps` is invalid: 0 must be in 1..=10"
-        );
-        assert_eq!(e.field(), "attack.pgd.steps");
-        assert!(positive("x", f64::NAN).is_err());
-        assert!(epsilon("x", -0.0).is_ok());
-        assert!(fraction("x", 0.0).is_err());
-        assert!(decay_rate("x", 1.0).is_err());
-    }
-
-    #[test]
-    fn a_mixed_slot_names_the_norm_it_wants() {
-        let l2 = Attack::Fgsm {
-            norm: Norm::L2,
-            random_start: false,
-            step_fraction: 1.0,
-            eot: 1,
-        };
-        let e = l2
-            .validate_for_training("defense.mixed.linf", Some(Norm::Linf))
-            .expect_err("l2 in the linf slot");
-        assert!(e.to_string().contains("not an linf attack"), "{e}");
-        assert!(
-            Attack::None
-                .validate_for_training("defense.adversarial.attack", None)
-                .is_err()
-        );
-    }
-
-    #[test]
-    fn shown_cuts_at_a_character_boundary() {
-        let long = "é".repeat(100);
-        let s = shown(&long, 63);
-        assert!(s.ends_with("(200 bytes)"), "{s}");
-        assert_eq!(shown("ab", 64), "\"ab\"");
-    }
-}
+mod tests;

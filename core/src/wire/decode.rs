@@ -288,7 +288,7 @@ pub fn data_from_wire(d: &pb::DataSpec) -> Result<DataSpec, WireError> {
 pub fn cell_from_wire(run_id: &RunId, c: &pb::CellSpec) -> Result<CellSpec, WireError> {
     let attack = required_attack(c.attack.as_ref(), "cell.attack")?;
     let cell = CellSpec {
-        id: validate::typed_id("cell.cell_id", &c.cell_id)?,
+        id: crate::ids::parse_field("cell.cell_id", &c.cell_id)?,
         run_id: run_id.clone(),
         attack_name: c.attack_name.clone(),
         attack,
@@ -330,7 +330,7 @@ pub fn run_from_wire(r: &pb::RunSpec) -> Result<(RunSpec, Vec<CellSpec>), WireEr
     let training = training_structure(required(r.training.as_ref(), "run.training")?)?;
     let data = data_structure(required(r.data.as_ref(), "run.data")?)?;
     let run = RunSpec {
-        id: validate::typed_id("run.run_id", &r.run_id)?,
+        id: crate::ids::parse_field("run.run_id", &r.run_id)?,
         model_name: if r.model_name.is_empty() {
             model.name.clone()
         } else {

@@ -5,12 +5,11 @@
 //! Separate from the epoch loop ([`super::train_from`]) because it is where training meets the
 //! attacks: a new training method is a new arm here, the loop stays as it is.
 
-use advsweep_core::{EpsilonSpace, MixStrategy, Norm, TrainingMethod};
+use advsweep_core::{EpsilonSpace, MixStrategy, TrainingMethod};
 use anyhow::Context as _;
 use tch::{Reduction, Tensor};
 
 use crate::attacks::{self, Budget};
-use crate::error::Permanent;
 use crate::models::Classifier;
 use crate::rng::Rng;
 
@@ -109,66 +108,11 @@ fn replace_head(x: &Tensor, head: Tensor, k: i64) -> anyhow::Result<Tensor> {
     Ok(Tensor::f_cat(&[head, x.f_narrow(0, k, b - k)?], 0)?)
 }
 
-/// Checks the parts of a training method the wire decoder cannot: that mixed training's two
-/// attacks have the norms their slots say, and that fractions and budgets are numbers.
-pub(super) fn check_method(method: &TrainingMethod) -> Result<(), Permanent> {
-    let number = |what: &str, v: f64| {
-        if v.is_finite() && v >= 0.0 {
-            Ok(())
-        } else {
-            Err(Permanent(format!(
-                "{what} {v} is not a non-negative number"
-            )))
-        }
-    };
-    let fraction = |v: f64| {
-        if v > 0.0 && v <= 1.0 {
-            Ok(())
-        } else {
-            Err(Permanent(format!(
-                "adversarial fraction {v} is not in (0, 1]"
-            )))
-        }
-    };
-    match method {
-        TrainingMethod::Standard => Ok(()),
-        TrainingMethod::Adversarial {
-            epsilon,
-            fraction: f,
-            ..
-        } => {
-            number("adversarial training epsilon", *epsilon)?;
-            fraction(*f)
-        }
-        TrainingMethod::Mixed {
-            linf,
-            l2,
-            epsilon_linf,
-            epsilon_l2,
-            fraction: f,
-            ..
-        } => {
-            for (attack, want, slot) in [(linf, Norm::Linf, "linf"), (l2, Norm::L2, "l2")] {
-                if attack.norm() != Some(want) {
-                    return Err(Permanent(format!(
-                        "mixed training: the {slot} attack is {}, expected a {} attack",
-                        attacks::describe(attack),
-                        want.as_str()
-                    )));
-                }
-            }
-            number("mixed training epsilon_linf", *epsilon_linf)?;
-            number("mixed training epsilon_l2", *epsilon_l2)?;
-            fraction(*f)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::models::basic::BasicNet;
-    use advsweep_core::{Attack, StepSize};
+    use advsweep_core::{Attack, Norm, StepSize};
     use tch::{Device, Kind};
 
     // No random starts: these tests draw nothing from torch's (process-wide) generator, so
@@ -298,33 +242,5 @@ mod tests {
         }
         println!("worst per example picked (linf, l2) = {picked:?}");
         Ok(())
-    }
-
-    #[test]
-    fn mismatched_mixed_attacks_are_permanent_errors() {
-        let TrainingMethod::Mixed {
-            linf,
-            l2,
-            epsilon_linf,
-            epsilon_l2,
-            fraction,
-            ..
-        } = mixed(MixStrategy::BothPerBatch, 0.5)
-        else {
-            return;
-        };
-        let swapped = TrainingMethod::Mixed {
-            linf: l2,
-            l2: linf,
-            epsilon_linf,
-            epsilon_l2,
-            strategy: MixStrategy::BothPerBatch,
-            fraction,
-        };
-        let err = check_method(&swapped).err().map(|e| e.to_string());
-        assert!(err.is_some_and(|e| e.contains("the linf attack is pgd-l2")));
-        let bad_fraction = mixed(MixStrategy::WorstPerExample, 0.0);
-        assert!(check_method(&bad_fraction).is_err());
-        assert!(check_method(&mixed(MixStrategy::WorstPerExample, 1.0)).is_ok());
     }
 }

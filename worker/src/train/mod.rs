@@ -53,7 +53,7 @@ use crate::optim::Optim;
 use crate::precision;
 use crate::rng::Rng;
 use crate::schedule;
-use adversarial::{check_method, training_batch};
+use adversarial::training_batch;
 
 const SHUFFLE_STREAM: u64 = 0x5348_5546; // "SHUF"
 const AUGMENT_STREAM: u64 = 0x4155_474d; // "AUGM"
@@ -102,7 +102,6 @@ pub fn train_from(
 ) -> anyhow::Result<()> {
     let t = cfg.training;
     schedule::validate(&t.schedule)?;
-    check_method(&cfg.defense.method)?;
     let mut opt = Optim::new(model.weights().parameters(), &t.optimizer, t.learning_rate)?;
     let first_epoch = match resume {
         None => 1,

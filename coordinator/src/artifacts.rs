@@ -15,17 +15,29 @@ use advsweep_core::RunId;
 /// Temporary upload files start with this (dot files: never mistaken for a checkpoint).
 pub const UPLOAD_PREFIX: &str = ".upload-";
 
-/// The artifact directory of one state directory.
+/// The artifact directories of one state directory: checkpoints by run, model files by hash.
 #[derive(Debug, Clone)]
 pub struct Artifacts {
     root: PathBuf,
+    models: PathBuf,
 }
 
 impl Artifacts {
     pub fn new(state_dir: &Path) -> Artifacts {
         Artifacts {
             root: state_dir.join("artifacts"),
+            models: state_dir.join("models"),
         }
+    }
+
+    /// Where model files live: `<state-dir>/models/<sha256>`.
+    pub fn models_dir(&self) -> &Path {
+        &self.models
+    }
+
+    /// Where the model file with SHA-256 `sha256` (a checked hex string) lives.
+    pub fn model_file(&self, sha256: &str) -> PathBuf {
+        self.models.join(sha256)
     }
 
     /// Where the checkpoint files of `run_id` live.
@@ -39,30 +51,43 @@ impl Artifacts {
     pub fn sweep_stale_uploads(&self) -> std::io::Result<usize> {
         let runs = match std::fs::read_dir(&self.root) {
             Ok(runs) => runs,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return remove_uploads(&self.models);
+            }
             Err(e) => return Err(e),
         };
-        let mut removed = 0;
+        let mut removed = remove_uploads(&self.models)?;
         for run in runs {
             let run = run?;
-            if !run.file_type()?.is_dir() {
-                continue;
-            }
-            for file in std::fs::read_dir(run.path())? {
-                let file = file?;
-                if file
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with(UPLOAD_PREFIX)
-                    && file.file_type()?.is_file()
-                {
-                    std::fs::remove_file(file.path())?;
-                    removed += 1;
-                }
+            if run.file_type()?.is_dir() {
+                removed += remove_uploads(&run.path())?;
             }
         }
         Ok(removed)
     }
+}
+
+/// Removes the temporary upload files directly in `dir` (none if it does not exist).
+fn remove_uploads(dir: &Path) -> std::io::Result<usize> {
+    let files = match std::fs::read_dir(dir) {
+        Ok(files) => files,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut removed = 0;
+    for file in files {
+        let file = file?;
+        if file
+            .file_name()
+            .to_string_lossy()
+            .starts_with(UPLOAD_PREFIX)
+            && file.file_type()?.is_file()
+        {
+            std::fs::remove_file(file.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// The temporary file of one upload in `dir`: removed when dropped, unless [`keep`]

@@ -20,7 +20,7 @@ use crate::store::{Gauges, StoreError};
 /// The gRPC methods this coordinator serves, as `package.Service/Method` labels. Anything else
 /// (a probe of random paths, before or after authentication) is counted as `other`: label
 /// cardinality, and so memory, stays bounded whatever callers send.
-const KNOWN_METHODS: [&str; 21] = [
+const KNOWN_METHODS: [&str; 23] = [
     "advsweep.v1.WorkerService/Register",
     "advsweep.v1.WorkerService/Lease",
     "advsweep.v1.WorkerService/Heartbeat",
@@ -33,12 +33,14 @@ const KNOWN_METHODS: [&str; 21] = [
     "advsweep.v1.WorkerService/ReleaseRun",
     "advsweep.v1.WorkerService/UploadCheckpoint",
     "advsweep.v1.WorkerService/DownloadCheckpoint",
+    "advsweep.v1.WorkerService/DownloadModelFile",
     "advsweep.v1.SweepService/SubmitSweep",
     "advsweep.v1.SweepService/ListSweeps",
     "advsweep.v1.SweepService/GetSweep",
     "advsweep.v1.SweepService/WatchSweep",
     "advsweep.v1.SweepService/CancelSweep",
     "advsweep.v1.SweepService/RetrySweep",
+    "advsweep.v1.SweepService/UploadModelFile",
     "grpc.health.v1.Health/Check",
     "grpc.health.v1.Health/Watch",
     "grpc.reflection.v1.ServerReflection/ServerReflectionInfo",

@@ -1,5 +1,7 @@
 //! Grid expansion as a user sees it: counts, tied ε, ids that survive re-ordering, no duplicates.
 
+mod common;
+
 use std::collections::HashSet;
 
 use advsweep_coordinator::sweep::{Overrides, Plan, expand, parse_sweep};
@@ -184,6 +186,7 @@ epsilons = [0.0]
         &file,
         &Overrides {
             data_path: Some("/data/cifar".into()),
+            ..Overrides::default()
         },
         "c.toml",
     )
@@ -424,8 +427,7 @@ fn every_shipped_sweep_file_expands() {
             if path.extension().and_then(|e| e.to_str()) != Some("toml") {
                 continue;
             }
-            let plan = advsweep_coordinator::sweep::load_plan(&path, &Overrides::default())
-                .unwrap_or_else(|e| panic!("{e}"));
+            let plan = common::shipped_plan(&path);
             assert!(!plan.cells.is_empty(), "{}", path.display());
             // Reports and `advsweep report NAME` find sweeps by name: no two files share one.
             assert!(

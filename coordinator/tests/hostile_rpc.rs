@@ -702,6 +702,7 @@ fn submit_sweep_2000_random_requests() {
                     .submit_sweep(Request::new(pb::SubmitSweepRequest {
                         sweep_toml,
                         overrides,
+                        ..Default::default()
                     }))
                     .await;
                 check("SubmitSweep", r)
@@ -916,6 +917,7 @@ async fn overrides_and_oversized_grids_are_refused_by_name() {
         f.sweeps.submit_sweep(Request::new(pb::SubmitSweepRequest {
             sweep_toml: toml,
             overrides,
+            ..Default::default()
         }))
     };
     let cifar = common::SWEEP.replace(
@@ -968,11 +970,15 @@ async fn overrides_and_oversized_grids_are_refused_by_name() {
     assert!(started.elapsed().as_secs() < 60, "{:?}", started.elapsed());
 
     // The limit is the coordinator's to choose.
-    let strict = f.sweeps.clone().with_limits(Limits { max_cells: 3 });
+    let strict = f.sweeps.clone().with_limits(Limits {
+        max_cells: 3,
+        ..Limits::default()
+    });
     let e = strict
         .submit_sweep(Request::new(pb::SubmitSweepRequest {
             sweep_toml: common::SWEEP.into(),
             overrides: HashMap::new(),
+            ..Default::default()
         }))
         .await
         .expect_err("4 cells > 3");

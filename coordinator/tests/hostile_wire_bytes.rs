@@ -5,9 +5,10 @@
 //!
 //! Case count: 4,000 mutated messages.
 
+mod common;
+
 use std::path::PathBuf;
 
-use advsweep_coordinator::sweep::{Overrides, load_plan};
 use advsweep_core::wire;
 use advsweep_proto::v1 as pb;
 use proptest::prelude::*;
@@ -23,7 +24,7 @@ fn wire_runs() -> Vec<Vec<u8>> {
         if path.extension().is_none_or(|e| e != "toml") {
             continue;
         }
-        let plan = load_plan(&path, &Overrides::default()).unwrap_or_else(|e| panic!("{e}"));
+        let plan = common::shipped_plan(&path);
         for run in plan.runs.iter().take(3) {
             let cells: Vec<_> = plan.cells_of(&run.id).cloned().collect();
             out.push(wire::run_to_wire(run, &plan.sweep_id, &cells).encode_to_vec());

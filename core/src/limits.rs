@@ -44,6 +44,11 @@ pub const MAX_EOT_SAMPLES: u32 = 1000;
 pub const MAX_DENOISER_BLOCKS: u32 = 64;
 /// Most channels of a DnCNN denoiser.
 pub const MAX_DENOISER_CHANNELS: u32 = 1024;
+/// Largest model file any coordinator accepts (a WideResNet-70-16 is ~1.1 GB); each
+/// coordinator's `max_model_file_bytes` setting is at most this.
+pub const MAX_MODEL_FILE_BYTES: u64 = 16 << 30;
+/// Most input channels a declared normalization may have.
+pub const MAX_CHANNELS: usize = 64;
 
 /// Largest perturbation budget ε of norm `norm` measured in `space`: the diameter of the set of
 /// images in that norm. A ball that large already holds every image, so a larger ε (`1e300`)

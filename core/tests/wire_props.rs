@@ -319,10 +319,32 @@ fn model() -> BoxedStrategy<Option<pb::ModelSpec>> {
         });
     proptest::option::weighted(
         0.9,
-        (text(), proptest::option::of(noise))
-            .prop_map(|(name, noise)| pb::ModelSpec { name, noise }),
+        (
+            text(),
+            proptest::option::of(noise),
+            proptest::option::of(model_file()),
+        )
+            .prop_map(|(name, noise, file)| pb::ModelSpec { name, noise, file }),
     )
     .boxed()
+}
+
+fn model_file() -> BoxedStrategy<pb::ModelFile> {
+    let stats = || proptest::collection::vec(number(), 0..5);
+    let normalize = (stats(), stats()).prop_map(|(mean, std)| pb::InputNormalization { mean, std });
+    (
+        -1i32..4,
+        prop_oneof![text(), "[0-9a-f]{64}"],
+        any::<u64>(),
+        proptest::option::of(normalize),
+    )
+        .prop_map(|(format, sha256, bytes, normalize)| pb::ModelFile {
+            format,
+            sha256,
+            bytes,
+            normalize,
+        })
+        .boxed()
 }
 
 fn cell() -> BoxedStrategy<pb::CellSpec> {

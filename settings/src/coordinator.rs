@@ -42,6 +42,8 @@ pub struct CoordinatorSettings {
     pub max_message_bytes: u64,
     /// Largest grid one sweep may expand to.
     pub max_cells_per_sweep: u64,
+    /// Largest model file (a researcher's TorchScript module or weights) a client may upload.
+    pub max_model_file_bytes: u64,
     /// Checkpoint downloads served at once; the next is refused `RESOURCE_EXHAUSTED` (workers
     /// retry). Each holds a few 1 MiB chunks of memory, however slowly its client reads.
     pub max_checkpoint_downloads: u64,
@@ -85,6 +87,10 @@ pub const DEFAULT_LEASE_TTL_S: f64 = 30.0;
 pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 8 << 20;
 /// Default `max_cells_per_sweep`: the largest sweep the coordinator is benchmarked at.
 pub const DEFAULT_MAX_CELLS_PER_SWEEP: u64 = 100_000;
+/// Default `max_model_file_bytes` (4 GiB: a WideResNet-70-16 is ~1.1 GB).
+pub const DEFAULT_MAX_MODEL_FILE_BYTES: u64 = 4 << 30;
+/// The most `max_model_file_bytes` may be (16 GiB).
+pub const MAX_MODEL_FILE_BYTES: u64 = 16 << 30;
 /// Default `max_checkpoint_downloads`.
 pub const DEFAULT_MAX_CHECKPOINT_DOWNLOADS: u64 = 32;
 /// Default `max_connections`: under the common 1024 file-descriptor soft limit, with room for
@@ -107,6 +113,7 @@ impl Default for CoordinatorSettings {
             heartbeat_interval_s: 5.0,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_cells_per_sweep: DEFAULT_MAX_CELLS_PER_SWEEP,
+            max_model_file_bytes: DEFAULT_MAX_MODEL_FILE_BYTES,
             max_checkpoint_downloads: DEFAULT_MAX_CHECKPOINT_DOWNLOADS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
@@ -141,6 +148,7 @@ impl RoleSettings for CoordinatorSettings {
             "heartbeat_interval_s",
             "max_message_bytes",
             "max_cells_per_sweep",
+            "max_model_file_bytes",
             "max_checkpoint_downloads",
             "max_connections",
             "max_streams_per_connection",
@@ -200,6 +208,12 @@ impl RoleSettings for CoordinatorSettings {
         }
         if self.max_cells_per_sweep == 0 {
             return bad("max_cells_per_sweep must be at least 1".into());
+        }
+        if !(1..=MAX_MODEL_FILE_BYTES).contains(&self.max_model_file_bytes) {
+            return bad(format!(
+                "max_model_file_bytes = {} must be in 1..={MAX_MODEL_FILE_BYTES}",
+                self.max_model_file_bytes
+            ));
         }
         for (key, value, max) in [
             (

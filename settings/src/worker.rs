@@ -58,6 +58,10 @@ pub struct WorkerSettings {
     /// coordinator (durably), and again every as many seconds: a worker that takes the run
     /// over resumes the cell there. 0: after every evaluation batch.
     pub cell_progress_interval_s: f64,
+    /// Where model files (researchers' TorchScript modules and weights) are cached by SHA-256
+    /// [default: `$XDG_CACHE_HOME/advsweep/models`, else `~/.cache/advsweep/models`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_cache: Option<std::path::PathBuf>,
 }
 
 /// Default `cell_progress_interval_s`: a lost worker costs at most a minute of a long cell,
@@ -76,6 +80,7 @@ impl Default for WorkerSettings {
             exit_when_idle: false,
             sweep: None,
             cell_progress_interval_s: DEFAULT_CELL_PROGRESS_INTERVAL_S,
+            model_cache: None,
         }
     }
 }
@@ -100,6 +105,7 @@ impl RoleSettings for WorkerSettings {
             "exit_when_idle",
             "sweep",
             "cell_progress_interval_s",
+            "model_cache",
         ];
         CONNECTION_KEYS.iter().chain(&own).copied().collect()
     }

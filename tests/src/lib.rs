@@ -303,6 +303,7 @@ pub async fn submit(url: &str, toml: &str) -> String {
         .submit_sweep(pb::SubmitSweepRequest {
             sweep_toml: toml.into(),
             overrides: Default::default(),
+            ..Default::default()
         })
         .await
         .expect("submit")

@@ -57,6 +57,7 @@ async fn a_real_worker_runs_a_sweep_over_grpc() {
         .submit_sweep(pb::SubmitSweepRequest {
             sweep_toml: SWEEP.into(),
             overrides: Default::default(),
+            ..Default::default()
         })
         .await
         .expect("submit")

@@ -137,6 +137,7 @@ async fn tokens_admit_each_role_to_its_own_service_only() {
         .submit_sweep(pb::SubmitSweepRequest {
             sweep_toml: "version = 1".into(),
             overrides: Default::default(),
+            ..Default::default()
         })
         .await;
     assert_eq!(submit.err().map(|s| s.code()), Some(Code::PermissionDenied));

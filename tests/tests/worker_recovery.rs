@@ -203,6 +203,7 @@ async fn kill_9_of_the_coordinator_loses_nothing_acknowledged() {
         .submit_sweep(pb::SubmitSweepRequest {
             sweep_toml: training_sweep("restart", 6, "seeds = [0, 1]\n"),
             overrides: Default::default(),
+            ..Default::default()
         })
         .await
         .expect("submit")

@@ -21,6 +21,7 @@ pub mod device;
 pub mod error;
 pub mod evaluate;
 pub mod job;
+pub mod model_files;
 pub mod models;
 pub mod optim;
 pub mod precision;

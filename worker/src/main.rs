@@ -7,6 +7,7 @@ use std::sync::Arc;
 use advsweep_settings::{LogFormat, render};
 use advsweep_worker::agent::{self, AgentConfig};
 use advsweep_worker::cli::{self, Cli};
+use advsweep_worker::model_files::ModelFileCache;
 use advsweep_worker::{bench, device, job, selfcheck};
 use clap::Parser as _;
 use tracing::{error, info, warn};
@@ -107,7 +108,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 max_consecutive_failures: settings.max_consecutive_failures,
             };
             let executor = job::Executor::new(device, threads)
-                .with_chunk_interval(settings.cell_progress_interval());
+                .with_chunk_interval(settings.cell_progress_interval())
+                .with_model_files(ModelFileCache::new(
+                    settings
+                        .model_cache
+                        .clone()
+                        .unwrap_or_else(ModelFileCache::default_root),
+                ));
             (cfg, Arc::new(executor))
         })
         .collect();

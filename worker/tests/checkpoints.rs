@@ -172,6 +172,7 @@ fn mismatched_checkpoints_are_errors_naming_the_keys() {
             layers: vec!["fc1".into()],
             learnable: true,
         }),
+        file: None,
     };
     let noisy = models::build(&noisy, Device::Cpu).unwrap();
     let msg = checkpoint::load(noisy.as_ref(), &basic)
@@ -275,6 +276,7 @@ fn pytorch_loads_rust_checkpoints_with_noise_scales() {
             layers: vec!["input".into(), "conv2".into()],
             learnable: true,
         }),
+        file: None,
     };
     let model = models::build(&spec, Device::Cpu).unwrap();
     let vars = model.weights().named_tensors();

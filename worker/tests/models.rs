@@ -37,6 +37,7 @@ fn noisy(name: &str, sigma: f64, layers: &[&str], learnable: bool) -> Model {
             layers: layers.iter().map(|s| s.to_string()).collect(),
             learnable,
         }),
+        file: None,
     }
 }
 

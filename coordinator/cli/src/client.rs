@@ -10,7 +10,9 @@ use advsweep_proto::v1 as pb;
 
 use super::connection::{Client, Target, connect, error_chain, rpc_error};
 use super::source::pick_sweep;
+use super::upload::upload_model_files;
 use super::{BadInput, progress, rows};
+use advsweep_coordinator::sweep::{self, model_files::LocalModelFile};
 use advsweep_report::{Layout, Pivot};
 
 /// `advsweep health`: asks the coordinator's gRPC health service whether it is SERVING.
@@ -58,6 +60,7 @@ pub async fn resolve_sweep(client: &mut Client, id_or_name: &str) -> anyhow::Res
 pub fn submit_request(
     file: &Path,
     data_path: Option<String>,
+    model_files: &[LocalModelFile],
 ) -> anyhow::Result<pb::SubmitSweepRequest> {
     // The same bounded read as `plan`: a regular file within the one sweep-file cap.
     let sweep_toml =
@@ -69,7 +72,32 @@ pub fn submit_request(
     Ok(pb::SubmitSweepRequest {
         sweep_toml,
         overrides,
+        model_files: model_files
+            .iter()
+            .map(|l| {
+                (
+                    l.written.clone(),
+                    pb::ModelFileRef {
+                        sha256: l.file.sha256.clone(),
+                        bytes: l.file.bytes,
+                    },
+                )
+            })
+            .collect(),
     })
+}
+
+/// The model files the sweep file at `file` names, found beside it and hashed; a missing one is
+/// a [`BadInput`]. A file that does not parse names none (the coordinator reports its error).
+fn local_model_files(file: &Path) -> anyhow::Result<Vec<LocalModelFile>> {
+    let origin = file.display().to_string();
+    let Ok(parsed) = sweep::read_sweep_file(file).and_then(|t| sweep::parse_sweep(&t, &origin))
+    else {
+        return Ok(Vec::new());
+    };
+    let base = file.parent().unwrap_or(Path::new("."));
+    Ok(sweep::model_files::hash_local(&parsed, base, &origin)
+        .map_err(|e| BadInput(e.to_string()))?)
 }
 
 pub async fn submit(
@@ -77,18 +105,21 @@ pub async fn submit(
     file: &Path,
     data_path: Option<String>,
 ) -> anyhow::Result<ExitCode> {
-    if let Ok(plan) = advsweep_coordinator::sweep::load_plan(
+    let files = local_model_files(file)?;
+    if let Ok(plan) = sweep::load_plan(
         file,
-        &advsweep_coordinator::sweep::Overrides {
+        &sweep::Overrides {
             data_path: data_path.clone(),
+            ..sweep::Overrides::default()
         },
     ) {
         for problem in super::data_check::problems(&plan) {
             eprintln!("advsweep: warning: {problem}; submitting anyway (the workers must see it)");
         }
     }
-    let request = submit_request(file, data_path)?;
+    let request = submit_request(file, data_path, &files)?;
     let mut client = connect(target).await?;
+    upload_model_files(&mut client, &files).await?;
     let r = client
         .submit_sweep(request)
         .await

@@ -33,6 +33,7 @@ mod report;
 mod rows;
 mod run;
 mod source;
+mod upload;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

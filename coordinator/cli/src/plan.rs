@@ -52,14 +52,32 @@ fn model_label(run: &advsweep_core::RunSpec) -> String {
             n.layers.join(", ")
         )
     });
-    if run.model_name == run.model.name && noise.is_none() {
+    let file = run.model.file.as_ref().map(|f| {
+        format!(
+            "{} file sha256 {}…, {:.1} MB{}",
+            if f.format == advsweep_core::ModelFormat::TorchScript {
+                ""
+            } else {
+                ", weights"
+            },
+            &f.sha256[..12],
+            f.bytes as f64 / 1e6,
+            if f.normalize.is_some() {
+                ", normalized input"
+            } else {
+                ""
+            }
+        )
+    });
+    if run.model_name == run.model.name && noise.is_none() && file.is_none() {
         run.model_name.clone()
     } else {
         format!(
-            "{} ({}{})",
+            "{} ({}{}{})",
             run.model_name,
             run.model.name,
-            noise.unwrap_or_default()
+            noise.unwrap_or_default(),
+            file.unwrap_or_default()
         )
     }
 }
@@ -73,7 +91,14 @@ fn cell_attack_label(attack: &Attack) -> String {
 }
 
 pub fn plan(file: &Path, data_path: Option<String>) -> anyhow::Result<()> {
-    let plan = load_plan(file, &Overrides { data_path }).map_err(|e| BadInput(e.to_string()))?;
+    let plan = load_plan(
+        file,
+        &Overrides {
+            data_path,
+            ..Overrides::default()
+        },
+    )
+    .map_err(|e| BadInput(e.to_string()))?;
     for problem in super::data_check::problems(&plan) {
         eprintln!(
             "advsweep: warning: {problem} (`advsweep run` would refuse it; a cluster's workers may see other paths)"

@@ -163,6 +163,7 @@ pub async fn run(
     // Validate everything before touching the state directory: a bad file writes nothing.
     let overrides = Overrides {
         data_path: args.data_path.clone(),
+        ..Overrides::default()
     };
     let plan = load_plan(&args.file, &overrides).map_err(|e| BadInput(e.to_string()))?;
     // The local workers would fail every run on missing data: refuse before starting.
@@ -177,9 +178,14 @@ pub async fn run(
     std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
     advsweep_coordinator::telemetry::init_file(&logs.join("coordinator.log"), log_format);
     let mut embedded = Embedded::start(&args.state_dir).await?;
+    super::upload::upload_model_files(&mut embedded.client, &plan.local_files).await?;
     let submitted = embedded
         .client
-        .submit_sweep(client::submit_request(&args.file, args.data_path.clone())?)
+        .submit_sweep(client::submit_request(
+            &args.file,
+            args.data_path.clone(),
+            &plan.local_files,
+        )?)
         .await
         .map_err(|s| connection::rpc_error("SubmitSweep", s))?
         .into_inner();

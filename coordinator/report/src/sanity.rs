@@ -151,12 +151,23 @@ pub fn warnings(run: &RunSpec, cells: &[EvaluatedCell]) -> Vec<String> {
         && let Some(clean) = cells.iter().find(|c| c.attack.is_none())
         && clean.accuracy <= TEN_CLASS_CHANCE + TOLERANCE
     {
-        out.push(format!(
-            "clean accuracy {} is chance level for 10 classes: training collapsed (a constant \
-             prediction), so the attacked accuracies say nothing about robustness; try other \
-             seeds, a lower learning rate or a smaller training ε",
-            pct(clean.accuracy)
-        ));
+        out.push(if run.training.epochs == 0 {
+            // Evaluated as given: nothing trained, so the model (or how it is fed) is at fault.
+            format!(
+                "clean accuracy {} is chance level for 10 classes: the model as given has not \
+                 learned this data (check that its file holds trained weights, that it expects \
+                 images in [0, 1] or declares `normalize`, and its class order), so the attacked \
+                 accuracies say nothing about robustness",
+                pct(clean.accuracy)
+            )
+        } else {
+            format!(
+                "clean accuracy {} is chance level for 10 classes: training collapsed (a \
+                 constant prediction), so the attacked accuracies say nothing about robustness; \
+                 try other seeds, a lower learning rate or a smaller training ε",
+                pct(clean.accuracy)
+            )
+        });
     }
 
     // A randomized model must be attacked with EOT.

@@ -32,7 +32,9 @@ pub const MAX_CHECKPOINT_BYTES: u64 = 4 << 30;
 /// Chunk size for downloads.
 pub const CHUNK_BYTES: usize = 1 << 20;
 
-pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::CheckpointChunk, Status>> + Send>>;
+pub type ChunkStream = ChunkStreamOf<pb::CheckpointChunk>;
+/// A download's stream of chunk messages `T`.
+pub type ChunkStreamOf<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -271,6 +273,36 @@ pub fn stream(
     metrics: Arc<Metrics>,
     on_corrupt: OnCorrupt,
 ) -> ChunkStream {
+    let declared = sha256.clone();
+    stream_file(
+        path,
+        sha256,
+        slot,
+        metrics,
+        on_corrupt,
+        move |first, data| pb::CheckpointChunk {
+            lease: None,
+            epoch: if first { epoch } else { 0 },
+            sha256: if first {
+                declared.clone()
+            } else {
+                String::new()
+            },
+            data,
+        },
+    )
+}
+
+/// [`stream`] for any file and chunk message: `make_chunk(first, data)` builds each message
+/// (the first carries the header).
+pub fn stream_file<T: Send + 'static>(
+    path: PathBuf,
+    sha256: String,
+    slot: OwnedSemaphorePermit,
+    metrics: Arc<Metrics>,
+    on_corrupt: OnCorrupt,
+    make_chunk: impl Fn(bool, Vec<u8>) -> T + Send + 'static,
+) -> ChunkStreamOf<T> {
     let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD_CHUNKS);
     tokio::spawn(async move {
         let send = |item| async {
@@ -281,7 +313,7 @@ pub fn stream(
             )
         };
         let failed = |e: std::io::Error| {
-            Status::data_loss(format!("checkpoint {} unreadable: {e}", path.display()))
+            Status::data_loss(format!("file {} unreadable: {e}", path.display()))
         };
         let mut file = match tokio::fs::File::open(&path).await {
             Ok(file) => file,
@@ -307,13 +339,8 @@ pub fn stream(
                 }
             }
             hasher.update(&data);
-            let chunk = pb::CheckpointChunk {
-                lease: None,
-                epoch: if first { epoch } else { 0 },
-                sha256: if first { sha256.clone() } else { String::new() },
-                data,
-            };
-            let empty = chunk.data.is_empty();
+            let empty = data.is_empty();
+            let chunk = make_chunk(first, data);
             first = false;
             if !send(Ok(chunk)).await {
                 return; // the client went away, or stalled past DOWNLOAD_STALL
@@ -326,7 +353,7 @@ pub fn stream(
         if actual != sha256 {
             on_corrupt().await;
             send(Err(Status::data_loss(format!(
-                "checkpoint {} changed while it was sent: SHA-256 {actual}, stored {sha256}",
+                "file {} changed while it was sent: SHA-256 {actual}, stored {sha256}",
                 path.display()
             ))))
             .await;
@@ -339,13 +366,13 @@ pub fn stream(
 }
 
 /// A download's chunks and the slot it occupies (freed when the stream is dropped).
-struct Download {
-    chunks: ReceiverStream<Result<pb::CheckpointChunk, Status>>,
+struct Download<T> {
+    chunks: ReceiverStream<Result<T, Status>>,
     _slot: OwnedSemaphorePermit,
 }
 
-impl Stream for Download {
-    type Item = Result<pb::CheckpointChunk, Status>;
+impl<T> Stream for Download<T> {
+    type Item = Result<T, Status>;
 
     fn poll_next(
         mut self: Pin<&mut Self>,

@@ -10,6 +10,7 @@ pub mod caller;
 mod checkpoints;
 pub mod convert;
 mod incoming;
+mod model_files;
 mod refusals;
 mod server;
 mod sweep_service;

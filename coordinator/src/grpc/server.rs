@@ -99,6 +99,7 @@ impl ServeOptions {
             max_message_bytes: usize::try_from(settings.max_message_bytes).unwrap_or(usize::MAX),
             limits: Limits {
                 max_cells: settings.max_cells_per_sweep,
+                max_model_file_bytes: settings.max_model_file_bytes,
             },
             max_checkpoint_downloads: usize::try_from(settings.max_checkpoint_downloads)
                 .unwrap_or(usize::MAX),

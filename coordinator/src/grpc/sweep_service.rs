@@ -19,6 +19,7 @@ use super::validate::{self, MAX_OVERRIDES, MAX_RETRY_CELL_IDS, require_count};
 use super::{ChangeNotifier, convert, status_of};
 use crate::scheduler::Scheduler;
 use crate::store::SweepSummary;
+use crate::sweep::model_files::{FileRef, ModelFiles};
 use crate::sweep::{self, Limits, Overrides};
 
 /// Least time between two refreshes of a `WatchSweep` stream.
@@ -52,6 +53,35 @@ impl SweepApi {
 
 /// Turns the request's override map into [`Overrides`]; unknown keys are errors, and a
 /// `data.path` must be a plausible path (1-4096 bytes, no NUL or control characters).
+/// Most model files one sweep may name.
+pub const MAX_MODEL_FILES: usize = 256;
+
+/// `SubmitSweepRequest.model_files`: paths (bounded like every path) to checked hashes.
+fn model_files_from(
+    map: &std::collections::HashMap<String, pb::ModelFileRef>,
+) -> Result<ModelFiles, Status> {
+    if map.len() > MAX_MODEL_FILES {
+        return Err(validate::invalid(format!(
+            "field `model_files` has {} entries, more than {MAX_MODEL_FILES}",
+            map.len()
+        )));
+    }
+    let mut files = ModelFiles::new();
+    for (path, file) in map {
+        advsweep_core::wire::check_path(path, "model_files")
+            .map_err(|e| validate::invalid(e.to_string()))?;
+        let sha256 = validate::require_sha256("model_files.sha256", &file.sha256)?;
+        files.insert(
+            path.clone(),
+            FileRef {
+                sha256,
+                bytes: file.bytes,
+            },
+        );
+    }
+    Ok(files)
+}
+
 pub fn overrides_from(
     map: &std::collections::HashMap<String, String>,
 ) -> Result<Overrides, String> {
@@ -121,7 +151,21 @@ impl SweepService for SweepApi {
                 r.sweep_toml.len()
             )));
         }
-        let overrides = overrides_from(&r.overrides).map_err(validate::invalid)?;
+        let mut overrides = overrides_from(&r.overrides).map_err(validate::invalid)?;
+        overrides.model_files = model_files_from(&r.model_files)?;
+        // Every file the sweep names must be here before a worker is sent to fetch it.
+        let artifacts = self.scheduler.artifacts();
+        for (path, file) in &overrides.model_files {
+            if !super::model_files::stored(&artifacts, &file.sha256, file.bytes).await {
+                return Err(Status::failed_precondition(format!(
+                    "model file `{}` ({}, {} bytes) was not uploaded: upload it with \
+                     UploadModelFile before SubmitSweep (`advsweep submit` does)",
+                    validate::shown(path),
+                    file.sha256,
+                    file.bytes
+                )));
+            }
+        }
         // Parsing and expanding a (bounded) file is CPU work: off the async threads.
         let limits = self.limits.clone();
         let toml = r.sweep_toml;
@@ -151,6 +195,26 @@ impl SweepService for SweepApi {
             cells: outcome.cells,
             cells_already_done: outcome.cells_already_done,
         }))
+    }
+
+    async fn upload_model_file(
+        &self,
+        request: Request<tonic::Streaming<pb::ModelFileChunk>>,
+    ) -> Result<Response<pb::ModelFileAck>, Status> {
+        let artifacts = self.scheduler.artifacts();
+        let ack = super::model_files::receive(
+            &artifacts,
+            request.into_inner(),
+            self.limits.max_model_file_bytes,
+        )
+        .await?;
+        info!(
+            sha256 = ack.sha256,
+            bytes = ack.bytes,
+            already_stored = ack.already_stored,
+            "model file uploaded"
+        );
+        Ok(Response::new(ack))
     }
 
     async fn list_sweeps(

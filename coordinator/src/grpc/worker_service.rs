@@ -90,6 +90,29 @@ fn millis(d: std::time::Duration) -> u64 {
 #[tonic::async_trait]
 impl WorkerService for WorkerApi {
     type DownloadCheckpointStream = super::checkpoints::ChunkStream;
+    type DownloadModelFileStream = super::checkpoints::ChunkStreamOf<pb::ModelFileChunk>;
+
+    async fn download_model_file(
+        &self,
+        request: Request<pb::DownloadModelFileRequest>,
+    ) -> Result<Response<Self::DownloadModelFileStream>, Status> {
+        let caller = Caller::of(&request);
+        let r = request.into_inner();
+        require_id("worker_id", &r.worker_id)?;
+        let sha256 = validate::require_sha256("sha256", &r.sha256)?;
+        self.scheduler
+            .authenticate_known(&r.worker_id, caller.cert())
+            .await
+            .map_err(|e| self.refusals.status("DownloadModelFile", &caller, e))?;
+        let slot = self.downloads.slot()?;
+        let artifacts = self.scheduler.artifacts();
+        let stream =
+            super::model_files::send(&artifacts, &sha256, slot, Arc::clone(&self.metrics)).await;
+        if let Err(status) = &stream {
+            warn!(sha256, code = ?status.code(), message = status.message(), "model file not served");
+        }
+        Ok(Response::new(stream?))
+    }
 
     async fn release_run(
         &self,

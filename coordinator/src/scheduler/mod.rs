@@ -112,6 +112,20 @@ impl Scheduler {
         callers::check_certificate(registered.as_deref(), presented, worker_id, run_id)
     }
 
+    /// [`Scheduler::authenticate`], and the worker must be registered (`UnknownWorker`
+    /// otherwise): for calls that change nothing, so no transition would refuse a stranger.
+    pub async fn authenticate_known(
+        &self,
+        worker_id: &str,
+        presented: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let id = worker_id.to_owned();
+        if self.read(move |s| s.worker_cert(&id)).await?.is_none() {
+            return Err(StoreError::UnknownWorker(worker_id.to_owned()));
+        }
+        self.authenticate(worker_id, None, presented).await
+    }
+
     /// Grants the oldest ready run to `worker_id`, restricted to the runs `sweep_id` needs when
     /// given (`Idle` when that sweep has no work left, or does not exist).
     pub async fn lease(
@@ -220,6 +234,11 @@ impl Scheduler {
     /// Where checkpoint files of `run_id` live.
     pub fn artifacts_dir(&self, run_id: &RunId) -> PathBuf {
         self.store.artifacts_dir(run_id)
+    }
+
+    /// The state directory's artifact store (checkpoints, model files).
+    pub fn artifacts(&self) -> crate::artifacts::Artifacts {
+        self.store.artifacts()
     }
 
     /// Records a checkpoint file already written (and verified) at `path`, under a live lease.

@@ -6,6 +6,7 @@
 pub mod expand;
 pub mod file;
 pub mod ids;
+pub mod model_files;
 pub mod presets;
 
 pub use expand::{

@@ -19,12 +19,15 @@ pub use catalogue::{INFERENCE_NOISE_SIGMA, NOISY_SIGMA};
 pub fn builtin_model(name: &str) -> Option<ModelPreset> {
     let model = catalogue::model(name)?;
     Some(ModelPreset {
-        arch: model.name,
+        arch: Some(model.name),
         noise: model.noise.map(|n| NoiseSection {
             sigma: n.sigma,
             layers: n.layers,
             learnable: n.learnable,
         }),
+        weights: None,
+        torchscript: None,
+        normalize: None,
     })
 }
 

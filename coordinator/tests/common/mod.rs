@@ -256,3 +256,17 @@ pub fn is_callers_fault(code: tonic::Code) -> bool {
             | tonic::Code::PermissionDenied
     )
 }
+
+/// The plan of a shipped sweep file (`sweeps/…`): read, parsed and expanded like `load_plan`,
+/// with stand-ins for the model files it names (sweeps/own-model.toml's are the user's to
+/// export), so every shipped file is checked here.
+pub fn shipped_plan(path: &std::path::Path) -> advsweep_coordinator::sweep::Plan {
+    let origin = path.display().to_string();
+    let text = advsweep_coordinator::sweep::read_sweep_file(path).unwrap_or_else(|e| panic!("{e}"));
+    let file = parse_sweep(&text, &origin).unwrap_or_else(|e| panic!("{e}"));
+    let overrides = Overrides {
+        model_files: advsweep_coordinator::sweep::model_files::stand_ins(&file),
+        ..Overrides::default()
+    };
+    expand(&file, &overrides, &origin).unwrap_or_else(|e| panic!("{e}"))
+}

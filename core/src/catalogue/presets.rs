@@ -47,6 +47,7 @@ pub fn model(name: &str) -> Option<Model> {
                 layers: arch.noise_layers(&[HIDDEN_POINTS.to_owned()]).ok()?,
                 learnable: false,
             }),
+            file: None,
         });
     }
     Arch::parse(name).ok()?;

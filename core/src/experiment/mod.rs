@@ -24,21 +24,84 @@ pub struct NoiseInjection {
     pub learnable: bool,
 }
 
-/// A model from the catalogue. Inputs are images in [0, 1]; normalization is inside the model.
+/// A model: an architecture of the catalogue (built from scratch, or from a weights file), or a
+/// researcher's TorchScript module. Inputs are images in [0, 1]; normalization is inside the
+/// model (or declared beside a TorchScript module, [`ModelFile::normalize`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Model {
-    /// Architecture: `basic`, `resnet18`, `wrn-D-K`, `vgg11`, `vgg16`.
+    /// Architecture: `basic`, `resnet18`, `wrn-D-K`, `vgg11`, `vgg16`; [`TORCHSCRIPT`] for a
+    /// TorchScript module.
     pub name: String,
     pub noise: Option<NoiseInjection>,
+    /// The file the model comes from; left out of the canonical form when there is none, so
+    /// the runs of catalogue models keep their ids. Its SHA-256 is part of the run's identity:
+    /// the same file is never trained twice, a changed file is a new run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<ModelFile>,
 }
+
+/// [`Model::name`] of a TorchScript module.
+pub const TORCHSCRIPT: &str = "torchscript";
 
 impl Model {
     pub fn plain(name: &str) -> Model {
         Model {
             name: name.to_owned(),
             noise: None,
+            file: None,
         }
     }
+
+    /// Whether the model is a TorchScript module (its file says so).
+    pub fn is_torchscript(&self) -> bool {
+        self.file
+            .as_ref()
+            .is_some_and(|f| f.format == ModelFormat::TorchScript)
+    }
+}
+
+/// What a model file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelFormat {
+    /// A module saved by `torch.jit.script(m).save(path)` or `torch.jit.trace`: images in
+    /// [0, 1] (or normalized, see [`ModelFile::normalize`]) → logits `[N, classes]`.
+    #[serde(rename = "torchscript")]
+    TorchScript,
+    /// A safetensors state_dict of the architecture [`Model::name`], with PyTorch's keys
+    /// (docs/CHECKPOINTS.md): the starting point instead of a random initialization.
+    Safetensors,
+}
+
+impl ModelFormat {
+    /// The sweep-file key that names such a file (`torchscript`, `weights`).
+    pub fn key(self) -> &'static str {
+        match self {
+            ModelFormat::TorchScript => "torchscript",
+            ModelFormat::Safetensors => "weights",
+        }
+    }
+}
+
+/// A model file, by content: the coordinator stores it once under its SHA-256 and workers
+/// fetch and verify it by that hash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelFile {
+    pub format: ModelFormat,
+    /// Lower-case hex SHA-256 of the file's bytes.
+    pub sha256: String,
+    pub bytes: u64,
+    /// For a TorchScript module that expects normalized input: the per-channel statistics
+    /// applied, `(x - mean) / std`, between the [0, 1] image and the module.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalize: Option<InputNormalization>,
+}
+
+/// Per-channel input statistics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputNormalization {
+    pub mean: Vec<f64>,
+    pub std: Vec<f64>,
 }
 
 /// How mixed-norm adversarial training combines its ℓ∞ and ℓ2 examples.

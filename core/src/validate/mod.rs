@@ -16,11 +16,13 @@ use crate::limits::{
     MAX_ID_BYTES, MAX_NAME_BYTES, MAX_NOISE_LAYERS, MAX_PATH_BYTES, MAX_PGD_STEPS, MAX_RESTARTS,
     MAX_SYNTHETIC_IMAGES, MIN_SYNTHETIC_IMAGES, max_epsilon,
 };
-use crate::limits::{MAX_CASCADE_STAGES, MAX_SQUARE_QUERIES, MAX_TARGETS};
+use crate::limits::{
+    MAX_CASCADE_STAGES, MAX_CHANNELS, MAX_MODEL_FILE_BYTES, MAX_SQUARE_QUERIES, MAX_TARGETS,
+};
 use crate::{
     ApgdLoss, Attack, CellSpec, DataSource, DataSpec, Defense, DenoiserSpec, EpsilonSpace,
-    LrSchedule, Model, NoiseInjection, Norm, Optimizer, RunSpec, StepSize, TrainingMethod,
-    TrainingSpec,
+    InputNormalization, LrSchedule, Model, ModelFile, ModelFormat, NoiseInjection, Norm, Optimizer,
+    RunSpec, StepSize, TrainingMethod, TrainingSpec,
 };
 
 /// A field that is missing or breaks a rule, named by its wire path.
@@ -273,7 +275,95 @@ impl Model {
             return Err(FieldError::Missing("run.model.name"));
         }
         name("run.model.name", &self.name)?;
-        self.noise.as_ref().map_or(Ok(()), NoiseInjection::validate)
+        self.noise
+            .as_ref()
+            .map_or(Ok(()), NoiseInjection::validate)?;
+        let torchscript = self.is_torchscript();
+        if torchscript != (self.name == crate::experiment::TORCHSCRIPT) {
+            return Err(invalid(
+                "run.model.name",
+                format!(
+                    "{}: a TorchScript module is named `torchscript`, and only it",
+                    shown(&self.name, 64)
+                ),
+            ));
+        }
+        if torchscript && self.noise.is_some() {
+            return Err(invalid(
+                "run.model.noise",
+                "noise injection needs the injection points of a catalogue architecture; a \
+                 TorchScript module has none (inference noise is a defense: `inference_noise`)",
+            ));
+        }
+        self.file.as_ref().map_or(Ok(()), ModelFile::validate)
+    }
+}
+
+impl ModelFile {
+    pub fn validate(&self) -> Checked {
+        sha256("run.model.file.sha256", &self.sha256)?;
+        if !(1..=MAX_MODEL_FILE_BYTES).contains(&self.bytes) {
+            return Err(invalid(
+                "run.model.file.bytes",
+                format!("{} must be in 1..={MAX_MODEL_FILE_BYTES}", self.bytes),
+            ));
+        }
+        match &self.normalize {
+            None => Ok(()),
+            Some(_) if self.format != ModelFormat::TorchScript => Err(invalid(
+                "run.model.file.normalize",
+                "only a TorchScript module declares its normalization (a catalogue \
+                 architecture normalizes inside)",
+            )),
+            Some(n) => n.validate(),
+        }
+    }
+}
+
+impl InputNormalization {
+    /// One mean and one positive standard deviation per channel, all finite.
+    pub fn validate(&self) -> Checked {
+        let channels = self.mean.len();
+        if !(1..=MAX_CHANNELS).contains(&channels) || self.std.len() != channels {
+            return Err(invalid(
+                "normalize",
+                format!(
+                    "{} means and {} standard deviations: give one of each per input channel \
+                     (1..={MAX_CHANNELS})",
+                    channels,
+                    self.std.len()
+                ),
+            ));
+        }
+        if let Some(m) = self.mean.iter().find(|m| !m.is_finite()) {
+            return Err(invalid("normalize.mean", format!("{m} is not a number")));
+        }
+        if let Some(s) = self.std.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+            return Err(invalid(
+                "normalize.std",
+                format!("{s} must be a positive number"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A lower-case hex SHA-256 (64 digits).
+pub fn sha256(field: &'static str, value: &str) -> Checked {
+    if value.len() == 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!(
+                "{} is not a SHA-256 (64 lower-case hex digits)",
+                shown(value, 80)
+            ),
+        ))
     }
 }
 
@@ -437,7 +527,8 @@ impl LrSchedule {
 
 impl TrainingSpec {
     pub fn validate(&self) -> Checked {
-        in_range("training.epochs", self.epochs, 1, MAX_EPOCHS)?;
+        // 0: evaluate the model as given (its weights file, or a TorchScript module).
+        in_range("training.epochs", self.epochs, 0, MAX_EPOCHS)?;
         in_range("training.batch_size", self.batch_size, 1, MAX_BATCH_SIZE)?;
         positive("training.learning_rate", self.learning_rate)?;
         self.optimizer.validate()?;
@@ -489,7 +580,33 @@ impl RunSpec {
         self.defense.validate()?;
         self.defense.validate_budgets(self.epsilon_space)?;
         self.training.validate()?;
-        self.data.validate()
+        self.data.validate()?;
+        if self.training.epochs == 0 && self.model.file.is_none() {
+            return Err(invalid(
+                "training.epochs",
+                format!(
+                    "0 evaluates the model as given, but model `{}` is built from scratch (random \
+                     weights): give it a `weights` file, or train it (epochs ≥ 1)",
+                    self.model_name
+                ),
+            ));
+        }
+        if self.training.epochs == 0 && self.defense.method != TrainingMethod::Standard {
+            return Err(invalid(
+                "training.epochs",
+                "0 evaluates the model as given, but the defense trains it adversarially \
+                 (give epochs, or use a defense that does not train: none, inference noise, \
+                 a denoiser)",
+            ));
+        }
+        if self.model.is_torchscript() && self.epsilon_space == EpsilonSpace::Normalized {
+            return Err(invalid(
+                "epsilon_space",
+                "normalized measures ε after the catalogue's CIFAR-10 normalization, which a \
+                 TorchScript module does not have; use pixel (RobustBench's convention)",
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -107,3 +107,68 @@ fn shown_cuts_at_a_character_boundary() {
     assert!(s.ends_with("(200 bytes)"), "{s}");
     assert_eq!(shown("ab", 64), "\"ab\"");
 }
+
+fn torchscript(normalize: Option<InputNormalization>) -> Model {
+    Model {
+        name: crate::experiment::TORCHSCRIPT.into(),
+        noise: None,
+        file: Some(ModelFile {
+            format: ModelFormat::TorchScript,
+            sha256: "ab".repeat(32),
+            bytes: 1000,
+            normalize,
+        }),
+    }
+}
+
+#[test]
+fn a_model_file_is_a_sha256_a_size_and_a_normalization_per_channel() {
+    assert!(torchscript(None).validate().is_ok());
+    let stats = |mean: Vec<f64>, std: Vec<f64>| Some(InputNormalization { mean, std });
+    assert!(
+        torchscript(stats(vec![0.5; 3], vec![0.25; 3]))
+            .validate()
+            .is_ok()
+    );
+    let bad = torchscript(stats(vec![0.5; 3], vec![0.25; 2]))
+        .validate()
+        .expect_err("2 stds for 3 means");
+    assert!(
+        bad.to_string()
+            .contains("3 means and 2 standard deviations"),
+        "{bad}"
+    );
+    assert!(torchscript(stats(vec![0.5], vec![0.0])).validate().is_err());
+
+    let mut upper = torchscript(None);
+    if let Some(f) = upper.file.as_mut() {
+        f.sha256 = "AB".repeat(32);
+    }
+    let e = upper.validate().expect_err("upper-case hash");
+    assert_eq!(e.field(), "run.model.file.sha256");
+
+    let mut noisy = torchscript(None);
+    noisy.noise = Some(NoiseInjection {
+        sigma: 0.1,
+        layers: vec!["input".into()],
+        learnable: false,
+    });
+    assert_eq!(
+        noisy.validate().expect_err("noise").field(),
+        "run.model.noise"
+    );
+
+    let mut weights = Model::plain("resnet18");
+    weights.file = torchscript(stats(vec![0.5; 3], vec![0.25; 3])).file;
+    // A TorchScript file under an architecture's name: refused (name and format disagree).
+    assert!(weights.validate().is_err());
+    if let Some(f) = weights.file.as_mut() {
+        f.format = ModelFormat::Safetensors;
+    }
+    let e = weights.validate().expect_err("normalize beside weights");
+    assert_eq!(e.field(), "run.model.file.normalize");
+    if let Some(f) = weights.file.as_mut() {
+        f.normalize = None;
+    }
+    assert!(weights.validate().is_ok());
+}

@@ -10,8 +10,8 @@ use crate::limits::MAX_CASCADE_STAGES;
 use crate::validate::{self, invalid};
 use crate::{
     ApgdLoss, Attack, CascadeVersion, CellSpec, DataSource, DataSpec, Defense, DenoiserSpec,
-    EpsilonSpace, LrSchedule, MixStrategy, Model, NoiseInjection, Norm, Optimizer, Precision,
-    RunSpec, StepSize, TrainingMethod, TrainingSpec,
+    EpsilonSpace, InputNormalization, LrSchedule, MixStrategy, Model, ModelFile, ModelFormat,
+    NoiseInjection, Norm, Optimizer, Precision, RunSpec, StepSize, TrainingMethod, TrainingSpec,
 };
 
 fn norm_from_wire(norm: i32, field: &'static str) -> Result<Norm, WireError> {
@@ -125,19 +125,41 @@ pub fn attack_from_wire(a: &pb::AttackSpec) -> Result<Attack, WireError> {
     Ok(attack)
 }
 
-fn model_structure(m: &pb::ModelSpec) -> Model {
-    Model {
+fn model_structure(m: &pb::ModelSpec) -> Result<Model, WireError> {
+    Ok(Model {
         name: m.name.clone(),
         noise: m.noise.as_ref().map(|n| NoiseInjection {
             sigma: n.sigma,
             layers: n.layers.clone(),
             learnable: n.learnable,
         }),
-    }
+        file: m.file.as_ref().map(model_file_structure).transpose()?,
+    })
+}
+
+fn model_file_structure(f: &pb::ModelFile) -> Result<ModelFile, WireError> {
+    Ok(ModelFile {
+        format: match pb::ModelFormat::try_from(f.format) {
+            Ok(pb::ModelFormat::Torchscript) => ModelFormat::TorchScript,
+            Ok(pb::ModelFormat::Safetensors) => ModelFormat::Safetensors,
+            _ => {
+                return Err(invalid(
+                    "run.model.file.format",
+                    format!("unknown model file format {}", f.format),
+                ));
+            }
+        },
+        sha256: f.sha256.clone(),
+        bytes: f.bytes,
+        normalize: f.normalize.as_ref().map(|n| InputNormalization {
+            mean: n.mean.clone(),
+            std: n.std.clone(),
+        }),
+    })
 }
 
 pub fn model_from_wire(m: &pb::ModelSpec) -> Result<Model, WireError> {
-    let model = model_structure(m);
+    let model = model_structure(m)?;
     model.validate()?;
     Ok(model)
 }
@@ -315,7 +337,7 @@ pub fn run_from_wire(r: &pb::RunSpec) -> Result<(RunSpec, Vec<CellSpec>), WireEr
             format!("{} cells, more than {MAX_CELLS_PER_RUN}", r.cells.len()),
         ));
     }
-    let model = model_structure(required(r.model.as_ref(), "run.model")?);
+    let model = model_structure(required(r.model.as_ref(), "run.model")?)?;
     let epsilon_space = match pb::EpsilonSpace::try_from(r.epsilon_space) {
         Ok(pb::EpsilonSpace::Pixel | pb::EpsilonSpace::Unspecified) => EpsilonSpace::Pixel,
         Ok(pb::EpsilonSpace::Normalized) => EpsilonSpace::Normalized,

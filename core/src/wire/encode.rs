@@ -6,7 +6,7 @@ use advsweep_proto::v1 as pb;
 use crate::ids::SweepId;
 use crate::{
     Attack, CellSpec, DataSource, DataSpec, Defense, EpsilonSpace, LrSchedule, MixStrategy, Model,
-    Norm, Optimizer, Precision, RunSpec, StepSize, TrainingMethod, TrainingSpec,
+    ModelFormat, Norm, Optimizer, Precision, RunSpec, StepSize, TrainingMethod, TrainingSpec,
 };
 
 pub fn norm_to_wire(norm: Norm) -> i32 {
@@ -115,6 +115,18 @@ pub fn model_to_wire(model: &Model) -> pb::ModelSpec {
             sigma: n.sigma,
             layers: n.layers.clone(),
             learnable: n.learnable,
+        }),
+        file: model.file.as_ref().map(|f| pb::ModelFile {
+            format: match f.format {
+                ModelFormat::TorchScript => pb::ModelFormat::Torchscript,
+                ModelFormat::Safetensors => pb::ModelFormat::Safetensors,
+            } as i32,
+            sha256: f.sha256.clone(),
+            bytes: f.bytes,
+            normalize: f.normalize.as_ref().map(|n| pb::InputNormalization {
+                mean: n.mean.clone(),
+                std: n.std.clone(),
+            }),
         }),
     }
 }

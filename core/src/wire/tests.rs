@@ -39,6 +39,7 @@ fn sample_run() -> (RunSpec, Vec<CellSpec>) {
                 layers: vec!["input".into(), "layer1".into()],
                 learnable: true,
             }),
+            file: None,
         },
         defense_name: "at-mixed".into(),
         defense: Defense {

@@ -18,7 +18,7 @@ use tonic::{Code, Status};
 use tracing::{Instrument as _, Span, debug, error, info, info_span, warn};
 
 use super::retry::{Client, call, lease_gone, rpc};
-use super::transfer::{DownloadError, download_checkpoint, upload_checkpoint};
+use super::transfer::{DownloadError, download_checkpoint, ensure_model_file, upload_checkpoint};
 use crate::error::{is_cancelled, is_retryable};
 use crate::job::{CellProgress, Executor, Progress};
 use crate::report_batch::{MAX_CELLS_PER_CALL, Report, coalesce};
@@ -365,6 +365,28 @@ async fn execute_lease_inner(
             .heartbeat(heartbeat_interval)
             .instrument(Span::current()),
     );
+    if let Some(file) = &run.model.file {
+        let fetched = ensure_model_file(
+            &state.client,
+            &state.lease.worker_id,
+            file,
+            executor.model_files(),
+        )
+        .await;
+        if let Err(e) = fetched {
+            error!(error = %format!("{e:#}"), "cannot fetch the run's model file");
+            heartbeat.abort();
+            let retryable = crate::error::is_retryable(&e);
+            state
+                .fail(format!("model `{}`: {e:#}", run.model_name), retryable)
+                .await;
+            return if retryable {
+                RunOutcome::Failed
+            } else {
+                RunOutcome::BadRun
+            };
+        }
+    }
     // Resume from the run's latest checkpoint (written by any worker) instead of epoch 0.
     let resume = match &lease.resume_from {
         None => None,

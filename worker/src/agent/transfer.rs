@@ -8,6 +8,8 @@ use advsweep_proto::v1 as pb;
 use tonic::Status;
 
 use super::retry::Client;
+use crate::error::Permanent;
+use crate::model_files::ModelFileCache;
 
 /// Lower-case hex SHA-256 of `bytes`, as the coordinator spells it.
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -100,4 +102,53 @@ pub(super) async fn download_checkpoint(
         ))));
     }
     Ok(bytes)
+}
+
+/// Makes sure the model file a run names is in the worker's cache: downloaded once per hash
+/// (the cache admits only whole, verified files, so slots racing for the same file each write
+/// their own temporary copy and the last rename wins with identical bytes) and verified
+/// against the SHA-256 and size the run declares. A file the coordinator does not have
+/// (`NOT_FOUND`), finds corrupt (`DATA_LOSS`), or whose bytes do not match is [`Permanent`]:
+/// every retry would fail the same way. A failed call (the coordinator unreachable) is not.
+pub(super) async fn ensure_model_file(
+    client: &Client,
+    worker_id: &str,
+    file: &advsweep_core::ModelFile,
+    cache: &ModelFileCache,
+) -> anyhow::Result<()> {
+    if cache.has(file) {
+        return Ok(());
+    }
+    let failed = |status: Status| -> anyhow::Error {
+        let message = format!(
+            "cannot fetch model file {} from the coordinator: {} ({:?})",
+            file.sha256,
+            status.message(),
+            status.code()
+        );
+        if matches!(
+            status.code(),
+            tonic::Code::NotFound | tonic::Code::DataLoss | tonic::Code::InvalidArgument
+        ) {
+            Permanent(message).into()
+        } else {
+            anyhow::anyhow!(message)
+        }
+    };
+    let mut client = client.clone();
+    let mut stream = client
+        .download_model_file(pb::DownloadModelFileRequest {
+            worker_id: worker_id.to_owned(),
+            sha256: file.sha256.clone(),
+        })
+        .await
+        .map_err(failed)?
+        .into_inner();
+    let mut admission = cache.admit(file)?;
+    while let Some(chunk) = stream.message().await.map_err(failed)? {
+        admission.write(&chunk.data)?;
+    }
+    let path = admission.finish()?;
+    tracing::info!(sha256 = %file.sha256, bytes = file.bytes, path = %path.display(), "model file downloaded");
+    Ok(())
 }

@@ -268,6 +268,7 @@ mod tests {
                 layers: vec!["input".into()],
                 learnable: false,
             }),
+            file: None,
         };
         let model = Counting {
             inner: models::build(&spec, Device::Cpu)?,

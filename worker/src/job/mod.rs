@@ -32,7 +32,8 @@ use crate::data::Dataset;
 use crate::defended::Defended;
 use crate::denoiser::{self, Denoiser, DenoiserTraining};
 use crate::evaluate::{CellInput, Chunking, CleanPredictions, evaluate_cell_in_chunks};
-use crate::models;
+use crate::model_files::ModelFileCache;
+use crate::models::{self, torchscript::PROBE_IMAGES};
 use crate::optim::Optim;
 use crate::rng::{Rng, hash_str};
 use crate::train::{self, TrainConfig};
@@ -95,6 +96,9 @@ pub struct Executor {
     /// How long a cell evaluates before it reports a chunk (and between chunks).
     chunk_interval: Duration,
     cache: Mutex<Option<(DataSpec, Dataset)>>,
+    /// Where model files (researchers' modules and weights) are found by hash; the agent
+    /// downloads a run's file there before the run starts.
+    model_files: ModelFileCache,
 }
 
 impl Executor {
@@ -106,7 +110,18 @@ impl Executor {
                 advsweep_settings::worker::DEFAULT_CELL_PROGRESS_INTERVAL_S,
             ),
             cache: Mutex::new(None),
+            model_files: ModelFileCache::new(ModelFileCache::default_root()),
         }
+    }
+
+    /// Model files are looked up in `cache` (`model_cache` setting).
+    pub fn with_model_files(mut self, cache: ModelFileCache) -> Executor {
+        self.model_files = cache;
+        self
+    }
+
+    pub fn model_files(&self) -> &ModelFileCache {
+        &self.model_files
     }
 
     /// Cells report a chunk every `interval` of evaluation (`cell_progress_interval_s`).
@@ -164,8 +179,10 @@ impl Executor {
         crate::device::set_threads(self.threads);
         // Weights come from torch's generator; everything else from our own streams.
         tch::manual_seed((run.seed & (i64::MAX as u64)) as i64);
-        let model = models::build(&run.model, self.device)
-            .with_context(|| format!("building model `{}`", run.model.name))?;
+        let label = model_label(run);
+        let file = run.model.file.as_ref().map(|f| self.model_files.path(f));
+        let model = models::load(&run.model, file.as_deref(), &label, self.device)
+            .with_context(|| format!("building {label}"))?;
         info!(
             model = model.name(),
             parameters = models::trainable_parameters(model.as_ref()),
@@ -174,7 +191,22 @@ impl Executor {
 
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         let data = self.cached_data(&mut cache, &run.data)?;
-        train_classifier(model.as_ref(), data, run, resume, cancel, emit)?;
+        let (probe, _) = data.test_batch(0, PROBE_IMAGES.min(data.test_len()))?;
+        model.check_contract(&probe, crate::data::CLASSES)?;
+        let resume = match resume {
+            Some(_) if !model.resumable() => {
+                info!(
+                    "this model's checkpoints cannot restore it exactly; training from the start"
+                );
+                None
+            }
+            other => other,
+        };
+        if run.training.epochs > 0 {
+            train_classifier(model.as_ref(), data, run, resume, cancel, emit)?;
+        } else {
+            info!("epochs = 0: evaluating the model as given");
+        }
         let denoiser = train_denoiser(model.as_ref(), data, run, cancel)?;
         let defended = Defended::new(model, denoiser, run.defense.inference_noise)?;
         let evaluation = Evaluation {
@@ -212,6 +244,19 @@ impl Executor {
             anyhow::bail!("data cache unexpectedly empty");
         };
         Ok(data)
+    }
+}
+
+/// How errors and logs name a run's model: the sweep file's name, and its file's hash.
+fn model_label(run: &RunSpec) -> String {
+    match &run.model.file {
+        None => format!("model `{}`", run.model_name),
+        Some(f) => format!(
+            "model `{}` ({} file {}…)",
+            run.model_name,
+            f.format.key(),
+            &f.sha256[..f.sha256.len().min(12)]
+        ),
     }
 }
 

@@ -23,13 +23,14 @@ pub mod basic;
 pub mod layers;
 pub mod noise;
 pub mod resnet;
+pub mod torchscript;
 pub mod vgg;
 pub mod weights;
 pub mod wrn;
 
 use std::sync::atomic::AtomicI64;
 
-use advsweep_core::{Arch, Model};
+use advsweep_core::{Arch, Model, ModelFormat};
 use tch::{Device, TchError, Tensor};
 
 pub use crate::error::UnknownModel;
@@ -73,6 +74,19 @@ pub trait Classifier: Send {
     /// of them); `None` for models without batch norm. Checkpoints save and restore it.
     fn batches_tracked(&self) -> Option<&AtomicI64> {
         None
+    }
+    /// Whether a checkpoint of its [`Weights`] (and batch-norm counter) restores the model
+    /// exactly, so training may resume from one. Not for a TorchScript module, whose buffers
+    /// are out of reach ([`torchscript`]).
+    fn resumable(&self) -> bool {
+        true
+    }
+    /// Checks the model against the contract every model keeps (logits `[N, classes]`,
+    /// finite, deterministic in eval mode, differentiable in the input) on a few images `x` of
+    /// the run's data. The catalogue's models keep it by construction; a researcher's module is
+    /// checked ([`torchscript::TorchScript::probe`]).
+    fn check_contract(&self, _x: &Tensor, _classes: i64) -> anyhow::Result<()> {
+        Ok(())
     }
 }
 
@@ -133,6 +147,53 @@ pub fn build<'a>(
         Arch::Vgg11 => Box::new(vgg::Vgg::new(vgg::VggKind::Vgg11, device, noise)?),
         Arch::Vgg16 => Box::new(vgg::Vgg::new(vgg::VggKind::Vgg16, device, noise)?),
     })
+}
+
+/// Builds `model` on `device` from where it comes from: the catalogue (as [`build`]), the
+/// catalogue with the weights file at `file` (PyTorch state_dict keys, checked like a
+/// checkpoint), or the TorchScript module at `file`. `label` names the model and its file in
+/// errors, which are [`crate::error::Permanent`] when the file is at fault.
+pub fn load(
+    model: &Model,
+    file: Option<&std::path::Path>,
+    label: &str,
+    device: Device,
+) -> anyhow::Result<Box<dyn Classifier>> {
+    let Some(spec) = &model.file else {
+        return build(model, device);
+    };
+    let Some(path) = file.filter(|p| p.is_file()) else {
+        return Err(crate::error::Permanent(format!(
+            "{label}: its {} file is not in this worker's model cache{}",
+            spec.format.key(),
+            file.map(|p| format!(" ({})", p.display()))
+                .unwrap_or_default()
+        ))
+        .into());
+    };
+    match spec.format {
+        ModelFormat::TorchScript => {
+            let normalize = spec
+                .normalize
+                .as_ref()
+                .map(|n| (n.mean.as_slice(), n.std.as_slice()));
+            Ok(Box::new(torchscript::TorchScript::load(
+                path, label, normalize, device,
+            )?))
+        }
+        ModelFormat::Safetensors => {
+            let built = build(
+                &Model {
+                    file: None,
+                    ..model.clone()
+                },
+                device,
+            )?;
+            crate::checkpoint::load(built.as_ref(), path)
+                .map_err(|e| crate::error::Permanent(format!("{label}: {e:#}")))?;
+            Ok(built)
+        }
+    }
 }
 
 /// Number of trainable scalars.

@@ -30,6 +30,15 @@ Command line (used by the Rust tests in worker/tests/):
                                         #   random batches (so batch-norm running statistics
                                         #   are not trivial), its state_dict written to CKPT and
                                         #   the eval-mode logits of INPUT["x"] to OUT["logits"]
+    models.py torchscript ARCH CKPT OUT MODE
+                                        # ARCH with CKPT's weights saved as a TorchScript module
+                                        #   at OUT, made as MODE says: `script`, `trace` (eval
+                                        #   mode), `unnormalized` (scripted without its
+                                        #   normalization: the sweep declares it), or one of the
+                                        #   broken modules users make: `trace-train` (traced in
+                                        #   training mode), `detached` (no input gradient),
+                                        #   `nan` (NaN logits), `flat` (rank-1 output),
+                                        #   `classes-100`, `pickle` (torch.save, not TorchScript)
 """
 
 import sys
@@ -411,7 +420,81 @@ def cmd_export(arch, ckpt, inp, out):
     save_file({"logits": logits.contiguous()}, out)
 
 
+class ScriptableBasicNet(nn.Module):
+    """BasicNet without noise injection, written so that `torch.jit.script` compiles it (the
+    noise points' dict lookups are not scriptable); the same submodules, so the same
+    state_dict."""
+
+    def __init__(self):
+        super().__init__()
+        self.normalize = Normalize()
+        self.conv1 = nn.Conv2d(3, 6, 5)
+        self.conv2 = nn.Conv2d(6, 16, 5)
+        self.fc1 = nn.Linear(16 * 5 * 5, 120)
+        self.fc2 = nn.Linear(120, 84)
+        self.fc3 = nn.Linear(84, 10)
+
+    def forward(self, x):
+        x = self.normalize(x)
+        x = F.relu(F.max_pool2d(self.conv1(x), 2))
+        x = F.relu(F.max_pool2d(self.conv2(x), 2))
+        x = torch.flatten(x, 1)
+        x = F.relu(self.fc1(x))
+        x = F.relu(self.fc2(x))
+        return self.fc3(x)
+
+
+class _Broken(nn.Module):
+    def __init__(self, model, how):
+        super().__init__()
+        self.model = model
+        self.how = how
+
+    def forward(self, x):
+        if self.how == "detached":
+            x = x.detach()
+        y = self.model(x)
+        if self.how == "nan":
+            return y * float("nan")
+        if self.how == "flat":
+            return y.flatten()
+        if self.how == "classes-100":
+            return torch.cat([y] * 10, dim=1)
+        return y
+
+
+def cmd_torchscript(arch, ckpt, out, mode):
+    load_file, _ = safetensors_io()
+    model = build(arch)
+    model.load_state_dict(load_file(ckpt))
+    model.eval()
+    example = torch.rand(2, 3, 32, 32)
+    if mode == "script":
+        if arch != "basic":
+            raise SystemExit("torchscript MODE script is for basic; trace the others")
+        scriptable = ScriptableBasicNet()
+        scriptable.load_state_dict(model.state_dict())
+        torch.jit.script(scriptable.eval()).save(out)
+    elif mode == "trace":
+        torch.jit.trace(model, example).save(out)
+    elif mode == "unnormalized":
+        model.normalize = nn.Identity()  # the module now expects normalized input
+        torch.jit.trace(model, example).save(out)
+    elif mode == "trace-train":
+        model.train()
+        torch.jit.trace(model, example, check_trace=False).save(out)
+    elif mode in ("detached", "nan", "flat", "classes-100"):
+        torch.jit.trace(_Broken(model, mode), example, check_trace=False).save(out)
+    elif mode == "pickle":
+        torch.save(model, out)
+    else:
+        raise SystemExit(f"unknown torchscript mode `{mode}`")
+
+
 def main(argv):
+    if len(argv) == 5 and argv[0] == "torchscript":
+        cmd_torchscript(*argv[1:])
+        return 0
     if len(argv) >= 1 and argv[0] == "spec":
         cmd_spec()
         return 0

@@ -256,6 +256,7 @@ fn one_repeat(
             .submit_sweep(pb::SubmitSweepRequest {
                 sweep_toml: sweep,
                 overrides: Default::default(),
+                ..Default::default()
             })
             .await
             .expect("submit")

@@ -25,6 +25,7 @@ use advsweep_settings::files::{ReadError, read_bounded_text};
 
 use super::file::{self, ParseError, SweepFile};
 use super::ids;
+use super::model_files::{LocalModelFile, ModelFiles, hash_local, refs};
 
 mod attacks;
 mod check;
@@ -68,6 +69,9 @@ pub struct Plan {
     pub cells: Vec<CellSpec>,
     /// Failed attempts (errors, lost workers) before a run is failed for good.
     pub max_attempts: u32,
+    /// The model files the sweep file names, found and hashed on this machine ([`load_plan`]
+    /// only: a client uploads them; the coordinator knows them by hash).
+    pub local_files: Vec<LocalModelFile>,
 }
 
 impl Plan {
@@ -81,6 +85,8 @@ impl Plan {
 pub struct Limits {
     /// Most cells one sweep may expand to (checked before the grid is built).
     pub max_cells: u64,
+    /// Largest model file a client may upload (`max_model_file_bytes`).
+    pub max_model_file_bytes: u64,
 }
 
 impl Limits {
@@ -93,6 +99,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_cells: Limits::DEFAULT_MAX_CELLS,
+            max_model_file_bytes: advsweep_settings::coordinator::DEFAULT_MAX_MODEL_FILE_BYTES,
         }
     }
 }
@@ -102,6 +109,9 @@ impl Default for Limits {
 pub struct Overrides {
     /// Replaces `data.path` of a CIFAR-10 sweep.
     pub data_path: Option<String>,
+    /// The model files the sweep file names, by the path as written: what expansion puts in
+    /// the models (and so in the run ids). A named file missing here is an error.
+    pub model_files: ModelFiles,
 }
 
 /// Parses the TOML text of a sweep file, strictly (`file::parse`: no type is coerced, errors
@@ -128,12 +138,19 @@ pub fn parse_sweep(text: &str, origin: &str) -> Result<SweepFile, SweepError> {
 }
 
 /// Reads (a regular file, at most [`MAX_SWEEP_FILE_BYTES`]), parses, validates and expands a
-/// sweep file (within the default [`Limits`]).
+/// sweep file (within the default [`Limits`]), with the model files it names found beside it
+/// and hashed ([`Plan::local_files`]).
 pub fn load_plan(path: &Path, overrides: &Overrides) -> Result<Plan, SweepError> {
     let origin = path.display().to_string();
     let text = read_sweep_file(path)?;
     let file = parse_sweep(&text, &origin)?;
-    expand(&file, overrides, &origin)
+    let base = path.parent().unwrap_or(Path::new("."));
+    let local_files = hash_local(&file, base, &origin)?;
+    let mut overrides = overrides.clone();
+    overrides.model_files.extend(refs(&local_files));
+    let mut plan = expand(&file, &overrides, &origin)?;
+    plan.local_files = local_files;
+    Ok(plan)
 }
 
 /// The text of the sweep file at `path`: a regular file of at most [`MAX_SWEEP_FILE_BYTES`]
@@ -162,7 +179,7 @@ pub fn expand_within(
     let v = Validator { origin };
     check_header(&v, file)?;
     let grid = resolve_grid(&v, file, overrides)?;
-    check_presets(&v, file)?;
+    check_presets(&v, file, overrides)?;
     let cells = grid.count_cells();
     v.check(cells <= limits.max_cells, || {
         format!(
@@ -178,6 +195,7 @@ pub fn expand_within(
         runs,
         cells,
         max_attempts: file.retry.max_attempts,
+        local_files: Vec::new(),
     })
 }
 
@@ -222,7 +240,7 @@ fn check_header(v: &Validator, file: &SweepFile) -> Result<(), SweepError> {
 /// Every preset table the file defines, whether the grid uses it or not: a valid name, and a
 /// preset that resolves and validates. An unused table is still stored with the sweep and shown
 /// by `status`, so `[attacks."../../evil"]` is refused like a used one.
-fn check_presets(v: &Validator, file: &SweepFile) -> Result<(), SweepError> {
+fn check_presets(v: &Validator, file: &SweepFile, overrides: &Overrides) -> Result<(), SweepError> {
     for (table, names) in [
         ("models", file.models.keys().collect::<Vec<_>>()),
         ("attacks", file.attacks.keys().collect()),
@@ -238,7 +256,7 @@ fn check_presets(v: &Validator, file: &SweepFile) -> Result<(), SweepError> {
         }
     }
     for name in file.models.keys() {
-        models::resolve_model(v, file, name)?;
+        models::resolve_model(v, file, &overrides.model_files, name)?;
     }
     for name in file.attacks.keys() {
         attacks::resolve_attack(v, file, name, &format!("attacks.{name}"))?;
@@ -280,7 +298,7 @@ fn resolve_grid(
     let models = grid
         .models
         .iter()
-        .map(|name| models::resolve_model(v, file, name))
+        .map(|name| models::resolve_model(v, file, &overrides.model_files, name))
         .collect::<Result<Vec<_>, _>>()?;
     let attacks = grid
         .attacks

@@ -1,11 +1,13 @@
 //! Model presets → models (architecture and noise injection points resolved).
 
 use advsweep_core::catalogue::presets::NOISY_PREFIX;
-use advsweep_core::{Arch, Model, NoiseInjection};
+use advsweep_core::experiment::TORCHSCRIPT;
+use advsweep_core::{Arch, InputNormalization, Model, ModelFile, ModelFormat, NoiseInjection};
 
 use super::SweepError;
 use super::check::{Validator, unknown_preset};
 use crate::sweep::file::{ModelPreset, SweepFile};
+use crate::sweep::model_files::ModelFiles;
 use crate::sweep::presets;
 
 /// A grid model: its display name and resolved spec.
@@ -41,12 +43,97 @@ fn lookup(v: &Validator, file: &SweepFile, name: &str) -> Result<ModelPreset, Sw
 pub(super) fn resolve_model(
     v: &Validator,
     file: &SweepFile,
+    files: &ModelFiles,
     name: &str,
 ) -> Result<ResolvedModel, SweepError> {
     let preset = lookup(v, file, name)?;
     let at = format!("model `{name}`");
-    let arch = Arch::parse(&preset.arch).or_else(|e| v.fail(format!("{at}: {e}")))?;
-    let noise = match preset.noise {
+    let model = match (&preset.arch, &preset.torchscript) {
+        (Some(_), Some(_)) => {
+            return v.fail(format!(
+                "{at}: set either `arch` (a catalogue architecture) or `torchscript` (your \
+                 module), not both"
+            ));
+        }
+        (None, None) => {
+            return v.fail(format!(
+                "{at}: missing `arch` (one of {}) or `torchscript = \"path/model.pt\"`",
+                advsweep_core::catalogue::ARCHITECTURES.join(", ")
+            ));
+        }
+        (None, Some(path)) => torchscript_model(v, &at, &preset, path, files)?,
+        (Some(arch), None) => arch_model(v, &at, &preset, arch, files)?,
+    };
+    v.rule(Some(&at), model.validate())?;
+    Ok(ResolvedModel {
+        name: name.to_owned(),
+        model,
+    })
+}
+
+/// The file `path` (as written) from `files`, or an error saying it was not provided.
+fn model_file(
+    v: &Validator,
+    at: &str,
+    format: ModelFormat,
+    path: &str,
+    files: &ModelFiles,
+) -> Result<ModelFile, SweepError> {
+    let Some(found) = files.get(path) else {
+        return v.fail(format!(
+            "{at}: {} file `{path}` was not sent with the sweep (`advsweep submit`, `run` and \
+             `plan` read it beside the sweep file and upload it)",
+            format.key()
+        ));
+    };
+    Ok(ModelFile {
+        format,
+        sha256: found.sha256.clone(),
+        bytes: found.bytes,
+        normalize: None,
+    })
+}
+
+fn torchscript_model(
+    v: &Validator,
+    at: &str,
+    preset: &ModelPreset,
+    path: &str,
+    files: &ModelFiles,
+) -> Result<Model, SweepError> {
+    if preset.noise.is_some() || preset.weights.is_some() {
+        return v.fail(format!(
+            "{at}: a TorchScript module takes neither `noise` (it has no injection points; \
+             inference noise is a defense) nor `weights` (its weights are inside it)"
+        ));
+    }
+    let mut file = model_file(v, at, ModelFormat::TorchScript, path, files)?;
+    file.normalize = preset.normalize.as_ref().map(|n| InputNormalization {
+        mean: n.mean.clone(),
+        std: n.std.clone(),
+    });
+    Ok(Model {
+        name: TORCHSCRIPT.to_owned(),
+        noise: None,
+        file: Some(file),
+    })
+}
+
+fn arch_model(
+    v: &Validator,
+    at: &str,
+    preset: &ModelPreset,
+    arch_name: &str,
+    files: &ModelFiles,
+) -> Result<Model, SweepError> {
+    let arch = Arch::parse(arch_name).or_else(|e| v.fail(format!("{at}: {e}")))?;
+    if preset.normalize.is_some() {
+        return v.fail(format!(
+            "{at}: `normalize` is for a TorchScript module; a catalogue architecture \
+             normalizes its input itself"
+        ));
+    }
+    let noise = match &preset.noise {
         None => None,
         Some(n) => Some(NoiseInjection {
             sigma: n.sigma,
@@ -56,13 +143,13 @@ pub(super) fn resolve_model(
             learnable: n.learnable,
         }),
     };
-    let model = Model {
-        name: preset.arch,
-        noise,
+    let file = match &preset.weights {
+        None => None,
+        Some(path) => Some(model_file(v, at, ModelFormat::Safetensors, path, files)?),
     };
-    v.rule(Some(&at), model.validate())?;
-    Ok(ResolvedModel {
-        name: name.to_owned(),
-        model,
+    Ok(Model {
+        name: arch_name.to_owned(),
+        noise,
+        file,
     })
 }

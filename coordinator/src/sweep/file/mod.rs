@@ -250,14 +250,34 @@ fn default_seeds() -> Vec<u64> {
     vec![0]
 }
 
-/// `[models.NAME]`: an architecture, optionally with noisy layers.
+/// `[models.NAME]`: an architecture (optionally with noisy layers, optionally starting from a
+/// weights file), or a researcher's TorchScript module. File paths are relative to the sweep
+/// file; the client hashes and uploads the files, the coordinator knows them by hash.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelPreset {
-    /// `basic`, `resnet18`, `wrn-D-K`, `vgg11`, `vgg16`.
-    pub arch: String,
+    /// `basic`, `resnet18`, `wrn-D-K`, `vgg11`, `vgg16`; absent for a TorchScript module.
+    #[serde(default)]
+    pub arch: Option<String>,
     #[serde(default)]
     pub noise: Option<NoiseSection>,
+    /// A safetensors state_dict of `arch` (PyTorch's keys, docs/CHECKPOINTS.md) to start from.
+    #[serde(default)]
+    pub weights: Option<String>,
+    /// A module saved by `torch.jit.script`/`trace`: images in [0, 1] → logits.
+    #[serde(default)]
+    pub torchscript: Option<String>,
+    /// For a TorchScript module that expects normalized input: the per-channel statistics.
+    #[serde(default)]
+    pub normalize: Option<NormalizeSection>,
+}
+
+/// `normalize = { mean = [...], std = [...] }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NormalizeSection {
+    pub mean: Vec<f64>,
+    pub std: Vec<f64>,
 }
 
 /// Gaussian noise injected inside the model in training and inference.

@@ -19,17 +19,19 @@ fn reference_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../worker/tests/reference/models.py")
 }
 
-fn reference(args: &[&Path]) {
-    let out = Command::new(python())
-        .arg(reference_script())
-        .args(args)
-        .output()
-        .expect("python runs");
+/// The stdout of `command`, which must succeed (its stderr shown otherwise).
+fn succeeded(command: &mut Command) -> String {
+    let out = command.output().expect("the command runs");
     assert!(
         out.status.success(),
-        "models.py {args:?}: {}",
+        "{command:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn reference(args: &[&Path]) {
+    succeeded(Command::new(python()).arg(reference_script()).args(args));
 }
 
 /// BasicNet weights (PyTorch's, seed 0) as `basic.safetensors` and the same network scripted
@@ -37,19 +39,14 @@ fn reference(args: &[&Path]) {
 fn export_models(dir: &Path) {
     let input = dir.join("input.safetensors");
     // models.py export needs an input to write logits for: 4 zero images.
-    let out = Command::new(python())
-        .args([
-            "-c",
-            "import sys, torch; from safetensors.torch import save_file; \
+    succeeded(
+        Command::new(python())
+            .args([
+                "-c",
+                "import sys, torch; from safetensors.torch import save_file; \
              save_file({'x': torch.zeros(4, 3, 32, 32)}, sys.argv[1])",
-        ])
-        .arg(&input)
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+            ])
+            .arg(&input),
     );
     reference(&[
         Path::new("export"),
@@ -254,21 +251,15 @@ fn the_example_exports_what_the_own_model_sweep_names() {
     )
     .expect("move");
     let example = |extra: &[&str]| {
-        let out = Command::new(python())
-            .arg(root.join("examples/export_torchscript.py"))
-            .args(["basic", "--weights"])
-            .arg(dir.path().join("trained.safetensors"))
-            .arg("--out")
-            .arg(&models)
-            .args(extra)
-            .output()
-            .expect("python runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        succeeded(
+            Command::new(python())
+                .arg(root.join("examples/export_torchscript.py"))
+                .args(["basic", "--weights"])
+                .arg(dir.path().join("trained.safetensors"))
+                .arg("--out")
+                .arg(&models)
+                .args(extra),
+        )
     };
     let said = example(&["--unnormalized"]);
     assert!(said.contains("normalize = { mean = [0.4914"), "{said}");
@@ -298,20 +289,14 @@ fn the_example_exports_what_the_own_model_sweep_names() {
 /// The tensors of a safetensors file, as text (names, shapes, values), for comparing files
 /// written by different writers.
 fn tensor_summary(path: &Path) -> String {
-    let out = Command::new(python())
-        .args([
-            "-c",
-            "import sys; from safetensors.numpy import load_file; \
+    succeeded(
+        Command::new(python())
+            .args([
+                "-c",
+                "import sys; from safetensors.numpy import load_file; \
              d = load_file(sys.argv[1]); \
              print({k: (v.shape, float(abs(v).sum())) for k, v in sorted(d.items())})",
-        ])
-        .arg(path)
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+            ])
+            .arg(path),
+    )
 }

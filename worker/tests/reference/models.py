@@ -421,18 +421,14 @@ def cmd_export(arch, ckpt, inp, out):
 
 
 class ScriptableBasicNet(nn.Module):
-    """BasicNet without noise injection, written so that `torch.jit.script` compiles it (the
-    noise points' dict lookups are not scriptable); the same submodules, so the same
+    """A noise-free BasicNet's forward written so that `torch.jit.script` compiles it (the
+    noise points' dict lookups are not scriptable), over the same submodules, so with the same
     state_dict."""
 
-    def __init__(self):
+    def __init__(self, net):
         super().__init__()
-        self.normalize = Normalize()
-        self.conv1 = nn.Conv2d(3, 6, 5)
-        self.conv2 = nn.Conv2d(6, 16, 5)
-        self.fc1 = nn.Linear(16 * 5 * 5, 120)
-        self.fc2 = nn.Linear(120, 84)
-        self.fc3 = nn.Linear(84, 10)
+        for name in ("normalize", "conv1", "conv2", "fc1", "fc2", "fc3"):
+            setattr(self, name, getattr(net, name))
 
     def forward(self, x):
         x = self.normalize(x)
@@ -472,9 +468,7 @@ def cmd_torchscript(arch, ckpt, out, mode):
     if mode == "script":
         if arch != "basic":
             raise SystemExit("torchscript MODE script is for basic; trace the others")
-        scriptable = ScriptableBasicNet()
-        scriptable.load_state_dict(model.state_dict())
-        torch.jit.script(scriptable.eval()).save(out)
+        torch.jit.script(ScriptableBasicNet(model).eval()).save(out)
     elif mode == "trace":
         torch.jit.trace(model, example).save(out)
     elif mode == "unnormalized":

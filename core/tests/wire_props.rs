@@ -288,6 +288,7 @@ fn data() -> BoxedStrategy<Option<pb::DataSpec>> {
             })
         }),
         text().prop_map(|path| pb::data_spec::Source::Cifar10Binary(pb::Cifar10Binary { path })),
+        text().prop_map(|path| pb::data_spec::Source::Cifar100Binary(pb::Cifar100Binary { path })),
         text().prop_map(|path| pb::data_spec::Source::ImageFolder(pb::ImageFolder { path })),
     ];
     proptest::option::weighted(

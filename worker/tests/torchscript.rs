@@ -98,12 +98,12 @@ fn cifar_normalization() -> InputNormalization {
 
 fn load(path: &Path, normalize: Option<InputNormalization>) -> anyhow::Result<Box<dyn Classifier>> {
     let spec = model_file(path, ModelFormat::TorchScript, normalize);
-    models::load(&spec, Some(path), "model `mine`", Device::Cpu)
+    models::load(&spec, Some(path), "model `mine`", (10, Device::Cpu))
 }
 
 fn builtin_with(weights: &Path) -> Box<dyn Classifier> {
     let spec = model_file(weights, ModelFormat::Safetensors, None);
-    models::load(&spec, Some(weights), "model `basic`", Device::Cpu).unwrap()
+    models::load(&spec, Some(weights), "model `basic`", (10, Device::Cpu)).unwrap()
 }
 
 fn logits(model: &dyn Classifier, x: &Tensor) -> Tensor {
@@ -363,6 +363,18 @@ fn broken_modules_are_refused_with_what_is_wrong() {
     ]);
     assert!(refused(&traced_train).contains("traced in training mode"));
 
+    // A 10-class module on 100-class data: both shapes named.
+    let Err(err) = load(&e.module("script"), None).and_then(|m| m.check_contract(&images(4), 100))
+    else {
+        panic!("a 10-class module passed on 100-class data");
+    };
+    assert!(!is_retryable(&err));
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("[4, 10]") && text.contains("[4, 100]"),
+        "{text}"
+    );
+
     let garbage = dir.join("garbage.pt");
     std::fs::write(&garbage, b"definitely not a zip archive").unwrap();
     assert!(refused(&garbage).contains("not a TorchScript module"));
@@ -377,14 +389,19 @@ fn broken_modules_are_refused_with_what_is_wrong() {
         name: "resnet18".into(),
         ..wrong
     };
-    let Err(err) = models::load(&wrong, Some(&e.weights()), "model `r`", Device::Cpu) else {
+    let Err(err) = models::load(&wrong, Some(&e.weights()), "model `r`", (10, Device::Cpu)) else {
         panic!("basic weights loaded into a resnet18");
     };
     assert!(!is_retryable(&err));
     assert!(format!("{err:#}").contains("model `r`"), "{err:#}");
 
     // A file the cache does not have.
-    let Err(err) = models::load(&wrong, Some(&dir.join("absent")), "model `r`", Device::Cpu) else {
+    let Err(err) = models::load(
+        &wrong,
+        Some(&dir.join("absent")),
+        "model `r`",
+        (10, Device::Cpu),
+    ) else {
         panic!("a model without its file loaded");
     };
     assert!(

@@ -31,8 +31,6 @@ pub const TOLERANCE: f64 = 0.01;
 /// ε on (a normalized ε is converted: it must allow at least this much in every channel).
 const LARGE_LINF_EPSILON: f64 = 8.0 / 255.0;
 const NEAR_ZERO: f64 = 0.05;
-/// Accuracy of a constant prediction over 10 balanced classes.
-const TEN_CLASS_CHANCE: f64 = 0.1;
 
 fn pct(a: f64) -> String {
     format!("{:.1} %", 100.0 * a)
@@ -143,18 +141,14 @@ pub fn warnings(run: &RunSpec, cells: &[EvaluatedCell]) -> Vec<String> {
 
     // A model at chance on clean data learned nothing: training collapsed to a constant
     // prediction, and its "robust" accuracies (also at chance) say nothing about robustness.
-    let ten_classes = matches!(
-        run.data.source,
-        DataSource::Cifar10Binary { .. } | DataSource::Synthetic { .. }
-    );
-    if ten_classes
+    if let Some(classes) = run.data.source.classes()
         && let Some(clean) = cells.iter().find(|c| c.attack.is_none())
-        && clean.accuracy <= TEN_CLASS_CHANCE + TOLERANCE
+        && clean.accuracy <= 1.0 / classes as f64 + TOLERANCE
     {
         out.push(if run.training.epochs == 0 {
             // Evaluated as given: nothing trained, so the model (or how it is fed) is at fault.
             format!(
-                "clean accuracy {} is chance level for 10 classes: the model as given has not \
+                "clean accuracy {} is chance level for {classes} classes: the model as given has not \
                  learned this data (check that its file holds trained weights, that it expects \
                  images in [0, 1] or declares `normalize`, and its class order), so the attacked \
                  accuracies say nothing about robustness",
@@ -162,7 +156,7 @@ pub fn warnings(run: &RunSpec, cells: &[EvaluatedCell]) -> Vec<String> {
             )
         } else {
             format!(
-                "clean accuracy {} is chance level for 10 classes: training collapsed (a \
+                "clean accuracy {} is chance level for {classes} classes: training collapsed (a \
                  constant prediction), so the attacked accuracies say nothing about robustness; \
                  try other seeds, a lower learning rate or a smaller training ε",
                 pct(clean.accuracy)
@@ -384,6 +378,17 @@ mod tests {
                 .iter()
                 .any(|w| w.contains("clean accuracy 10.1 % is chance level")),
             "{collapsed:?}"
+        );
+        // Chance follows the data's classes: 10 % is a learned CIFAR-100 model, 1 % is not.
+        let cifar100 = run(DataSource::Cifar100Binary { path: "x".into() }, None);
+        let learned = warnings(&cifar100, &[cell("none", Attack::None, 0.0, 0.1007)]);
+        assert!(learned.is_empty(), "{learned:?}");
+        let chance = warnings(&cifar100, &[cell("none", Attack::None, 0.0, 0.0101)]);
+        assert!(
+            chance
+                .iter()
+                .any(|w| w.contains("chance level for 100 classes")),
+            "{chance:?}"
         );
     }
 

@@ -10,6 +10,8 @@ pub const CIFAR10_STD: [f64; 3] = [0.2470, 0.2435, 0.2616];
 
 /// Classes of CIFAR-10 (and of the synthetic data set that stands in for it).
 pub const CIFAR10_CLASSES: usize = 10;
+/// CIFAR-100's fine classes.
+pub const CIFAR100_CLASSES: usize = 100;
 
 /// Shape (channels, height, width) of every image the catalogue's models take: CIFAR-10's, and
 /// the synthetic and image-folder sets that stand in for it (the worker refuses other sizes).

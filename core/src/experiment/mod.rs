@@ -295,8 +295,25 @@ pub enum DataSource {
     },
     /// The official CIFAR-10 binary layout (`data_batch_{1..5}.bin`, `test_batch.bin`).
     Cifar10Binary { path: String },
+    /// The official CIFAR-100 binary layout (`train.bin`, `test.bin`), its 100 fine classes.
+    Cifar100Binary { path: String },
     /// `train/<class>/*.{png,jpg}` and `test/<class>/*.{png,jpg}`; classes sorted by name.
     ImageFolder { path: String },
+}
+
+impl DataSource {
+    /// How many classes its labels index, where that is known before the data is read (an
+    /// image folder's is the number of its class folders).
+    pub fn classes(&self) -> Option<usize> {
+        use crate::catalogue::datasets::{CIFAR10_CLASSES, CIFAR100_CLASSES};
+        match self {
+            DataSource::Synthetic { .. } | DataSource::Cifar10Binary { .. } => {
+                Some(CIFAR10_CLASSES)
+            }
+            DataSource::Cifar100Binary { .. } => Some(CIFAR100_CLASSES),
+            DataSource::ImageFolder { .. } => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

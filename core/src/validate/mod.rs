@@ -565,6 +565,7 @@ impl DataSpec {
                 Ok(())
             }
             DataSource::Cifar10Binary { path: p } => path("data.cifar10_binary.path", p),
+            DataSource::Cifar100Binary { path: p } => path("data.cifar100_binary.path", p),
             DataSource::ImageFolder { path: p } => path("data.image_folder.path", p),
         }
     }

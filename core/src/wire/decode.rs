@@ -290,6 +290,9 @@ fn data_structure(d: &pb::DataSpec) -> Result<DataSpec, WireError> {
         pb::data_spec::Source::Cifar10Binary(c) => DataSource::Cifar10Binary {
             path: c.path.clone(),
         },
+        pb::data_spec::Source::Cifar100Binary(c) => DataSource::Cifar100Binary {
+            path: c.path.clone(),
+        },
         pb::data_spec::Source::ImageFolder(f) => DataSource::ImageFolder {
             path: f.path.clone(),
         },

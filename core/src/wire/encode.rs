@@ -246,6 +246,9 @@ pub fn data_to_wire(d: &DataSpec) -> pb::DataSpec {
         DataSource::Cifar10Binary { path } => {
             pb::data_spec::Source::Cifar10Binary(pb::Cifar10Binary { path: path.clone() })
         }
+        DataSource::Cifar100Binary { path } => {
+            pb::data_spec::Source::Cifar100Binary(pb::Cifar100Binary { path: path.clone() })
+        }
         DataSource::ImageFolder { path } => {
             pb::data_spec::Source::ImageFolder(pb::ImageFolder { path: path.clone() })
         }

@@ -70,6 +70,45 @@ pub fn load(
 
 /// Appends the first `take` records of one batch file to `out`.
 fn read_file(path: &Path, take: usize, out: &mut HostSplit) -> Result<(), DataError> {
+    read_records(
+        path,
+        RecordLayout {
+            labels_before: 0,
+            records: RECORDS_PER_FILE,
+            classes: 10,
+        },
+        take,
+        out,
+    )
+}
+
+/// How the records of a CIFAR binary file are laid out: label bytes, then 3 072 pixel bytes.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RecordLayout {
+    /// Label bytes before the one used (CIFAR-100's coarse label comes before its fine one).
+    pub labels_before: usize,
+    /// Records in the file (its size is checked exactly).
+    pub records: usize,
+    pub classes: u8,
+}
+
+impl RecordLayout {
+    fn record_bytes(self) -> usize {
+        self.labels_before + 1 + IMAGE_BYTES
+    }
+
+    pub(super) fn file_bytes(self) -> u64 {
+        (self.record_bytes() * self.records) as u64
+    }
+}
+
+/// Appends the first `take` records of the file at `path`, laid out as `layout` says, to `out`.
+pub(super) fn read_records(
+    path: &Path,
+    layout: RecordLayout,
+    take: usize,
+    out: &mut HostSplit,
+) -> Result<(), DataError> {
     let io = |source: std::io::Error| {
         if source.kind() == std::io::ErrorKind::NotFound {
             DataError::FileMissing {
@@ -82,34 +121,40 @@ fn read_file(path: &Path, take: usize, out: &mut HostSplit) -> Result<(), DataEr
             }
         }
     };
+    let expected = layout.file_bytes();
     let found = std::fs::metadata(path).map_err(io)?.len();
-    if found != FILE_BYTES {
+    if found != expected {
         return Err(DataError::WrongSize {
             path: path.to_path_buf(),
-            expected: FILE_BYTES,
+            expected,
             found,
         });
     }
     let bytes = std::fs::read(path).map_err(io)?;
-    if bytes.len() as u64 != FILE_BYTES {
+    if bytes.len() as u64 != expected {
         // The file changed between stat and read.
         return Err(DataError::WrongSize {
             path: path.to_path_buf(),
-            expected: FILE_BYTES,
+            expected,
             found: bytes.len() as u64,
         });
     }
-    let take = take.min(RECORDS_PER_FILE);
+    let take = take.min(layout.records);
     out.images.reserve(take * IMAGE_BYTES);
     out.labels.reserve(take);
-    for (record, chunk) in bytes.chunks_exact(RECORD_BYTES).take(take).enumerate() {
-        let (label, pixels) = chunk.split_at(1);
-        let label = label[0];
-        if label > 9 {
+    for (record, chunk) in bytes
+        .chunks_exact(layout.record_bytes())
+        .take(take)
+        .enumerate()
+    {
+        let (labels, pixels) = chunk.split_at(layout.labels_before + 1);
+        let label = labels[layout.labels_before];
+        if label >= layout.classes {
             return Err(DataError::BadLabel {
                 path: path.to_path_buf(),
                 record,
                 label,
+                classes: layout.classes,
             });
         }
         out.labels.push(i64::from(label));

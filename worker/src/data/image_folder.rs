@@ -2,7 +2,7 @@
 //!
 //! * Classes are the sub-folder names of `train/`, sorted (byte order of the UTF-8 names);
 //!   class `i` is label `i`. `test/` must have exactly the same sub-folders, and there must be
-//!   exactly [`CLASSES`] of them (the catalogue's models have 10 outputs). Hidden entries
+//!   2 to [`MAX_CLASSES`] of them (the models get one output per class). Hidden entries
 //!   (names starting with `.`) are ignored.
 //! * Images are the files of a class folder whose extension is `png`, `jpg` or `jpeg` (any
 //!   case), sorted by file name; other files are skipped (and counted in the log). The format
@@ -25,7 +25,10 @@ use std::path::{Path, PathBuf};
 
 use tracing::{debug, warn};
 
-use super::{CLASSES, DataError, HEIGHT, HostSplit, IMAGE_BYTES, WIDTH, apply_limit};
+/// Most classes an image folder may have.
+pub const MAX_CLASSES: usize = 1000;
+
+use super::{DataError, HEIGHT, HostSplit, IMAGE_BYTES, WIDTH, apply_limit};
 
 /// Extensions (lower-case) of the files taken as images.
 pub const EXTENSIONS: &[&str] = &["png", "jpg", "jpeg"];
@@ -62,9 +65,9 @@ pub fn load(
             test_classes.join(", ")
         )));
     }
-    if classes.len() != CLASSES as usize {
+    if !(2..=MAX_CLASSES).contains(&classes.len()) {
         return Err(DataError::Invalid(format!(
-            "image folder {} has {} classes ([{}]); the models need exactly {CLASSES}",
+            "image folder {} has {} classes ([{}]); a classification data set needs 2..={MAX_CLASSES}",
             path.display(),
             classes.len(),
             classes.join(", ")

@@ -6,12 +6,13 @@
 //! inside the models so that attack budgets are expressed in pixel space).
 //!
 //! Sources:
-//! * [`cifar10`]: the official CIFAR-10 binary files;
+//! * [`cifar10`], [`cifar100`]: the official CIFAR-10 and CIFAR-100 binary files;
 //! * [`synthetic`]: a deterministic, learnable stand-in generated from a seed, for tests and
 //!   machines without the real data;
 //! * [`image_folder`]: `train/<class>/*` and `test/<class>/*` PNG/JPEG folders.
 
 pub mod cifar10;
+pub mod cifar100;
 pub mod image_folder;
 pub mod synthetic;
 
@@ -26,6 +27,7 @@ pub const CHANNELS: i64 = 3;
 pub const HEIGHT: i64 = 32;
 pub const WIDTH: i64 = 32;
 pub const IMAGE_BYTES: usize = (CHANNELS * HEIGHT * WIDTH) as usize;
+/// Classes of CIFAR-10 and of the synthetic set (a [`Dataset`] says its own: [`Dataset::classes`]).
 pub const CLASSES: i64 = 10;
 
 /// Why data could not be loaded. Most variants are permanent: retrying on another worker
@@ -45,11 +47,12 @@ pub enum DataError {
         expected: u64,
         found: u64,
     },
-    #[error("{}: record {record} has label {label}, expected 0..=9", path.display())]
+    #[error("{}: record {record} has label {label}, expected 0..{classes}", path.display())]
     BadLabel {
         path: PathBuf,
         record: usize,
         label: u8,
+        classes: u8,
     },
     #[error("{}: {reason}", path.display())]
     BadImage { path: PathBuf, reason: String },
@@ -143,6 +146,8 @@ pub struct Dataset {
     pub test_y: Tensor,
     /// For logs, e.g. "synthetic(seed=1) 4000 train / 1000 eval".
     pub description: String,
+    /// How many classes the labels index (a model must give one logit each).
+    pub classes: i64,
 }
 
 /// Applies a `0 = all` limit.
@@ -157,7 +162,7 @@ pub fn apply_limit(available: usize, limit: u32) -> usize {
 impl Dataset {
     /// Loads the data a run asks for, with `train_limit` and `eval_limit` applied.
     pub fn load(spec: &DataSpec, device: Device) -> anyhow::Result<Dataset> {
-        let (train, test, name) = match &spec.source {
+        let (train, test, name, classes) = match &spec.source {
             DataSource::Synthetic {
                 seed,
                 train_size,
@@ -166,7 +171,7 @@ impl Dataset {
                 let train_n = apply_limit(*train_size as usize, spec.train_limit);
                 let test_n = apply_limit(*test_size as usize, spec.eval_limit);
                 let (train, test) = synthetic::generate(*seed, train_n, test_n)?;
-                (train, test, format!("synthetic(seed={seed})"))
+                (train, test, format!("synthetic(seed={seed})"), CLASSES)
             }
             DataSource::Cifar10Binary { path } => {
                 let (train, test) = cifar10::load(
@@ -174,10 +179,10 @@ impl Dataset {
                     spec.train_limit,
                     spec.eval_limit,
                 )?;
-                (train, test, format!("cifar10({path})"))
+                (train, test, format!("cifar10({path})"), CLASSES)
             }
-            DataSource::ImageFolder { path } => {
-                let (train, test, classes) = image_folder::load(
+            DataSource::Cifar100Binary { path } => {
+                let (train, test) = cifar100::load(
                     std::path::Path::new(path),
                     spec.train_limit,
                     spec.eval_limit,
@@ -185,11 +190,26 @@ impl Dataset {
                 (
                     train,
                     test,
+                    format!("cifar100({path})"),
+                    i64::from(cifar100::CLASSES),
+                )
+            }
+            DataSource::ImageFolder { path } => {
+                let (train, test, classes) = image_folder::load(
+                    std::path::Path::new(path),
+                    spec.train_limit,
+                    spec.eval_limit,
+                )?;
+                let n = classes.len() as i64;
+                (
+                    train,
+                    test,
                     format!("image-folder({path}; classes {})", classes.join(", ")),
+                    n,
                 )
             }
         };
-        Dataset::from_host(train, test, name, device)
+        Ok(Dataset::from_host(train, test, name, device)?.with_classes(classes))
     }
 
     /// Moves host splits to `device`.
@@ -214,7 +234,14 @@ impl Dataset {
             test_x,
             test_y,
             description,
+            classes: CLASSES,
         })
+    }
+
+    /// The same data with labels indexing `classes` classes.
+    pub fn with_classes(mut self, classes: i64) -> Dataset {
+        self.classes = classes;
+        self
     }
 
     pub fn train_len(&self) -> i64 {

@@ -179,20 +179,25 @@ impl Executor {
         crate::device::set_threads(self.threads);
         // Weights come from torch's generator; everything else from our own streams.
         tch::manual_seed((run.seed & (i64::MAX as u64)) as i64);
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let data = self.cached_data(&mut cache, &run.data)?;
         let label = model_label(run);
         let file = run.model.file.as_ref().map(|f| self.model_files.path(f));
-        let model = models::load(&run.model, file.as_deref(), &label, self.device)
-            .with_context(|| format!("building {label}"))?;
+        let model = models::load(
+            &run.model,
+            file.as_deref(),
+            &label,
+            (data.classes, self.device),
+        )
+        .with_context(|| format!("building {label}"))?;
         info!(
             model = model.name(),
             parameters = models::trainable_parameters(model.as_ref()),
+            classes = data.classes,
             "model built"
         );
-
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        let data = self.cached_data(&mut cache, &run.data)?;
         let (probe, _) = data.test_batch(0, PROBE_IMAGES.min(data.test_len()))?;
-        model.check_contract(&probe, crate::data::CLASSES)?;
+        model.check_contract(&probe, data.classes)?;
         let resume = match resume {
             Some(_) if !model.resumable() => {
                 info!(

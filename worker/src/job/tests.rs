@@ -288,3 +288,42 @@ fn a_set_cancel_flag_stops_the_run() {
     );
     assert!(result.is_err_and(|e| is_cancelled(&e)));
 }
+
+/// The number of classes comes from the data: a CIFAR-100 run builds a 100-way model (labels
+/// up to 99 would make a 10-way model's loss fail), trains and evaluates it.
+#[test]
+fn a_cifar100_run_builds_a_model_with_one_output_per_class() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    crate::data::cifar100::fabricate(dir.path(), 300)?;
+    let mut run = run_spec(
+        "basic",
+        DataSource::Cifar100Binary {
+            path: dir.path().display().to_string(),
+        },
+        Defense {
+            method: advsweep_core::TrainingMethod::Standard,
+            inference_noise: None,
+            denoiser: None,
+        },
+    );
+    run.data.train_limit = 300;
+    run.data.eval_limit = 100;
+    let cells = vec![CellSpec {
+        id: id::<CellId>(CLEAN),
+        run_id: id(RUN),
+        attack_name: "none".into(),
+        attack: Attack::None,
+        epsilon: 0.0,
+    }];
+    let executor = Executor::new(Device::Cpu, 1);
+    let mut results = Vec::new();
+    executor.run_catching(&run, &cells, &AtomicBool::new(false), &mut |p| {
+        if let Progress::Cell { result, .. } = p {
+            results.push(result);
+        }
+        Ok(())
+    })?;
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].examples, 100);
+    Ok(())
+}

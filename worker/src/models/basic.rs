@@ -33,6 +33,15 @@ impl BasicNet {
     }
 
     pub fn with_noise(device: Device, noise: Option<&NoiseConfig>) -> Result<BasicNet, TchError> {
+        BasicNet::with_classes(device, noise, 10)
+    }
+
+    /// With `classes` outputs (the data's classes).
+    pub fn with_classes(
+        device: Device,
+        noise: Option<&NoiseConfig>,
+        classes: i64,
+    ) -> Result<BasicNet, TchError> {
         let vs = VarStore::new(device);
         let root = vs.root();
         let conv = |name: &str, i, o| {
@@ -45,7 +54,7 @@ impl BasicNet {
         let conv2 = conv("conv2", 6, 16)?;
         let fc1 = Linear::new(&root.sub("fc1"), 400, 120)?;
         let fc2 = Linear::new(&root.sub("fc2"), 120, 84)?;
-        let fc3 = Linear::new(&root.sub("fc3"), 84, 10)?;
+        let fc3 = Linear::new(&root.sub("fc3"), 84, classes)?;
         let noise = Noise::new(&root, noise)?;
         Ok(BasicNet {
             normalize: Normalize::cifar10(device, Layout::BASIC)?,

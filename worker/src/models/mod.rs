@@ -1,7 +1,7 @@
 //! The model catalogue: classifiers built from a [`advsweep_core::Model`].
 //!
 //! Every model takes images in [0, 1] (`f32 [N, 3, 32, 32]`) and normalizes them itself, so
-//! that attacks, budgets and clamping all live in pixel space, and returns logits `[N, 10]`.
+//! that attacks, budgets and clamping all live in pixel space, and returns logits `[N, classes]` (10 unless the data has another number: [`build_for`]).
 //! A model hands out its tensors through [`Classifier::weights`] ([`Weights`]), named exactly
 //! like PyTorch's `state_dict` keys for the reference definitions in
 //! `worker/tests/reference/models.py` (`conv1.weight`, `layer1.0.bn1.running_mean`, …);
@@ -31,6 +31,8 @@ pub mod wrn;
 use std::sync::atomic::AtomicI64;
 
 use advsweep_core::{Arch, Model, ModelFormat};
+
+use crate::data::CLASSES;
 use tch::{Device, TchError, Tensor};
 
 pub use crate::error::UnknownModel;
@@ -124,6 +126,16 @@ pub fn build<'a>(
     model: impl Into<ModelRef<'a>>,
     device: Device,
 ) -> Result<Box<dyn Classifier>, anyhow::Error> {
+    build_for(model, CLASSES, device)
+}
+
+/// [`build`] with `classes` outputs (the data's classes; the catalogue's models are defined for
+/// any number).
+pub fn build_for<'a>(
+    model: impl Into<ModelRef<'a>>,
+    classes: i64,
+    device: Device,
+) -> Result<Box<dyn Classifier>, anyhow::Error> {
     let (name, noise) = match model.into() {
         ModelRef::Name(name) => (name, None),
         ModelRef::Spec(m) => (m.name.as_str(), m.noise.as_ref()),
@@ -135,21 +147,31 @@ pub fn build<'a>(
     let noise = noise.map(|n| NoiseConfig::validate(arch, n)).transpose()?;
     let noise = noise.as_ref();
     Ok(match arch {
-        Arch::Basic => Box::new(basic::BasicNet::with_noise(device, noise)?),
-        Arch::ResNet18 => Box::new(resnet::ResNet18::new(device, noise)?),
-        Arch::WideResNet { depth, width } => Box::new(wrn::WideResNet::new(
+        Arch::Basic => Box::new(basic::BasicNet::with_classes(device, noise, classes)?),
+        Arch::ResNet18 => Box::new(resnet::ResNet18::with_classes(device, noise, classes)?),
+        Arch::WideResNet { depth, width } => Box::new(wrn::WideResNet::with_classes(
             name,
-            i64::from(depth),
-            i64::from(width),
+            (i64::from(depth), i64::from(width)),
             device,
             noise,
+            classes,
         )?),
-        Arch::Vgg11 => Box::new(vgg::Vgg::new(vgg::VggKind::Vgg11, device, noise)?),
-        Arch::Vgg16 => Box::new(vgg::Vgg::new(vgg::VggKind::Vgg16, device, noise)?),
+        Arch::Vgg11 => Box::new(vgg::Vgg::with_classes(
+            vgg::VggKind::Vgg11,
+            device,
+            noise,
+            classes,
+        )?),
+        Arch::Vgg16 => Box::new(vgg::Vgg::with_classes(
+            vgg::VggKind::Vgg16,
+            device,
+            noise,
+            classes,
+        )?),
     })
 }
 
-/// Builds `model` on `device` from where it comes from: the catalogue (as [`build`]), the
+/// Builds `model` with `classes` outputs on `device` from where it comes from: the catalogue (as [`build`]), the
 /// catalogue with the weights file at `file` (PyTorch state_dict keys, checked like a
 /// checkpoint), or the TorchScript module at `file`. `label` names the model and its file in
 /// errors, which are [`crate::error::Permanent`] when the file is at fault.
@@ -157,10 +179,10 @@ pub fn load(
     model: &Model,
     file: Option<&std::path::Path>,
     label: &str,
-    device: Device,
+    (classes, device): (i64, Device),
 ) -> anyhow::Result<Box<dyn Classifier>> {
     let Some(spec) = &model.file else {
-        return build(model, device);
+        return build_for(model, classes, device);
     };
     let Some(path) = file.filter(|p| p.is_file()) else {
         return Err(crate::error::Permanent(format!(
@@ -182,11 +204,12 @@ pub fn load(
             )?))
         }
         ModelFormat::Safetensors => {
-            let built = build(
+            let built = build_for(
                 &Model {
                     file: None,
                     ..model.clone()
                 },
+                classes,
                 device,
             )?;
             crate::checkpoint::load(built.as_ref(), path)

@@ -77,6 +77,15 @@ const LAYER_POINTS: [&str; 4] = ["layer1", "layer2", "layer3", "layer4"];
 
 impl ResNet18 {
     pub fn new(device: Device, noise: Option<&NoiseConfig>) -> Result<ResNet18, TchError> {
+        ResNet18::with_classes(device, noise, 10)
+    }
+
+    /// With `classes` outputs (the data's classes).
+    pub fn with_classes(
+        device: Device,
+        noise: Option<&NoiseConfig>,
+        classes: i64,
+    ) -> Result<ResNet18, TchError> {
         let vs = VarStore::new(device);
         let root = vs.root();
         let conv1 = Conv2d::new(&root.sub("conv1"), ConvSpec::new(3, 64, 3))?;
@@ -93,7 +102,7 @@ impl ResNet18 {
             layers.push(vec![first, second]);
             input = planes;
         }
-        let linear = Linear::new(&root.sub("linear"), 512, 10)?;
+        let linear = Linear::new(&root.sub("linear"), 512, classes)?;
         let noise = Noise::new(&root, noise)?;
         Ok(ResNet18 {
             normalize: Normalize::cifar10(device, Layout::RESIDUAL)?,

@@ -56,6 +56,16 @@ impl Vgg {
         device: Device,
         noise: Option<&NoiseConfig>,
     ) -> Result<Vgg, TchError> {
+        Vgg::with_classes(kind, device, noise, 10)
+    }
+
+    /// With `classes` outputs (the data's classes).
+    pub fn with_classes(
+        kind: VggKind,
+        device: Device,
+        noise: Option<&NoiseConfig>,
+        classes: i64,
+    ) -> Result<Vgg, TchError> {
         let cfg = match kind {
             VggKind::Vgg11 => VGG11,
             VggKind::Vgg16 => VGG16,
@@ -81,7 +91,7 @@ impl Vgg {
                 input = c;
             }
         }
-        let classifier = Linear::new(&root.sub("classifier"), 512, 10)?;
+        let classifier = Linear::new(&root.sub("classifier"), 512, classes)?;
         let noise = Noise::new(&root, noise)?;
         Ok(Vgg {
             kind,

@@ -107,6 +107,17 @@ impl WideResNet {
         device: Device,
         noise: Option<&NoiseConfig>,
     ) -> Result<WideResNet, TchError> {
+        WideResNet::with_classes(name, (depth, width), device, noise, 10)
+    }
+
+    /// With `classes` outputs (the data's classes); `shape` is (depth, width).
+    pub fn with_classes(
+        name: impl Into<String>,
+        (depth, width): (i64, i64),
+        device: Device,
+        noise: Option<&NoiseConfig>,
+        classes: i64,
+    ) -> Result<WideResNet, TchError> {
         if depth < 10 || (depth - 4) % 6 != 0 || width < 1 {
             return Err(TchError::Shape(format!(
                 "WideResNet needs depth 6n+4 (n ≥ 1) and width ≥ 1, got depth {depth}, width {width}"
@@ -130,7 +141,7 @@ impl WideResNet {
             input = output;
         }
         let bn1 = BatchNorm2d::new(&root.sub("bn1"), input)?;
-        let fc = Linear::zero_bias(&root.sub("fc"), input, 10)?;
+        let fc = Linear::zero_bias(&root.sub("fc"), input, classes)?;
         let noise = Noise::new(&root, noise)?;
         Ok(WideResNet {
             name: name.into(),

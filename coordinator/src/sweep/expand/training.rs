@@ -75,6 +75,12 @@ pub(super) fn data(
             },
             *train_limit,
         ),
+        DataSection::Cifar100 { path, train_limit } => (
+            DataSource::Cifar100Binary {
+                path: path_of(path),
+            },
+            *train_limit,
+        ),
         DataSection::ImageFolder { path, train_limit } => (
             DataSource::ImageFolder {
                 path: path_of(path),

@@ -69,6 +69,8 @@ pub enum DataSection {
         path: String,
         train_limit: u32,
     },
+    /// The CIFAR-100 binary layout (`train.bin`, `test.bin`); 100 classes.
+    Cifar100 { path: String, train_limit: u32 },
     /// `train/<class>/*.png|jpg` and `test/<class>/*.png|jpg` (e.g. the CIFAR-10 JPEG mirror).
     ImageFolder { path: String, train_limit: u32 },
 }

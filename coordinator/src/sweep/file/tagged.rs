@@ -20,6 +20,7 @@ use super::{AttackPreset, DataSection};
 enum Source {
     Synthetic,
     Cifar10,
+    Cifar100,
     ImageFolder,
 }
 
@@ -28,6 +29,7 @@ impl Source {
         match self {
             Source::Synthetic => "synthetic",
             Source::Cifar10 => "cifar10",
+            Source::Cifar100 => "cifar100",
             Source::ImageFolder => "image_folder",
         }
     }
@@ -69,7 +71,7 @@ impl TryFrom<DataTable> for DataSection {
                     train_limit,
                 })
             }
-            Source::Cifar10 | Source::ImageFolder => {
+            Source::Cifar10 | Source::Cifar100 | Source::ImageFolder => {
                 refuse_keys(
                     &what,
                     &[
@@ -83,6 +85,7 @@ impl TryFrom<DataTable> for DataSection {
                     .ok_or_else(|| format!("missing field `path` (needed by {what})"))?;
                 Ok(match t.source {
                     Source::Cifar10 => DataSection::Cifar10 { path, train_limit },
+                    Source::Cifar100 => DataSection::Cifar100 { path, train_limit },
                     _ => DataSection::ImageFolder { path, train_limit },
                 })
             }

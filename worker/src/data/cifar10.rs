@@ -28,18 +28,24 @@ pub const ARCHIVE_DIR: &str = "cifar-10-batches-bin";
 
 /// The directory holding the `.bin` files: `path` itself, or `path/cifar-10-batches-bin`.
 pub fn resolve_dir(path: &Path) -> Result<PathBuf, DataError> {
+    resolve_archive_dir(path, &[TRAIN_FILES[0], TEST_FILE], ARCHIVE_DIR)
+}
+
+/// `path` when it holds one of `files`, else `path/archive_dir` when that is a directory (the
+/// official archive unpacked inside it), else `path` (so that the error names the first file
+/// it lacks).
+pub(super) fn resolve_archive_dir(
+    path: &Path,
+    files: &[&str],
+    archive_dir: &str,
+) -> Result<PathBuf, DataError> {
     if !path.is_dir() {
         return Err(DataError::not_a_dir(path));
     }
-    let has_files = |dir: &Path| dir.join(TRAIN_FILES[0]).exists() || dir.join(TEST_FILE).exists();
-    if has_files(path) {
-        return Ok(path.to_path_buf());
-    }
-    let nested = path.join(ARCHIVE_DIR);
-    if nested.is_dir() {
+    let nested = path.join(archive_dir);
+    if !files.iter().any(|f| path.join(f).exists()) && nested.is_dir() {
         return Ok(nested);
     }
-    // Neither: keep `path`, so that the error names the first file it lacks.
     Ok(path.to_path_buf())
 }
 

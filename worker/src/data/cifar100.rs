@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::cifar10::{RecordLayout, read_records};
+use super::cifar10::{RecordLayout, read_records, resolve_archive_dir};
 use super::{DataError, HostSplit, apply_limit};
 
 /// Classes (the fine labels).
@@ -30,15 +30,7 @@ fn layout(records: usize) -> RecordLayout {
 
 /// The directory holding the `.bin` files: `path` itself, or `path/cifar-100-binary`.
 pub fn resolve_dir(path: &Path) -> Result<PathBuf, DataError> {
-    if !path.is_dir() {
-        return Err(DataError::not_a_dir(path));
-    }
-    let has_files = |dir: &Path| dir.join(TRAIN_FILE).exists() || dir.join(TEST_FILE).exists();
-    let nested = path.join(ARCHIVE_DIR);
-    if !has_files(path) && nested.is_dir() {
-        return Ok(nested);
-    }
-    Ok(path.to_path_buf())
+    resolve_archive_dir(path, &[TRAIN_FILE, TEST_FILE], ARCHIVE_DIR)
 }
 
 /// Loads `train_limit` training and `eval_limit` test images (0 = all), fine labels.

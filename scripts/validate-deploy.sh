@@ -64,9 +64,9 @@ known = {
                     "tls_client_ca", "tls_client_auth", "worker_tokens", "worker_tokens_file",
                     "client_tokens", "client_tokens_file", "max_checkpoint_downloads",
                     "max_connections", "max_streams_per_connection", "first_bytes_timeout_s",
-                    "keepalive_interval_s"],
+                    "keepalive_interval_s", "max_model_file_bytes"],
     "worker": conn + ["name", "device", "threads", "slots", "max_consecutive_failures",
-                      "exit_when_idle", "sweep", "cell_progress_interval_s"],
+                      "exit_when_idle", "sweep", "cell_progress_interval_s", "model_cache"],
     "client": conn,
 }
 bad = 0

@@ -216,6 +216,19 @@ fn ctrl_c_hands_the_runs_back_as_preempted() {
         detail.runs[0].attempts[0].outcome,
         AttemptOutcome::Preempted
     );
+    // `status` says the handed-back attempt cost the run nothing.
+    drop(store);
+    let status = Command::new(workspace_bin("advsweep"))
+        .args(["status", sweeps[0].sweep_id.as_str(), "--state-dir"])
+        .arg(&state)
+        .output()
+        .expect("advsweep status runs");
+    let stdout = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        stdout.contains(": preempted, handed back: not counted"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
 }
 
 /// A state directory holding another unfinished sweep: `advsweep run FILE` trains FILE's runs

@@ -195,15 +195,15 @@ pub fn print_detail(detail: &pb::SweepDetail) -> anyhow::Result<()> {
         {
             for a in &run.attempts {
                 outln!(
-                    "    attempt {}/{} on {}: {}{}",
+                    "    attempt {} on {}: {}{}{}",
                     a.attempt,
-                    run.max_attempts,
                     if a.worker_id.is_empty() {
                         "?"
                     } else {
                         &a.worker_id
                     },
                     a.outcome,
+                    attempt_budget(&a.outcome, run.max_attempts),
                     if a.reason.is_empty() {
                         String::new()
                     } else {
@@ -222,6 +222,18 @@ pub fn print_detail(detail: &pb::SweepDetail) -> anyhow::Result<()> {
         Pivot::new(&rows::sweep_report(detail)?.cells, Layout::default()).shown()
     );
     Ok(())
+}
+
+/// What an attempt's outcome costs the run: only reported errors count toward the sweep's
+/// `max_attempts`; a lost worker's expired lease has a budget of its own, and a run handed back
+/// (shutdown, Ctrl-C) costs nothing.
+fn attempt_budget(outcome: &str, max_attempts: u32) -> String {
+    match AttemptOutcome::parse(outcome) {
+        Ok(AttemptOutcome::Failed) => format!(", counted toward max_attempts = {max_attempts}"),
+        Ok(AttemptOutcome::Expired) => ", lost worker: not counted toward max_attempts".into(),
+        Ok(AttemptOutcome::Preempted) => ", handed back: not counted".into(),
+        Ok(AttemptOutcome::Done) | Err(_) => String::new(),
+    }
 }
 
 #[derive(serde::Serialize)]

@@ -68,7 +68,13 @@ pub struct Cli {
     pub connection: ConnectionFlags,
 
     /// Log line format: human, or json (one object per line, for log shippers).
-    #[arg(long, value_enum, default_value_t = LogFormat::Human, env = "ADVSWEEP_LOG_FORMAT")]
+    #[arg(
+        long,
+        value_enum,
+        hide_possible_values = true,
+        default_value_t = LogFormat::Human,
+        env = "ADVSWEEP_LOG_FORMAT"
+    )]
     pub log_format: LogFormat,
 
     /// Without a subcommand the worker leases runs from the coordinator.

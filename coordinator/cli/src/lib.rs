@@ -66,6 +66,7 @@ pub struct Cli {
         long,
         global = true,
         value_enum,
+        hide_possible_values = true,
         default_value = "human",
         env = "ADVSWEEP_LOG_FORMAT"
     )]
@@ -80,8 +81,8 @@ pub enum Command {
     Plan {
         /// The sweep file (TOML; see sweeps/ for examples).
         file: PathBuf,
-        /// Replace the file's `data.path`: the CIFAR-10 binary directory (data_batch_1.bin …
-        /// test_batch.bin) or its parent.
+        /// Replace the file's `data.path`: the CIFAR-10 or CIFAR-100 binary directory (or its
+        /// parent), or the image folder.
         #[arg(long, env = "ADVSWEEP_CIFAR10_DIR")]
         data_path: Option<String>,
     },
@@ -105,8 +106,8 @@ pub enum Command {
     Submit {
         /// The sweep file (TOML; see sweeps/ for examples).
         file: PathBuf,
-        /// Replace the file's `data.path`: the CIFAR-10 binary directory as the workers see
-        /// it (data_batch_1.bin … test_batch.bin) or its parent.
+        /// Replace the file's `data.path` as the workers see it: the CIFAR-10 or CIFAR-100
+        /// binary directory (or its parent), or the image folder.
         #[arg(long, env = "ADVSWEEP_CIFAR10_DIR")]
         data_path: Option<String>,
         #[command(flatten)]

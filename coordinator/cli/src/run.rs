@@ -41,7 +41,7 @@ pub struct RunArgs {
     /// Durable state; finished cells found here are reused, not recomputed.
     #[arg(long, default_value = "advsweep-state", env = "ADVSWEEP_STATE_DIR")]
     pub state_dir: PathBuf,
-    /// Replace the CIFAR-10 data path of the file.
+    /// Replace the data path of the file (CIFAR-10, CIFAR-100 or image folder).
     #[arg(long, env = "ADVSWEEP_CIFAR10_DIR")]
     pub data_path: Option<String>,
     /// The worker binary (default: `advsweep-worker` next to this binary, then on PATH).

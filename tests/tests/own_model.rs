@@ -97,7 +97,9 @@ fn advsweep(args: &[&str], dir: &Path) -> std::process::Output {
         .expect("advsweep runs")
 }
 
-fn run(dir: &Path) -> std::process::Output {
+/// `advsweep run sweep.toml` with two local workers, the state in `state`, and the settings
+/// file `settings` (`run --config`).
+fn run_with(dir: &Path, state: &str, settings: &str) -> std::process::Output {
     advsweep(
         &[
             "run",
@@ -109,10 +111,22 @@ fn run(dir: &Path) -> std::process::Output {
             "--device",
             "cpu",
             "--state-dir",
-            "state",
+            state,
+            "--config",
+            settings,
         ],
         dir,
     )
+}
+
+/// The workers cache model files where `settings.toml` says, not in their default cache.
+fn run(dir: &Path) -> std::process::Output {
+    let settings = format!(
+        "[coordinator]\nmax_model_file_bytes = 10000000\n[worker]\nmodel_cache = \"{}\"\n",
+        dir.join("cache").display()
+    );
+    std::fs::write(dir.join("settings.toml"), settings).expect("write settings");
+    run_with(dir, "state", "settings.toml")
 }
 
 /// `(model, attack) → accuracy` of the sweep's cells, from `status --json`.
@@ -171,10 +185,14 @@ fn own_torchscript_and_weights_files_are_uploaded_evaluated_and_agree() {
         2
     );
     assert_eq!(
-        std::fs::read_dir(dir.path().join("worker-cache/advsweep/models"))
-            .expect("worker cache")
+        std::fs::read_dir(dir.path().join("cache"))
+            .expect("the worker cache of settings.toml")
             .count(),
         2
+    );
+    assert!(
+        !dir.path().join("worker-cache").exists(),
+        "run --config's model_cache wins"
     );
 
     let rows = accuracies(dir.path());
@@ -200,6 +218,30 @@ fn own_torchscript_and_weights_files_are_uploaded_evaluated_and_agree() {
     assert!(again.status.success(), "{stderr}");
     assert!(stderr.contains("already on the coordinator"), "{stderr}");
     assert!(stderr.contains("(6 already done, reused)"), "{stderr}");
+
+    // The settings file's [coordinator] limits hold for the embedded coordinator too.
+    std::fs::write(
+        dir.path().join("small.toml"),
+        "[coordinator]\nmax_model_file_bytes = 1000\n",
+    )
+    .expect("write settings");
+    let small = run_with(dir.path(), "state-small", "small.toml");
+    let stderr = String::from_utf8_lossy(&small.stderr);
+    assert!(!small.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("models/mine.pt") && stderr.contains("max_model_file_bytes"),
+        "{stderr}"
+    );
+    // A typo in the file is named.
+    std::fs::write(
+        dir.path().join("typo.toml"),
+        "[worker]\nmodel_cahce = \"x\"\n",
+    )
+    .expect("write settings");
+    let typo = run_with(dir.path(), "state-typo", "typo.toml");
+    let stderr = String::from_utf8_lossy(&typo.stderr);
+    assert_eq!(typo.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("model_cahce"), "{stderr}");
 }
 
 #[test]

@@ -32,6 +32,7 @@ mod progress;
 mod report;
 mod rows;
 mod run;
+mod run_settings;
 mod source;
 mod upload;
 

@@ -12,12 +12,12 @@ use advsweep_proto::v1 as pb;
 use anyhow::Context;
 use tokio::process::{Child, Command};
 
+use super::run_settings::LocalSettings;
 use super::{BadInput, client, connection, progress};
 use advsweep_settings::{ClientSettings, ConnectionSettings, RoleSettings, Secret, WorkerSettings};
 
 use advsweep_coordinator::grpc::auth::Auth;
-use advsweep_coordinator::grpc::{ServeOptions, serve};
-use advsweep_coordinator::scheduler::LeaseSettings;
+use advsweep_coordinator::grpc::serve;
 use advsweep_coordinator::serve::start;
 use advsweep_coordinator::sweep::{Overrides, load_plan};
 
@@ -47,6 +47,11 @@ pub struct RunArgs {
     /// The worker binary (default: `advsweep-worker` next to this binary, then on PATH).
     #[arg(long, env = "ADVSWEEP_WORKER_BIN")]
     pub worker_bin: Option<PathBuf>,
+    /// A settings file: its [coordinator] table's leases and limits and its [worker] table's
+    /// max_consecutive_failures, cell_progress_interval_s and model_cache apply to this local
+    /// cluster (addresses, TLS and tokens stay run's own).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 /// A fresh random token for the embedded coordinator of `advsweep run`: its port is on
 /// 127.0.0.1, but other users of the machine can reach that too.
@@ -94,6 +99,8 @@ fn find_worker_bin(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 /// What every local worker of `advsweep run` is started with.
 struct WorkerLaunch<'a> {
     bin: &'a Path,
+    /// `ADVSWEEP_<KEY>` settings from `--config`'s [worker] table.
+    env: &'a [(String, String)],
     url: &'a str,
     token: &'a str,
     sweep_id: &'a str,
@@ -108,6 +115,7 @@ fn spawn_worker(launch: &WorkerLaunch<'_>, index: usize, log_path: &Path) -> any
     let log_err = log.try_clone()?;
     let WorkerLaunch {
         bin,
+        env,
         url,
         token,
         sweep_id,
@@ -126,6 +134,7 @@ fn spawn_worker(launch: &WorkerLaunch<'_>, index: usize, log_path: &Path) -> any
             key.to_uppercase()
         ));
     }
+    command.envs(env.iter().map(|(k, v)| (k, v)));
     command
         .env("ADVSWEEP_TOKEN", token)
         .arg("--coordinator")
@@ -171,13 +180,14 @@ pub async fn run(
     if !missing.is_empty() {
         return Err(BadInput(format!("{}: {}", args.file.display(), missing.join("; "))).into());
     }
+    let local = LocalSettings::load(args.config.as_deref())?;
     let worker_bin = find_worker_bin(args.worker_bin.clone())?;
     let (workers, threads) = local_sizing(args.workers, args.threads, plan.runs.len());
 
     let logs = args.state_dir.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
     advsweep_coordinator::telemetry::init_file(&logs.join("coordinator.log"), log_format);
-    let mut embedded = Embedded::start(&args.state_dir).await?;
+    let mut embedded = Embedded::start(&args.state_dir, &local).await?;
     super::upload::upload_model_files(&mut embedded.client, &plan.local_files).await?;
     let submitted = embedded
         .client
@@ -193,6 +203,7 @@ pub async fn run(
 
     let launch = WorkerLaunch {
         bin: &worker_bin,
+        env: local.worker_env(),
         url: &embedded.url,
         token: &embedded.worker_token,
         sweep_id: &submitted.sweep_id,
@@ -256,19 +267,16 @@ struct Embedded {
 }
 
 impl Embedded {
-    async fn start(state_dir: &Path) -> anyhow::Result<Embedded> {
+    async fn start(state_dir: &Path, local: &LocalSettings) -> anyhow::Result<Embedded> {
         let worker_token = fresh_token()?;
         let client_token = fresh_token()?;
-        let options = ServeOptions {
-            auth: Auth::new(
-                &[Secret::new(worker_token.clone())],
-                &[Secret::new(client_token.clone())],
-                false,
-            ),
-            ..ServeOptions::default()
-        };
+        let options = local.serve_options(Auth::new(
+            &[Secret::new(worker_token.clone())],
+            &[Secret::new(client_token.clone())],
+            false,
+        ));
         let (coordinator, listener) =
-            start(state_dir, "127.0.0.1:0", LeaseSettings::default(), options).await?;
+            start(state_dir, "127.0.0.1:0", local.leases(), options).await?;
         let url = format!("http://{}", listener.local_addr()?);
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(serve(coordinator, listener, async move {

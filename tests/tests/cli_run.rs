@@ -351,6 +351,45 @@ fn status_and_report_read_the_state_directory_after_run_has_ended() {
     assert!(dir.path().join("report/cells.csv").is_file());
     assert!(String::from_utf8_lossy(&report.stdout).contains("| fgsm   | 8/255 |"));
 
+    // With figures: each as SVG, PNG and a vector PDF that a strict parser reads, its text
+    // (ε, ℓ∞ included) searchable.
+    let figures = advsweep(&["report", "cli-run", "--out", "figures"]);
+    assert!(
+        figures.status.success(),
+        "{}",
+        String::from_utf8_lossy(&figures.stderr)
+    );
+    let pdf = dir
+        .path()
+        .join("figures/accuracy_vs_epsilon-basic-standard.pdf");
+    for ext in ["svg", "png"] {
+        assert!(pdf.with_extension(ext).is_file(), "{ext} beside the PDF");
+    }
+    let python = std::env::var_os("ADVSWEEP_TORCH_PYTHON")
+        .expect("ADVSWEEP_TORCH_PYTHON (source scripts/env.sh): PDFs are checked with pypdf");
+    let read = Command::new(python)
+        .args([
+            "-c",
+            "import sys, pypdf; r = pypdf.PdfReader(sys.argv[1], strict=True); \
+             p = r.pages[0]; print(len(r.pages), [float(v) for v in p.mediabox]); \
+             print(p.extract_text())",
+        ])
+        .arg(&pdf)
+        .output()
+        .expect("python runs");
+    let text = String::from_utf8_lossy(&read.stdout);
+    assert!(
+        read.status.success(),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    // One page of the default 9 × 5 inches (648 × 360 pt).
+    assert!(text.starts_with("1 [0.0, 0.0, 648.0, 360.0]"), "{text}");
+    assert!(
+        text.contains("basic / standard: accuracy vs ε") && text.contains("ℓ∞ budget ε"),
+        "{text}"
+    );
+
     // --state-dir names it explicitly; status --json reads the same cells.
     let status = advsweep(&[
         "status",

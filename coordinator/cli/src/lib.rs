@@ -138,7 +138,7 @@ pub enum Command {
         #[command(flatten)]
         target: connection::Target,
     },
-    /// Write the sweep's tables (Markdown, CSV), exports (CSV, JSON) and figures (SVG, PNG).
+    /// Write the sweep's tables (Markdown, CSV), exports (CSV, JSON) and figures (SVG, PDF, PNG).
     Report(report::ReportArgs),
     /// Export what a sweep produced for use elsewhere.
     #[command(subcommand)]

@@ -197,6 +197,7 @@ fn every_report_format_renders_non_finite_metrics() {
     if written.plots_skipped.is_none() {
         assert!(out.path().join("learning_curves_train_loss.svg").exists());
         assert!(out.path().join("learning_curves_train_loss.png").exists());
+        assert!(out.path().join("learning_curves_train_loss.pdf").exists());
     }
     // A sweep named ".." gets a report directory of its own, not the parent.
     assert_eq!(report::plots::slug(".."), "_..");

@@ -1,5 +1,5 @@
 //! advsweep reports: turning stored results into what researchers read: pivot tables (Markdown,
-//! CSV), long-format exports (CSV, JSON), the seed's figures (SVG, PNG) and each run's sanity
+//! CSV), long-format exports (CSV, JSON), the seed's figures (SVG, PDF, PNG) and each run's sanity
 //! warnings. Works on partial sweeps: what exists is reported, what is missing is marked.
 //!
 //! A crate of its own because it is pure presentation over `advsweep-core` types

@@ -1,4 +1,4 @@
-//! Figures a paper can use, from stored results, as SVG (vector) and PNG: accuracy vs ε per
+//! Figures a paper can use, from stored results, as SVG and PDF (vector) and PNG: accuracy vs ε per
 //! model/defense with one panel per norm (the seed's Figure 1), accuracy vs ε per attack across
 //! defenses, learning curves (Figures 5–7) and robust vs clean accuracy (the trade-off the seed
 //! discusses).
@@ -19,6 +19,7 @@
 
 mod draw;
 pub mod figures;
+mod pdf;
 mod tradeoff;
 
 use std::path::{Path, PathBuf};
@@ -39,8 +40,9 @@ const FONT_CANDIDATES: &[&str] = &[
 ];
 
 /// Registers a font with plotters once; the error says what was tried.
-fn ensure_font() -> Result<(), String> {
-    static FONT: OnceLock<Result<(), String>> = OnceLock::new();
+/// The figure font's bytes, registered with plotters (once per process) as `sans-serif`.
+fn ensure_font() -> Result<&'static [u8], String> {
+    static FONT: OnceLock<Result<&'static [u8], String>> = OnceLock::new();
     FONT.get_or_init(|| {
         let mut candidates: Vec<PathBuf> = Vec::new();
         if let Some(p) = std::env::var_os("ADVSWEEP_FONT") {
@@ -52,7 +54,7 @@ fn ensure_font() -> Result<(), String> {
                 // plotters keeps fonts for the life of the process.
                 let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
                 if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
-                    return Ok(());
+                    return Ok(bytes);
                 }
             }
         }
@@ -255,15 +257,17 @@ impl Canvas {
     }
 }
 
-/// Writes `<stem>.svg` and `<stem>.png`; returns the paths written.
+/// Writes `<stem>.svg`, `<stem>.pdf` (vector, for papers) and `<stem>.png`; returns the paths
+/// written.
 pub fn render(
     figure: &Figure,
     dir: &Path,
     stem: &str,
     canvas: Canvas,
 ) -> Result<Vec<PathBuf>, String> {
-    ensure_font()?;
+    let font = ensure_font()?;
     let svg = dir.join(format!("{stem}.svg"));
+    let pdf = dir.join(format!("{stem}.pdf"));
     let png = dir.join(format!("{stem}.png"));
     {
         let size = canvas.pixels(100.0);
@@ -271,12 +275,19 @@ pub fn render(
         draw::figure(&area, figure, 1.0)?;
     }
     {
+        let size = canvas.pixels(100.0);
+        let area = pdf::PdfBackend::new(&pdf, size, font)?.into_drawing_area();
+        draw::figure(&area, figure, 1.0)?;
+        area.present()
+            .map_err(|e| format!("writing {}: {e}", pdf.display()))?;
+    }
+    {
         let dpi = f64::from(canvas.dpi);
         let size = canvas.pixels(dpi);
         let area = BitMapBackend::new(&png, size).into_drawing_area();
         draw::figure(&area, figure, dpi / 100.0)?;
     }
-    Ok(vec![svg, png])
+    Ok(vec![svg, pdf, png])
 }
 
 /// A file-name-safe version of a label: ASCII letters, digits, '-' and '.', everything else

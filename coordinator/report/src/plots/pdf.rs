@@ -107,6 +107,15 @@ impl PdfBackend {
         true
     }
 
+    /// Sets up a fill (`fill`) or a stroke in `style`; false when there is nothing to draw.
+    fn paint<S: BackendStyle>(&mut self, style: &S, fill: bool) -> bool {
+        if fill {
+            self.set_color(style.color(), true)
+        } else {
+            self.stroke_style(style)
+        }
+    }
+
     fn path_ops(&mut self, points: &[BackendCoord]) {
         for (i, &(x, y)) in points.iter().enumerate() {
             let op = if i == 0 { "m" } else { "l" };
@@ -315,12 +324,7 @@ impl DrawingBackend for PdfBackend {
         style: &S,
         fill: bool,
     ) -> Result2 {
-        let drawn = if fill {
-            self.set_color(style.color(), true)
-        } else {
-            self.stroke_style(style)
-        };
-        if drawn {
+        if self.paint(style, fill) {
             let (x0, y0) = (self.x(upper_left.0), self.y(bottom_right.1));
             let (x1, y1) = (self.x(bottom_right.0), self.y(upper_left.1));
             let _ = writeln!(
@@ -354,12 +358,7 @@ impl DrawingBackend for PdfBackend {
         style: &S,
         fill: bool,
     ) -> Result2 {
-        let drawn = if fill {
-            self.set_color(style.color(), true)
-        } else {
-            self.stroke_style(style)
-        };
-        if drawn {
+        if self.paint(style, fill) {
             let (cx, cy, r) = (self.x(center.0), self.y(center.1), f64::from(radius) * PT);
             // Four cubic arcs; k places the control points of a quarter circle.
             let k = 0.552_284_75 * r;

@@ -230,16 +230,7 @@ fn cells() -> Vec<CellSpec> {
     };
     vec![
         cell("c-0000000000000001", Attack::None, 0.0),
-        cell(
-            "c-0000000000000002",
-            Attack::Fgsm {
-                norm: Norm::Linf,
-                random_start: false,
-                step_fraction: 1.0,
-                eot: 1,
-            },
-            2.0 / 255.0,
-        ),
+        cell("c-0000000000000002", fgsm(), 2.0 / 255.0),
         cell(
             "c-0000000000000003",
             Attack::Pgd {
@@ -410,6 +401,15 @@ fn broken_modules_are_refused_with_what_is_wrong() {
     );
 }
 
+fn fgsm() -> Attack {
+    Attack::Fgsm {
+        norm: Norm::Linf,
+        random_start: false,
+        step_fraction: 1.0,
+        eot: 1,
+    }
+}
+
 /// Every defense advsweep has applies to a TorchScript module as to a built-in model:
 /// adversarial training through its parameters, a denoiser trained in front of it, inference
 /// noise around it.
@@ -420,12 +420,7 @@ fn a_module_trains_adversarially_behind_a_denoiser_and_inference_noise() {
     let mut run = run_spec(model_file(&module, ModelFormat::TorchScript, None), 1);
     run.defense = Defense {
         method: TrainingMethod::Adversarial {
-            attack: Attack::Fgsm {
-                norm: Norm::Linf,
-                random_start: false,
-                step_fraction: 1.0,
-                eot: 1,
-            },
+            attack: fgsm(),
             epsilon: 2.0 / 255.0,
             fraction: 0.5,
         },
@@ -433,12 +428,7 @@ fn a_module_trains_adversarially_behind_a_denoiser_and_inference_noise() {
         denoiser: Some(advsweep_core::DenoiserSpec {
             blocks: 1,
             channels: 8,
-            attack: Attack::Fgsm {
-                norm: Norm::Linf,
-                random_start: false,
-                step_fraction: 1.0,
-                eot: 1,
-            },
+            attack: fgsm(),
             epsilon: 2.0 / 255.0,
             epochs: 1,
             learning_rate: 1e-3,

@@ -63,13 +63,21 @@ pub fn submit_request(
     model_files: &[LocalModelFile],
 ) -> anyhow::Result<pb::SubmitSweepRequest> {
     // The same bounded read as `plan`: a regular file within the one sweep-file cap.
-    let sweep_toml =
-        advsweep_coordinator::sweep::read_sweep_file(file).map_err(|e| BadInput(e.to_string()))?;
+    let sweep_toml = sweep::read_sweep_file(file).map_err(|e| BadInput(e.to_string()))?;
+    Ok(request_of(sweep_toml, data_path, model_files))
+}
+
+/// The request that submits `sweep_toml` with its data path override and model files.
+fn request_of(
+    sweep_toml: String,
+    data_path: Option<String>,
+    model_files: &[LocalModelFile],
+) -> pb::SubmitSweepRequest {
     let mut overrides = HashMap::new();
     if let Some(path) = data_path {
         overrides.insert("data.path".to_owned(), path);
     }
-    Ok(pb::SubmitSweepRequest {
+    pb::SubmitSweepRequest {
         sweep_toml,
         overrides,
         model_files: model_files
@@ -84,40 +92,39 @@ pub fn submit_request(
                 )
             })
             .collect(),
-    })
+    }
 }
 
-/// The model files the sweep file at `file` names, found beside it and hashed; a missing one is
-/// a [`BadInput`]. A file that does not parse names none (the coordinator reports its error).
-fn local_model_files(file: &Path) -> anyhow::Result<Vec<LocalModelFile>> {
-    let origin = file.display().to_string();
-    let Ok(parsed) = sweep::read_sweep_file(file).and_then(|t| sweep::parse_sweep(&t, &origin))
-    else {
-        return Ok(Vec::new());
-    };
-    let base = file.parent().unwrap_or(Path::new("."));
-    Ok(sweep::model_files::hash_local(&parsed, base, &origin)
-        .map_err(|e| BadInput(e.to_string()))?)
-}
-
+/// `advsweep submit`: the file is read once; the model files it names are found beside it and
+/// hashed once (a missing one is a [`BadInput`]), then uploaded before the sweep is submitted.
+/// A file that does not parse is sent as it is: the coordinator names its error (and its own
+/// limits, which may differ from this machine's defaults, decide what it accepts).
 pub async fn submit(
     target: &Target,
     file: &Path,
     data_path: Option<String>,
 ) -> anyhow::Result<ExitCode> {
-    let files = local_model_files(file)?;
-    if let Ok(plan) = sweep::load_plan(
-        file,
-        &sweep::Overrides {
-            data_path: data_path.clone(),
-            ..sweep::Overrides::default()
-        },
-    ) {
+    let origin = file.display().to_string();
+    let text = sweep::read_sweep_file(file).map_err(|e| BadInput(e.to_string()))?;
+    let parsed = sweep::parse_sweep(&text, &origin).ok();
+    let files = match &parsed {
+        None => Vec::new(),
+        Some(parsed) => {
+            let base = file.parent().unwrap_or(Path::new("."));
+            sweep::model_files::hash_local(parsed, base, &origin)
+                .map_err(|e| BadInput(e.to_string()))?
+        }
+    };
+    let overrides = sweep::Overrides {
+        data_path: data_path.clone(),
+        model_files: sweep::model_files::refs(&files),
+    };
+    if let Some(plan) = parsed.and_then(|p| sweep::expand(&p, &overrides, &origin).ok()) {
         for problem in super::data_check::problems(&plan) {
             eprintln!("advsweep: warning: {problem}; submitting anyway (the workers must see it)");
         }
     }
-    let request = submit_request(file, data_path, &files)?;
+    let request = request_of(text, data_path, &files);
     let mut client = connect(target).await?;
     upload_model_files(&mut client, &files).await?;
     let r = client

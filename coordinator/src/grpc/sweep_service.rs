@@ -51,8 +51,6 @@ impl SweepApi {
     }
 }
 
-/// Turns the request's override map into [`Overrides`]; unknown keys are errors, and a
-/// `data.path` must be a plausible path (1-4096 bytes, no NUL or control characters).
 /// Most model files one sweep may name.
 pub const MAX_MODEL_FILES: usize = 256;
 
@@ -82,6 +80,8 @@ fn model_files_from(
     Ok(files)
 }
 
+/// Turns the request's override map into [`Overrides`]; unknown keys are errors, and a
+/// `data.path` must be a plausible path (1-4096 bytes, no NUL or control characters).
 pub fn overrides_from(
     map: &std::collections::HashMap<String, String>,
 ) -> Result<Overrides, String> {

@@ -177,10 +177,12 @@ impl Executor {
     ) -> anyhow::Result<()> {
         let started = Instant::now();
         crate::device::set_threads(self.threads);
-        // Weights come from torch's generator; everything else from our own streams.
-        tch::manual_seed((run.seed & (i64::MAX as u64)) as i64);
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         let data = self.cached_data(&mut cache, &run.data)?;
+        // Weights come from torch's generator, seeded right before the model is built (the data
+        // is loaded first: the model's outputs are the data's classes); everything else comes
+        // from our own streams.
+        tch::manual_seed((run.seed & (i64::MAX as u64)) as i64);
         let label = model_label(run);
         let file = run.model.file.as_ref().map(|f| self.model_files.path(f));
         let model = models::load(

@@ -180,6 +180,8 @@ fn valid_cell_result() -> impl Strategy<Value = pb::CellResult> {
                 examples,
                 stages: Vec::new(),
                 warnings: Vec::new(),
+                clean_correct: examples / 2,
+                flipped: examples / 4,
             },
         )
 }
@@ -198,6 +200,7 @@ fn hostile_cell_result() -> impl Strategy<Value = pb::CellResult> {
         number(),
         any::<u32>(),
         prop::collection::vec(text(), 0..12),
+        (any::<u32>(), any::<u32>()),
     )
         .prop_map(
             |(
@@ -209,6 +212,7 @@ fn hostile_cell_result() -> impl Strategy<Value = pb::CellResult> {
                 seconds,
                 examples,
                 warnings,
+                (clean_correct, flipped),
             )| {
                 pb::CellResult {
                     accuracy,
@@ -220,6 +224,8 @@ fn hostile_cell_result() -> impl Strategy<Value = pb::CellResult> {
                     examples,
                     stages: Vec::new(),
                     warnings,
+                    clean_correct,
+                    flipped,
                 }
             },
         )

@@ -47,6 +47,8 @@ pub const MAX_DENOISER_CHANNELS: u32 = 1024;
 /// Largest model file any coordinator accepts (a WideResNet-70-16 is ~1.1 GB); each
 /// coordinator's `max_model_file_bytes` setting is at most this.
 pub const MAX_MODEL_FILE_BYTES: u64 = 16 << 30;
+/// Most slices one cell's evaluation may be sharded into (`[evaluation] shards`).
+pub const MAX_SHARDS: u32 = 1024;
 /// Most input channels a declared normalization may have.
 pub const MAX_CHANNELS: usize = 64;
 

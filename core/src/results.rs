@@ -71,6 +71,27 @@ pub struct CellResult {
     /// randomness, zero input gradients); shown with the run's warnings.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Examples classified correctly without the attack (the success rate's denominator) and
+    /// those of them the attack made wrong: with `examples` and the accuracies, the counts a
+    /// sharded cell's parts are merged by exactly. 0 in results stored before they existed.
+    #[serde(default)]
+    pub clean_correct: u32,
+    #[serde(default)]
+    pub flipped: u32,
+}
+
+impl CellResult {
+    /// Examples classified correctly under the attack (`accuracy` is this over `examples`).
+    pub fn correct(&self) -> u32 {
+        count_of(self.accuracy, self.examples)
+    }
+}
+
+/// The count behind a fraction of `examples` (exact: the fraction was computed from it).
+pub fn count_of(fraction: f64, examples: u32) -> u32 {
+    (fraction * f64::from(examples))
+        .round()
+        .clamp(0.0, f64::from(examples)) as u32
 }
 
 /// A cell's finished part: the sums over evaluation examples `start .. start + images` (one or

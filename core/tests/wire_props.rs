@@ -90,7 +90,10 @@ proptest! {
         ips in number(),
         seconds in number(),
         examples in any::<u32>(),
+        counts in prop_oneof![Just(None), any::<(u32, u32)>().prop_map(Some)],
     ) {
+        // Half the cases consistent counts, half anything.
+        let (clean_correct, flipped) = counts.unwrap_or((examples / 2, examples / 4));
         let r = pb::CellResult {
             accuracy,
             attack_success_rate: success,
@@ -101,10 +104,13 @@ proptest! {
             examples,
             stages: Vec::new(),
             warnings: Vec::new(),
+            clean_correct,
+            flipped,
         };
         let rate_ok = |v: f64| (0.0..=1.0).contains(&v);
         let size_ok = |v: f64| v.is_finite() && v >= 0.0;
-        let expected = rate_ok(accuracy) && rate_ok(success) && [linf, l2, ips, seconds].into_iter().all(size_ok);
+        let counts_ok = clean_correct <= examples && flipped <= clean_correct;
+        let expected = rate_ok(accuracy) && rate_ok(success) && [linf, l2, ips, seconds].into_iter().all(size_ok) && counts_ok;
         match wire::cell_result_from_wire(&r) {
             Ok(decoded) => {
                 prop_assert!(expected, "accepted {r:?}");
@@ -302,6 +308,7 @@ fn data() -> BoxedStrategy<Option<pb::DataSpec>> {
                 source,
                 eval_limit,
                 train_limit,
+                shard: None,
             }),
     )
     .boxed()

@@ -88,6 +88,8 @@ mod tests {
                 examples: 10,
                 stages: Vec::new(),
                 warnings: Vec::new(),
+                clean_correct: 10,
+                flipped: 1,
             },
         }
     }

@@ -109,6 +109,7 @@ fn loads_labels_and_pixels_in_class_balanced_order() -> anyhow::Result<()> {
         },
         eval_limit: 20,
         train_limit: 0,
+        shard: None,
     };
     let ds = Dataset::load(&spec, Device::Cpu)?;
     assert_eq!(ds.train_x.size(), vec![40, 3, 32, 32]);
@@ -129,6 +130,7 @@ fn load_err(root: &Path) -> anyhow::Error {
         },
         eval_limit: 0,
         train_limit: 0,
+        shard: None,
     };
     Dataset::load(&spec, Device::Cpu)
         .err()

@@ -214,6 +214,7 @@ fn run_spec(model: Model, epochs: u32) -> RunSpec {
             },
             eval_limit: 0,
             train_limit: 0,
+            shard: None,
         },
         seed: 1,
         epsilon_space: EpsilonSpace::Pixel,

@@ -171,12 +171,18 @@ pub fn print_detail(detail: &pb::SweepDetail) -> anyhow::Result<()> {
     for run in &detail.runs {
         let last = run.epochs.last();
         outln!(
-            "run {} {:<9} {}/{} seed={} attempt={}{}{}",
+            "run {} {:<9} {}/{} seed={}{} attempt={}{}{}",
             run.run_id,
             run.state,
             run.model,
             run.defense_name,
             run.seed,
+            run.spec
+                .as_ref()
+                .and_then(|s| s.data.as_ref())
+                .and_then(|d| d.shard)
+                .map(|s| format!(" shard={}/{}", s.index + 1, s.count))
+                .unwrap_or_default(),
             run.attempt,
             last.map(|e| format!(
                 " epoch={} loss={:.3} test_acc={:.1}%",

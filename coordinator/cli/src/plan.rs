@@ -108,8 +108,19 @@ pub fn plan(file: &Path, data_path: Option<String>) -> anyhow::Result<()> {
     if !plan.description.is_empty() {
         outln!("  {}", plan.description.trim());
     }
+    let shards = plan
+        .runs
+        .first()
+        .and_then(|r| r.data.shard)
+        .map(|s| {
+            format!(
+                "; each grid point's cells in {} shards, one run each, merged in reports",
+                s.count
+            )
+        })
+        .unwrap_or_default();
     outln!(
-        "{} (training jobs), {} (evaluations)",
+        "{} (training jobs), {} (evaluations{shards})",
         count(plan.runs.len(), "run", "runs"),
         count(plan.cells.len(), "cell", "cells")
     );
@@ -117,11 +128,15 @@ pub fn plan(file: &Path, data_path: Option<String>) -> anyhow::Result<()> {
     for run in &plan.runs {
         let cells: Vec<_> = plan.cells_of(&run.id).collect();
         outln!(
-            "run {}  model={} defense={} seed={} epochs={}  ({})",
+            "run {}  model={} defense={} seed={}{} epochs={}  ({})",
             run.id,
             model_label(run),
             defense_label(&run.defense_name, &run.defense),
             run.seed,
+            run.data
+                .shard
+                .map(|s| format!(" shard={}", s.label()))
+                .unwrap_or_default(),
             run.training.epochs,
             count(cells.len(), "cell", "cells")
         );

@@ -47,6 +47,7 @@ pub fn sweep_report(detail: &pb::SweepDetail) -> anyhow::Result<SweepReport> {
                     .as_ref()
                     .and_then(|s| wire::run_from_wire(s).ok())
                     .map(|(spec, _)| spec),
+                shards: 1,
             })
         })
         .collect::<anyhow::Result<_>>()?;
@@ -76,14 +77,16 @@ pub fn sweep_report(detail: &pb::SweepDetail) -> anyhow::Result<SweepReport> {
                     .as_ref()
                     .and_then(|r| wire::cell_result_from_wire(r).ok()),
                 error: non_empty(&c.error),
+                shards: 1,
             })
         })
         .collect::<anyhow::Result<_>>()?;
-    Ok(SweepReport {
+    // A sharded cell's parts are one cell in every report.
+    Ok(advsweep_report::shards::merge(SweepReport {
         state: SweepState::parse(&summary.state)?,
         sweep_id: summary.sweep_id,
         name: summary.name,
         runs,
         cells,
-    })
+    }))
 }

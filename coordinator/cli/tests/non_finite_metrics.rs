@@ -144,6 +144,7 @@ fn report_with_non_finite_metrics() -> SweepReport {
         warnings: vec!["training diverged".into()],
         epochs,
         spec: None,
+        shards: 1,
     };
     let cells = [(0.0, "none"), (8.0 / 255.0, "fgsm")]
         .iter()
@@ -164,6 +165,7 @@ fn report_with_non_finite_metrics() -> SweepReport {
                 ..Default::default()
             }),
             error: None,
+            shards: 1,
         })
         .collect();
     SweepReport {

@@ -27,7 +27,7 @@ fn opt(v: Option<f64>) -> String {
 /// `cells.csv`: every cell, finished or not.
 pub fn cells_csv(r: &SweepReport) -> String {
     let mut out = String::from(
-        "sweep_id,run_id,cell_id,model,defense,defense_epsilon,seed,attack,epsilon,epsilon_space,epsilon_label,state,accuracy,attack_success_rate,mean_linf,mean_l2,images_per_second,seconds,examples,error,stages,attack_norm,attack_spec\n",
+        "sweep_id,run_id,cell_id,model,defense,defense_epsilon,seed,attack,epsilon,epsilon_space,epsilon_label,state,accuracy,attack_success_rate,mean_linf,mean_l2,images_per_second,seconds,examples,error,stages,attack_norm,attack_spec,shards\n",
     );
     for c in &r.cells {
         let res = c.result.as_ref();
@@ -76,6 +76,7 @@ pub fn cells_csv(r: &SweepReport) -> String {
                     .and_then(|a| serde_json::to_string(a).ok())
                     .unwrap_or_default(),
             ),
+            c.shards.to_string(),
         ];
         let _ = writeln!(out, "{}", fields.join(","));
     }

@@ -14,6 +14,7 @@ pub mod pivot;
 pub mod plots;
 pub mod records;
 pub mod sanity;
+pub mod shards;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

@@ -24,6 +24,9 @@ pub struct RunRecord {
     /// The run as resolved from the sweep file (model, defense with its defaults, training,
     /// data), when the coordinator sent it.
     pub spec: Option<RunSpec>,
+    /// Runs this record stands for: the slices of a sharded grid point ([`crate::shards`]),
+    /// else 1. A merged record shows its first slice's id and spec.
+    pub shards: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -43,6 +46,9 @@ pub struct CellRecord {
     pub state: ShownState,
     pub result: Option<CellResult>,
     pub error: Option<String>,
+    /// Cells this record merges: the parts of a sharded cell ([`crate::shards`]), else 1. A
+    /// merged record shows its first part's cell id.
+    pub shards: u32,
 }
 
 impl CellRecord {

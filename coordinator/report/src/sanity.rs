@@ -243,6 +243,7 @@ mod tests {
                 source: data,
                 eval_limit: 0,
                 train_limit: 0,
+                shard: None,
             },
             seed: 0,
             epsilon_space: EpsilonSpace::Pixel,

@@ -23,6 +23,8 @@ fn result(accuracy: f64) -> Option<CellResult> {
         examples: 1000,
         stages: Vec::new(),
         warnings: Vec::new(),
+        clean_correct: 900,
+        flipped: 450,
     })
 }
 
@@ -49,6 +51,7 @@ fn run(id: &str, defense: &str, eps: Option<f64>, seed: u64, warnings: &[&str]) 
             })
             .collect(),
         spec: None,
+        shards: 1,
     }
 }
 
@@ -101,6 +104,7 @@ fn cell(
         error: (state == ShownState::Failed).then(|| {
             "attempt 3 failed: CUDA out of memory (gave up after 3 failed attempts)".into()
         }),
+        shards: 1,
     }
 }
 

@@ -4,8 +4,10 @@
 //! of the canonical form, so changing a field's name or order changes every id.
 
 mod attack;
+mod shard;
 
 pub use attack::{ApgdLoss, Attack, CascadeVersion, Norm, StepSize};
+pub use shard::DataShard;
 
 use serde::{Deserialize, Serialize};
 
@@ -323,6 +325,10 @@ pub struct DataSpec {
     pub eval_limit: u32,
     /// Training images used (0 = all).
     pub train_limit: u32,
+    /// Evaluate only this slice of the (limited) test images: one part of a sharded cell.
+    /// Left out of the run id when absent, so unsharded runs keep their ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<DataShard>,
 }
 
 /// Where ε is measured. The seed quotes ε on normalized inputs; RobustBench on pixels.

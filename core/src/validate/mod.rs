@@ -14,7 +14,7 @@ use crate::catalogue::datasets::CIFAR10_CLASSES;
 use crate::limits::{
     MAX_BATCH_SIZE, MAX_DENOISER_BLOCKS, MAX_DENOISER_CHANNELS, MAX_EOT_SAMPLES, MAX_EPOCHS,
     MAX_ID_BYTES, MAX_NAME_BYTES, MAX_NOISE_LAYERS, MAX_PATH_BYTES, MAX_PGD_STEPS, MAX_RESTARTS,
-    MAX_SYNTHETIC_IMAGES, MIN_SYNTHETIC_IMAGES, max_epsilon,
+    MAX_SHARDS, MAX_SYNTHETIC_IMAGES, MIN_SYNTHETIC_IMAGES, max_epsilon,
 };
 use crate::limits::{
     MAX_CASCADE_STAGES, MAX_CHANNELS, MAX_MODEL_FILE_BYTES, MAX_SQUARE_QUERIES, MAX_TARGETS,
@@ -455,6 +455,15 @@ impl TrainingSpec {
 
 impl DataSpec {
     pub fn validate(&self) -> Checked {
+        if let Some(shard) = &self.shard {
+            in_range("data.shard.count", shard.count, 2, MAX_SHARDS)?;
+            if shard.index >= shard.count {
+                return Err(invalid(
+                    "data.shard.index",
+                    format!("{} is not below the count {}", shard.index, shard.count),
+                ));
+            }
+        }
         match &self.source {
             DataSource::Synthetic {
                 train_size,
@@ -503,6 +512,22 @@ impl RunSpec {
                 "0 evaluates the model as given, but the defense trains it adversarially \
                  (give epochs, or use a defense that does not train: none, inference noise, \
                  a denoiser)",
+            ));
+        }
+        if self.data.shard.is_some() && self.training.epochs > 0 {
+            return Err(invalid(
+                "data.shard",
+                "sharding splits an evaluate-only run's test images across workers; with \
+                 training (epochs ≥ 1) every shard would train its own copy of the model \
+                 (set `[training] epochs = 0` with a weights or TorchScript file, or drop \
+                 `[evaluation] shards`)",
+            ));
+        }
+        if self.data.shard.is_some() && self.defense.denoiser.is_some() {
+            return Err(invalid(
+                "data.shard",
+                "a denoiser is trained by its run, so every shard would train its own; shard \
+                 the evaluation of defenses that train nothing",
             ));
         }
         if self.model.is_torchscript() && self.epsilon_space == EpsilonSpace::Normalized {

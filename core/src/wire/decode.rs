@@ -9,9 +9,10 @@ use crate::ids::RunId;
 use crate::limits::MAX_CASCADE_STAGES;
 use crate::validate::{self, invalid};
 use crate::{
-    ApgdLoss, Attack, CascadeVersion, CellSpec, DataSource, DataSpec, Defense, DenoiserSpec,
-    EpsilonSpace, InputNormalization, LrSchedule, MixStrategy, Model, ModelFile, ModelFormat,
-    NoiseInjection, Norm, Optimizer, Precision, RunSpec, StepSize, TrainingMethod, TrainingSpec,
+    ApgdLoss, Attack, CascadeVersion, CellSpec, DataShard, DataSource, DataSpec, Defense,
+    DenoiserSpec, EpsilonSpace, InputNormalization, LrSchedule, MixStrategy, Model, ModelFile,
+    ModelFormat, NoiseInjection, Norm, Optimizer, Precision, RunSpec, StepSize, TrainingMethod,
+    TrainingSpec,
 };
 
 fn norm_from_wire(norm: i32, field: &'static str) -> Result<Norm, WireError> {
@@ -301,6 +302,10 @@ fn data_structure(d: &pb::DataSpec) -> Result<DataSpec, WireError> {
         source,
         eval_limit: d.eval_limit,
         train_limit: d.train_limit,
+        shard: d.shard.map(|s| DataShard {
+            index: s.index,
+            count: s.count,
+        }),
     })
 }
 

@@ -257,6 +257,10 @@ pub fn data_to_wire(d: &DataSpec) -> pb::DataSpec {
         source: Some(source),
         eval_limit: d.eval_limit,
         train_limit: d.train_limit,
+        shard: d.shard.map(|s| pb::DataShard {
+            index: s.index,
+            count: s.count,
+        }),
     }
 }
 

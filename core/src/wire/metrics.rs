@@ -56,6 +56,8 @@ pub fn cell_result_to_wire(v: &CellResult) -> pb::CellResult {
             })
             .collect(),
         warnings: v.warnings.clone(),
+        clean_correct: v.clean_correct,
+        flipped: v.flipped,
     }
 }
 
@@ -78,6 +80,8 @@ fn copy_cell_result_from_wire(v: &pb::CellResult) -> CellResult {
             })
             .collect(),
         warnings: v.warnings.clone(),
+        clean_correct: v.clean_correct,
+        flipped: v.flipped,
     }
 }
 
@@ -186,6 +190,24 @@ pub fn cell_result_from_wire(r: &pb::CellResult) -> Result<CellResult, WireError
                 ),
             ));
         }
+    }
+    if r.clean_correct > r.examples {
+        return Err(invalid(
+            "result.clean_correct",
+            format!(
+                "{} is more than the {} examples",
+                r.clean_correct, r.examples
+            ),
+        ));
+    }
+    if r.flipped > r.clean_correct {
+        return Err(invalid(
+            "result.flipped",
+            format!(
+                "{} is more than the {} clean-correct examples",
+                r.flipped, r.clean_correct
+            ),
+        ));
     }
     Ok(copy_cell_result_from_wire(r))
 }

@@ -86,6 +86,7 @@ fn sample_run() -> (RunSpec, Vec<CellSpec>) {
             },
             eval_limit: 1000,
             train_limit: 0,
+            shard: None,
         },
         seed: 7,
         epsilon_space: EpsilonSpace::Normalized,

@@ -18,7 +18,7 @@ pub mod synthetic;
 
 use std::path::{Path, PathBuf};
 
-use advsweep_core::{DataSource, DataSpec};
+use advsweep_core::{DataShard, DataSource, DataSpec};
 use anyhow::Context as _;
 use tch::{Device, Kind, Tensor};
 
@@ -148,6 +148,10 @@ pub struct Dataset {
     pub description: String,
     /// How many classes the labels index (a model must give one logit each).
     pub classes: i64,
+    /// Where `test_x` starts in the run's whole evaluation set: 0, or a shard's first image
+    /// ([`Dataset::shard`]). A batch's randomness is seeded from its position there, so a
+    /// sharded cell's batches draw what the unsharded cell's do.
+    pub test_offset: i64,
 }
 
 /// Applies a `0 = all` limit.
@@ -235,6 +239,52 @@ impl Dataset {
             test_y,
             description,
             classes: CLASSES,
+            test_offset: 0,
+        })
+    }
+
+    /// The slice of the evaluation set that `shard` names when it is evaluated in batches of
+    /// `batch` ([`DataShard::images`]), as views of the same tensors; the whole set without a
+    /// shard. A slice without images is an error naming why (more shards than batches).
+    pub fn shard(&self, shard: Option<DataShard>, batch: u32) -> anyhow::Result<Dataset> {
+        let whole = self.test_len();
+        let range = match shard {
+            None => 0..whole,
+            Some(shard) => {
+                let r = shard.images(whole.max(0) as u64, u64::from(batch));
+                let (start, end) = (r.start as i64, r.end as i64);
+                if start == end {
+                    return Err(DataError::Invalid(format!(
+                        "shard {} holds no test images: the {whole} evaluated images make {} \
+                         batches of {batch}, fewer than the {} shards (lower `[evaluation] \
+                         shards` or `batch_size`)",
+                        shard.label(),
+                        (whole.max(0) as u64).div_ceil(u64::from(batch.max(1))),
+                        shard.count
+                    ))
+                    .into());
+                }
+                start..end
+            }
+        };
+        let len = range.end - range.start;
+        Ok(Dataset {
+            train_x: self.train_x.shallow_clone(),
+            train_y: self.train_y.shallow_clone(),
+            test_x: self.test_x.f_narrow(0, range.start, len)?,
+            test_y: self.test_y.f_narrow(0, range.start, len)?,
+            description: match shard {
+                None => self.description.clone(),
+                Some(s) => format!(
+                    "{}, shard {}: images {}..{}",
+                    self.description,
+                    s.label(),
+                    range.start,
+                    range.end
+                ),
+            },
+            classes: self.classes,
+            test_offset: self.test_offset + range.start,
         })
     }
 

@@ -5,9 +5,11 @@
 //! A long cell reports a chunk whenever [`Chunking::every`] has passed: the sums over the
 //! batches since the last one (counts, norm sums, a cascade's per-stage robust counts, time)
 //! and the state of the cell's random stream where it ends. Chunks end at batch boundaries and
-//! a randomized model's noise is seeded per batch from that stream, so a cell resumed after its
-//! stored chunks ([`Chunking::done`], on another lease of the run) continues exactly where they
-//! end, and its result equals an uninterrupted evaluation's. Stored chunks that cannot be
+//! every batch draws from its own stream, derived from the cell's seed and the batch's first
+//! image in the run's whole evaluation set (attack starts, and a randomized model's noise
+//! through torch's generator), so a cell resumed after its stored chunks ([`Chunking::done`], on
+//! another lease of the run) continues exactly where they end, and its result equals an
+//! uninterrupted evaluation's — as do a sharded cell's parts, summed. Stored chunks that cannot be
 //! resumed from (not contiguous, not on batch boundaries, another stage count) are ignored,
 //! with a warning: the cell starts over.
 
@@ -25,6 +27,8 @@ use crate::error::check_cancel;
 use crate::models::Classifier;
 use crate::rng::Rng;
 use crate::train::correct_mask;
+
+const BATCH_STREAM: u64 = 0x4241_5443_48; // "BATCH"
 
 /// How a long cell's evaluation is cut into chunks ([`CellChunk`]): the chunks an earlier
 /// attempt stored (the evaluation resumes after the last one), how long to evaluate before
@@ -152,6 +156,10 @@ pub fn evaluate_cell_in_chunks(
         eval_batch_size,
     } = input;
     let started = Instant::now();
+    // The cell's seed: every batch's stream is derived from it and the batch's first image in
+    // the whole evaluation set, so a batch draws the same numbers however the images are cut
+    // (resumed chunks, shards of the cell).
+    let cell_seed = rng.state();
     let m = data.test_len();
     let batch = i64::from(eval_batch_size.max(1));
     let stages = attack.stages().len();
@@ -174,7 +182,7 @@ pub fn evaluate_cell_in_chunks(
                 chunks = done.len(),
                 "resuming the cell after its stored chunks"
             );
-            *rng = Rng::new(rng_state);
+            let _ = rng_state; // each batch derives its own stream (below)
             (next, totals)
         }
         None => (0, Totals::default()),
@@ -215,8 +223,9 @@ pub fn evaluate_cell_in_chunks(
             }
             warnings = Some(found);
         }
+        *rng = Rng::from_words(&[cell_seed, BATCH_STREAM, (data.test_offset + start) as u64]);
         // A randomized model draws its noise from torch's generator, seeded per batch from
-        // the cell's stream, so that a chunk boundary leaves nothing behind but `rng`.
+        // the batch's stream.
         if model.randomized() {
             tch::manual_seed(rng.torch_seed());
         }
@@ -300,6 +309,8 @@ pub fn evaluate_cell_in_chunks(
         examples: u32::try_from(m).unwrap_or(u32::MAX),
         stages,
         warnings: warnings.unwrap_or_default(),
+        clean_correct: u32::try_from(totals.clean_correct).unwrap_or(u32::MAX),
+        flipped: u32::try_from(totals.flipped).unwrap_or(u32::MAX),
     })
 }
 

@@ -88,6 +88,21 @@ impl std::fmt::Debug for Progress {
 
 const CELL_STREAM: u64 = 0x4345_4c4c; // "CELL"
 
+/// The seed of a cell's random stream (attack starts, Square's squares, a randomized model's
+/// noise): a function of what the cell evaluates — the run's seed, the attack and ε — and not
+/// of its id, so the parts of a sharded cell (whose ids differ by their run's slice) draw the
+/// unsharded cell's numbers. Each batch then derives its own stream from this seed and its
+/// first image ([`crate::evaluate`]).
+fn cell_seed(run: &RunSpec, cell: &CellSpec) -> u64 {
+    let attack = serde_json::to_string(&cell.attack).unwrap_or_default();
+    crate::rng::derive_seed(&[
+        run.seed,
+        CELL_STREAM,
+        hash_str(&attack),
+        cell.epsilon.to_bits(),
+    ])
+}
+
 /// Executes runs on one device; shared (behind an `Arc`) with the blocking threads.
 #[derive(Debug)]
 pub struct Executor {
@@ -178,7 +193,17 @@ impl Executor {
         let started = Instant::now();
         crate::device::set_threads(self.threads);
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        let data = self.cached_data(&mut cache, &run.data)?;
+        // Shards of one grid point share the loaded data set; each evaluates its slice.
+        let whole = DataSpec {
+            shard: None,
+            ..run.data.clone()
+        };
+        let data = &self
+            .cached_data(&mut cache, &whole)?
+            .shard(run.data.shard, run.training.eval_batch_size)?;
+        if let Some(shard) = run.data.shard {
+            info!(shard = %shard.label(), images = data.test_len(), first = data.test_offset, "evaluating one shard of the test images");
+        }
         // Weights come from torch's generator, seeded right before the model is built (the data
         // is loaded first: the model's outputs are the data's classes); everything else comes
         // from our own streams.
@@ -388,7 +413,7 @@ fn evaluate_cells(
             epsilon = cell.epsilon
         );
         let _entered = span.enter();
-        let mut rng = Rng::from_words(&[run.seed, CELL_STREAM, hash_str(cell.id.as_str())]);
+        let mut rng = Rng::new(cell_seed(run, cell));
         let cell_id = cell.id.to_string();
         let done = e.progress.get(&cell_id).map_or(&[][..], Vec::as_slice);
         let mut emit_chunk = |chunk: CellChunk| {

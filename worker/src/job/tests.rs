@@ -49,6 +49,7 @@ fn run_spec(model: &str, data: DataSource, defense: Defense) -> RunSpec {
             source: data,
             eval_limit: 100,
             train_limit: 200,
+            shard: None,
         },
         seed: 5,
         epsilon_space: advsweep_core::EpsilonSpace::Pixel,

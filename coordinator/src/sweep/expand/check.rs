@@ -83,6 +83,7 @@ pub(super) fn file_key(field: &'static str) -> &'static str {
         "data.synthetic.test_size" => "data.test_size",
         "data.cifar10_binary.path" | "data.image_folder.path" => "data.path",
         "cell.epsilon" => "grid.epsilons",
+        "data.shard" | "data.shard.count" | "data.shard.index" => "evaluation.shards",
         "run.model.noise.sigma" => "noise.sigma",
         "run.model.noise.layers" => "noise.layers",
         "defense.inference_noise" => "inference_noise",

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use advsweep_core::{
-    CellId, CellSpec, DataSpec, Defense, EpsilonSpace, RunId, RunSpec, TrainingSpec,
+    CellId, CellSpec, DataShard, DataSpec, Defense, EpsilonSpace, RunId, RunSpec, TrainingSpec,
 };
 
 use super::SweepError;
@@ -26,6 +26,8 @@ pub(super) struct Grid {
     pub(super) epsilon_space: EpsilonSpace,
     /// What `eot = "auto"` means against a randomized model.
     pub(super) auto_eot: u32,
+    /// Slices each grid point's evaluation is split into (1: unsharded).
+    pub(super) shards: u32,
 }
 
 impl Grid {
@@ -52,7 +54,8 @@ impl Grid {
                 n(self.models.len())
                     .saturating_mul(n(self.seeds.len()))
                     .saturating_mul(runs_per_seed)
-                    .saturating_mul(cells_per_run),
+                    .saturating_mul(cells_per_run)
+                    .saturating_mul(u64::from(self.shards.max(1))),
             )
         })
     }
@@ -68,12 +71,15 @@ impl Grid {
             for defense in &self.defenses {
                 let variants = self.variants(defense);
                 for seed in &self.seeds {
-                    for (defense_spec, tied) in &variants {
+                    for ((defense_spec, tied), data) in variants
+                        .iter()
+                        .flat_map(|v| self.shard_data().into_iter().map(move |d| (v, d)))
+                    {
                         let id = RunIdentity {
                             model: &model.model,
                             defense: defense_spec,
                             training: &self.training,
-                            data: &self.data,
+                            data: &data,
                             seed: *seed,
                             epsilon_space: self.epsilon_space,
                         }
@@ -88,7 +94,7 @@ impl Grid {
                             defense_name: defense.name.clone(),
                             defense: defense_spec.clone(),
                             training: self.training.clone(),
-                            data: self.data.clone(),
+                            data,
                             seed: *seed,
                             epsilon_space: self.epsilon_space,
                         };
@@ -106,6 +112,23 @@ impl Grid {
             }
         }
         Ok((runs, cells))
+    }
+
+    /// The data of each shard of a grid point: the grid's data once when unsharded, else once
+    /// per slice ([`advsweep_core::DataShard`]), each a run of its own.
+    fn shard_data(&self) -> Vec<DataSpec> {
+        if self.shards <= 1 {
+            return vec![self.data.clone()];
+        }
+        (0..self.shards)
+            .map(|index| DataSpec {
+                shard: Some(DataShard {
+                    index,
+                    count: self.shards,
+                }),
+                ..self.data.clone()
+            })
+            .collect()
     }
 
     /// The defense once, or once per grid ε it is tied to: (defense, the tied ε if any).

@@ -323,5 +323,6 @@ fn resolve_grid(
         data: training::data(v, file, overrides)?,
         epsilon_space: file.epsilon_space,
         auto_eot: file.evaluation.eot_samples,
+        shards: training::shards(v, file)?,
     })
 }

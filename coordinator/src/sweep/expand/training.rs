@@ -1,5 +1,6 @@
 //! The `[training]`, `[evaluation]` and `[data]` tables → the run's training and data specs.
 
+use advsweep_core::limits::MAX_SHARDS;
 use advsweep_core::validate::eot_samples;
 use advsweep_core::{DataSource, DataSpec, LrSchedule, Optimizer, TrainingSpec};
 
@@ -92,7 +93,37 @@ pub(super) fn data(
         source,
         eval_limit: file.evaluation.limit,
         train_limit,
+        shard: None,
     };
     v.rule(None, spec.validate())?;
     Ok(spec)
+}
+
+/// `[evaluation] shards`: 1 to [`MAX_SHARDS`], and no more than the evaluated images make
+/// evaluation batches when that is known (a slice without images would be a run for nothing).
+pub(super) fn shards(v: &Validator, file: &SweepFile) -> Result<u32, SweepError> {
+    let e = &file.evaluation;
+    v.check((1..=MAX_SHARDS).contains(&e.shards), || {
+        format!("evaluation.shards = {}: use 1 to {MAX_SHARDS}", e.shards)
+    })?;
+    let test_size = match &file.data {
+        DataSection::Synthetic { test_size, .. } => Some(*test_size),
+        _ => None,
+    };
+    let images = match (e.limit, test_size) {
+        (0, size) => size,
+        (limit, Some(size)) => Some(limit.min(size)),
+        (limit, None) => Some(limit),
+    };
+    if let Some(images) = images {
+        let batches = images.div_ceil(e.batch_size.max(1));
+        v.check(e.shards <= batches.max(1), || {
+            format!(
+                "evaluation.shards = {}: the {images} evaluated images make only {batches} \
+                 batches of {} (each shard is at least one batch; lower shards or the batch size)",
+                e.shards, e.batch_size
+            )
+        })?;
+    }
+    Ok(e.shards)
 }

@@ -193,6 +193,11 @@ pub struct EvaluationSection {
     /// is randomized (noisy layers, inference noise).
     #[serde(default = "default_eot_samples")]
     pub eot_samples: u32,
+    /// Disjoint slices of the test images each cell is split into, leased independently (on
+    /// as many workers) and merged back into one cell by reports. Evaluate-only runs
+    /// (`[training] epochs = 0`); 1 = unsharded.
+    #[serde(default = "default_shards")]
+    pub shards: u32,
 }
 
 impl Default for EvaluationSection {
@@ -201,8 +206,13 @@ impl Default for EvaluationSection {
             limit: default_eval_limit(),
             batch_size: default_eval_batch_size(),
             eot_samples: default_eot_samples(),
+            shards: default_shards(),
         }
     }
+}
+
+fn default_shards() -> u32 {
+    1
 }
 
 fn default_eot_samples() -> u32 {

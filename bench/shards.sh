@@ -144,7 +144,7 @@ for item in results:
     base = base or wall
     merged = cells(n)
     equal = all(
-        merged[a]["result"][k] == whole[a]["result"][k] for a in whole for k in keys
+        merged[a]["result"].get(k) == whole[a]["result"].get(k) for a in whole for k in keys
     ) and all(
         abs(merged[a]["result"][k] - whole[a]["result"][k]) <= 1e-12
         for a in whole for k in ("mean_linf", "mean_l2")

@@ -222,7 +222,10 @@ eot = 3
 #[test]
 fn the_catalogue_resolves_models_defenses_and_eot() {
     let p = plan(CATALOGUE);
-    assert_eq!(p.runs.len(), 3 * 4);
+    // dncnn wraps the standard classifier and at-pgd-linf-noise the at-pgd-linf one: three
+    // classifiers per model.
+    assert_eq!(p.runs.len(), 3 * 3);
+    assert_eq!(p.cells.len(), 3 * 4 * 3);
     // noisy-resnet18: every hidden injection point of ResNet-18, not the input.
     let noisy = p
         .runs
@@ -253,7 +256,7 @@ fn the_catalogue_resolves_models_defenses_and_eot() {
                 "none" => 1,
                 "fgsm-eot3" => 3,
                 // `auto`: EOT only against randomized models.
-                _ if run.randomized() => 7,
+                _ if run.randomized_with(&cell.inference) => 7,
                 _ => 1,
             };
             assert_eq!(
@@ -284,18 +287,81 @@ fn the_catalogue_resolves_models_defenses_and_eot() {
         other => panic!("unexpected {other:?}"),
     }
     let dncnn = p
-        .runs
+        .cells
         .iter()
-        .find(|r| r.defense_name == "dncnn")
+        .find(|c| c.defense_name == "dncnn")
         .expect("dncnn");
-    let d = dncnn.defense.denoiser.as_ref().expect("denoiser");
+    let d = dncnn.inference.denoiser.as_ref().expect("denoiser");
     assert_eq!((d.blocks, d.epsilon), (10, 8.0 / 255.0));
-    let noisy_at = p
+    let dncnn_run = p
         .runs
         .iter()
-        .find(|r| r.defense_name == "at-pgd-linf-noise" && r.model_name == "basic")
+        .find(|r| r.id == dncnn.run_id)
+        .expect("its run");
+    assert_eq!(
+        dncnn_run.defense_name, "standard",
+        "the shared classifier's label"
+    );
+    let noisy_at = p
+        .cells
+        .iter()
+        .find(|c| c.defense_name == "at-pgd-linf-noise")
         .expect("at+noise");
-    assert!(noisy_at.randomized());
+    let run = p
+        .runs
+        .iter()
+        .find(|r| r.id == noisy_at.run_id)
+        .expect("its run");
+    assert_eq!(
+        run.defense_name, "at-pgd-linf",
+        "the built-in preset that trains it bare"
+    );
+    assert!(run.randomized_with(&noisy_at.inference));
+}
+
+/// Train once: defenses that act only at inference (noise, a denoiser in front) evaluate the
+/// classifier the undefended preset trains, so the seed's denoiser sweep trains one classifier
+/// where it trained three, and runs without such a defense keep the ids they always had.
+#[test]
+fn inference_only_defenses_share_the_classifier_and_old_ids_stay() {
+    // The quickstart's standard BasicNet had this id before runs were shared.
+    assert_eq!(plan(QUICKSTART).runs[0].id.as_str(), "r-38d7a405f0965185");
+    let denoiser = plan(include_str!("../../sweeps/seed-denoiser.toml"));
+    assert_eq!(
+        denoiser.runs.len(),
+        1,
+        "standard, dncnn-10 and dncnn-15 share one"
+    );
+    assert_eq!(denoiser.cells.len(), 21);
+    let names: HashSet<&str> = denoiser
+        .cells
+        .iter()
+        .map(|c| c.defense_name.as_str())
+        .collect();
+    assert_eq!(names, HashSet::from(["standard", "dncnn-10", "dncnn-15"]));
+    let noise = plan(include_str!("../../sweeps/seed-noise-injection.toml"));
+    assert_eq!((noise.runs.len(), noise.cells.len()), (2, 12));
+    // A bare cell keeps its id; a wrapped one differs from it by its wrapper alone.
+    let bare: Vec<_> = noise
+        .cells
+        .iter()
+        .filter(|c| c.inference.is_empty())
+        .collect();
+    let wrapped: Vec<_> = noise
+        .cells
+        .iter()
+        .filter(|c| !c.inference.is_empty())
+        .collect();
+    assert_eq!((bare.len(), wrapped.len()), (6, 6));
+    for w in &wrapped {
+        let twin = bare
+            .iter()
+            .find(|b| {
+                b.run_id == w.run_id && b.attack_name == w.attack_name && b.epsilon == w.epsilon
+            })
+            .expect("the same attack on the same classifier, bare");
+        assert_ne!(twin.id, w.id);
+    }
 }
 
 /// A learnable noise scale that starts at 0 adds no noise yet, but training can move it off 0:
@@ -370,17 +436,21 @@ epsilons = [0.1]
 kind = "standard"
 denoiser = { blocks = 2, epsilon = 0.1, epochs = 1 }
 "#;
-    let id = |text: &str| plan(text).runs[0].id.clone();
+    // The denoiser wraps the cell: its budget is part of the cell's id, never the run's.
+    let id = |text: &str| plan(text).cells[0].id.clone();
+    let run_id = |text: &str| plan(text).runs[0].id.clone();
     let default = id(base);
     let explicit_zero = id(&base.replace("epochs = 1 }", "epochs = 1, pairs_per_epoch = 0 }"));
-    let budget = id(&base.replace("epochs = 1 }", "epochs = 1, pairs_per_epoch = 500 }"));
+    let with_budget = base.replace("epochs = 1 }", "epochs = 1, pairs_per_epoch = 500 }");
+    let budget = id(&with_budget);
     assert_eq!(default, explicit_zero);
     assert_ne!(default, budget);
-    let json = serde_json::to_string(&plan(base).runs[0].defense).expect("json");
+    assert_eq!(run_id(base), run_id(&with_budget));
+    let json = serde_json::to_string(&plan(base).cells[0].inference).expect("json");
     assert!(!json.contains("pairs_per_epoch"), "{json}");
-    let run = &plan(&base.replace("epochs = 1 }", "epochs = 1, pairs_per_epoch = 500 }")).runs[0];
+    let cell = &plan(&with_budget).cells[0];
     assert_eq!(
-        run.defense.denoiser.as_ref().map(|d| d.pairs_per_epoch),
+        cell.inference.denoiser.as_ref().map(|d| d.pairs_per_epoch),
         Some(500)
     );
 }

@@ -21,9 +21,9 @@ pub mod wire;
 pub use catalogue::Arch;
 pub use experiment::{
     ApgdLoss, Attack, CIFAR10_STD, CascadeVersion, CellSpec, DataShard, DataSource, DataSpec,
-    Defense, DenoiserSpec, EpsilonSpace, InputNormalization, LrSchedule, MixStrategy, Model,
-    ModelFile, ModelFormat, NoiseInjection, Norm, Optimizer, Precision, RunSpec, StepSize,
-    TrainingMethod, TrainingSpec,
+    Defense, DenoiserSpec, EpsilonSpace, InferenceDefense, InputNormalization, LrSchedule,
+    MixStrategy, Model, ModelFile, ModelFormat, NoiseInjection, Norm, Optimizer, Precision,
+    RunSpec, StepSize, TrainingMethod, TrainingSpec,
 };
 pub use ids::{CellId, ContentId, InvalidId, LeaseId, RunId, SweepId};
 pub use results::{CellChunk, CellResult, EpochMetrics, StageAccuracy};

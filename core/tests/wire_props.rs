@@ -356,13 +356,25 @@ fn model_file() -> BoxedStrategy<pb::ModelFile> {
 }
 
 fn cell() -> BoxedStrategy<pb::CellSpec> {
-    (text(), text(), attack(), number())
-        .prop_map(|(cell_id, attack_name, attack, epsilon)| pb::CellSpec {
-            cell_id,
-            attack_name,
-            attack,
-            epsilon,
-        })
+    (
+        text(),
+        text(),
+        attack(),
+        number(),
+        proptest::option::weighted(0.5, text()),
+        proptest::option::weighted(0.3, number()),
+    )
+        .prop_map(
+            |(cell_id, attack_name, attack, epsilon, defense_name, inference_noise)| pb::CellSpec {
+                cell_id,
+                attack_name,
+                attack,
+                epsilon,
+                defense_name: defense_name.unwrap_or_default(),
+                inference_noise: inference_noise.unwrap_or(0.0),
+                denoiser: None,
+            },
+        )
         .boxed()
 }
 

@@ -144,7 +144,7 @@ fn defense_preset(mode: BenchMode) -> &'static str {
 /// batch adversarial).
 fn method(mode: BenchMode) -> TrainingMethod {
     presets::defense_preset(defense_preset(mode))
-        .map_or(TrainingMethod::Standard, |d| d.build(EPSILON).method)
+        .map_or(TrainingMethod::Standard, |d| d.build(EPSILON).0.method)
 }
 
 /// The sweep file's `[training]` defaults with one epoch per timed repeat.
@@ -355,8 +355,6 @@ fn training(
     let net = models::build(model, device)?;
     let defense = Defense {
         method: method(mode),
-        inference_noise: None,
-        denoiser: None,
     };
     let config = |training| TrainConfig {
         training,

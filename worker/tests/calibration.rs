@@ -81,8 +81,6 @@ fn synthetic_calibration() -> anyhow::Result<()> {
                 epsilon: env_f64("SYN_AT_EPS", 8.0) / 255.0,
                 fraction: env_f64("SYN_AT_FRACTION", 1.0),
             },
-            inference_noise: None,
-            denoiser: None,
         }
     } else {
         Defense::standard()

@@ -13,8 +13,8 @@ use std::sync::atomic::AtomicBool;
 
 use advsweep_core::{
     Attack, CellId, CellResult, CellSpec, DataSource, DataSpec, Defense, EpsilonSpace,
-    InputNormalization, LrSchedule, Model, ModelFile, ModelFormat, Norm, Optimizer, Precision,
-    RunId, RunSpec, StepSize, TrainingMethod, TrainingSpec,
+    InferenceDefense, InputNormalization, LrSchedule, Model, ModelFile, ModelFormat, Norm,
+    Optimizer, Precision, RunId, RunSpec, StepSize, TrainingMethod, TrainingSpec,
 };
 use advsweep_worker::error::is_retryable;
 use advsweep_worker::job::{Executor, Progress};
@@ -188,8 +188,6 @@ fn run_spec(model: Model, epochs: u32) -> RunSpec {
         defense_name: "none".into(),
         defense: Defense {
             method: TrainingMethod::Standard,
-            inference_noise: None,
-            denoiser: None,
         },
         training: TrainingSpec {
             epochs,
@@ -228,6 +226,8 @@ fn cells() -> Vec<CellSpec> {
         attack_name: "a".into(),
         attack,
         epsilon,
+        defense_name: "d".into(),
+        inference: InferenceDefense::default(),
     };
     vec![
         cell("c-0000000000000001", Attack::None, 0.0),
@@ -249,6 +249,14 @@ fn cells() -> Vec<CellSpec> {
 
 /// The cell results of `run` on an executor whose model cache holds `files`.
 fn execute(run: &RunSpec, files: &[&Path]) -> anyhow::Result<(Vec<CellResult>, usize)> {
+    execute_cells(run, files, &cells())
+}
+
+fn execute_cells(
+    run: &RunSpec,
+    files: &[&Path],
+    cells: &[CellSpec],
+) -> anyhow::Result<(Vec<CellResult>, usize)> {
     let cache_dir = tempfile::tempdir().unwrap();
     let cache = ModelFileCache::new(cache_dir.path());
     for f in files {
@@ -257,7 +265,7 @@ fn execute(run: &RunSpec, files: &[&Path]) -> anyhow::Result<(Vec<CellResult>, u
     let executor = Executor::new(Device::Cpu, 2).with_model_files(cache);
     let mut results = Vec::new();
     let mut epochs = 0;
-    executor.run_catching(run, &cells(), &AtomicBool::new(false), &mut |p| {
+    executor.run_catching(run, cells, &AtomicBool::new(false), &mut |p| {
         match p {
             Progress::Cell { result, .. } => results.push(result),
             Progress::Epoch(_) => epochs += 1,
@@ -425,6 +433,8 @@ fn a_module_trains_adversarially_behind_a_denoiser_and_inference_noise() {
             epsilon: 2.0 / 255.0,
             fraction: 0.5,
         },
+    };
+    let inference = InferenceDefense {
         inference_noise: Some(0.02),
         denoiser: Some(advsweep_core::DenoiserSpec {
             blocks: 1,
@@ -436,7 +446,14 @@ fn a_module_trains_adversarially_behind_a_denoiser_and_inference_noise() {
             pairs_per_epoch: 0,
         }),
     };
-    let (results, epochs) = execute(&run, &[&module]).unwrap();
+    let cells: Vec<CellSpec> = cells()
+        .into_iter()
+        .map(|c| CellSpec {
+            inference: inference.clone(),
+            ..c
+        })
+        .collect();
+    let (results, epochs) = execute_cells(&run, &[&module], &cells).unwrap();
     assert_eq!((results.len(), epochs), (3, 1));
     assert!(
         results

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use advsweep_core::{Attack, Defense};
+use advsweep_core::{Attack, Defense, InferenceDefense};
 
 use super::BadInput;
 use advsweep_coordinator::sweep::{Overrides, load_plan};
@@ -13,6 +13,26 @@ pub fn defense_label(name: &str, defense: &Defense) -> String {
         Some(e) => format!("{name} (ε={})", epsilon::label(e)),
         None => name.to_owned(),
     }
+}
+
+/// `  defense=dncnn-10 (denoiser: 10 blocks, ε=0.15)` for a cell whose defense wraps the run's
+/// classifier at inference; nothing for a bare cell (its run's defense is its own).
+pub fn inference_label(name: &str, inference: &InferenceDefense) -> String {
+    if inference.is_empty() {
+        return String::new();
+    }
+    let mut parts = Vec::new();
+    if let Some(sigma) = inference.inference_noise {
+        parts.push(format!("inference noise σ={sigma}"));
+    }
+    if let Some(d) = &inference.denoiser {
+        parts.push(format!(
+            "denoiser: {} blocks, ε={}",
+            d.blocks,
+            epsilon::label(d.epsilon)
+        ));
+    }
+    format!("  defense={name} ({})", parts.join(" + "))
 }
 
 /// The attack's kind (`clean` for none); a cascade lists its stages:
@@ -142,11 +162,12 @@ pub fn plan(file: &Path, data_path: Option<String>) -> anyhow::Result<()> {
         );
         for cell in cells {
             outln!(
-                "  cell {}  {} ({}) ε={}",
+                "  cell {}  {} ({}) ε={}{}",
                 cell.id,
                 cell.attack_name,
                 cell_attack_label(&cell.attack),
-                epsilon::label(cell.epsilon)
+                epsilon::label(cell.epsilon),
+                inference_label(&cell.defense_name, &cell.inference)
             );
         }
     }

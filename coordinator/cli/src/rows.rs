@@ -61,8 +61,17 @@ pub fn sweep_report(detail: &pb::SweepDetail) -> anyhow::Result<SweepReport> {
                 cell_id: c.cell_id.clone(),
                 run_id: c.run_id.clone(),
                 model: run.map(|r| r.model.clone()).unwrap_or_default(),
-                defense: run.map(|r| r.defense.clone()).unwrap_or_default(),
-                defense_epsilon: run.and_then(|r| r.defense_epsilon),
+                // The cell's own defense; a coordinator from before cells had one sends the
+                // run's.
+                defense: non_empty(&c.defense_name)
+                    .or_else(|| run.map(|r| r.defense.clone()))
+                    .unwrap_or_default(),
+                defense_epsilon: if c.defense_name.is_empty() {
+                    run.and_then(|r| r.defense_epsilon)
+                } else {
+                    (c.defense_epsilon > 0.0).then_some(c.defense_epsilon)
+                },
+                inference: wire::inference_from_status(c),
                 seed: run.map(|r| r.seed).unwrap_or_default(),
                 attack: c.attack_name.clone(),
                 attack_spec: c

@@ -154,6 +154,7 @@ fn report_with_non_finite_metrics() -> SweepReport {
             model: run.model.clone(),
             defense: run.defense.clone(),
             defense_epsilon: None,
+            inference: Default::default(),
             seed: 0,
             attack: attack.into(),
             attack_spec: None,

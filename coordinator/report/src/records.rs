@@ -1,8 +1,10 @@
 //! The flat records every report is made from: one per run and one per cell, with the run's
-//! identity (model, defense, seed) copied onto each cell so tables and exports need no joins.
+//! identity (model, seed) copied onto each cell, beside the cell's own defense, so tables and
+//! exports need no joins.
 
 use advsweep_core::{
-    Attack, CellResult, EpochMetrics, EpsilonSpace, RunSpec, ShownState, SweepState,
+    Attack, CellResult, EpochMetrics, EpsilonSpace, InferenceDefense, RunSpec, ShownState,
+    SweepState,
 };
 use serde::Serialize;
 
@@ -34,8 +36,13 @@ pub struct CellRecord {
     pub cell_id: String,
     pub run_id: String,
     pub model: String,
+    /// The cell's defense preset: the cells of one run (one trained classifier) may come from
+    /// several (`standard`, `noise-injection`, `dncnn` share a standard classifier).
     pub defense: String,
     pub defense_epsilon: Option<f64>,
+    /// What wraps the run's classifier for this cell (inference noise, a denoiser).
+    #[serde(skip_serializing_if = "InferenceDefense::is_empty")]
+    pub inference: InferenceDefense,
     pub seed: u64,
     pub attack: String,
     /// The attack as resolved (norm, steps, step size, restarts, EOT samples, …), when the

@@ -2,7 +2,9 @@
 //! checks a careful reviewer would run on a run's numbers before believing them. They are
 //! warnings stored with the run's results, never silent corrections.
 
-use advsweep_core::{Attack, DataSource, Norm, RunSpec, StageAccuracy, TrainingMethod};
+use advsweep_core::{
+    Attack, DataSource, InferenceDefense, Norm, RunSpec, StageAccuracy, TrainingMethod,
+};
 
 use super::epsilon;
 
@@ -17,6 +19,10 @@ pub struct EvaluatedCell {
     pub stages: Vec<StageAccuracy>,
     /// What the worker's checks found while evaluating it.
     pub warnings: Vec<String>,
+    /// The defense preset it evaluates (a run's cells may come from several that share its
+    /// classifier), and what wraps the classifier for it.
+    pub defense_name: String,
+    pub inference: InferenceDefense,
 }
 
 /// The black-box stage of a cascade (Square) lowering the accuracy left by the white-box
@@ -36,7 +42,41 @@ fn pct(a: f64) -> String {
     format!("{:.1} %", 100.0 * a)
 }
 
+/// The warnings of a run's cells, judged per defense: a run's cells of several presets that
+/// share its classifier (`standard`, `noise-injection`, `dncnn`) are compared only with cells of
+/// the same preset, and each warning then names its preset.
 pub fn warnings(run: &RunSpec, cells: &[EvaluatedCell]) -> Vec<String> {
+    let mut groups: Vec<(&str, &InferenceDefense, Vec<EvaluatedCell>)> = Vec::new();
+    for cell in cells {
+        let key = (cell.defense_name.as_str(), &cell.inference);
+        match groups.iter_mut().find(|(n, i, _)| (*n, *i) == key) {
+            Some((_, _, group)) => group.push(cell.clone()),
+            None => groups.push((key.0, key.1, vec![cell.clone()])),
+        }
+    }
+    if groups.len() <= 1 {
+        let inference = cells
+            .first()
+            .map(|c| c.inference.clone())
+            .unwrap_or_default();
+        return defense_warnings(run, &inference, cells);
+    }
+    groups
+        .iter()
+        .flat_map(|(name, inference, group)| {
+            defense_warnings(run, inference, group)
+                .into_iter()
+                .map(move |w| format!("{name}: {w}"))
+        })
+        .collect()
+}
+
+/// The warnings of the cells of one defense of `run` (its classifier wrapped by `inference`).
+fn defense_warnings(
+    run: &RunSpec,
+    inference: &InferenceDefense,
+    cells: &[EvaluatedCell],
+) -> Vec<String> {
     let label = |e: f64| epsilon::label_in(e, run.epsilon_space);
     let mut out = Vec::new();
     let attacked: Vec<&EvaluatedCell> = cells
@@ -165,7 +205,7 @@ pub fn warnings(run: &RunSpec, cells: &[EvaluatedCell]) -> Vec<String> {
     }
 
     // A randomized model must be attacked with EOT.
-    if run.randomized() {
+    if run.randomized_with(inference) {
         let without: Vec<&str> = attacked
             .iter()
             .filter(|c| c.attack.eot() <= 1)
@@ -182,8 +222,8 @@ pub fn warnings(run: &RunSpec, cells: &[EvaluatedCell]) -> Vec<String> {
 
     // A standard model on natural images falls to ~0 under PGD-ℓ∞ at 8/255.
     let undefended = matches!(run.defense.method, TrainingMethod::Standard)
-        && run.defense.denoiser.is_none()
-        && !run.randomized();
+        && inference.denoiser.is_none()
+        && !run.randomized_with(inference);
     let natural = !matches!(run.data.source, DataSource::Synthetic { .. });
     if undefended && natural {
         for c in attacked.iter().filter(|c| {
@@ -215,9 +255,8 @@ mod tests {
     use advsweep_core::catalogue::presets;
     use advsweep_core::{DataSpec, Defense, EpsilonSpace, Model, Optimizer, TrainingSpec};
 
-    fn run(data: DataSource, inference_noise: Option<f64>) -> RunSpec {
-        let mut defense = Defense::standard();
-        defense.inference_noise = inference_noise;
+    fn run(data: DataSource) -> RunSpec {
+        let defense = Defense::standard();
         RunSpec {
             id: advsweep_core::RunId::new("r-0000000000000001").expect("a run id"),
             model_name: "basic".into(),
@@ -258,6 +297,20 @@ mod tests {
             accuracy,
             stages: Vec::new(),
             warnings: Vec::new(),
+            defense_name: "standard".into(),
+            inference: InferenceDefense::default(),
+        }
+    }
+
+    /// `cell` of the noise-injection defense (σ = 0.05 at inference).
+    fn noisy(cell: EvaluatedCell) -> EvaluatedCell {
+        EvaluatedCell {
+            defense_name: "noise-injection".into(),
+            inference: InferenceDefense {
+                inference_noise: Some(0.05),
+                denoiser: None,
+            },
+            ..cell
         }
     }
 
@@ -273,7 +326,7 @@ mod tests {
     fn a_sound_evaluation_has_no_warnings() {
         let cifar = DataSource::Cifar10Binary { path: "x".into() };
         let w = warnings(
-            &run(cifar, None),
+            &run(cifar),
             &[
                 cell("none", Attack::None, 0.0, 0.9),
                 cell("fgsm", fgsm(), 2.0 / 255.0, 0.5),
@@ -303,14 +356,11 @@ mod tests {
             }
         };
         let synthetic = || {
-            run(
-                DataSource::Synthetic {
-                    seed: 0,
-                    train_size: 100,
-                    test_size: 100,
-                },
-                None,
-            )
+            run(DataSource::Synthetic {
+                seed: 0,
+                train_size: 100,
+                test_size: 100,
+            })
         };
         // 0.15 points is sampling noise; 0.3 is not.
         assert!(warnings(&synthetic(), &[cascade(0.4415)]).is_empty());
@@ -331,7 +381,7 @@ mod tests {
             warnings: vec!["3 of 200 images (1.5 %) have an all-zero input gradient".into()],
             ..cell("autoattack", attack, 8.0 / 255.0, 0.0)
         };
-        let w = warnings(&run(cifar, None), &[seen]);
+        let w = warnings(&run(cifar), &[seen]);
         assert_eq!(
             w,
             ["autoattack at ε=8/255: 3 of 200 images (1.5 %) have an all-zero input gradient"]
@@ -342,7 +392,7 @@ mod tests {
     fn each_unsound_sign_is_named() {
         let cifar = DataSource::Cifar10Binary { path: "x".into() };
         let w = warnings(
-            &run(cifar.clone(), None),
+            &run(cifar.clone()),
             &[
                 cell("none", Attack::None, 0.0, 0.9),
                 cell("fgsm", fgsm(), 8.0 / 255.0, 0.2),
@@ -355,20 +405,20 @@ mod tests {
         assert!(all.contains("pgd: accuracy rises with ε"), "{all}");
         assert!(all.contains("a standard model keeps 40.0 %"), "{all}");
 
-        let noisy = warnings(
-            &run(cifar, Some(0.05)),
-            &[cell("pgd", pgd(), 8.0 / 255.0, 0.1)],
+        let noisy_cells = warnings(&run(cifar), &[noisy(cell("pgd", pgd(), 8.0 / 255.0, 0.1))]);
+        assert!(
+            noisy_cells.iter().any(|w| w.contains("without EOT")),
+            "{noisy_cells:?}"
         );
-        assert!(noisy.iter().any(|w| w.contains("without EOT")), "{noisy:?}");
         let with_eot = warnings(
-            &run(DataSource::Cifar10Binary { path: "x".into() }, Some(0.05)),
-            &[cell("pgd", pgd().with_eot(10), 8.0 / 255.0, 0.1)],
+            &run(DataSource::Cifar10Binary { path: "x".into() }),
+            &[noisy(cell("pgd", pgd().with_eot(10), 8.0 / 255.0, 0.1))],
         );
         assert!(with_eot.iter().all(|w| !w.contains("EOT")), "{with_eot:?}");
 
         // A collapsed adversarial training (CPU run of the seed's noise-injection sweep).
         let collapsed = warnings(
-            &run(DataSource::Cifar10Binary { path: "x".into() }, None),
+            &run(DataSource::Cifar10Binary { path: "x".into() }),
             &[
                 cell("none", Attack::None, 0.0, 0.1007),
                 cell("pgd", pgd(), 8.0 / 255.0, 0.0995),
@@ -381,7 +431,7 @@ mod tests {
             "{collapsed:?}"
         );
         // Chance follows the data's classes: 10 % is a learned CIFAR-100 model, 1 % is not.
-        let cifar100 = run(DataSource::Cifar100Binary { path: "x".into() }, None);
+        let cifar100 = run(DataSource::Cifar100Binary { path: "x".into() });
         let learned = warnings(&cifar100, &[cell("none", Attack::None, 0.0, 0.1007)]);
         assert!(learned.is_empty(), "{learned:?}");
         let chance = warnings(&cifar100, &[cell("none", Attack::None, 0.0, 0.0101)]);
@@ -395,7 +445,7 @@ mod tests {
 
     #[test]
     fn normalized_budgets_are_judged_by_their_pixel_size() {
-        let mut normalized = run(DataSource::Cifar10Binary { path: "x".into() }, None);
+        let mut normalized = run(DataSource::Cifar10Binary { path: "x".into() });
         normalized.epsilon_space = EpsilonSpace::Normalized;
         // 0.05 normalized is about 3/255 in pixels: a standard model may keep accuracy there.
         let small = warnings(&normalized, &[cell("pgd", pgd(), 0.05, 0.16)]);

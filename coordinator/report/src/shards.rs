@@ -53,13 +53,18 @@ pub fn merge(report: SweepReport) -> SweepReport {
         .filter_map(|r| Some((r.run_id.clone(), shard_label(r.spec.as_ref()?)?)))
         .collect();
 
-    // Cells: one group per (merged run, attack, ε), in the order of their first part.
-    let mut cell_group_of: HashMap<(usize, String, u64), usize> = HashMap::new();
+    // Cells: one group per (merged run, defense, attack, ε), in the order of their first part.
+    let mut cell_group_of: HashMap<(usize, String, String, u64), usize> = HashMap::new();
     let mut cell_groups: Vec<Vec<CellRecord>> = Vec::new();
     for cell in cells {
-        let key = group_of_run
-            .get(&cell.run_id)
-            .map(|&g| (g, cell.attack.clone(), cell.epsilon.to_bits()));
+        let key = group_of_run.get(&cell.run_id).map(|&g| {
+            (
+                g,
+                cell.defense.clone(),
+                cell.attack.clone(),
+                cell.epsilon.to_bits(),
+            )
+        });
         let index = match key {
             Some(key) => *cell_group_of.entry(key).or_insert_with(|| {
                 cell_groups.push(Vec::new());
@@ -187,6 +192,8 @@ fn merged_warnings(run: &RunRecord, cells: &[CellRecord]) -> Vec<String> {
                 accuracy: result.accuracy,
                 stages: result.stages.clone(),
                 warnings: result.warnings.clone(),
+                defense_name: c.defense.clone(),
+                inference: c.inference.clone(),
             })
         })
         .collect();

@@ -94,6 +94,7 @@ fn cell(
         model: run.model.clone(),
         defense: run.defense.clone(),
         defense_epsilon: run.defense_epsilon,
+        inference: Default::default(),
         seed: run.seed,
         attack: attack.into(),
         attack_spec: resolved(attack),

@@ -78,6 +78,10 @@ fn cell(c: &CellStatus) -> pb::CellStatus {
         result: c.result.as_ref().map(wire::cell_result_to_wire),
         error: c.error.clone().unwrap_or_default(),
         attack: c.attack.as_ref().map(wire::attack_to_wire),
+        defense_name: c.defense_name.clone(),
+        defense_epsilon: c.defense_epsilon.unwrap_or(0.0),
+        inference_noise: c.inference.inference_noise.unwrap_or(0.0),
+        denoiser: c.inference.denoiser.as_ref().map(wire::denoiser_to_wire),
     }
 }
 

@@ -1,8 +1,8 @@
 //! Read-only views of the state for `status`, `watch`, reports and metrics.
 
 use advsweep_core::{
-    Attack, AttemptOutcome, CellId, CellResult, CellState, EpochMetrics, EpsilonSpace, RunId,
-    RunSpec, RunState, ShownState, StateCounts, SweepId, SweepState,
+    Attack, AttemptOutcome, CellId, CellResult, CellState, EpochMetrics, EpsilonSpace,
+    InferenceDefense, RunId, RunSpec, RunState, ShownState, StateCounts, SweepId, SweepState,
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -64,6 +64,11 @@ pub struct CellStatus {
     pub error: Option<String>,
     /// The attack as resolved from the sweep file.
     pub attack: Option<Attack>,
+    /// The cell's defense preset (its run's for cells stored before cells had their own), the
+    /// ε it is built for, and what wraps the run's classifier for the cell.
+    pub defense_name: String,
+    pub defense_epsilon: Option<f64>,
+    pub inference: InferenceDefense,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -1,6 +1,7 @@
 //! Content-hash identities.
 //!
-//! A run's id hashes its canonical parameters; a cell's id hashes its run id, attack and ε. The
+//! A run's id hashes its canonical parameters (the classifier it trains); a cell's id hashes its
+//! run id, attack and ε, and what wraps the classifier for it when anything does. The
 //! same experiment therefore has the same id in every sweep file and every submission, which is
 //! what lets the coordinator reuse finished work and refuse duplicates.
 //!
@@ -9,7 +10,8 @@
 //! string, so the hashed forms, and the ids, are those of plain strings.)
 
 use advsweep_core::{
-    Attack, CellId, DataSpec, Defense, EpsilonSpace, Model, RunId, RunSpec, SweepId, TrainingSpec,
+    Attack, CellId, DataSpec, Defense, EpsilonSpace, InferenceDefense, Model, RunId, RunSpec,
+    SweepId, TrainingSpec,
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -21,10 +23,12 @@ fn digest(value: &impl Serialize) -> sha2::digest::Output<Sha256> {
     Sha256::digest(&bytes)
 }
 
-/// Everything that changes what a run computes: not its id or display names.
+/// Everything that changes what a run computes (the classifier it trains): not its id or
+/// display names, nor what wraps the classifier at evaluation (each cell's).
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct RunIdentity<'a> {
     pub model: &'a Model,
+    #[serde(serialize_with = "defense_as_before")]
     pub defense: &'a Defense,
     pub training: &'a TrainingSpec,
     pub data: &'a DataSpec,
@@ -51,6 +55,24 @@ impl<'a> RunIdentity<'a> {
     }
 }
 
+/// A defense as run ids hashed it when the run also held the inference defense: the method,
+/// then `inference_noise` and `denoiser` as `null`, so a run without one keeps its id (and a
+/// run that had one now shares the id of the same classifier without it).
+fn defense_as_before<S: serde::Serializer>(defense: &&Defense, s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Before<'a> {
+        method: &'a advsweep_core::TrainingMethod,
+        inference_noise: Option<()>,
+        denoiser: Option<()>,
+    }
+    Before {
+        method: &defense.method,
+        inference_noise: None,
+        denoiser: None,
+    }
+    .serialize(s)
+}
+
 /// The id a run has: [`RunIdentity::of`] it, hashed (its own `id` plays no part).
 pub fn run_id(run: &RunSpec) -> RunId {
     RunIdentity::of(run).id()
@@ -61,14 +83,24 @@ struct CellIdentity<'a> {
     run_id: &'a RunId,
     attack: &'a Attack,
     epsilon: f64,
+    /// Left out when empty, so cells of the bare classifier keep the ids they always had.
+    #[serde(skip_serializing_if = "InferenceDefense::is_empty")]
+    inference: &'a InferenceDefense,
 }
 
-pub fn cell_id(run_id: &RunId, attack: &Attack, epsilon: f64) -> CellId {
+/// A cell's id: its run, attack and ε, and what wraps the run's classifier for it.
+pub fn cell_id(
+    run_id: &RunId,
+    attack: &Attack,
+    epsilon: f64,
+    inference: &InferenceDefense,
+) -> CellId {
     CellId::from_digest(
         digest(&CellIdentity {
             run_id,
             attack,
             epsilon,
+            inference,
         })
         .as_ref(),
     )
@@ -101,7 +133,7 @@ mod tests {
             attack: &attack,
             epsilon: 0.5,
         };
-        let cell = cell_id(&run, &attack, 0.5);
+        let cell = cell_id(&run, &attack, 0.5, &InferenceDefense::default());
         assert_eq!(cell, CellId::from_digest(digest(&plain).as_ref()));
         let other = CellId::from_digest(&[1; 32]);
         let mut sorted = vec![cell.as_str(), other.as_str()];

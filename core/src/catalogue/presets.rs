@@ -13,8 +13,8 @@ use super::defaults::{
 };
 use super::{ARCHITECTURES, Arch, HIDDEN_POINTS};
 use crate::{
-    ApgdLoss, Attack, CascadeVersion, Defense, DenoiserSpec, MixStrategy, Model, NoiseInjection,
-    Norm, StepSize, TrainingMethod,
+    ApgdLoss, Attack, CascadeVersion, Defense, DenoiserSpec, InferenceDefense, MixStrategy, Model,
+    NoiseInjection, Norm, StepSize, TrainingMethod,
 };
 use std::sync::LazyLock;
 
@@ -326,8 +326,9 @@ fn training_attack(name: &str) -> Attack {
 }
 
 impl DefensePreset {
-    /// The defense with every budget at `epsilon` (what a sweep grid's tied ε gives).
-    pub fn build(&self, epsilon: f64) -> Defense {
+    /// The defense with every budget at `epsilon` (what a sweep grid's tied ε gives): how the
+    /// classifier is trained, and what wraps it at evaluation.
+    pub fn build(&self, epsilon: f64) -> (Defense, InferenceDefense) {
         let method = match self.recipe {
             Recipe::Standard => TrainingMethod::Standard,
             Recipe::Adversarial { attack } => TrainingMethod::Adversarial {
@@ -344,8 +345,7 @@ impl DefensePreset {
                 fraction: ADVERSARIAL_FRACTION,
             },
         };
-        Defense {
-            method,
+        let inference = InferenceDefense {
             inference_noise: self.inference_noise,
             denoiser: self.denoiser.then(|| DenoiserSpec {
                 blocks: DENOISER_BLOCKS,
@@ -356,7 +356,8 @@ impl DefensePreset {
                 learning_rate: DENOISER_LEARNING_RATE,
                 pairs_per_epoch: 0,
             }),
-        }
+        };
+        (Defense { method }, inference)
     }
 }
 
@@ -378,8 +379,10 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{}: {e}", p.name));
         }
         for p in &DEFENSES {
-            p.build(8.0 / 255.0)
+            let (defense, inference) = p.build(8.0 / 255.0);
+            defense
                 .validate()
+                .and_then(|()| inference.validate())
                 .unwrap_or_else(|e| panic!("{}: {e}", p.name));
         }
         let noisy = model("noisy-resnet18").expect("built in");

@@ -163,29 +163,26 @@ fn is_zero(value: &u32) -> bool {
     *value == 0
 }
 
-/// How a run's model is trained and wrapped at inference.
+/// How a run's classifier is trained: the part of a defense that makes the weights. What
+/// wraps the trained classifier at evaluation is each cell's [`InferenceDefense`], so cells of
+/// several defense presets that train the same way (`standard`, `noise-injection`, `dncnn`)
+/// share one run and its weights.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Defense {
     pub method: TrainingMethod,
-    /// σ (pixel units) of Gaussian noise added to every input at inference, attacks included.
-    pub inference_noise: Option<f64>,
-    pub denoiser: Option<DenoiserSpec>,
 }
 
 impl Defense {
     pub fn standard() -> Defense {
         Defense {
             method: TrainingMethod::Standard,
-            inference_noise: None,
-            denoiser: None,
         }
     }
 
-    /// The ε the defense is built for, when it has one (adversarial training's, else the
-    /// denoiser's).
+    /// The ε adversarial training is built for, when it has one.
     pub fn epsilon(&self) -> Option<f64> {
         match &self.method {
-            TrainingMethod::Standard => self.denoiser.as_ref().map(|d| d.epsilon),
+            TrainingMethod::Standard => None,
             TrainingMethod::Adversarial { epsilon, .. } => Some(*epsilon),
             TrainingMethod::Mixed {
                 epsilon_linf,
@@ -195,7 +192,30 @@ impl Defense {
         }
     }
 
-    /// Whether the defended model's output is random at inference.
+    /// The ε a cell's defense is built for: adversarial training's, else its denoiser's.
+    pub fn epsilon_with(&self, inference: &InferenceDefense) -> Option<f64> {
+        self.epsilon()
+            .or_else(|| inference.denoiser.as_ref().map(|d| d.epsilon))
+    }
+}
+
+/// What wraps a run's trained classifier when a cell evaluates it: Gaussian noise on every
+/// input, a DnCNN denoiser in front (trained on top of the shared classifier), both, or
+/// nothing. Part of the cell's identity, never of the run's: the weights do not depend on it.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct InferenceDefense {
+    /// σ (pixel units) of Gaussian noise added to every input at inference, attacks included.
+    pub inference_noise: Option<f64>,
+    pub denoiser: Option<DenoiserSpec>,
+}
+
+impl InferenceDefense {
+    /// Nothing wraps the classifier (the cell evaluates it bare).
+    pub fn is_empty(&self) -> bool {
+        self.inference_noise.is_none() && self.denoiser.is_none()
+    }
+
+    /// Whether the wrapped model's output is random at inference.
     pub fn randomized(&self) -> bool {
         self.inference_noise.is_some_and(|s| s > 0.0)
     }
@@ -366,7 +386,9 @@ impl EpsilonSpace {
     }
 }
 
-/// One training job. Its id is a hash of everything here except `id` and `defense_name`.
+/// One training job: a classifier's identity (model, training method, training, data, seed),
+/// and every cell evaluated on its weights. Its id is a hash of everything here except `id`
+/// and the display names.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunSpec {
     pub id: RunId,
@@ -392,11 +414,17 @@ impl RunSpec {
             .noise
             .as_ref()
             .is_some_and(|n| !n.layers.is_empty() && (n.sigma > 0.0 || n.learnable))
-            || self.defense.randomized()
+    }
+
+    /// Whether the model a cell attacks is randomized: noisy layers, or the cell's inference
+    /// noise.
+    pub fn randomized_with(&self, inference: &InferenceDefense) -> bool {
+        self.randomized() || inference.randomized()
     }
 }
 
-/// One evaluation of a run's trained weights. Its id hashes the run id, attack and ε.
+/// One evaluation of a run's trained weights, wrapped by the cell's inference-time defense.
+/// Its id hashes the run id, attack and ε, and the inference defense when there is one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CellSpec {
     pub id: CellId,
@@ -404,6 +432,14 @@ pub struct CellSpec {
     /// The preset name the sweep file used, for display.
     pub attack_name: String,
     pub attack: Attack,
-    /// The budget; for the clean attack `none` it labels the run's training ε (0 if none).
+    /// The budget; for the clean attack `none` it labels the defense's tied ε (0 if none).
     pub epsilon: f64,
+    /// The defense preset the sweep file named, for display: the cells of one run may come
+    /// from several presets that train the same classifier. Empty in cells stored before it
+    /// existed (their run's name is theirs).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub defense_name: String,
+    /// What wraps the run's classifier for this cell (nothing: the bare classifier).
+    #[serde(default, skip_serializing_if = "InferenceDefense::is_empty")]
+    pub inference: InferenceDefense,
 }

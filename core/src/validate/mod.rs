@@ -21,8 +21,8 @@ use crate::limits::{
 };
 use crate::{
     ApgdLoss, Attack, CellSpec, DataSource, DataSpec, Defense, DenoiserSpec, EpsilonSpace,
-    InputNormalization, LrSchedule, Model, ModelFile, ModelFormat, NoiseInjection, Norm, Optimizer,
-    RunSpec, StepSize, TrainingMethod, TrainingSpec,
+    InferenceDefense, InputNormalization, LrSchedule, Model, ModelFile, ModelFormat,
+    NoiseInjection, Norm, Optimizer, RunSpec, StepSize, TrainingMethod, TrainingSpec,
 };
 
 /// A field that is missing or breaks a rule, named by its wire path.
@@ -355,27 +355,36 @@ impl TrainingMethod {
 }
 
 impl Defense {
-    /// Every training budget (the method's, the denoiser's) within the image's diameter in
-    /// `space`; [`RunSpec::validate`] applies it with the run's space.
+    /// The training method's budgets within the image's diameter in `space`;
+    /// [`RunSpec::validate`] applies it with the run's space.
     pub fn validate_budgets(&self, space: EpsilonSpace) -> Checked {
-        self.method.validate_budgets(space)?;
-        match &self.denoiser {
-            Some(d) => d.attack.norm().map_or(Ok(()), |norm| {
-                epsilon_within("defense.denoiser.epsilon", d.epsilon, norm, space)
-            }),
-            None => Ok(()),
-        }
+        self.method.validate_budgets(space)
     }
 
-    /// The training method, a positive inference-noise σ when there is one, the denoiser.
     pub fn validate(&self) -> Checked {
-        self.method.validate()?;
+        self.method.validate()
+    }
+}
+
+impl InferenceDefense {
+    /// A positive inference-noise σ when there is one, and the denoiser.
+    pub fn validate(&self) -> Checked {
         if let Some(sigma) = self.inference_noise {
             positive("defense.inference_noise", sigma)?;
         }
         self.denoiser
             .as_ref()
             .map_or(Ok(()), DenoiserSpec::validate)
+    }
+
+    /// The denoiser's training budget within the image's diameter in `space`.
+    pub fn validate_budgets(&self, space: EpsilonSpace) -> Checked {
+        match &self.denoiser {
+            Some(d) => d.attack.norm().map_or(Ok(()), |norm| {
+                epsilon_within("defense.denoiser.epsilon", d.epsilon, norm, space)
+            }),
+            None => Ok(()),
+        }
     }
 }
 
@@ -523,13 +532,6 @@ impl RunSpec {
                  `[evaluation] shards`)",
             ));
         }
-        if self.data.shard.is_some() && self.defense.denoiser.is_some() {
-            return Err(invalid(
-                "data.shard",
-                "a denoiser is trained by its run, so every shard would train its own; shard \
-                 the evaluation of defenses that train nothing",
-            ));
-        }
         if self.model.is_torchscript() && self.epsilon_space == EpsilonSpace::Normalized {
             return Err(invalid(
                 "epsilon_space",
@@ -542,11 +544,32 @@ impl RunSpec {
 }
 
 impl CellSpec {
-    /// Its display name, attack and ε (its ids are typed, checked when made).
+    /// Its display names, attack, ε and inference defense (its ids are typed, checked when
+    /// made). The defense name may be empty (cells stored before it existed).
     pub fn validate(&self) -> Checked {
         name("cell.attack_name", &self.attack_name)?;
+        if !self.defense_name.is_empty() {
+            name("cell.defense_name", &self.defense_name)?;
+        }
         self.attack.validate()?;
+        self.inference.validate()?;
         epsilon("cell.epsilon", self.epsilon)
+    }
+
+    /// [`CellSpec::validate_in`] its run's ε space, and what the cell asks of its run: a
+    /// denoiser is trained by the run that evaluates it, so a shard of a sharded evaluation
+    /// (each shard a run of its own) cannot host one.
+    pub fn validate_in_run(&self, run: &RunSpec) -> Checked {
+        self.validate_in(run.epsilon_space)?;
+        self.inference.validate_budgets(run.epsilon_space)?;
+        if run.data.shard.is_some() && self.inference.denoiser.is_some() {
+            return Err(invalid(
+                "data.shard",
+                "a denoiser is trained by the run that evaluates it, so every shard would \
+                 train its own; shard the evaluation of defenses that train nothing",
+            ));
+        }
+        Ok(())
     }
 
     /// [`CellSpec::validate`], and its ε within the image's diameter in the norm of its attack,

@@ -10,9 +10,9 @@ use crate::limits::MAX_CASCADE_STAGES;
 use crate::validate::{self, invalid};
 use crate::{
     ApgdLoss, Attack, CascadeVersion, CellSpec, DataShard, DataSource, DataSpec, Defense,
-    DenoiserSpec, EpsilonSpace, InputNormalization, LrSchedule, MixStrategy, Model, ModelFile,
-    ModelFormat, NoiseInjection, Norm, Optimizer, Precision, RunSpec, StepSize, TrainingMethod,
-    TrainingSpec,
+    DenoiserSpec, EpsilonSpace, InferenceDefense, InputNormalization, LrSchedule, MixStrategy,
+    Model, ModelFile, ModelFormat, NoiseInjection, Norm, Optimizer, Precision, RunSpec, StepSize,
+    TrainingMethod, TrainingSpec,
 };
 
 fn norm_from_wire(norm: i32, field: &'static str) -> Result<Norm, WireError> {
@@ -210,10 +210,25 @@ fn denoiser_structure(n: &pb::DenoiserSpec) -> Result<DenoiserSpec, WireError> {
 fn defense_structure(d: &pb::DefenseSpec) -> Result<Defense, WireError> {
     Ok(Defense {
         method: method_structure(required(d.kind.as_ref(), "defense.kind")?)?,
-        // 0 (proto3's unset) is no inference noise.
-        inference_noise: (d.inference_noise != 0.0).then_some(d.inference_noise),
-        denoiser: d.denoiser.as_ref().map(denoiser_structure).transpose()?,
     })
+}
+
+/// An inference defense from its fields (a cell's, or a legacy run-wide one); 0 (proto3's
+/// unset) is no inference noise.
+fn inference_structure(
+    inference_noise: f64,
+    denoiser: Option<&pb::DenoiserSpec>,
+) -> Result<InferenceDefense, WireError> {
+    Ok(InferenceDefense {
+        inference_noise: (inference_noise != 0.0).then_some(inference_noise),
+        denoiser: denoiser.map(denoiser_structure).transpose()?,
+    })
+}
+
+/// A cell status's inference defense, for display (no validation: what the coordinator
+/// stored); empty when it is not readable.
+pub fn inference_from_status(c: &pb::CellStatus) -> InferenceDefense {
+    inference_structure(c.inference_noise, c.denoiser.as_ref()).unwrap_or_default()
 }
 
 pub fn defense_from_wire(d: &pb::DefenseSpec) -> Result<Defense, WireError> {
@@ -323,6 +338,8 @@ pub fn cell_from_wire(run_id: &RunId, c: &pb::CellSpec) -> Result<CellSpec, Wire
         attack_name: c.attack_name.clone(),
         attack,
         epsilon: c.epsilon,
+        defense_name: c.defense_name.clone(),
+        inference: inference_structure(c.inference_noise, c.denoiser.as_ref())?,
     };
     cell.validate()?;
     Ok(cell)
@@ -356,7 +373,11 @@ pub fn run_from_wire(r: &pb::RunSpec) -> Result<(RunSpec, Vec<CellSpec>), WireEr
             ));
         }
     };
-    let defense = defense_structure(required(r.defense.as_ref(), "run.defense")?)?;
+    let defense_spec = required(r.defense.as_ref(), "run.defense")?;
+    let defense = defense_structure(defense_spec)?;
+    // A coordinator from before cells carried their own inference defense sends one for the
+    // whole run: every cell that carries none gets it.
+    let legacy = inference_structure(defense_spec.inference_noise, defense_spec.denoiser.as_ref())?;
     let training = training_structure(required(r.training.as_ref(), "run.training")?)?;
     let data = data_structure(required(r.data.as_ref(), "run.data")?)?;
     let run = RunSpec {
@@ -379,8 +400,14 @@ pub fn run_from_wire(r: &pb::RunSpec) -> Result<(RunSpec, Vec<CellSpec>), WireEr
         .cells
         .iter()
         .map(|c| {
-            let cell = cell_from_wire(&run.id, c)?;
-            cell.validate_in(run.epsilon_space)?;
+            let mut cell = cell_from_wire(&run.id, c)?;
+            if cell.inference.is_empty() {
+                cell.inference = legacy.clone();
+            }
+            if cell.defense_name.is_empty() {
+                cell.defense_name = run.defense_name.clone();
+            }
+            cell.validate_in_run(&run)?;
             Ok(cell)
         })
         .collect::<Result<Vec<_>, WireError>>()?;

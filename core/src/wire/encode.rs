@@ -5,8 +5,9 @@ use advsweep_proto::v1 as pb;
 
 use crate::ids::SweepId;
 use crate::{
-    Attack, CellSpec, DataSource, DataSpec, Defense, EpsilonSpace, LrSchedule, MixStrategy, Model,
-    ModelFormat, Norm, Optimizer, Precision, RunSpec, StepSize, TrainingMethod, TrainingSpec,
+    Attack, CellSpec, DataSource, DataSpec, Defense, DenoiserSpec, EpsilonSpace, LrSchedule,
+    MixStrategy, Model, ModelFormat, Norm, Optimizer, Precision, RunSpec, StepSize, TrainingMethod,
+    TrainingSpec,
 };
 
 pub fn norm_to_wire(norm: Norm) -> i32 {
@@ -166,18 +167,24 @@ pub fn defense_to_wire(defense: &Defense) -> pb::DefenseSpec {
             fraction: *fraction,
         }),
     };
+    // The legacy run-wide inference defense (fields 4, 5) stays unset: cells carry their own.
     pb::DefenseSpec {
         kind: Some(kind),
-        inference_noise: defense.inference_noise.unwrap_or(0.0),
-        denoiser: defense.denoiser.as_ref().map(|d| pb::DenoiserSpec {
-            blocks: d.blocks,
-            channels: d.channels,
-            attack: Some(attack_to_wire(&d.attack)),
-            epsilon: d.epsilon,
-            epochs: d.epochs,
-            learning_rate: d.learning_rate,
-            pairs_per_epoch: d.pairs_per_epoch,
-        }),
+        inference_noise: 0.0,
+        denoiser: None,
+    }
+}
+
+/// A denoiser into its message.
+pub fn denoiser_to_wire(d: &DenoiserSpec) -> pb::DenoiserSpec {
+    pb::DenoiserSpec {
+        blocks: d.blocks,
+        channels: d.channels,
+        attack: Some(attack_to_wire(&d.attack)),
+        epsilon: d.epsilon,
+        epochs: d.epochs,
+        learning_rate: d.learning_rate,
+        pairs_per_epoch: d.pairs_per_epoch,
     }
 }
 
@@ -270,6 +277,9 @@ pub fn cell_to_wire(c: &CellSpec) -> pb::CellSpec {
         attack_name: c.attack_name.clone(),
         attack: Some(attack_to_wire(&c.attack)),
         epsilon: c.epsilon,
+        defense_name: c.defense_name.clone(),
+        inference_noise: c.inference.inference_noise.unwrap_or(0.0),
+        denoiser: c.inference.denoiser.as_ref().map(denoiser_to_wire),
     }
 }
 

@@ -22,11 +22,11 @@ mod tests;
 pub use crate::limits::*;
 pub use decode::{
     attack_from_wire, cell_from_wire, data_from_wire, defense_from_wire, epsilon_space_from_wire,
-    model_from_wire, run_from_wire, training_from_wire,
+    inference_from_status, model_from_wire, run_from_wire, training_from_wire,
 };
 pub use encode::{
-    attack_to_wire, cell_to_wire, data_to_wire, defense_to_wire, epsilon_space_to_wire,
-    model_to_wire, norm_to_wire, run_to_wire, training_to_wire,
+    attack_to_wire, cell_to_wire, data_to_wire, defense_to_wire, denoiser_to_wire,
+    epsilon_space_to_wire, model_to_wire, norm_to_wire, run_to_wire, training_to_wire,
 };
 pub use metrics::{
     cell_chunk_from_wire, cell_chunk_to_wire, cell_result_from_wire, cell_result_to_wire,

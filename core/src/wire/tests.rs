@@ -5,8 +5,8 @@ use advsweep_proto::v1 as pb;
 use super::*;
 use crate::{
     Attack, CellId, CellSpec, DataSource, DataSpec, Defense, DenoiserSpec, EpsilonSpace,
-    LrSchedule, MixStrategy, Model, NoiseInjection, Norm, Optimizer, RunId, RunSpec, StepSize,
-    SweepId, TrainingMethod, TrainingSpec,
+    InferenceDefense, LrSchedule, MixStrategy, Model, NoiseInjection, Norm, Optimizer, RunId,
+    RunSpec, StepSize, SweepId, TrainingMethod, TrainingSpec,
 };
 
 fn pgd(norm: Norm) -> Attack {
@@ -51,16 +51,6 @@ fn sample_run() -> (RunSpec, Vec<CellSpec>) {
                 strategy: MixStrategy::WorstPerExample,
                 fraction: 1.0,
             },
-            inference_noise: Some(0.05),
-            denoiser: Some(DenoiserSpec {
-                blocks: 10,
-                channels: 64,
-                attack: pgd(Norm::Linf),
-                epsilon: 0.03,
-                epochs: 5,
-                learning_rate: 1e-3,
-                pairs_per_epoch: 2000,
-            }),
         },
         training: TrainingSpec {
             epochs: 3,
@@ -102,8 +92,40 @@ fn sample_run() -> (RunSpec, Vec<CellSpec>) {
             eot: 8,
         },
         epsilon: 0.03,
+        defense_name: "at-mixed-denoised".into(),
+        inference: InferenceDefense {
+            inference_noise: Some(0.05),
+            denoiser: Some(DenoiserSpec {
+                blocks: 10,
+                channels: 64,
+                attack: pgd(Norm::Linf),
+                epsilon: 0.03,
+                epochs: 5,
+                learning_rate: 1e-3,
+                pairs_per_epoch: 2000,
+            }),
+        },
     }];
     (run, cells)
+}
+
+/// A coordinator from before cells carried their own inference defense sends it for the whole
+/// run: every cell without one gets it, and the run's defense name.
+#[test]
+fn a_run_wide_inference_defense_reaches_every_cell() {
+    let (run, mut cells) = sample_run();
+    let inference = std::mem::take(&mut cells[0].inference);
+    cells[0].defense_name.clear();
+    let mut wire = run_to_wire(&run, &sweep_id(), &cells);
+    let defense = wire.defense.as_mut().expect("a defense");
+    defense.inference_noise = 0.05;
+    defense.denoiser = inference
+        .denoiser
+        .as_ref()
+        .map(crate::wire::denoiser_to_wire);
+    let (_, decoded) = run_from_wire(&wire).expect("decodes");
+    assert_eq!(decoded[0].inference, inference);
+    assert_eq!(decoded[0].defense_name, "at-mixed");
 }
 
 #[test]

@@ -1,7 +1,8 @@
-//! One leased run, executed synchronously: seed, load data, build, train (the classifier,
-//! then the denoiser if the defense has one), wrap the defended model
-//! ([`crate::defended::Defended`]: inference noise → denoiser → classifier) and evaluate every
-//! cell against it, with every ε in the run's ε space.
+//! One leased run, executed synchronously: seed, load data, build, train the classifier once,
+//! then for each inference-time defense of the run's cells (none, inference noise, a denoiser
+//! trained on top of the classifier) wrap the defended model ([`crate::defended::Defended`]:
+//! inference noise → denoiser → classifier) and evaluate that defense's cells against it, with
+//! every ε in the run's ε space.
 //!
 //! This is the part that runs on a dedicated blocking thread (libtorch calls block for
 //! seconds); it knows nothing about gRPC. It reports through a callback — the agent turns
@@ -22,7 +23,9 @@ use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use advsweep_core::{CellChunk, CellResult, CellSpec, DataSpec, EpochMetrics, RunSpec};
+use advsweep_core::{
+    CellChunk, CellResult, CellSpec, DataSpec, EpochMetrics, InferenceDefense, RunSpec,
+};
 use anyhow::Context as _;
 use tch::Device;
 use tracing::{info, info_span};
@@ -239,16 +242,25 @@ impl Executor {
         } else {
             info!("epochs = 0: evaluating the model as given");
         }
-        let denoiser = train_denoiser(model.as_ref(), data, run, cancel)?;
-        let defended = Defended::new(model, denoiser, run.defense.inference_noise)?;
-        let evaluation = Evaluation {
-            defended: &defended,
-            data,
-            run,
-            progress,
-            chunk_interval: self.chunk_interval,
-        };
-        evaluate_cells(&evaluation, cells, cancel, emit)?;
+        // The trained classifier is shared by every defense of the run's cells: each wraps it
+        // (inference noise, a denoiser trained on top of it) for its own cells, then hands it
+        // to the next.
+        let mut model = model;
+        for (inference, defense_name, group) in by_inference(cells) {
+            let span = info_span!("defense", defense = %defense_name);
+            let _entered = span.enter();
+            let denoiser = train_denoiser(model.as_ref(), data, run, &inference, cancel)?;
+            let defended = Defended::new(model, denoiser, inference.inference_noise)?;
+            let evaluation = Evaluation {
+                defended: &defended,
+                data,
+                run,
+                progress,
+                chunk_interval: self.chunk_interval,
+            };
+            evaluate_cells(&evaluation, &group, cancel, emit)?;
+            model = defended.into_parts().0;
+        }
         info!(
             seconds = format_args!("{:.1}", started.elapsed().as_secs_f64()),
             cells = cells.len(),
@@ -352,13 +364,33 @@ fn train_classifier(
 }
 
 /// Trains the defense's denoiser against the trained classifier, when the defense has one.
+/// The run's cells grouped by what wraps the classifier for them, in the order of their first
+/// cell: (the inference defense, the first cell's defense name, its cells).
+fn by_inference(cells: &[CellSpec]) -> Vec<(InferenceDefense, String, Vec<CellSpec>)> {
+    let mut groups: Vec<(InferenceDefense, String, Vec<CellSpec>)> = Vec::new();
+    for cell in cells {
+        match groups.iter_mut().find(|(i, _, _)| *i == cell.inference) {
+            Some((_, _, group)) => group.push(cell.clone()),
+            None => groups.push((
+                cell.inference.clone(),
+                cell.defense_name.clone(),
+                vec![cell.clone()],
+            )),
+        }
+    }
+    groups
+}
+
+/// The denoiser `inference` puts in front of the trained classifier, trained on top of it
+/// (`None` without one).
 fn train_denoiser(
     model: &dyn models::Classifier,
     data: &Dataset,
     run: &RunSpec,
+    inference: &InferenceDefense,
     cancel: &AtomicBool,
 ) -> anyhow::Result<Option<Denoiser>> {
-    Ok(match &run.defense.denoiser {
+    Ok(match &inference.denoiser {
         None => None,
         Some(spec) => {
             let t0 = Instant::now();

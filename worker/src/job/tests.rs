@@ -56,6 +56,24 @@ fn run_spec(model: &str, data: DataSource, defense: Defense) -> RunSpec {
     }
 }
 
+/// A one-block DnCNN trained for one epoch on FGSM pairs at 8/255.
+fn small_denoiser() -> advsweep_core::DenoiserSpec {
+    advsweep_core::DenoiserSpec {
+        blocks: 1,
+        channels: 8,
+        attack: Attack::Fgsm {
+            norm: Norm::Linf,
+            random_start: false,
+            step_fraction: 1.0,
+            eot: 1,
+        },
+        epsilon: 8.0 / 255.0,
+        epochs: 1,
+        learning_rate: 1e-3,
+        pairs_per_epoch: 0,
+    }
+}
+
 fn synthetic() -> DataSource {
     DataSource::Synthetic {
         seed: 1,
@@ -92,23 +110,12 @@ fn a_run_with_every_defense_reports_epochs_then_cells() -> anyhow::Result<()> {
                 strategy: advsweep_core::MixStrategy::WorstPerExample,
                 fraction: 0.5,
             },
-            inference_noise: Some(0.05),
-            denoiser: Some(advsweep_core::DenoiserSpec {
-                blocks: 1,
-                channels: 8,
-                attack: Attack::Fgsm {
-                    norm: Norm::Linf,
-                    random_start: false,
-                    step_fraction: 1.0,
-                    eot: 1,
-                },
-                epsilon: 8.0 / 255.0,
-                epochs: 1,
-                learning_rate: 1e-3,
-                pairs_per_epoch: 0,
-            }),
         },
     );
+    let inference = InferenceDefense {
+        inference_noise: Some(0.05),
+        denoiser: Some(small_denoiser()),
+    };
     run.training.epochs = 2;
     run.training.optimizer = Optimizer::Adam {
         beta1: 0.9,
@@ -126,6 +133,8 @@ fn a_run_with_every_defense_reports_epochs_then_cells() -> anyhow::Result<()> {
             attack_name: "none".into(),
             attack: Attack::None,
             epsilon: 0.0,
+            defense_name: "everything".into(),
+            inference: inference.clone(),
         },
         CellSpec {
             id: id::<CellId>(PGD_EOT),
@@ -133,6 +142,8 @@ fn a_run_with_every_defense_reports_epochs_then_cells() -> anyhow::Result<()> {
             attack_name: "pgd".into(),
             attack: pgd(Norm::Linf).with_eot(3),
             epsilon: eps,
+            defense_name: "everything".into(),
+            inference,
         },
     ];
     let executor = Executor::new(Device::Cpu, 2);
@@ -183,8 +194,6 @@ fn a_small_adversarial_run_reports_epochs_then_cells() -> anyhow::Result<()> {
                 epsilon: 4.0 / 255.0,
                 fraction: 0.5,
             },
-            inference_noise: None,
-            denoiser: None,
         },
     );
     let cells = vec![
@@ -194,6 +203,8 @@ fn a_small_adversarial_run_reports_epochs_then_cells() -> anyhow::Result<()> {
             attack_name: "none".into(),
             attack: Attack::None,
             epsilon: 0.0,
+            defense_name: String::new(),
+            inference: InferenceDefense::default(),
         },
         CellSpec {
             id: id::<CellId>(PGD),
@@ -201,6 +212,8 @@ fn a_small_adversarial_run_reports_epochs_then_cells() -> anyhow::Result<()> {
             attack_name: "pgd".into(),
             attack: pgd,
             epsilon: 8.0 / 255.0,
+            defense_name: String::new(),
+            inference: InferenceDefense::default(),
         },
     ];
     let executor = Executor::new(Device::Cpu, 2);
@@ -303,8 +316,6 @@ fn a_cifar100_run_builds_a_model_with_one_output_per_class() -> anyhow::Result<(
         },
         Defense {
             method: advsweep_core::TrainingMethod::Standard,
-            inference_noise: None,
-            denoiser: None,
         },
     );
     run.data.train_limit = 300;
@@ -315,6 +326,8 @@ fn a_cifar100_run_builds_a_model_with_one_output_per_class() -> anyhow::Result<(
         attack_name: "none".into(),
         attack: Attack::None,
         epsilon: 0.0,
+        defense_name: String::new(),
+        inference: InferenceDefense::default(),
     }];
     let executor = Executor::new(Device::Cpu, 1);
     let mut results = Vec::new();
@@ -326,5 +339,98 @@ fn a_cifar100_run_builds_a_model_with_one_output_per_class() -> anyhow::Result<(
     })?;
     assert_eq!(results.len(), 1);
     assert_eq!(results[0].examples, 100);
+    Ok(())
+}
+
+/// Train once: the cells of three defenses that share a classifier (none, inference noise, a
+/// denoiser in front) evaluated in one run — one training — give exactly the results each
+/// defense gets in a run of its own (three trainings, as before runs were shared).
+#[test]
+fn defenses_sharing_a_classifier_are_evaluated_on_one_training() -> anyhow::Result<()> {
+    let run = run_spec("basic", synthetic(), Defense::standard());
+    let defenses = [
+        ("standard", InferenceDefense::default()),
+        (
+            "noise-injection",
+            InferenceDefense {
+                inference_noise: Some(0.05),
+                denoiser: None,
+            },
+        ),
+        (
+            "dncnn",
+            InferenceDefense {
+                inference_noise: None,
+                denoiser: Some(small_denoiser()),
+            },
+        ),
+    ];
+    let fgsm = Attack::Fgsm {
+        norm: Norm::Linf,
+        random_start: false,
+        step_fraction: 1.0,
+        eot: 1,
+    };
+    let cells_of = |d: usize| -> Vec<CellSpec> {
+        let (name, inference) = &defenses[d];
+        [(Attack::None, 0.0), (fgsm.clone(), 8.0 / 255.0)]
+            .into_iter()
+            .enumerate()
+            .map(|(a, (attack, epsilon))| CellSpec {
+                id: id(&format!("c-{:016x}", 16 * d + a + 1)),
+                run_id: id(RUN),
+                attack_name: if a == 0 { "none" } else { "fgsm" }.into(),
+                attack,
+                epsilon,
+                defense_name: (*name).into(),
+                inference: inference.clone(),
+            })
+            .collect()
+    };
+    let execute = |cells: &[CellSpec]| -> anyhow::Result<(usize, Vec<(String, CellResult)>)> {
+        let mut epochs = 0;
+        let mut results = Vec::new();
+        Executor::new(Device::Cpu, 2).run_catching(
+            &run,
+            cells,
+            &AtomicBool::new(false),
+            &mut |p| {
+                match p {
+                    Progress::Epoch(_) => epochs += 1,
+                    Progress::Cell { cell_id, result } => results.push((cell_id, result)),
+                    _ => {}
+                }
+                Ok(())
+            },
+        )?;
+        Ok((epochs, results))
+    };
+    let all: Vec<CellSpec> = (0..defenses.len()).flat_map(cells_of).collect();
+    let (epochs, together) = execute(&all)?;
+    assert_eq!(epochs, 1, "one training for the three defenses");
+    let mut alone = Vec::new();
+    for d in 0..defenses.len() {
+        let (epochs, results) = execute(&cells_of(d))?;
+        assert_eq!(epochs, 1);
+        alone.extend(results);
+    }
+    assert_eq!(together.len(), 6);
+    for ((id, shared), (same_id, own)) in together.iter().zip(&alone) {
+        assert_eq!(id, same_id);
+        assert_eq!(shared.accuracy, own.accuracy, "{id}");
+        assert_eq!(shared.attack_success_rate, own.attack_success_rate, "{id}");
+        assert_eq!(shared.mean_linf, own.mean_linf, "{id}");
+    }
+    // The defenses differ: the denoiser and the noise change what FGSM does.
+    let fgsm_accuracy: Vec<f64> = together
+        .iter()
+        .filter(|(id, _)| id.ends_with('2'))
+        .map(|(_, r)| r.accuracy)
+        .collect();
+    assert_eq!(fgsm_accuracy.len(), 3);
+    assert!(
+        fgsm_accuracy[0] != fgsm_accuracy[1] || fgsm_accuracy[0] != fgsm_accuracy[2],
+        "{fgsm_accuracy:?}"
+    );
     Ok(())
 }

@@ -44,11 +44,7 @@ pub fn training(epochs: u32) -> TrainingSpec {
 }
 
 pub fn defense(method: TrainingMethod) -> Defense {
-    Defense {
-        method,
-        inference_noise: None,
-        denoiser: None,
-    }
+    Defense { method }
 }
 
 /// BasicNet trained on `data` with `defense` (seeded), ready to attack.

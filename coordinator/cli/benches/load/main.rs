@@ -59,8 +59,10 @@ use tonic::{Code, Status};
 
 /// The grid: every axis a real sweep-file axis, with built-in presets only
 /// (coordinator/src/sweep/presets.rs). Neither defense ties its ε to the grid and the clean
-/// attack `none` is left out, so cells = models × defenses × attacks × ε × seeds exactly and a
-/// run (model, defense, seed) has attacks × ε = 10 cells.
+/// attack `none` is left out, so cells = models × defenses × attacks × ε × seeds exactly; both
+/// defenses train the same standard classifier (`noise-injection` only wraps it at inference),
+/// so a run (model, seed) has defenses × attacks × ε = 20 cells. (Before runs were shared by
+/// inference-only defenses, a run was (model, defense, seed) with 10 cells.)
 const MODELS: [&str; 2] = ["basic", "resnet18"];
 const DEFENSES: [&str; 2] = ["standard", "noise-injection"];
 const ATTACKS: [&str; 2] = ["fgsm", "pgd-linf"];
@@ -68,6 +70,7 @@ const EPSILONS: [&str; 5] = ["1/255", "2/255", "4/255", "8/255", "16/255"];
 /// Epochs per run: one `ReportMetrics` (one point) each, as the real worker sends them.
 const EPOCHS: u32 = 3;
 const CELLS_PER_SEED: usize = MODELS.len() * DEFENSES.len() * ATTACKS.len() * EPSILONS.len();
+const CELLS_PER_RUN: usize = DEFENSES.len() * ATTACKS.len() * EPSILONS.len();
 
 /// What the real worker does between polls and on transport errors (worker/src/agent.rs).
 const IDLE_POLL_MIN: Duration = Duration::from_millis(50);
@@ -527,11 +530,11 @@ fn main() {
             "compute_ms_per_run": opts.compute_ms,
             // What W workers holding each run compute_ms can deliver at most.
             "offered_cells_per_s": (opts.compute_ms > 0).then(|| {
-                round(workers as f64 * (ATTACKS.len() * EPSILONS.len()) as f64 * 1e3 / opts.compute_ms as f64, 1)
+                round(workers as f64 * CELLS_PER_RUN as f64 * 1e3 / opts.compute_ms as f64, 1)
             }),
             "workers": workers,
             "cells": cells,
-            "runs": cells / (ATTACKS.len() * EPSILONS.len()),
+            "runs": cells / CELLS_PER_RUN,
             "repeats": opts.repeats,
             "median": med,
             "samples": samples,
@@ -552,7 +555,7 @@ fn main() {
         "machine": machine,
         "grid": {
             "models": MODELS, "defenses": DEFENSES, "attacks": ATTACKS, "epsilons": EPSILONS,
-            "epochs_per_run": EPOCHS, "cells_per_run": ATTACKS.len() * EPSILONS.len(),
+            "epochs_per_run": EPOCHS, "cells_per_run": CELLS_PER_RUN,
             "cells_per_seed": CELLS_PER_SEED,
         },
         "worker_model": match opts.reporting {

@@ -106,10 +106,11 @@ impl Palette {
     pub(super) fn of(r: &SweepReport) -> Palette {
         Palette {
             groups: first_seen(
-                r.runs
+                // Cells first: a run shared by several defenses is labelled by one of them.
+                r.cells
                     .iter()
-                    .map(|x| (x.model.clone(), x.defense.clone()))
-                    .chain(r.cells.iter().map(|c| (c.model.clone(), c.defense.clone()))),
+                    .map(|c| (c.model.clone(), c.defense.clone()))
+                    .chain(r.runs.iter().map(|x| (x.model.clone(), x.defense.clone()))),
             ),
             attacks: first_seen(
                 r.cells

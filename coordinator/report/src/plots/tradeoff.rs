@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use advsweep_core::{EpsilonSpace, Norm, ShownState};
 
-use super::figures::{Palette, first_seen, norm_of, seeds_note, setting, spread};
+use super::figures::{Palette, first_seen, norm_of, seeds_note, spread};
 use super::{Axis, Figure, LegendEntry, Look, Marker, Panel, Point, Series, Spread, Ticks};
 use crate::epsilon;
 use crate::records::CellRecord;
@@ -26,12 +26,35 @@ pub fn robust_vs_clean(r: &SweepReport) -> Option<Figure> {
     type Values = (String, String, f64, Vec<f64>, Vec<f64>);
     let mut by: BTreeMap<Key, Values> = BTreeMap::new();
     let mut order: Vec<Key> = Vec::new();
-    for run in &r.runs {
-        let cells: Vec<&CellRecord> = r
+    // A run's cells may belong to several defenses sharing its classifier (`standard`,
+    // `noise-injection`, `dncnn`): each is its own point.
+    let groups = r.runs.iter().flat_map(|run| {
+        let done: Vec<&CellRecord> = r
             .cells
             .iter()
             .filter(|c| c.run_id == run.run_id && c.state == ShownState::Done)
             .collect();
+        let defenses = first_seen(
+            done.iter()
+                .map(|c| (c.defense.clone(), c.defense_epsilon.map(f64::to_bits))),
+        );
+        defenses.into_iter().map(move |(defense, eps)| {
+            let cells: Vec<&CellRecord> = done
+                .iter()
+                .copied()
+                .filter(|c| c.defense == defense && c.defense_epsilon.map(f64::to_bits) == eps)
+                .collect();
+            let mut label = format!("{}/{defense}", run.model);
+            if let Some(e) = eps {
+                label.push_str(&format!(
+                    " ε={}",
+                    epsilon::label_in(f64::from_bits(e), run.epsilon_space)
+                ));
+            }
+            (run, defense, label, cells)
+        })
+    });
+    for (run, defense, label, cells) in groups {
         let Some(clean) = cells
             .iter()
             .find(|c| c.attack == "none")
@@ -50,14 +73,14 @@ pub fn robust_vs_clean(r: &SweepReport) -> Option<Figure> {
             e.1 = e.1.min(100.0 * res.accuracy);
         }
         for ((norm, bits), (eps, acc)) in worst {
-            let key = (setting(run), norm, bits);
+            let key = (label.clone(), norm, bits);
             if !order.contains(&key) {
                 order.push(key.clone());
             }
             let v = by.entry(key).or_insert_with(|| {
                 (
                     run.model.clone(),
-                    run.defense.clone(),
+                    defense.clone(),
                     eps,
                     Vec::new(),
                     Vec::new(),

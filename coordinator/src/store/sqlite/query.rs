@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 
 use advsweep_core::{
-    CellSpec, CellState, EpochMetrics, EpsilonSpace, RunId, RunState, StateCounts, SweepId,
+    CellSpec, CellState, EpochMetrics, EpsilonSpace, InferenceDefense, RunId, RunState,
+    StateCounts, SweepId,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -284,13 +285,26 @@ pub(super) fn sweep_detail(
     let cells = {
         let mut stmt = conn.prepare_cached(
             "SELECT c.cell_id, c.run_id, c.attack_name, c.epsilon, c.state, r.state,
-                        c.result_json, c.error, c.spec_json
+                        c.result_json, c.error, c.spec_json, r.defense_name, r.defense_epsilon
                  FROM sweep_cells sc
                  JOIN cells c ON c.cell_id = sc.cell_id
                  JOIN runs r ON r.run_id = c.run_id
                  WHERE sc.sweep_id = ?1 ORDER BY sc.ord",
         )?;
         let rows = stmt.query_map(params![sweep_id.as_str()], |r| {
+            let spec = spec::<CellSpec>(r.get(8)?);
+            let run_defense: String = r.get(9)?;
+            let run_epsilon: Option<f64> = r.get(10)?;
+            let (defense_name, inference) = match &spec {
+                Some(c) if !c.defense_name.is_empty() => {
+                    (c.defense_name.clone(), c.inference.clone())
+                }
+                _ => (run_defense, InferenceDefense::default()),
+            };
+            // The ε the cell's defense is built for: its run's training ε, else its denoiser's.
+            let defense_epsilon = run_epsilon
+                .filter(|e| *e > 0.0)
+                .or_else(|| inference.denoiser.as_ref().map(|d| d.epsilon));
             Ok((
                 CellStatus {
                     cell_id: id(r, 0)?,
@@ -300,7 +314,10 @@ pub(super) fn sweep_detail(
                     state: state::<CellState>(r, 4)?.shown(state(r, 5)?),
                     result: None,
                     error: r.get(7)?,
-                    attack: spec::<CellSpec>(r.get(8)?).map(|c| c.attack),
+                    attack: spec.map(|c| c.attack),
+                    defense_name,
+                    defense_epsilon,
+                    inference,
                 },
                 r.get::<_, Option<String>>(6)?,
             ))

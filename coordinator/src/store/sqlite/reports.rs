@@ -37,6 +37,8 @@ fn evaluated_cells(tx: &Connection, run_id: &RunId) -> Result<Vec<EvaluatedCell>
             accuracy: result.accuracy,
             stages: result.stages,
             warnings: result.warnings,
+            defense_name: cell.defense_name,
+            inference: cell.inference,
         });
     }
     Ok(cells)

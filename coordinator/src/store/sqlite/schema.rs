@@ -8,7 +8,7 @@
 use rusqlite::Connection;
 
 /// Bumped whenever the schema changes; an older state directory is refused with a clear error.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// Statements that bring a state directory of version N−1 to version N.
 pub const MIGRATIONS: &[(i64, &str)] = &[
@@ -24,6 +24,23 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
         "CREATE TABLE IF NOT EXISTS cell_chunks (
              cell_id TEXT NOT NULL, start INTEGER NOT NULL, images INTEGER NOT NULL,
              attempt INTEGER NOT NULL, chunk_json TEXT NOT NULL, PRIMARY KEY (cell_id, start));",
+    ),
+    // Cells carry their own defense name and inference defense (noise, denoiser), which runs
+    // held before: copy each run's onto its cells, so a pending cell of an old noise or
+    // denoiser run is still evaluated with it.
+    (
+        6,
+        "UPDATE cells SET spec_json = json_set(spec_json, '$.defense_name',
+             (SELECT r.defense_name FROM runs r WHERE r.run_id = cells.run_id))
+         WHERE json_extract(spec_json, '$.defense_name') IS NULL;
+         UPDATE cells SET spec_json = json_set(spec_json, '$.inference', json_object(
+             'inference_noise', (SELECT json_extract(r.spec_json, '$.defense.inference_noise')
+                                 FROM runs r WHERE r.run_id = cells.run_id),
+             'denoiser', (SELECT json(json_extract(r.spec_json, '$.defense.denoiser'))
+                          FROM runs r WHERE r.run_id = cells.run_id)))
+         WHERE EXISTS (SELECT 1 FROM runs r WHERE r.run_id = cells.run_id
+             AND (json_extract(r.spec_json, '$.defense.inference_noise') IS NOT NULL
+                  OR json_extract(r.spec_json, '$.defense.denoiser') IS NOT NULL));",
     ),
 ];
 

@@ -5,7 +5,7 @@
 //! validate the result as the vocabulary defines it.
 
 use advsweep_core::catalogue::defaults;
-use advsweep_core::{Attack, Defense, DenoiserSpec, MixStrategy, TrainingMethod};
+use advsweep_core::{Attack, Defense, DenoiserSpec, InferenceDefense, MixStrategy, TrainingMethod};
 
 use super::SweepError;
 use super::attacks::resolve_attack;
@@ -66,8 +66,14 @@ impl ResolvedDefense {
                 .is_some_and(|d| d.epsilon == EpsilonSetting::Tied)
     }
 
-    /// The concrete defense, with tied budgets set to `tied` (a grid ε).
-    pub(super) fn build(&self, tied: f64) -> Defense {
+    /// Whether anything wraps the classifier at evaluation (inference noise, a denoiser).
+    pub(super) fn wraps(&self) -> bool {
+        self.inference_noise.is_some() || self.denoiser.is_some()
+    }
+
+    /// The concrete defense, with tied budgets set to `tied` (a grid ε): how the classifier
+    /// is trained, and what wraps it at evaluation.
+    pub(super) fn build(&self, tied: f64) -> (Defense, InferenceDefense) {
         let at = |e: EpsilonSetting| match e {
             EpsilonSetting::Fixed(v) => v,
             EpsilonSetting::Tied => tied,
@@ -99,8 +105,7 @@ impl ResolvedDefense {
                 fraction: *fraction,
             },
         };
-        Defense {
-            method,
+        let inference = InferenceDefense {
             inference_noise: self.inference_noise,
             denoiser: self.denoiser.as_ref().map(|d| DenoiserSpec {
                 blocks: d.blocks,
@@ -111,7 +116,8 @@ impl ResolvedDefense {
                 learning_rate: d.learning_rate,
                 pairs_per_epoch: d.pairs_per_epoch,
             }),
-        }
+        };
+        (Defense { method }, inference)
     }
 }
 
@@ -255,8 +261,10 @@ pub(super) fn resolve_defense(
             .transpose()?,
     };
     // Tied budgets are grid values, checked with the grid; 0 stands in for them here.
-    let defense = resolved.build(0.0);
+    let (defense, inference) = resolved.build(0.0);
     v.rule(Some(&at), defense.validate())?;
     v.rule(Some(&at), defense.validate_budgets(file.epsilon_space))?;
+    v.rule(Some(&at), inference.validate())?;
+    v.rule(Some(&at), inference.validate_budgets(file.epsilon_space))?;
     Ok(resolved)
 }

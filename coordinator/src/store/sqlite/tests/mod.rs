@@ -4,6 +4,7 @@
 mod chunks;
 mod expiry;
 mod lifecycle;
+mod migration;
 mod sweep_states;
 mod writer;
 

@@ -14,7 +14,6 @@ use advsweep_coordinator::grpc::{Coordinator, ServeOptions, serve};
 use advsweep_coordinator::scheduler::{LeaseSettings, Scheduler};
 use advsweep_coordinator::store::SqliteStore;
 
-/// A binary of this workspace, from the target directory the tests were built into.
 /// An id as the wire and the tests hold it (a `String`), as the typed id (`RunId`, `SweepId`,
 /// …) the coordinator's store takes.
 pub fn typed<T>(id: &str) -> T
@@ -25,6 +24,7 @@ where
     id.parse().expect("a well-formed id")
 }
 
+/// A binary of this workspace, from the target directory the tests were built into.
 pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> -> target/<profile>/<name>
@@ -40,6 +40,27 @@ pub fn workspace_bin(name: &str) -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// The `advsweep` CLI run in `dir` as a user runs it there: this build's worker binary for
+/// `advsweep run`, worker caches under `dir`, and no coordinator address or settings file from
+/// the test's environment.
+pub fn advsweep_in(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(workspace_bin("advsweep"))
+        .args(args)
+        .current_dir(dir)
+        .env("ADVSWEEP_WORKER_BIN", workspace_bin("advsweep-worker"))
+        .env("XDG_CACHE_HOME", dir.join("worker-cache"))
+        .env_remove("ADVSWEEP_COORDINATOR")
+        .env_remove("ADVSWEEP_CONFIG")
+        .output()
+        .expect("advsweep runs")
+}
+
+/// The stdout of a process that must have succeeded (its output shown otherwise).
+pub fn succeeded(out: std::process::Output) -> String {
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A loopback port that was free a moment ago (for a process that binds it itself).

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use advsweep_tests::workspace_bin;
+use advsweep_tests::advsweep_in;
 
 fn python() -> std::ffi::OsString {
     std::env::var_os("ADVSWEEP_TORCH_PYTHON")
@@ -86,15 +86,7 @@ weights = "models/basic.safetensors"
 "#;
 
 fn advsweep(args: &[&str], dir: &Path) -> std::process::Output {
-    Command::new(workspace_bin("advsweep"))
-        .args(args)
-        .current_dir(dir)
-        .env("ADVSWEEP_WORKER_BIN", workspace_bin("advsweep-worker"))
-        .env("XDG_CACHE_HOME", dir.join("worker-cache"))
-        .env_remove("ADVSWEEP_COORDINATOR")
-        .env_remove("ADVSWEEP_CONFIG")
-        .output()
-        .expect("advsweep runs")
+    advsweep_in(dir, args)
 }
 
 /// `advsweep run sweep.toml` with two local workers, the state in `state`, and the settings

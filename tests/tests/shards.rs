@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use advsweep_tests::workspace_bin;
+use advsweep_tests::{advsweep_in, succeeded};
 
 fn python() -> std::ffi::OsString {
     std::env::var_os("ADVSWEEP_TORCH_PYTHON")
@@ -87,25 +87,7 @@ weights = "basic.safetensors"
 }
 
 fn advsweep(args: &[&str], dir: &Path) -> std::process::Output {
-    Command::new(workspace_bin("advsweep"))
-        .args(args)
-        .current_dir(dir)
-        .env("ADVSWEEP_WORKER_BIN", workspace_bin("advsweep-worker"))
-        .env("XDG_CACHE_HOME", dir.join("worker-cache"))
-        .env_remove("ADVSWEEP_COORDINATOR")
-        .env_remove("ADVSWEEP_CONFIG")
-        .output()
-        .expect("advsweep runs")
-}
-
-fn succeeded(out: std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    advsweep_in(dir, args)
 }
 
 /// Runs the sweep with `shards` on as many workers, in its own state directory; the report's

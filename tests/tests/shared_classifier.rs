@@ -4,9 +4,8 @@
 //! it, and every report shows the three defenses as their own columns and rows.
 
 use std::path::Path;
-use std::process::Command;
 
-use advsweep_tests::workspace_bin;
+use advsweep_tests::{advsweep_in, succeeded};
 
 const SWEEP: &str = r#"
 version = 1
@@ -31,24 +30,7 @@ denoiser = { blocks = 1, channels = 8, attack = "fgsm", epsilon = "8/255", epoch
 "#;
 
 fn advsweep(args: &[&str], dir: &Path) -> std::process::Output {
-    Command::new(workspace_bin("advsweep"))
-        .args(args)
-        .current_dir(dir)
-        .env("ADVSWEEP_WORKER_BIN", workspace_bin("advsweep-worker"))
-        .env_remove("ADVSWEEP_COORDINATOR")
-        .env_remove("ADVSWEEP_CONFIG")
-        .output()
-        .expect("advsweep runs")
-}
-
-fn succeeded(out: std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    advsweep_in(dir, args)
 }
 
 #[test]

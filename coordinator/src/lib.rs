@@ -13,6 +13,7 @@ pub mod serve;
 pub mod store;
 pub mod sweep;
 pub mod telemetry;
+pub mod web;
 
 /// Reports live in their own crate (`advsweep-report`); the scheduler's sanity warnings use it
 /// as `crate::report`.

@@ -1,6 +1,7 @@
 //! Prometheus metrics: RPC counts and latencies (a tower layer on the gRPC server), results and
 //! metric points ingested, and state gauges read from the store at scrape time. Served as text
-//! on `GET /metrics` by a minimal HTTP/1.1 listener (`advsweep coordinator --metrics-listen`).
+//! on `GET /metrics` by the coordinator's HTTP side ([`crate::web`]: `--metrics-listen`, and the
+//! dashboard's `--http-listen`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -11,10 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-
-use crate::scheduler::Scheduler;
 use crate::store::{Gauges, StoreError};
 
 /// The gRPC methods this coordinator serves, as `package.Service/Method` labels. Anything else
@@ -265,47 +262,6 @@ impl Metrics {
             );
         }
         out
-    }
-}
-
-/// Serves `GET /metrics` until the listener fails.
-pub async fn serve_metrics(
-    listener: TcpListener,
-    metrics: Arc<Metrics>,
-    scheduler: Arc<Scheduler>,
-) {
-    loop {
-        let Ok((mut socket, _)) = listener.accept().await else {
-            continue;
-        };
-        let metrics = Arc::clone(&metrics);
-        let scheduler = Arc::clone(&scheduler);
-        tokio::spawn(async move {
-            let mut head = Vec::with_capacity(1024);
-            let mut buf = [0u8; 1024];
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
-                match tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buf)).await {
-                    Ok(Ok(n)) if n > 0 => head.extend_from_slice(&buf[..n]),
-                    _ => return,
-                }
-            }
-            let request_line = String::from_utf8_lossy(&head);
-            let (status, body) = if request_line.starts_with("GET /metrics ") {
-                let body = metrics.render(scheduler.gauges().await);
-                ("200 OK", body)
-            } else {
-                (
-                    "404 Not Found",
-                    "only GET /metrics is served here\n".to_owned(),
-                )
-            };
-            let response = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = socket.write_all(response.as_bytes()).await;
-            let _ = socket.shutdown().await;
-        });
     }
 }
 

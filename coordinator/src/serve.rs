@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use crate::grpc::{Coordinator, ServeOptions, serve};
 use crate::scheduler::{LeaseSettings, Scheduler};
 use crate::store::{SqliteStore, StateStore};
+use crate::web;
 
 /// The coordinator's settings cannot be served (bad TLS files, tokens): the caller's input is
 /// at fault, which the CLI reports with exit code 2.
@@ -78,11 +79,24 @@ pub async fn serve_forever(settings: &CoordinatorSettings) -> anyhow::Result<()>
             .await
             .with_context(|| format!("cannot listen for metrics on {addr}"))?;
         tracing::info!(addr = %metrics_listener.local_addr()?, "serving Prometheus metrics on /metrics");
-        tokio::spawn(crate::metrics::serve_metrics(
-            metrics_listener,
-            Arc::clone(&coordinator.metrics),
-            Arc::clone(&coordinator.scheduler),
-        ));
+        let router = web::metrics_router(web::WebState::of(&coordinator));
+        tokio::spawn(web::serve_http(metrics_listener, router));
+    }
+    if let Some(addr) = settings.http_listen.as_deref() {
+        if settings.tls_cert.is_some() {
+            anyhow::bail!(
+                "http_listen = {addr}: the dashboard does not serve TLS yet, and the \
+                 coordinator is configured for TLS; put it behind a TLS proxy on a private \
+                 address, or leave http_listen unset"
+            );
+        }
+        let http_listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for the dashboard on {addr}"))?;
+        let local = http_listener.local_addr()?;
+        tracing::info!(addr = %local, tokens = options_tokens(&coordinator), "serving the dashboard API on http://{local}/api/v1/sweeps");
+        let router = web::dashboard_router(web::WebState::of(&coordinator));
+        tokio::spawn(web::serve_http(http_listener, router));
     }
     let shutdown = async {
         wait_for_stop_signal().await;
@@ -112,4 +126,9 @@ fn is_loopback(listen: &str) -> bool {
         .parse::<std::net::SocketAddr>()
         .is_ok_and(|a| a.ip().is_loopback())
         || listen.starts_with("localhost:")
+}
+
+/// Whether the dashboard asks for a client token (for its start-up log line).
+fn options_tokens(coordinator: &crate::grpc::Coordinator) -> bool {
+    coordinator.options.auth.tokens_required()
 }

@@ -32,6 +32,10 @@ pub struct CoordinatorSettings {
     /// Prometheus `GET /metrics` address (plain HTTP); unset: no metrics endpoint.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<String>,
+    /// The web dashboard's address (HTTP: `/metrics` and the JSON API under `/api/v1/`, behind
+    /// `client_tokens` when any are set); unset: no dashboard.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_listen: Option<String>,
     /// SQLite state and checkpoint artifacts; put it on persistent storage.
     pub state_dir: PathBuf,
     /// A lease not renewed within this many seconds is lost and its run re-queued.
@@ -108,6 +112,7 @@ impl Default for CoordinatorSettings {
         CoordinatorSettings {
             listen: "127.0.0.1:50051".to_owned(),
             metrics_listen: None,
+            http_listen: None,
             state_dir: PathBuf::from("advsweep-state"),
             lease_ttl_s: DEFAULT_LEASE_TTL_S,
             heartbeat_interval_s: 5.0,
@@ -143,6 +148,7 @@ impl RoleSettings for CoordinatorSettings {
         vec![
             "listen",
             "metrics_listen",
+            "http_listen",
             "state_dir",
             "lease_ttl_s",
             "heartbeat_interval_s",
@@ -168,6 +174,7 @@ impl RoleSettings for CoordinatorSettings {
     fn finish(&mut self) -> Result<(), SettingsError> {
         let bad = |msg: String| Err(SettingsError(format!("[coordinator] {msg}")));
         self.metrics_listen = self.metrics_listen.take().filter(|m| !m.is_empty());
+        self.http_listen = self.http_listen.take().filter(|m| !m.is_empty());
         for path in [
             &mut self.tls_cert,
             &mut self.tls_key,
@@ -183,6 +190,9 @@ impl RoleSettings for CoordinatorSettings {
         check_address("listen", &self.listen)?;
         if let Some(metrics) = &self.metrics_listen {
             check_address("metrics_listen", metrics)?;
+        }
+        if let Some(http) = &self.http_listen {
+            check_address("http_listen", http)?;
         }
         if !(self.lease_ttl_s.is_finite() && (0.05..=86_400.0).contains(&self.lease_ttl_s)) {
             return bad(format!(

@@ -30,7 +30,11 @@ epsilons = ["4/255", "8/255"]
 fn http_get(addr: &str, path: &str) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("metrics endpoint");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("request");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
     let mut body = String::new();
     s.read_to_string(&mut body).expect("response");
     body
@@ -50,6 +54,7 @@ async fn coordinator_process_serves_health_reflection_and_the_cli() {
     let addr = free_addr();
     let url = format!("http://{addr}");
     let metrics_addr = free_addr();
+    let http_addr = free_addr();
     let _coordinator = KillOnDrop(
         Command::new(workspace_bin("advsweep"))
             .args([
@@ -58,6 +63,8 @@ async fn coordinator_process_serves_health_reflection_and_the_cli() {
                 &addr,
                 "--metrics-listen",
                 &metrics_addr,
+                "--http-listen",
+                &http_addr,
                 "--state-dir",
             ])
             .arg(state.path())
@@ -190,6 +197,24 @@ async fn coordinator_process_serves_health_reflection_and_the_cli() {
     );
     assert!(metrics.contains("advsweep_rpc_duration_seconds_bucket{method=\"advsweep.v1.SweepService/GetSweep\",le=\"+Inf\"}"), "{metrics}");
     assert!(http_get(&metrics_addr, "/other").starts_with("HTTP/1.1 404"));
+    // The dashboard's port: the API (here without tokens) and /metrics, over real HTTP.
+    let sweeps = http_get(&http_addr, "/api/v1/sweeps");
+    assert!(sweeps.starts_with("HTTP/1.1 200 OK"), "{sweeps}");
+    assert!(sweeps.contains(sweep_id.as_str()), "{sweeps}");
+    let csv = http_get(
+        &http_addr,
+        &format!("/api/v1/sweeps/{sweep_id}/files/cells.csv"),
+    );
+    assert!(
+        csv.starts_with("HTTP/1.1 200 OK") && csv.contains("pgd-linf"),
+        "{csv}"
+    );
+    let wrong = cli(&format!("http://{http_addr}"), &["status"]);
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("HTTP port"),
+        "{}",
+        text(&wrong)
+    );
 
     let out = cli(&url, &["status", &sweep_id]);
     assert!(out.status.success(), "{}", text(&out));

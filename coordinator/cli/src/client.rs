@@ -11,7 +11,8 @@ use advsweep_proto::v1 as pb;
 use super::connection::{Client, Target, connect, error_chain, rpc_error};
 use super::source::pick_sweep;
 use super::upload::upload_model_files;
-use super::{BadInput, progress, rows};
+use super::{BadInput, progress};
+use advsweep_coordinator::grpc::rows;
 use advsweep_coordinator::sweep::{self, model_files::LocalModelFile};
 use advsweep_report::{Layout, Pivot};
 

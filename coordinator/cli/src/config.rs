@@ -28,6 +28,10 @@ pub struct CoordinatorArgs {
     /// Serve Prometheus metrics on `GET /metrics` at this address (e.g. 0.0.0.0:9090)
     #[arg(long)]
     pub metrics_listen: Option<String>,
+    /// Serve the web dashboard's API (and /metrics) at this address (e.g. 0.0.0.0:8080),
+    /// behind the client tokens when any are set
+    #[arg(long)]
+    pub http_listen: Option<String>,
     /// Seconds a lease lives without a heartbeat [default: 30]
     #[arg(long)]
     pub lease_ttl_s: Option<f64>,
@@ -66,6 +70,7 @@ impl CoordinatorArgs {
             .set("listen", self.listen.clone())
             .set_path("state_dir", self.state_dir.as_deref())
             .set("metrics_listen", self.metrics_listen.clone())
+            .set("http_listen", self.http_listen.clone())
             .set("lease_ttl_s", self.lease_ttl_s)
             .set("heartbeat_interval_s", self.heartbeat_interval_s)
             .set("max_message_bytes", self.max_message_bytes)

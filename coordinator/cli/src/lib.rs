@@ -30,7 +30,6 @@ mod export;
 mod plan;
 mod progress;
 mod report;
-mod rows;
 mod run;
 mod run_settings;
 mod source;

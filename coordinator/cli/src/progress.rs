@@ -10,7 +10,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use super::connection::{Client, rpc_error};
-use super::rows;
+use advsweep_coordinator::grpc::rows;
 
 /// How to show progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

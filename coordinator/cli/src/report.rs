@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::{BadInput, connection, rows};
-use advsweep_report::{self as report, Dim, Layout, Metric};
+use super::{BadInput, connection};
+use advsweep_coordinator::grpc::rows;
+use advsweep_report::{self as report, Layout};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReportArgs {
@@ -42,30 +43,9 @@ pub struct ReportArgs {
     pub target: connection::Target,
 }
 
-fn dims(list: &str) -> Result<Vec<Dim>, BadInput> {
-    list.split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| Dim::parse(s).map_err(BadInput))
-        .collect()
-}
-
 pub fn layout(rows: &str, cols: &str, metric: &str) -> Result<Layout, BadInput> {
-    let layout = Layout {
-        rows: dims(rows)?,
-        columns: dims(cols)?,
-        metric: Metric::parse(metric).map_err(BadInput)?,
-    };
-    if layout.rows.is_empty() || layout.columns.is_empty() {
-        return Err(BadInput(
-            "--rows and --cols each need at least one dimension".into(),
-        ));
-    }
-    if layout.rows.iter().any(|d| layout.columns.contains(d)) {
-        return Err(BadInput(
-            "a dimension cannot be on both --rows and --cols".into(),
-        ));
-    }
-    Ok(layout)
+    Layout::parse(rows, cols, metric)
+        .map_err(|why| BadInput(format!("--rows/--cols/--metric: {why}")))
 }
 
 pub async fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {

@@ -197,6 +197,32 @@ pub struct Layout {
     pub metric: Metric,
 }
 
+impl Layout {
+    /// A layout from its comma-separated dimension lists and metric name (as `advsweep report
+    /// --rows --cols --metric` and the dashboard's query parameters spell them); the error
+    /// names what is wrong: an unknown name, an empty axis, a dimension on both.
+    pub fn parse(rows: &str, cols: &str, metric: &str) -> Result<Layout, String> {
+        let dims = |list: &str| -> Result<Vec<Dim>, String> {
+            list.split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(Dim::parse)
+                .collect()
+        };
+        let layout = Layout {
+            rows: dims(rows)?,
+            columns: dims(cols)?,
+            metric: Metric::parse(metric)?,
+        };
+        if layout.rows.is_empty() || layout.columns.is_empty() {
+            return Err("rows and cols each need at least one dimension".into());
+        }
+        if layout.rows.iter().any(|d| layout.columns.contains(d)) {
+            return Err("a dimension cannot be on both rows and cols".into());
+        }
+        Ok(layout)
+    }
+}
+
 impl Default for Layout {
     /// The seed's Figure 4: rows attack × ε, columns model/defense, accuracy.
     fn default() -> Self {

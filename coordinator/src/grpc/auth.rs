@@ -98,6 +98,28 @@ impl Auth {
         !self.worker.is_empty() || !self.client.is_empty()
     }
 
+    /// Whether a dashboard request presenting `token` may read: always without tokens; with
+    /// them, only a client token (a worker's is not enough). `Err` says why not.
+    pub fn admits_client(&self, token: Option<&str>) -> Result<(), &'static str> {
+        if !self.tokens_required() {
+            return Ok(());
+        }
+        let Some(token) = token.filter(|t| !t.is_empty()) else {
+            return Err(
+                "this coordinator needs a client token: `Authorization: Bearer <token>` \
+                        or the advsweep_token cookie",
+            );
+        };
+        let presented = digest(token);
+        if known(&self.client, &presented) {
+            Ok(())
+        } else if known(&self.worker, &presented) {
+            Err("a worker token may not read the dashboard; use a client token")
+        } else {
+            Err("unknown token")
+        }
+    }
+
     /// The interceptor guarding one service.
     pub fn guard(&self, role: Role) -> Guard {
         Guard {

@@ -12,6 +12,7 @@ pub mod convert;
 mod incoming;
 mod model_files;
 mod refusals;
+pub mod rows;
 mod server;
 mod sweep_service;
 pub mod validate;

@@ -1,4 +1,6 @@
-//! v1 sweep details → report records. States arrive as their spelling (the v1 wire keeps
+//! v1 sweep details → report records: the one conversion every report goes through (the CLI's
+//! `status`/`report`, online or offline, and the coordinator's web dashboard), so the page and
+//! the files never disagree. States arrive as their spelling (the v1 wire keeps
 //! `string state`) and are read back through `advsweep_core`'s `parse` here.
 
 use std::collections::HashMap;

@@ -1,0 +1,189 @@
+//! The dashboard's JSON API and report files: the sweeps, one sweep's report (shards merged,
+//! exactly what `advsweep report` writes), its files, and the Prometheus text.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use advsweep_core::{StateCounts, SweepId};
+use advsweep_report::{Layout, Pivot, SweepReport, export};
+
+use super::WebState;
+use crate::grpc::{convert, rows};
+use crate::store::{StoreError, SweepSummary};
+
+/// An error answer: `{"error": why}` with `status`.
+pub fn error(status: StatusCode, why: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": why.into() }))).into_response()
+}
+
+fn store_error(e: StoreError) -> Response {
+    match e {
+        StoreError::SweepNotFound(_) => error(StatusCode::NOT_FOUND, e.to_string()),
+        other => {
+            tracing::error!(error = %other, "dashboard: reading the state failed");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "reading the state failed",
+            )
+        }
+    }
+}
+
+pub async fn not_found() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "no such page (the API: /api/v1/sweeps, /api/v1/sweeps/SWEEP, \
+         /api/v1/sweeps/SWEEP/files/FILE, /api/v1/sweeps/SWEEP/events; /metrics)",
+    )
+}
+
+pub async fn metrics(State(s): State<WebState>) -> Response {
+    let body = s.metrics.render(s.scheduler.gauges().await);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+fn counts(c: &StateCounts) -> serde_json::Value {
+    json!({
+        "pending": c.pending, "running": c.running, "done": c.done,
+        "failed": c.failed, "cancelled": c.cancelled, "total": c.total(),
+    })
+}
+
+/// A sweep as the sweeps list shows it.
+pub fn summary_json(s: &SweepSummary) -> serde_json::Value {
+    json!({
+        "sweep_id": s.sweep_id.as_str(),
+        "name": s.name,
+        "description": s.description,
+        "state": s.state.as_str(),
+        "runs": counts(&s.runs),
+        "cells": counts(&s.cells),
+        "created_ms": s.created_ms,
+    })
+}
+
+pub async fn sweeps(State(s): State<WebState>) -> Response {
+    match s.scheduler.list_sweeps().await {
+        Ok(list) => Json(json!({
+            "sweeps": list.iter().map(summary_json).collect::<Vec<_>>()
+        }))
+        .into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+/// The sweep `key` names: its id, else the newest sweep of that name.
+pub async fn find(s: &WebState, key: &str) -> Result<SweepId, Response> {
+    if let Ok(id) = key.parse::<SweepId>() {
+        return Ok(id);
+    }
+    let list = s.scheduler.list_sweeps().await.map_err(store_error)?;
+    list.into_iter()
+        .filter(|x| x.name == key)
+        .max_by_key(|x| x.created_ms)
+        .map(|x| x.sweep_id)
+        .ok_or_else(|| {
+            let shown: String = key.chars().take(80).collect();
+            error(
+                StatusCode::NOT_FOUND,
+                format!("no sweep has the id or name {shown:?}"),
+            )
+        })
+}
+
+/// The report of the sweep `key` names, made as `advsweep report` makes it.
+pub async fn report_of(s: &WebState, key: &str) -> Result<SweepReport, Response> {
+    let id = find(s, key).await?;
+    let detail = s.scheduler.sweep_detail(&id).await.map_err(store_error)?;
+    rows::sweep_report(&convert::detail(&detail)).map_err(|e| {
+        tracing::error!(error = %e, "dashboard: a stored sweep does not convert");
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the stored sweep is unreadable",
+        )
+    })
+}
+
+pub async fn sweep(State(s): State<WebState>, Path(key): Path<String>) -> Response {
+    match report_of(&s, &key).await {
+        Ok(r) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            export::json(&r),
+        )
+            .into_response(),
+        Err(response) => response,
+    }
+}
+
+/// The pivot table's layout (`table.csv`, `table.md`), as `advsweep report` takes it.
+#[derive(Debug, Deserialize)]
+pub struct TableQuery {
+    rows: Option<String>,
+    cols: Option<String>,
+    metric: Option<String>,
+}
+
+/// The report files a sweep page links to.
+pub const FILES: [&str; 5] = [
+    "table.csv",
+    "table.md",
+    "cells.csv",
+    "epochs.csv",
+    "sweep.json",
+];
+
+pub async fn file(
+    State(s): State<WebState>,
+    Path((key, name)): Path<(String, String)>,
+    query: Result<Query<TableQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if !FILES.contains(&name.as_str()) {
+        let shown: String = name.chars().take(80).collect();
+        return error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "{shown:?} is not a report file (one of {})",
+                FILES.join(", ")
+            ),
+        );
+    }
+    let Query(q) = match query {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let defaults = Layout::default();
+    let names =
+        |dims: &[advsweep_report::Dim]| dims.iter().map(|d| d.name()).collect::<Vec<_>>().join(",");
+    let layout = match Layout::parse(
+        q.rows.as_deref().unwrap_or(&names(&defaults.rows)),
+        q.cols.as_deref().unwrap_or(&names(&defaults.columns)),
+        q.metric.as_deref().unwrap_or(defaults.metric.name()),
+    ) {
+        Ok(layout) => layout,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
+    };
+    let r = match report_of(&s, &key).await {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    let (body, kind) = match name.as_str() {
+        "table.csv" => (Pivot::new(&r.cells, layout).csv(), "text/csv"),
+        "table.md" => (Pivot::new(&r.cells, layout).markdown(), "text/markdown"),
+        "cells.csv" => (export::cells_csv(&r), "text/csv"),
+        "epochs.csv" => (export::epochs_csv(&r), "text/csv"),
+        _ => (export::json(&r), "application/json"),
+    };
+    let disposition = format!("attachment; filename=\"{}-{name}\"", r.name);
+    (
+        [
+            (header::CONTENT_TYPE, format!("{kind}; charset=utf-8")),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    )
+        .into_response()
+}

@@ -49,29 +49,26 @@ function bar(c) {
   return el("span", { class: "bar", title: counts(c) }, span);
 }
 
-// RFC 4180 CSV (quoted fields, doubled quotes).
-function parseCsv(text) {
-  const rows = []; let row = []; let field = ""; let quoted = false;
-  for (let i = 0; i < text.length; i++) {
-    const ch = text[i];
-    if (quoted) {
-      if (ch === '"' && text[i + 1] === '"') { field += '"'; i++; }
-      else if (ch === '"') quoted = false;
-      else field += ch;
-    } else if (ch === '"') quoted = true;
-    else if (ch === ",") { row.push(field); field = ""; }
-    else if (ch === "\n") { row.push(field); rows.push(row); row = []; field = ""; }
-    else if (ch !== "\r") field += ch;
+// The Markdown table `advsweep report` prints: its rows, and the lines around it (legend).
+function parseMarkdownTable(text) {
+  const rows = []; const notes = [];
+  for (const line of text.split("\n")) {
+    const t = line.trim();
+    if (t.startsWith("|")) {
+      const cells = t.slice(1, t.endsWith("|") ? -1 : undefined).split("|").map((c) => c.trim());
+      if (!cells.every((c) => /^:?-+:?$/.test(c))) rows.push(cells);
+    } else if (t) notes.push(t);
   }
-  if (field !== "" || row.length) { row.push(field); rows.push(row); }
-  return rows;
+  return { rows, notes };
 }
+
+const METRICS = ["accuracy", "attack_success_rate", "mean_linf", "mean_l2", "seconds", "images_per_second"];
 
 function tableOf(rows, id) {
   const [head, ...body] = rows;
   return el("table", { id },
     el("thead", {}, el("tr", {}, ...head.map((h) => el("th", {}, h)))),
-    el("tbody", {}, ...body.map((r) => el("tr", {}, ...r.map((v) => el("td", { class: /^-?[0-9.]+$/.test(v) ? "num" : "" }, v))))));
+    el("tbody", {}, ...body.map((r) => el("tr", {}, ...r.map((v) => el("td", { class: /^-?[0-9.]+( ± [0-9.]+)?$/.test(v) ? "num" : "" }, v))))));
 }
 
 async function sweepsPage() {
@@ -91,23 +88,100 @@ async function sweepsPage() {
         el("td", {}, started(s.created_ms)))))));
 }
 
+function pct(v) { return v === null || v === undefined ? "" : (100 * v).toFixed(1); }
+
+// ε as the reports print it (coordinator/report/src/epsilon.rs): whole multiples of 1/255 in
+// pixel space as `8/255`, anything else as a decimal of at most four places.
+function epsLabel(c) {
+  if (c.epsilon === 0) return "0";
+  const k = c.epsilon * 255;
+  if (c.epsilon_space === "pixel" && Math.abs(k - Math.round(k)) < 1e-6 && Math.round(k) >= 1) return `${Math.round(k)}/255`;
+  return String(+c.epsilon.toFixed(4));
+}
+
+// Every cell of the sweep, sortable by any column (click its header) and filtered by a text
+// that any of its fields may contain.
+function cellsTable(cells, filterInput, sort) {
+  const columns = [
+    ["model", (c) => c.model], ["defense", (c) => c.defense], ["seed", (c) => c.seed],
+    ["attack", (c) => c.attack], ["ε", (c) => c.epsilon], ["state", (c) => c.state],
+    ["accuracy %", (c) => c.result ? c.result.accuracy : null],
+    ["success %", (c) => c.result && c.attack !== "none" ? c.result.attack_success_rate : null],
+    ["error", (c) => c.error || ""],
+  ];
+  const needle = filterInput.value.trim().toLowerCase();
+  let shown = cells.filter((c) => !needle || columns.some(([, f]) => String(f(c) ?? "").toLowerCase().includes(needle)));
+  const [key, dir] = sort.by;
+  const get = columns.find(([name]) => name === key)?.[1];
+  if (get) shown = shown.slice().sort((a, b) => {
+    const x = get(a); const y = get(b);
+    if (x === y) return 0; if (x === null) return 1; if (y === null) return -1;
+    return (x < y ? -1 : 1) * dir;
+  });
+  const head = columns.map(([name]) => {
+    const th = el("th", { class: "sortable", "data-column": name }, name + (key === name ? (dir > 0 ? " ▲" : " ▼") : ""));
+    th.addEventListener("click", () => { sort.by = [name, key === name ? -dir : 1]; sort.redraw(); });
+    return th;
+  });
+  return el("table", { id: "cells" }, el("thead", {}, el("tr", {}, ...head)),
+    el("tbody", {}, ...shown.map((c) => el("tr", { class: `state-row-${c.state}` },
+      el("td", {}, c.model), el("td", {}, c.defense), el("td", { class: "num" }, c.seed),
+      el("td", {}, c.attack), el("td", { class: "num" }, epsLabel(c)),
+      el("td", { class: `state-${c.state}` }, c.state),
+      el("td", { class: "num" }, pct(c.result && c.result.accuracy)),
+      el("td", { class: "num" }, c.attack === "none" ? "" : pct(c.result && c.result.attack_success_rate)),
+      el("td", { class: "error" }, c.error || "")))));
+}
+
 async function sweepPage(id) {
   const report = await (await api(`/api/v1/sweeps/${encodeURIComponent(id)}`)).json();
   where.textContent = report.name;
   const state = el("span", { id: "state", class: `state-${report.state}` }, report.state);
   const progress = el("span", { id: "progress" });
   const table = el("div", { id: "table" });
+  const notes = el("p", { class: "muted", id: "table-notes" });
+  const rowsInput = el("input", { id: "rows", value: "attack,epsilon", size: "24" });
+  const colsInput = el("input", { id: "cols", value: "model,defense", size: "24" });
+  const metric = el("select", { id: "metric" }, ...METRICS.map((m) => el("option", { value: m }, m)));
+  const layoutError = el("span", { class: "error", id: "layout-error" });
   const files = ["table.csv", "cells.csv", "epochs.csv", "sweep.json"];
+  const warnings = el("ul", { id: "warnings" });
+  const filter = el("input", { id: "filter", placeholder: "model, attack, state, error…", size: "32" });
+  const cellsDiv = el("div");
+  let current = report;
+  const sort = { by: ["", 1], redraw: () => cellsDiv.replaceChildren(cellsTable(current.cells, filter, sort)) };
+  filter.addEventListener("input", sort.redraw);
+  const showReport = (r) => {
+    current = r;
+    const found = r.runs.flatMap((run) => run.warnings.map((w) => `${run.model}/${run.defense} seed ${run.seed}: ${w}`));
+    warnings.replaceChildren(...(found.length ? found.map((w) => el("li", {}, w)) : [el("li", { class: "muted" }, "none")]));
+    sort.redraw();
+  };
   main.replaceChildren(
     el("h1", {}, report.name, " ", el("span", { class: "muted" }, report.sweep_id)),
     el("p", {}, "State: ", state, " ", progress),
-    el("h2", {}, "Accuracy (%)"), table,
-    el("p", { class: "downloads" }, "Download: ", ...files.map((f) => el("a", { href: `/api/v1/sweeps/${report.sweep_id}/files/${f}` }, f))));
+    el("h2", {}, "Table"),
+    el("p", { class: "layout" }, "rows ", rowsInput, " columns ", colsInput, " metric ", metric, " ", layoutError),
+    table, notes,
+    el("p", { class: "downloads" }, "Download: ", ...files.map((f) => el("a", { href: `/api/v1/sweeps/${report.sweep_id}/files/${f}` }, f))),
+    el("h2", {}, "Warnings"), warnings,
+    el("h2", {}, "Cells"), el("p", {}, "filter ", filter), cellsDiv);
+  // The table `advsweep report` prints (table.md), in the layout chosen above.
   const refreshTable = async () => {
-    const csv = await (await api(`/api/v1/sweeps/${report.sweep_id}/files/table.csv`)).text();
-    table.replaceChildren(tableOf(parseCsv(csv), "pivot"));
+    const query = new URLSearchParams({ rows: rowsInput.value, cols: colsInput.value, metric: metric.value });
+    const response = await fetch(`/api/v1/sweeps/${report.sweep_id}/files/table.md?${query}`, { credentials: "same-origin" });
+    if (!response.ok) {
+      layoutError.textContent = (await response.json().catch(() => ({}))).error || response.statusText;
+      return;
+    }
+    layoutError.textContent = "";
+    const parsed = parseMarkdownTable(await response.text());
+    table.replaceChildren(parsed.rows.length ? tableOf(parsed.rows, "pivot") : el("p", { class: "muted" }, "No cell is done yet."));
+    notes.textContent = parsed.notes.join(" ");
   };
+  for (const input of [rowsInput, colsInput, metric]) input.addEventListener("change", () => refreshTable().catch(fail));
   await refreshTable();
+  showReport(report);
   const events = new EventSource(`/api/v1/sweeps/${report.sweep_id}/events`);
   events.addEventListener("summary", async (e) => {
     const s = JSON.parse(e.data);
@@ -115,6 +189,7 @@ async function sweepPage(id) {
     state.className = `state-${s.state}`;
     progress.replaceChildren(bar(s.cells), " ", counts(s.cells));
     await refreshTable().catch(fail);
+    showReport(await (await api(`/api/v1/sweeps/${report.sweep_id}`)).json());
   });
   events.addEventListener("done", () => events.close());
 }

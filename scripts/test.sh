@@ -7,6 +7,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/env.sh
 source scripts/env.sh
+# The dashboard's browser test drives headless Chromium (Debian's package), installed when
+# missing where this runs as root with apt (CI, a fresh machine); elsewhere the test says so.
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 \
+    && [ "$(id -u)" = 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q chromium >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }
+fi
 cargo build --workspace --bins --locked
 cargo test --workspace --locked
 # The torch venv first on PATH: its python3 has PyYAML and its bin holds shellcheck.

@@ -183,8 +183,11 @@ async function sweepPage(id) {
   await refreshTable();
   showReport(report);
   const events = new EventSource(`/api/v1/sweeps/${report.sweep_id}/events`);
+  let updates = 0;
   events.addEventListener("summary", async (e) => {
     const s = JSON.parse(e.data);
+    // How many summaries the server pushed to this page (its live updates), for tests.
+    progress.dataset.updates = String(++updates);
     state.textContent = s.state;
     state.className = `state-${s.state}`;
     progress.replaceChildren(bar(s.cells), " ", counts(s.cells));

@@ -13,38 +13,35 @@ fn python() -> std::ffi::OsString {
         .expect("ADVSWEEP_TORCH_PYTHON (source scripts/env.sh): the weights are PyTorch's")
 }
 
+/// Runs the torch environment's Python with `args`, which must succeed.
+fn python_ok(args: &[&std::ffi::OsStr]) {
+    succeeded(
+        Command::new(python())
+            .args(args)
+            .output()
+            .expect("python runs"),
+    );
+}
+
 /// BasicNet weights as PyTorch initializes them (seed 0), in `dir/basic.safetensors`.
 fn export_weights(dir: &Path) {
     let input = dir.join("input.safetensors");
-    let out = Command::new(python())
-        .args([
-            "-c",
-            "import sys, torch; from safetensors.torch import save_file; \
-             save_file({'x': torch.zeros(4, 3, 32, 32)}, sys.argv[1])",
-        ])
-        .arg(&input)
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    python_ok(&[
+        "-c".as_ref(),
+        "import sys, torch; from safetensors.torch import save_file; \
+         save_file({'x': torch.zeros(4, 3, 32, 32)}, sys.argv[1])"
+            .as_ref(),
+        input.as_os_str(),
+    ]);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../worker/tests/reference/models.py");
-    let out = Command::new(python())
-        .arg(script)
-        .arg("export")
-        .arg("basic")
-        .arg(dir.join("basic.safetensors"))
-        .arg(&input)
-        .arg(dir.join("logits.safetensors"))
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    python_ok(&[
+        script.as_os_str(),
+        "export".as_ref(),
+        "basic".as_ref(),
+        dir.join("basic.safetensors").as_os_str(),
+        input.as_os_str(),
+        dir.join("logits.safetensors").as_os_str(),
+    ]);
 }
 
 /// An evaluate-only sweep of 240 images in batches of 50 (five batches: slices of one, two and

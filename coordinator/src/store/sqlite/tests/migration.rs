@@ -2,7 +2,7 @@
 //! run held the noise σ and the denoiser, its cells only their attack): opened by this version,
 //! its pending cells still carry the run's defense, so they are evaluated with it, not bare.
 
-use super::{plan, store, worker};
+use super::{plan, registered, store};
 use crate::scheduler::LeaseSettings;
 use crate::store::LeaseOutcome;
 
@@ -49,16 +49,7 @@ async fn schema_5_runs_hand_their_inference_defense_to_their_cells() {
         assert_eq!(bare, 2);
     }
     let s = store(&dir, LeaseSettings::default());
-    let w = s
-        .register_worker(worker(
-            "w".into(),
-            "host".into(),
-            "cpu".into(),
-            1,
-            "test".into(),
-        ))
-        .await
-        .expect("register");
+    let w = registered(&s).await;
     let LeaseOutcome::Granted(g) = s.lease(w, None).await.expect("lease") else {
         panic!("the pending run is leased");
     };

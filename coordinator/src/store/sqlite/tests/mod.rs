@@ -82,6 +82,19 @@ fn worker(
     }
 }
 
+/// A worker `w` registered with `s` (no certificate, one slot); its id.
+async fn registered(s: &Scheduler) -> String {
+    s.register_worker(worker(
+        "w".into(),
+        "host".into(),
+        "cpu".into(),
+        1,
+        "test".into(),
+    ))
+    .await
+    .expect("register")
+}
+
 fn result(accuracy: f64) -> CellResult {
     CellResult {
         accuracy,

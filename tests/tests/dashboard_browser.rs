@@ -126,6 +126,22 @@ fn table_rows(html: &str, id: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// The texts of the items of the list with this id in `html`.
+fn list_items(html: &str, id: &str) -> Vec<String> {
+    let start = html
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no list {id} in the page"));
+    let list = &html[start..start + html[start..].find("</ul>").expect("closed")];
+    list.split("<li")
+        .skip(1)
+        .map(|item| {
+            // The item's text after its (empty) swatch.
+            let text = item.rsplit("</span>").next().unwrap_or("");
+            text.split("</li>").next().unwrap_or("").trim().to_owned()
+        })
+        .collect()
+}
+
 /// The rows of the Markdown table `report` writes, cell texts trimmed, separator left out.
 fn markdown_rows(markdown: &str) -> Vec<Vec<String>> {
     markdown
@@ -216,6 +232,24 @@ fn the_sweep_page_follows_the_sweep_live_and_shows_reports_table() {
         table_rows(&page, "pivot"),
         markdown_rows(&markdown),
         "{page}"
+    );
+    // The accuracy chart: a line per setting and attack (standard; at-fgsm at its tied 8/255),
+    // a point per ε with its value on hover, and a legend entry each.
+    let chart = &page[page.find("<svg id=\"chart-accuracy\"").expect("the chart")..];
+    let chart = &chart[..chart.find("</svg>").expect("closed")];
+    assert_eq!(chart.matches("<g class=\"series\"").count(), 4, "{chart}");
+    assert_eq!(chart.matches("<circle").count(), 8, "{chart}");
+    assert!(
+        chart.contains("<title>basic/standard · fgsm at ε=8/255: "),
+        "{chart}"
+    );
+    let legend = list_items(&page, "chart-legend");
+    assert_eq!(legend.len(), 4, "{legend:?}");
+    assert!(
+        legend
+            .iter()
+            .any(|l| l == "basic/at-fgsm ε=8/255 · pgd-linf"),
+        "{legend:?}"
     );
     // Every cell is listed, done, with its accuracy.
     let cells = table_rows(&page, "cells");

@@ -133,6 +133,79 @@ function cellsTable(cells, filterInput, sort) {
       el("td", { class: "error" }, c.error || "")))));
 }
 
+const SVG = "http://www.w3.org/2000/svg";
+const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"];
+
+function svg(tag, attrs, ...children) {
+  const e = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
+  for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return e;
+}
+
+// Accuracy against ε, one line per model/defense and attack (the clean cell at ε = 0 starts
+// every attack's line): the mean over seeds with a ± std bar, each point's values on hover
+// (its tooltip), and a legend whose entries hide or show their line.
+function accuracyChart(cells, hidden, redraw) {
+  const done = cells.filter((c) => c.state === "done" && c.result);
+  const groups = new Map();
+  // A setting is a model/defense at its training ε (a tied defense is one per grid ε).
+  const settingOf = (c) => `${c.model}/${c.defense}` + (c.defense_epsilon ? ` ε=${epsLabel({ epsilon: c.defense_epsilon, epsilon_space: c.epsilon_space })}` : "");
+  for (const c of done) {
+    const setting = settingOf(c);
+    const attacks = c.attack === "none" ? [...new Set(done.filter((d) => settingOf(d) === setting && d.attack !== "none").map((d) => d.attack))] : [c.attack];
+    for (const attack of attacks) {
+      const key = `${setting} · ${attack}`;
+      if (!groups.has(key)) groups.set(key, new Map());
+      const eps = c.attack === "none" ? 0 : c.epsilon;
+      const at = groups.get(key);
+      if (!at.has(eps)) at.set(eps, { cell: c, values: [] });
+      at.get(eps).values.push(c.result.accuracy);
+    }
+  }
+  const series = [...groups.entries()].map(([key, at], i) => ({
+    key, color: PALETTE[i % PALETTE.length],
+    points: [...at.entries()].sort((a, b) => a[0] - b[0]).map(([eps, { cell, values }]) => {
+      const mean = values.reduce((a, b) => a + b, 0) / values.length;
+      const std = values.length > 1 ? Math.sqrt(values.reduce((a, b) => a + (b - mean) ** 2, 0) / (values.length - 1)) : 0;
+      return { eps, cell, mean, std, n: values.length };
+    }),
+  }));
+  if (!series.length) return el("p", { class: "muted" }, "No cell is done yet.");
+  const W = 660, H = 320, L = 50, R = 30, T = 10, B = 40;
+  const maxEps = Math.max(...series.flatMap((s) => s.points.map((p) => p.eps)), 1e-9);
+  const x = (e) => L + (W - L - R) * (e / maxEps);
+  const y = (a) => T + (H - T - B) * (1 - a);
+  const chart = svg("svg", { id: "chart-accuracy", viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img" });
+  for (const t of [0, 0.25, 0.5, 0.75, 1]) {
+    chart.append(svg("line", { x1: L, x2: W - R, y1: y(t), y2: y(t), stroke: "#e4e7ec" }),
+      svg("text", { x: L - 6, y: y(t) + 4, "text-anchor": "end", "font-size": 11 }, `${100 * t}`));
+  }
+  const ticks = [...new Set(series.flatMap((s) => s.points.map((p) => p.eps)))].sort((a, b) => a - b);
+  for (const e of ticks) {
+    chart.append(svg("text", { x: x(e), y: H - B + 16, "text-anchor": "middle", "font-size": 11 }, epsLabel({ epsilon: e, epsilon_space: series[0].points[0].cell.epsilon_space })));
+  }
+  chart.append(svg("text", { x: (L + W) / 2, y: H - 6, "text-anchor": "middle", "font-size": 12 }, "ε"),
+    svg("text", { x: 12, y: (T + H - B) / 2, "text-anchor": "middle", "font-size": 12, transform: `rotate(-90 12 ${(T + H - B) / 2})` }, "accuracy (%)"));
+  for (const s of series.filter((s) => !hidden.has(s.key))) {
+    const g = svg("g", { class: "series", "data-series": s.key });
+    g.append(svg("polyline", { fill: "none", stroke: s.color, "stroke-width": 2, points: s.points.map((p) => `${x(p.eps)},${y(p.mean)}`).join(" ") }));
+    for (const p of s.points) {
+      if (p.std > 0) g.append(svg("line", { x1: x(p.eps), x2: x(p.eps), y1: y(Math.min(1, p.mean + p.std)), y2: y(Math.max(0, p.mean - p.std)), stroke: s.color }));
+      g.append(svg("circle", { cx: x(p.eps), cy: y(p.mean), r: 4, fill: s.color },
+        svg("title", {}, `${s.key} at ε=${epsLabel({ epsilon: p.eps, epsilon_space: p.cell.epsilon_space })}: ${pct(p.mean)} %` + (p.n > 1 ? ` ± ${pct(p.std)} (${p.n} seeds)` : ""))));
+    }
+    chart.append(g);
+  }
+  const legend = el("ul", { class: "legend", id: "chart-legend" }, ...series.map((s) => {
+    const item = el("li", { class: hidden.has(s.key) ? "off" : "", "data-series": s.key }, el("span", { class: "swatch" }), s.key);
+    item.firstChild.style.background = s.color;
+    item.addEventListener("click", () => { if (hidden.has(s.key)) hidden.delete(s.key); else hidden.add(s.key); redraw(); });
+    return item;
+  }));
+  return el("div", { class: "chart" }, chart, legend);
+}
+
 async function sweepPage(id) {
   const report = await (await api(`/api/v1/sweeps/${encodeURIComponent(id)}`)).json();
   where.textContent = report.name;
@@ -150,12 +223,16 @@ async function sweepPage(id) {
   const cellsDiv = el("div");
   let current = report;
   const sort = { by: ["", 1], redraw: () => cellsDiv.replaceChildren(cellsTable(current.cells, filter, sort)) };
+  const chartDiv = el("div", { id: "charts" });
+  const hidden = new Set();
+  const redrawChart = () => chartDiv.replaceChildren(accuracyChart(current.cells, hidden, redrawChart));
   filter.addEventListener("input", sort.redraw);
   const showReport = (r) => {
     current = r;
     const found = r.runs.flatMap((run) => run.warnings.map((w) => `${run.model}/${run.defense} seed ${run.seed}: ${w}`));
     warnings.replaceChildren(...(found.length ? found.map((w) => el("li", {}, w)) : [el("li", { class: "muted" }, "none")]));
     sort.redraw();
+    redrawChart();
   };
   main.replaceChildren(
     el("h1", {}, report.name, " ", el("span", { class: "muted" }, report.sweep_id)),
@@ -164,6 +241,7 @@ async function sweepPage(id) {
     el("p", { class: "layout" }, "rows ", rowsInput, " columns ", colsInput, " metric ", metric, " ", layoutError),
     table, notes,
     el("p", { class: "downloads" }, "Download: ", ...files.map((f) => el("a", { href: `/api/v1/sweeps/${report.sweep_id}/files/${f}` }, f))),
+    el("h2", {}, "Accuracy against ε"), chartDiv,
     el("h2", {}, "Warnings"), warnings,
     el("h2", {}, "Cells"), el("p", {}, "filter ", filter), cellsDiv);
   // The table `advsweep report` prints (table.md), in the layout chosen above.

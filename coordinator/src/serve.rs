@@ -94,7 +94,7 @@ pub async fn serve_forever(settings: &CoordinatorSettings) -> anyhow::Result<()>
             .await
             .with_context(|| format!("cannot listen for the dashboard on {addr}"))?;
         let local = http_listener.local_addr()?;
-        tracing::info!(addr = %local, tokens = options_tokens(&coordinator), "serving the dashboard API on http://{local}/api/v1/sweeps");
+        tracing::info!(addr = %local, tokens = coordinator.options.auth.tokens_required(), "serving the dashboard API on http://{local}/api/v1/sweeps");
         let router = web::dashboard_router(web::WebState::of(&coordinator));
         tokio::spawn(web::serve_http(http_listener, router));
     }
@@ -126,9 +126,4 @@ fn is_loopback(listen: &str) -> bool {
         .parse::<std::net::SocketAddr>()
         .is_ok_and(|a| a.ip().is_loopback())
         || listen.starts_with("localhost:")
-}
-
-/// Whether the dashboard asks for a client token (for its start-up log line).
-fn options_tokens(coordinator: &crate::grpc::Coordinator) -> bool {
-    coordinator.options.auth.tokens_required()
 }

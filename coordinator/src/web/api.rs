@@ -20,7 +20,8 @@ pub fn error(status: StatusCode, why: impl Into<String>) -> Response {
     (status, Json(json!({ "error": why.into() }))).into_response()
 }
 
-fn store_error(e: StoreError) -> Response {
+/// A store error as an answer: an unknown sweep is 404, anything else 500 (logged).
+pub fn store_error(e: StoreError) -> Response {
     match e {
         StoreError::SweepNotFound(_) => error(StatusCode::NOT_FOUND, e.to_string()),
         other => {

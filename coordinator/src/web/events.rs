@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::WebState;
-use super::api::{find, summary_json};
+use super::api::{find, store_error, summary_json};
 
 /// At most this long between two looks at the sweep when nothing notifies (a lease that
 /// expires changes the state without a call).
@@ -23,22 +23,24 @@ pub async fn stream(State(s): State<WebState>, Path(key): Path<String>) -> Respo
         Ok(id) => id,
         Err(response) => return response,
     };
-    // Fail fast on an unknown sweep instead of opening an empty stream.
-    if let Err(response) = s
-        .scheduler
-        .sweep_summary(&id)
-        .await
-        .map_err(|e| super::api::error(axum::http::StatusCode::NOT_FOUND, e.to_string()))
-    {
-        return response;
-    }
+    // Fail fast on an unknown sweep instead of opening an empty stream; this first look is
+    // also the stream's first event.
+    let first = match s.scheduler.sweep_summary(&id).await {
+        Ok(summary) => summary,
+        Err(e) => return store_error(e),
+    };
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(16);
     let mut changed = s.changes.subscribe();
     tokio::spawn(async move {
         let mut last = None;
+        let mut next = Some(first);
         loop {
-            let Ok(current) = s.scheduler.sweep_summary(&id).await else {
-                return;
+            let current = match next.take() {
+                Some(summary) => summary,
+                None => match s.scheduler.sweep_summary(&id).await {
+                    Ok(summary) => summary,
+                    Err(_) => return,
+                },
             };
             if last.as_ref() != Some(&current) {
                 let event = Event::default()

@@ -14,7 +14,7 @@ use advsweep_report::{Layout, Pivot};
 use advsweep_settings::Secret;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use common::Fixture;
+use common::{Fixture, held, typed};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
@@ -171,6 +171,8 @@ async fn with_tokens_nothing_is_readable_without_a_client_one() {
         "/api/v1/sweeps/hostile/files/cells.csv",
         "/metrics",
         "/api/v1/sweeps/hostile/events",
+        "/api/v1/sweeps/hostile/runs",
+        "/api/v1/access",
     ] {
         for headers in [
             vec![],
@@ -239,6 +241,187 @@ async fn the_event_stream_pushes_the_sweeps_summary() {
     let text = String::from_utf8_lossy(frame.data_ref().expect("data")).into_owned();
     assert!(text.starts_with("event: summary\ndata: {"), "{text}");
     assert!(text.contains("\"name\":\"hostile\""), "{text}");
+    // Then the runs in flight: the fixture's leased run, on its worker, before any epoch.
+    let frame = tokio::time::timeout(std::time::Duration::from_secs(10), body.frame())
+        .await
+        .expect("a second event")
+        .expect("a frame")
+        .expect("data");
+    let text = String::from_utf8_lossy(frame.data_ref().expect("data")).into_owned();
+    let data = text
+        .strip_prefix("event: running\ndata: ")
+        .unwrap_or_else(|| panic!("{text}"));
+    let running = json(data.trim());
+    assert_eq!(running[0]["run_id"], f.live().lease.run_id, "{running}");
+    assert_eq!(running[0]["worker_name"], "fixture", "{running}");
+    assert_eq!(running[0]["epochs_planned"], 4, "{running}");
+    assert_eq!(running[0]["attempt"], 1, "{running}");
+    assert_eq!(running[0]["max_attempts"], 3, "{running}");
+}
+
+/// POST `path` with `headers`: the status and the body as text.
+async fn post(router: &axum::Router, path: &str, headers: &[(&str, &str)]) -> (StatusCode, String) {
+    let mut request = Request::post(path);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = router
+        .clone()
+        .oneshot(request.body(Body::empty()).expect("request"))
+        .await
+        .expect("answered");
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[tokio::test]
+async fn runs_show_their_worker_attempts_and_checkpoint() {
+    let f = Fixture::new().await;
+    let router = dashboard_router(state(&f, Auth::default()));
+    let live = f.live().lease;
+    // The leased run fails once: its attempt is recorded with the worker and the reason.
+    f.scheduler
+        .fail_run(held(&live), "CUDA out of memory".into(), true)
+        .await
+        .expect("fails");
+    let (status, body) = get(&router, "/api/v1/sweeps/hostile/runs", &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let runs = json(&body);
+    let run = runs["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .find(|r| r["run_id"] == live.run_id)
+        .expect("the fixture's run")
+        .clone();
+    assert_eq!(run["attempts"][0]["outcome"], "failed", "{run}");
+    assert_eq!(run["attempts"][0]["worker_id"], f.worker_id, "{run}");
+    assert_eq!(run["attempts"][0]["reason"], "CUDA out of memory", "{run}");
+    assert_eq!(runs["runs"].as_array().expect("runs").len(), 2, "{runs}");
+
+    // One run, with the checkpoint it stored; the checkpoint's bytes as the coordinator keeps
+    // them.
+    let path = format!("/api/v1/sweeps/hostile/runs/{}", live.run_id);
+    let (status, body) = get(&router, &path, &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let one = json(&body);
+    assert_eq!(one["checkpoint"]["epoch"], 1, "{one}");
+    let (status, bytes) = get(&router, &format!("{path}/checkpoint"), &[]).await;
+    assert_eq!(status, StatusCode::OK, "{bytes}");
+    assert_eq!(bytes, "not really a model");
+
+    // The other run stored none; unknown and malformed runs are named.
+    let other = runs["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .find(|r| r["run_id"] != live.run_id)
+        .expect("another run")["run_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    for (path, says) in [
+        (
+            format!("/api/v1/sweeps/hostile/runs/{other}/checkpoint"),
+            "no stored checkpoint".to_owned(),
+        ),
+        (
+            "/api/v1/sweeps/hostile/runs/r-0000000000000000".to_owned(),
+            "has no run \"r-0000000000000000\"".to_owned(),
+        ),
+        (
+            "/api/v1/sweeps/hostile/runs/..%2Fstate.sqlite/checkpoint".to_owned(),
+            "has no run \"../state.sqlite\"".to_owned(),
+        ),
+        (
+            "/api/v1/sweeps/nope/runs".to_owned(),
+            "no sweep has the id or name".to_owned(),
+        ),
+    ] {
+        let (status, body) = get(&router, &path, &[]).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
+        assert!(
+            json(&body)["error"].as_str().unwrap_or("").contains(&says),
+            "{path}: {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn retry_from_the_page_needs_a_client_token_and_the_action_header() {
+    let f = Fixture::new().await;
+    let live = f.live().lease;
+    // Fails for good: its cells are failed, for retry to re-queue.
+    f.scheduler
+        .fail_run(held(&live), "bad model file".into(), false)
+        .await
+        .expect("fails");
+    // Without tokens the dashboard is read-only.
+    let open = dashboard_router(state(&f, Auth::default()));
+    let (status, body) = post(
+        &open,
+        "/api/v1/sweeps/hostile/retry",
+        &[("x-advsweep-action", "retry")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains("read-only"), "{body}");
+    let (_, access) = get(&open, "/api/v1/access", &[]).await;
+    assert_eq!(json(&access)["actions"], serde_json::json!([]), "{access}");
+
+    let auth = Auth::new(&[], &[Secret::new("client-secret")], false);
+    let guarded = dashboard_router(state(&f, auth));
+    let bearer = ("authorization", "Bearer client-secret");
+    let (status, _) = post(
+        &guarded,
+        "/api/v1/sweeps/hostile/retry",
+        &[("x-advsweep-action", "retry")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body) = post(&guarded, "/api/v1/sweeps/hostile/retry", &[bearer]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains("x-advsweep-action"), "{body}");
+    let (status, body) = post(
+        &guarded,
+        "/api/v1/sweeps/nope/retry",
+        &[bearer, ("x-advsweep-action", "retry")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (_, access) = get(&guarded, "/api/v1/access", &[bearer]).await;
+    assert_eq!(
+        json(&access)["actions"],
+        serde_json::json!(["retry"]),
+        "{access}"
+    );
+
+    let before = f
+        .scheduler
+        .sweep_summary(&typed(&f.sweep_id))
+        .await
+        .expect("summary");
+    assert!(before.cells.failed > 0, "{before:?}");
+    let (status, body) = post(
+        &guarded,
+        "/api/v1/sweeps/hostile/retry",
+        &[bearer, ("x-advsweep-action", "retry")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(json(&body)["cells_requeued"], before.cells.failed, "{body}");
+    let after = f
+        .scheduler
+        .sweep_summary(&typed(&f.sweep_id))
+        .await
+        .expect("summary");
+    assert_eq!(after.cells.failed, 0, "{after:?}");
 }
 
 #[tokio::test]

@@ -1,7 +1,8 @@
 //! The dashboard in a real browser (issue 22): headless Chromium (Debian's `chromium`, which
 //! the README's test command installs when missing) opens a sweep's page while the sweep runs,
 //! the page follows the server's events until the sweep is done — no reload — and shows the
-//! table `advsweep report` writes; a coordinator with client tokens shows the sign-in form and
+//! table `advsweep report` writes, its charts (accuracy against ε, learning curves, trade-off),
+//! its runs and a run's page; a coordinator with client tokens shows the sign-in form and
 //! none of its sweeps.
 
 use std::path::{Path, PathBuf};
@@ -126,6 +127,15 @@ fn table_rows(html: &str, id: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// The SVG element with this id in `html`.
+fn svg<'a>(html: &'a str, id: &str) -> &'a str {
+    let start = html
+        .find(&format!("<svg id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no chart {id} in the page:\n{html}"));
+    let end = start + html[start..].find("</svg>").expect("closed");
+    &html[start..end]
+}
+
 /// The texts of the items of the list with this id in `html`.
 fn list_items(html: &str, id: &str) -> Vec<String> {
     let start = html
@@ -243,7 +253,7 @@ fn the_sweep_page_follows_the_sweep_live_and_shows_reports_table() {
         chart.contains("<title>basic/standard · fgsm at ε=8/255: "),
         "{chart}"
     );
-    let legend = list_items(&page, "chart-legend");
+    let legend = list_items(&page, "chart-accuracy-legend");
     assert_eq!(legend.len(), 4, "{legend:?}");
     assert!(
         legend
@@ -260,6 +270,82 @@ fn the_sweep_page_follows_the_sweep_live_and_shows_reports_table() {
             .all(|c| c[5] == "done" && !c[6].is_empty()),
         "{cells:?}"
     );
+    // Learning curves: a line per setting, a point per epoch with its value on hover.
+    let curves = svg(&page, "chart-curves");
+    assert_eq!(curves.matches("<g class=\"series\"").count(), 2, "{curves}");
+    assert_eq!(curves.matches("<circle").count(), 2 * 4, "{curves}");
+    assert!(
+        curves.contains("<title>basic/standard epoch 4: "),
+        "{curves}"
+    );
+    // The trade-off at the last attack and ε (pgd-linf at 8/255): a point per setting at its
+    // clean and robust accuracy, the numbers of the cells table.
+    let accuracy = |defense: &str, attack: &str| {
+        cells[1..]
+            .iter()
+            .find(|c| c[1] == defense && c[3] == attack)
+            .map(|c| c[6].clone())
+            .unwrap_or_else(|| panic!("no {defense} {attack} cell: {cells:?}"))
+    };
+    let tradeoff = svg(&page, "chart-tradeoff");
+    assert_eq!(
+        tradeoff.matches("<g class=\"series\"").count(),
+        2,
+        "{tradeoff}"
+    );
+    let point = format!(
+        "<title>basic/standard: clean {} %, robust {} %</title>",
+        accuracy("standard", "none"),
+        accuracy("standard", "pgd-linf")
+    );
+    assert!(tradeoff.contains(&point), "{point} in {tradeoff}");
+    // Nothing in flight or failed once done; every run with its worker, epochs and checkpoint.
+    assert!(page.contains("id=\"running-none\""), "{page}");
+    assert!(page.contains("id=\"failed-none\""), "{page}");
+    let runs = table_rows(&page, "runs");
+    assert_eq!(runs.len(), 1 + 2, "{runs:?}");
+    assert!(
+        runs[1..]
+            .iter()
+            .all(|r| r[1] == "done" && !r[2].is_empty() && r[4] == "4/4"),
+        "{runs:?}"
+    );
+    assert_eq!(
+        page.matches("/checkpoint\">safetensors</a>").count(),
+        2,
+        "{page}"
+    );
+
+    // A run's page: its epochs, its cells, its one attempt and the worker that ran it.
+    let run_path = page
+        .split("href=\"")
+        .map(|rest| rest.split('"').next().unwrap_or(""))
+        .find(|href| {
+            href.starts_with("/sweeps/") && href.contains("/runs/") && !href.ends_with("checkpoint")
+        })
+        .expect("a link to a run's page")
+        .to_owned();
+    let run_page = dom(
+        &format!("http://{http}{run_path}"),
+        20_000,
+        &dir.path().join("profile"),
+    );
+    assert_eq!(table_rows(&run_page, "epochs").len(), 1 + 4, "{run_page}");
+    assert_eq!(
+        table_rows(&run_page, "run-cells").len(),
+        1 + 3,
+        "{run_page}"
+    );
+    let attempts = table_rows(&run_page, "attempts");
+    assert_eq!(attempts.len(), 1 + 1, "{attempts:?}");
+    assert_eq!(attempts[1][2], "done", "{attempts:?}");
+    assert!(attempts[1][1].starts_with("w-"), "{attempts:?}");
+    assert!(run_page.contains("id=\"checkpoint\""), "{run_page}");
+    assert!(
+        svg(&run_page, "chart-run-curve").contains("<circle"),
+        "{run_page}"
+    );
+
     // The sweeps list links to it.
     let list = dom(
         &format!("http://{http}/"),
@@ -267,6 +353,11 @@ fn the_sweep_page_follows_the_sweep_live_and_shows_reports_table() {
         &dir.path().join("profile"),
     );
     assert!(list.contains("href=\"/sweeps/s-"), "{list}");
+    assert_eq!(
+        table_rows(&list, "sweeps")[0].last().map(String::as_str),
+        Some("ETA"),
+        "{list}"
+    );
 }
 
 #[test]

@@ -38,7 +38,9 @@ pub async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
         "no such page (the API: /api/v1/sweeps, /api/v1/sweeps/SWEEP, \
-         /api/v1/sweeps/SWEEP/files/FILE, /api/v1/sweeps/SWEEP/events; /metrics)",
+         /api/v1/sweeps/SWEEP/files/FILE, /api/v1/sweeps/SWEEP/events, \
+         /api/v1/sweeps/SWEEP/runs[/RUN[/checkpoint]], POST /api/v1/sweeps/SWEEP/retry; \
+         /metrics)",
     )
 }
 
@@ -54,9 +56,30 @@ fn counts(c: &StateCounts) -> serde_json::Value {
     })
 }
 
+/// Seconds until the sweep's unfinished cells are done at the rate its cells have finished so
+/// far (from its submission to `now_ms`); `None` once settled or before any cell finished.
+pub fn eta_seconds(s: &SweepSummary, now_ms: i64) -> Option<f64> {
+    let c = &s.cells;
+    let finished = c.done + c.failed + c.cancelled;
+    let left = c.pending + c.running;
+    if s.state.is_terminal() || finished == 0 || left == 0 {
+        return None;
+    }
+    let elapsed = (now_ms - s.created_ms).max(0) as f64 / 1000.0;
+    Some(elapsed * left as f64 / finished as f64)
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
 /// A sweep as the sweeps list shows it.
 pub fn summary_json(s: &SweepSummary) -> serde_json::Value {
     json!({
+        "eta_seconds": eta_seconds(s, now_ms()),
         "sweep_id": s.sweep_id.as_str(),
         "name": s.name,
         "description": s.description,
@@ -187,4 +210,42 @@ pub async fn file(
         body,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use advsweep_core::SweepState;
+
+    fn summary(state: SweepState, done: u32, pending: u32) -> SweepSummary {
+        SweepSummary {
+            sweep_id: "s-0123456789abcdef".parse().expect("id"),
+            name: "eta".into(),
+            description: String::new(),
+            state,
+            runs: StateCounts::default(),
+            cells: StateCounts {
+                done,
+                pending,
+                ..StateCounts::default()
+            },
+            created_ms: 1_000_000,
+        }
+    }
+
+    #[test]
+    fn the_eta_extrapolates_the_rate_so_far() {
+        // 10 cells done in 100 s, 30 left: 300 s more.
+        let s = summary(SweepState::Running, 10, 30);
+        assert_eq!(eta_seconds(&s, 1_100_000), Some(300.0));
+        // Nothing finished yet, or nothing left, or settled: no estimate.
+        assert_eq!(
+            eta_seconds(&summary(SweepState::Running, 0, 5), 1_100_000),
+            None
+        );
+        assert_eq!(
+            eta_seconds(&summary(SweepState::Done, 10, 0), 1_100_000),
+            None
+        );
+    }
 }

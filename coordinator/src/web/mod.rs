@@ -12,9 +12,11 @@
 //! to leave the report) is a 4xx with a JSON `{"error": …}` naming the problem.
 
 mod access;
+mod actions;
 mod api;
 mod events;
 mod pages;
+mod runs;
 
 use std::sync::Arc;
 
@@ -67,6 +69,14 @@ pub fn dashboard_router(state: WebState) -> Router {
         .route("/api/v1/sweeps/{sweep}", get(api::sweep))
         .route("/api/v1/sweeps/{sweep}/files/{file}", get(api::file))
         .route("/api/v1/sweeps/{sweep}/events", get(events::stream))
+        .route("/api/v1/sweeps/{sweep}/runs", get(runs::runs))
+        .route("/api/v1/sweeps/{sweep}/runs/{run}", get(runs::run))
+        .route(
+            "/api/v1/sweeps/{sweep}/runs/{run}/checkpoint",
+            get(runs::checkpoint),
+        )
+        .route("/api/v1/sweeps/{sweep}/retry", post(actions::retry))
+        .route("/api/v1/access", get(actions::access))
         .fallback(api::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -75,7 +85,9 @@ pub fn dashboard_router(state: WebState) -> Router {
     Router::new()
         .route("/", get(pages::index))
         .route("/sweeps/{sweep}", get(pages::index))
+        .route("/sweeps/{sweep}/runs/{run}", get(pages::index))
         .route("/assets/app.js", get(pages::script))
+        .route("/assets/charts.js", get(pages::charts))
         .route("/assets/app.css", get(pages::style))
         .route("/login", post(pages::login))
         .merge(guarded)

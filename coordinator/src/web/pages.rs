@@ -1,4 +1,4 @@
-//! The dashboard's pages: one HTML page and its script and style, compiled into the binary
+//! The dashboard's pages: one HTML page and its scripts (the page's, the charts') and style, compiled into the binary
 //! (nothing from a CDN: it works offline), and the sign-in form's `POST /login`, which checks a
 //! client token and hands it back as an `HttpOnly` cookie. The pages themselves hold no data:
 //! everything shown comes from the token-guarded API.
@@ -14,6 +14,7 @@ use super::access::TOKEN_COOKIE;
 
 const INDEX: &str = include_str!("assets/index.html");
 const SCRIPT: &str = include_str!("assets/app.js");
+const CHARTS: &str = include_str!("assets/charts.js");
 const STYLE: &str = include_str!("assets/app.css");
 
 /// Only this origin's scripts, styles, fetches and event streams.
@@ -39,6 +40,10 @@ pub async fn index() -> Response {
 
 pub async fn script() -> Response {
     asset("text/javascript; charset=utf-8", SCRIPT)
+}
+
+pub async fn charts() -> Response {
+    asset("text/javascript; charset=utf-8", CHARTS)
 }
 
 pub async fn style() -> Response {

@@ -137,7 +137,7 @@ pub(super) fn running_runs(
                     r.worker_id,
                     e.epoch, e.train_loss, e.train_accuracy, e.test_accuracy, e.seconds,
                     e.images_per_second, json_extract(r.spec_json, '$.epsilon_space'),
-                    json_extract(r.spec_json, '$.training.epochs'), w.name
+                    json_extract(r.spec_json, '$.training.epochs'), w.name, r.max_attempts
              FROM sweep_runs sr JOIN runs r ON r.run_id = sr.run_id
              LEFT JOIN workers w ON w.worker_id = r.worker_id
              LEFT JOIN epochs e ON e.run_id = r.run_id
@@ -170,7 +170,7 @@ pub(super) fn running_runs(
             },
             warnings: Vec::new(),
             attempts: Vec::new(),
-            max_attempts: 0,
+            max_attempts: r.get(16)?,
             epsilon_space: space(r.get(13)?),
             spec: None,
             epochs_planned: r.get::<_, Option<u32>>(14)?.unwrap_or_default(),

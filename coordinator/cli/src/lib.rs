@@ -27,12 +27,15 @@ mod config;
 mod connection;
 mod data_check;
 mod export;
+mod mlflow;
 mod plan;
 mod progress;
 mod report;
 mod run;
 mod run_settings;
 mod source;
+mod tensorboard;
+mod trackers;
 mod upload;
 
 use std::path::PathBuf;
@@ -181,6 +184,14 @@ pub enum ExportCommand {
     /// strict load_state_dict), with the run's resolved spec as JSON beside it. Reads the
     /// coordinator's state directory.
     Weights(export::WeightsArgs),
+    /// TensorBoard event files, one run directory per trained classifier and defense:
+    /// learning curves by epoch, each attack's accuracy, success rate and norms by ε, the
+    /// hyperparameters. Reads the coordinator's state directory.
+    Tensorboard(trackers::TrackerArgs),
+    /// An MLflow experiment in a file store (`file:` tracking URI): one run per trained
+    /// classifier and defense, with its params and metric histories. Reads the coordinator's
+    /// state directory.
+    Mlflow(trackers::TrackerArgs),
 }
 
 #[doc(hidden)]
@@ -275,6 +286,8 @@ async fn dispatch(
         } => client::watch(&target, &sweep, json).await,
         Command::Report(args) => report::report(args).await,
         Command::Export(ExportCommand::Weights(args)) => export::weights(args),
+        Command::Export(ExportCommand::Tensorboard(args)) => tensorboard::export(args),
+        Command::Export(ExportCommand::Mlflow(args)) => mlflow::export(args),
         Command::Retry {
             sweep,
             cells,

@@ -83,20 +83,23 @@ pub async fn serve_forever(settings: &CoordinatorSettings) -> anyhow::Result<()>
         tokio::spawn(web::serve_http(metrics_listener, router));
     }
     if let Some(addr) = settings.http_listen.as_deref() {
-        if settings.tls_cert.is_some() {
-            anyhow::bail!(
-                "http_listen = {addr}: the dashboard does not serve TLS yet, and the \
-                 coordinator is configured for TLS; put it behind a TLS proxy on a private \
-                 address, or leave http_listen unset"
-            );
-        }
+        let https = web::https_config(settings).map_err(|e| BadSettings(format!("{e:#}")))?;
         let http_listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen for the dashboard on {addr}"))?;
         let local = http_listener.local_addr()?;
-        tracing::info!(addr = %local, tokens = coordinator.options.auth.tokens_required(), "serving the dashboard API on http://{local}/api/v1/sweeps");
         let router = web::dashboard_router(web::WebState::of(&coordinator));
-        tokio::spawn(web::serve_http(http_listener, router));
+        let tokens = coordinator.options.auth.tokens_required();
+        match https {
+            Some(config) => {
+                tracing::info!(addr = %local, tokens, "serving the dashboard on https://{local}/");
+                tokio::spawn(web::serve_https(http_listener, config, router));
+            }
+            None => {
+                tracing::info!(addr = %local, tokens, "serving the dashboard on http://{local}/");
+                tokio::spawn(web::serve_http(http_listener, router));
+            }
+        }
     }
     let shutdown = async {
         wait_for_stop_signal().await;

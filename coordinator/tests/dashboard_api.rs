@@ -24,6 +24,7 @@ fn state(f: &Fixture, auth: Auth) -> WebState {
         metrics: Arc::new(Metrics::default()),
         changes: ChangeNotifier::default(),
         auth,
+        links: Default::default(),
     }
 }
 

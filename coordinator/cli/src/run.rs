@@ -52,6 +52,12 @@ pub struct RunArgs {
     /// cluster (addresses, TLS and tokens stay run's own).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Where the live dashboard listens (its one-time sign-in link is printed at the start).
+    #[arg(long, default_value = "127.0.0.1:0", conflicts_with = "no_dashboard")]
+    pub dashboard: String,
+    /// Serve no dashboard.
+    #[arg(long)]
+    pub no_dashboard: bool,
 }
 /// A fresh random token for the embedded coordinator of `advsweep run`: its port is on
 /// 127.0.0.1, but other users of the machine can reach that too.
@@ -187,7 +193,8 @@ pub async fn run(
     let logs = args.state_dir.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
     advsweep_coordinator::telemetry::init_file(&logs.join("coordinator.log"), log_format);
-    let mut embedded = Embedded::start(&args.state_dir, &local).await?;
+    let dashboard = (!args.no_dashboard).then_some(args.dashboard.as_str());
+    let mut embedded = Embedded::start(&args.state_dir, &local, dashboard).await?;
     super::upload::upload_model_files(&mut embedded.client, &plan.local_files).await?;
     let submitted = embedded
         .client
@@ -200,6 +207,12 @@ pub async fn run(
         .map_err(|s| connection::rpc_error("SubmitSweep", s))?
         .into_inner();
     announce(&submitted, workers, threads, &args.state_dir);
+    if let Some(link) = &embedded.dashboard {
+        eprintln!(
+            "advsweep: live dashboard: {link}?to=/sweeps/{} (a one-time sign-in link)",
+            submitted.sweep_id
+        );
+    }
 
     let launch = WorkerLaunch {
         bin: &worker_bin,
@@ -264,10 +277,16 @@ struct Embedded {
     client: connection::Client,
     stop: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// The dashboard's one-time sign-in link, when it serves one.
+    dashboard: Option<String>,
 }
 
 impl Embedded {
-    async fn start(state_dir: &Path, local: &LocalSettings) -> anyhow::Result<Embedded> {
+    async fn start(
+        state_dir: &Path,
+        local: &LocalSettings,
+        dashboard: Option<&str>,
+    ) -> anyhow::Result<Embedded> {
         let worker_token = fresh_token()?;
         let client_token = fresh_token()?;
         let options = local.serve_options(Auth::new(
@@ -278,6 +297,10 @@ impl Embedded {
         let (coordinator, listener) =
             start(state_dir, "127.0.0.1:0", local.leases(), options).await?;
         let url = format!("http://{}", listener.local_addr()?);
+        let dashboard = match dashboard {
+            Some(addr) => Some(serve_dashboard(&coordinator, addr, &client_token).await?),
+            None => None,
+        };
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(serve(coordinator, listener, async move {
             let _ = stop_rx.await;
@@ -296,6 +319,7 @@ impl Embedded {
             client,
             stop,
             server,
+            dashboard,
         })
     }
 
@@ -324,6 +348,35 @@ impl Embedded {
         }
         detail
     }
+}
+
+/// Serves the embedded coordinator's dashboard on `addr` (for as long as the process lives);
+/// returns its one-time sign-in link, which trades itself for the client token's cookie.
+async fn serve_dashboard(
+    coordinator: &advsweep_coordinator::grpc::Coordinator,
+    addr: &str,
+    client_token: &str,
+) -> anyhow::Result<String> {
+    use advsweep_coordinator::web;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| BadInput(format!("--dashboard {addr}: cannot listen there: {e}")))?;
+    let local = listener.local_addr()?;
+    let state = web::WebState::of(coordinator);
+    let code = fresh_token()?;
+    state.links.add(code.clone(), client_token.to_owned());
+    tokio::spawn(web::serve_http(listener, web::dashboard_router(state)));
+    // Listening on every interface: name the machine, not 0.0.0.0.
+    let host = if local.ip().is_unspecified() {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".to_owned())
+    } else {
+        local.ip().to_string()
+    };
+    Ok(format!("http://{host}:{}/signin/{code}", local.port()))
 }
 
 /// The one line that says what is about to run.

@@ -3,6 +3,9 @@
 //! `advsweep_token` cookie (a browser) — checked like the gRPC `SweepService`'s (digests
 //! compared in constant time); without tokens, everyone on the listening address.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
@@ -10,6 +13,26 @@ use axum::response::{IntoResponse, Response};
 
 use super::WebState;
 use super::api::error;
+
+/// One-time sign-in links: `advsweep run`'s embedded coordinator has a fresh random client
+/// token nobody typed, so it prints `/signin/CODE` instead; the first visit trades the code for
+/// the token's cookie and the code is gone (a link left in a scrollback is worth nothing).
+#[derive(Debug, Clone, Default)]
+pub struct SignInLinks(Arc<Mutex<HashMap<String, String>>>);
+
+impl SignInLinks {
+    /// Lets `code` sign a browser in once with `token`.
+    pub fn add(&self, code: String, token: String) {
+        if let Ok(mut links) = self.0.lock() {
+            links.insert(code, token);
+        }
+    }
+
+    /// The token of `code`, once.
+    pub fn take(&self, code: &str) -> Option<String> {
+        self.0.lock().ok()?.remove(code)
+    }
+}
 
 /// The cookie a browser presents its token in.
 pub const TOKEN_COOKIE: &str = "advsweep_token";

@@ -11,12 +11,15 @@
 //! disagree. Bad input (an unknown sweep, a file that is not a report file, a path that tries
 //! to leave the report) is a 4xx with a JSON `{"error": …}` naming the problem.
 
-mod access;
+pub mod access;
 mod actions;
 mod api;
 mod events;
 mod pages;
 mod runs;
+mod tls;
+
+pub use tls::{TlsListener, server_config as https_config};
 
 use std::sync::Arc;
 
@@ -37,6 +40,8 @@ pub struct WebState {
     pub metrics: Arc<Metrics>,
     pub changes: ChangeNotifier,
     pub auth: Auth,
+    /// One-time sign-in links (`advsweep run`).
+    pub links: access::SignInLinks,
 }
 
 impl WebState {
@@ -47,6 +52,7 @@ impl WebState {
             metrics: Arc::clone(&coordinator.metrics),
             changes: coordinator.changes.clone(),
             auth: coordinator.options.auth.clone(),
+            links: access::SignInLinks::default(),
         }
     }
 }
@@ -90,6 +96,7 @@ pub fn dashboard_router(state: WebState) -> Router {
         .route("/assets/charts.js", get(pages::charts))
         .route("/assets/app.css", get(pages::style))
         .route("/login", post(pages::login))
+        .route("/signin/{code}", get(pages::sign_in_link))
         .merge(guarded)
         .layer(axum::middleware::from_fn(access::refuse_grpc))
         .with_state(state)
@@ -98,4 +105,13 @@ pub fn dashboard_router(state: WebState) -> Router {
 /// Serves `router` on `listener` until the process ends (or the listener fails).
 pub async fn serve_http(listener: TcpListener, router: Router) -> std::io::Result<()> {
     axum::serve(listener, router).await
+}
+
+/// Serves `router` over TLS (`https_config`) on `listener` until the process ends.
+pub async fn serve_https(
+    listener: TcpListener,
+    config: std::sync::Arc<tokio_rustls::rustls::ServerConfig>,
+    router: Router,
+) -> std::io::Result<()> {
+    axum::serve(TlsListener::new(listener, config)?, router).await
 }

@@ -4,7 +4,7 @@
 //! everything shown comes from the token-guarded API.
 
 use axum::Form;
-use axum::extract::State;
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
@@ -64,6 +64,56 @@ fn cookie_safe(token: &str) -> bool {
             .all(|b| b.is_ascii_graphic() && !matches!(b, b';' | b',' | b'"' | b'\\'))
 }
 
+/// The sign-in cookie for `token`.
+fn token_cookie(token: &str) -> String {
+    format!("{TOKEN_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/")
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SignInTarget {
+    to: Option<String>,
+}
+
+/// Where a sign-in link may send the browser: a page of this dashboard (`/` or `/sweeps/…`
+/// with an id's characters), never another site.
+fn safe_target(to: Option<&str>) -> &str {
+    match to {
+        Some(path)
+            if path.starts_with("/sweeps/")
+                && path[1..]
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_')) =>
+        {
+            path
+        }
+        _ => "/",
+    }
+}
+
+/// `GET /signin/{code}?to=/sweeps/…`: a one-time link ([`super::access::SignInLinks`]) signs
+/// the browser in and goes on to `to`; a used or unknown code goes to the sign-in form.
+pub async fn sign_in_link(
+    State(state): State<WebState>,
+    Path(code): Path<String>,
+    Query(target): Query<SignInTarget>,
+) -> Response {
+    let Some(token) = state.links.take(&code) else {
+        tracing::warn!("dashboard: an unknown or used sign-in link");
+        return Redirect::to("/?refused").into_response();
+    };
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::SET_COOKIE, token_cookie(&token)),
+            (
+                header::LOCATION,
+                safe_target(target.to.as_deref()).to_owned(),
+            ),
+        ],
+    )
+        .into_response()
+}
+
 /// `POST /login` (`token=…`): a client token comes back as the `advsweep_token` cookie and the
 /// browser goes to `/`; any other token back to the form, marked refused.
 pub async fn login(State(state): State<WebState>, Form(form): Form<Login>) -> Response {
@@ -72,7 +122,7 @@ pub async fn login(State(state): State<WebState>, Form(form): Form<Login>) -> Re
         tracing::warn!("dashboard sign-in refused");
         return Redirect::to("/?refused").into_response();
     }
-    let cookie = format!("{TOKEN_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
+    let cookie = token_cookie(token);
     (
         StatusCode::SEE_OTHER,
         [
@@ -81,4 +131,24 @@ pub async fn login(State(state): State<WebState>, Form(form): Form<Login>) -> Re
         ],
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_target;
+
+    #[test]
+    fn a_sign_in_link_only_leads_to_this_dashboards_pages() {
+        assert_eq!(safe_target(Some("/sweeps/s-0123")), "/sweeps/s-0123");
+        for elsewhere in [
+            None,
+            Some("https://evil.example/"),
+            Some("//evil.example/sweeps/"),
+            Some("/sweeps/../../x"),
+            Some("/sweeps/a?b"),
+            Some("/api/v1/sweeps"),
+        ] {
+            assert_eq!(safe_target(elsewhere), "/", "{elsewhere:?}");
+        }
+    }
 }

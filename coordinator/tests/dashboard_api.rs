@@ -497,4 +497,38 @@ async fn the_pages_are_served_by_the_binary_and_sign_in_sets_the_cookie() {
         assert_eq!(refused.headers()[header::LOCATION], "/?refused", "{bad}");
         assert!(refused.headers().get(header::SET_COOKIE).is_none(), "{bad}");
     }
+    // An oversized or malformed sign-in is a 4xx saying so, never a panic.
+    let huge = "x".repeat(3 << 20);
+    for (body, kind) in [
+        (format!("token={huge}"), "application/x-www-form-urlencoded"),
+        ("token=client-secret".to_owned(), "text/plain"),
+        (
+            "nothing=here".to_owned(),
+            "application/x-www-form-urlencoded",
+        ),
+    ] {
+        let response = router
+            .clone()
+            .oneshot(
+                Request::post("/login")
+                    .header(header::CONTENT_TYPE, kind)
+                    .body(Body::from(body))
+                    .expect("request"),
+            )
+            .await
+            .expect("answered");
+        let status = response.status();
+        let text = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let text = String::from_utf8_lossy(&text);
+        assert!(status.is_client_error(), "{kind}: {status} {text}");
+        assert!(!text.is_empty(), "{kind}: {status} says nothing");
+    }
+    // One-time sign-in links: unknown codes go to the form.
+    let (status, _) = get(&router, "/signin/not-a-code", &[]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
 }

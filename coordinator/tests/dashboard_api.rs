@@ -19,13 +19,12 @@ use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 fn state(f: &Fixture, auth: Auth) -> WebState {
-    WebState {
-        scheduler: Arc::clone(&f.scheduler),
-        metrics: Arc::new(Metrics::default()),
-        changes: ChangeNotifier::default(),
+    WebState::new(
+        Arc::clone(&f.scheduler),
+        Arc::new(Metrics::default()),
+        ChangeNotifier::default(),
         auth,
-        links: Default::default(),
-    }
+    )
 }
 
 /// GET `path` (with `headers`): the status and the whole body as text.
@@ -531,4 +530,27 @@ async fn the_pages_are_served_by_the_binary_and_sign_in_sets_the_cookie() {
     // One-time sign-in links: unknown codes go to the form.
     let (status, _) = get(&router, "/signin/not-a-code", &[]).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn pages_share_one_build_yet_never_see_the_state_from_before_their_request() {
+    let f = Fixture::new().await;
+    let web = state(&f, Auth::default());
+    let router = dashboard_router(web.clone());
+    let (_, before) = get(&router, "/api/v1/sweeps/hostile", &[]).await;
+    assert!(!before.contains("\"failed\""), "{before}");
+    // Nothing changed: the same bytes, from the same build.
+    let (_, again) = get(&router, "/api/v1/sweeps/hostile", &[]).await;
+    assert_eq!(before, again);
+    // A change (as the services notify it): the next request sees it, though the last build
+    // is younger than the rebuild period.
+    f.scheduler
+        .fail_run(held(&f.live().lease), "bad model file".into(), false)
+        .await
+        .expect("fails");
+    web.changes.notify();
+    let (_, after) = get(&router, "/api/v1/sweeps/hostile", &[]).await;
+    assert!(after.contains("bad model file"), "{after}");
+    let (_, runs) = get(&router, "/api/v1/sweeps/hostile/runs", &[]).await;
+    assert!(runs.contains("bad model file"), "{runs}");
 }

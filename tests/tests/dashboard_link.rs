@@ -96,6 +96,13 @@ fn run_prints_a_one_time_sign_in_link_to_its_live_dashboard() {
     assert!(again[0].1.contains("/?refused "), "{again:?}");
     assert_eq!(again[1].0, 401, "{again:?}");
 
-    let _ = run.kill();
-    let _ = run.wait();
+    // Stopped as Ctrl-C stops it, so its worker stops too.
+    let _ = Command::new("kill")
+        .args(["-INT", &run.id().to_string()])
+        .status();
+    let status = run.wait().expect("advsweep run exits");
+    assert!(
+        !status.success(),
+        "an interrupted run reports it: {status:?}"
+    );
 }

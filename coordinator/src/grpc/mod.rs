@@ -49,11 +49,17 @@ impl Default for ChangeNotifier {
 
 impl ChangeNotifier {
     pub fn notify(&self) {
-        self.tx.send_modify(|v| *v = v.wrapping_add(1));
+        self.tx.send_modify(|v| *v = v.saturating_add(1));
     }
 
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.tx.subscribe()
+    }
+
+    /// How many changes were notified so far: equal twice, nothing changed between; larger,
+    /// later (a u64 does not wrap in practice).
+    pub fn version(&self) -> u64 {
+        *self.tx.borrow()
     }
 }
 

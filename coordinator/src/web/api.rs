@@ -9,10 +9,12 @@ use serde::Deserialize;
 use serde_json::json;
 
 use advsweep_core::{StateCounts, SweepId};
-use advsweep_report::{Layout, Pivot, SweepReport, export};
+use std::sync::Arc;
+
+use advsweep_report::{Layout, Pivot, export};
 
 use super::WebState;
-use crate::grpc::{convert, rows};
+use super::views::{BuildError, Built};
 use crate::store::{StoreError, SweepSummary};
 
 /// An error answer: `{"error": why}` with `status`.
@@ -119,24 +121,27 @@ pub async fn find(s: &WebState, key: &str) -> Result<SweepId, Response> {
         })
 }
 
-/// The report of the sweep `key` names, made as `advsweep report` makes it.
-pub async fn report_of(s: &WebState, key: &str) -> Result<SweepReport, Response> {
+/// The sweep `key` names, its detail and report (made as `advsweep report` makes it), shared
+/// with every page open on it ([`super::views`]).
+pub async fn built(s: &WebState, key: &str) -> Result<Arc<Built>, Response> {
     let id = find(s, key).await?;
-    let detail = s.scheduler.sweep_detail(&id).await.map_err(store_error)?;
-    rows::sweep_report(&convert::detail(&detail)).map_err(|e| {
-        tracing::error!(error = %e, "dashboard: a stored sweep does not convert");
-        error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the stored sweep is unreadable",
-        )
-    })
+    s.views
+        .built(&s.scheduler, &s.changes, &id)
+        .await
+        .map_err(|e| match e {
+            BuildError::Store(e) => store_error(e),
+            BuildError::Unreadable => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the stored sweep is unreadable",
+            ),
+        })
 }
 
 pub async fn sweep(State(s): State<WebState>, Path(key): Path<String>) -> Response {
-    match report_of(&s, &key).await {
-        Ok(r) => (
+    match built(&s, &key).await {
+        Ok(b) => (
             [(header::CONTENT_TYPE, "application/json")],
-            export::json(&r),
+            b.report_json(),
         )
             .into_response(),
         Err(response) => response,
@@ -190,16 +195,24 @@ pub async fn file(
         Ok(layout) => layout,
         Err(why) => return error(StatusCode::BAD_REQUEST, why),
     };
-    let r = match report_of(&s, &key).await {
-        Ok(r) => r,
+    let b = match built(&s, &key).await {
+        Ok(b) => b,
         Err(response) => return response,
     };
+    let r = &b.report;
+    let key = format!("{name}?{layout:?}");
     let (body, kind) = match name.as_str() {
-        "table.csv" => (Pivot::new(&r.cells, layout).csv(), "text/csv"),
-        "table.md" => (Pivot::new(&r.cells, layout).markdown(), "text/markdown"),
-        "cells.csv" => (export::cells_csv(&r), "text/csv"),
-        "epochs.csv" => (export::epochs_csv(&r), "text/csv"),
-        _ => (export::json(&r), "application/json"),
+        "table.csv" => (
+            b.file(key, || Pivot::new(&r.cells, layout).csv()),
+            "text/csv",
+        ),
+        "table.md" => (
+            b.file(key, || Pivot::new(&r.cells, layout).markdown()),
+            "text/markdown",
+        ),
+        "cells.csv" => (b.file(key, || export::cells_csv(r)), "text/csv"),
+        "epochs.csv" => (b.file(key, || export::epochs_csv(r)), "text/csv"),
+        _ => (b.report_json(), "application/json"),
     };
     let disposition = format!("attachment; filename=\"{}-{name}\"", r.name);
     (

@@ -18,6 +18,7 @@ mod events;
 mod pages;
 mod runs;
 mod tls;
+pub mod views;
 
 pub use tls::{TlsListener, server_config as https_config};
 
@@ -42,17 +43,34 @@ pub struct WebState {
     pub auth: Auth,
     /// One-time sign-in links (`advsweep run`).
     pub links: access::SignInLinks,
+    /// The reads every open page shares.
+    pub views: views::SweepViews,
 }
 
 impl WebState {
     /// The state of a running coordinator.
     pub fn of(coordinator: &Coordinator) -> WebState {
+        WebState::new(
+            Arc::clone(&coordinator.scheduler),
+            Arc::clone(&coordinator.metrics),
+            coordinator.changes.clone(),
+            coordinator.options.auth.clone(),
+        )
+    }
+
+    pub fn new(
+        scheduler: Arc<Scheduler>,
+        metrics: Arc<Metrics>,
+        changes: ChangeNotifier,
+        auth: Auth,
+    ) -> WebState {
         WebState {
-            scheduler: Arc::clone(&coordinator.scheduler),
-            metrics: Arc::clone(&coordinator.metrics),
-            changes: coordinator.changes.clone(),
-            auth: coordinator.options.auth.clone(),
+            scheduler,
+            metrics,
+            changes,
+            auth,
             links: access::SignInLinks::default(),
+            views: views::SweepViews::default(),
         }
     }
 }

@@ -13,7 +13,7 @@ use serde_json::json;
 use advsweep_core::RunId;
 
 use super::WebState;
-use super::api::{error, find, store_error};
+use super::api::{built, error, store_error};
 use crate::store::{AttemptRecord, RunStatus};
 
 fn attempt_json(a: &AttemptRecord) -> serde_json::Value {
@@ -51,23 +51,16 @@ pub fn run_json(r: &RunStatus) -> serde_json::Value {
 
 /// `GET /api/v1/sweeps/{sweep}/runs`: every run of the sweep, in file order.
 pub async fn runs(State(s): State<WebState>, Path(key): Path<String>) -> Response {
-    let id = match find(&s, &key).await {
-        Ok(id) => id,
-        Err(response) => return response,
-    };
-    match s.scheduler.sweep_detail(&id).await {
-        Ok(detail) => Json(json!({
-            "sweep_id": id.as_str(),
-            "runs": detail.runs.iter().map(run_json).collect::<Vec<_>>(),
-        }))
-        .into_response(),
-        Err(e) => store_error(e),
+    match built(&s, &key).await {
+        Ok(b) => ([(header::CONTENT_TYPE, "application/json")], b.runs_json()).into_response(),
+        Err(response) => response,
     }
 }
 
 /// The run `run` of the sweep `key` names, or the answer saying why not.
 async fn run_of(s: &WebState, key: &str, run: &str) -> Result<RunStatus, Response> {
-    let id = find(s, key).await?;
+    let b = built(s, key).await?;
+    let id = &b.detail.summary.sweep_id;
     let not_in = || {
         let shown: String = run.chars().take(80).collect();
         error(
@@ -76,11 +69,11 @@ async fn run_of(s: &WebState, key: &str, run: &str) -> Result<RunStatus, Respons
         )
     };
     let run_id: RunId = run.parse().map_err(|_| not_in())?;
-    let detail = s.scheduler.sweep_detail(&id).await.map_err(store_error)?;
-    detail
+    b.detail
         .runs
-        .into_iter()
+        .iter()
         .find(|r| r.run_id == run_id)
+        .cloned()
         .ok_or_else(not_in)
 }
 

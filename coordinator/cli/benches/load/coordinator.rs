@@ -7,17 +7,26 @@ pub(super) struct Coordinator {
     pub(super) child: Child,
     pub(super) addr: String,
     pub(super) metrics_addr: String,
+    /// The dashboard's address (`--http-listen`), when it serves one.
+    pub(super) http_addr: Option<std::net::SocketAddr>,
     pub(super) state_dir: PathBuf,
 }
 
 impl Coordinator {
-    pub(super) fn start(dir: &Path) -> Coordinator {
+    /// `dashboard`: also serve the dashboard (`--http-listen` on a free loopback port).
+    pub(super) fn start(dir: &Path, dashboard: bool) -> Coordinator {
         let port = free_port();
         let metrics_port = free_port();
+        let http_addr =
+            dashboard.then(|| std::net::SocketAddr::from(([127, 0, 0, 1], free_port())));
         let state_dir = dir.join("state");
         let log = std::fs::File::create(dir.join("coordinator.log")).expect("log file");
-        let child = Command::new(coordinator_bin())
-            .arg("coordinator")
+        let mut command = Command::new(coordinator_bin());
+        command.arg("coordinator");
+        if let Some(http) = http_addr {
+            command.arg("--http-listen").arg(http.to_string());
+        }
+        let child = command
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--state-dir")
@@ -33,6 +42,7 @@ impl Coordinator {
             child,
             addr: format!("http://127.0.0.1:{port}"),
             metrics_addr: format!("127.0.0.1:{metrics_port}"),
+            http_addr,
             state_dir,
         }
     }

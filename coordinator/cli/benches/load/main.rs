@@ -5,10 +5,11 @@
 //! ```sh
 //! cargo bench -p advsweep-cli --bench load -- [--quick] [--repeats N]
 //!     [--scenarios 2x1000,2x10000,2x100000,1000x100000] [--sweep-dir DIR]
-//!     [--reporting batched|per-event] [--compute-ms MS]
+//!     [--reporting batched|per-event] [--compute-ms MS] [--dashboard-clients N]
 //! ```
-//! (or `bench/coordinator.sh`, which also runs the Optuna comparison). Prints one JSON object on
-//! stdout; progress goes to stderr.
+//! (or `bench/coordinator.sh`, which also runs the Optuna comparison, and
+//! `bench/dashboard-load.sh`, which compares runs without and with dashboard pages open). Prints
+//! one JSON object on stdout; progress goes to stderr.
 //!
 //! Each simulated worker behaves like `advsweep-worker` (worker/src/agent.rs) minus the compute:
 //! `Register` once, then sequentially `Lease`; for a granted run its epoch points and cell
@@ -33,6 +34,21 @@
 //! per second), however fast the handler). Each run's time is drawn uniformly from
 //! [0.5, 1.5] × MS (a fixed generator per worker), as real runs differ in length; equal times
 //! would keep the workers in lockstep, all reporting in the same millisecond every MS ms.
+//!
+//! `--dashboard-clients N` starts the coordinator with its dashboard (`--http-listen` on a free
+//! loopback port) and, with N > 0, opens N simulated sweep pages on it (dashboard.rs): each
+//! loads the page's JSON, holds the sweep's event stream open, and on every event re-reads the
+//! report, the runs and `table.md`, at most once per 2 s, as the page's script does. The pages
+//! open one after the other over those 2 s once the sweep is submitted, and the workers start
+//! when every page has loaded, received its first events and made the refresh they call for,
+//! so the pages' next refreshes fall evenly over the throttle period, as those of pages open
+//! for a while do (not all 50 on the workers' first report). They run on a runtime of their
+//! own (threads `bench-dashboard`), whose CPU is reported apart. A repeat fails (panics, after
+//! printing what the pages saw) if any page saw an error or no `done` event, or its last
+//! summary did not show every cell done. `--dashboard-clients 0` serves the dashboard with no
+//! page open: the baseline it is compared with. `--dashboard-events-only` makes the N clients
+//! hold the event stream alone (no page load, no refreshes): the issue's "50 event-stream
+//! clients", and what tells the stream's cost from the fetches'.
 //!
 //! Measured per repeat: cells/s from the first `Lease` sent to the last `CompleteRun`
 //! acknowledged; latency of granted `Lease` calls (p50, p99) and of `CompleteCell`; epoch
@@ -129,6 +145,10 @@ struct Options {
     reporting: Reporting,
     /// Milliseconds each worker holds a leased run before reporting it (0: no-op cells).
     compute_ms: u64,
+    /// Serve the dashboard and open this many pages on it (`None`: no dashboard).
+    dashboard_clients: Option<usize>,
+    /// The dashboard clients only follow the event stream (no fetches).
+    dashboard_events_only: bool,
 }
 
 /// How a simulated worker reports a run's epochs and cells (see the module docs).
@@ -155,6 +175,8 @@ fn parse_args() -> Options {
         quick: false,
         reporting: Reporting::Batched,
         compute_ms: 0,
+        dashboard_clients: None,
+        dashboard_events_only: false,
     };
     let mut scenarios: Option<Vec<(usize, usize)>> = None;
     let mut repeats: Option<usize> = None;
@@ -177,6 +199,13 @@ fn parse_args() -> Options {
                     other => panic!("--compute-ms takes milliseconds, got {other:?}"),
                 }
             }
+            "--dashboard-clients" => {
+                opts.dashboard_clients = match args.next().map(|v| v.parse()) {
+                    Some(Ok(n)) => Some(n),
+                    other => panic!("--dashboard-clients takes a number of pages, got {other:?}"),
+                }
+            }
+            "--dashboard-events-only" => opts.dashboard_events_only = true,
             "--scenarios" => {
                 scenarios = args.next().map(|v| {
                     v.split(',')
@@ -235,6 +264,19 @@ use worker::*;
 mod stats;
 use stats::*;
 
+mod dashboard;
+use dashboard::{DONE_TIMEOUT, Fetch, PageStats, THROTTLE, threads_cpu_seconds};
+
+/// The name of the dashboard pages' runtime threads.
+const DASHBOARD_THREADS: &str = "bench-dashboard";
+
+/// The dashboard of a repeat: how many pages, what they do, where they run.
+struct Pages {
+    clients: usize,
+    events_only: bool,
+    runtime: tokio::runtime::Handle,
+}
+
 fn one_repeat(
     rt: &tokio::runtime::Runtime,
     workers: usize,
@@ -242,15 +284,18 @@ fn one_repeat(
     sweep: &str,
     reporting: Reporting,
     compute: Duration,
+    dashboard: Option<Pages>,
 ) -> serde_json::Map<String, Value> {
     let dir = tempfile::Builder::new()
         .prefix("advsweep-bench-")
         .tempdir()
         .expect("tempdir");
-    let coordinator = Coordinator::start(dir.path());
+    let coordinator = Coordinator::start(dir.path(), dashboard.is_some());
     let addr = coordinator.addr.clone();
-    let pid = coordinator.pid();
+    let http_addr = coordinator.http_addr;
     let sweep = sweep.to_owned();
+    let clients = dashboard.as_ref().map(|d| d.clients);
+    let process = &coordinator;
     let outcome = rt.block_on(async move {
         let channel = connect(&addr).await;
         let submitted = Instant::now();
@@ -269,6 +314,28 @@ fn one_repeat(
             response.cells as usize, cells,
             "the sweep file's cell count"
         );
+        // The dashboard pages, opened one after the other over the throttle period (the
+        // coordinator answered SubmitSweep, so its dashboard listener is bound).
+        let (deadline, deadline_rx) = tokio::sync::watch::channel(None);
+        let mut pages = Vec::new();
+        let mut ready = None;
+        if let Some(d) = dashboard.as_ref().filter(|d| d.clients > 0) {
+            let http = http_addr.expect("the dashboard's address");
+            let n = d.clients;
+            let (ready_tx, ready_rx) = tokio::sync::mpsc::channel(n);
+            for i in 0..n {
+                pages.push(d.runtime.spawn(dashboard::page(
+                    http,
+                    response.sweep_id.clone(),
+                    THROTTLE.mul_f64(i as f64 / n as f64),
+                    !d.events_only,
+                    dashboard::throttle_for(cells),
+                    ready_tx.clone(),
+                    deadline_rx.clone(),
+                )));
+            }
+            ready = Some(ready_rx);
+        }
         let go = Arc::new(tokio::sync::Barrier::new(workers + 1));
         let mut tasks = Vec::with_capacity(workers);
         for i in 0..workers {
@@ -278,25 +345,50 @@ fn one_repeat(
             let go = Arc::clone(&go);
             tasks.push(tokio::spawn(worker(channel, i, go, reporting, compute)));
         }
+        // Every page loaded and following the event stream (or failed: its sender is gone).
+        if let Some(mut ready) = ready {
+            let n = pages.len();
+            let all = async {
+                let mut count = 0;
+                while count < n && ready.recv().await.is_some() {
+                    count += 1;
+                }
+                count
+            };
+            let count = tokio::time::timeout(Duration::from_secs(60), all)
+                .await
+                .unwrap_or_default();
+            if count < n {
+                eprintln!("load:   only {count} of {n} dashboard pages are ready");
+            }
+        }
         // CPU from the moment every worker is registered to the end.
-        let cpu_at_start = cpu_seconds(&format!("/proc/{pid}/stat"));
+        let cpu_at_start = process.cpu_seconds();
         let own_cpu_at_start = cpu_seconds("/proc/self/stat");
+        let pages_cpu_at_start = threads_cpu_seconds(DASHBOARD_THREADS);
         go.wait().await;
         let mut stats = Vec::with_capacity(workers);
         for t in tasks {
             stats.push(t.await.expect("worker task"));
         }
-        (
-            response,
-            submit_seconds,
-            stats,
-            cpu_at_start,
-            own_cpu_at_start,
-        )
+        let cpu = (
+            process.cpu_seconds() - cpu_at_start,
+            cpu_seconds("/proc/self/stat") - own_cpu_at_start,
+            threads_cpu_seconds(DASHBOARD_THREADS) - pages_cpu_at_start,
+        );
+        // The pages have DONE_TIMEOUT from here to see `done`.
+        let _ = deadline.send(Some(Instant::now() + DONE_TIMEOUT));
+        let mut page_stats = Vec::with_capacity(pages.len());
+        for p in pages {
+            page_stats.push(p.await.unwrap_or_else(|e| PageStats {
+                errors: vec![format!("the page's task failed: {e}")],
+                ..PageStats::default()
+            }));
+        }
+        (response, submit_seconds, stats, cpu, page_stats)
     });
-    let (response, submit_seconds, stats, cpu_at_start, own_cpu_at_start) = outcome;
-    let coordinator_cpu = coordinator.cpu_seconds() - cpu_at_start;
-    let client_cpu = cpu_seconds("/proc/self/stat") - own_cpu_at_start;
+    let (response, submit_seconds, stats, cpu, page_stats) = outcome;
+    let (coordinator_cpu, client_cpu, pages_cpu) = cpu;
     let peak_rss = coordinator.peak_rss();
     let counters = coordinator.counters();
     let store = store_counts(&coordinator.state_dir);
@@ -454,7 +546,148 @@ fn one_repeat(
     }
     m.insert("submit_s".into(), json!(round(submit_seconds, 3)));
     m.insert("coordinator_log_bytes".into(), json!(log_bytes));
+    if let Some(n) = clients {
+        let failures = dashboard_summary(&mut m, n, &page_stats, cells, (start, end), pages_cpu);
+        if !failures.is_empty() {
+            eprintln!(
+                "load: the dashboard pages failed: {}",
+                serde_json::to_string_pretty(&m).expect("json")
+            );
+            for f in failures.iter().take(20) {
+                eprintln!("load:   {f}");
+            }
+            panic!(
+                "{} dashboard page failure(s), the first: {}",
+                failures.len(),
+                failures[0]
+            );
+        }
+    }
     m
+}
+
+/// Adds what the dashboard pages saw and did to `m`; returns every failure (an error, no
+/// `done`, a last summary without every cell done), one line each.
+fn dashboard_summary(
+    m: &mut serde_json::Map<String, Value>,
+    clients: usize,
+    pages: &[PageStats],
+    cells: usize,
+    (start, end): (Instant, Instant),
+    cpu: f64,
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    for (i, p) in pages.iter().enumerate() {
+        failures.extend(p.errors.iter().map(|e| format!("page {i}: {e}")));
+        if p.errors.is_empty() && p.done.is_none() {
+            failures.push(format!("page {i}: no `done` event"));
+        }
+        if p.errors.is_empty() && p.last_cells != Some((cells as u64, cells as u64)) {
+            failures.push(format!(
+                "page {i}: the last summary showed {:?} cells done of total, not all {cells}",
+                p.last_cells
+            ));
+        }
+    }
+    let sum = |f: &dyn Fn(&PageStats) -> u64| pages.iter().map(f).sum::<u64>();
+    m.insert("dashboard_clients".into(), json!(clients));
+    m.insert(
+        "dashboard_done".into(),
+        json!(pages.iter().filter(|p| p.done.is_some()).count()),
+    );
+    m.insert("dashboard_errors".into(), json!(failures.len()));
+    if !failures.is_empty() {
+        m.insert(
+            "dashboard_first_errors".into(),
+            json!(failures.iter().take(5).collect::<Vec<_>>()),
+        );
+    }
+    m.insert(
+        "dashboard_summary_events".into(),
+        json!(sum(&|p| p.summaries)),
+    );
+    m.insert(
+        "dashboard_running_events".into(),
+        json!(sum(&|p| p.running)),
+    );
+    m.insert(
+        "dashboard_keep_alives".into(),
+        json!(sum(&|p| p.keep_alives)),
+    );
+    m.insert("dashboard_refreshes".into(), json!(sum(&|p| p.refreshes)));
+    m.insert(
+        "dashboard_fetches".into(),
+        json!(sum(&|p| p.fetches.iter().sum())),
+    );
+    // Fetches sent while the workers ran (from the first Lease to the last CompleteRun).
+    m.insert(
+        "dashboard_fetches_during_load".into(),
+        json!(
+            pages
+                .iter()
+                .flat_map(|p| &p.fetch_started)
+                .filter(|t| **t >= start && **t <= end)
+                .count()
+        ),
+    );
+    for kind in Fetch::ALL {
+        let i = kind as usize;
+        m.insert(
+            format!("dashboard_fetches_{}", kind.name()),
+            json!(sum(&|p| p.fetches[i])),
+        );
+    }
+    m.insert(
+        "dashboard_fetched_mb".into(),
+        json!(round(sum(&|p| p.bytes) as f64 / (1 << 20) as f64, 2)),
+    );
+    m.insert(
+        "dashboard_event_kb".into(),
+        json!(round(sum(&|p| p.event_bytes) as f64 / 1024.0, 1)),
+    );
+    m.insert("dashboard_reconnects".into(), json!(sum(&|p| p.reconnects)));
+    let mut all: Vec<f64> = pages
+        .iter()
+        .flat_map(|p| p.latency.iter().flatten().copied())
+        .collect();
+    all.sort_by(f64::total_cmp);
+    let mut latencies = vec![("fetch", all)];
+    for kind in Fetch::ALL {
+        let mut xs: Vec<f64> = pages
+            .iter()
+            .flat_map(|p| p.latency[kind as usize].iter().copied())
+            .collect();
+        xs.sort_by(f64::total_cmp);
+        latencies.push((kind.name(), xs));
+    }
+    for (name, xs) in &latencies {
+        for p in [50.0, 99.0] {
+            m.insert(
+                format!("dashboard_{name}_p{p}_ms"),
+                json!(round(percentile(xs, p) * 1e3, 3)),
+            );
+        }
+    }
+    // From the workers' last CompleteRun to each page's `done`.
+    let mut lag: Vec<f64> = pages
+        .iter()
+        .filter_map(|p| p.done)
+        .map(|d| d.saturating_duration_since(end).as_secs_f64())
+        .collect();
+    lag.sort_by(f64::total_cmp);
+    m.insert(
+        "dashboard_done_lag_p50_ms".into(),
+        json!(round(percentile(&lag, 50.0) * 1e3, 3)),
+    );
+    m.insert(
+        "dashboard_done_lag_max_ms".into(),
+        json!(round(percentile(&lag, 100.0) * 1e3, 3)),
+    );
+    m.insert(
+        "dashboard_client_cpu_us_per_cell".into(),
+        json!(round(cpu * 1e6 / cells as f64, 1)),
+    );
+    failures
 }
 
 fn machine() -> Value {
@@ -481,6 +714,16 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    // The dashboard pages' own runtime (browsers are other processes), so that parsing their
+    // answers does not queue behind the workers' tasks and its CPU can be told apart.
+    let pages_rt = opts.dashboard_clients.filter(|n| *n > 0).map(|_| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(DASHBOARD_THREADS)
+            .enable_all()
+            .build()
+            .expect("the dashboard pages' runtime")
+    });
     let machine = machine();
     let mut scenarios = Vec::new();
     let mut cost_by_cells: HashMap<(usize, usize), f64> = HashMap::new();
@@ -497,7 +740,22 @@ fn main() {
                 opts.repeats
             );
             let compute = Duration::from_millis(opts.compute_ms);
-            let sample = one_repeat(&rt, workers, cells, &sweep, opts.reporting, compute);
+            let dashboard = opts.dashboard_clients.map(|clients| Pages {
+                clients,
+                events_only: opts.dashboard_events_only,
+                runtime: pages_rt
+                    .as_ref()
+                    .map_or_else(|| rt.handle().clone(), |r| r.handle().clone()),
+            });
+            let sample = one_repeat(
+                &rt,
+                workers,
+                cells,
+                &sweep,
+                opts.reporting,
+                compute,
+                dashboard,
+            );
             eprintln!(
                 "load:   {} cells/s, lease p99 {} ms, peak RSS {} MB, duplicated {}",
                 sample["cells_per_s"],
@@ -505,6 +763,20 @@ fn main() {
                 sample["peak_rss_mb"],
                 sample["duplicated_cells"]
             );
+            if opts.dashboard_clients.is_some_and(|n| n > 0) {
+                eprintln!(
+                    "load:   dashboard: {} pages done, {} summaries, {} running events, {} \
+                     fetches ({} while the workers ran), report p99 {} ms, coordinator CPU {} \
+                     µs/cell",
+                    sample["dashboard_done"],
+                    sample["dashboard_summary_events"],
+                    sample["dashboard_running_events"],
+                    sample["dashboard_fetches"],
+                    sample["dashboard_fetches_during_load"],
+                    sample["dashboard_report_p99_ms"],
+                    sample["coordinator_cpu_us_per_cell"]
+                );
+            }
             samples.push(sample);
         }
         let keys: Vec<String> = samples[0]
@@ -522,10 +794,17 @@ fn main() {
         }
         scenarios.push(json!({
             "name": format!(
-                "{workers} workers, {cells} cells, {} reports{}",
+                "{workers} workers, {cells} cells, {} reports{}{}",
                 opts.reporting.name(),
-                if opts.compute_ms > 0 { format!(", {} ms per run", opts.compute_ms) } else { String::new() }
+                if opts.compute_ms > 0 { format!(", {} ms per run", opts.compute_ms) } else { String::new() },
+                match opts.dashboard_clients {
+                    Some(n) if opts.dashboard_events_only => format!(", dashboard with {n} event streams open"),
+                    Some(n) => format!(", dashboard with {n} pages open"),
+                    None => String::new(),
+                }
             ),
+            "dashboard_clients": opts.dashboard_clients,
+            "dashboard_events_only": opts.dashboard_events_only,
             "reporting": opts.reporting.name(),
             "compute_ms_per_run": opts.compute_ms,
             // What W workers holding each run compute_ms can deliver at most.
@@ -564,6 +843,9 @@ fn main() {
         },
         "reporting": opts.reporting.name(),
         "compute_ms_per_run": opts.compute_ms,
+        "dashboard_clients": opts.dashboard_clients,
+        "dashboard_events_only": opts.dashboard_events_only,
+        "dashboard_page_model": opts.dashboard_clients.map(|_| if opts.dashboard_events_only { "each client: its own runtime thread pool, one HTTP/1.1 connection holding the event stream, no fetches; clients opened over the 2 s before the workers start" } else { "each page: its own runtime thread pool, one kept-alive HTTP/1.1 connection for fetches and one for the event stream; page load GET report, access, table.md, runs; on every summary/running event GET table.md, runs, report one after the other, at most once per 2 s (app.js throttled); pages opened over the 2 s before the workers start, which start once every page has made its first refresh" }),
         "scenarios": scenarios,
         "per_cell_cost_100k_over_1k_2_workers": flatness,
     });

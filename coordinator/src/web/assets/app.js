@@ -292,9 +292,11 @@ function runsTable(sweepId, runs) {
       el("td", {}, r.state === "done" && r.epochs_planned > 0 ? el("a", { href: `/api/v1/sweeps/${sweepId}/runs/${r.run_id}/checkpoint` }, "safetensors") : "")))));
 }
 
+// The sweeps list, read again every 15 s while any sweep runs (one small JSON for every sweep).
 async function sweepsPage() {
   where.textContent = "sweeps";
   const { sweeps } = await (await api("/api/v1/sweeps")).json();
+  if (sweeps.some((s) => s.state === "running")) setTimeout(() => sweepsPage().catch(fail), 15000);
   sweeps.sort((a, b) => b.created_ms - a.created_ms);
   main.replaceChildren(
     el("h1", {}, "Sweeps"),
@@ -423,14 +425,20 @@ async function sweepPage(id) {
   await refreshTable();
   await refreshRuns();
   showReport(report);
-  // Re-read the report and runs when the server says something changed (at most every 2 s
-  // while epochs stream in).
+  // Re-read the report and runs when the server says something changed: at most every 2 s on
+  // a sweep of up to 1,000 cells, 2 s more per 1,000 beyond (a large sweep's report is
+  // megabytes; its counts and runs in flight still arrive live with the events).
+  const refreshEvery = 2000 * Math.max(1, report.cells.length / 1000);
   const refresh = throttled(async () => {
     await refreshTable();
     await refreshRuns();
     showReport(await (await api(`/api/v1/sweeps/${sweepId}`)).json());
-  }, 2000);
+  }, refreshEvery);
   let updates = 0;
+  // The stream's first events describe what was just loaded: no refresh for them.
+  let fresh = true;
+  setTimeout(() => { fresh = false; }, 1000);
+  const refreshUnlessFresh = () => { if (!fresh) refresh(); };
   follow(sweepId, (s) => {
     // How many summaries the server pushed to this page (its live updates), for tests.
     progress.dataset.updates = String(++updates);
@@ -438,10 +446,11 @@ async function sweepPage(id) {
     state.className = `state-${s.state}`;
     progress.replaceChildren(bar(s.cells), " ", counts(s.cells), s.eta_seconds === null ? "" : `, about ${duration(s.eta_seconds)} left`);
     retry.hidden = !(access.actions.includes("retry") && s.cells.failed > 0);
-    refresh();
+    // Settled: read everything once more, whatever came just before.
+    if (s.state !== "running") refresh(); else refreshUnlessFresh();
   }, (running) => {
     runningDiv.replaceChildren(runningTable(sweepId, running));
-    refresh();
+    refreshUnlessFresh();
   });
 }
 

@@ -27,17 +27,9 @@ fn state(f: &Fixture, auth: Auth) -> WebState {
     )
 }
 
-/// GET `path` (with `headers`): the status and the whole body as text.
-async fn get(router: &axum::Router, path: &str, headers: &[(&str, &str)]) -> (StatusCode, String) {
-    let mut request = Request::get(path);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let response = router
-        .clone()
-        .oneshot(request.body(Body::empty()).expect("request"))
-        .await
-        .expect("answered");
+/// `request` answered by `router`: the status and the whole body as text.
+async fn send(router: &axum::Router, request: Request<Body>) -> (StatusCode, String) {
+    let response = router.clone().oneshot(request).await.expect("answered");
     let status = response.status();
     let bytes = response
         .into_body()
@@ -46,6 +38,27 @@ async fn get(router: &axum::Router, path: &str, headers: &[(&str, &str)]) -> (St
         .expect("body")
         .to_bytes();
     (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// `request` with `headers` added, without a body.
+fn with_headers(
+    mut request: axum::http::request::Builder,
+    headers: &[(&str, &str)],
+) -> Request<Body> {
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.body(Body::empty()).expect("request")
+}
+
+/// GET `path` (with `headers`): the status and the whole body as text.
+async fn get(router: &axum::Router, path: &str, headers: &[(&str, &str)]) -> (StatusCode, String) {
+    send(router, with_headers(Request::get(path), headers)).await
+}
+
+/// POST `path` (with `headers`, no body): the status and the body as text.
+async fn post(router: &axum::Router, path: &str, headers: &[(&str, &str)]) -> (StatusCode, String) {
+    send(router, with_headers(Request::post(path), headers)).await
 }
 
 fn json(text: &str) -> serde_json::Value {
@@ -257,27 +270,6 @@ async fn the_event_stream_pushes_the_sweeps_summary() {
     assert_eq!(running[0]["epochs_planned"], 4, "{running}");
     assert_eq!(running[0]["attempt"], 1, "{running}");
     assert_eq!(running[0]["max_attempts"], 3, "{running}");
-}
-
-/// POST `path` with `headers`: the status and the body as text.
-async fn post(router: &axum::Router, path: &str, headers: &[(&str, &str)]) -> (StatusCode, String) {
-    let mut request = Request::post(path);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let response = router
-        .clone()
-        .oneshot(request.body(Body::empty()).expect("request"))
-        .await
-        .expect("answered");
-    let status = response.status();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    (status, String::from_utf8_lossy(&bytes).into_owned())
 }
 
 #[tokio::test]
@@ -506,24 +498,11 @@ async fn the_pages_are_served_by_the_binary_and_sign_in_sets_the_cookie() {
             "application/x-www-form-urlencoded",
         ),
     ] {
-        let response = router
-            .clone()
-            .oneshot(
-                Request::post("/login")
-                    .header(header::CONTENT_TYPE, kind)
-                    .body(Body::from(body))
-                    .expect("request"),
-            )
-            .await
-            .expect("answered");
-        let status = response.status();
-        let text = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        let text = String::from_utf8_lossy(&text);
+        let request = Request::post("/login")
+            .header(header::CONTENT_TYPE, kind)
+            .body(Body::from(body))
+            .expect("request");
+        let (status, text) = send(&router, request).await;
         assert!(status.is_client_error(), "{kind}: {status} {text}");
         assert!(!text.is_empty(), "{kind}: {status} says nothing");
     }

@@ -89,6 +89,28 @@ async fn the_api_shows_what_report_writes() {
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body, advsweep_report::export::json(&expected));
     }
+    // Gzipped for a browser that asks for it: the same report.
+    let response = router
+        .clone()
+        .oneshot(
+            Request::get("/api/v1/sweeps/hostile")
+                .header(header::ACCEPT_ENCODING, "gzip, deflate, br")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("answered");
+    assert_eq!(response.headers()[header::CONTENT_ENCODING], "gzip");
+    let gz = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let mut plain = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut plain)
+        .expect("gzip");
+    assert_eq!(plain, advsweep_report::export::json(&expected));
     let (status, table) = get(&router, "/api/v1/sweeps/hostile/files/table.csv", &[]).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(table, Pivot::new(&expected.cells, Layout::default()).csv());

@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
@@ -137,14 +137,49 @@ pub async fn built(s: &WebState, key: &str) -> Result<Arc<Built>, Response> {
         })
 }
 
-pub async fn sweep(State(s): State<WebState>, Path(key): Path<String>) -> Response {
-    match built(&s, &key).await {
-        Ok(b) => (
-            [(header::CONTENT_TYPE, "application/json")],
+/// Whether the request accepts a gzipped answer.
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';');
+            let name = parts.next().unwrap_or("").trim();
+            let refused = parts.any(|p| matches!(p.trim(), "q=0" | "q=0.0" | "q=0.00" | "q=0.000"));
+            name.eq_ignore_ascii_case("gzip") && !refused
+        })
+}
+
+pub async fn sweep(
+    State(s): State<WebState>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let b = match built(&s, &key).await {
+        Ok(b) => b,
+        Err(response) => return response,
+    };
+    if accepts_gzip(&headers) {
+        (
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::CONTENT_ENCODING, "gzip"),
+                (header::VARY, "accept-encoding"),
+            ],
+            b.report_json_gzip(),
+        )
+            .into_response()
+    } else {
+        (
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::VARY, "accept-encoding"),
+            ],
             b.report_json(),
         )
-            .into_response(),
-        Err(response) => response,
+            .into_response()
     }
 }
 

@@ -79,6 +79,8 @@ pub struct Built {
     /// The report as JSON (`sweep.json`), made once, on first use, and shared by every answer
     /// (not copied).
     json: std::sync::OnceLock<axum::body::Bytes>,
+    /// The same, gzipped (what browsers ask for: a tenth of the bytes to send to every page).
+    json_gzip: std::sync::OnceLock<axum::body::Bytes>,
     /// The runs as `/runs` answers them, made once.
     runs_json: std::sync::OnceLock<axum::body::Bytes>,
     /// Files already made from this report, by name and layout (`table.md?rows=…`): every
@@ -118,6 +120,23 @@ impl Built {
             files.insert(key, made.clone());
         }
         made
+    }
+
+    /// [`Self::report_json`], gzipped.
+    pub fn report_json_gzip(&self) -> axum::body::Bytes {
+        self.json_gzip
+            .get_or_init(|| {
+                use std::io::Write as _;
+                let json = self.report_json();
+                let mut gz = flate2::write::GzEncoder::new(
+                    Vec::with_capacity(json.len() / 8),
+                    flate2::Compression::fast(),
+                );
+                // Writing into a Vec cannot fail.
+                let _ = gz.write_all(&json);
+                gz.finish().unwrap_or_default().into()
+            })
+            .clone()
     }
 
     /// The report as `sweep.json` holds it.
@@ -221,6 +240,7 @@ impl SweepViews {
             detail,
             report,
             json: std::sync::OnceLock::new(),
+            json_gzip: std::sync::OnceLock::new(),
             runs_json: std::sync::OnceLock::new(),
             files: Mutex::default(),
             version,

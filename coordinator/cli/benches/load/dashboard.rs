@@ -412,10 +412,18 @@ impl Http {
             };
             match request(&mut conn, path, "*/*").await {
                 Ok(head) => {
-                    let body = head
+                    let mut body = head
                         .read_body(&mut conn)
                         .await
                         .map_err(|e| format!("GET {path}: reading the body: {e}"))?;
+                    if head.gzip {
+                        use std::io::Read as _;
+                        let mut plain = Vec::with_capacity(body.len() * 8);
+                        flate2::read::GzDecoder::new(&body[..])
+                            .read_to_end(&mut plain)
+                            .map_err(|e| format!("GET {path}: not gzip: {e}"))?;
+                        body = plain;
+                    }
                     if head.keep_alive {
                         self.conn = Some(conn);
                     }
@@ -439,6 +447,8 @@ async fn connect_http(addr: SocketAddr) -> Result<BufReader<TcpStream>, String> 
 /// A response's status line and the headers that say how its body is framed.
 struct Head {
     status: u16,
+    /// `content-encoding: gzip`.
+    gzip: bool,
     chunked: bool,
     length: Option<usize>,
     keep_alive: bool,
@@ -470,7 +480,10 @@ async fn request(
     path: &str,
     accept: &str,
 ) -> std::io::Result<Head> {
-    let request = format!("GET {path} HTTP/1.1\r\nHost: bench\r\nAccept: {accept}\r\n\r\n");
+    // As a browser: gzip accepted.
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: bench\r\nAccept: {accept}\r\nAccept-Encoding: gzip\r\n\r\n"
+    );
     conn.get_mut().write_all(request.as_bytes()).await?;
     let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidData, why);
     let mut line = String::new();
@@ -487,6 +500,7 @@ async fn request(
         .ok_or_else(|| invalid(format!("not an HTTP status line: {line:?}")))?;
     let mut head = Head {
         status,
+        gzip: false,
         chunked: false,
         length: None,
         keep_alive: line.starts_with("HTTP/1.1"),
@@ -513,6 +527,7 @@ async fn request(
                 );
             }
             "transfer-encoding" => head.chunked = value.eq_ignore_ascii_case("chunked"),
+            "content-encoding" => head.gzip = value.eq_ignore_ascii_case("gzip"),
             "connection" => head.keep_alive = !value.eq_ignore_ascii_case("close"),
             _ => {}
         }
@@ -599,4 +614,28 @@ pub(super) fn threads_cpu_seconds(name: &str) -> f64 {
         })
         .map(|t| cpu_seconds(&t.path().join("stat").to_string_lossy()))
         .sum()
+}
+
+/// Gives this process's threads called `name` the lowest priority (`renice -n 19` on each
+/// thread id); says how many.
+pub(super) fn renice_threads(name: &str) {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return;
+    };
+    let mut niced = 0;
+    for t in tasks.filter_map(Result::ok) {
+        let ours =
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name);
+        if ours
+            && std::process::Command::new("renice")
+                .args(["-n", "19", "-p"])
+                .arg(t.file_name())
+                .stdout(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        {
+            niced += 1;
+        }
+    }
+    eprintln!("load:   dashboard pages: {niced} thread(s) of {name} at nice 19");
 }

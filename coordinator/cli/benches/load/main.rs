@@ -48,7 +48,9 @@
 //! summary did not show every cell done. `--dashboard-clients 0` serves the dashboard with no
 //! page open: the baseline it is compared with. `--dashboard-events-only` makes the N clients
 //! hold the event stream alone (no page load, no refreshes): the issue's "50 event-stream
-//! clients", and what tells the stream's cost from the fetches'.
+//! clients", and what tells the stream's cost from the fetches'. `--dashboard-niced` runs the
+//! pages' threads at nice 19, so that on a machine with few cores the stand-ins for browsers
+//! (which run elsewhere) do not take the cores from the coordinator they measure.
 //!
 //! Measured per repeat: cells/s from the first `Lease` sent to the last `CompleteRun`
 //! acknowledged; latency of granted `Lease` calls (p50, p99) and of `CompleteCell`; epoch
@@ -149,6 +151,10 @@ struct Options {
     dashboard_clients: Option<usize>,
     /// The dashboard clients only follow the event stream (no fetches).
     dashboard_events_only: bool,
+    /// Run the pages' threads at the lowest priority (`renice 19`): on a machine with few
+    /// cores they stand in for browsers on other machines, and should not take the cores from
+    /// the coordinator they measure.
+    dashboard_niced: bool,
 }
 
 /// How a simulated worker reports a run's epochs and cells (see the module docs).
@@ -177,6 +183,7 @@ fn parse_args() -> Options {
         compute_ms: 0,
         dashboard_clients: None,
         dashboard_events_only: false,
+        dashboard_niced: false,
     };
     let mut scenarios: Option<Vec<(usize, usize)>> = None;
     let mut repeats: Option<usize> = None;
@@ -206,6 +213,7 @@ fn parse_args() -> Options {
                 }
             }
             "--dashboard-events-only" => opts.dashboard_events_only = true,
+            "--dashboard-niced" => opts.dashboard_niced = true,
             "--scenarios" => {
                 scenarios = args.next().map(|v| {
                     v.split(',')
@@ -724,6 +732,18 @@ fn main() {
             .build()
             .expect("the dashboard pages' runtime")
     });
+    if let Some(rt) = pages_rt.as_ref().filter(|_| opts.dashboard_niced) {
+        // Its worker threads exist once a task has run on each.
+        rt.block_on(async {
+            let wake: Vec<_> = (0..8)
+                .map(|_| tokio::spawn(tokio::task::yield_now()))
+                .collect();
+            for w in wake {
+                let _ = w.await;
+            }
+        });
+        dashboard::renice_threads(DASHBOARD_THREADS);
+    }
     let machine = machine();
     let mut scenarios = Vec::new();
     let mut cost_by_cells: HashMap<(usize, usize), f64> = HashMap::new();

@@ -12,7 +12,9 @@
 # open and re-reads the report, the runs and table.md on every event, at most once per 2 s, as
 # coordinator/src/web/assets/app.js does. Every run is a fresh coordinator and state directory;
 # the order within a round alternates (without pages first in odd rounds, with pages first in
-# even ones), so that a drift of the machine's load falls on both sides alike. A run whose
+# even ones), so that a drift of the machine's load falls on both sides alike; in both, the
+# workers start 3.1 s after the submission (the pages open over the first 2 s), so both sides
+# have idled alike before a sweep that may last 25 ms. A run whose
 # pages saw an error or no `done` fails the script.
 #
 # The bench and the `advsweep` binary it starts are built once (release, `cargo bench

@@ -10,9 +10,9 @@
 //!   and parsed as it arrives (`event: summary` and `event: running`, whose JSON is parsed as
 //!   the page does, and `event: done`, after which the page closes the stream);
 //! - on every `summary` or `running` event the page's `refresh`: `table.md`, `/runs` and the
-//!   report, one after the other, throttled like `throttled(…, 2000)`: at most one refresh
-//!   every 2 s after the previous one ended, the last call kept (an event during a refresh or
-//!   the 2 s after it makes one more refresh when the 2 s are over, also after `done`).
+//!   report, one after the other, coalesced like `coalesced(…, 2000)`: 2 s after the first
+//!   event that finds the page idle, every event in between folded into it (an event during a
+//!   refresh makes one more, 2 s after it ended); at once for a summary of a settled sweep.
 //!
 //! A page counts the events and fetches it made, the bytes, the latency of each fetch, and any
 //! error: a status other than 200, a body that does not parse, a stream that ends or stalls
@@ -27,7 +27,7 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use super::*;
 
-/// The page's `throttled(refresh, …)` on a sweep of up to 1,000 cells.
+/// The page's `coalesced(refresh, …)` period on a sweep of up to 1,000 cells.
 pub(super) const THROTTLE: Duration = Duration::from_secs(2);
 
 /// The page's refresh period on a sweep of `cells` cells: 2 s up to 1,000 cells, then 2 s
@@ -36,7 +36,7 @@ pub(super) fn throttle_for(cells: usize) -> Duration {
     THROTTLE.mul_f64((cells as f64 / 1000.0).max(1.0))
 }
 /// How long after its load a page takes the stream's events for what it loaded (app.js).
-const FRESH: Duration = Duration::from_secs(1);
+pub(super) const FRESH: Duration = Duration::from_secs(1);
 /// The longest one GET may take (the connection, the head and the whole body).
 const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long after the workers' last `CompleteRun` a page may wait for `done`.
@@ -167,11 +167,10 @@ async fn expired(mut deadline: watch::Receiver<Option<Instant>>) {
     }
 }
 
-/// One open sweep page. It opens after `open_after`, says `ready` once it has loaded, received
-/// the stream's first events and made the refresh they call for (so that a page's first
-/// refresh, which comes right after its load, does not fall on the workers' start), and ends
-/// after `done` (and the refresh that may follow), or with an error. Without `fetches` it only
-/// follows the event stream (no page load, no refreshes) and is ready at its first event.
+/// One open sweep page. It opens after `open_after`, says `ready` once it has loaded and
+/// received the stream's first event (which calls for no refresh: it describes what was just
+/// loaded), and ends after `done` (and the refresh that may follow), or with an error. Without
+/// `fetches` it only follows the event stream (no page load, no refreshes).
 pub(super) async fn page(
     addr: SocketAddr,
     sweep: String,
@@ -204,7 +203,7 @@ pub(super) async fn page(
             return stats;
         }
     };
-    let pending = Notify::new();
+    let calls = RefreshCalls::default();
     let (done_tx, done_rx) = watch::channel(false);
     // As app.js: the stream's first events describe what the page just loaded, so they call
     // for no refresh; a page is ready at its first event.
@@ -215,7 +214,7 @@ pub(super) async fn page(
         async {
             let r = read_events(
                 stream,
-                &pending,
+                &calls,
                 ready_at_event,
                 deadline,
                 Instant::now(),
@@ -232,7 +231,7 @@ pub(super) async fn page(
                 refresh_loop(
                     &mut http,
                     &sweep,
-                    &pending,
+                    &calls,
                     ready_at_refresh,
                     done_rx,
                     throttle,
@@ -247,23 +246,44 @@ pub(super) async fn page(
     stats
 }
 
-/// The page's throttled `refresh`, called by every event (`pending`), until the stream ended
-/// and no call is left.
+/// The calls for the page's `refresh` the events make: `later()` (a running sweep's) and
+/// `now()` (a settled sweep's).
+#[derive(Default)]
+struct RefreshCalls {
+    later: Notify,
+    now: Notify,
+}
+
+/// The page's coalesced `refresh`: `throttle` after a `later` call found it idle, at once for a
+/// `now` call, until the stream ended and no call is left.
 async fn refresh_loop(
     http: &mut Http,
     sweep: &str,
-    pending: &Notify,
+    calls: &RefreshCalls,
     mut ready: Option<mpsc::Sender<()>>,
     mut done: watch::Receiver<bool>,
     throttle: Duration,
     stats: &mut PageStats,
 ) {
     loop {
-        tokio::select! {
+        let now = tokio::select! {
             // A call kept from before `done` still runs, as the page's timer still fires.
             biased;
-            _ = pending.notified() => {}
+            _ = calls.now.notified() => true,
+            _ = calls.later.notified() => false,
             _ = done.wait_for(|d| *d) => return,
+        };
+        if !now {
+            // The calls until then fold into this one; a settled sweep's call cuts the wait.
+            let wait = tokio::time::sleep(throttle);
+            tokio::pin!(wait);
+            loop {
+                tokio::select! {
+                    _ = &mut wait => break,
+                    _ = calls.now.notified() => break,
+                    _ = calls.later.notified() => {}
+                }
+            }
         }
         stats.refreshes += 1;
         for kind in [Fetch::Table, Fetch::Runs, Fetch::Report] {
@@ -275,7 +295,6 @@ async fn refresh_loop(
         if let Some(ready) = ready.take() {
             let _ = ready.send(()).await;
         }
-        tokio::time::sleep(throttle).await;
     }
 }
 
@@ -304,14 +323,14 @@ async fn fetch(
 /// Reads the event stream until `done`: counts and parses every event, wakes the refresh.
 async fn read_events(
     mut body: ChunkedBody,
-    pending: &Notify,
+    calls: &RefreshCalls,
     mut ready: Option<mpsc::Sender<()>>,
     deadline: watch::Receiver<Option<Instant>>,
     opened: Instant,
     stats: &mut PageStats,
 ) -> Result<(), String> {
-    // app.js: no refresh for events in the page's first second, unless the sweep settled.
-    let fresh = |settled: bool| !settled && opened.elapsed() < FRESH;
+    // app.js: no refresh for a running sweep's events in the page's first second.
+    let fresh = || opened.elapsed() < FRESH;
     let mut text = String::new();
     let expired = expired(deadline);
     tokio::pin!(expired);
@@ -363,8 +382,10 @@ async fn read_events(
                     if let Some(ready) = ready.take() {
                         let _ = ready.send(()).await;
                     }
-                    if !fresh(v["state"].as_str() != Some("running")) {
-                        pending.notify_one();
+                    if v["state"].as_str() != Some("running") {
+                        calls.now.notify_one();
+                    } else if !fresh() {
+                        calls.later.notify_one();
                     }
                 }
                 Some("running") => {
@@ -374,8 +395,8 @@ async fn read_events(
                         return Err(format!("running is not a list: {data}"));
                     }
                     stats.running += 1;
-                    if !fresh(false) {
-                        pending.notify_one();
+                    if !fresh() {
+                        calls.later.notify_one();
                     }
                 }
                 Some("done") => {
@@ -602,40 +623,38 @@ async fn open_stream(addr: SocketAddr, path: &str) -> Result<ChunkedBody, String
     })
 }
 
-/// CPU seconds (user + system) of this process's threads named `name` (a runtime's threads).
-pub(super) fn threads_cpu_seconds(name: &str) -> f64 {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return f64::NAN;
-    };
-    tasks
-        .filter_map(Result::ok)
-        .filter(|t| {
-            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name)
-        })
-        .map(|t| cpu_seconds(&t.path().join("stat").to_string_lossy()))
-        .sum()
-}
-
-/// Gives this process's threads called `name` the lowest priority (`renice -n 19` on each
-/// thread id); says how many.
+/// Gives this process's threads called `name` the lowest priority there is: the `SCHED_IDLE`
+/// policy (`chrt --idle -p 0` on each thread id; they run only when no other thread wants the
+/// CPU, and any waking thread preempts them at once, where nice 19 may still hold a core for
+/// the scheduler's wake-up granularity), else `renice -n 19`; says how many and which.
 pub(super) fn renice_threads(name: &str) {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return;
     };
-    let mut niced = 0;
+    let run = |program: &str, args: &[&str], tid: &std::ffi::OsStr| {
+        std::process::Command::new(program)
+            .args(args)
+            .arg(tid)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let (mut idle, mut niced) = (0, 0);
     for t in tasks.filter_map(Result::ok) {
         let ours =
             std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name);
-        if ours
-            && std::process::Command::new("renice")
-                .args(["-n", "19", "-p"])
-                .arg(t.file_name())
-                .stdout(std::process::Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        {
+        if !ours {
+            continue;
+        }
+        let tid = t.file_name();
+        if run("chrt", &["--idle", "-p", "0"], &tid) {
+            idle += 1;
+        } else if run("renice", &["-n", "19", "-p"], &tid) {
             niced += 1;
         }
     }
-    eprintln!("load:   dashboard pages: {niced} thread(s) of {name} at nice 19");
+    eprintln!(
+        "load:   dashboard pages: {idle} thread(s) of {name} at SCHED_IDLE, {niced} at nice 19"
+    );
 }

@@ -49,7 +49,7 @@
 //! page open: the baseline it is compared with. `--dashboard-events-only` makes the N clients
 //! hold the event stream alone (no page load, no refreshes): the issue's "50 event-stream
 //! clients", and what tells the stream's cost from the fetches'. `--dashboard-niced` runs the
-//! pages' threads at nice 19, so that on a machine with few cores the stand-ins for browsers
+//! pages' threads at the lowest priority (`SCHED_IDLE`, else nice 19), so that on a machine with few cores the stand-ins for browsers
 //! (which run elsewhere) do not take the cores from the coordinator they measure.
 //!
 //! Measured per repeat: cells/s from the first `Lease` sent to the last `CompleteRun`
@@ -151,7 +151,7 @@ struct Options {
     dashboard_clients: Option<usize>,
     /// The dashboard clients only follow the event stream (no fetches).
     dashboard_events_only: bool,
-    /// Run the pages' threads at the lowest priority (`renice 19`): on a machine with few
+    /// Run the pages' threads at the lowest priority (`SCHED_IDLE`): on a machine with few
     /// cores they stand in for browsers on other machines, and should not take the cores from
     /// the coordinator they measure.
     dashboard_niced: bool,
@@ -273,7 +273,7 @@ mod stats;
 use stats::*;
 
 mod dashboard;
-use dashboard::{DONE_TIMEOUT, Fetch, PageStats, THROTTLE, threads_cpu_seconds};
+use dashboard::{DONE_TIMEOUT, Fetch, PageStats, THROTTLE};
 
 /// The name of the dashboard pages' runtime threads.
 const DASHBOARD_THREADS: &str = "bench-dashboard";
@@ -325,6 +325,13 @@ fn one_repeat(
         // The dashboard pages, opened one after the other over the throttle period (the
         // coordinator answered SubmitSweep, so its dashboard listener is bound).
         let (deadline, deadline_rx) = tokio::sync::watch::channel(None);
+        // Where the dashboard is served the workers start at the same moment with pages open
+        // or without (once the last page is past its first second): both sides idle alike
+        // before the start, and a 25 ms sweep measures the pages, not how long the runtimes
+        // and caches had to go cold.
+        let start_at = dashboard
+            .as_ref()
+            .map(|_| Instant::now() + THROTTLE + dashboard::FRESH + Duration::from_millis(100));
         let mut pages = Vec::new();
         let mut ready = None;
         if let Some(d) = dashboard.as_ref().filter(|d| d.clients > 0) {
@@ -370,19 +377,22 @@ fn one_repeat(
                 eprintln!("load:   only {count} of {n} dashboard pages are ready");
             }
         }
+        if let Some(at) = start_at {
+            tokio::time::sleep_until(at.into()).await;
+        }
         // CPU from the moment every worker is registered to the end.
-        let cpu_at_start = process.cpu_seconds();
-        let own_cpu_at_start = cpu_seconds("/proc/self/stat");
-        let pages_cpu_at_start = threads_cpu_seconds(DASHBOARD_THREADS);
+        let cpu_at_start = process.cpu();
+        let own_cpu_at_start = ThreadsCpu::read("self", None);
+        let pages_cpu_at_start = ThreadsCpu::read("self", Some(DASHBOARD_THREADS));
         go.wait().await;
         let mut stats = Vec::with_capacity(workers);
         for t in tasks {
             stats.push(t.await.expect("worker task"));
         }
         let cpu = (
-            process.cpu_seconds() - cpu_at_start,
-            cpu_seconds("/proc/self/stat") - own_cpu_at_start,
-            threads_cpu_seconds(DASHBOARD_THREADS) - pages_cpu_at_start,
+            process.cpu().seconds_since(&cpu_at_start),
+            ThreadsCpu::read("self", None).seconds_since(&own_cpu_at_start),
+            ThreadsCpu::read("self", Some(DASHBOARD_THREADS)).seconds_since(&pages_cpu_at_start),
         );
         // The pages have DONE_TIMEOUT from here to see `done`.
         let _ = deadline.send(Some(Instant::now() + DONE_TIMEOUT));
@@ -865,7 +875,7 @@ fn main() {
         "compute_ms_per_run": opts.compute_ms,
         "dashboard_clients": opts.dashboard_clients,
         "dashboard_events_only": opts.dashboard_events_only,
-        "dashboard_page_model": opts.dashboard_clients.map(|_| if opts.dashboard_events_only { "each client: its own runtime thread pool, one HTTP/1.1 connection holding the event stream, no fetches; clients opened over the 2 s before the workers start" } else { "each page: its own runtime thread pool, one kept-alive HTTP/1.1 connection for fetches and one for the event stream; page load GET report, access, table.md, runs; on every summary/running event GET table.md, runs, report one after the other, at most once per 2 s (app.js throttled); pages opened over the 2 s before the workers start, which start once every page has made its first refresh" }),
+        "dashboard_page_model": opts.dashboard_clients.map(|_| if opts.dashboard_events_only { "each client: its own runtime thread pool, one HTTP/1.1 connection holding the event stream, no fetches; clients opened over the 2 s before the workers start" } else { "each page: its own runtime thread pool, one kept-alive HTTP/1.1 connection for fetches and one for the event stream; page load GET report, access, table.md, runs; a running sweep's summary/running event (none in the page's first second) calls for GET table.md, runs, report one after the other 2 s later, the events in between folded in (app.js coalesced), a settled sweep's summary for them at once; pages opened over the 2 s before the workers start, which start once every page follows the event stream" }),
         "scenarios": scenarios,
         "per_cell_cost_100k_over_1k_2_workers": flatness,
     });

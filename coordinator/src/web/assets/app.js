@@ -322,11 +322,28 @@ function follow(sweepId, onSummary, onRunning) {
   return events;
 }
 
-// Calls `f` at most once per `ms`, the last call kept.
-function throttled(f, ms) {
-  let timer = null; let again = false;
-  const run = async () => { again = false; try { await f(); } catch (e) { fail(e); } timer = setTimeout(() => { timer = null; if (again) run(); }, ms); };
-  return () => { if (timer) again = true; else run(); };
+// Calls `f` `ms` after the first call that finds it idle, every call in between folded into
+// that one (at most one call per `ms`, and none for each of a burst of changes); `now()` calls
+// it at once (a sweep that settled: its last state, without waiting).
+function coalesced(f, ms) {
+  let timer = null; let running = false; let next = null;
+  const start = async () => {
+    timer = null; running = true;
+    try { await f(); } catch (e) { fail(e); }
+    running = false;
+    const queued = next; next = null;
+    if (queued === "now") start(); else if (queued === "later") later();
+  };
+  const later = () => {
+    if (running) { next = next || "later"; return; }
+    if (!timer) timer = setTimeout(start, ms);
+  };
+  const now = () => {
+    if (running) { next = "now"; return; }
+    clearTimeout(timer);
+    start();
+  };
+  return { later, now };
 }
 
 async function sweepPage(id) {
@@ -425,11 +442,12 @@ async function sweepPage(id) {
   await refreshTable();
   await refreshRuns();
   showReport(report);
-  // Re-read the report and runs when the server says something changed: at most every 2 s on
-  // a sweep of up to 1,000 cells, 2 s more per 1,000 beyond (a large sweep's report is
-  // megabytes; its counts and runs in flight still arrive live with the events).
+  // Re-read the report and runs when the server says something changed: 2 s after the change
+  // on a sweep of up to 1,000 cells, 2 s more per 1,000 beyond (a large sweep's report is
+  // megabytes), with every change in between folded in; at once when the sweep settles. The
+  // counts and the runs in flight arrive live with the events meanwhile.
   const refreshEvery = 2000 * Math.max(1, report.cells.length / 1000);
-  const refresh = throttled(async () => {
+  const refresh = coalesced(async () => {
     await refreshTable();
     await refreshRuns();
     showReport(await (await api(`/api/v1/sweeps/${sweepId}`)).json());
@@ -438,7 +456,7 @@ async function sweepPage(id) {
   // The stream's first events describe what was just loaded: no refresh for them.
   let fresh = true;
   setTimeout(() => { fresh = false; }, 1000);
-  const refreshUnlessFresh = () => { if (!fresh) refresh(); };
+  const refreshUnlessFresh = () => { if (!fresh) refresh.later(); };
   follow(sweepId, (s) => {
     // How many summaries the server pushed to this page (its live updates), for tests.
     progress.dataset.updates = String(++updates);
@@ -447,7 +465,7 @@ async function sweepPage(id) {
     progress.replaceChildren(bar(s.cells), " ", counts(s.cells), s.eta_seconds === null ? "" : `, about ${duration(s.eta_seconds)} left`);
     retry.hidden = !(access.actions.includes("retry") && s.cells.failed > 0);
     // Settled: read everything once more, whatever came just before.
-    if (s.state !== "running") refresh(); else refreshUnlessFresh();
+    if (s.state !== "running") refresh.now(); else refreshUnlessFresh();
   }, (running) => {
     runningDiv.replaceChildren(runningTable(sweepId, running));
     refreshUnlessFresh();
@@ -509,8 +527,8 @@ async function runPage(sweepKey, runId) {
           el("td", { class: "error" }, a.reason || ""), el("td", {}, when(a.ended_ms)))))));
   };
   draw({ run: first, report: firstReport });
-  const refresh = throttled(async () => draw(await load()), 2000);
-  follow(sweepId, refresh, refresh);
+  const refresh = coalesced(async () => draw(await load()), 2000);
+  follow(sweepId, (s) => (s.state !== "running" ? refresh.now() : refresh.later()), refresh.later);
 }
 
 const path = location.pathname;

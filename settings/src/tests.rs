@@ -293,6 +293,14 @@ fn worker_limits() {
     assert!(worker(&[("ADVSWEEP_THREADS", "0")]).is_err());
     let w = worker(&[("ADVSWEEP_DEVICE", "cuda"), ("ADVSWEEP_SLOTS", "3")]).expect("valid");
     assert_eq!((w.device, w.slots), (DeviceSetting::Cuda, 3));
+    // How long a shutdown may take: seconds, named when out of range.
+    assert_eq!(worker(&[]).expect("defaults").shutdown_grace_s, 120.0);
+    for bad in ["-1", "NaN", "3601"] {
+        let e = worker(&[("ADVSWEEP_SHUTDOWN_GRACE_S", bad)]).unwrap_err().0;
+        assert!(e.contains("shutdown_grace_s"), "{bad}: {e}");
+    }
+    let w = worker(&[("ADVSWEEP_SHUTDOWN_GRACE_S", "2.5")]).expect("valid");
+    assert_eq!(w.shutdown_grace(), std::time::Duration::from_millis(2500));
 }
 
 #[test]

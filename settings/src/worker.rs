@@ -62,11 +62,20 @@ pub struct WorkerSettings {
     /// [default: `$XDG_CACHE_HOME/advsweep/models`, else `~/.cache/advsweep/models`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model_cache: Option<std::path::PathBuf>,
+    /// After SIGTERM or Ctrl-C, how long the worker may take to stop its run and hand it back
+    /// (or deliver its last results) before it exits regardless: a coordinator that is gone
+    /// cannot keep it alive. What it could not deliver is redone once the lease expires.
+    pub shutdown_grace_s: f64,
 }
 
 /// Default `cell_progress_interval_s`: a lost worker costs at most a minute of a long cell,
 /// and a cell shorter than that costs no extra call.
 pub const DEFAULT_CELL_PROGRESS_INTERVAL_S: f64 = 60.0;
+
+/// Default `shutdown_grace_s`: one batch of the slowest model (PGD adversarial training of a
+/// WideResNet: tens of seconds on smaller GPUs) and the hand-back, with margin; under the
+/// systemd unit's `TimeoutStopSec` (150 s), which would SIGKILL first.
+pub const DEFAULT_SHUTDOWN_GRACE_S: f64 = 120.0;
 
 impl Default for WorkerSettings {
     fn default() -> Self {
@@ -81,6 +90,7 @@ impl Default for WorkerSettings {
             sweep: None,
             cell_progress_interval_s: DEFAULT_CELL_PROGRESS_INTERVAL_S,
             model_cache: None,
+            shutdown_grace_s: DEFAULT_SHUTDOWN_GRACE_S,
         }
     }
 }
@@ -89,6 +99,11 @@ impl WorkerSettings {
     /// `cell_progress_interval_s` as a duration.
     pub fn cell_progress_interval(&self) -> std::time::Duration {
         std::time::Duration::from_secs_f64(self.cell_progress_interval_s)
+    }
+
+    /// `shutdown_grace_s` as a duration.
+    pub fn shutdown_grace(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.shutdown_grace_s)
     }
 }
 
@@ -106,6 +121,7 @@ impl RoleSettings for WorkerSettings {
             "sweep",
             "cell_progress_interval_s",
             "model_cache",
+            "shutdown_grace_s",
         ];
         CONNECTION_KEYS.iter().chain(&own).copied().collect()
     }
@@ -145,6 +161,13 @@ impl RoleSettings for WorkerSettings {
             return Err(SettingsError(format!(
                 "[worker] cell_progress_interval_s = {} must be in 0..=86400 seconds",
                 self.cell_progress_interval_s
+            )));
+        }
+        if !(self.shutdown_grace_s.is_finite() && (0.0..=3_600.0).contains(&self.shutdown_grace_s))
+        {
+            return Err(SettingsError(format!(
+                "[worker] shutdown_grace_s = {} must be in 0..=3600 seconds",
+                self.shutdown_grace_s
             )));
         }
         if self.max_consecutive_failures == 0 {

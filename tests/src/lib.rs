@@ -162,11 +162,19 @@ impl TestCoordinator {
     }
 }
 
-impl Drop for TestCoordinator {
-    fn drop(&mut self) {
+impl TestCoordinator {
+    /// Stops serving (its port closes) and keeps the state directory for the test to read: a
+    /// coordinator that went away under its workers.
+    pub fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+}
+
+impl Drop for TestCoordinator {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

@@ -231,6 +231,91 @@ fn ctrl_c_hands_the_runs_back_as_preempted() {
     );
 }
 
+/// `run` killed outright (SIGKILL: no chance to stop its workers) leaves no worker behind: each
+/// notices that its parent is gone and stops as on SIGTERM, finds the embedded coordinator gone
+/// with `run`, and exits once its shutdown grace is over (2 s here, from `--config`).
+#[test]
+fn workers_do_not_outlive_a_killed_run() {
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("long.toml");
+    std::fs::write(&file, long_sweep(300)).expect("write sweep");
+    let config = dir.path().join("advsweep.toml");
+    std::fs::write(&config, "[worker]\nshutdown_grace_s = 2\n").expect("write config");
+    let state = dir.path().join("state");
+    let mut child = advsweep_run(&file, 1, &state)
+        .arg("--config")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("advsweep runs");
+    let log = state.join("logs/worker-0.log");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("epoch done")
+    {
+        assert!(Instant::now() < deadline, "no epoch within 2 minutes");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let workers = children_named(child.id(), "advsweep-worker");
+    assert_eq!(workers.len(), 1, "one local worker: {workers:?}");
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while workers.iter().any(|&pid| running(pid)) {
+        assert!(
+            Instant::now() < deadline,
+            "the worker still runs 60 s after `run` was killed:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("the process that started this worker exited"),
+        "{text}"
+    );
+    assert!(
+        text.contains("not stopped and handed back within the shutdown grace"),
+        "{text}"
+    );
+}
+
+/// The processes whose parent is `parent` and whose name is `name`.
+fn children_named(parent: u32, name: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // `pid (comm) state ppid …`: the name may hold spaces, so split at the last ')'.
+            let Some((head, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let comm = head.split_once('(').map_or("", |(_, c)| c);
+            let ppid = rest
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u32>().ok());
+            comm == name && ppid == Some(parent)
+        })
+        .collect()
+}
+
+/// Whether process `pid` still runs (gone, or a zombie nobody reaped yet: not).
+fn running(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .is_some_and(|state| state != "Z" && state != "X")
+}
+
 /// A state directory holding another unfinished sweep: `advsweep run FILE` trains FILE's runs
 /// only and leaves the other sweep's work untouched (its local workers lease by sweep).
 #[test]

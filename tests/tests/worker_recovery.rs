@@ -70,6 +70,43 @@ async fn sigterm_releases_the_run_as_preempted() {
     );
 }
 
+/// SIGTERM while the coordinator is gone: the worker cannot hand its run back, and does not
+/// wait on it for minutes (each call retried for a minute) but exits once its shutdown grace is
+/// over, saying so; the run's lease expires on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_the_coordinator_gone_exits_after_the_shutdown_grace() {
+    let mut c = TestCoordinator::start().await;
+    submit(&c.url, &long_sweep(200)).await;
+    let log = c.state_dir.path().join("worker.log");
+    let mut w = spawn_worker(&c.url, &log, &["--shutdown-grace", "2"]);
+    poll_until(
+        Duration::from_secs(120),
+        Duration::from_millis(100),
+        || log_text(&log).contains("epoch done").then_some(()),
+        || format!("no epoch within 2 minutes:\n{}", log_text(&log)),
+    )
+    .await;
+    c.stop();
+    let pid = w.id().expect("pid");
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let (status, text) = wait_for_exit(
+        &mut w,
+        Duration::from_secs(30),
+        "the worker exits within 30 s of SIGTERM with its coordinator gone (grace: 2 s)",
+        &log,
+    )
+    .await;
+    assert_eq!(status.code(), Some(1), "exit {status}:\n{text}");
+    assert!(
+        text.contains("not stopped and handed back within the shutdown grace"),
+        "{text}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sweep_with_missing_data_fails_its_runs_without_taking_the_worker_down() {
     let c = TestCoordinator::start().await;

@@ -64,6 +64,16 @@ pub struct Cli {
     #[arg(long, value_name = "SECONDS")]
     pub cell_progress_interval: Option<f64>,
 
+    /// Seconds after SIGTERM or Ctrl-C to stop the run and hand it back before exiting
+    /// regardless (a coordinator that is gone cannot hold the worker) [default: 120]
+    #[arg(long, value_name = "SECONDS")]
+    pub shutdown_grace: Option<f64>,
+
+    /// Stop as on SIGTERM when the process that started this worker exits (for launchers such
+    /// as `advsweep run`, whose workers must not outlive it)
+    #[arg(long)]
+    pub stop_with_parent: bool,
+
     #[command(flatten)]
     pub connection: ConnectionFlags,
 
@@ -98,7 +108,8 @@ impl Cli {
                 "max_consecutive_failures",
                 self.max_consecutive_failures.map(u64::from),
             )
-            .set("cell_progress_interval_s", self.cell_progress_interval);
+            .set("cell_progress_interval_s", self.cell_progress_interval)
+            .set("shutdown_grace_s", self.shutdown_grace);
         load(self.config.as_deref(), &self.connection.apply(overrides))
     }
 }

@@ -122,20 +122,71 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    let grace = settings.shutdown_grace();
+    // The launcher that started this worker, when it must not outlive it.
+    let parent = cli.stop_with_parent.then(parent_id);
     runtime.block_on(async move {
         let (tx, rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
-            wait_for_signal().await;
+            let parent_gone = async {
+                match parent {
+                    Some(parent) => parent_exits(parent).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = wait_for_signal() => {}
+                _ = parent_gone => warn!(parent, "the process that started this worker exited"),
+            }
             warn!(
-                "signal received: stopping the current run and exiting (signal again to exit now)"
+                grace_s = grace.as_secs_f64(),
+                "shutting down: stopping the current run, handing it back and exiting \
+                 (signal again to exit now)"
             );
             let _ = tx.send(true);
-            wait_for_signal().await;
-            warn!("second signal: exiting immediately");
-            std::process::exit(130);
+            tokio::select! {
+                _ = wait_for_signal() => {
+                    warn!("second signal: exiting immediately");
+                    std::process::exit(130);
+                }
+                // The coordinator gone (its calls retried in vain), or a batch that will not
+                // end: nothing acknowledged is lost, and the lease expires on its own.
+                _ = tokio::time::sleep(grace) => {
+                    error!(
+                        grace_s = grace.as_secs_f64(),
+                        "the run was not stopped and handed back within the shutdown grace \
+                         (shutdown_grace_s; is the coordinator gone?): exiting; what it did not \
+                         acknowledge is redone once the lease expires"
+                    );
+                    std::process::exit(1);
+                }
+            }
         });
         agent::run_slots(slots, rx).await
     })
+}
+
+/// This process's parent (1, or a subreaper, once the parent that started it is gone).
+fn parent_id() -> u32 {
+    #[cfg(unix)]
+    {
+        std::os::unix::process::parent_id()
+    }
+    #[cfg(not(unix))]
+    {
+        0
+    }
+}
+
+/// Returns once this process's parent is no longer `parent` (it exited: the process was handed
+/// to another); looks every second.
+async fn parent_exits(parent: u32) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        if parent_id() != parent {
+            return;
+        }
+    }
 }
 
 /// Ctrl-C or SIGTERM.

@@ -48,8 +48,8 @@ pub struct RunArgs {
     #[arg(long, env = "ADVSWEEP_WORKER_BIN")]
     pub worker_bin: Option<PathBuf>,
     /// A settings file: its [coordinator] table's leases and limits and its [worker] table's
-    /// max_consecutive_failures, cell_progress_interval_s and model_cache apply to this local
-    /// cluster (addresses, TLS and tokens stay run's own).
+    /// max_consecutive_failures, cell_progress_interval_s, model_cache and shutdown_grace_s
+    /// apply to this local cluster (addresses, TLS and tokens stay run's own).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Where the live dashboard listens (its one-time sign-in link is printed at the start).
@@ -152,6 +152,9 @@ fn spawn_worker(launch: &WorkerLaunch<'_>, index: usize, log_path: &Path) -> any
         .arg("--device")
         .arg(device)
         .arg("--exit-when-idle")
+        // Should `run` die without stopping it (SIGKILL, the OOM killer), the worker stops as
+        // on SIGTERM: it does not outlive the embedded coordinator it works for.
+        .arg("--stop-with-parent")
         .arg("--sweep")
         .arg(sweep_id)
         .arg("--log-format")

@@ -2,7 +2,7 @@
 //! where they make sense. Its `[coordinator]` table sets the embedded coordinator's leases and
 //! limits (lease and heartbeat timing, `max_cells_per_sweep`, `max_model_file_bytes`, download
 //! slots); its `[worker]` table the local workers' behaviour (`max_consecutive_failures`,
-//! `cell_progress_interval_s`, `model_cache`). Where and how they talk — listen address, state
+//! `cell_progress_interval_s`, `model_cache`, `shutdown_grace_s`). Where and how they talk — listen address, state
 //! directory, TLS, tokens, the workers' coordinator, names, device and threads — stay `run`'s
 //! own: the embedded coordinator listens on 127.0.0.1 with fresh tokens. Only the file is read
 //! (no `ADVSWEEP_*` variables), and it is checked like any settings file: an unknown key is an
@@ -50,6 +50,10 @@ impl LocalSettings {
             (
                 "ADVSWEEP_CELL_PROGRESS_INTERVAL_S".to_owned(),
                 worker.cell_progress_interval_s.to_string(),
+            ),
+            (
+                "ADVSWEEP_SHUTDOWN_GRACE_S".to_owned(),
+                worker.shutdown_grace_s.to_string(),
             ),
         ];
         if let Some(cache) = &worker.model_cache {

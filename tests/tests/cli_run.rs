@@ -175,15 +175,7 @@ fn ctrl_c_hands_the_runs_back_as_preempted() {
         .spawn()
         .expect("advsweep runs");
     // Wait until the worker is training.
-    let log = state.join("logs/worker-0.log");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("epoch done")
-    {
-        assert!(Instant::now() < deadline, "no epoch within 2 minutes");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_training(&state);
     let pid = child.id().to_string();
     assert!(
         Command::new("kill")
@@ -251,15 +243,7 @@ fn workers_do_not_outlive_a_killed_run() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("advsweep runs");
-    let log = state.join("logs/worker-0.log");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("epoch done")
-    {
-        assert!(Instant::now() < deadline, "no epoch within 2 minutes");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let log = wait_for_training(&state);
     let workers = children_named(child.id(), "advsweep-worker");
     assert_eq!(workers.len(), 1, "one local worker: {workers:?}");
     child.kill().expect("SIGKILL");
@@ -282,6 +266,22 @@ fn workers_do_not_outlive_a_killed_run() {
         text.contains("not stopped and handed back within the shutdown grace"),
         "{text}"
     );
+}
+
+/// Waits (up to 2 minutes) until `advsweep run`'s first local worker has trained an epoch;
+/// returns its log's path.
+fn wait_for_training(state: &Path) -> std::path::PathBuf {
+    use std::time::{Duration, Instant};
+    let log = state.join("logs/worker-0.log");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("epoch done")
+    {
+        assert!(Instant::now() < deadline, "no epoch within 2 minutes");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    log
 }
 
 /// The processes whose parent is `parent` and whose name is `name`.

@@ -34,19 +34,7 @@ async fn sigterm_releases_the_run_as_preempted() {
         || format!("no epoch within 2 minutes:\n{}", log_text(&log)),
     )
     .await;
-    let pid = w.id().expect("pid");
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
-    let (status, text) = wait_for_exit(
-        &mut w,
-        Duration::from_secs(30),
-        "the worker exits within 30 s of SIGTERM",
-        &log,
-    )
-    .await;
+    let (status, text) = sigterm_and_wait(&mut w, "", &log).await;
     assert!(status.success(), "exit {status}:\n{text}");
     let d = c.store.sweep_detail(&typed(&sweep)).expect("detail");
     let run = &d.runs[0];
@@ -87,19 +75,8 @@ async fn sigterm_with_the_coordinator_gone_exits_after_the_shutdown_grace() {
     )
     .await;
     c.stop();
-    let pid = w.id().expect("pid");
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
-    let (status, text) = wait_for_exit(
-        &mut w,
-        Duration::from_secs(30),
-        "the worker exits within 30 s of SIGTERM with its coordinator gone (grace: 2 s)",
-        &log,
-    )
-    .await;
+    let (status, text) =
+        sigterm_and_wait(&mut w, " with its coordinator gone (grace: 2 s)", &log).await;
     assert_eq!(status.code(), Some(1), "exit {status}:\n{text}");
     assert!(
         text.contains("not stopped and handed back within the shutdown grace"),
@@ -387,6 +364,23 @@ async fn a_corrupt_newest_checkpoint_resumes_from_the_one_before() {
 
 /// Starts a worker on the sweep's one run, lets it train three epochs (each checkpointed
 /// through the coordinator), then kills it (-9); returns the run id.
+/// Sends the worker SIGTERM and waits (up to 30 s: `case` says when) for it to exit; its exit
+/// status and log.
+async fn sigterm_and_wait(
+    w: &mut tokio::process::Child,
+    case: &str,
+    log: &std::path::Path,
+) -> (std::process::ExitStatus, String) {
+    let pid = w.id().expect("pid");
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let what = format!("the worker exits within 30 s of SIGTERM{case}");
+    wait_for_exit(w, Duration::from_secs(30), &what, log).await
+}
+
 async fn train_three_epochs_then_kill(c: &TestCoordinator, sweep: &str) -> RunId {
     let log_a = c.state_dir.path().join("worker-a.log");
     let mut a = spawn_worker(&c.url, &log_a, &[]);

@@ -66,7 +66,8 @@ known = {
                     "max_connections", "max_streams_per_connection", "first_bytes_timeout_s",
                     "keepalive_interval_s", "max_model_file_bytes"],
     "worker": conn + ["name", "device", "threads", "slots", "max_consecutive_failures",
-                      "exit_when_idle", "sweep", "cell_progress_interval_s", "model_cache"],
+                      "exit_when_idle", "sweep", "cell_progress_interval_s", "model_cache",
+                      "shutdown_grace_s"],
     "client": conn,
 }
 bad = 0

@@ -122,7 +122,7 @@ pub async fn submit(
     };
     if let Some(plan) = parsed.and_then(|p| sweep::expand(&p, &overrides, &origin).ok()) {
         for problem in super::data_check::problems(&plan) {
-            eprintln!("advsweep: warning: {problem}; submitting anyway (the workers must see it)");
+            errln!("advsweep: warning: {problem}; submitting anyway (the workers must see it)");
         }
     }
     let request = request_of(text, data_path, &files);

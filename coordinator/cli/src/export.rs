@@ -97,14 +97,18 @@ pub fn weights(args: WeightsArgs) -> anyhow::Result<ExitCode> {
         .filter(|r| args.runs.is_empty() || args.runs.iter().any(|w| r.run_id == *w))
     {
         if run.state != ShownState::Done {
-            eprintln!(
+            errln!(
                 "advsweep: run {} ({}/{} seed {}) is {}: skipped (only finished runs are exported)",
-                run.run_id, run.model, run.defense_name, run.seed, run.state
+                run.run_id,
+                run.model,
+                run.defense_name,
+                run.seed,
+                run.state
             );
             continue;
         }
         let Some(checkpoint) = store.latest_checkpoint(&run.run_id)? else {
-            eprintln!(
+            errln!(
                 "advsweep: run {} has no stored checkpoint: skipped",
                 run.run_id
             );

@@ -22,6 +22,12 @@ macro_rules! out {
     ($($t:tt)*) => { $crate::write_stdout(format_args!($($t)*), false) };
 }
 
+/// `eprintln!` that never panics: a message that cannot be written (stderr closed: `advsweep
+/// run 2>&1 | head` once `head` is done) is dropped, and the command goes on.
+macro_rules! errln {
+    ($($t:tt)*) => { $crate::write_stderr(format_args!($($t)*)) };
+}
+
 mod client;
 mod config;
 mod connection;
@@ -209,9 +215,19 @@ pub fn write_stdout(args: std::fmt::Arguments<'_>, newline: bool) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);
         }
-        eprintln!("advsweep: cannot write to stdout: {e}");
+        errln!("advsweep: cannot write to stdout: {e}");
         std::process::exit(1);
     }
+}
+
+/// [`errln!`]'s writer.
+#[doc(hidden)]
+pub fn write_stderr(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut stderr = std::io::stderr().lock();
+    let _ = stderr
+        .write_fmt(args)
+        .and_then(|()| stderr.write_all(b"\n"));
 }
 
 /// Entry point of the `advsweep` binary.
@@ -223,14 +239,14 @@ pub fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("advsweep: error: cannot start the async runtime: {e}");
+            errln!("advsweep: error: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(dispatch(cli.command, cli.log_format)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("advsweep: error: {e:#}");
+            errln!("advsweep: error: {e:#}");
             if e.downcast_ref::<BadInput>().is_some() {
                 ExitCode::from(2)
             } else if e.downcast_ref::<Interrupted>().is_some() {

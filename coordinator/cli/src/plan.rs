@@ -120,7 +120,7 @@ pub fn plan(file: &Path, data_path: Option<String>) -> anyhow::Result<()> {
     )
     .map_err(|e| BadInput(e.to_string()))?;
     for problem in super::data_check::problems(&plan) {
-        eprintln!(
+        errln!(
             "advsweep: warning: {problem} (`advsweep run` would refuse it; a cluster's workers may see other paths)"
         );
     }

@@ -296,7 +296,7 @@ pub async fn follow(
             }
             (Output::Human, None) => {
                 if event.message != last_message {
-                    eprintln!("advsweep: {}", event.message);
+                    errln!("advsweep: {}", event.message);
                     last_message = event.message.clone();
                 }
             }

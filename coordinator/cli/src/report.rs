@@ -64,7 +64,7 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<ExitCode> {
     outln!();
     outln!("wrote {} files into {}", written.files.len(), out.display());
     if let Some(why) = written.plots_skipped {
-        eprintln!("advsweep: plots skipped: {why}");
+        errln!("advsweep: plots skipped: {why}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -211,7 +211,7 @@ pub async fn run(
         .into_inner();
     announce(&submitted, workers, threads, &args.state_dir);
     if let Some(link) = &embedded.dashboard {
-        eprintln!(
+        errln!(
             "advsweep: live dashboard: {link}?to=/sweeps/{} (a one-time sign-in link)",
             submitted.sweep_id
         );
@@ -241,7 +241,7 @@ pub async fn run(
         Ok(summary) => summary,
         Err(e) => {
             for (log, status) in &worker_failures {
-                eprintln!(
+                errln!(
                     "advsweep: worker exited ({status}); last lines of {}:\n{}",
                     log.display(),
                     tail(log, 15)
@@ -384,7 +384,7 @@ async fn serve_dashboard(
 
 /// The one line that says what is about to run.
 fn announce(submitted: &pb::SubmitSweepResponse, workers: usize, threads: usize, state: &Path) {
-    eprintln!(
+    errln!(
         "advsweep: sweep {} ({}): {} runs, {} cells{}; {} worker(s) × {} thread(s); state in {}",
         submitted.name,
         submitted.sweep_id,
@@ -430,7 +430,7 @@ async fn supervise(
             _ = &mut interrupted => {
                 // Hand the runs in flight back (workers release them as preempted on SIGTERM);
                 // finished cells are already durable and a later `advsweep run` reuses them.
-                eprintln!("advsweep: interrupted; stopping the workers (their runs are re-queued)");
+                errln!("advsweep: interrupted; stopping the workers (their runs are re-queued)");
                 for (child, _) in children.iter() {
                     if let Some(pid) = child.id() {
                         let _ = std::process::Command::new("kill")

@@ -40,7 +40,7 @@ impl Sweeps {
                 if settings.connection.coordinator == DEFAULT_COORDINATOR
                     && local.join("state.sqlite").is_file()
                 {
-                    eprintln!(
+                    errln!(
                         "advsweep: no coordinator at {DEFAULT_COORDINATOR}; reading ./{RUN_STATE_DIR} \
                          instead (offline; --state-dir DIR reads another)"
                     );

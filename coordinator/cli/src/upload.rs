@@ -66,7 +66,7 @@ pub async fn upload_model_files(
         if let Ok(Err(e)) = read {
             anyhow::bail!("reading model file {}: {e}", local.path.display());
         }
-        eprintln!(
+        errln!(
             "advsweep: model file `{}` ({:.1} MB, sha256 {}…) {}",
             local.written,
             local.file.bytes as f64 / 1e6,

@@ -353,3 +353,28 @@ fn a_missing_data_path_is_refused_by_run_and_flagged_by_plan() {
         String::from_utf8_lossy(&plan.stderr)
     );
 }
+
+/// Output that nobody reads any more (`advsweep plan … 2>&1 | head` once `head` is done) ends
+/// the command quietly, never with a panic: here stderr is a pipe whose reader is gone before
+/// `plan` warns there that the seed's CIFAR-10 directory is missing on this machine.
+#[test]
+fn a_closed_stderr_gets_no_panic() {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_advsweep"))
+        .args([
+            "plan",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../sweeps/seed-vgg-capacity.toml"
+            ),
+        ])
+        .env_remove("ADVSWEEP_CIFAR10_DIR")
+        .stdout(std::process::Stdio::piped())
+        .stderr(writer)
+        .output()
+        .expect("advsweep runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("sweep seed-vgg-capacity"), "{stdout}");
+}

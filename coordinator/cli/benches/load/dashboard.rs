@@ -508,12 +508,7 @@ async fn request(
     conn.get_mut().write_all(request.as_bytes()).await?;
     let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidData, why);
     let mut line = String::new();
-    if conn.read_line(&mut line).await? == 0 {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "the connection closed before an answer",
-        ));
-    }
+    read_line(conn, &mut line, "before an answer").await?;
     let status = line
         .split_whitespace()
         .nth(1)
@@ -528,9 +523,7 @@ async fn request(
     };
     loop {
         line.clear();
-        if conn.read_line(&mut line).await? == 0 {
-            return Err(invalid("the connection closed inside the headers".into()));
-        }
+        read_line(conn, &mut line, "inside the headers").await?;
         let header = line.trim_end();
         if header.is_empty() {
             return Ok(head);
@@ -555,16 +548,26 @@ async fn request(
     }
 }
 
+/// Reads one line into `line`; a connection closed first is an error saying where (`context`).
+async fn read_line(
+    conn: &mut BufReader<TcpStream>,
+    line: &mut String,
+    context: &str,
+) -> std::io::Result<()> {
+    if conn.read_line(line).await? == 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("the connection closed {context}"),
+        ));
+    }
+    Ok(())
+}
+
 /// One chunk of a chunked body; `None` after the last (and its trailers).
 async fn read_chunk(conn: &mut BufReader<TcpStream>) -> std::io::Result<Option<Vec<u8>>> {
     let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidData, why);
     let mut line = String::new();
-    if conn.read_line(&mut line).await? == 0 {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "the connection closed inside a chunked body",
-        ));
-    }
+    read_line(conn, &mut line, "inside a chunked body").await?;
     let size = line.trim_end().split(';').next().unwrap_or_default();
     let size = usize::from_str_radix(size.trim(), 16)
         .map_err(|_| invalid(format!("not a chunk size: {line:?}")))?;
